@@ -1,0 +1,79 @@
+// Define-by-run autograd.
+//
+// Every differentiable op that runs while grad mode is on and sees an input that requires a gradient
+// records a Node on its output: the op's name, its inputs, and a backward function that maps the
+// gradient of the output to the gradients of the inputs. Nodes are numbered in creation order, so
+// walking them from the highest number down visits every consumer before its producer: that ordered
+// walk over the recorded nodes is the tape.
+//
+// The gradient rule, in one place:
+//  - a tensor used several times receives the sum of the gradients of its uses;
+//  - leaves (parameters, inputs with requires_grad) accumulate into .grad (+=) across backward calls,
+//    until zero_grad; so two half-batches accumulate to the gradient of the full batch (for a summed loss);
+//  - intermediate gradients are summed out of place, so a gradient handed to one input is never mutated
+//    by another's accumulation;
+//  - after a node's backward runs, its saved tensors are released (unless retain_graph).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace engine {
+
+class Node {
+ public:
+  // Maps the output gradient to one gradient per input (undefined where no gradient is needed).
+  using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+  Node(std::string name, std::vector<Tensor> inputs, BackwardFn backward);
+
+  const std::string& name() const { return name_; }
+  uint64_t sequence() const { return sequence_; }
+  const std::vector<Tensor>& inputs() const { return inputs_; }
+  const Shape& output_shape() const { return output_shape_; }
+  void set_output_shape(const Shape& shape) { output_shape_ = shape; }
+
+  std::vector<Tensor> apply(const Tensor& grad_output);
+  void release();  // drop the saved tensors and the inputs
+  bool released() const { return !backward_; }
+
+ private:
+  std::string name_;
+  uint64_t sequence_;
+  std::vector<Tensor> inputs_;
+  BackwardFn backward_;
+  Shape output_shape_;
+};
+
+// Grad mode: on by default; off inside a NoGradGuard (evaluation, optimizer updates).
+bool grad_enabled();
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True when an op on these inputs should record a node.
+bool needs_grad(const std::vector<Tensor>& inputs);
+
+// Records `backward` as the way back from `output` to `inputs`, if needs_grad(inputs). `output` then
+// requires a gradient. The backward function must not capture `output` itself (that would be a
+// reference cycle): capture output.detach() when it needs the output's values.
+void record(const Tensor& output, const char* op_name, std::vector<Tensor> inputs,
+            Node::BackwardFn backward);
+
+// The engine behind Tensor::backward().
+void run_backward(const Tensor& root, const Tensor& root_gradient, bool retain_graph);
+
+// grad += g for a leaf's .grad (allocated on first use; never aliases g).
+void accumulate_leaf_grad(const Tensor& leaf, const Tensor& g);
+
+}  // namespace engine

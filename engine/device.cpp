@@ -1,0 +1,53 @@
+#include "engine/device.h"
+
+#include <cstdio>
+#include <mutex>
+
+#include "engine/check.h"
+#ifdef ENGINE_WITH_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
+
+namespace engine {
+
+const DeviceProbe& probe_devices() {
+  static DeviceProbe probe;
+  static std::once_flag once;
+  std::call_once(once, [] {
+#ifdef ENGINE_WITH_CUDA
+    probe.cuda_built = true;
+    probe.cuda_devices = kernels::cuda::device_count(&probe.reason);
+    if (probe.cuda_devices > 0) probe.description = kernels::cuda::device_description(0);
+#else
+    probe.reason = "built without the CUDA backend";
+#endif
+  });
+  return probe;
+}
+
+bool cuda_available() { return probe_devices().cuda_devices > 0; }
+
+Device select_device(const std::string& request) {
+  const DeviceProbe& probe = probe_devices();
+  if (request == "cpu") return Device::cpu();
+  if (request == "auto") {
+    if (probe.cuda_devices > 0) return Device::cuda(0);
+    std::fprintf(stderr, "note: no CUDA device (%s); running on the CPU\n", probe.reason.c_str());
+    return Device::cpu();
+  }
+  if (request.rfind("cuda", 0) == 0) {
+    int index = 0;
+    if (request.size() > 4) {
+      ENGINE_CHECK(request[4] == ':' && request.size() > 5) << "device '" << request << "': use cuda or cuda:N";
+      index = std::stoi(request.substr(5));
+    }
+    ENGINE_CHECK(probe.cuda_devices > 0) << "device '" << request << "' requested but " << probe.reason
+                                         << "; use --device cpu or auto";
+    ENGINE_CHECK(index >= 0 && index < probe.cuda_devices)
+        << "device '" << request << "': only " << probe.cuda_devices << " CUDA device(s)";
+    return Device::cuda(index);
+  }
+  ENGINE_FAIL() << "unknown device '" << request << "': use auto, cpu, cuda or cuda:N";
+}
+
+}  // namespace engine

@@ -1,0 +1,30 @@
+// Element types and devices of tensors. float32 is the reference type; bf16 is reserved for the GPU's
+// mixed-precision path (storage exists; CPU ops take f32).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace engine {
+
+enum class DType : uint8_t { f32, bf16 };
+
+inline size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+inline const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : "bf16"; }
+
+enum class DeviceType : uint8_t { cpu, cuda };
+
+struct Device {
+  DeviceType type = DeviceType::cpu;
+  int index = 0;
+
+  static Device cpu() { return {DeviceType::cpu, 0}; }
+  static Device cuda(int index = 0) { return {DeviceType::cuda, index}; }
+  bool is_cpu() const { return type == DeviceType::cpu; }
+  bool is_cuda() const { return type == DeviceType::cuda; }
+  bool operator==(const Device& o) const { return type == o.type && index == o.index; }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+  std::string str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
+};
+
+}  // namespace engine

@@ -1,0 +1,78 @@
+// batch_norm over the last (channel) dimension. Training mode normalises with the batch statistics,
+// saves mean and 1/std for backward and updates the running statistics in place; eval mode uses the
+// running statistics. Maths in kernels/batchnorm.h, derivation in docs/derivations.md.
+#include "engine/ops.h"
+#include "engine/ops/common.h"
+#include "kernels/batchnorm.h"
+
+namespace engine {
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, const BatchNormOptions& options) {
+  detail::check_same_device("batch_norm", {x, gamma, beta, running_mean, running_var});
+  ENGINE_CHECK(x.ndim() >= 2) << "batch_norm: input must be [..., C], got " << x.str();
+  const int64_t channels = x.size(-1);
+  for (const Tensor* t : {&gamma, &beta, &running_mean, &running_var}) {
+    ENGINE_CHECK(!t->defined() || (t->ndim() == 1 && t->size(0) == channels && t->is_contiguous()))
+        << "batch_norm: per-channel tensors must be dense [" << channels << "], got " << t->str();
+  }
+  ENGINE_CHECK(running_mean.defined() && running_var.defined())
+      << "batch_norm: running statistics are required";
+  const Tensor xr = detail::as_row_matrix(x);
+  const detail::Rows xm = detail::as_rows(xr);
+  ENGINE_CHECK(!training || xm.rows > 0) << "batch_norm: empty batch in training mode";
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  const detail::Rows ym = detail::as_rows(y);
+  const float* g = gamma.defined() ? gamma.data() : nullptr;
+  const float* b = beta.defined() ? beta.data() : nullptr;
+  if (!x.device().is_cpu()) detail::no_cuda_kernel("batch_norm");
+
+  const bool need_dx = x.requires_grad();
+  const bool need_dgamma = gamma.defined() && gamma.requires_grad();
+  const bool need_dbeta = beta.defined() && beta.requires_grad();
+  if (training) {
+    Tensor saved_mean = Tensor::empty({channels}, x.device());
+    Tensor saved_invstd = Tensor::empty({channels}, x.device());
+    kernels::cpu::batch_norm_forward_training(xm.rows, channels, xm.data, xm.ld, g, b, options.eps, ym.data,
+                                              ym.ld, saved_mean.data(), saved_invstd.data(),
+                                              running_mean.data(), running_var.data(), options.momentum,
+                                              options.unbiased_running_var);
+    record(y, "batch_norm", {x, gamma, beta},
+           [xr, gamma, saved_mean, saved_invstd, need_dx, need_dgamma, need_dbeta](const Tensor& dy_in) {
+             const Tensor dy = detail::as_row_matrix(dy_in);
+             const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
+             Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
+             Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
+             Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
+             kernels::cpu::batch_norm_backward_training(
+                 xm.rows, xm.cols, xm.data, xm.ld, dym.data, dym.ld, gamma.defined() ? gamma.data() : nullptr,
+                 saved_mean.data(), saved_invstd.data(), need_dx ? dx.data() : nullptr, xm.cols, false,
+                 need_dgamma ? dgamma.data() : nullptr, need_dbeta ? dbeta.data() : nullptr);
+             return std::vector<Tensor>{dx, dgamma, dbeta};
+           });
+  } else {
+    kernels::cpu::batch_norm_forward_eval(xm.rows, channels, xm.data, xm.ld, g, b, running_mean.data(),
+                                          running_var.data(), options.eps, ym.data, ym.ld);
+    // The running statistics are constants of the eval-mode function; copies keep backward exact even
+    // if training later updates them.
+    if (!needs_grad({x, gamma, beta})) return y;
+    const Tensor mean_copy = running_mean.clone(), var_copy = running_var.clone();
+    const float eps = options.eps;
+    record(y, "batch_norm_eval", {x, gamma, beta},
+           [xr, gamma, mean_copy, var_copy, eps, need_dx, need_dgamma, need_dbeta](const Tensor& dy_in) {
+             const Tensor dy = detail::as_row_matrix(dy_in);
+             const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
+             Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
+             Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
+             Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
+             kernels::cpu::batch_norm_backward_eval(
+                 xm.rows, xm.cols, xm.data, xm.ld, dym.data, dym.ld, gamma.defined() ? gamma.data() : nullptr,
+                 mean_copy.data(), var_copy.data(), eps, need_dx ? dx.data() : nullptr, xm.cols, false,
+                 need_dgamma ? dgamma.data() : nullptr, need_dbeta ? dbeta.data() : nullptr);
+             return std::vector<Tensor>{dx, dgamma, dbeta};
+           });
+  }
+  return y;
+}
+
+}  // namespace engine

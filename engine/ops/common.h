@@ -1,0 +1,31 @@
+// Shared plumbing of the op implementations: seeing tensors as the kernels' row matrices, device
+// checks, and the dispatch guard for the CUDA backend.
+#pragma once
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/check.h"
+#include "engine/tensor.h"
+
+namespace engine::detail {
+
+// A tensor seen as a matrix [rows, cols] with row stride ld (kernels/layout.h): the last dimension is
+// dense and the other dimensions collapse into rows with a single stride.
+struct Rows {
+  float* data;
+  int64_t rows;
+  int64_t cols;
+  int64_t ld;
+};
+
+bool is_row_matrix(const Tensor& t);
+Rows as_rows(const Tensor& t);  // throws unless is_row_matrix(t)
+// t itself when it is a row matrix, a dense copy otherwise.
+Tensor as_row_matrix(const Tensor& t);
+
+// All defined tensors are f32 on the device of the first; names the op in the error.
+void check_same_device(const char* op, const std::vector<Tensor>& tensors);
+
+[[noreturn]] void no_cuda_kernel(const char* op);
+
+}  // namespace engine::detail

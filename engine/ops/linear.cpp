@@ -1,0 +1,59 @@
+// linear: y = x w^T + b with x [N, in], w [out, in], b [out]. Backward:
+//   dx = dy w   [N, in],   dw = dy^T x   [out, in],   db = sum over the batch of dy   [out]
+#include "engine/ops.h"
+#include "engine/ops/common.h"
+#include "kernels/gemm.h"
+
+namespace engine {
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  detail::check_same_device("linear", {x, weight, bias});
+  ENGINE_CHECK(x.ndim() == 2) << "linear: input must be [N, in], got " << x.str() << " (flatten it first)";
+  ENGINE_CHECK(weight.ndim() == 2 && weight.size(1) == x.size(1))
+      << "linear: weight must be [out, " << x.size(1) << "], got " << weight.str();
+  const int64_t n = x.size(0), in = x.size(1), out = weight.size(0);
+  ENGINE_CHECK(!bias.defined() || (bias.ndim() == 1 && bias.size(0) == out))
+      << "linear: bias must be [" << out << "], got " << bias.str();
+  const Tensor xr = detail::as_row_matrix(x);
+  const Tensor w = weight.contiguous();
+  const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
+  Tensor y = Tensor::empty({n, out}, x.device());
+  if (!x.device().is_cpu()) detail::no_cuda_kernel("linear");
+  const detail::Rows xm = detail::as_rows(xr);
+  float* yp = y.data();
+  if (b.defined()) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < out; ++o) yp[i * out + o] = b.data()[o];
+  }
+  kernels::cpu::gemm(false, true, n, out, in, 1.0f, xm.data, xm.ld, w.data(), in, b.defined() ? 1.0f : 0.0f,
+                     yp, out);
+
+  const bool need_dx = x.requires_grad();
+  const bool need_dw = weight.requires_grad();
+  const bool need_db = bias.defined() && bias.requires_grad();
+  record(y, "linear", {x, weight, bias}, [xr, w, n, in, out, need_dx, need_dw, need_db](const Tensor& dy_in) {
+    const Tensor dy = detail::as_row_matrix(dy_in);
+    const detail::Rows dym = detail::as_rows(dy), xm = detail::as_rows(xr);
+    Tensor dx, dw, db;
+    if (need_dx) {
+      dx = Tensor::empty({n, in}, xr.device());
+      kernels::cpu::gemm(false, false, n, in, out, 1.0f, dym.data, dym.ld, w.data(), in, 0.0f, dx.data(), in);
+    }
+    if (need_dw) {
+      dw = Tensor::empty({out, in}, xr.device());
+      kernels::cpu::gemm(true, false, out, in, n, 1.0f, dym.data, dym.ld, xm.data, xm.ld, 0.0f, dw.data(), in);
+    }
+    if (need_db) {
+      db = Tensor::empty({out}, xr.device());
+      for (int64_t o = 0; o < out; ++o) {
+        double s = 0.0;
+        for (int64_t i = 0; i < n; ++i) s += dym.data[i * dym.ld + o];
+        db.data()[o] = static_cast<float>(s);
+      }
+    }
+    return std::vector<Tensor>{dx, dw, db};
+  });
+  return y;
+}
+
+}  // namespace engine

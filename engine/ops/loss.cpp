@@ -1,0 +1,49 @@
+// Binary cross-entropy on logits (kernels/loss.h) and the scalar reductions sum and mean.
+#include "engine/ops.h"
+#include "engine/ops/common.h"
+#include "kernels/elementwise.h"
+#include "kernels/loss.h"
+
+namespace engine {
+
+Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor& weights) {
+  detail::check_same_device("bce_with_logits", {logits, targets, weights});
+  const int64_t n = logits.numel();
+  ENGINE_CHECK(logits.ndim() == 1 || (logits.ndim() == 2 && logits.size(1) == 1))
+      << "bce_with_logits: logits must be [N] or [N, 1], got " << logits.str();
+  ENGINE_CHECK(targets.numel() == n) << "bce_with_logits: " << targets.numel() << " targets for " << n << " logits";
+  ENGINE_CHECK(!weights.defined() || weights.numel() == n)
+      << "bce_with_logits: " << weights.numel() << " weights for " << n << " logits";
+  ENGINE_CHECK(n > 0) << "bce_with_logits: empty batch";
+  if (!logits.device().is_cpu()) detail::no_cuda_kernel("bce_with_logits");
+  const Tensor z = logits.contiguous(), t = targets.contiguous();
+  const Tensor w = weights.defined() ? weights.contiguous() : Tensor();
+  const double loss = kernels::cpu::bce_with_logits_forward(n, z.data(), t.data(), w.defined() ? w.data() : nullptr);
+  Tensor y = Tensor::scalar(static_cast<float>(loss), logits.device());
+  record(y, "bce_with_logits", {logits}, [z, t, w, n, shape = logits.shape()](const Tensor& dy) {
+    Tensor dz = Tensor::empty(shape, z.device());
+    kernels::cpu::bce_with_logits_backward(n, z.data(), t.data(), w.defined() ? w.data() : nullptr, dy.item(),
+                                           dz.data(), false);
+    return std::vector<Tensor>{dz};
+  });
+  return y;
+}
+
+Tensor sum(const Tensor& x) {
+  detail::check_same_device("sum", {x});
+  if (!x.device().is_cpu()) detail::no_cuda_kernel("sum");
+  const Tensor xr = detail::as_row_matrix(x);
+  const detail::Rows xm = detail::as_rows(xr);
+  Tensor y = Tensor::scalar(static_cast<float>(kernels::cpu::sum(xm.rows, xm.cols, xm.data, xm.ld)), x.device());
+  record(y, "sum", {x}, [shape = x.shape(), device = x.device()](const Tensor& dy) {
+    return std::vector<Tensor>{Tensor::full(shape, dy.item(), device)};
+  });
+  return y;
+}
+
+Tensor mean(const Tensor& x) {
+  ENGINE_CHECK(x.numel() > 0) << "mean of an empty tensor";
+  return scale(sum(x), 1.0f / static_cast<float>(x.numel()));
+}
+
+}  // namespace engine

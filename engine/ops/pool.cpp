@@ -1,0 +1,88 @@
+// Pooling ops: max, average (with or without padded cells), global average. Maths in kernels/pool.h.
+#include "engine/ops.h"
+#include "engine/ops/common.h"
+#include "kernels/pool.h"
+
+namespace engine {
+namespace {
+
+kernels::Pool2dGeometry pool_geometry(const char* op, const Tensor& x, const Pool2dOptions& o) {
+  ENGINE_CHECK(x.ndim() == 4) << op << ": input must be NHWC [N, H, W, C], got " << x.str();
+  ENGINE_CHECK(o.kernel_h > 0 && o.kernel_w > 0 && o.stride_h > 0 && o.stride_w > 0)
+      << op << ": kernel and stride must be positive";
+  ENGINE_CHECK(o.pad_top >= 0 && o.pad_bottom >= 0 && o.pad_left >= 0 && o.pad_right >= 0)
+      << op << ": padding must be non-negative";
+  ENGINE_CHECK(o.pad_top < o.kernel_h && o.pad_bottom < o.kernel_h && o.pad_left < o.kernel_w &&
+               o.pad_right < o.kernel_w)
+      << op << ": padding must be smaller than the kernel (a window would see only padding)";
+  kernels::Pool2dGeometry g;
+  g.batch = x.size(0), g.in_h = x.size(1), g.in_w = x.size(2), g.channels = x.size(3);
+  g.kernel_h = o.kernel_h, g.kernel_w = o.kernel_w, g.stride_h = o.stride_h, g.stride_w = o.stride_w;
+  g.pad_top = o.pad_top, g.pad_bottom = o.pad_bottom, g.pad_left = o.pad_left, g.pad_right = o.pad_right;
+  ENGINE_CHECK(g.in_h + g.pad_top + g.pad_bottom >= g.kernel_h && g.in_w + g.pad_left + g.pad_right >= g.kernel_w)
+      << op << ": window " << g.kernel_h << "x" << g.kernel_w << " larger than the padded input " << x.str();
+  return g;
+}
+
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
+  detail::check_same_device("max_pool2d", {x});
+  const kernels::Pool2dGeometry g = pool_geometry("max_pool2d", x, options);
+  const Tensor xr = detail::as_row_matrix(x);
+  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device());
+  if (!x.device().is_cpu()) detail::no_cuda_kernel("max_pool2d");
+  const detail::Rows xm = detail::as_rows(xr);
+  kernels::cpu::max_pool2d_forward(g, xm.data, xm.ld, y.data(), g.channels);
+  record(y, "max_pool2d", {x}, [g, xr](const Tensor& dy_in) {
+    const Tensor dy = detail::as_row_matrix(dy_in);
+    const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
+    Tensor dx = Tensor::empty(xr.shape(), xr.device());
+    kernels::cpu::max_pool2d_backward(g, xm.data, xm.ld, dym.data, dym.ld, dx.data(), g.channels, false);
+    return std::vector<Tensor>{dx};
+  });
+  return y;
+}
+
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad) {
+  detail::check_same_device("avg_pool2d", {x});
+  const kernels::Pool2dGeometry g = pool_geometry("avg_pool2d", x, options);
+  const Tensor xr = detail::as_row_matrix(x);
+  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device());
+  if (!x.device().is_cpu()) detail::no_cuda_kernel("avg_pool2d");
+  const detail::Rows xm = detail::as_rows(xr);
+  kernels::cpu::avg_pool2d_forward(g, count_include_pad, xm.data, xm.ld, y.data(), g.channels);
+  const Shape x_shape = x.shape();
+  const Device device = x.device();
+  record(y, "avg_pool2d", {x}, [g, count_include_pad, x_shape, device](const Tensor& dy_in) {
+    const Tensor dy = detail::as_row_matrix(dy_in);
+    const detail::Rows dym = detail::as_rows(dy);
+    Tensor dx = Tensor::empty(x_shape, device);
+    kernels::cpu::avg_pool2d_backward(g, count_include_pad, dym.data, dym.ld, dx.data(), g.channels, false);
+    return std::vector<Tensor>{dx};
+  });
+  return y;
+}
+
+Tensor global_avg_pool(const Tensor& x) {
+  detail::check_same_device("global_avg_pool", {x});
+  ENGINE_CHECK(x.ndim() == 4) << "global_avg_pool: input must be NHWC [N, H, W, C], got " << x.str();
+  const int64_t n = x.size(0), hw = x.size(1) * x.size(2), c = x.size(3);
+  ENGINE_CHECK(hw > 0) << "global_avg_pool: empty spatial extent in " << x.str();
+  const Tensor xr = detail::as_row_matrix(x);
+  Tensor y = Tensor::empty({n, c}, x.device());
+  if (!x.device().is_cpu()) detail::no_cuda_kernel("global_avg_pool");
+  const detail::Rows xm = detail::as_rows(xr);
+  kernels::cpu::global_avg_pool_forward(n, hw, c, xm.data, xm.ld, y.data());
+  const Shape x_shape = x.shape();
+  const Device device = x.device();
+  record(y, "global_avg_pool", {x}, [n, hw, c, x_shape, device](const Tensor& dy_in) {
+    const Tensor dy = dy_in.contiguous();
+    Tensor dx = Tensor::empty(x_shape, device);
+    kernels::cpu::global_avg_pool_backward(n, hw, c, dy.data(), dx.data(), c, false);
+    return std::vector<Tensor>{dx};
+  });
+  return y;
+}
+
+}  // namespace engine

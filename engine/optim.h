@@ -1,0 +1,82 @@
+// Parameters, gradients and optimizer state in arenas, and the optimizers over them.
+//
+// ParameterArena gathers a model's parameters into one contiguous buffer and their gradients into a
+// second: every parameter tensor becomes a view into the first (the handles modules hold stay valid),
+// and its .grad a view into the second, so the backward pass accumulates straight into the arena. One
+// fused kernel then updates every parameter (kernels/optimizer.h), a checkpoint is one buffer per
+// arena, and zeroing the gradients is one fill. The arena, owned by the trainer, owns that memory.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/module.h"
+#include "kernels/optimizer.h"
+
+namespace engine {
+
+class ParameterArena {
+ public:
+  explicit ParameterArena(const NamedTensors& parameters);
+
+  const Tensor& values() const { return values_; }  // [numel], every parameter back to back
+  const Tensor& grads() const { return grads_; }    // [numel], same order
+  int64_t numel() const { return values_.numel(); }
+  Device device() const { return values_.device(); }
+  const NamedTensors& parameters() const { return parameters_; }
+  void zero_grad() const { grads_.fill_(0.0f); }
+
+ private:
+  NamedTensors parameters_;
+  Tensor values_, grads_;
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;
+  virtual NamedTensors state() const = 0;  // state arrays for checkpoints (moments, step count)
+  virtual void set_learning_rate(float lr) = 0;
+  virtual float learning_rate() const = 0;
+  int64_t step_count() const { return step_; }
+  void set_step_count(int64_t step) { step_ = step; }
+
+ protected:
+  int64_t step_ = 0;
+};
+
+// Adam with the PyTorch or the Keras convention (kernels/optimizer.h):
+//   Adam::pytorch(lr)  eps 1e-8, epsilon added to sqrt(v_hat)
+//   Adam::keras(lr)    eps 1e-7, epsilon added to sqrt(v) (the study's optimizer)
+class Adam : public Optimizer {
+ public:
+  Adam(ParameterArena& arena, const kernels::AdamHyper& hyper);
+  static kernels::AdamHyper pytorch(float lr = 1e-3f);
+  static kernels::AdamHyper keras(float lr = 1e-3f);
+
+  void step() override;
+  NamedTensors state() const override { return {{"adam.m", m_}, {"adam.v", v_}}; }
+  void set_learning_rate(float lr) override { hyper_.lr = lr; }
+  float learning_rate() const override { return hyper_.lr; }
+  const kernels::AdamHyper& hyper() const { return hyper_; }
+
+ private:
+  ParameterArena& arena_;
+  kernels::AdamHyper hyper_;
+  Tensor m_, v_;
+};
+
+class Sgd : public Optimizer {
+ public:
+  Sgd(ParameterArena& arena, const kernels::SgdHyper& hyper);
+  void step() override;
+  NamedTensors state() const override { return {{"sgd.momentum", buffer_}}; }
+  void set_learning_rate(float lr) override { hyper_.lr = lr; }
+  float learning_rate() const override { return hyper_.lr; }
+
+ private:
+  ParameterArena& arena_;
+  kernels::SgdHyper hyper_;
+  Tensor buffer_;
+};
+
+}  // namespace engine

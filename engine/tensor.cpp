@@ -1,0 +1,338 @@
+// Tensor storage, views and raw copies (see tensor.h).
+#include "engine/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include "engine/autograd.h"
+#include "engine/check.h"
+#ifdef ENGINE_WITH_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
+
+namespace engine {
+
+std::string shape_str(const Shape& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << "]";
+  return out.str();
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    ENGINE_CHECK(d >= 0) << "negative dimension in shape " << shape_str(shape);
+    n *= d;
+  }
+  return n;
+}
+
+Shape contiguous_strides(const Shape& shape) {
+  Shape strides(shape.size());
+  int64_t stride = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= shape[i];
+  }
+  return strides;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Storage
+
+Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  if (device.is_cpu()) {
+    const size_t rounded = (nbytes + 63) / 64 * 64;
+    data_ = rounded ? std::aligned_alloc(64, rounded) : nullptr;
+    ENGINE_CHECK(data_ || rounded == 0) << "out of host memory allocating " << nbytes << " bytes";
+  } else {
+#ifdef ENGINE_WITH_CUDA
+    data_ = nbytes ? kernels::cuda::device_malloc(nbytes) : nullptr;
+#else
+    ENGINE_FAIL() << "this build has no CUDA backend; use the CPU device";
+#endif
+  }
+}
+
+Storage::~Storage() {
+  if (device_.is_cpu()) {
+    std::free(data_);
+  } else {
+#ifdef ENGINE_WITH_CUDA
+    kernels::cuda::device_free(data_);
+#endif
+  }
+}
+
+namespace {
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#ifdef ENGINE_WITH_CUDA
+  if (dst_device.is_cuda() && src_device.is_cpu()) return kernels::cuda::copy_host_to_device(dst, src, bytes);
+  if (dst_device.is_cpu() && src_device.is_cuda()) return kernels::cuda::copy_device_to_host(dst, src, bytes);
+  return kernels::cuda::copy_device_to_device(dst, src, bytes);
+#else
+  ENGINE_FAIL() << "this build has no CUDA backend";
+#endif
+}
+
+// dst[...] = src[...] elementwise over `shape`, both on the CPU, any strides.
+void strided_copy_cpu(const Shape& shape, char* dst, const Shape& dst_strides, const char* src,
+                      const Shape& src_strides, size_t element_size, size_t dim = 0) {
+  if (dim == shape.size()) {
+    std::memcpy(dst, src, element_size);
+    return;
+  }
+  const bool last_is_dense = dim + 1 == shape.size() && dst_strides[dim] == 1 && src_strides[dim] == 1;
+  if (last_is_dense) {
+    std::memcpy(dst, src, element_size * shape[dim]);
+    return;
+  }
+  for (int64_t i = 0; i < shape[dim]; ++i) {
+    strided_copy_cpu(shape, dst + i * dst_strides[dim] * element_size, dst_strides,
+                     src + i * src_strides[dim] * element_size, src_strides, element_size, dim + 1);
+  }
+}
+
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device, DType dtype) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return impl;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// Creation
+
+Tensor Tensor::empty(const Shape& shape, Device device, DType dtype) {
+  return Tensor(make_impl(shape, device, dtype));
+}
+
+Tensor Tensor::zeros(const Shape& shape, Device device) { return full(shape, 0.0f, device); }
+
+Tensor Tensor::full(const Shape& shape, float value, Device device) {
+  Tensor t = empty(shape, device);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values, Device device) {
+  ENGINE_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape))
+      << values.size() << " values do not fill shape " << shape_str(shape);
+  Tensor t = empty(shape, device);
+  copy_bytes(t.raw_data(), device, values.data(), Device::cpu(), values.size() * sizeof(float));
+  return t;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Properties
+
+#define ENGINE_REQUIRE_DEFINED() ENGINE_CHECK(impl_) << "operation on an undefined tensor"
+
+const Shape& Tensor::shape() const { ENGINE_REQUIRE_DEFINED(); return impl_->shape; }
+const Shape& Tensor::strides() const { ENGINE_REQUIRE_DEFINED(); return impl_->strides; }
+int64_t Tensor::offset() const { ENGINE_REQUIRE_DEFINED(); return impl_->offset; }
+DType Tensor::dtype() const { ENGINE_REQUIRE_DEFINED(); return impl_->dtype; }
+Device Tensor::device() const { ENGINE_REQUIRE_DEFINED(); return impl_->storage->device(); }
+const std::shared_ptr<Storage>& Tensor::storage() const { ENGINE_REQUIRE_DEFINED(); return impl_->storage; }
+int64_t Tensor::numel() const { return shape_numel(shape()); }
+
+int64_t Tensor::size(int dim) const {
+  const int n = ndim();
+  const int d = dim < 0 ? dim + n : dim;
+  ENGINE_CHECK(d >= 0 && d < n) << "dimension " << dim << " out of range for shape " << shape_str(shape());
+  return impl_->shape[d];
+}
+
+bool Tensor::is_contiguous() const {
+  const Shape expected = contiguous_strides(shape());
+  for (size_t i = 0; i < expected.size(); ++i)
+    if (impl_->shape[i] != 1 && impl_->strides[i] != expected[i]) return false;
+  return true;
+}
+
+void* Tensor::raw_data() const {
+  ENGINE_REQUIRE_DEFINED();
+  return static_cast<char*>(impl_->storage->data()) + impl_->offset * dtype_size(impl_->dtype);
+}
+
+float* Tensor::data() const {
+  ENGINE_CHECK(dtype() == DType::f32) << "data() needs an f32 tensor, this one is " << dtype_name(dtype());
+  return static_cast<float*>(raw_data());
+}
+
+std::string Tensor::str() const {
+  if (!impl_) return "Tensor(undefined)";
+  return "Tensor" + shape_str(shape()) + " " + dtype_name(dtype()) + " " + device().str();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Views and copies
+
+Tensor Tensor::view(const Shape& new_shape) const {
+  ENGINE_CHECK(is_contiguous()) << "view() of a non-contiguous tensor " << str() << "; call contiguous() first";
+  ENGINE_CHECK(shape_numel(new_shape) == numel())
+      << "cannot view " << shape_str(shape()) << " as " << shape_str(new_shape);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->offset = impl_->offset;
+  impl->shape = new_shape;
+  impl->strides = contiguous_strides(new_shape);
+  impl->dtype = impl_->dtype;
+  return Tensor(impl);
+}
+
+Tensor Tensor::slice(int dim, int64_t start, int64_t end) const {
+  const int d = dim < 0 ? dim + ndim() : dim;
+  ENGINE_CHECK(d >= 0 && d < ndim()) << "slice dimension " << dim << " out of range for " << str();
+  ENGINE_CHECK(0 <= start && start <= end && end <= impl_->shape[d])
+      << "slice [" << start << ", " << end << ") out of range for dimension " << d << " of " << str();
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->offset = impl_->offset + start * impl_->strides[d];
+  impl->shape = impl_->shape;
+  impl->shape[d] = end - start;
+  impl->strides = impl_->strides;
+  impl->dtype = impl_->dtype;
+  return Tensor(impl);
+}
+
+Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
+
+Tensor Tensor::clone() const {
+  Tensor copy = empty(shape(), device(), dtype());
+  copy.copy_from(*this);
+  return copy;
+}
+
+Tensor Tensor::to(Device target) const {
+  if (device() == target) return *this;
+  Tensor source = contiguous();
+  Tensor copy = empty(shape(), target, dtype());
+  copy_bytes(copy.raw_data(), target, source.raw_data(), source.device(), numel() * dtype_size(dtype()));
+  return copy;
+}
+
+std::vector<float> Tensor::to_vector() const {
+  ENGINE_CHECK(dtype() == DType::f32) << "to_vector() needs f32, got " << dtype_name(dtype());
+  Tensor host = to(Device::cpu()).contiguous();
+  std::vector<float> values(numel());
+  if (!values.empty()) std::memcpy(values.data(), host.raw_data(), values.size() * sizeof(float));
+  return values;
+}
+
+float Tensor::item() const {
+  ENGINE_CHECK(numel() == 1) << "item() of a tensor with " << numel() << " elements";
+  return to_vector()[0];
+}
+
+void Tensor::fill_(float value) const {
+  ENGINE_CHECK(dtype() == DType::f32) << "fill_ needs f32";
+  if (device().is_cpu()) {
+    // A strided fill through the copy routine would be slow; tensors we fill are dense or row-strided.
+    if (is_contiguous()) {
+      float* p = data();
+      const int64_t n = numel();
+      for (int64_t i = 0; i < n; ++i) p[i] = value;
+    } else {
+      copy_from(full(shape(), value));
+    }
+    return;
+  }
+  copy_from(full(shape(), value));  // staged through the host; the CUDA backend replaces this
+}
+
+void Tensor::copy_from(const Tensor& source) const {
+  ENGINE_CHECK(source.shape() == shape())
+      << "copy_from: shape " << shape_str(source.shape()) << " into " << shape_str(shape());
+  ENGINE_CHECK(source.dtype() == dtype()) << "copy_from: dtype mismatch";
+  if (numel() == 0) return;
+  if (device().is_cpu() && source.device().is_cpu()) {
+    strided_copy_cpu(shape(), static_cast<char*>(raw_data()), strides(),
+                     static_cast<const char*>(source.raw_data()), source.strides(), dtype_size(dtype()));
+    return;
+  }
+  // Across devices: stage through dense buffers.
+  Tensor dense_source = source.device().is_cpu() ? source.contiguous() : source;
+  ENGINE_CHECK(dense_source.is_contiguous()) << "strided copies on CUDA need the CUDA backend's copy kernel";
+  if (is_contiguous()) {
+    copy_bytes(raw_data(), device(), dense_source.raw_data(), dense_source.device(),
+               numel() * dtype_size(dtype()));
+    return;
+  }
+  ENGINE_CHECK(device().is_cpu()) << "strided copies on CUDA need the CUDA backend's copy kernel";
+  copy_from(dense_source.to(Device::cpu()));
+}
+
+void Tensor::set_data(const Tensor& source) const {
+  ENGINE_REQUIRE_DEFINED();
+  ENGINE_CHECK(source.defined()) << "set_data from an undefined tensor";
+  impl_->storage = source.impl_->storage;
+  impl_->offset = source.impl_->offset;
+  impl_->shape = source.impl_->shape;
+  impl_->strides = source.impl_->strides;
+  impl_->dtype = source.impl_->dtype;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Autograd metadata
+
+bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool requires) {
+  ENGINE_REQUIRE_DEFINED();
+  ENGINE_CHECK(!impl_->grad_fn || requires)
+      << "cannot clear requires_grad of a non-leaf tensor; use detach()";
+  impl_->requires_grad = requires;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return !impl_ || !impl_->grad_fn; }
+const std::shared_ptr<Node>& Tensor::grad_fn() const { ENGINE_REQUIRE_DEFINED(); return impl_->grad_fn; }
+void Tensor::set_grad_fn(std::shared_ptr<Node> node) const { ENGINE_REQUIRE_DEFINED(); impl_->grad_fn = std::move(node); }
+Tensor Tensor::grad() const { ENGINE_REQUIRE_DEFINED(); return impl_->grad; }
+
+void Tensor::set_grad(const Tensor& grad) const {
+  ENGINE_REQUIRE_DEFINED();
+  ENGINE_CHECK(!grad.defined() || grad.shape() == shape())
+      << "gradient of shape " << shape_str(grad.shape()) << " for a tensor of shape " << shape_str(shape());
+  impl_->grad = grad;
+}
+
+void Tensor::zero_grad() const {
+  ENGINE_REQUIRE_DEFINED();
+  if (impl_->grad.defined()) impl_->grad.fill_(0.0f);
+}
+
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  run_backward(*this, gradient, retain_graph);
+}
+
+Tensor Tensor::detach() const {
+  ENGINE_REQUIRE_DEFINED();
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->offset = impl_->offset;
+  impl->shape = impl_->shape;
+  impl->strides = impl_->strides;
+  impl->dtype = impl_->dtype;
+  impl->name = impl_->name;
+  return Tensor(impl);
+}
+
+const std::string& Tensor::name() const { ENGINE_REQUIRE_DEFINED(); return impl_->name; }
+Tensor& Tensor::set_name(const std::string& name) { ENGINE_REQUIRE_DEFINED(); impl_->name = name; return *this; }
+
+}  // namespace engine

@@ -1,0 +1,129 @@
+// Tensor: a shape, strides, a dtype and a device over a shared Storage, plus autograd metadata.
+//
+// A Tensor is a handle (shared_ptr to its TensorImpl): copying a Tensor shares the same tensor, as in
+// PyTorch. Views (slice, view) share the Storage with another offset, shape and strides; the channel
+// slice of an NHWC concatenation buffer is the view that matters most (see kernels/layout.h).
+//
+// Methods here are raw: they do not record autograd history. The differentiable operations live in
+// engine/ops.h (reshape, slice_channels, concat_channels, ...).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/dtype.h"
+
+namespace engine {
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& shape);  // "[2, 3, 4]"
+int64_t shape_numel(const Shape& shape);
+
+// Bytes on one device, freed with the last reference. CPU memory is 64-byte aligned.
+class Storage {
+ public:
+  Storage(size_t nbytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+};
+
+class Node;
+struct TensorImpl;
+
+class Tensor {
+ public:
+  Tensor() = default;  // an undefined tensor (no storage)
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // --- Creation (contiguous, row-major) ---
+  static Tensor empty(const Shape& shape, Device device = Device::cpu(), DType dtype = DType::f32);
+  static Tensor zeros(const Shape& shape, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, Device device = Device::cpu()) { return full(shape, 1.0f, device); }
+  static Tensor from_vector(const Shape& shape, const std::vector<float>& values,
+                            Device device = Device::cpu());
+  static Tensor scalar(float value, Device device = Device::cpu()) { return full({}, value, device); }
+
+  // --- Properties ---
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  int64_t size(int dim) const;  // negative dims count from the end
+  int ndim() const { return static_cast<int>(shape().size()); }
+  int64_t numel() const;
+  const Shape& strides() const;
+  int64_t offset() const;  // in elements, into the storage
+  DType dtype() const;
+  Device device() const;
+  bool is_contiguous() const;
+  const std::shared_ptr<Storage>& storage() const;
+  TensorImpl* impl() const { return impl_.get(); }
+  bool same(const Tensor& other) const { return impl_ == other.impl_; }
+
+  // Pointer to the first element (on the tensor's device). data() requires f32.
+  float* data() const;
+  void* raw_data() const;
+
+  // --- Raw views and copies (no autograd history) ---
+  Tensor view(const Shape& shape) const;                     // contiguous tensors only
+  Tensor slice(int dim, int64_t start, int64_t end) const;   // elements [start, end) of dim
+  Tensor contiguous() const;                                 // this, or a dense copy
+  Tensor clone() const;                                      // always a dense copy
+  Tensor to(Device device) const;                            // this, or a copy on `device`
+  std::vector<float> to_vector() const;                      // host copy, row-major
+  float item() const;                                        // the value of a one-element tensor
+  void fill_(float value) const;
+  void copy_from(const Tensor& source) const;                // same shape; any strides/devices
+  // Makes this tensor (every handle to it) refer to `source`'s data, shape and strides. Used to move
+  // parameters between devices and into arenas without invalidating the handles modules hold.
+  void set_data(const Tensor& source) const;
+
+  // --- Autograd ---
+  bool requires_grad() const;
+  Tensor& set_requires_grad(bool requires = true);
+  bool is_leaf() const;  // no grad_fn: created by the user, not by a recorded op
+  const std::shared_ptr<Node>& grad_fn() const;
+  void set_grad_fn(std::shared_ptr<Node> node) const;
+  Tensor grad() const;  // undefined until a backward pass reaches this leaf
+  void set_grad(const Tensor& grad) const;
+  void zero_grad() const;  // zero-fills the gradient if it exists
+  // Back-propagates from this tensor. A non-scalar root needs an explicit gradient of its shape.
+  void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
+  // The same data without autograd history (shares the storage).
+  Tensor detach() const;
+
+  const std::string& name() const;
+  Tensor& set_name(const std::string& name);
+
+  std::string str() const;  // "Tensor[2, 3] f32 cpu"
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  int64_t offset = 0;  // elements
+  Shape shape;
+  Shape strides;  // elements
+  DType dtype = DType::f32;
+  bool requires_grad = false;
+  Tensor grad;
+  std::shared_ptr<Node> grad_fn;
+  std::string name;
+};
+
+// Contiguous (row-major) strides of a shape.
+Shape contiguous_strides(const Shape& shape);
+
+}  // namespace engine

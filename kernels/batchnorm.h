@@ -1,0 +1,44 @@
+// Batch normalisation over the channels of an NHWC activation seen as a matrix [rows = N*H*W, C]
+// (row stride ld). Per channel c, over the M = rows values:
+//   training:  mean_c = (1/M) sum x,  var_c = (1/M) sum (x - mean_c)^2  (biased),
+//              invstd_c = 1 / sqrt(var_c + eps),  xhat = (x - mean_c) * invstd_c,
+//              y = gamma_c * xhat + beta_c
+//              running_mean = (1 - momentum) * running_mean + momentum * mean_c
+//              running_var  = (1 - momentum) * running_var  + momentum * var_c * (unbiased ? M/(M-1) : 1)
+//              (Keras: momentum 0.01 of the batch, biased variance; PyTorch: 0.1, unbiased variance)
+//   eval:      y = gamma_c * (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c
+// gamma == null means gamma = 1 (Keras scale=False); beta == null means beta = 0.
+// Training backward (derivation in docs/ARCHITECTURE.md):
+//   dbeta_c  = sum dy,   dgamma_c = sum dy * xhat
+//   dx = gamma_c * invstd_c * (dy - dbeta_c / M - xhat * dgamma_c / M)
+// Eval backward: dx = dy * gamma_c / sqrt(running_var_c + eps) (statistics are constants).
+#pragma once
+#include <cstdint>
+
+namespace kernels::cpu {
+
+// Writes y, saved_mean[C], saved_invstd[C] (needed by backward); updates running stats when the
+// pointers are non-null.
+void batch_norm_forward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
+                                 const float* gamma, const float* beta, float eps, float* y,
+                                 int64_t ldy, float* saved_mean, float* saved_invstd,
+                                 float* running_mean, float* running_var, float momentum,
+                                 bool unbiased_running_var);
+
+void batch_norm_forward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
+                             const float* gamma, const float* beta, const float* running_mean,
+                             const float* running_var, float eps, float* y, int64_t ldy);
+
+// dx (nullable) accumulates or overwrites per accumulate_dx; dgamma/dbeta (nullable) always accumulate.
+void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
+                                  const float* dy, int64_t ldy, const float* gamma,
+                                  const float* saved_mean, const float* saved_invstd, float* dx,
+                                  int64_t ldx_grad, bool accumulate_dx, float* dgamma, float* dbeta);
+
+void batch_norm_backward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
+                              const float* dy, int64_t ldy, const float* gamma,
+                              const float* running_mean, const float* running_var, float eps,
+                              float* dx, int64_t ldx_grad, bool accumulate_dx, float* dgamma,
+                              float* dbeta);
+
+}  // namespace kernels::cpu

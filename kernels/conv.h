@@ -1,0 +1,46 @@
+// 2-D convolution over NHWC activations with OHWI weights (see layout.h), cross-correlation as in
+// every framework:
+//   y[n, oh, ow, o] = bias[o] + sum_{kh, kw, i} x[n, oh*sh - pad_top + kh, ow*sw - pad_left + kw, i]
+//                                                * w[o, kh, kw, i]
+// (cells outside the input read as zero). Padding may be asymmetric (TF 'same' with even kernels).
+// Backward:
+//   dx[n, ih, iw, i] = sum over (oh, ow, o, kh, kw) that read x[n, ih, iw, i] of dy[n, oh, ow, o] * w[o, kh, kw, i]
+//   dw[o, kh, kw, i] = sum over (n, oh, ow) of dy[n, oh, ow, o] * x[n, oh*sh - pt + kh, ow*sw - pl + kw, i]
+//   dbias[o]         = sum over (n, oh, ow) of dy[n, oh, ow, o]
+#pragma once
+#include <cstdint>
+
+namespace kernels {
+
+struct Conv2dGeometry {
+  int64_t batch = 0, in_h = 0, in_w = 0, in_c = 0;
+  int64_t out_c = 0, kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+
+  int64_t out_h() const { return (in_h + pad_top + pad_bottom - kernel_h) / stride_h + 1; }
+  int64_t out_w() const { return (in_w + pad_left + pad_right - kernel_w) / stride_w + 1; }
+  // Multiply-accumulates of the forward pass.
+  double macs() const {
+    return double(batch) * out_h() * out_w() * out_c * kernel_h * kernel_w * in_c;
+  }
+};
+
+}  // namespace kernels
+
+namespace kernels::cpu {
+
+// x: [batch, in_h, in_w, in_c] row stride ldx; w: [out_c, kh, kw, in_c] dense; bias: [out_c] or null;
+// y: [batch, out_h, out_w, out_c] row stride ldy (overwritten).
+void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
+                    const float* bias, float* y, int64_t ldy);
+
+// dy: [batch, out_h, out_w, out_c] row stride ldy; dx: [batch, in_h, in_w, in_c] row stride ldx.
+void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy, const float* w,
+                          float* dx, int64_t ldx, bool accumulate);
+
+// dw: [out_c, kh, kw, in_c]; dbias: [out_c] or null. Both accumulate or overwrite together.
+void conv2d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy,
+                            int64_t ldy, float* dw, float* dbias, bool accumulate);
+
+}  // namespace kernels::cpu

@@ -1,0 +1,75 @@
+// CUDA runtime probe, memory and copies (see runtime.h). Linked against the static CUDA runtime, so a
+// binary starts on a machine without a driver: cudaGetDeviceCount then returns
+// cudaErrorInsufficientDriver (35) or cudaErrorNoDevice and leaves its argument untouched.
+#include "kernels/cuda/runtime.h"
+
+#include <cuda_runtime_api.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace kernels::cuda {
+namespace {
+
+void check(cudaError_t status, const char* expression, const char* file, int line) {
+  if (status == cudaSuccess) return;
+  throw std::runtime_error(std::string(file) + ":" + std::to_string(line) + ": CUDA error " +
+                           cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ") in " +
+                           expression);
+}
+#define KERNELS_CUDA_CHECK(expr) check((expr), #expr, __FILE__, __LINE__)
+
+}  // namespace
+
+int device_count(std::string* reason) {
+  int count = 0;  // left untouched by the runtime when it fails
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    if (reason) {
+      *reason = status == cudaErrorInsufficientDriver ? "no NVIDIA driver"
+                : status == cudaErrorNoDevice         ? "no CUDA device"
+                                                      : std::string("CUDA unavailable: ") +
+                                                            cudaGetErrorName(status);
+    }
+    cudaGetLastError();  // clear the sticky error for later calls
+    return 0;
+  }
+  if (count == 0 && reason) *reason = "no CUDA device";
+  return count;
+}
+
+std::string device_description(int index) {
+  cudaDeviceProp prop{};
+  KERNELS_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  return std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
+         ", " + std::to_string(prop.totalGlobalMem >> 30) + " GiB)";
+}
+
+void* device_malloc(size_t bytes) {
+  void* ptr = nullptr;
+  const cudaError_t status = cudaMalloc(&ptr, bytes);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("CUDA out of memory: could not allocate " + std::to_string(bytes) +
+                             " bytes (" + cudaGetErrorString(status) +
+                             "); try a smaller --batch-size");
+  }
+  return ptr;
+}
+
+void device_free(void* ptr) {
+  if (ptr) cudaFree(ptr);
+}
+
+void copy_host_to_device(void* dst, const void* src, size_t bytes) {
+  KERNELS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+void copy_device_to_host(void* dst, const void* src, size_t bytes) {
+  KERNELS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+void copy_device_to_device(void* dst, const void* src, size_t bytes) {
+  KERNELS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+void synchronize() { KERNELS_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+}  // namespace kernels::cuda

@@ -1,0 +1,16 @@
+// Binary cross-entropy on logits, numerically stable, per-sample weights, mean over the batch:
+//   l_i  = w_i * ( max(z_i, 0) - z_i * t_i + log(1 + exp(-|z_i|)) )    (= -w[t log s + (1-t) log(1-s)])
+//   loss = (1/N) sum_i l_i
+//   dz_i = dloss * w_i * (sigmoid(z_i) - t_i) / N
+// weights == null means w_i = 1. Targets may be soft (in [0, 1]).
+#pragma once
+#include <cstdint>
+
+namespace kernels::cpu {
+
+double bce_with_logits_forward(int64_t n, const float* logits, const float* targets,
+                               const float* weights);
+void bce_with_logits_backward(int64_t n, const float* logits, const float* targets,
+                              const float* weights, float dloss, float* dlogits, bool accumulate);
+
+}  // namespace kernels::cpu

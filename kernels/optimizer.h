@@ -1,0 +1,42 @@
+// Fused optimizer updates over a whole parameter arena (n contiguous floats: parameters p, gradients
+// g, and the state arrays). One call updates every parameter of a net.
+//
+// Adam, PyTorch convention (torch.optim.Adam), step t >= 1:
+//   g' = g + weight_decay * p                     (L2, only when !decoupled)
+//   m = b1 m + (1 - b1) g';   v = b2 v + (1 - b2) g'^2
+//   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+// Adam, Keras convention (keras.optimizers.Adam): epsilon is added to the uncorrected sqrt(v):
+//   alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)
+//   p -= alpha * m / (sqrt(v) + eps)
+// Decoupled weight decay (AdamW, Keras weight_decay): p -= lr * weight_decay * p before the update.
+//
+// SGD with momentum (PyTorch convention, no dampening):
+//   g' = g + weight_decay * p;  buf = momentum * buf + g';  p -= lr * (nesterov ? g' + momentum * buf : buf)
+#pragma once
+#include <cstdint>
+
+namespace kernels {
+
+enum class AdamConvention { pytorch, keras };
+
+struct AdamHyper {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  bool decoupled_weight_decay = false;
+  AdamConvention convention = AdamConvention::pytorch;
+};
+
+struct SgdHyper {
+  float lr = 1e-2f, momentum = 0.0f, weight_decay = 0.0f;
+  bool nesterov = false;
+};
+
+}  // namespace kernels
+
+namespace kernels::cpu {
+
+void adam_update(int64_t n, float* params, const float* grads, float* m, float* v, int64_t step,
+                 const AdamHyper& h);
+void sgd_update(int64_t n, float* params, const float* grads, float* momentum_buffer,
+                const SgdHyper& h);
+
+}  // namespace kernels::cpu
