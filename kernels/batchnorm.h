@@ -8,7 +8,7 @@
 //              (Keras: momentum 0.01 of the batch, biased variance; PyTorch: 0.1, unbiased variance)
 //   eval:      y = gamma_c * (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c
 // gamma == null means gamma = 1 (Keras scale=False); beta == null means beta = 0.
-// Training backward (derivation in docs/ARCHITECTURE.md):
+// Training backward (derivation in docs/derivations.md):
 //   dbeta_c  = sum dy,   dgamma_c = sum dy * xhat
 //   dx = gamma_c * invstd_c * (dy - dbeta_c / M - xhat * dgamma_c / M)
 // Eval backward: dx = dy * gamma_c / sqrt(running_var_c + eps) (statistics are constants).
