@@ -2,6 +2,7 @@
 
 #include "engine/autograd.h"
 #include "engine/check.h"
+#include "engine/ops/common.h"
 
 namespace engine {
 
@@ -53,8 +54,7 @@ Adam::Adam(ParameterArena& arena, const kernels::AdamHyper& hyper)
 void Adam::step() {
   NoGradGuard no_grad;
   ++step_;
-  if (!arena_.device().is_cpu()) ENGINE_FAIL() << "Adam: no CUDA kernel in this build";
-  kernels::cpu::adam_update(arena_.numel(), arena_.values().data(), arena_.grads().data(), m_.data(), v_.data(),
+  ENGINE_KERNEL(arena_.device(), adam_update)(arena_.numel(), arena_.values().data(), arena_.grads().data(), m_.data(), v_.data(),
                             step_, hyper_);
 }
 
@@ -64,8 +64,7 @@ Sgd::Sgd(ParameterArena& arena, const kernels::SgdHyper& hyper)
 void Sgd::step() {
   NoGradGuard no_grad;
   ++step_;
-  if (!arena_.device().is_cpu()) ENGINE_FAIL() << "SGD: no CUDA kernel in this build";
-  kernels::cpu::sgd_update(arena_.numel(), arena_.values().data(), arena_.grads().data(), buffer_.data(), hyper_);
+  ENGINE_KERNEL(arena_.device(), sgd_update)(arena_.numel(), arena_.values().data(), arena_.grads().data(), buffer_.data(), hyper_);
 }
 
 }  // namespace engine

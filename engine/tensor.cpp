@@ -7,8 +7,11 @@
 
 #include "engine/autograd.h"
 #include "engine/check.h"
+#include "engine/device.h"
 #ifdef ENGINE_WITH_CUDA
+#include "kernels/cuda/context.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/elementwise.h"
 #endif
 
 namespace engine {
@@ -43,14 +46,23 @@ Shape contiguous_strides(const Shape& shape) {
 // ---------------------------------------------------------------------------------------------------
 // Storage
 
-Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+Storage::Storage(size_t nbytes, Device device, bool pinned) : nbytes_(nbytes), device_(device) {
+#ifdef ENGINE_WITH_CUDA
+  if (pinned && device.is_cpu() && nbytes > 0) {
+    data_ = kernels::cuda::pinned_host_malloc(nbytes);
+    pinned_ = true;
+    return;
+  }
+#else
+  (void)pinned;
+#endif
   if (device.is_cpu()) {
     const size_t rounded = (nbytes + 63) / 64 * 64;
     data_ = rounded ? std::aligned_alloc(64, rounded) : nullptr;
     ENGINE_CHECK(data_ || rounded == 0) << "out of host memory allocating " << nbytes << " bytes";
   } else {
 #ifdef ENGINE_WITH_CUDA
-    data_ = nbytes ? kernels::cuda::device_malloc(nbytes) : nullptr;
+    data_ = nbytes ? kernels::cuda::allocate(nbytes) : nullptr;  // the caching allocator
 #else
     ENGINE_FAIL() << "this build has no CUDA backend; use the CPU device";
 #endif
@@ -58,11 +70,17 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
 }
 
 Storage::~Storage() {
+#ifdef ENGINE_WITH_CUDA
+  if (pinned_) {
+    kernels::cuda::pinned_host_free(data_);
+    return;
+  }
+#endif
   if (device_.is_cpu()) {
     std::free(data_);
   } else {
 #ifdef ENGINE_WITH_CUDA
-    kernels::cuda::device_free(data_);
+    kernels::cuda::release(data_);
 #endif
   }
 }
@@ -104,7 +122,15 @@ void strided_copy_cpu(const Shape& shape, char* dst, const Shape& dst_strides, c
 
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device, DType dtype) {
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  const size_t nbytes = shape_numel(shape) * dtype_size(dtype);
+  try {
+    impl->storage = std::make_shared<Storage>(nbytes, device);
+  } catch (const engine::Error&) {
+    throw;
+  } catch (const std::exception& e) {  // the device allocator's out-of-memory error: name the tensor
+    ENGINE_FAIL() << "allocating Tensor" << shape_str(shape) << " " << dtype_name(dtype) << " (" << nbytes
+                  << " bytes) on " << device.str() << ": " << e.what();
+  }
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -118,6 +144,15 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device, DType d
 
 Tensor Tensor::empty(const Shape& shape, Device device, DType dtype) {
   return Tensor(make_impl(shape, device, dtype));
+}
+
+Tensor Tensor::empty_pinned(const Shape& shape, DType dtype) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), Device::cpu(), cuda_available());
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(impl);
 }
 
 Tensor Tensor::zeros(const Shape& shape, Device device) { return full(shape, 0.0f, device); }
@@ -251,7 +286,18 @@ void Tensor::fill_(float value) const {
     }
     return;
   }
-  copy_from(full(shape(), value));  // staged through the host; the CUDA backend replaces this
+#ifdef ENGINE_WITH_CUDA
+  if (numel() == 0) return;
+  if (is_contiguous()) {
+    kernels::cuda::fill(1, numel(), value, data(), numel());
+  } else {
+    Tensor dense = empty(shape(), device());
+    kernels::cuda::fill(1, numel(), value, dense.data(), numel());
+    copy_from(dense);
+  }
+#else
+  ENGINE_FAIL() << "this build has no CUDA backend";
+#endif
 }
 
 void Tensor::copy_from(const Tensor& source) const {
@@ -264,16 +310,22 @@ void Tensor::copy_from(const Tensor& source) const {
                      static_cast<const char*>(source.raw_data()), source.strides(), dtype_size(dtype()));
     return;
   }
-  // Across devices: stage through dense buffers.
-  Tensor dense_source = source.device().is_cpu() ? source.contiguous() : source;
-  ENGINE_CHECK(dense_source.is_contiguous()) << "strided copies on CUDA need the CUDA backend's copy kernel";
+#ifdef ENGINE_WITH_CUDA
+  if (device().is_cuda() && source.device() == device() && dtype() == DType::f32) {
+    ENGINE_CHECK(ndim() <= 8) << "copy_from: strided copies on CUDA support up to 8 dimensions";
+    kernels::cuda::strided_copy(ndim(), shape().data(), source.data(), source.strides().data(), data(),
+                                strides().data());
+    return;
+  }
+#endif
+  // Across devices: make the source dense on its own device, move the bytes, then place them.
+  Tensor dense_source = source.contiguous();
   if (is_contiguous()) {
     copy_bytes(raw_data(), device(), dense_source.raw_data(), dense_source.device(),
                numel() * dtype_size(dtype()));
     return;
   }
-  ENGINE_CHECK(device().is_cpu()) << "strided copies on CUDA need the CUDA backend's copy kernel";
-  copy_from(dense_source.to(Device::cpu()));
+  copy_from(dense_source.to(device()));
 }
 
 void Tensor::set_data(const Tensor& source) const {

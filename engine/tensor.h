@@ -23,7 +23,8 @@ int64_t shape_numel(const Shape& shape);
 // Bytes on one device, freed with the last reference. CPU memory is 64-byte aligned.
 class Storage {
  public:
-  Storage(size_t nbytes, Device device);
+  // pinned: page-locked host memory (CPU only; used when a CUDA device is present, else ordinary).
+  Storage(size_t nbytes, Device device, bool pinned = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -31,11 +32,13 @@ class Storage {
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  bool pinned() const { return pinned_; }
 
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;
+  bool pinned_ = false;
 };
 
 class Node;
@@ -54,6 +57,9 @@ class Tensor {
   static Tensor from_vector(const Shape& shape, const std::vector<float>& values,
                             Device device = Device::cpu());
   static Tensor scalar(float value, Device device = Device::cpu()) { return full({}, value, device); }
+  // A CPU tensor in page-locked memory when a CUDA device is present (fast, asynchronous uploads; the
+  // data loader's batch buffers), in ordinary memory otherwise.
+  static Tensor empty_pinned(const Shape& shape, DType dtype = DType::f32);
 
   // --- Properties ---
   bool defined() const { return impl_ != nullptr; }

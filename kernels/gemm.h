@@ -14,3 +14,13 @@ int num_threads();
 void set_num_threads(int threads);
 
 }  // namespace kernels::cpu
+
+// The CUDA versions (kernels/cuda/*.cu) take the same arguments, device pointers, and run on the current
+// stream of the CUDA context (kernels/cuda/context.h), asynchronously.
+namespace kernels::cuda {
+
+// cuBLAS SGEMM, row-major arguments as above (TF32 tensor cores unless disabled in context.h).
+void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
+          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+}  // namespace kernels::cuda

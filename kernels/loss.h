@@ -14,3 +14,15 @@ void bce_with_logits_backward(int64_t n, const float* logits, const float* targe
                               const float* weights, float dloss, float* dlogits, bool accumulate);
 
 }  // namespace kernels::cpu
+
+// The CUDA versions (kernels/cuda/*.cu) take the same arguments, device pointers, and run on the current
+// stream of the CUDA context (kernels/cuda/context.h), asynchronously.
+namespace kernels::cuda {
+
+// Synchronises (the loss comes back to the host).
+double bce_with_logits_forward(int64_t n, const float* logits, const float* targets,
+                               const float* weights);
+void bce_with_logits_backward(int64_t n, const float* logits, const float* targets,
+                              const float* weights, float dloss, float* dlogits, bool accumulate);
+
+}  // namespace kernels::cuda

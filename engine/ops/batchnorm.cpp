@@ -25,7 +25,6 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   const detail::Rows ym = detail::as_rows(y);
   const float* g = gamma.defined() ? gamma.data() : nullptr;
   const float* b = beta.defined() ? beta.data() : nullptr;
-  if (!x.device().is_cpu()) detail::no_cuda_kernel("batch_norm");
 
   const bool need_dx = x.requires_grad();
   const bool need_dgamma = gamma.defined() && gamma.requires_grad();
@@ -33,7 +32,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   if (training) {
     Tensor saved_mean = Tensor::empty({channels}, x.device());
     Tensor saved_invstd = Tensor::empty({channels}, x.device());
-    kernels::cpu::batch_norm_forward_training(xm.rows, channels, xm.data, xm.ld, g, b, options.eps, ym.data,
+    ENGINE_KERNEL(x.device(), batch_norm_forward_training)(xm.rows, channels, xm.data, xm.ld, g, b, options.eps, ym.data,
                                               ym.ld, saved_mean.data(), saved_invstd.data(),
                                               running_mean.data(), running_var.data(), options.momentum,
                                               options.unbiased_running_var);
@@ -44,14 +43,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
              Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
              Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
-             kernels::cpu::batch_norm_backward_training(
+             ENGINE_KERNEL(dy.device(), batch_norm_backward_training)(
                  xm.rows, xm.cols, xm.data, xm.ld, dym.data, dym.ld, gamma.defined() ? gamma.data() : nullptr,
                  saved_mean.data(), saved_invstd.data(), need_dx ? dx.data() : nullptr, xm.cols, false,
                  need_dgamma ? dgamma.data() : nullptr, need_dbeta ? dbeta.data() : nullptr);
              return std::vector<Tensor>{dx, dgamma, dbeta};
            });
   } else {
-    kernels::cpu::batch_norm_forward_eval(xm.rows, channels, xm.data, xm.ld, g, b, running_mean.data(),
+    ENGINE_KERNEL(x.device(), batch_norm_forward_eval)(xm.rows, channels, xm.data, xm.ld, g, b, running_mean.data(),
                                           running_var.data(), options.eps, ym.data, ym.ld);
     // The running statistics are constants of the eval-mode function; copies keep backward exact even
     // if training later updates them.
@@ -65,7 +64,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
              Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
              Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
-             kernels::cpu::batch_norm_backward_eval(
+             ENGINE_KERNEL(dy.device(), batch_norm_backward_eval)(
                  xm.rows, xm.cols, xm.data, xm.ld, dym.data, dym.ld, gamma.defined() ? gamma.data() : nullptr,
                  mean_copy.data(), var_copy.data(), eps, need_dx ? dx.data() : nullptr, xm.cols, false,
                  need_dgamma ? dgamma.data() : nullptr, need_dbeta ? dbeta.data() : nullptr);

@@ -29,3 +29,13 @@ void check_same_device(const char* op, const std::vector<Tensor>& tensors);
 [[noreturn]] void no_cuda_kernel(const char* op);
 
 }  // namespace engine::detail
+
+// The kernel `fn` for `device`: kernels::cpu::fn or kernels::cuda::fn (same signature), e.g.
+//   ENGINE_KERNEL(x.device(), relu_forward)(rows, cols, x, ldx, y, ldy);
+// Builds without the CUDA backend raise a clear error for CUDA tensors.
+#ifdef ENGINE_WITH_CUDA
+#define ENGINE_KERNEL(device, fn) ((device).is_cpu() ? &::kernels::cpu::fn : &::kernels::cuda::fn)
+#else
+#define ENGINE_KERNEL(device, fn) \
+  ((device).is_cpu() ? &::kernels::cpu::fn : (::engine::detail::no_cuda_kernel(#fn), &::kernels::cpu::fn))
+#endif

@@ -1,4 +1,4 @@
-// conv2d: forward through kernels::cpu::conv2d_forward; backward gives dx (backward-data), dweight
+// conv2d: forward through the device's conv2d_forward (im2col + GEMM on the CPU, cuDNN on the GPU); backward gives dx (backward-data), dweight
 // (backward-filter) and dbias. Shapes: x [N, H, W, I], weight [O, KH, KW, I], out [N, OH, OW, O].
 #include "engine/ops.h"
 #include "engine/ops/common.h"
@@ -48,11 +48,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   const Tensor w = weight.contiguous();
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   const detail::Rows xm = detail::as_rows(xr), ym = detail::as_rows(y);
-  if (x.device().is_cpu()) {
-    kernels::cpu::conv2d_forward(g, xm.data, xm.ld, w.data(), b.defined() ? b.data() : nullptr, ym.data, ym.ld);
-  } else {
-    detail::no_cuda_kernel("conv2d");
-  }
+  ENGINE_KERNEL(x.device(), conv2d_forward)(g, xm.data, xm.ld, w.data(), b.defined() ? b.data() : nullptr, ym.data,
+                                            ym.ld);
 
   const bool need_dx = x.requires_grad();
   const bool need_dw = weight.requires_grad() || (bias.defined() && bias.requires_grad());
@@ -63,11 +60,10 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
            Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
            Tensor dw = need_dw ? Tensor::empty(w.shape(), w.device()) : Tensor();
            Tensor db = need_dw && has_bias ? Tensor::empty({g.out_c}, w.device()) : Tensor();
-           if (!dy.device().is_cpu()) detail::no_cuda_kernel("conv2d backward");
            if (need_dx)
-             kernels::cpu::conv2d_backward_data(g, dym.data, dym.ld, w.data(), dx.data(), g.in_c, false);
+             ENGINE_KERNEL(dy.device(), conv2d_backward_data)(g, dym.data, dym.ld, w.data(), dx.data(), g.in_c, false);
            if (need_dw)
-             kernels::cpu::conv2d_backward_filter(g, xm.data, xm.ld, dym.data, dym.ld, dw.data(),
+             ENGINE_KERNEL(dy.device(), conv2d_backward_filter)(g, xm.data, xm.ld, dym.data, dym.ld, dw.data(),
                                                   db.defined() ? db.data() : nullptr, false);
            return std::vector<Tensor>{dx, dw, db};
          });

@@ -1,5 +1,7 @@
 // linear: y = x w^T + b with x [N, in], w [out, in], b [out]. Backward:
-//   dx = dy w   [N, in],   dw = dy^T x   [out, in],   db = sum over the batch of dy   [out]
+//   dx = dy w   [N, in],   dw = dy^T x   [out, in],   db = 1^T dy (column sums of dy)   [out]
+// The bias broadcast and its gradient are rank-1 GEMMs with a ones vector, so the op is the same three
+// GEMM calls on every device.
 #include "engine/ops.h"
 #include "engine/ops/common.h"
 #include "kernels/gemm.h"
@@ -14,19 +16,18 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t n = x.size(0), in = x.size(1), out = weight.size(0);
   ENGINE_CHECK(!bias.defined() || (bias.ndim() == 1 && bias.size(0) == out))
       << "linear: bias must be [" << out << "], got " << bias.str();
+  const Device device = x.device();
+  const auto gemm = ENGINE_KERNEL(device, gemm);
   const Tensor xr = detail::as_row_matrix(x);
   const Tensor w = weight.contiguous();
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
-  Tensor y = Tensor::empty({n, out}, x.device());
-  if (!x.device().is_cpu()) detail::no_cuda_kernel("linear");
+  Tensor y = Tensor::empty({n, out}, device);
   const detail::Rows xm = detail::as_rows(xr);
-  float* yp = y.data();
-  if (b.defined()) {
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t o = 0; o < out; ++o) yp[i * out + o] = b.data()[o];
+  if (b.defined()) {  // y = 1_n b^T, then y += x w^T
+    const Tensor ones = Tensor::ones({n, 1}, device);
+    gemm(false, false, n, out, 1, 1.0f, ones.data(), 1, b.data(), out, 0.0f, y.data(), out);
   }
-  kernels::cpu::gemm(false, true, n, out, in, 1.0f, xm.data, xm.ld, w.data(), in, b.defined() ? 1.0f : 0.0f,
-                     yp, out);
+  gemm(false, true, n, out, in, 1.0f, xm.data, xm.ld, w.data(), in, b.defined() ? 1.0f : 0.0f, y.data(), out);
 
   const bool need_dx = x.requires_grad();
   const bool need_dw = weight.requires_grad();
@@ -34,22 +35,21 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   record(y, "linear", {x, weight, bias}, [xr, w, n, in, out, need_dx, need_dw, need_db](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
     const detail::Rows dym = detail::as_rows(dy), xm = detail::as_rows(xr);
+    const Device device = dy.device();
+    const auto gemm = ENGINE_KERNEL(device, gemm);
     Tensor dx, dw, db;
     if (need_dx) {
-      dx = Tensor::empty({n, in}, xr.device());
-      kernels::cpu::gemm(false, false, n, in, out, 1.0f, dym.data, dym.ld, w.data(), in, 0.0f, dx.data(), in);
+      dx = Tensor::empty({n, in}, device);
+      gemm(false, false, n, in, out, 1.0f, dym.data, dym.ld, w.data(), in, 0.0f, dx.data(), in);
     }
     if (need_dw) {
-      dw = Tensor::empty({out, in}, xr.device());
-      kernels::cpu::gemm(true, false, out, in, n, 1.0f, dym.data, dym.ld, xm.data, xm.ld, 0.0f, dw.data(), in);
+      dw = Tensor::empty({out, in}, device);
+      gemm(true, false, out, in, n, 1.0f, dym.data, dym.ld, xm.data, xm.ld, 0.0f, dw.data(), in);
     }
-    if (need_db) {
-      db = Tensor::empty({out}, xr.device());
-      for (int64_t o = 0; o < out; ++o) {
-        double s = 0.0;
-        for (int64_t i = 0; i < n; ++i) s += dym.data[i * dym.ld + o];
-        db.data()[o] = static_cast<float>(s);
-      }
+    if (need_db) {  // db^T [1, out] = 1_n^T [1, n] dy [n, out]
+      db = Tensor::empty({out}, device);
+      const Tensor ones = Tensor::ones({1, n}, device);
+      gemm(false, false, 1, out, n, 1.0f, ones.data(), n, dym.data, dym.ld, 0.0f, db.data(), out);
     }
     return std::vector<Tensor>{dx, dw, db};
   });

@@ -15,14 +15,13 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
   ENGINE_CHECK(!weights.defined() || weights.numel() == n)
       << "bce_with_logits: " << weights.numel() << " weights for " << n << " logits";
   ENGINE_CHECK(n > 0) << "bce_with_logits: empty batch";
-  if (!logits.device().is_cpu()) detail::no_cuda_kernel("bce_with_logits");
   const Tensor z = logits.contiguous(), t = targets.contiguous();
   const Tensor w = weights.defined() ? weights.contiguous() : Tensor();
-  const double loss = kernels::cpu::bce_with_logits_forward(n, z.data(), t.data(), w.defined() ? w.data() : nullptr);
+  const double loss = ENGINE_KERNEL(logits.device(), bce_with_logits_forward)(n, z.data(), t.data(), w.defined() ? w.data() : nullptr);
   Tensor y = Tensor::scalar(static_cast<float>(loss), logits.device());
   record(y, "bce_with_logits", {logits}, [z, t, w, n, shape = logits.shape()](const Tensor& dy) {
     Tensor dz = Tensor::empty(shape, z.device());
-    kernels::cpu::bce_with_logits_backward(n, z.data(), t.data(), w.defined() ? w.data() : nullptr, dy.item(),
+    ENGINE_KERNEL(z.device(), bce_with_logits_backward)(n, z.data(), t.data(), w.defined() ? w.data() : nullptr, dy.item(),
                                            dz.data(), false);
     return std::vector<Tensor>{dz};
   });
@@ -31,10 +30,9 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
 
 Tensor sum(const Tensor& x) {
   detail::check_same_device("sum", {x});
-  if (!x.device().is_cpu()) detail::no_cuda_kernel("sum");
   const Tensor xr = detail::as_row_matrix(x);
   const detail::Rows xm = detail::as_rows(xr);
-  Tensor y = Tensor::scalar(static_cast<float>(kernels::cpu::sum(xm.rows, xm.cols, xm.data, xm.ld)), x.device());
+  Tensor y = Tensor::scalar(static_cast<float>(ENGINE_KERNEL(x.device(), sum)(xm.rows, xm.cols, xm.data, xm.ld)), x.device());
   record(y, "sum", {x}, [shape = x.shape(), device = x.device()](const Tensor& dy) {
     return std::vector<Tensor>{Tensor::full(shape, dy.item(), device)};
   });

@@ -98,12 +98,11 @@ Tensor concat_channels(const std::vector<Tensor>& inputs) {
   }
   if (!y.defined()) {
     y = Tensor::empty(out_shape, first.device());
-    if (!first.device().is_cpu()) detail::no_cuda_kernel("concat_channels");
     for (size_t i = 0; i < inputs.size(); ++i) {
       const Tensor part = detail::as_row_matrix(inputs[i]);
       const detail::Rows src = detail::as_rows(part);
       const detail::Rows dst = detail::as_rows(y.slice(-1, begins[i], begins[i] + src.cols));
-      kernels::cpu::copy(src.rows, src.cols, src.data, src.ld, dst.data, dst.ld, false);
+      ENGINE_KERNEL(y.device(), copy)(src.rows, src.cols, src.data, src.ld, dst.data, dst.ld, false);
     }
   }
   record(y, "concat_channels", inputs, [begins, channels](const Tensor& dy) {

@@ -72,4 +72,14 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes) {
 }
 void synchronize() { KERNELS_CUDA_CHECK(cudaDeviceSynchronize()); }
 
+void* pinned_host_malloc(size_t bytes) {
+  void* ptr = nullptr;
+  KERNELS_CUDA_CHECK(cudaMallocHost(&ptr, bytes));
+  return ptr;
+}
+
+void pinned_host_free(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);
+}
+
 }  // namespace kernels::cuda

@@ -19,4 +19,8 @@ void copy_device_to_host(void* dst, const void* src, size_t bytes);
 void copy_device_to_device(void* dst, const void* src, size_t bytes);
 void synchronize();
 
+// Page-locked host memory: host<->device copies from it run at full speed and can be asynchronous.
+void* pinned_host_malloc(size_t bytes);  // throws std::runtime_error on failure
+void pinned_host_free(void* ptr);
+
 }  // namespace kernels::cuda

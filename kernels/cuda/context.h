@@ -1,0 +1,51 @@
+// The CUDA context the kernels run in: one stream per device, lazily created cuBLAS and cuDNN handles,
+// a caching device allocator, math and determinism switches, and launch checking.
+//
+// No CUDA types appear here, so engine code compiled by the host compiler includes it freely.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace kernels::cuda {
+
+// --- Caching allocator ------------------------------------------------------------------------------
+// Blocks are rounded up (512 B small, 2 MiB large) and kept on free lists when released, so a training
+// step, once warm, makes no cudaMalloc/cudaFree calls. When cudaMalloc fails the cache is emptied and
+// the allocation retried; if it still fails, OutOfMemory says how much was asked for, what is in use,
+// what the device has, and suggests a smaller batch.
+struct MemoryStats {
+  size_t in_use = 0;       // bytes handed out now
+  size_t peak_in_use = 0;  // high-water mark since the last reset_peak_memory()
+  size_t cached = 0;       // bytes held by the allocator (in use + free lists)
+  size_t device_mallocs = 0;  // cudaMalloc calls so far (a warm step adds none)
+};
+void* allocate(size_t bytes, const char* what = nullptr);  // `what` names the allocation in errors
+void release(void* ptr);
+MemoryStats memory_stats();
+void reset_peak_memory();
+void empty_cache();  // returns free blocks to the driver
+
+// --- Stream, handles ----------------------------------------------------------------------------------
+void* current_stream();   // cudaStream_t of the current device
+void* cublas_handle();    // cublasHandle_t, bound to current_stream()
+void* cudnn_handle();     // cudnnHandle_t, bound to current_stream()
+void stream_synchronize();
+
+// --- Switches -------------------------------------------------------------------------------------------
+void set_allow_tf32(bool allow);  // TF32 tensor cores for f32 convolutions and GEMMs (default on)
+bool allow_tf32();
+void set_deterministic(bool deterministic);  // deterministic cuDNN algorithms only (default off)
+bool deterministic();
+void set_conv_workspace_limit(size_t bytes);  // per convolution call (default 1 GiB)
+size_t conv_workspace_limit();
+
+// --- Launch checking ------------------------------------------------------------------------------------
+// After every kernel launch: cudaGetLastError, and with ENGINE_CUDA_SYNC=1 in the environment also a
+// stream synchronisation, so an asynchronous fault is reported at the launch that caused it.
+void check_launch(const char* kernel, const char* file, int line);
+bool sync_after_every_launch();
+
+}  // namespace kernels::cuda
+
+#define KERNELS_CHECK_LAUNCH(name) ::kernels::cuda::check_launch(name, __FILE__, __LINE__)
