@@ -17,6 +17,8 @@ struct ConvCase {
   bool bias;
 };
 
+void PrintTo(const ConvCase& c, std::ostream* os) { *os << c.name; }
+
 class ConvGrad : public ::testing::TestWithParam<ConvCase> {};
 
 TEST_P(ConvGrad, MatchesFiniteDifferences) {
@@ -73,6 +75,8 @@ struct BnCase {
   bool training, gamma, beta;
   BatchNormOptions options;
 };
+
+void PrintTo(const BnCase& c, std::ostream* os) { *os << c.name; }
 
 class BatchNormGrad : public ::testing::TestWithParam<BnCase> {};
 
@@ -132,6 +136,8 @@ struct PoolCase {
   Pool2dOptions options;
   bool count_include_pad;
 };
+
+void PrintTo(const PoolCase& c, std::ostream* os) { *os << c.name; }
 
 class PoolGrad : public ::testing::TestWithParam<PoolCase> {};
 
