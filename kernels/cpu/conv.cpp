@@ -1,0 +1,321 @@
+// 2-D convolution on the CPU as GEMMs over im2col patches (NHWC activations, OHWI weights; see
+// conv.h).
+//
+// Let P be the output pixels (n, oh, ow) flattened to rows, K = kernel_h * kernel_w * in_c and
+//   patch[p, (kh, kw, i)] = x[n, oh*sh - pad_top + kh, ow*sw - pad_left + kw, i]  (zero outside x).
+// The column order (kh, kw, i) is the order of a row of the OHWI weights, so with W = w as [O, K]:
+//   forward:          y[P, O]  = patch[P, K] * W^T + bias
+//   backward data:    dpatch   = dy[P, O] * W[O, K],   dx = col2im(dpatch)  (the adjoint of im2col)
+//                     or, for stride 1, the forward convolution of dy with the flipped kernel
+//                     (see has_transposed_form)
+//   backward filter:  dW[O, K] = dy^T[O, P] * patch[P, K],   dbias[o] = sum_p dy[p, o]
+// A 1x1 stride-1 unpadded convolution has patch == x, so each pass is a single GEMM on x itself.
+//
+// Patches are built for a range of output pixels at a time (a "chunk", which may span several
+// images or part of one) into a reused per-thread workspace, one GEMM per chunk. Chunk boundaries
+// depend only on the geometry, never on the thread count, and every parallel loop writes disjoint
+// elements, so results are the same run to run and for any number of threads.
+#include "kernels/conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/gemm.h"
+
+namespace kernels::cpu {
+namespace {
+
+// Upper bound of the im2col workspace (bytes). Small enough that a chunk's patches stay in the
+// caches between im2col and the GEMM that reads them (measured: 4 MiB chunks run the DenseNet 3x3
+// layers ~1.5x faster than 16-64 MiB ones on one core), large enough for tall GEMMs: a late
+// DenseNet 3x3 layer (7x7 output, K = 1152) puts 18 images into one GEMM.
+constexpr int64_t kWorkspaceBytes = int64_t(4) << 20;
+// A chunk never has fewer output pixels than this (unless the whole convolution has fewer), so even
+// very wide patches (7x7 kernels on many channels) make reasonably tall GEMMs.
+constexpr int64_t kMinChunkPixels = 256;
+
+bool is_pointwise(const Conv2dGeometry& g) {
+  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 && g.pad_right == 0;
+}
+
+int64_t patch_cols(const Conv2dGeometry& g) { return g.kernel_h * g.kernel_w * g.in_c; }
+
+// Output pixels per chunk for patches of `cols` floats per pixel.
+int64_t chunk_pixels(int64_t total_pixels, int64_t cols) {
+  const int64_t by_budget = kWorkspaceBytes / (cols * int64_t(sizeof(float)));
+  return std::min(total_pixels, std::max(kMinChunkPixels, by_budget));
+}
+
+// Per-thread reused workspaces, grown on demand: slot 0 holds patches, slot 1 transposed weights.
+float* workspace(int slot, int64_t floats) {
+  thread_local std::vector<float> buffers[2];
+  std::vector<float>& buffer = buffers[slot];
+  if (int64_t(buffer.size()) < floats) {
+    buffer.clear();
+    buffer.shrink_to_fit();
+    buffer.resize(size_t(floats));
+  }
+  return buffer.data();
+}
+
+// patch[p - first, :] for output pixels p in [first, first + count): [count, K] dense.
+void im2col(const Conv2dGeometry& g, const float* x, int64_t ldx, int64_t first, int64_t count,
+            float* patch) {
+  const int64_t oh_count = g.out_h(), ow_count = g.out_w(), pixels_per_image = oh_count * ow_count;
+  const int64_t channels = g.in_c, cols = patch_cols(g), row_cols = g.kernel_w * channels;
+  // A whole kernel row is one contiguous run of x when the input is dense.
+  const bool dense_x = ldx == channels;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < count; ++r) {
+    const int64_t p = first + r;
+    const int64_t n = p / pixels_per_image, oh = (p % pixels_per_image) / ow_count,
+                  ow = p % ow_count;
+    const int64_t ih0 = oh * g.stride_h - g.pad_top, iw0 = ow * g.stride_w - g.pad_left;
+    const bool row_inside = iw0 >= 0 && iw0 + g.kernel_w <= g.in_w;
+    float* out = patch + r * cols;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh, out += row_cols) {
+      const int64_t ih = ih0 + kh;
+      if (ih < 0 || ih >= g.in_h) {
+        std::memset(out, 0, size_t(row_cols) * sizeof(float));
+        continue;
+      }
+      const float* x_row = x + ((n * g.in_h + ih) * g.in_w) * ldx;
+      if (dense_x && row_inside) {
+        std::memcpy(out, x_row + iw0 * ldx, size_t(row_cols) * sizeof(float));
+        continue;
+      }
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t iw = iw0 + kw;
+        float* cell = out + kw * channels;
+        if (iw < 0 || iw >= g.in_w)
+          std::memset(cell, 0, size_t(channels) * sizeof(float));
+        else
+          std::memcpy(cell, x_row + iw * ldx, size_t(channels) * sizeof(float));
+      }
+    }
+  }
+}
+
+// dx += col2im(dpatch) for the output pixels [first, first + count), whose patch gradients are
+// dpatch [count, K]; the input rows (flattened over images) that the chunk reads are [begin, end).
+// A thread owns whole input rows of dx: for its row it adds, for each kernel row kh that maps onto
+// it and each output pixel of the chunk in the matching output row, the kernel row's KW*I patch
+// entries (one contiguous run of dx when dx is dense). Every dx element is written by one thread,
+// summing in the fixed order (kh, ow, kw): race-free and independent of the thread count. Rows in
+// [zero_from, end) are set to zero first (they have not been written by an earlier chunk).
+void col2im_add(const Conv2dGeometry& g, const float* dpatch, int64_t first, int64_t count,
+                int64_t begin, int64_t end, int64_t zero_from, float* dx, int64_t ldx) {
+  const int64_t oh_count = g.out_h(), ow_count = g.out_w(), channels = g.in_c;
+  const int64_t cols = patch_cols(g), row_cols = g.kernel_w * channels;
+  const int64_t last = first + count;  // one past the chunk
+  const bool dense_dx = ldx == channels;
+#pragma omp parallel for schedule(static)
+  for (int64_t input_row = std::min(begin, zero_from); input_row < end; ++input_row) {
+    float* dx_row = dx + input_row * g.in_w * ldx;
+    if (input_row >= zero_from)
+      for (int64_t iw = 0; iw < g.in_w; ++iw)
+        std::memset(dx_row + iw * ldx, 0, size_t(channels) * sizeof(float));
+    if (input_row < begin) continue;  // a row no output of this chunk reads: only zeroed
+    const int64_t n = input_row / g.in_h, ih = input_row % g.in_h;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t oh_scaled = ih + g.pad_top - kh;  // = oh * stride_h
+      if (oh_scaled < 0 || oh_scaled % g.stride_h != 0 || oh_scaled / g.stride_h >= oh_count)
+        continue;
+      // The chunk's pixels of output row (n, oh): ow in [ow_begin, ow_end).
+      const int64_t row_first = (n * oh_count + oh_scaled / g.stride_h) * ow_count;
+      const int64_t ow_begin = std::max<int64_t>(0, first - row_first);
+      const int64_t ow_end = std::min(ow_count, last - row_first);
+      for (int64_t ow = ow_begin; ow < ow_end; ++ow) {
+        const float* src = dpatch + (row_first + ow - first) * cols + kh * row_cols;
+        const int64_t iw0 = ow * g.stride_w - g.pad_left;
+        const int64_t kw_begin = std::max<int64_t>(0, -iw0);
+        const int64_t kw_end = std::min(g.kernel_w, g.in_w - iw0);
+        if (dense_dx) {
+          float* dst = dx_row + (iw0 + kw_begin) * channels;
+          const float* from = src + kw_begin * channels;
+          for (int64_t j = 0; j < (kw_end - kw_begin) * channels; ++j) dst[j] += from[j];
+          continue;
+        }
+        for (int64_t kw = kw_begin; kw < kw_end; ++kw) {
+          float* dst = dx_row + (iw0 + kw) * ldx;
+          const float* from = src + kw * channels;
+          for (int64_t i = 0; i < channels; ++i) dst[i] += from[i];
+        }
+      }
+    }
+  }
+}
+
+// The input rows (flattened over images: n * in_h + ih) read by the output pixels [first, last]:
+// [begin, end), possibly empty.
+void input_rows_read(const Conv2dGeometry& g, int64_t first, int64_t last, int64_t* begin,
+                     int64_t* end) {
+  const int64_t oh_count = g.out_h(), ow_count = g.out_w();
+  const int64_t first_row = first / ow_count, last_row = last / ow_count;  // (n, oh) flattened
+  // Clamped to [0, in_h] and [-1, in_h - 1]: a window may lie entirely in the padding.
+  const int64_t ih_first =
+      std::clamp<int64_t>((first_row % oh_count) * g.stride_h - g.pad_top, 0, g.in_h);
+  const int64_t ih_last = std::clamp<int64_t>(
+      (last_row % oh_count) * g.stride_h - g.pad_top + g.kernel_h - 1, -1, g.in_h - 1);
+  *begin = (first_row / oh_count) * g.in_h + ih_first;
+  *end = std::max(*begin, (last_row / oh_count) * g.in_h + ih_last + 1);
+}
+
+// rows x cols block of a row-strided matrix set to zero.
+void zero_rows(float* m, int64_t rows, int64_t cols, int64_t ld) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) std::memset(m + r * ld, 0, size_t(cols) * sizeof(float));
+}
+
+// Every row of y [rows, cols] (row stride ld) set to bias.
+void fill_rows_with_bias(float* y, int64_t rows, int64_t cols, int64_t ld, const float* bias) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * ld, bias, size_t(cols) * sizeof(float));
+}
+
+// dbias[o] (+)= sum over rows of dy[row, o], in row order with a double accumulator per channel.
+void bias_gradient(const float* dy, int64_t rows, int64_t channels, int64_t ldy, float* dbias,
+                   bool accumulate) {
+  constexpr int64_t kBlock = 32;  // channels per task: one task reads a narrow column strip of dy
+  const int64_t blocks = (channels + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t c0 = b * kBlock, c1 = std::min(channels, c0 + kBlock);
+    double sum[kBlock] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = dy + r * ldy;
+      for (int64_t c = c0; c < c1; ++c) sum[c - c0] += row[c];
+    }
+    for (int64_t c = c0; c < c1; ++c)
+      dbias[c] = float(sum[c - c0] + (accumulate ? double(dbias[c]) : 0.0));
+  }
+}
+
+// y (+)= conv(x, w) + bias through im2col chunks: y[chunk, O] = patch[chunk, K] * W[O, K]^T.
+// accumulate: add to y (used without a bias); else overwrite it.
+void im2col_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
+                    const float* bias, float* y, int64_t ldy, bool accumulate) {
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  const int64_t cols = patch_cols(g), chunk = chunk_pixels(pixels, cols);
+  // With a bias, y starts as the bias and the GEMM adds to it.
+  const float beta = bias != nullptr || accumulate ? 1.0f : 0.0f;
+  float* patch = workspace(0, chunk * cols);
+  for (int64_t first = 0; first < pixels; first += chunk) {
+    const int64_t count = std::min(chunk, pixels - first);
+    float* y_chunk = y + first * ldy;
+    im2col(g, x, ldx, first, count, patch);
+    if (bias != nullptr) fill_rows_with_bias(y_chunk, count, g.out_c, ldy, bias);
+    gemm(false, true, count, g.out_c, cols, 1.0f, patch, cols, w, cols, beta, y_chunk, ldy);
+  }
+}
+
+// A stride-1 convolution's backward data is itself a stride-1 convolution:
+//   dx[n, ih, iw, i] = sum_{kh, kw, o} dy[n, ih + pt - kh, iw + pl - kw, o] * w[o, kh, kw, i]
+// is the forward of dy with the kernel flipped and its channels swapped,
+//   w'[i, kh', kw', o] = w[o, KH-1-kh', KW-1-kw', i],  padding KH-1-pt, KH-1-pb, KW-1-pl, KW-1-pr.
+// Its GEMM reduces over K' = KH*KW*O instead of O, which is much faster when O is small (DenseNet's
+// 3x3 convolutions have O = 32), and it needs no scatter.
+bool has_transposed_form(const Conv2dGeometry& g) {
+  auto pad_ok = [](int64_t pad, int64_t kernel) { return pad >= 0 && pad <= kernel - 1; };
+  return g.stride_h == 1 && g.stride_w == 1 && pad_ok(g.pad_top, g.kernel_h) &&
+         pad_ok(g.pad_bottom, g.kernel_h) && pad_ok(g.pad_left, g.kernel_w) &&
+         pad_ok(g.pad_right, g.kernel_w);
+}
+
+Conv2dGeometry transposed_geometry(const Conv2dGeometry& g) {
+  Conv2dGeometry t = g;
+  t.in_h = g.out_h(), t.in_w = g.out_w(), t.in_c = g.out_c, t.out_c = g.in_c;
+  t.pad_top = g.kernel_h - 1 - g.pad_top, t.pad_bottom = g.kernel_h - 1 - g.pad_bottom;
+  t.pad_left = g.kernel_w - 1 - g.pad_left, t.pad_right = g.kernel_w - 1 - g.pad_right;
+  return t;
+}
+
+// w' [in_c, kh, kw, out_c] from w [out_c, kh, kw, in_c] (see above).
+void flip_and_swap_channels(const Conv2dGeometry& g, const float* w, float* w_t) {
+  const int64_t taps = g.kernel_h * g.kernel_w;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < g.in_c; ++i)
+    for (int64_t tap = 0; tap < taps; ++tap)  // tap' = (kh', kw') row-major; flipped: taps-1-tap'
+      for (int64_t o = 0; o < g.out_c; ++o)
+        w_t[(i * taps + tap) * g.out_c + o] = w[(o * taps + (taps - 1 - tap)) * g.in_c + i];
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
+                    const float* bias, float* y, int64_t ldy) {
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  if (pixels <= 0 || g.out_c <= 0) return;
+  if (is_pointwise(g)) {  // y[P, O] = x[P, I] * w[O, I]^T (+ bias: y starts as the bias, beta = 1)
+    if (bias != nullptr) fill_rows_with_bias(y, pixels, g.out_c, ldy, bias);
+    gemm(false, true, pixels, g.out_c, g.in_c, 1.0f, x, ldx, w, g.in_c,
+         bias != nullptr ? 1.0f : 0.0f, y, ldy);
+    return;
+  }
+  im2col_forward(g, x, ldx, w, bias, y, ldy, false);
+}
+
+void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy, const float* w,
+                          float* dx, int64_t ldx, bool accumulate) {
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  const int64_t input_rows = g.batch * g.in_h;  // rows of pixels
+  if (input_rows <= 0 || g.in_w <= 0 || g.in_c <= 0) return;
+  if (is_pointwise(g)) {  // dx[P, I] (+)= dy[P, O] * w[O, I]
+    gemm(false, false, pixels, g.in_c, g.out_c, 1.0f, dy, ldy, w, g.in_c, accumulate ? 1.0f : 0.0f,
+         dx, ldx);
+    return;
+  }
+  if (has_transposed_form(g)) {  // dx (+)= conv(dy, w') (see has_transposed_form)
+    float* w_t = workspace(1, g.out_c * patch_cols(g));
+    flip_and_swap_channels(g, w, w_t);
+    im2col_forward(transposed_geometry(g), dy, ldy, w_t, nullptr, dx, ldx, accumulate);
+    return;
+  }
+  // Strided convolutions: dpatch GEMM and col2im per chunk. Without accumulate, input rows are
+  // zeroed just before the first chunk that adds into them (rows below zero_from are done); rows
+  // that no window reads are zeroed on the way or at the end.
+  int64_t zero_from = accumulate ? input_rows : 0;
+  const int64_t cols = patch_cols(g), chunk = chunk_pixels(pixels, cols);
+  float* dpatch = pixels > 0 ? workspace(0, chunk * cols) : nullptr;
+  for (int64_t first = 0; first < pixels; first += chunk) {
+    const int64_t count = std::min(chunk, pixels - first);
+    gemm(false, false, count, cols, g.out_c, 1.0f, dy + first * ldy, ldy, w, cols, 0.0f, dpatch,
+         cols);
+    int64_t begin = 0, end = 0;
+    input_rows_read(g, first, first + count - 1, &begin, &end);
+    col2im_add(g, dpatch, first, count, begin, end, zero_from, dx, ldx);
+    zero_from = std::max(zero_from, end);
+  }
+  if (zero_from < input_rows)
+    zero_rows(dx + zero_from * g.in_w * ldx, (input_rows - zero_from) * g.in_w, g.in_c, ldx);
+}
+
+void conv2d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy,
+                            int64_t ldy, float* dw, float* dbias, bool accumulate) {
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  const int64_t cols = patch_cols(g);
+  if (g.out_c <= 0 || cols <= 0) return;
+  if (dbias != nullptr) bias_gradient(dy, pixels, g.out_c, ldy, dbias, accumulate);
+  if (pixels <= 0) {
+    if (!accumulate) zero_rows(dw, g.out_c, cols, cols);
+    return;
+  }
+  if (is_pointwise(g)) {  // dw[O, I] (+)= dy[P, O]^T * x[P, I]
+    gemm(true, false, g.out_c, cols, pixels, 1.0f, dy, ldy, x, ldx, accumulate ? 1.0f : 0.0f, dw,
+         cols);
+    return;
+  }
+  const int64_t chunk = chunk_pixels(pixels, cols);
+  float* patch = workspace(0, chunk * cols);
+  for (int64_t first = 0; first < pixels; first += chunk) {
+    const int64_t count = std::min(chunk, pixels - first);
+    im2col(g, x, ldx, first, count, patch);
+    const float beta = (first == 0 && !accumulate) ? 0.0f : 1.0f;
+    gemm(true, false, g.out_c, cols, count, 1.0f, dy + first * ldy, ldy, patch, cols, beta, dw,
+         cols);
+  }
+}
+
+}  // namespace kernels::cpu

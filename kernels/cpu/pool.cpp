@@ -1,0 +1,209 @@
+// Pooling on the CPU over NHWC activations (see pool.h).
+//
+// The window of output (oh, ow) covers input rows [oh*sh - pad_top, oh*sh - pad_top + kh) and
+// columns [ow*sw - pad_left, ow*sw - pad_left + kw); only its part inside the input is read (padded
+// cells are -inf for max, zero for average).
+//   max:      y = max over the window;  backward: dx[first arg-max cell in row-major order] += dy
+//   average:  y = sum over the window / count;  backward: dx[cell] += dy / count for every cell,
+//             count = kh*kw (count_include_pad) or the number of window cells inside the input
+//   global:   y[n, c] = sum_hw x[n, hw, c] / hw;  backward: dx[n, hw, c] += dy[n, c] / hw
+// Every parallel loop writes disjoint elements and sums in a fixed order: deterministic results for
+// any thread count.
+#include "kernels/pool.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace kernels::cpu {
+namespace {
+
+// The part of one window inside the input: rows [h0, h1), columns [w0, w1).
+struct Window {
+  int64_t h0, h1, w0, w1;
+};
+
+Window window_of(const Pool2dGeometry& g, int64_t oh, int64_t ow) {
+  const int64_t top = oh * g.stride_h - g.pad_top, left = ow * g.stride_w - g.pad_left;
+  return {std::max<int64_t>(top, 0), std::min(top + g.kernel_h, g.in_h), std::max<int64_t>(left, 0),
+          std::min(left + g.kernel_w, g.in_w)};
+}
+
+// The divisor of an average window: the full kernel, clipped to the padded input (the same as
+// PyTorch; with floor-mode output sizes it is always kernel_h * kernel_w), or only the inside
+// cells.
+int64_t window_count(const Pool2dGeometry& g, bool count_include_pad, int64_t oh, int64_t ow) {
+  if (count_include_pad) {
+    const int64_t top = oh * g.stride_h - g.pad_top, left = ow * g.stride_w - g.pad_left;
+    const int64_t bottom = std::min(top + g.kernel_h, g.in_h + g.pad_bottom);
+    const int64_t right = std::min(left + g.kernel_w, g.in_w + g.pad_right);
+    return (bottom - top) * (right - left);
+  }
+  const Window win = window_of(g, oh, ow);
+  return std::max<int64_t>(0, win.h1 - win.h0) * std::max<int64_t>(0, win.w1 - win.w0);
+}
+
+// Channels per task of the scatter-style backward passes.
+constexpr int64_t kChannelBlock = 64;
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dGeometry& g, const float* x, int64_t ldx, float* y,
+                        int64_t ldy) {
+  const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
+  constexpr float kLowest = -std::numeric_limits<float>::infinity();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < g.batch * out_h; ++row) {  // (image, output row)
+    const int64_t n = row / out_h, oh = row % out_h;
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      float* out = y + (row * out_w + ow) * ldy;
+      const Window win = window_of(g, oh, ow);
+      if (win.h0 >= win.h1 || win.w0 >= win.w1) {  // only padding
+        std::fill(out, out + channels, kLowest);
+        continue;
+      }
+      // Start from the first inside cell, as the backward's arg-max search does (the two agree
+      // even on NaN inputs).
+      std::memcpy(out, x + ((n * g.in_h + win.h0) * g.in_w + win.w0) * ldx,
+                  size_t(channels) * sizeof(float));
+      for (int64_t h = win.h0; h < win.h1; ++h)
+        for (int64_t w = win.w0; w < win.w1; ++w) {
+          const float* in = x + ((n * g.in_h + h) * g.in_w + w) * ldx;
+          for (int64_t c = 0; c < channels; ++c) out[c] = in[c] > out[c] ? in[c] : out[c];
+        }
+    }
+  }
+}
+
+void max_pool2d_backward(const Pool2dGeometry& g, const float* x, int64_t ldx, const float* dy,
+                         int64_t ldy, float* dx, int64_t ldx_grad, bool accumulate) {
+  const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
+  const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
+  // Windows overlap, so a task owns one image and one block of channels and scatters into it alone.
+#pragma omp parallel for schedule(static)
+  for (int64_t task = 0; task < g.batch * blocks; ++task) {
+    const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock;
+    const int64_t width = std::min(kChannelBlock, channels - c0);
+    float* dx_image = dx + n * g.in_h * g.in_w * ldx_grad + c0;
+    if (!accumulate)
+      for (int64_t p = 0; p < g.in_h * g.in_w; ++p)
+        std::memset(dx_image + p * ldx_grad, 0, size_t(width) * sizeof(float));
+    const float* x_image = x + n * g.in_h * g.in_w * ldx + c0;
+    float best[kChannelBlock];
+    int32_t best_cell[kChannelBlock];  // arg-max: input pixel index inside the image
+    for (int64_t oh = 0; oh < out_h; ++oh)
+      for (int64_t ow = 0; ow < out_w; ++ow) {
+        const Window win = window_of(g, oh, ow);
+        if (win.h0 >= win.h1 || win.w0 >= win.w1) continue;  // only padding: no arg-max
+        // The first inside cell, then strictly greater ones: the first maximal cell wins.
+        const int32_t first_cell = int32_t(win.h0 * g.in_w + win.w0);
+        for (int64_t c = 0; c < width; ++c) {
+          best[c] = x_image[first_cell * ldx + c];
+          best_cell[c] = first_cell;
+        }
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w) {
+            const int32_t cell = int32_t(h * g.in_w + w);
+            const float* in = x_image + cell * ldx;
+            for (int64_t c = 0; c < width; ++c) {              // branch-free so that it vectorises
+              const int32_t take = -int32_t(in[c] > best[c]);  // all ones or zero
+              best_cell[c] += (cell - best_cell[c]) & take;
+              best[c] = in[c] > best[c] ? in[c] : best[c];
+            }
+          }
+        const float* grad = dy + ((n * out_h + oh) * out_w + ow) * ldy + c0;
+        for (int64_t c = 0; c < width; ++c) dx_image[best_cell[c] * ldx_grad + c] += grad[c];
+      }
+  }
+}
+
+void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, const float* x,
+                        int64_t ldx, float* y, int64_t ldy) {
+  const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < g.batch * out_h; ++row) {  // (image, output row)
+    const int64_t n = row / out_h, oh = row % out_h;
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      float* out = y + (row * out_w + ow) * ldy;
+      std::fill(out, out + channels, 0.0f);
+      const Window win = window_of(g, oh, ow);
+      for (int64_t h = win.h0; h < win.h1; ++h)
+        for (int64_t w = win.w0; w < win.w1; ++w) {
+          const float* in = x + ((n * g.in_h + h) * g.in_w + w) * ldx;
+          for (int64_t c = 0; c < channels; ++c) out[c] += in[c];
+        }
+      const int64_t count = window_count(g, count_include_pad, oh, ow);
+      const float scale = count > 0 ? 1.0f / float(count) : 0.0f;
+      for (int64_t c = 0; c < channels; ++c) out[c] *= scale;
+    }
+  }
+}
+
+void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, const float* dy,
+                         int64_t ldy, float* dx, int64_t ldx, bool accumulate) {
+  const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
+  // Gather: input pixel (h, w) is in the windows of outputs oh in [oh0, oh1], ow in [ow0, ow1] with
+  // oh*sh - pad_top <= h < oh*sh - pad_top + kernel_h.
+  auto first_window = [](int64_t i, int64_t pad, int64_t kernel, int64_t stride) {
+    const int64_t num = i + pad - kernel + 1;  // smallest o with o*stride >= num
+    return num <= 0 ? int64_t(0) : (num + stride - 1) / stride;
+  };
+  std::vector<float> scale(size_t(out_h * out_w));
+  for (int64_t oh = 0; oh < out_h; ++oh)
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      const int64_t count = window_count(g, count_include_pad, oh, ow);
+      scale[size_t(oh * out_w + ow)] = count > 0 ? 1.0f / float(count) : 0.0f;
+    }
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < g.batch * g.in_h; ++row) {  // (image, input row)
+    const int64_t n = row / g.in_h, h = row % g.in_h;
+    const int64_t oh0 = first_window(h, g.pad_top, g.kernel_h, g.stride_h);
+    const int64_t oh1 = std::min(out_h - 1, (h + g.pad_top) / g.stride_h);
+    for (int64_t w = 0; w < g.in_w; ++w) {
+      float* grad_in = dx + (row * g.in_w + w) * ldx;
+      if (!accumulate) std::fill(grad_in, grad_in + channels, 0.0f);
+      const int64_t ow0 = first_window(w, g.pad_left, g.kernel_w, g.stride_w);
+      const int64_t ow1 = std::min(out_w - 1, (w + g.pad_left) / g.stride_w);
+      for (int64_t oh = oh0; oh <= oh1; ++oh)
+        for (int64_t ow = ow0; ow <= ow1; ++ow) {
+          const float s = scale[size_t(oh * out_w + ow)];
+          const float* grad = dy + ((n * out_h + oh) * out_w + ow) * ldy;
+          for (int64_t c = 0; c < channels; ++c) grad_in[c] += grad[c] * s;
+        }
+    }
+  }
+}
+
+void global_avg_pool_forward(int64_t batch, int64_t hw, int64_t channels, const float* x,
+                             int64_t ldx, float* y) {
+  const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
+  const double scale = hw > 0 ? 1.0 / double(hw) : 0.0;
+#pragma omp parallel for schedule(static)
+  for (int64_t task = 0; task < batch * blocks; ++task) {  // (image, channel block)
+    const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock;
+    const int64_t width = std::min(kChannelBlock, channels - c0);
+    double sum[kChannelBlock] = {};
+    for (int64_t p = 0; p < hw; ++p) {
+      const float* in = x + (n * hw + p) * ldx + c0;
+      for (int64_t c = 0; c < width; ++c) sum[c] += in[c];
+    }
+    for (int64_t c = 0; c < width; ++c) y[n * channels + c0 + c] = float(sum[c] * scale);
+  }
+}
+
+void global_avg_pool_backward(int64_t batch, int64_t hw, int64_t channels, const float* dy,
+                              float* dx, int64_t ldx, bool accumulate) {
+  const float scale = hw > 0 ? 1.0f / float(hw) : 0.0f;
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < batch * hw; ++row) {  // (image, pixel)
+    const float* grad = dy + (row / hw) * channels;
+    float* grad_in = dx + row * ldx;
+    if (accumulate)
+      for (int64_t c = 0; c < channels; ++c) grad_in[c] += grad[c] * scale;
+    else
+      for (int64_t c = 0; c < channels; ++c) grad_in[c] = grad[c] * scale;
+  }
+}
+
+}  // namespace kernels::cpu
