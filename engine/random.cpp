@@ -68,7 +68,16 @@ void init_uniform(const Tensor& t, float low, float high, Generator& gen) {
 }
 
 void init_normal(const Tensor& t, float mean, float stddev, Generator& gen) {
-  fill_host(t, [&] { return mean + stddev * gen.normal(); });
+  // Box-Muller gives two independent normals per (u1, u2): use both (half the log/sqrt, no extra cos).
+  std::vector<float> values(t.numel());
+  for (size_t i = 0; i < values.size(); i += 2) {
+    const double u1 = (static_cast<double>(gen.next_u64() >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    const double u2 = static_cast<double>(gen.next_u64() >> 11) * (1.0 / 9007199254740992.0);
+    const double radius = std::sqrt(-2.0 * std::log(u1)), angle = 2.0 * M_PI * u2;
+    values[i] = mean + stddev * static_cast<float>(radius * std::cos(angle));
+    if (i + 1 < values.size()) values[i + 1] = mean + stddev * static_cast<float>(radius * std::sin(angle));
+  }
+  t.copy_from(Tensor::from_vector(t.shape(), values));
 }
 
 void init_truncated_normal(const Tensor& t, float mean, float stddev, Generator& gen) {

@@ -1,0 +1,188 @@
+// bench_nets_cpu: seconds per image of the study's nets on the CPU, forward (eval, no grad) and
+// forward + backward (train mode, BCE loss, every parameter gradient), with the achieved GFLOP/s and the
+// fraction of the CPU's estimated peak. Issue 4 compares these numbers with PyTorch on the same CPU.
+//
+//   bench_nets_cpu [--threads N] [--batch N] [--reps N] [--quick] [--only densenet201|inception_resnet_v2]
+//
+// Work per image: the net's multiply-accumulates (from its summary); forward = 2 FLOP per MAC, forward +
+// backward = 6 (backward computes both the input and the weight gradients). The nets use the study's
+// flatten head; time per image = median time per batch / batch.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+#include "kernels/gemm.h"
+#include "nets/registry.h"
+
+namespace {
+
+struct Args {
+  int threads = 2;
+  int64_t batch = 4;
+  int reps = 3;
+  bool quick = false;
+  std::string only;
+};
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: bench_nets_cpu [--threads N] [--batch N] [--reps N] [--quick] [--only ARCH]\n"
+               "  Times DenseNet-201 at 224 and Inception-ResNet-v2 at 224 and 299 on the CPU: forward (eval)\n"
+               "  and forward + backward (train) seconds per image. Defaults: 2 threads, batch 4, 3 reps\n"
+               "  (median). --quick: batch 1, 1 rep, smaller inputs (a smoke run).\n"
+               "  On a shared machine set OMP_WAIT_POLICY=passive: spinning OpenMP threads lose badly to other\n"
+               "  processes.\n");
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      usage(stdout);
+      std::exit(0);
+    }
+    if (flag == "--quick") {
+      a.quick = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "error: %s needs a value (see --help)\n", flag.c_str());
+      std::exit(2);
+    }
+    const std::string value = argv[++i];
+    if (flag == "--threads") a.threads = std::atoi(value.c_str());
+    else if (flag == "--batch") a.batch = std::atoll(value.c_str());
+    else if (flag == "--reps") a.reps = std::atoi(value.c_str());
+    else if (flag == "--only") a.only = value;
+    else {
+      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", flag.c_str());
+      std::exit(2);
+    }
+  }
+  if (a.threads < 1 || a.batch < 1 || a.reps < 1) {
+    std::fprintf(stderr, "error: --threads, --batch and --reps must be >= 1\n");
+    std::exit(2);
+  }
+  return a;
+}
+
+// Single-precision peak from /proc/cpuinfo: clock x FLOP per cycle (two 8-lane FMA pipes with AVX2+FMA,
+// as AVX-512 runs on AMD Zen 4; Intel server cores with two 512-bit FMA units would double it).
+double peak_gflops_per_core(std::string& description) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, model = "unknown", flags;
+  double mhz = 0.0;
+  while (std::getline(cpuinfo, line)) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+    if (key == "model name" && model == "unknown") model = value;
+    if (key == "cpu MHz" && mhz == 0.0) mhz = std::atof(value.c_str());
+    if (key == "flags" && flags.empty()) flags = " " + value + " ";
+  }
+  auto has = [&](const char* f) { return flags.find(std::string(" ") + f + " ") != std::string::npos; };
+  const int flop_per_cycle = has("fma") && has("avx2") ? 32 : has("avx") ? 16 : 8;
+  char text[256];
+  std::snprintf(text, sizeof text, "%s, %.0f MHz, %d FLOP/cycle (estimate)", model.c_str(), mhz, flop_per_cycle);
+  description = text;
+  return mhz * 1e-3 * flop_per_cycle;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Case {
+  std::string arch;
+  int64_t size;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse(argc, argv);
+  try {
+    using namespace engine;
+    kernels::cpu::set_num_threads(args.threads);
+    std::string cpu;
+    const double peak = peak_gflops_per_core(cpu) * args.threads;
+    std::printf("cpu: %s; %d threads of %u; peak estimate %.0f GFLOP/s", cpu.c_str(), kernels::cpu::num_threads(),
+                std::thread::hardware_concurrency(), peak);
+    for (const char* var : {"OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
+      if (const char* value = std::getenv(var)) std::printf("; %s=%s", var, value);
+    std::printf("\n");
+
+    std::vector<Case> cases{{"densenet201", 224}, {"inception_resnet_v2", 224}, {"inception_resnet_v2", 299}};
+    if (args.quick) cases = {{"densenet201", 64}, {"inception_resnet_v2", 107}};
+    const int64_t batch = args.quick ? 1 : args.batch;
+    const int reps = args.quick ? 1 : args.reps;
+
+    std::printf("batch %lld, median of %d, flatten head (the study's), f32\n\n", static_cast<long long>(batch), reps);
+    std::printf("%-20s %5s %8s | %12s %9s %6s | %12s %9s %6s\n", "net", "input", "GMAC/img", "fwd s/img",
+                "GFLOP/s", "peak", "fwd+bwd s/img", "GFLOP/s", "peak");
+    for (const Case& c : cases) {
+      if (!args.only.empty() && args.only != c.arch) continue;
+      Generator gen(1), data(2);
+      auto net = nets::make_net(c.arch, nets::Head::flatten, nets::Flavor::keras, c.size, gen);
+      int64_t macs = 0;
+      for (const auto& row : net->summary(c.size)) macs += row.macs;  // also a warm-up pass
+      Tensor images = Tensor::empty({batch, c.size, c.size, 3});
+      init_uniform(images, 0.0f, 1.0f, data);
+      std::vector<float> labels(static_cast<size_t>(batch));
+      for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<float>(i % 2);
+      const Tensor targets = Tensor::from_vector({batch}, labels);
+
+      // Forward, eval, no grad.
+      net->eval();
+      std::vector<double> forward;
+      for (int r = 0; r < reps + 1; ++r) {
+        NoGradGuard no_grad;
+        const double t0 = now();
+        Tensor logits = net->forward(images);
+        const double t = now() - t0;
+        if (r > 0 || reps == 1) forward.push_back(t);  // the first is a warm-up unless there is one rep
+      }
+      // Forward + backward, train mode.
+      net->train();
+      std::vector<double> train;
+      for (int r = 0; r < reps + 1; ++r) {
+        net->zero_grad();
+        const double t0 = now();
+        Tensor loss = bce_with_logits(net->forward(images), targets);
+        loss.backward();
+        const double t = now() - t0;
+        if (r > 0 || reps == 1) train.push_back(t);
+      }
+      const double fwd = median(forward) / static_cast<double>(batch);
+      const double step = median(train) / static_cast<double>(batch);
+      const double gmac = static_cast<double>(macs) * 1e-9;
+      const double fwd_gflops = 2 * gmac / fwd, step_gflops = 6 * gmac / step;
+      std::printf("%-20s %5lld %8.2f | %12.3f %9.1f %5.0f%% | %12.3f %9.1f %5.0f%%\n", c.arch.c_str(),
+                  static_cast<long long>(c.size), gmac, fwd, fwd_gflops, 100 * fwd_gflops / peak, step, step_gflops,
+                  100 * step_gflops / peak);
+      std::fflush(stdout);
+    }
+    struct rusage usage_info;
+    getrusage(RUSAGE_SELF, &usage_info);
+    std::printf("\npeak resident memory: %.2f GiB\n", static_cast<double>(usage_info.ru_maxrss) / (1024.0 * 1024.0));
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

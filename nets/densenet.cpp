@@ -1,0 +1,201 @@
+// DenseNet-121/169/201 (see densenet.h for the architecture, the names and the block buffers).
+#include "nets/densenet.h"
+
+#include <cmath>
+
+namespace nets {
+
+using namespace engine;
+
+DenseNetConfig DenseNetConfig::densenet121(Flavor flavor) {
+  DenseNetConfig c;
+  c.block_layers = {6, 12, 24, 16};
+  c.flavor = flavor;
+  return c;
+}
+
+DenseNetConfig DenseNetConfig::densenet169(Flavor flavor) {
+  DenseNetConfig c;
+  c.block_layers = {6, 12, 32, 32};
+  c.flavor = flavor;
+  return c;
+}
+
+DenseNetConfig DenseNetConfig::densenet201(Flavor flavor) {
+  DenseNetConfig c;
+  c.block_layers = {6, 12, 48, 32};
+  c.flavor = flavor;
+  return c;
+}
+
+BatchNormOptions DenseNetConfig::bn_options() const {
+  return flavor == Flavor::keras ? BatchNormOptions::keras(1.001e-5f) : BatchNormOptions::torch(1e-5f);
+}
+
+namespace {
+
+std::shared_ptr<BatchNorm> make_bn(int64_t channels, const DenseNetConfig& config) {
+  return std::make_shared<BatchNorm>(BatchNormSpec{channels, config.bn_options(), true, true});
+}
+
+std::shared_ptr<Conv2d> make_conv(int64_t in, int64_t out, int64_t kernel, const Conv2dOptions& options,
+                                  Generator& gen) {
+  return std::make_shared<Conv2d>(Conv2dSpec{in, out, kernel, kernel, options, false}, gen);
+}
+
+}  // namespace
+
+// ---- Dense layer ----------------------------------------------------------------------------------
+
+DenseLayer::DenseLayer(int64_t in_channels, const DenseNetConfig& config, Generator& gen) {
+  norm1_ = register_module("norm1", make_bn(in_channels, config));
+  conv1_ = register_module("conv1", make_conv(in_channels, config.bottleneck, 1, Conv2dOptions::valid(), gen));
+  norm2_ = register_module("norm2", make_bn(config.bottleneck, config));
+  conv2_ = register_module("conv2", make_conv(config.bottleneck, config.growth, 3, Conv2dOptions::symmetric(1), gen));
+}
+
+Tensor DenseLayer::forward(const Tensor& x, const Tensor& out) const {
+  Tensor h = conv1_->forward(relu(norm1_->forward(x)));   // [N, H, W, bottleneck]
+  return conv2_->forward(relu(norm2_->forward(h)), out);  // [N, H, W, growth]
+}
+
+int64_t DenseLayer::macs_per_pixel() const {
+  const Conv2dSpec& a = conv1_->spec();
+  const Conv2dSpec& b = conv2_->spec();
+  return a.in_channels * a.out_channels * a.kernel_h * a.kernel_w +
+         b.in_channels * b.out_channels * b.kernel_h * b.kernel_w;
+}
+
+// ---- Dense block ----------------------------------------------------------------------------------
+
+DenseBlock::DenseBlock(int64_t in_channels, int64_t layers, const DenseNetConfig& config, Generator& gen)
+    : in_channels_(in_channels), growth_(config.growth), block_buffers_(config.block_buffers) {
+  ENGINE_CHECK(layers > 0) << "DenseBlock: needs at least one layer";
+  int64_t channels = in_channels;
+  for (int64_t l = 1; l <= layers; ++l) {
+    layers_.push_back(register_module("denselayer" + std::to_string(l),
+                                      std::make_shared<DenseLayer>(channels, config, gen)));
+    channels += config.growth;
+  }
+  out_channels_ = channels;
+}
+
+Tensor DenseBlock::forward(const Tensor& x) const {
+  ENGINE_CHECK(x.ndim() == 4 && x.size(3) == in_channels_)
+      << path() << ": expected [N, H, W, " << in_channels_ << "], got " << x.str();
+  const int64_t n = x.size(0), h = x.size(1), w = x.size(2);
+  Tensor features;
+  Tensor buffer;
+  if (block_buffers_) {
+    // [N, H, W, out_channels]: channels [0, in) = the block input, then growth_ channels per layer.
+    buffer = Tensor::empty({n, h, w, out_channels_}, x.device());
+    features = copy_into(x, buffer.slice(-1, 0, in_channels_));
+  } else {
+    features = x;
+  }
+  int64_t channels = in_channels_;
+  for (const auto& layer : layers_) {
+    const Tensor out = block_buffers_ ? buffer.slice(-1, channels, channels + growth_) : Tensor();
+    const Tensor fresh = layer->forward(features, out);
+    features = concat_channels({features, fresh});  // a view of the buffer when block_buffers_
+    channels += growth_;
+    layer->trace("", "dense layer: bn-relu-conv1x1-bn-relu-conv3x3, concat", features, {layer.get()},
+                 h * w * layer->macs_per_pixel());
+  }
+  return features;
+}
+
+// ---- Transition -----------------------------------------------------------------------------------
+
+Transition::Transition(int64_t in_channels, int64_t out_channels, const DenseNetConfig& config, Generator& gen) {
+  norm_ = register_module("norm", make_bn(in_channels, config));
+  conv_ = register_module("conv", make_conv(in_channels, out_channels, 1, Conv2dOptions::valid(), gen));
+}
+
+Tensor Transition::forward(const Tensor& x) const {
+  const Tensor c = conv_->forward(relu(norm_->forward(x)));
+  Tensor y = avg_pool2d(c, Pool2dOptions::square(2, 2), true);
+  trace("", "transition: bn-relu-conv1x1-avgpool2x2/2", y, {this}, conv_macs(*conv_, c));
+  return y;
+}
+
+// ---- Features -------------------------------------------------------------------------------------
+
+DenseNetFeatures::DenseNetFeatures(const DenseNetConfig& config, Generator& gen) {
+  ENGINE_CHECK(!config.block_layers.empty() && config.growth > 0 && config.bottleneck > 0 &&
+               config.stem_channels > 0 && config.compression > 0 && config.compression <= 1)
+      << "DenseNet: invalid configuration (blocks, growth, bottleneck, stem channels > 0; compression in (0, 1])";
+  conv0_ = register_module("conv0", make_conv(3, config.stem_channels, 7, Conv2dOptions::symmetric(3, 2), gen));
+  norm0_ = register_module("norm0", make_bn(config.stem_channels, config));
+  int64_t channels = config.stem_channels;
+  for (size_t b = 0; b < config.block_layers.size(); ++b) {
+    const std::string index = std::to_string(b + 1);
+    auto block = std::make_shared<DenseBlock>(channels, config.block_layers[b], config, gen);
+    blocks_.push_back(register_module("denseblock" + index, block));
+    channels = block->out_channels();
+    if (b + 1 < config.block_layers.size()) {
+      const auto reduced = static_cast<int64_t>(std::floor(config.compression * static_cast<double>(channels)));
+      transitions_.push_back(register_module("transition" + index,
+                                             std::make_shared<Transition>(channels, reduced, config, gen)));
+      channels = reduced;
+    }
+  }
+  norm5_ = register_module("norm5", make_bn(channels, config));
+  out_channels_ = channels;
+}
+
+Tensor DenseNetFeatures::forward(const Tensor& images, StageMap* stages) const {
+  Tensor c0 = conv0_->forward(images);
+  Tensor x = relu(norm0_->forward(c0));
+  trace("conv0", "conv 7x7/2 + norm0 + relu", x, {conv0_.get(), norm0_.get()}, conv_macs(*conv0_, c0));
+  x = max_pool2d(x, Pool2dOptions::square(3, 2, 1));
+  trace("pool0", "max-pool 3x3/2 pad 1", x, {}, 0);
+  if (stages) (*stages)["stem"] = x;
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    x = blocks_[b]->forward(x);
+    if (stages) (*stages)["block" + std::to_string(b + 1)] = x;
+    if (b < transitions_.size()) x = transitions_[b]->forward(x);
+  }
+  x = relu(norm5_->forward(x));
+  trace("norm5", "bn + relu", x, {norm5_.get()}, 0);
+  return x;
+}
+
+// ---- DenseNet -------------------------------------------------------------------------------------
+
+DenseNet::DenseNet(const std::string& arch, const DenseNetConfig& config, Head head, int64_t input_size,
+                   Generator& gen)
+    : Net(arch, head, config.flavor, input_size), config_(config) {
+  ENGINE_CHECK(input_size >= min_input_size())
+      << arch << ": input size " << input_size << " is below the minimum " << min_input_size();
+  features_ = register_module("features", std::make_shared<DenseNetFeatures>(config, gen));
+  finish("classifier", features_->out_channels(), gen);
+}
+
+std::vector<std::string> DenseNet::stage_names() const {
+  std::vector<std::string> names{"stem"};
+  for (size_t b = 0; b < config_.block_layers.size(); ++b) names.push_back("block" + std::to_string(b + 1));
+  names.push_back("features");
+  return names;
+}
+
+std::pair<int64_t, int64_t> DenseNet::feature_grid(int64_t height, int64_t width) const {
+  auto grid = [this](int64_t s) {
+    s = (s + 2 * 3 - 7) / 2 + 1;  // conv0 7x7/2 pad 3
+    s = (s + 2 * 1 - 3) / 2 + 1;  // pool0 3x3/2 pad 1
+    for (size_t t = 0; t + 1 < config_.block_layers.size(); ++t) s /= 2;  // transitions' 2x2/2 pools
+    return s;
+  };
+  ENGINE_CHECK(height >= min_input_size() && width >= min_input_size())
+      << arch() << ": input " << height << "x" << width << " is below the minimum " << min_input_size();
+  const int64_t h = grid(height), w = grid(width);
+  ENGINE_CHECK(h >= 1 && w >= 1) << arch() << ": input " << height << "x" << width
+                                 << " leaves no feature map after the transitions";
+  return {h, w};
+}
+
+Tensor DenseNet::run_backbone(const Tensor& images, StageMap* stages) const {
+  return features_->forward(images, stages);
+}
+
+}  // namespace nets

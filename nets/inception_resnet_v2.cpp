@@ -1,0 +1,284 @@
+// Inception-ResNet-v2 (see inception_resnet_v2.h for the architecture and the names).
+#include "nets/inception_resnet_v2.h"
+
+#include <cstdio>
+
+namespace nets {
+
+using namespace engine;
+
+namespace {
+
+// One unit; `pad_h`/`pad_w` symmetric ('same' at stride 1 for odd kernels), 0 for 'valid'.
+std::shared_ptr<BasicConv> unit(int64_t in, int64_t out, int64_t kh, int64_t kw, int64_t stride, int64_t pad_h,
+                                int64_t pad_w, const BatchNormOptions& bn, Generator& gen) {
+  return std::make_shared<BasicConv>(in, out, kh, kw, stride, pad_h, pad_w, bn, gen);
+}
+// Square kernel k, stride 1, 'same'.
+std::shared_ptr<BasicConv> same(int64_t in, int64_t out, int64_t k, const BatchNormOptions& bn, Generator& gen) {
+  return unit(in, out, k, k, 1, k / 2, k / 2, bn, gen);
+}
+// Square kernel k, 'valid', stride s.
+std::shared_ptr<BasicConv> valid(int64_t in, int64_t out, int64_t k, int64_t s, const BatchNormOptions& bn,
+                                 Generator& gen) {
+  return unit(in, out, k, k, s, 0, 0, bn, gen);
+}
+
+const Pool2dOptions kMaxPool3s2 = Pool2dOptions::square(3, 2);  // 'valid'
+
+Tensor max_pool_row(const Tensor& x, const std::string& name) {
+  Tensor y = max_pool2d(x, kMaxPool3s2);
+  trace_row(name, "max-pool 3x3/2 valid", y, {}, 0);
+  return y;
+}
+
+}  // namespace
+
+// ---- Units ----------------------------------------------------------------------------------------
+
+BasicConv::BasicConv(int64_t in, int64_t out, int64_t kernel_h, int64_t kernel_w, int64_t stride, int64_t pad_h,
+                     int64_t pad_w, const BatchNormOptions& bn, Generator& gen) {
+  conv_ = register_module(
+      "conv", std::make_shared<Conv2d>(
+                  Conv2dSpec{in, out, kernel_h, kernel_w, Conv2dOptions::symmetric(pad_h, pad_w, stride), false}, gen));
+  bn_ = register_module("bn", std::make_shared<BatchNorm>(BatchNormSpec{out, bn, /*gamma=*/false, /*beta=*/true}));
+}
+
+Tensor BasicConv::forward(const Tensor& x) const {
+  const Tensor c = conv_->forward(x);
+  Tensor y = relu(bn_->forward(c));
+  if (tracing()) {
+    const Conv2dSpec& s = conv_->spec();
+    const bool is_valid = s.options.pad_top == 0 && s.options.pad_left == 0 && (s.kernel_h > 1 || s.kernel_w > 1);
+    trace("", "conv-bn-relu " + std::to_string(s.kernel_h) + "x" + std::to_string(s.kernel_w) +
+                  (s.options.stride_h > 1 ? "/" + std::to_string(s.options.stride_h) : "") + (is_valid ? " valid" : ""),
+          y, {this}, conv_macs(*conv_, c));
+  }
+  return y;
+}
+
+void UnitChain::add(int64_t index, std::shared_ptr<BasicConv> unit) {
+  units_.push_back(register_module(std::to_string(index), std::move(unit)));
+}
+
+Tensor UnitChain::forward(const Tensor& x) const {
+  Tensor h = x;
+  for (const auto& u : units_) h = u->forward(h);
+  return h;
+}
+
+// ---- Mixed blocks ---------------------------------------------------------------------------------
+
+Mixed5b::Mixed5b(const BatchNormOptions& bn, Generator& gen) {
+  branch0_ = register_module("branch0", same(192, 96, 1, bn, gen));
+  branch1_ = register_module("branch1", std::make_shared<UnitChain>());
+  branch1_->add(0, same(192, 48, 1, bn, gen));
+  branch1_->add(1, same(48, 64, 5, bn, gen));
+  branch2_ = register_module("branch2", std::make_shared<UnitChain>());
+  branch2_->add(0, same(192, 64, 1, bn, gen));
+  branch2_->add(1, same(64, 96, 3, bn, gen));
+  branch2_->add(2, same(96, 96, 3, bn, gen));
+  branch3_ = register_module("branch3", std::make_shared<UnitChain>());
+  branch3_->add(1, same(192, 64, 1, bn, gen));  // index 0 is the average pool (no parameters)
+}
+
+Tensor Mixed5b::forward(const Tensor& x) const {
+  Tensor b0 = branch0_->forward(x);
+  Tensor b1 = branch1_->forward(x);
+  Tensor b2 = branch2_->forward(x);
+  Tensor pooled = avg_pool2d(x, Pool2dOptions::square(3, 1, 1), /*count_include_pad=*/false);
+  trace("branch3.0", "avg-pool 3x3/1 same (padding excluded)", pooled, {}, 0);
+  Tensor y = concat_channels({b0, b1, b2, branch3_->forward(pooled)});
+  trace("", "concat [96 | 64 | 96 | 64]", y, {}, 0);
+  return y;
+}
+
+Mixed6a::Mixed6a(const BatchNormOptions& bn, Generator& gen) {
+  branch0_ = register_module("branch0", valid(320, 384, 3, 2, bn, gen));
+  branch1_ = register_module("branch1", std::make_shared<UnitChain>());
+  branch1_->add(0, same(320, 256, 1, bn, gen));
+  branch1_->add(1, same(256, 256, 3, bn, gen));
+  branch1_->add(2, valid(256, 384, 3, 2, bn, gen));
+}
+
+Tensor Mixed6a::forward(const Tensor& x) const {
+  Tensor b0 = branch0_->forward(x);
+  Tensor b1 = branch1_->forward(x);
+  Tensor y = concat_channels({b0, b1, max_pool_row(x, path() + ".branch2")});
+  trace("", "concat [384 | 384 | 320]", y, {}, 0);
+  return y;
+}
+
+Mixed7a::Mixed7a(const BatchNormOptions& bn, Generator& gen) {
+  branch0_ = register_module("branch0", std::make_shared<UnitChain>());
+  branch0_->add(0, same(1088, 256, 1, bn, gen));
+  branch0_->add(1, valid(256, 384, 3, 2, bn, gen));
+  branch1_ = register_module("branch1", std::make_shared<UnitChain>());
+  branch1_->add(0, same(1088, 256, 1, bn, gen));
+  branch1_->add(1, valid(256, 288, 3, 2, bn, gen));
+  branch2_ = register_module("branch2", std::make_shared<UnitChain>());
+  branch2_->add(0, same(1088, 256, 1, bn, gen));
+  branch2_->add(1, same(256, 288, 3, bn, gen));
+  branch2_->add(2, valid(288, 320, 3, 2, bn, gen));
+}
+
+Tensor Mixed7a::forward(const Tensor& x) const {
+  Tensor b0 = branch0_->forward(x);
+  Tensor b1 = branch1_->forward(x);
+  Tensor b2 = branch2_->forward(x);
+  Tensor y = concat_channels({b0, b1, b2, max_pool_row(x, path() + ".branch3")});
+  trace("", "concat [384 | 288 | 320 | 1088]", y, {}, 0);
+  return y;
+}
+
+// ---- Residual blocks ------------------------------------------------------------------------------
+
+ResidualBlock::ResidualBlock(Type type, float scale, bool relu, const BatchNormOptions& bn, Generator& gen)
+    : scale_(scale), relu_(relu) {
+  auto chain = [&](const std::string& name) {
+    auto c = register_module(name, std::make_shared<UnitChain>());
+    branches_.push_back(c);
+    return c;
+  };
+  int64_t width = 0, mixed = 0;
+  switch (type) {
+    case Type::block35: {
+      width = 320;
+      branches_.push_back(register_module("branch0", same(320, 32, 1, bn, gen)));
+      auto b1 = chain("branch1");
+      b1->add(0, same(320, 32, 1, bn, gen));
+      b1->add(1, same(32, 32, 3, bn, gen));
+      auto b2 = chain("branch2");
+      b2->add(0, same(320, 32, 1, bn, gen));
+      b2->add(1, same(32, 48, 3, bn, gen));
+      b2->add(2, same(48, 64, 3, bn, gen));
+      mixed = 32 + 32 + 64;
+      break;
+    }
+    case Type::block17: {
+      width = 1088;
+      branches_.push_back(register_module("branch0", same(1088, 192, 1, bn, gen)));
+      auto b1 = chain("branch1");
+      b1->add(0, same(1088, 128, 1, bn, gen));
+      b1->add(1, unit(128, 160, 1, 7, 1, 0, 3, bn, gen));
+      b1->add(2, unit(160, 192, 7, 1, 1, 3, 0, bn, gen));
+      mixed = 192 + 192;
+      break;
+    }
+    case Type::block8: {
+      width = 2080;
+      branches_.push_back(register_module("branch0", same(2080, 192, 1, bn, gen)));
+      auto b1 = chain("branch1");
+      b1->add(0, same(2080, 192, 1, bn, gen));
+      b1->add(1, unit(192, 224, 1, 3, 1, 0, 1, bn, gen));
+      b1->add(2, unit(224, 256, 3, 1, 1, 1, 0, bn, gen));
+      mixed = 192 + 256;
+      break;
+    }
+  }
+  conv2d_ = register_module(
+      "conv2d", std::make_shared<Conv2d>(Conv2dSpec{mixed, width, 1, 1, Conv2dOptions::valid(), true}, gen));
+}
+
+Tensor ResidualBlock::forward(const Tensor& x) const {
+  std::vector<Tensor> outputs;
+  for (const auto& branch : branches_) {
+    if (auto* u = dynamic_cast<const BasicConv*>(branch.get())) outputs.push_back(u->forward(x));
+    else outputs.push_back(static_cast<const UnitChain*>(branch.get())->forward(x));
+  }
+  const Tensor up = conv2d_->forward(concat_channels(outputs));  // [N, H, W, width], with bias
+  Tensor y = add(x, scale(up, scale_));
+  if (relu_) y = relu(y);
+  if (tracing()) {
+    char kind[96];
+    std::snprintf(kind, sizeof kind, "conv1x1+bias, x + %.2g * up%s", static_cast<double>(scale_),
+                  relu_ ? ", relu" : " (no relu)");
+    trace("conv2d", kind, y, {conv2d_.get()}, conv_macs(*conv2d_, up));
+  }
+  return y;
+}
+
+// ---- The net --------------------------------------------------------------------------------------
+
+BatchNormOptions InceptionResNetV2::bn_options(Flavor flavor) {
+  return flavor == Flavor::keras ? BatchNormOptions::keras(1e-3f) : BatchNormOptions::torch(1e-3f);
+}
+
+InceptionResNetV2::InceptionResNetV2(Flavor flavor, Head head, int64_t input_size, Generator& gen)
+    : Net("inception_resnet_v2", head, flavor, input_size) {
+  ENGINE_CHECK(input_size >= min_input_size())
+      << "inception_resnet_v2: input size " << input_size << " is below the minimum " << min_input_size();
+  const BatchNormOptions bn = bn_options(flavor);
+  conv2d_1a_ = register_module("conv2d_1a", valid(3, 32, 3, 2, bn, gen));
+  conv2d_2a_ = register_module("conv2d_2a", valid(32, 32, 3, 1, bn, gen));
+  conv2d_2b_ = register_module("conv2d_2b", same(32, 64, 3, bn, gen));
+  conv2d_3b_ = register_module("conv2d_3b", valid(64, 80, 1, 1, bn, gen));
+  conv2d_4a_ = register_module("conv2d_4a", valid(80, 192, 3, 1, bn, gen));
+  mixed_5b_ = register_module("mixed_5b", std::make_shared<Mixed5b>(bn, gen));
+  repeat_ = register_module("repeat", std::make_shared<ModuleList>());
+  for (int i = 0; i < 10; ++i)
+    block35_.push_back(repeat_->add(std::to_string(i), std::make_shared<ResidualBlock>(
+                                                           ResidualBlock::Type::block35, 0.17f, true, bn, gen)));
+  mixed_6a_ = register_module("mixed_6a", std::make_shared<Mixed6a>(bn, gen));
+  repeat_1_ = register_module("repeat_1", std::make_shared<ModuleList>());
+  for (int i = 0; i < 20; ++i)
+    block17_.push_back(repeat_1_->add(std::to_string(i), std::make_shared<ResidualBlock>(
+                                                             ResidualBlock::Type::block17, 0.1f, true, bn, gen)));
+  mixed_7a_ = register_module("mixed_7a", std::make_shared<Mixed7a>(bn, gen));
+  repeat_2_ = register_module("repeat_2", std::make_shared<ModuleList>());
+  for (int i = 0; i < 9; ++i)
+    block8s_.push_back(repeat_2_->add(std::to_string(i), std::make_shared<ResidualBlock>(
+                                                             ResidualBlock::Type::block8, 0.2f, true, bn, gen)));
+  block8_ = register_module("block8",
+                            std::make_shared<ResidualBlock>(ResidualBlock::Type::block8, 1.0f, false, bn, gen));
+  conv2d_7b_ = register_module("conv2d_7b", same(2080, 1536, 1, bn, gen));
+  finish("classif", 1536, gen);
+}
+
+std::vector<std::string> InceptionResNetV2::stage_names() const {
+  return {"stem", "mixed_5b", "block35", "mixed_6a", "block17", "mixed_7a", "block8", "features"};
+}
+
+std::pair<int64_t, int64_t> InceptionResNetV2::feature_grid(int64_t height, int64_t width) const {
+  auto grid = [](int64_t s) {
+    s = (s - 3) / 2 + 1;  // conv2d_1a 3x3/2 valid
+    s -= 2;               // conv2d_2a 3x3 valid
+    s = (s - 3) / 2 + 1;  // maxpool_3a
+    s -= 2;               // conv2d_4a 3x3 valid
+    s = (s - 3) / 2 + 1;  // maxpool_5a
+    s = (s - 3) / 2 + 1;  // mixed_6a
+    s = (s - 3) / 2 + 1;  // mixed_7a
+    return s;
+  };
+  ENGINE_CHECK(height >= min_input_size() && width >= min_input_size())
+      << "inception_resnet_v2: input " << height << "x" << width << " is below the minimum " << min_input_size();
+  return {grid(height), grid(width)};
+}
+
+Tensor InceptionResNetV2::run_backbone(const Tensor& images, StageMap* stages) const {
+  Tensor x = conv2d_1a_->forward(images);
+  x = conv2d_2a_->forward(x);
+  x = conv2d_2b_->forward(x);
+  x = max_pool_row(x, "maxpool_3a");
+  x = conv2d_3b_->forward(x);
+  x = conv2d_4a_->forward(x);
+  x = max_pool_row(x, "maxpool_5a");
+  if (stages) (*stages)["stem"] = x;
+  x = mixed_5b_->forward(x);
+  if (stages) (*stages)["mixed_5b"] = x;
+  for (const auto& b : block35_) x = b->forward(x);
+  if (stages) (*stages)["block35"] = x;
+  x = mixed_6a_->forward(x);
+  if (stages) (*stages)["mixed_6a"] = x;
+  for (const auto& b : block17_) x = b->forward(x);
+  if (stages) (*stages)["block17"] = x;
+  x = mixed_7a_->forward(x);
+  if (stages) (*stages)["mixed_7a"] = x;
+  for (const auto& b : block8s_) x = b->forward(x);
+  x = block8_->forward(x);
+  if (stages) (*stages)["block8"] = x;
+  x = conv2d_7b_->forward(x);
+  return x;
+}
+
+}  // namespace nets

@@ -1,0 +1,187 @@
+// The Net base class, heads, flavours, the differentiable copy into a block buffer, and the summary
+// trace (see net.h).
+#include "nets/net.h"
+
+#include <tuple>
+
+namespace nets {
+
+using namespace engine;
+
+namespace {
+
+// The rows of the summary being traced on this thread, or null.
+thread_local std::vector<SummaryRow>* active_trace = nullptr;
+
+class TraceScope {
+ public:
+  explicit TraceScope(std::vector<SummaryRow>* rows) : previous_(active_trace) { active_trace = rows; }
+  ~TraceScope() { active_trace = previous_; }
+  TraceScope(const TraceScope&) = delete;
+  TraceScope& operator=(const TraceScope&) = delete;
+
+ private:
+  std::vector<SummaryRow>* previous_;
+};
+
+// Sets the path of every Layer below `module` from the registered names.
+void assign_paths(const Module& module, const std::string& prefix) {
+  for (const auto& [name, child] : module.named_children()) {
+    const std::string path = prefix.empty() ? name : prefix + "." + name;
+    if (auto* layer = dynamic_cast<Layer*>(child.get())) layer->set_path(path);
+    assign_paths(*child, path);
+  }
+}
+
+}  // namespace
+
+bool tracing() { return active_trace != nullptr; }
+
+void trace_row(const std::string& name, const std::string& kind, const Tensor& output,
+               const std::vector<const Module*>& modules, int64_t macs) {
+  if (!active_trace) return;
+  SummaryRow row;
+  row.name = name;
+  row.kind = kind;
+  row.output = output.shape();
+  std::tie(row.parameters, row.buffers) = count_state(modules);
+  row.macs = macs;
+  active_trace->push_back(std::move(row));
+}
+
+Head parse_head(const std::string& name) {
+  if (name == "flatten") return Head::flatten;
+  if (name == "gap") return Head::gap;
+  if (name == "imagenet") return Head::imagenet;
+  ENGINE_FAIL() << "unknown head '" << name << "': use flatten (Flatten + Dense(1), the study's), gap "
+                << "(global average pool + Dense(1)) or imagenet (global average pool + Dense(1000))";
+}
+
+std::string head_name(Head head) {
+  switch (head) {
+    case Head::flatten: return "flatten";
+    case Head::gap: return "gap";
+    case Head::imagenet: return "imagenet";
+  }
+  return "?";
+}
+
+Flavor parse_flavor(const std::string& name) {
+  if (name == "keras") return Flavor::keras;
+  if (name == "torch") return Flavor::torch;
+  ENGINE_FAIL() << "unknown batch-norm flavor '" << name
+                << "': use keras (momentum 0.01, biased variance) or torch (momentum 0.1, unbiased)";
+}
+
+std::string flavor_name(Flavor flavor) { return flavor == Flavor::keras ? "keras" : "torch"; }
+
+void Layer::trace(const std::string& suffix, const std::string& kind, const Tensor& output,
+                  const std::vector<const Module*>& modules, int64_t macs) const {
+  if (!active_trace) return;
+  trace_row(suffix.empty() ? path_ : path_ + "." + suffix, kind, output, modules, macs);
+}
+
+int64_t conv_macs(const Conv2d& conv, const Tensor& output) {
+  const Conv2dSpec& s = conv.spec();
+  return output.size(1) * output.size(2) * s.out_channels * s.kernel_h * s.kernel_w * s.in_channels;
+}
+
+std::pair<int64_t, int64_t> count_state(const std::vector<const Module*>& modules) {
+  int64_t parameters = 0, buffers = 0;
+  for (const Module* m : modules) {
+    if (!m) continue;
+    for (const auto& [name, t] : m->named_parameters()) parameters += t.numel();
+    for (const auto& [name, t] : m->named_buffers()) buffers += t.numel();
+  }
+  return {parameters, buffers};
+}
+
+Tensor copy_into(const Tensor& x, const Tensor& out) {
+  ENGINE_CHECK(x.shape() == out.shape())
+      << "copy_into: source " << x.str() << " and destination " << out.str() << " differ in shape";
+  ENGINE_CHECK(!out.grad_fn()) << "copy_into: the destination already has autograd history";
+  out.copy_from(x);
+  // d out / d x = identity: the destination's gradient (a slice of the block's gradient) goes to x.
+  record(out, "copy_into", {x}, [](const Tensor& dy) { return std::vector<Tensor>{dy}; });
+  return out;
+}
+
+// ---- Net ------------------------------------------------------------------------------------------
+
+Net::Net(std::string arch, Head head, Flavor flavor, int64_t input_size)
+    : arch_(std::move(arch)), head_(head), flavor_(flavor), input_size_(input_size) {}
+
+void Net::finish(const std::string& module_name, int64_t feature_channels, Generator& gen) {
+  feature_channels_ = feature_channels;
+  head_module_ = module_name;
+  int64_t in_features = feature_channels;
+  if (head_ == Head::flatten) {
+    const auto [h, w] = feature_grid(input_size_, input_size_);
+    in_features = h * w * feature_channels;
+  }
+  classifier_ = register_module(module_name, std::make_shared<Linear>(in_features, num_classes(), true, gen));
+  assign_paths(*this, "");
+}
+
+void Net::check_images(const Tensor& images) const {
+  ENGINE_CHECK(images.defined() && images.ndim() == 4 && images.size(3) == 3)
+      << arch_ << ": images must be NHWC [N, H, W, 3], got " << (images.defined() ? images.str() : "none");
+  ENGINE_CHECK(images.size(1) >= min_input_size() && images.size(2) >= min_input_size())
+      << arch_ << ": input " << images.size(1) << "x" << images.size(2) << " is too small; this net needs at least "
+      << min_input_size() << "x" << min_input_size();
+  if (head_ == Head::flatten) {
+    const auto expected = feature_grid(input_size_, input_size_);
+    const auto got = feature_grid(images.size(1), images.size(2));
+    ENGINE_CHECK(got == expected)
+        << arch_ << ": the flatten head was built for " << input_size_ << "x" << input_size_ << " inputs ("
+        << expected.first << "x" << expected.second << "x" << feature_channels_ << " features), but a "
+        << images.size(1) << "x" << images.size(2) << " input gives a " << got.first << "x" << got.second
+        << " feature map; resize the images or build the net for this size (or use the gap head)";
+  }
+}
+
+Tensor Net::run_head(const Tensor& features) const {
+  Tensor pooled = head_ == Head::flatten ? flatten(features) : global_avg_pool(features);
+  Tensor logits = classifier_->forward(pooled);
+  const std::string kind = head_ == Head::flatten ? "flatten + linear" : "global avg pool + linear";
+  trace_row(head_module_, kind, logits, {classifier_.get()}, classifier_->weight.numel());
+  return logits;
+}
+
+Tensor Net::forward(const Tensor& images) const {
+  check_images(images);
+  return run_head(run_backbone(images, nullptr));
+}
+
+Tensor Net::features(const Tensor& images) const {
+  check_images(images);
+  return run_backbone(images, nullptr);
+}
+
+Tensor Net::forward_with_stages(const Tensor& images, StageMap& stages) const {
+  check_images(images);
+  Tensor f = run_backbone(images, &stages);
+  stages["features"] = f;
+  return run_head(f);
+}
+
+std::vector<SummaryRow> Net::summary(int64_t input_size) {
+  ENGINE_CHECK(input_size >= min_input_size())
+      << arch_ << ": summary input size " << input_size << " is below the minimum " << min_input_size();
+  const bool was_training = is_training();
+  eval();
+  std::vector<SummaryRow> rows;
+  try {
+    NoGradGuard no_grad;
+    TraceScope scope(&rows);
+    const Device device = state().empty() ? Device::cpu() : state().front().second.device();
+    forward(Tensor::zeros({1, input_size, input_size, 3}, device));
+  } catch (...) {
+    train(was_training);
+    throw;
+  }
+  train(was_training);
+  return rows;
+}
+
+}  // namespace nets
