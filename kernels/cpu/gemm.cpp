@@ -1,4 +1,5 @@
-// Row-major SGEMM on the CPU through OpenBLAS (see gemm.h).
+// Row-major SGEMM on the CPU (see gemm.h): OpenBLAS where the build found it (ENGINE_HAVE_OPENBLAS),
+// else a built-in GEMM that packs op(B) once and streams rows of C with a vectorisable inner loop.
 //
 // One thread pool for the whole engine. OpenBLAS runs single-threaded
 // and gemm() splits C into row blocks (or column blocks when C is wide and short) over the OpenMP
@@ -10,14 +11,19 @@
 // thread count.
 #include "kernels/gemm.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
+
+#ifdef ENGINE_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
 
 namespace kernels::cpu {
 namespace {
 
+#ifdef ENGINE_HAVE_OPENBLAS
 // OpenBLAS starts with its own thread pool; switch it to one thread before the first GEMM.
 const bool openblas_single_threaded = [] {
   openblas_set_num_threads(1);
@@ -32,6 +38,39 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
               static_cast<blasint>(n), static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda),
               b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
 }
+#else
+const bool openblas_single_threaded = true;
+
+// C[m, n] = alpha op(A) op(B) + beta C, single-threaded (gemm() below splits the work):
+// op(B) is packed densely as [k, n], then each row of C accumulates alpha a_ik * B[k, :] over k.
+void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
+           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+           int64_t ldc) {
+  std::vector<float> packed_b(static_cast<size_t>(k * n));
+  for (int64_t p = 0; p < k; ++p)
+    for (int64_t j = 0; j < n; ++j) packed_b[p * n + j] = transpose_b ? b[j * ldb + p] : b[p * ldb + j];
+  // Sums run over chunks of 128 terms, then the chunks are added: the rounding error grows with the
+  // chunk count, not with k (long im2col rows would otherwise drift past the tests' tolerance).
+  constexpr int64_t kChunk = 128;
+  std::vector<float> chunk_sum(static_cast<size_t>(n)), total(static_cast<size_t>(n));
+  for (int64_t i = 0; i < m; ++i) {
+    float* __restrict acc = chunk_sum.data();
+    float* __restrict sum = total.data();
+    for (int64_t j = 0; j < n; ++j) sum[j] = 0.0f;
+    for (int64_t p0 = 0; p0 < k; p0 += kChunk) {
+      for (int64_t j = 0; j < n; ++j) acc[j] = 0.0f;
+      for (int64_t p = p0; p < std::min(k, p0 + kChunk); ++p) {
+        const float a_ip = transpose_a ? a[p * lda + i] : a[i * lda + p];
+        const float* __restrict b_row = packed_b.data() + p * n;
+        for (int64_t j = 0; j < n; ++j) acc[j] += a_ip * b_row[j];
+      }
+      for (int64_t j = 0; j < n; ++j) sum[j] += acc[j];
+    }
+    float* c_row = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) c_row[j] = alpha * sum[j] + (beta == 0.0f ? 0.0f : beta * c_row[j]);
+  }
+}
+#endif
 
 }  // namespace
 
@@ -69,7 +108,9 @@ int num_threads() { return omp_get_max_threads(); }
 
 void set_num_threads(int threads) {
   omp_set_num_threads(std::max(1, threads));
+#ifdef ENGINE_HAVE_OPENBLAS
   openblas_set_num_threads(1);  // parallelism comes from gemm()'s OpenMP split
+#endif
 }
 
 }  // namespace kernels::cpu

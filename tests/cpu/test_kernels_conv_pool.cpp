@@ -183,6 +183,7 @@ struct ConvCase {
   std::string name;
   Conv2dGeometry g;
 };
+void PrintTo(const ConvCase& c, std::ostream* os) { *os << c.name; }
 
 // Every case runs with dense rows and with row strides larger than the channel counts.
 using ConvParam = std::tuple<ConvCase, bool>;
@@ -438,6 +439,7 @@ struct PoolCase {
   PoolKind kind;
   Pool2dGeometry g;
 };
+void PrintTo(const PoolCase& c, std::ostream* os) { *os << c.name; }
 
 using PoolParam = std::tuple<PoolCase, bool>;
 
