@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 namespace kernels::cuda {
@@ -20,7 +21,19 @@ struct MemoryStats {
   size_t cached = 0;       // bytes held by the allocator (in use + free lists)
   size_t device_mallocs = 0;  // cudaMalloc calls so far (a warm step adds none)
 };
+// Thrown by allocate() when the device has no room even after the cache was emptied. The message names
+// the allocation (`what`), its size, the allocator's in-use and cached bytes and the device's free and
+// total memory, and suggests a smaller --batch-size.
+class OutOfMemory : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// allocate(0) returns nullptr. Memory comes from the current device and is ordered on current_stream():
+// a block released while kernels on that stream still use it is only handed out again to work queued
+// after them on the same stream.
 void* allocate(size_t bytes, const char* what = nullptr);  // `what` names the allocation in errors
+// release(nullptr) does nothing; a pointer that allocate() did not return throws std::invalid_argument.
 void release(void* ptr);
 MemoryStats memory_stats();
 void reset_peak_memory();

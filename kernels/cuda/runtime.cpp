@@ -3,6 +3,8 @@
 // cudaErrorInsufficientDriver (35) or cudaErrorNoDevice and leaves its argument untouched.
 #include "kernels/cuda/runtime.h"
 
+#include "kernels/cuda/context.h"
+
 #include <cuda_runtime_api.h>
 
 #include <stdexcept>
@@ -61,14 +63,37 @@ void device_free(void* ptr) {
   if (ptr) cudaFree(ptr);
 }
 
+// The copies are ordered on the kernels' stream (context.h: current_stream(), a non-blocking stream
+// that the legacy default stream of a plain cudaMemcpy does not wait for): a copy sees the results of
+// every kernel queued before it, and kernels queued after it see the copied data.
+namespace {
+cudaStream_t kernels_stream() { return static_cast<cudaStream_t>(current_stream()); }
+}  // namespace
+
 void copy_host_to_device(void* dst, const void* src, size_t bytes) {
-  KERNELS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  if (bytes == 0) return;
+  KERNELS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kernels_stream()));
+  // The caller may reuse src as soon as this returns (it may be pinned, so the copy could still be
+  // reading it): wait for the copy.
+  KERNELS_CUDA_CHECK(cudaStreamSynchronize(kernels_stream()));
 }
 void copy_device_to_host(void* dst, const void* src, size_t bytes) {
-  KERNELS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  if (bytes == 0) return;
+  KERNELS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kernels_stream()));
+  KERNELS_CUDA_CHECK(cudaStreamSynchronize(kernels_stream()));
 }
 void copy_device_to_device(void* dst, const void* src, size_t bytes) {
-  KERNELS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+  if (bytes == 0) return;
+  // Stream-ordered and asynchronous, as a device-to-device cudaMemcpy is.
+  KERNELS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, kernels_stream()));
+}
+void copy_host_to_device_async(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  KERNELS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kernels_stream()));
+}
+void copy_device_to_host_async(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  KERNELS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kernels_stream()));
 }
 void synchronize() { KERNELS_CUDA_CHECK(cudaDeviceSynchronize()); }
 

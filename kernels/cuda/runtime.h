@@ -14,9 +14,17 @@ std::string device_description(int index);
 
 void* device_malloc(size_t bytes);  // throws std::runtime_error naming the size on failure
 void device_free(void* ptr);
+// Copies are ordered on the kernels' stream (context.h: current_stream()). Host<->device copies return
+// when the copy is done (and so after every kernel queued before them); device-to-device copies are
+// asynchronous, like the kernels.
 void copy_host_to_device(void* dst, const void* src, size_t bytes);
 void copy_device_to_host(void* dst, const void* src, size_t bytes);
 void copy_device_to_device(void* dst, const void* src, size_t bytes);
+// Asynchronous host<->device copies on the kernels' stream: the host buffer should be pinned
+// (pinned_host_malloc; pageable memory works but is staged synchronously by the driver) and must stay
+// untouched until the stream has passed the copy (stream_synchronize() in context.h).
+void copy_host_to_device_async(void* dst, const void* src, size_t bytes);
+void copy_device_to_host_async(void* dst, const void* src, size_t bytes);
 void synchronize();
 
 // Page-locked host memory: host<->device copies from it run at full speed and can be asynchronous.

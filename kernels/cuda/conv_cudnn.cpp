@@ -1,0 +1,598 @@
+// 2-D convolutions on the GPU through cuDNN's (legacy, still supported in cuDNN 9) convolution API
+// (contract in conv.h): forward, backward data, backward filter, NHWC activations with a row stride,
+// OHWI weights.
+//
+// Layout. An NHWC activation [N, H, W, C] with row stride ld (ld > C for a channel slice of a wider
+// buffer) is the 4-d tensor descriptor (n, c, h, w) with strides (H*W*ld, 1, W*ld, ld); OHWI weights
+// are cuDNN's NHWC filter layout [K, C, R, S]. Cross-correlation, float data and compute.
+//
+// Padding. cuDNN pads symmetrically. Asymmetric padding (TF 'same' with an even kernel or stride 2)
+// is done explicitly: the input is copied into a zero-filled buffer [N, H+pt+pb, W+pl+pr, C] and the
+// convolution runs unpadded on it; backward data computes the padded input's gradient into a
+// temporary and adds/copies its interior into dx.
+//
+// Algorithms. For each (pass, geometry, strides, device, TF32, deterministic, workspace limit) the
+// candidates come once from cuDNN's heuristics (cudnnGet*Algorithm_v7, best first), are filtered
+// (status OK; CUDNN_DETERMINISTIC in deterministic mode; workspace within conv_workspace_limit();
+// FMA math, i.e. no TF32, when TF32 is off) and cached with the workspace each needs. A call runs the
+// candidate that worked last time first, then the others in order: one whose workspace cannot be
+// allocated (OutOfMemory from the caching allocator) or that cuDNN rejects for these descriptors
+// (a NOT_SUPPORTED or BAD_PARAM status, e.g. for a row stride ld > C) is skipped. If every candidate
+// fails on strided descriptors, the call falls back to dense temporaries (copies in and out), and the
+// plan remembers that. Any other cuDNN status throws with the pass, the algorithm and the geometry.
+//
+// Semantics as the CPU: forward overwrites y (beta 0; cuDNN does not read y then) and adds the bias
+// with a kernel; backward data and filter overwrite or accumulate (beta 0 or 1); dbias is the
+// deterministic column sum of dy (elementwise.h), accumulated like dw.
+// Every call is serialised by one mutex (cuDNN handles are not thread-safe) and runs on the stream
+// of context.h.
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include <array>
+#include <climits>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/conv.h"
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/internal.h"
+#include "kernels/elementwise.h"
+
+namespace kernels::cuda {
+namespace {
+
+std::string geometry_text(const Conv2dGeometry& g) {
+  return "batch " + std::to_string(g.batch) + ", input " + std::to_string(g.in_h) + "x" +
+         std::to_string(g.in_w) + "x" + std::to_string(g.in_c) + ", " + std::to_string(g.out_c) +
+         " filters " + std::to_string(g.kernel_h) + "x" + std::to_string(g.kernel_w) + ", stride " +
+         std::to_string(g.stride_h) + "x" + std::to_string(g.stride_w) + ", padding (t" +
+         std::to_string(g.pad_top) + " b" + std::to_string(g.pad_bottom) + " l" +
+         std::to_string(g.pad_left) + " r" + std::to_string(g.pad_right) + ")";
+}
+
+#define CHECK_CUDNN(expr)                                                                   \
+  do {                                                                                      \
+    const cudnnStatus_t check_cudnn_status_ = (expr);                                       \
+    if (check_cudnn_status_ != CUDNN_STATUS_SUCCESS) {                                      \
+      const std::string check_cudnn_message_ =                                              \
+          std::string("cuDNN error ") + cudnnGetErrorString(check_cudnn_status_) + " in " #expr; \
+      detail::throw_error(check_cudnn_message_.c_str(), __FILE__, __LINE__);                \
+    }                                                                                       \
+  } while (0)
+
+// --- Descriptors (RAII) ------------------------------------------------------------------------------
+
+class TensorDescriptor {
+ public:
+  TensorDescriptor() { CHECK_CUDNN(cudnnCreateTensorDescriptor(&desc_)); }
+  ~TensorDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
+  TensorDescriptor(const TensorDescriptor&) = delete;
+  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
+  cudnnTensorDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnTensorDescriptor_t desc_ = nullptr;
+};
+
+class FilterDescriptor {
+ public:
+  FilterDescriptor() { CHECK_CUDNN(cudnnCreateFilterDescriptor(&desc_)); }
+  ~FilterDescriptor() { cudnnDestroyFilterDescriptor(desc_); }
+  FilterDescriptor(const FilterDescriptor&) = delete;
+  FilterDescriptor& operator=(const FilterDescriptor&) = delete;
+  cudnnFilterDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnFilterDescriptor_t desc_ = nullptr;
+};
+
+class ConvolutionDescriptor {
+ public:
+  ConvolutionDescriptor() { CHECK_CUDNN(cudnnCreateConvolutionDescriptor(&desc_)); }
+  ~ConvolutionDescriptor() { cudnnDestroyConvolutionDescriptor(desc_); }
+  ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
+  ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
+  cudnnConvolutionDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnConvolutionDescriptor_t desc_ = nullptr;
+};
+
+int to_int(int64_t value, const char* what, const Conv2dGeometry& g) {
+  if (value < 0 || value > INT_MAX) {
+    const std::string message = std::string("conv2d: ") + what + " = " + std::to_string(value) +
+                                " does not fit cuDNN's 32-bit int (" + geometry_text(g) +
+                                "); use a smaller batch";
+    detail::throw_error(message.c_str(), __FILE__, __LINE__);
+  }
+  return int(value);
+}
+
+// A convolution as cuDNN runs it: symmetric padding (pad_top == pad_bottom, pad_left == pad_right)
+// and the row strides of x (and dx) and y (and dy).
+struct Problem {
+  Conv2dGeometry g;
+  int64_t ldx = 0, ldy = 0;
+};
+
+// NHWC [n, h, w, c] with row stride ld as a cuDNN tensor (n, c, h, w).
+void set_nhwc(const TensorDescriptor& desc, int64_t n, int64_t h, int64_t w, int64_t c, int64_t ld,
+              const Conv2dGeometry& g) {
+  to_int(n * h * w * ld, "tensor extent (batch * height * width * row stride)", g);
+  CHECK_CUDNN(cudnnSetTensor4dDescriptorEx(desc.get(), CUDNN_DATA_FLOAT, int(n), int(c), int(h),
+                                           int(w), int(h * w * ld), 1, int(w * ld), int(ld)));
+}
+
+struct Descriptors {
+  TensorDescriptor x, y;
+  FilterDescriptor w;
+  ConvolutionDescriptor conv;
+
+  explicit Descriptors(const Problem& p) {
+    const Conv2dGeometry& g = p.g;
+    set_nhwc(x, g.batch, g.in_h, g.in_w, g.in_c, p.ldx, g);
+    set_nhwc(y, g.batch, g.out_h(), g.out_w(), g.out_c, p.ldy, g);
+    CHECK_CUDNN(cudnnSetFilter4dDescriptor(w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC,
+                                           to_int(g.out_c, "out_c", g), to_int(g.in_c, "in_c", g),
+                                           to_int(g.kernel_h, "kernel_h", g),
+                                           to_int(g.kernel_w, "kernel_w", g)));
+    CHECK_CUDNN(cudnnSetConvolution2dDescriptor(
+        conv.get(), to_int(g.pad_top, "pad", g), to_int(g.pad_left, "pad", g),
+        to_int(g.stride_h, "stride", g), to_int(g.stride_w, "stride", g), 1, 1,
+        CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    int n = 0, c = 0, h = 0, w_out = 0;
+    CHECK_CUDNN(cudnnGetConvolution2dForwardOutputDim(conv.get(), x.get(), w.get(), &n, &c, &h, &w_out));
+    if (n != g.batch || c != g.out_c || h != g.out_h() || w_out != g.out_w()) {
+      const std::string message = "conv2d: cuDNN's output shape " + std::to_string(n) + "x" +
+                                  std::to_string(h) + "x" + std::to_string(w_out) + "x" +
+                                  std::to_string(c) + " differs from the geometry's (" +
+                                  geometry_text(g) + ")";
+      detail::throw_error(message.c_str(), __FILE__, __LINE__);
+    }
+  }
+};
+
+// --- Algorithm plans -----------------------------------------------------------------------------------
+
+enum class Pass : int { forward = 0, backward_data = 1, backward_filter = 2 };
+
+const char* pass_name(Pass pass) {
+  switch (pass) {
+    case Pass::forward: return "forward";
+    case Pass::backward_data: return "backward data";
+    case Pass::backward_filter: return "backward filter";
+  }
+  return "?";
+}
+
+struct Candidate {
+  int algo = 0;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  size_t workspace = 0;
+};
+
+struct Plan {
+  std::vector<Candidate> candidates;  // best first
+  size_t preferred = 0;               // the candidate that worked last
+  bool dense_fallback = false;        // strided descriptors failed: use dense temporaries
+  std::string rejected;               // why heuristics' algorithms were left out (for errors)
+};
+
+using PlanKey = std::array<int64_t, 21>;
+
+PlanKey plan_key(Pass pass, const Problem& p, int device) {
+  const Conv2dGeometry& g = p.g;
+  return {int64_t(pass), device,     g.batch,      g.in_h,      g.in_w,         g.in_c,
+          g.out_c,       g.kernel_h, g.kernel_w,   g.stride_h,  g.stride_w,     g.pad_top,
+          g.pad_bottom,  g.pad_left, g.pad_right,  p.ldx,       p.ldy,          int64_t(allow_tf32()),
+          int64_t(deterministic()), int64_t(conv_workspace_limit()), 0};
+}
+
+std::mutex g_conv_mutex;                 // serialises every convolution call
+std::map<PlanKey, Plan> g_plans;         // guarded by g_conv_mutex
+
+cudnnHandle_t handle() { return static_cast<cudnnHandle_t>(cudnn_handle()); }
+
+cudnnStatus_t workspace_size(Pass pass, const Descriptors& d, int algo, size_t* bytes) {
+  switch (pass) {
+    case Pass::forward:
+      return cudnnGetConvolutionForwardWorkspaceSize(handle(), d.x.get(), d.w.get(), d.conv.get(),
+                                                     d.y.get(), cudnnConvolutionFwdAlgo_t(algo), bytes);
+    case Pass::backward_data:
+      return cudnnGetConvolutionBackwardDataWorkspaceSize(handle(), d.w.get(), d.y.get(), d.conv.get(),
+                                                          d.x.get(), cudnnConvolutionBwdDataAlgo_t(algo),
+                                                          bytes);
+    case Pass::backward_filter:
+      return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+          handle(), d.x.get(), d.y.get(), d.conv.get(), d.w.get(),
+          cudnnConvolutionBwdFilterAlgo_t(algo), bytes);
+  }
+  return CUDNN_STATUS_BAD_PARAM;
+}
+
+// What cuDNN's heuristics say about one algorithm.
+struct Heuristic {
+  int algo;
+  cudnnStatus_t status;
+  cudnnDeterminism_t determinism;
+  cudnnMathType_t math;
+};
+
+template <typename Perf>
+std::vector<Heuristic> to_heuristics(const std::vector<Perf>& perf, int returned) {
+  std::vector<Heuristic> out;
+  for (int i = 0; i < returned; ++i)
+    out.push_back({int(perf[i].algo), perf[i].status, perf[i].determinism, perf[i].mathType});
+  return out;
+}
+
+std::vector<Heuristic> query_heuristics(Pass pass, const Descriptors& d) {
+  int max_count = 0, returned = 0;
+  switch (pass) {
+    case Pass::forward: {
+      CHECK_CUDNN(cudnnGetConvolutionForwardAlgorithmMaxCount(handle(), &max_count));
+      std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(std::max(max_count, 1)));
+      CHECK_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(handle(), d.x.get(), d.w.get(), d.conv.get(),
+                                                         d.y.get(), max_count, &returned, perf.data()));
+      return to_heuristics(perf, returned);
+    }
+    case Pass::backward_data: {
+      CHECK_CUDNN(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle(), &max_count));
+      std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(size_t(std::max(max_count, 1)));
+      CHECK_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), d.w.get(), d.y.get(),
+                                                              d.conv.get(), d.x.get(), max_count,
+                                                              &returned, perf.data()));
+      return to_heuristics(perf, returned);
+    }
+    case Pass::backward_filter: {
+      CHECK_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle(), &max_count));
+      std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(size_t(std::max(max_count, 1)));
+      CHECK_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle(), d.x.get(), d.y.get(),
+                                                                d.conv.get(), d.w.get(), max_count,
+                                                                &returned, perf.data()));
+      return to_heuristics(perf, returned);
+    }
+  }
+  return {};
+}
+
+Plan build_plan(Pass pass, const Descriptors& d) {
+  Plan plan;
+  const bool tf32 = allow_tf32();
+  const bool want_deterministic = deterministic();
+  const size_t limit = conv_workspace_limit();
+  // Ask with the math type we want: TF32 tensor cores allowed (DEFAULT) or FMA only.
+  const cudnnMathType_t wanted_math = tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  CHECK_CUDNN(cudnnSetConvolutionMathType(d.conv.get(), wanted_math));
+  for (const Heuristic& h : query_heuristics(pass, d)) {
+    const std::string name = "algorithm " + std::to_string(h.algo);
+    if (h.status != CUDNN_STATUS_SUCCESS) continue;  // not applicable to these descriptors
+    if (want_deterministic && h.determinism != CUDNN_DETERMINISTIC) {
+      plan.rejected += name + ": not deterministic; ";
+      continue;
+    }
+    // Without TF32 every algorithm runs with FMA math; with it, as the heuristics say, but never with
+    // down-conversion to half precision.
+    cudnnMathType_t math = wanted_math;
+    if (tf32) math = h.math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ? CUDNN_DEFAULT_MATH : h.math;
+    bool duplicate = false;
+    for (const Candidate& c : plan.candidates) duplicate |= c.algo == h.algo && c.math == math;
+    if (duplicate) continue;
+    CHECK_CUDNN(cudnnSetConvolutionMathType(d.conv.get(), math));
+    size_t bytes = 0;
+    const cudnnStatus_t status = workspace_size(pass, d, h.algo, &bytes);
+    if (status != CUDNN_STATUS_SUCCESS) {
+      plan.rejected += name + ": " + cudnnGetErrorString(status) + "; ";
+      continue;
+    }
+    if (bytes > limit) {
+      plan.rejected += name + ": workspace " + std::to_string(bytes) + " bytes over the limit " +
+                       std::to_string(limit) + "; ";
+      continue;
+    }
+    plan.candidates.push_back({h.algo, math, bytes});
+  }
+  return plan;
+}
+
+// --- Running --------------------------------------------------------------------------------------
+
+// The operands of one call; which are used depends on the pass.
+struct Operands {
+  const float* x = nullptr;   // forward, backward filter
+  float* dx = nullptr;        // backward data (output)
+  const float* dy = nullptr;  // backward data, backward filter
+  float* y = nullptr;         // forward (output)
+  const float* w = nullptr;   // forward, backward data
+  float* dw = nullptr;        // backward filter (output)
+  float beta = 0.0f;          // 0: overwrite the output, 1: accumulate into it
+};
+
+cudnnStatus_t launch(Pass pass, const Descriptors& d, const Candidate& c, void* workspace,
+                     const Operands& o) {
+  const float alpha = 1.0f;
+  switch (pass) {
+    case Pass::forward:
+      return cudnnConvolutionForward(handle(), &alpha, d.x.get(), o.x, d.w.get(), o.w, d.conv.get(),
+                                     cudnnConvolutionFwdAlgo_t(c.algo), workspace, c.workspace,
+                                     &o.beta, d.y.get(), o.y);
+    case Pass::backward_data:
+      return cudnnConvolutionBackwardData(handle(), &alpha, d.w.get(), o.w, d.y.get(), o.dy,
+                                          d.conv.get(), cudnnConvolutionBwdDataAlgo_t(c.algo),
+                                          workspace, c.workspace, &o.beta, d.x.get(), o.dx);
+    case Pass::backward_filter:
+      return cudnnConvolutionBackwardFilter(handle(), &alpha, d.x.get(), o.x, d.y.get(), o.dy,
+                                            d.conv.get(), cudnnConvolutionBwdFilterAlgo_t(c.algo),
+                                            workspace, c.workspace, &o.beta, d.w.get(), o.dw);
+  }
+  return CUDNN_STATUS_BAD_PARAM;
+}
+
+// Statuses after which the next candidate is tried: the algorithm does not support these descriptors.
+bool try_next_after(cudnnStatus_t status) {
+  const int category = int(CUDNN_STATUS_CATEGORY(int(status)));
+  return category == int(CUDNN_STATUS_NOT_SUPPORTED) || category == int(CUDNN_STATUS_BAD_PARAM);
+}
+
+// Runs the pass with the plan's candidates (the last good one first) until one succeeds.
+bool run_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o,
+                    std::string* failures) {
+  if (plan.candidates.empty()) return false;
+  const Descriptors d(p);
+  std::vector<size_t> order{plan.preferred};
+  for (size_t i = 0; i < plan.candidates.size(); ++i)
+    if (i != plan.preferred) order.push_back(i);
+  for (const size_t index : order) {
+    const Candidate& c = plan.candidates[index];
+    const std::string name = "algorithm " + std::to_string(c.algo) + " (math " +
+                             std::to_string(int(c.math)) + ")";
+    CHECK_CUDNN(cudnnSetConvolutionMathType(d.conv.get(), c.math));
+    void* workspace = nullptr;
+    if (c.workspace > 0) {
+      try {
+        workspace = allocate(c.workspace, "cuDNN convolution workspace");
+      } catch (const OutOfMemory&) {
+        *failures += name + ": its workspace of " + std::to_string(c.workspace) +
+                     " bytes could not be allocated; ";
+        continue;
+      }
+    }
+    const cudnnStatus_t status = launch(pass, d, c, workspace, o);
+    release(workspace);  // stream-ordered: safe right after the launch (see context.h)
+    if (status == CUDNN_STATUS_SUCCESS) {
+      plan.preferred = index;
+      if (sync_after_every_launch()) stream_synchronize();
+      return true;
+    }
+    if (!try_next_after(status)) {
+      const std::string message = std::string("cuDNN error ") + cudnnGetErrorString(status) +
+                                  " in the convolution " + pass_name(pass) + " with " + name +
+                                  " (" + geometry_text(p.g) + ", ldx " + std::to_string(p.ldx) +
+                                  ", ldy " + std::to_string(p.ldy) + ")";
+      detail::throw_error(message.c_str(), __FILE__, __LINE__);
+    }
+    *failures += name + ": " + cudnnGetErrorString(status) + "; ";
+  }
+  return false;
+}
+
+Plan& plan_for(Pass pass, const Problem& p) {
+  const int device = [] {
+    int d = 0;
+    CHECK_CUDA(cudaGetDevice(&d));
+    return d;
+  }();
+  const PlanKey key = plan_key(pass, p, device);
+  auto it = g_plans.find(key);
+  if (it == g_plans.end()) {
+    const Descriptors d(p);
+    it = g_plans.emplace(key, build_plan(pass, d)).first;
+  }
+  return it->second;
+}
+
+// Runs the pass on the problem: strided descriptors first, dense temporaries if every algorithm
+// rejects them (x is the input-side tensor, ld p.ldx; y the output-side one, ld p.ldy).
+void run(Pass pass, const Problem& p, const Operands& o) {
+  const Conv2dGeometry& g = p.g;
+  std::string failures;
+  Plan& plan = plan_for(pass, p);
+  if (!plan.dense_fallback && run_candidates(pass, p, plan, o, &failures)) return;
+
+  const bool strided = p.ldx != g.in_c || p.ldy != g.out_c;
+  if (strided) {
+    plan.dense_fallback = true;
+    Problem dense = p;
+    dense.ldx = g.in_c;
+    dense.ldy = g.out_c;
+    const int64_t x_rows = g.batch * g.in_h * g.in_w, y_rows = g.batch * g.out_h() * g.out_w();
+    const bool copy_x = p.ldx != g.in_c, copy_y = p.ldy != g.out_c;
+    detail::ScopedBuffer x_dense(copy_x ? sizeof(float) * size_t(x_rows * g.in_c) : 0,
+                                 "dense convolution input (strided fallback)");
+    detail::ScopedBuffer y_dense(copy_y ? sizeof(float) * size_t(y_rows * g.out_c) : 0,
+                                 "dense convolution output (strided fallback)");
+    Operands od = o;
+    if (copy_x) {
+      float* xd = x_dense.as<float>();
+      if (o.x) {
+        copy(x_rows, g.in_c, o.x, p.ldx, xd, g.in_c, false);
+        od.x = xd;
+      }
+      if (o.dx) {
+        if (o.beta != 0.0f) copy(x_rows, g.in_c, o.dx, p.ldx, xd, g.in_c, false);
+        od.dx = xd;
+      }
+    }
+    if (copy_y) {
+      float* yd = y_dense.as<float>();
+      if (o.dy) {
+        copy(y_rows, g.out_c, o.dy, p.ldy, yd, g.out_c, false);
+        od.dy = yd;
+      }
+      if (o.y) {
+        if (o.beta != 0.0f) copy(y_rows, g.out_c, o.y, p.ldy, yd, g.out_c, false);
+        od.y = yd;
+      }
+    }
+    std::string dense_failures;
+    Plan& dense_plan = plan_for(pass, dense);
+    if (run_candidates(pass, dense, dense_plan, od, &dense_failures)) {
+      if (copy_x && o.dx) copy(x_rows, g.in_c, od.dx, g.in_c, o.dx, p.ldx, false);
+      if (copy_y && o.y) copy(y_rows, g.out_c, od.y, g.out_c, o.y, p.ldy, false);
+      return;
+    }
+    failures += "dense fallback: " + dense_failures + dense_plan.rejected;
+  }
+  const std::string message = std::string("no cuDNN algorithm could run the convolution ") +
+                              pass_name(pass) + " (" + geometry_text(g) + ", ldx " +
+                              std::to_string(p.ldx) + ", ldy " + std::to_string(p.ldy) +
+                              ", TF32 " + (allow_tf32() ? "on" : "off") + ", deterministic " +
+                              (deterministic() ? "on" : "off") + ", workspace limit " +
+                              std::to_string(conv_workspace_limit()) + " bytes): " + failures +
+                              plan.rejected +
+                              " Try a larger workspace limit (set_conv_workspace_limit) or a "
+                              "smaller batch.";
+  detail::throw_error(message.c_str(), __FILE__, __LINE__);
+}
+
+void validate(const Conv2dGeometry& g) {
+  const bool ok = g.batch >= 0 && g.in_h >= 0 && g.in_w >= 0 && g.in_c > 0 && g.out_c >= 0 &&
+                  g.kernel_h > 0 && g.kernel_w > 0 && g.stride_h > 0 && g.stride_w > 0 &&
+                  g.pad_top >= 0 && g.pad_bottom >= 0 && g.pad_left >= 0 && g.pad_right >= 0;
+  if (!ok) {
+    const std::string message = "conv2d: invalid geometry (" + geometry_text(g) +
+                                "): sizes must be non-negative, kernel, stride and in_c positive";
+    detail::throw_error(message.c_str(), __FILE__, __LINE__);
+  }
+}
+
+bool symmetric(const Conv2dGeometry& g) {
+  return g.pad_top == g.pad_bottom && g.pad_left == g.pad_right;
+}
+
+// The geometry of the explicitly padded input: padding folded into the input size, none left.
+Conv2dGeometry padded_geometry(const Conv2dGeometry& g) {
+  Conv2dGeometry p = g;
+  p.in_h = g.in_h + g.pad_top + g.pad_bottom;
+  p.in_w = g.in_w + g.pad_left + g.pad_right;
+  p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 0;
+  return p;
+}
+
+// The interior of a padded NHWC buffer [N, Hp, Wp, C] (dense) as strides and an offset, for
+// internal::strided_copy over the shape [N, H, W, C].
+struct PaddedView {
+  int64_t shape[4];
+  int64_t padded_strides[4];
+  int64_t offset;
+  int64_t strides[4];  // of the unpadded tensor with row stride ld
+};
+
+PaddedView padded_view(const Conv2dGeometry& g, int64_t ld) {
+  const int64_t hp = g.in_h + g.pad_top + g.pad_bottom, wp = g.in_w + g.pad_left + g.pad_right;
+  const int64_t c = g.in_c;
+  return {{g.batch, g.in_h, g.in_w, c},
+          {hp * wp * c, wp * c, c, 1},
+          (g.pad_top * wp + g.pad_left) * c,
+          {g.in_h * g.in_w * ld, g.in_w * ld, ld, 1}};
+}
+
+// x_padded = zeros [N, Hp, Wp, C] with x copied into the interior.
+void pad_input(const Conv2dGeometry& g, const float* x, int64_t ldx, float* x_padded) {
+  const PaddedView v = padded_view(g, ldx);
+  const size_t bytes = sizeof(float) * size_t(v.shape[0] * v.padded_strides[0]);
+  CHECK_CUDA(cudaMemsetAsync(x_padded, 0, bytes, detail::stream()));
+  internal::strided_copy(4, v.shape, x, v.strides, x_padded + v.offset, v.padded_strides, false);
+}
+
+size_t padded_bytes(const Conv2dGeometry& g) {
+  return sizeof(float) * size_t(g.batch * (g.in_h + g.pad_top + g.pad_bottom) *
+                                (g.in_w + g.pad_left + g.pad_right) * g.in_c);
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
+                    const float* bias, float* y, int64_t ldy) {
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  if (pixels <= 0 || g.out_c <= 0) return;
+  validate(g);
+  std::lock_guard<std::mutex> lock(g_conv_mutex);
+  Operands o;
+  o.w = w;
+  o.y = y;
+  o.beta = 0.0f;
+  if (symmetric(g)) {
+    o.x = x;
+    run(Pass::forward, Problem{g, ldx, ldy}, o);
+  } else {
+    detail::ScopedBuffer x_padded(padded_bytes(g), "zero-padded convolution input");
+    pad_input(g, x, ldx, x_padded.as<float>());
+    o.x = x_padded.as<float>();
+    run(Pass::forward, Problem{padded_geometry(g), g.in_c, ldy}, o);
+  }
+  if (bias) internal::add_row_vector(pixels, g.out_c, bias, y, ldy);
+}
+
+void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy, const float* w,
+                          float* dx, int64_t ldx, bool accumulate) {
+  const int64_t input_rows = g.batch * g.in_h * g.in_w;
+  if (input_rows <= 0 || g.in_c <= 0) return;
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  if (pixels <= 0 || g.out_c <= 0) {  // no output reads x: its gradient is zero
+    if (!accumulate) fill(input_rows, g.in_c, 0.0f, dx, ldx);
+    return;
+  }
+  validate(g);
+  std::lock_guard<std::mutex> lock(g_conv_mutex);
+  Operands o;
+  o.dy = dy;
+  o.w = w;
+  if (symmetric(g)) {
+    o.dx = dx;
+    o.beta = accumulate ? 1.0f : 0.0f;
+    run(Pass::backward_data, Problem{g, ldx, ldy}, o);
+    return;
+  }
+  // The padded input's gradient, then its interior into dx.
+  detail::ScopedBuffer dx_padded(padded_bytes(g), "zero-padded convolution input gradient");
+  o.dx = dx_padded.as<float>();
+  o.beta = 0.0f;
+  run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, ldy}, o);
+  const PaddedView v = padded_view(g, ldx);
+  internal::strided_copy(4, v.shape, dx_padded.as<float>() + v.offset, v.padded_strides, dx,
+                         v.strides, accumulate);
+}
+
+void conv2d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy,
+                            int64_t ldy, float* dw, float* dbias, bool accumulate) {
+  const int64_t cols = g.kernel_h * g.kernel_w * g.in_c;
+  if (g.out_c <= 0 || cols <= 0) return;
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  if (dbias) column_sums(pixels > 0 ? pixels : 0, g.out_c, dy, ldy, dbias, accumulate);
+  if (pixels <= 0) {
+    if (!accumulate)
+      CHECK_CUDA(cudaMemsetAsync(dw, 0, sizeof(float) * size_t(g.out_c * cols), detail::stream()));
+    return;
+  }
+  validate(g);
+  std::lock_guard<std::mutex> lock(g_conv_mutex);
+  Operands o;
+  o.dy = dy;
+  o.dw = dw;
+  o.beta = accumulate ? 1.0f : 0.0f;
+  if (symmetric(g)) {
+    o.x = x;
+    run(Pass::backward_filter, Problem{g, ldx, ldy}, o);
+    return;
+  }
+  detail::ScopedBuffer x_padded(padded_bytes(g), "zero-padded convolution input");
+  pad_input(g, x, ldx, x_padded.as<float>());
+  o.x = x_padded.as<float>();
+  run(Pass::backward_filter, Problem{padded_geometry(g), g.in_c, ldy}, o);
+}
+
+}  // namespace kernels::cuda

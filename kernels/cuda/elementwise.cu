@@ -1,0 +1,273 @@
+// Elementwise kernels on the GPU over row-strided matrices [rows, cols] (see elementwise.h), the same
+// arithmetic as kernels/cpu/elementwise.cpp:
+//   fill: dst = value      copy: dst (+)= src     add: dst = a + b     scale: dst (+)= alpha * src
+//   relu: y = max(x, 0) (NaN stays NaN),  dx (+)= dy * [y > 0]
+//   sigmoid: y = 1 / (1 + exp(-x)) without overflow,  dx (+)= dy * y * (1 - y)
+//   sum: all elements, in double, deterministic (reduce.cuh);  column_sums: out[c] (+)= sum_r x[r, c],
+//        in double, deterministic, written as float(sum + old) like the CPU bias gradient
+//   strided_copy: dst[i] (+)= src[i] over an N-d index space (N <= 8) with arbitrary strides
+// One grid-stride kernel per operation (launch.cuh): thread i handles element (i / cols, i % cols) and
+// touches only the first `cols` elements of every row, never the gap up to the row stride.
+// In-place calls (dst == src with the same stride) are allowed.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/internal.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/reduce.cuh"
+#include "kernels/elementwise.h"
+
+namespace kernels::cuda {
+namespace {
+
+using detail::for_each_element;
+using detail::store;
+
+// Overflow-free logistic: exp is only ever taken of a non-positive number.
+__device__ inline float stable_sigmoid(float x) {
+  if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+  const float e = expf(x);
+  return e / (1.0f + e);
+}
+
+struct FillOp {
+  float value;
+  float* dst;
+  int64_t ld;
+  __device__ void operator()(int64_t r, int64_t c) const { dst[r * ld + c] = value; }
+};
+
+struct CopyOp {
+  const float* src;
+  int64_t ld_src;
+  float* dst;
+  int64_t ld_dst;
+  bool accumulate;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    store(dst + r * ld_dst + c, src[r * ld_src + c], accumulate);
+  }
+};
+
+struct AddOp {
+  const float* a;
+  int64_t lda;
+  const float* b;
+  int64_t ldb;
+  float* dst;
+  int64_t ld_dst;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    dst[r * ld_dst + c] = a[r * lda + c] + b[r * ldb + c];
+  }
+};
+
+struct ScaleOp {
+  float alpha;
+  const float* src;
+  int64_t ld_src;
+  float* dst;
+  int64_t ld_dst;
+  bool accumulate;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    store(dst + r * ld_dst + c, alpha * src[r * ld_src + c], accumulate);
+  }
+};
+
+struct ReluForwardOp {
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    const float v = x[r * ldx + c];
+    y[r * ldy + c] = v < 0.0f ? 0.0f : v;  // NaN stays NaN, as on the CPU
+  }
+};
+
+struct ReluBackwardOp {
+  const float* y;
+  int64_t ldy;
+  const float* dy;
+  int64_t ld_dy;
+  float* dx;
+  int64_t ldx;
+  bool accumulate;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    const float g = y[r * ldy + c] > 0.0f ? dy[r * ld_dy + c] : 0.0f;
+    store(dx + r * ldx + c, g, accumulate);
+  }
+};
+
+struct SigmoidForwardOp {
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    y[r * ldy + c] = stable_sigmoid(x[r * ldx + c]);
+  }
+};
+
+struct SigmoidBackwardOp {
+  const float* y;
+  int64_t ldy;
+  const float* dy;
+  int64_t ld_dy;
+  float* dx;
+  int64_t ldx;
+  bool accumulate;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    const float s = y[r * ldy + c];
+    store(dx + r * ldx + c, dy[r * ld_dy + c] * s * (1.0f - s), accumulate);
+  }
+};
+
+struct AddRowVectorOp {
+  const float* v;
+  float* dst;
+  int64_t ld;
+  __device__ void operator()(int64_t r, int64_t c) const { dst[r * ld + c] += v[c]; }
+};
+
+// Element i of a [rows, cols] row-strided matrix, as a double (for sum).
+struct MatrixElement {
+  const float* x;
+  int64_t cols;
+  int64_t ld;
+  template <typename Index>
+  __device__ double operator()(Index i) const {
+    const Index r = i / Index(cols);
+    return double(x[int64_t(r) * ld + int64_t(i - r * Index(cols))]);
+  }
+};
+
+struct ColumnLoad {
+  const float* x;
+  int64_t ld;
+  __device__ void operator()(int64_t r, int64_t c, double (&acc)[1]) const {
+    acc[0] += double(x[r * ld + c]);
+  }
+};
+
+struct ColumnStore {
+  float* out;
+  bool accumulate;
+  __device__ void operator()(int64_t c, const double (&s)[1]) const {
+    out[c] = float(s[0] + (accumulate ? double(out[c]) : 0.0));
+  }
+};
+
+constexpr int kMaxCopyDims = 8;
+
+struct StridedCopyParams {
+  int ndim;
+  int64_t shape[kMaxCopyDims];
+  int64_t src_strides[kMaxCopyDims];
+  int64_t dst_strides[kMaxCopyDims];
+  bool accumulate;
+};
+
+struct StridedCopyOp {
+  StridedCopyParams p;
+  const float* src;
+  float* dst;
+  __device__ void operator()(int64_t i) const {
+    int64_t rest = i, src_offset = 0, dst_offset = 0;
+    for (int d = p.ndim - 1; d >= 0; --d) {  // row-major: the last dimension is the fastest
+      const int64_t index = rest % p.shape[d];
+      rest /= p.shape[d];
+      src_offset += index * p.src_strides[d];
+      dst_offset += index * p.dst_strides[d];
+    }
+    store(dst + dst_offset, src[src_offset], p.accumulate);
+  }
+};
+
+}  // namespace
+
+void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst) {
+  for_each_element(rows, cols, FillOp{value, dst, ld_dst}, "fill");
+}
+
+void copy(int64_t rows, int64_t cols, const float* src, int64_t ld_src, float* dst, int64_t ld_dst,
+          bool accumulate) {
+  for_each_element(rows, cols, CopyOp{src, ld_src, dst, ld_dst, accumulate}, "copy");
+}
+
+void add(int64_t rows, int64_t cols, const float* a, int64_t lda, const float* b, int64_t ldb,
+         float* dst, int64_t ld_dst) {
+  for_each_element(rows, cols, AddOp{a, lda, b, ldb, dst, ld_dst}, "add");
+}
+
+void scale(int64_t rows, int64_t cols, float alpha, const float* src, int64_t ld_src, float* dst,
+           int64_t ld_dst, bool accumulate) {
+  for_each_element(rows, cols, ScaleOp{alpha, src, ld_src, dst, ld_dst, accumulate}, "scale");
+}
+
+void relu_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
+  for_each_element(rows, cols, ReluForwardOp{x, ldx, y, ldy}, "relu_forward");
+}
+
+void relu_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, const float* dy,
+                   int64_t ld_dy, float* dx, int64_t ldx, bool accumulate) {
+  for_each_element(rows, cols, ReluBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
+                   "relu_backward");
+}
+
+void sigmoid_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y,
+                     int64_t ldy) {
+  for_each_element(rows, cols, SigmoidForwardOp{x, ldx, y, ldy}, "sigmoid_forward");
+}
+
+void sigmoid_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, const float* dy,
+                      int64_t ld_dy, float* dx, int64_t ldx, bool accumulate) {
+  for_each_element(rows, cols, SigmoidBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
+                   "sigmoid_backward");
+}
+
+double sum(int64_t rows, int64_t cols, const float* x, int64_t ldx) {
+  if (rows <= 0 || cols <= 0) return 0.0;
+  return detail::reduce_to_host(rows * cols, MatrixElement{x, cols, ldx}, "sum");
+}
+
+void column_sums(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* out,
+                 bool accumulate) {
+  if (rows < 0) rows = 0;
+  detail::column_reduce<1>(rows, cols, ColumnLoad{x, ldx}, ColumnStore{out, accumulate},
+                           "column_sums");
+}
+
+void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,
+                  float* dst, const int64_t* dst_strides) {
+  internal::strided_copy(ndim, shape, src, src_strides, dst, dst_strides, false);
+}
+
+namespace internal {
+
+void add_row_vector(int64_t rows, int64_t cols, const float* v, float* dst, int64_t ld_dst) {
+  for_each_element(rows, cols, AddRowVectorOp{v, dst, ld_dst}, "add_row_vector");
+}
+
+void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,
+                  float* dst, const int64_t* dst_strides, bool accumulate) {
+  if (ndim < 0 || ndim > kMaxCopyDims)
+    detail::throw_error("strided_copy: at most 8 dimensions are supported", __FILE__, __LINE__);
+  StridedCopyParams params{};
+  params.ndim = ndim;
+  params.accumulate = accumulate;
+  int64_t total = 1;
+  for (int d = 0; d < ndim; ++d) {
+    if (shape[d] < 0)
+      detail::throw_error("strided_copy: negative dimension in the shape", __FILE__, __LINE__);
+    params.shape[d] = shape[d];
+    params.src_strides[d] = src_strides[d];
+    params.dst_strides[d] = dst_strides[d];
+    total *= shape[d];
+  }
+  detail::for_each_index(total, StridedCopyOp{params, src, dst}, "strided_copy");
+}
+
+}  // namespace internal
+
+}  // namespace kernels::cuda

@@ -1,0 +1,71 @@
+// Binary cross-entropy on logits on the GPU (contract in loss.h; derivation in docs/derivations.md),
+// the same arithmetic as kernels/cpu/loss.cpp, in double:
+//   l_i  = w_i * ( max(z_i, 0) - z_i * t_i + log1p(exp(-|z_i|)) )
+//   loss = (1/N) sum_i l_i          (deterministic two-stage reduction, reduce.cuh)
+//   dz_i = dloss * w_i * (sigmoid(z_i) - t_i) / N,  sigmoid(z) - t computed without cancellation
+// weights == null means w_i = 1. N == 0 gives a loss of 0 and writes nothing.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/reduce.cuh"
+#include "kernels/loss.h"
+
+namespace kernels::cuda {
+namespace {
+
+struct BceTerm {  // l_i, in double
+  const float* logits;
+  const float* targets;
+  const float* weights;
+  template <typename Index>
+  __device__ double operator()(Index i) const {
+    const double z = logits[i];
+    const double t = targets[i];
+    const double w = weights ? double(weights[i]) : 1.0;
+    return w * ((z > 0.0 ? z : 0.0) - z * t + log1p(exp(-fabs(z))));
+  }
+};
+
+// sigmoid(z) - t without overflow or the cancellation 1 - (1 - tiny) for large z (see the CPU).
+__device__ inline double sigmoid_minus_target(double z, double t) {
+  const double e = exp(-fabs(z));
+  const double small = e / (1.0 + e);  // sigmoid(-|z|)
+  return z >= 0.0 ? (1.0 - t) - small : small - t;
+}
+
+struct BceBackwardOp {
+  const float* logits;
+  const float* targets;
+  const float* weights;
+  double scale;  // dloss / N
+  float* dlogits;
+  bool accumulate;
+  __device__ void operator()(int64_t i) const {
+    const double w = weights ? double(weights[i]) : 1.0;
+    const float g = float(scale * w * sigmoid_minus_target(logits[i], targets[i]));
+    detail::store(dlogits + i, g, accumulate);
+  }
+};
+
+}  // namespace
+
+double bce_with_logits_forward(int64_t n, const float* logits, const float* targets,
+                               const float* weights) {
+  if (n <= 0) return 0.0;
+  const double total =
+      detail::reduce_to_host(n, BceTerm{logits, targets, weights}, "bce_with_logits_forward");
+  return total / double(n);
+}
+
+void bce_with_logits_backward(int64_t n, const float* logits, const float* targets,
+                              const float* weights, float dloss, float* dlogits, bool accumulate) {
+  if (n <= 0) return;
+  const double scale = double(dloss) / double(n);
+  detail::for_each_index(n, BceBackwardOp{logits, targets, weights, scale, dlogits, accumulate},
+                         "bce_with_logits_backward");
+}
+
+}  // namespace kernels::cuda

@@ -1,0 +1,269 @@
+// Pooling on the GPU over NHWC activations (contract in pool.h), the same arithmetic and summation
+// order as kernels/cpu/pool.cpp.
+//
+// The window of output (oh, ow) covers input rows [oh*sh - pad_top, oh*sh - pad_top + kh) and columns
+// [ow*sw - pad_left, ow*sw - pad_left + kw); only its part inside the input is read.
+//   max forward:  one thread per output element: max over the window (padded cells never win).
+//   max backward: one thread per INPUT element gathers (no atomics, deterministic): for every output
+//                 whose window contains the cell, in (oh, ow) order, it recomputes that window's first
+//                 maximum in row-major order (as the forward and the CPU do) and adds dy when the
+//                 maximum is this cell. The additions happen in the CPU's order, so the result is
+//                 bitwise the CPU's.
+//   avg forward:  sum over the window in row-major order, times 1 / count, count = kh*kw (clipped to
+//                 the padded input) with count_include_pad, else the inside cells.
+//   avg backward: gather: dx = sum over the windows containing the cell of dy / count, in (oh, ow)
+//                 order (products rounded before the add, as on the CPU).
+//   global avg:   y[n, c] = float(sum_hw x (double) / hw);  backward: dx (+)= dy[n, c] * (1 / hw).
+// The input cell (ih, iw) lies in the windows of outputs oh in [oh0, oh1] with
+//   oh0 = ceil((ih + pad_top - kh + 1) / sh) (at least 0),  oh1 = min(out_h - 1, (ih + pad_top) / sh)
+// and the same for ow.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/pool.h"
+
+namespace kernels::cuda {
+namespace {
+
+using detail::store;
+
+// a / b with 32-bit division when both fit (64-bit division is slow on the GPU); a >= 0, b > 0.
+__device__ inline int64_t divide(int64_t a, int64_t b) {
+  return ((a | b) >> 31) == 0 ? int64_t(uint32_t(a) / uint32_t(b)) : a / b;
+}
+
+// The device-side copy of the geometry (Pool2dGeometry's members, plus the output size).
+struct Geometry {
+  int64_t batch, in_h, in_w, channels, kernel_h, kernel_w, stride_h, stride_w;
+  int64_t pad_top, pad_bottom, pad_left, pad_right, out_h, out_w;
+};
+
+Geometry device_geometry(const Pool2dGeometry& g) {
+  return {g.batch,    g.in_h,     g.in_w,    g.channels, g.kernel_h,  g.kernel_w, g.stride_h,
+          g.stride_w, g.pad_top,  g.pad_bottom, g.pad_left, g.pad_right, g.out_h(), g.out_w()};
+}
+
+// The part of one window inside the input: rows [h0, h1), columns [w0, w1).
+struct Window {
+  int64_t h0, h1, w0, w1;
+};
+
+__device__ inline Window window_of(const Geometry& g, int64_t oh, int64_t ow) {
+  const int64_t top = oh * g.stride_h - g.pad_top, left = ow * g.stride_w - g.pad_left;
+  Window w;
+  w.h0 = top > 0 ? top : 0;
+  w.h1 = top + g.kernel_h < g.in_h ? top + g.kernel_h : g.in_h;
+  w.w0 = left > 0 ? left : 0;
+  w.w1 = left + g.kernel_w < g.in_w ? left + g.kernel_w : g.in_w;
+  return w;
+}
+
+// 1 / (the divisor of an average window), 0 for an empty count (see kernels/cpu/pool.cpp).
+__device__ inline float average_scale(const Geometry& g, bool count_include_pad, int64_t oh,
+                                      int64_t ow) {
+  int64_t count;
+  if (count_include_pad) {
+    const int64_t top = oh * g.stride_h - g.pad_top, left = ow * g.stride_w - g.pad_left;
+    const int64_t bottom_limit = g.in_h + g.pad_bottom, right_limit = g.in_w + g.pad_right;
+    const int64_t bottom = top + g.kernel_h < bottom_limit ? top + g.kernel_h : bottom_limit;
+    const int64_t right = left + g.kernel_w < right_limit ? left + g.kernel_w : right_limit;
+    count = (bottom - top) * (right - left);
+  } else {
+    const Window w = window_of(g, oh, ow);
+    const int64_t rows = w.h1 > w.h0 ? w.h1 - w.h0 : 0, cols = w.w1 > w.w0 ? w.w1 - w.w0 : 0;
+    count = rows * cols;
+  }
+  return count > 0 ? 1.0f / float(count) : 0.0f;
+}
+
+// The outputs whose windows contain input index i along one axis: [first, last] (maybe empty).
+__device__ inline int64_t first_window(int64_t i, int64_t pad, int64_t kernel, int64_t stride) {
+  const int64_t num = i + pad - kernel + 1;  // smallest o with o * stride >= num
+  return num <= 0 ? 0 : divide(num + stride - 1, stride);
+}
+__device__ inline int64_t last_window(int64_t i, int64_t pad, int64_t stride, int64_t out) {
+  const int64_t o = divide(i + pad, stride);
+  return o < out - 1 ? o : out - 1;
+}
+
+struct MaxForwardOp {
+  Geometry g;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+  __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, oh, ow)
+    const int64_t image_row = divide(row, g.out_w), ow = row - image_row * g.out_w;
+    const int64_t n = divide(image_row, g.out_h), oh = image_row - n * g.out_h;
+    const Window win = window_of(g, oh, ow);
+    float best = -INFINITY;
+    for (int64_t h = win.h0; h < win.h1; ++h)
+      for (int64_t w = win.w0; w < win.w1; ++w) {
+        const float v = x[((n * g.in_h + h) * g.in_w + w) * ldx + c];
+        best = v > best ? v : best;
+      }
+    y[row * ldy + c] = best;
+  }
+};
+
+struct MaxBackwardOp {
+  Geometry g;
+  const float* x;
+  int64_t ldx;
+  const float* dy;
+  int64_t ldy;
+  float* dx;
+  int64_t ldx_grad;
+  bool accumulate;
+  __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, ih, iw): an input cell
+    const int64_t image_row = divide(row, g.in_w), iw = row - image_row * g.in_w;
+    const int64_t n = divide(image_row, g.in_h), ih = image_row - n * g.in_h;
+    const float* x_image = x + n * g.in_h * g.in_w * ldx + c;
+    float acc = accumulate ? dx[row * ldx_grad + c] : 0.0f;
+    const int64_t oh0 = first_window(ih, g.pad_top, g.kernel_h, g.stride_h);
+    const int64_t oh1 = last_window(ih, g.pad_top, g.stride_h, g.out_h);
+    const int64_t ow0 = first_window(iw, g.pad_left, g.kernel_w, g.stride_w);
+    const int64_t ow1 = last_window(iw, g.pad_left, g.stride_w, g.out_w);
+    for (int64_t oh = oh0; oh <= oh1; ++oh)
+      for (int64_t ow = ow0; ow <= ow1; ++ow) {
+        const Window win = window_of(g, oh, ow);  // contains (ih, iw), so it is not empty
+        // The first maximal cell in row-major window order (strictly greater replaces).
+        float best = x_image[(win.h0 * g.in_w + win.w0) * ldx];
+        int64_t best_h = win.h0, best_w = win.w0;
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w) {
+            const float v = x_image[(h * g.in_w + w) * ldx];
+            if (v > best) {
+              best = v;
+              best_h = h;
+              best_w = w;
+            }
+          }
+        if (best_h == ih && best_w == iw) acc += dy[((n * g.out_h + oh) * g.out_w + ow) * ldy + c];
+      }
+    dx[row * ldx_grad + c] = acc;
+  }
+};
+
+struct AvgForwardOp {
+  Geometry g;
+  bool count_include_pad;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+  __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, oh, ow)
+    const int64_t image_row = divide(row, g.out_w), ow = row - image_row * g.out_w;
+    const int64_t n = divide(image_row, g.out_h), oh = image_row - n * g.out_h;
+    const Window win = window_of(g, oh, ow);
+    float sum = 0.0f;
+    for (int64_t h = win.h0; h < win.h1; ++h)
+      for (int64_t w = win.w0; w < win.w1; ++w) sum += x[((n * g.in_h + h) * g.in_w + w) * ldx + c];
+    y[row * ldy + c] = sum * average_scale(g, count_include_pad, oh, ow);
+  }
+};
+
+struct AvgBackwardOp {
+  Geometry g;
+  bool count_include_pad;
+  const float* dy;
+  int64_t ldy;
+  float* dx;
+  int64_t ldx;
+  bool accumulate;
+  __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, ih, iw)
+    const int64_t image_row = divide(row, g.in_w), iw = row - image_row * g.in_w;
+    const int64_t n = divide(image_row, g.in_h), ih = image_row - n * g.in_h;
+    float acc = accumulate ? dx[row * ldx + c] : 0.0f;
+    const int64_t oh0 = first_window(ih, g.pad_top, g.kernel_h, g.stride_h);
+    const int64_t oh1 = last_window(ih, g.pad_top, g.stride_h, g.out_h);
+    const int64_t ow0 = first_window(iw, g.pad_left, g.kernel_w, g.stride_w);
+    const int64_t ow1 = last_window(iw, g.pad_left, g.stride_w, g.out_w);
+    for (int64_t oh = oh0; oh <= oh1; ++oh)
+      for (int64_t ow = ow0; ow <= ow1; ++ow) {
+        const float grad = dy[((n * g.out_h + oh) * g.out_w + ow) * ldy + c];
+        acc += __fmul_rn(grad, average_scale(g, count_include_pad, oh, ow));  // no FMA: as the CPU
+      }
+    dx[row * ldx + c] = acc;
+  }
+};
+
+struct GlobalAvgForwardOp {
+  int64_t hw;
+  int64_t channels;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  __device__ void operator()(int64_t n, int64_t c) const {
+    const double scale = hw > 0 ? 1.0 / double(hw) : 0.0;
+    double sum = 0.0;
+    for (int64_t p = 0; p < hw; ++p) sum += double(x[(n * hw + p) * ldx + c]);
+    y[n * channels + c] = float(sum * scale);
+  }
+};
+
+struct GlobalAvgBackwardOp {
+  int64_t hw;
+  int64_t channels;
+  const float* dy;
+  float* dx;
+  int64_t ldx;
+  bool accumulate;
+  __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, p)
+    const float scale = hw > 0 ? 1.0f / float(hw) : 0.0f;
+    const float g = __fmul_rn(dy[divide(row, hw) * channels + c], scale);
+    store(dx + row * ldx + c, g, accumulate);
+  }
+};
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dGeometry& g, const float* x, int64_t ldx, float* y, int64_t ldy) {
+  const Geometry d = device_geometry(g);
+  if (d.out_h <= 0 || d.out_w <= 0) return;
+  detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels, MaxForwardOp{d, x, ldx, y, ldy},
+                           "max_pool2d_forward");
+}
+
+void max_pool2d_backward(const Pool2dGeometry& g, const float* x, int64_t ldx, const float* dy,
+                         int64_t ldy, float* dx, int64_t ldx_grad, bool accumulate) {
+  const Geometry d = device_geometry(g);
+  detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
+                           MaxBackwardOp{d, x, ldx, dy, ldy, dx, ldx_grad, accumulate},
+                           "max_pool2d_backward");
+}
+
+void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, const float* x,
+                        int64_t ldx, float* y, int64_t ldy) {
+  const Geometry d = device_geometry(g);
+  if (d.out_h <= 0 || d.out_w <= 0) return;
+  detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels,
+                           AvgForwardOp{d, count_include_pad, x, ldx, y, ldy}, "avg_pool2d_forward");
+}
+
+void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, const float* dy,
+                         int64_t ldy, float* dx, int64_t ldx, bool accumulate) {
+  const Geometry d = device_geometry(g);
+  detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
+                           AvgBackwardOp{d, count_include_pad, dy, ldy, dx, ldx, accumulate},
+                           "avg_pool2d_backward");
+}
+
+void global_avg_pool_forward(int64_t batch, int64_t hw, int64_t channels, const float* x,
+                             int64_t ldx, float* y) {
+  detail::for_each_element(batch, channels, GlobalAvgForwardOp{hw, channels, x, ldx, y},
+                           "global_avg_pool_forward");
+}
+
+void global_avg_pool_backward(int64_t batch, int64_t hw, int64_t channels, const float* dy,
+                              float* dx, int64_t ldx, bool accumulate) {
+  if (hw <= 0) return;
+  detail::for_each_element(batch * hw, channels,
+                           GlobalAvgBackwardOp{hw, channels, dy, dx, ldx, accumulate},
+                           "global_avg_pool_backward");
+}
+
+}  // namespace kernels::cuda

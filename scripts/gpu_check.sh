@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# The GPU check: run from the repository root on a machine with an NVIDIA H100/H200 (no network needed).
+#   1. reports what the machine offers (GPU and driver, CUDA toolkit, cuDNN, compilers, CMake, Ninja,
+#      GoogleTest, OpenBLAS, compute-sanitizer, Python packages);
+#   2. configures a CUDA build (building GoogleTest from a source tree first if it is not installed);
+#   3. stops here, with exit status 2, when the machine has no GPU;
+#   4. builds the GPU tests and the kernel benchmark, runs `ctest -L gpu` (and again with
+#      ENGINE_CUDA_SYNC=1), runs compute-sanitizer memcheck over every GPU test binary, runs
+#      bench_gpu_kernels;
+#   5. prints a summary table and writes it, with every log, under $OUT (default gpu_check_out/).
+# Exit status: 0 when everything passed, 1 when anything failed, 2 when there is no GPU.
+#
+# What the caller may have to bring (the machine has no network), through environment variables:
+#   GTEST_SRC     a GoogleTest source tree, built first when given or when GoogleTest is not installed
+#                 (default third_party_cache/googletest, then /usr/src/googletest); or GTEST_ROOT, an
+#                 install prefix of it
+#   OPENBLAS_ROOT a prefix with include/cblas.h and lib/libopenblas.so when OpenBLAS is not installed
+#   CUDNN_ROOT    a prefix with include/cudnn.h and lib/libcudnn.so* when cuDNN is neither in the CUDA
+#                 toolkit nor in the system nor in a pip wheel (python -c 'import nvidia.cudnn')
+#   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default "90a-real;90-virtual"; "native" works on the GPU box)
+#   BUILD_DIR     the build folder (default build_gpu_check)
+#   JOBS          build parallelism (default: the number of cores); CTEST_JOBS tests at a time (4)
+# Options: --skip-sanitizer, --skip-bench (for a quick rerun).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+OUT="${OUT:-gpu_check_out}"
+BUILD_DIR="${BUILD_DIR:-build_gpu_check}"
+CUDA_ARCHS="${CUDA_ARCHS:-90a-real;90-virtual}"
+JOBS="${JOBS:-$(nproc)}"
+SKIP_SANITIZER=0
+SKIP_BENCH=0
+for arg in "$@"; do
+  case "$arg" in
+    --skip-sanitizer) SKIP_SANITIZER=1 ;;
+    --skip-bench) SKIP_BENCH=1 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 1 ;;
+  esac
+done
+mkdir -p "$OUT" "$BUILD_DIR"
+OUT="$(cd "$OUT" && pwd)"
+BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
+ENV_LOG="$OUT/environment.txt"
+: > "$ENV_LOG"
+
+FAILED=0
+declare -a SUMMARY_ROWS=()
+row() {  # step, result, details
+  SUMMARY_ROWS+=("| $1 | $2 | $3 |")
+  printf '%-28s %-8s %s\n' "$1" "$2" "$3"
+}
+note() { echo "$*" | tee -a "$ENV_LOG"; }
+any_exists() { local f; for f in "$@"; do [ -e "$f" ] && return 0; done; return 1; }
+fail() { FAILED=1; row "$1" "FAIL" "$2"; }
+
+# Writes summary.md atomically (temp file + rename) and exits with the given status.
+finish() {
+  local status="$1" headline="$2"
+  local tmp="$OUT/.summary.md.tmp"
+  {
+    echo "# GPU check $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "$headline"
+    echo
+    echo '```'
+    sed -n '1,40p' "$ENV_LOG"
+    echo '```'
+    echo
+    echo "| step | result | details |"
+    echo "|---|---|---|"
+    printf '%s\n' "${SUMMARY_ROWS[@]}"
+    if [ -s "$OUT/bench.md" ]; then
+      echo
+      echo "## Kernel benchmark"
+      echo
+      cat "$OUT/bench.md"
+    fi
+  } > "$tmp"
+  mv "$tmp" "$OUT/summary.md"
+  echo
+  echo "$headline"
+  echo "summary and logs: $OUT/summary.md"
+  exit "$status"
+}
+
+# --- 1. What the machine offers ---------------------------------------------------------------------
+note "== machine"
+note "host: $(uname -srm); $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"); $(nproc) cores"
+HAVE_GPU=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  HAVE_GPU=1
+  note "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader | head -4 | tr '\n' ';')"
+  nvidia-smi >> "$ENV_LOG" 2>&1
+else
+  note "GPU: none (nvidia-smi $(command -v nvidia-smi >/dev/null && echo 'finds no device' || echo 'not installed'))"
+fi
+
+NVCC="${CUDACXX:-}"
+[ -z "$NVCC" ] && NVCC="$(command -v nvcc || true)"
+[ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
+if [ -n "$NVCC" ]; then
+  CUDA_HOME="$(cd "$(dirname "$NVCC")/.." && pwd)"
+  note "CUDA toolkit: $CUDA_HOME ($("$NVCC" --version | grep -o 'release [0-9.]*' | head -1))"
+else
+  CUDA_HOME=""
+  note "CUDA toolkit: not found (no nvcc on PATH or in /usr/local/cuda/bin)"
+fi
+note "compilers: $(g++ --version 2>/dev/null | head -1 || echo 'g++ missing')"
+note "cmake: $(cmake --version 2>/dev/null | head -1 || echo missing); ninja: $(ninja --version 2>/dev/null || echo missing)"
+
+SANITIZER="$(command -v compute-sanitizer || true)"
+[ -z "$SANITIZER" ] && [ -n "$CUDA_HOME" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SANITIZER="$CUDA_HOME/bin/compute-sanitizer"
+[ -z "$SANITIZER" ] && [ -n "$CUDA_HOME" ] && [ -x "$CUDA_HOME/compute-sanitizer/compute-sanitizer" ] && SANITIZER="$CUDA_HOME/compute-sanitizer/compute-sanitizer"
+note "compute-sanitizer: ${SANITIZER:-not found}"
+
+PYTHON="$(command -v python3 || command -v python || true)"
+if [ -n "$PYTHON" ]; then
+  note "python: $("$PYTHON" --version 2>&1)"
+  TORCH_INFO="$("$PYTHON" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null || true)"
+  [ -n "$TORCH_INFO" ] && note "python packages: $TORCH_INFO"
+  "$PYTHON" -m pip list 2>/dev/null | grep -i -E '^(nvidia-|torch|tensorflow)' >> "$ENV_LOG" || true
+fi
+
+# cuDNN: CUDNN_ROOT, the CUDA toolkit, the system, or the pip wheel of an installed PyTorch.
+CUDNN_INCLUDE="" CUDNN_LIB=""
+find_cudnn_in() {  # include dir, lib dirs...
+  local inc="$1"; shift
+  [ -f "$inc/cudnn.h" ] || return 1
+  local dir lib
+  for dir in "$@"; do
+    lib="$(ls "$dir"/libcudnn.so "$dir"/libcudnn.so.[0-9]* 2>/dev/null | head -1)"
+    if [ -n "$lib" ]; then CUDNN_INCLUDE="$inc"; CUDNN_LIB="$lib"; return 0; fi
+  done
+  return 1
+}
+if [ -n "${CUDNN_ROOT:-}" ]; then
+  find_cudnn_in "$CUDNN_ROOT/include" "$CUDNN_ROOT/lib" "$CUDNN_ROOT/lib64" || true
+fi
+[ -z "$CUDNN_LIB" ] && [ -n "$CUDA_HOME" ] && { find_cudnn_in "$CUDA_HOME/include" "$CUDA_HOME/lib64" "$CUDA_HOME/lib" "$CUDA_HOME/targets/x86_64-linux/lib" || true; }
+[ -z "$CUDNN_LIB" ] && { find_cudnn_in /usr/include /usr/lib/x86_64-linux-gnu /usr/lib64 || true; }
+CUDNN_WHEEL=""
+if [ -z "$CUDNN_LIB" ] && [ -n "$PYTHON" ]; then
+  CUDNN_WHEEL="$("$PYTHON" -c 'import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))' 2>/dev/null || true)"
+  [ -n "$CUDNN_WHEEL" ] && { find_cudnn_in "$CUDNN_WHEEL/include" "$CUDNN_WHEEL/lib" || true; }
+fi
+if [ -n "$CUDNN_LIB" ]; then
+  CUDNN_VERSION="$(grep -E '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' "$CUDNN_INCLUDE/cudnn_version.h" 2>/dev/null | awk '{print $3}' | paste -sd. -)"
+  note "cuDNN: $CUDNN_VERSION, headers $CUDNN_INCLUDE, library $CUDNN_LIB${CUDNN_WHEEL:+ (pip wheel)}"
+  if [ -n "$CUDNN_WHEEL" ] && "$PYTHON" -m pip list 2>/dev/null | grep -q 'nvidia-cudnn-cu12' &&
+     "$NVCC" --version 2>/dev/null | grep -q 'release 13'; then
+    note "warning: the cuDNN wheel is built for CUDA 12 and the toolkit is CUDA 13; it may not load"
+  fi
+else
+  note "cuDNN: not found (set CUDNN_ROOT to a prefix with include/cudnn.h and lib/libcudnn.so*)"
+fi
+
+# GoogleTest: installed (a CMake package), GTEST_ROOT, or built from a source tree.
+GTEST_PREFIX=""
+if [ -n "${GTEST_ROOT:-}" ]; then
+  GTEST_PREFIX="$GTEST_ROOT"
+  note "GoogleTest: GTEST_ROOT=$GTEST_ROOT"
+elif [ -z "${GTEST_SRC:-}" ] &&
+     { any_exists /usr/lib/*/cmake/GTest/GTestConfig.cmake /usr/lib/cmake/GTest/GTestConfig.cmake \
+         /usr/local/lib/cmake/GTest/GTestConfig.cmake /usr/local/lib64/cmake/GTest/GTestConfig.cmake ||
+       { [ -f /usr/include/gtest/gtest.h ] && any_exists /usr/lib/*/libgtest.a /usr/lib/*/libgtest.so; }; }; then
+  note "GoogleTest: installed in the system"
+else
+  GTEST_SOURCE=""
+  for candidate in "${GTEST_SRC:-third_party_cache/googletest}" /usr/src/googletest; do
+    if [ -f "$candidate/CMakeLists.txt" ]; then GTEST_SOURCE="$candidate"; break; fi
+  done
+  if [ -z "$GTEST_SOURCE" ]; then
+    note "GoogleTest: not installed and no source tree (bring one: GTEST_SRC=path/to/googletest)"
+    fail "GoogleTest" "not installed; no source tree at \${GTEST_SRC:-third_party_cache/googletest} or /usr/src/googletest"
+    finish 1 "GPU check FAILED: GoogleTest is missing"
+  fi
+  GTEST_PREFIX="$BUILD_DIR/_gtest_install"
+  note "GoogleTest: building from $GTEST_SOURCE into $GTEST_PREFIX"
+  if cmake -S "$GTEST_SOURCE" -B "$BUILD_DIR/_gtest_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+       -DBUILD_GMOCK=OFF -DINSTALL_GTEST=ON -DCMAKE_INSTALL_PREFIX="$GTEST_PREFIX" > "$OUT/gtest_build.log" 2>&1 &&
+     cmake --build "$BUILD_DIR/_gtest_build" -j"$JOBS" >> "$OUT/gtest_build.log" 2>&1 &&
+     cmake --install "$BUILD_DIR/_gtest_build" >> "$OUT/gtest_build.log" 2>&1; then
+    row "GoogleTest from source" "ok" "$GTEST_SOURCE"
+  else
+    fail "GoogleTest from source" "see gtest_build.log"
+    finish 1 "GPU check FAILED: GoogleTest could not be built"
+  fi
+fi
+
+# OpenBLAS (the CPU reference's GEMM): the system, or OPENBLAS_ROOT.
+OPENBLAS_ARGS=()
+if [ -n "${OPENBLAS_ROOT:-}" ]; then
+  OPENBLAS_ARGS=(-DOPENBLAS_INCLUDE_DIR="$OPENBLAS_ROOT/include"
+                 -DOPENBLAS_LIBRARY="$(ls "$OPENBLAS_ROOT"/lib*/libopenblas.so* 2>/dev/null | head -1)")
+  note "OpenBLAS: OPENBLAS_ROOT=$OPENBLAS_ROOT"
+elif any_exists /usr/include/x86_64-linux-gnu/openblas*/cblas.h /usr/include/openblas/cblas.h /usr/include/cblas.h; then
+  note "OpenBLAS: installed in the system"
+else
+  note "OpenBLAS: not found (install libopenblas-dev, or set OPENBLAS_ROOT to a prefix with include/cblas.h and lib/libopenblas.so)"
+fi
+
+# --- 2. Configure ------------------------------------------------------------------------------------
+CMAKE_ARGS=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON
+            "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}")
+[ -n "$NVCC" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$NVCC")
+if [ -n "$GTEST_PREFIX" ]; then
+  CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$GTEST_PREFIX" "-DGTEST_ROOT=$GTEST_PREFIX")
+  GTEST_CONFIG="$(find "$GTEST_PREFIX" -name GTestConfig.cmake 2>/dev/null | head -1)"
+  [ -n "$GTEST_CONFIG" ] && CMAKE_ARGS+=("-DGTest_DIR=$(dirname "$GTEST_CONFIG")")
+fi
+if [ -n "$CUDNN_LIB" ]; then
+  # CUDNN_LIBRARY is honoured by the top-level CMakeLists (find_library); CUDNN_INCLUDE_DIR is passed for
+  # when it supports one, and the headers are also put on the compilers' include path.
+  CMAKE_ARGS+=("-DCUDNN_LIBRARY=$CUDNN_LIB" "-DCUDNN_INCLUDE_DIR=$CUDNN_INCLUDE")
+  if [ "$CUDNN_INCLUDE" != "$CUDA_HOME/include" ] && [ "$CUDNN_INCLUDE" != /usr/include ]; then
+    CMAKE_ARGS+=("-DCMAKE_CXX_FLAGS=-isystem $CUDNN_INCLUDE" "-DCMAKE_CUDA_FLAGS=-isystem $CUDNN_INCLUDE")
+  fi
+  LD_LIBRARY_PATH="$(dirname "$CUDNN_LIB")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH
+fi
+echo "cmake ${CMAKE_ARGS[*]}" > "$OUT/configure.log"
+if cmake "${CMAKE_ARGS[@]}" >> "$OUT/configure.log" 2>&1; then
+  if grep -q "CUDA backend: ON" "$OUT/configure.log"; then
+    row "configure (CUDA on)" "ok" "$BUILD_DIR, CUDA architectures $CUDA_ARCHS"
+  else
+    fail "configure (CUDA on)" "CMake did not enable the CUDA backend (see configure.log)"
+    finish 1 "GPU check FAILED: configure"
+  fi
+else
+  fail "configure (CUDA on)" "see configure.log"
+  finish 1 "GPU check FAILED: configure"
+fi
+
+# --- 3. No GPU: stop here ------------------------------------------------------------------------------
+# (GPU_CHECK_ASSUME_GPU=1 goes on regardless: only for testing this script on a machine without a GPU,
+# where every GPU test then skips and is reported as a failure.)
+if [ "$HAVE_GPU" -eq 0 ] && [ "${GPU_CHECK_ASSUME_GPU:-0}" != 1 ]; then
+  row "GPU" "none" "nvidia-smi finds no device: nothing built or run"
+  finish 2 "GPU check STOPPED: no GPU on this machine (the CUDA build configures; run this on a machine with an H100/H200)"
+fi
+[ -z "$CUDNN_LIB" ] && { fail "cuDNN" "not found (set CUDNN_ROOT)"; finish 1 "GPU check FAILED: cuDNN is missing"; }
+
+# --- 4. Build, test, sanitize, benchmark ------------------------------------------------------------------
+GPU_TARGETS=()
+for src in tests/gpu/test_*.cpp; do GPU_TARGETS+=("gpu_$(basename "$src" .cpp)"); done
+if cmake --build "$BUILD_DIR" -j"$JOBS" --target "${GPU_TARGETS[@]}" bench_gpu_kernels > "$OUT/build.log" 2>&1; then
+  row "build" "ok" "${#GPU_TARGETS[@]} GPU test binaries + bench_gpu_kernels"
+else
+  fail "build" "see build.log ($(grep -m1 -E 'error' "$OUT/build.log" | cut -c1-120))"
+  finish 1 "GPU check FAILED: build"
+fi
+
+# Every test case is its own process (one CUDA context each); a few at a time, each CPU reference
+# with a share of the cores.
+CTEST_JOBS="${CTEST_JOBS:-4}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / CTEST_JOBS > 0 ? $(nproc) / CTEST_JOBS : 1 ))}"
+
+# Runs ctest -L gpu; a skipped GPU test counts as a failure here (the binary saw no device).
+run_ctest() {  # name, log, environment assignments (VAR=value ...)
+  local name="$1" log="$2"
+  shift 2
+  env "$@" ctest --test-dir "$BUILD_DIR" -L gpu --output-on-failure -j"$CTEST_JOBS" --timeout 900 \
+      --output-junit "$OUT/${log%.log}.junit.xml" > "$OUT/$log" 2>&1
+  local status=$?
+  local total passed failed skipped
+  total="$(grep -oE 'out of [0-9]+' "$OUT/$log" | tail -1 | grep -oE '[0-9]+')"
+  failed="$(grep -oE '[0-9]+ tests failed' "$OUT/$log" | tail -1 | grep -oE '^[0-9]+')"
+  skipped="$(grep -c '(Skipped)' "$OUT/$log")"
+  total="${total:-0}"; failed="${failed:-0}"
+  passed=$((total - failed - skipped))
+  local details="$passed passed, $failed failed, $skipped skipped of $total"
+  if [ "$status" -eq 0 ] && [ "$skipped" -eq 0 ] && [ "$total" -gt 0 ]; then
+    row "$name" "ok" "$details"
+  else
+    fail "$name" "$details (see $log)"
+  fi
+}
+run_ctest "ctest -L gpu" "ctest_gpu.log"
+run_ctest "ctest -L gpu, ENGINE_CUDA_SYNC=1" "ctest_gpu_sync.log" ENGINE_CUDA_SYNC=1
+
+if [ "$SKIP_SANITIZER" -eq 1 ]; then
+  row "compute-sanitizer memcheck" "skipped" "--skip-sanitizer"
+elif [ -z "$SANITIZER" ]; then
+  fail "compute-sanitizer memcheck" "compute-sanitizer not found (it ships with the CUDA toolkit)"
+else
+  sanitizer_failures=0
+  for target in "${GPU_TARGETS[@]}"; do
+    binary="$BUILD_DIR/tests/$target"
+    log="sanitizer_$target.log"
+    # The death tests fault on purpose (in child processes): left out.
+    timeout 1800 "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
+        "$binary" --gtest_filter='-*DeathTest*' > "$OUT/$log" 2>&1
+    status=$?
+    errors="$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/$log" | tail -1 | grep -oE '[0-9]+')"
+    if [ "$status" -eq 0 ]; then
+      row "memcheck $target" "ok" "${errors:-0} errors"
+    else
+      sanitizer_failures=$((sanitizer_failures + 1))
+      fail "memcheck $target" "exit $status, ${errors:-?} errors (see $log)"
+    fi
+  done
+fi
+
+if [ "$SKIP_BENCH" -eq 1 ]; then
+  row "bench_gpu_kernels" "skipped" "--skip-bench"
+elif "$BUILD_DIR/bench_gpu_kernels" > "$OUT/bench.md" 2> "$OUT/bench.err"; then
+  bench_rows=$(($(grep -c '^| ' "$OUT/bench.md") - 1))  # minus the header
+  if [ "$bench_rows" -gt 0 ]; then
+    row "bench_gpu_kernels" "ok" "$bench_rows rows (bench.md)"
+  else
+    fail "bench_gpu_kernels" "no rows: $(head -1 "$OUT/bench.md")"
+  fi
+  cat "$OUT/bench.md"
+else
+  fail "bench_gpu_kernels" "see bench.err: $(head -c 200 "$OUT/bench.err")"
+fi
+
+if [ "$FAILED" -eq 0 ]; then
+  finish 0 "GPU check PASSED"
+else
+  finish 1 "GPU check FAILED (see the rows marked FAIL)"
+fi

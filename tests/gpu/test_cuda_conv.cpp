@@ -1,0 +1,242 @@
+// GPU convolutions (kernels/cuda/conv_cudnn.cpp, cuDNN) against the CPU reference
+// (kernels/cpu/conv.cpp, im2col + OpenBLAS): forward with and without bias, backward data and
+// backward filter (+ bias gradient), overwrite and accumulate, on DenseNet and Inception-ResNet-v2
+// shapes, asymmetric TF 'same' padding, channel slices of wider buffers (row strides with NaN in the
+// input gaps and a sentinel in the output gaps), the deterministic mode (two runs bitwise equal) and a
+// zero workspace limit. Outputs are NaN before an overwrite.
+// Tolerances (atol + rtol |ref|), scaled by the largest reference magnitude R of the output:
+//   TF32 off (true FP32, any cuDNN algorithm incl. FFT/Winograd): 1e-4 R + 1e-4 |ref|
+//   TF32 on (inputs rounded to 10 mantissa bits):                 1e-2 R + 1e-2 |ref|
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "kernels/conv.h"
+
+#ifdef ENGINE_WITH_CUDA
+
+namespace {
+
+using namespace gpu_test;
+using kernels::Conv2dGeometry;
+
+struct ConvCase {
+  const char* name;
+  Conv2dGeometry g;
+  int64_t ldx, ldy;  // row strides of x/dx and y/dy
+};
+
+void PrintTo(const ConvCase& c, std::ostream* os) { *os << c.name; }
+
+Conv2dGeometry geometry(int64_t batch, int64_t h, int64_t w, int64_t in_c, int64_t out_c, int64_t kh,
+                        int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                        int64_t pr) {
+  Conv2dGeometry g;
+  g.batch = batch, g.in_h = h, g.in_w = w, g.in_c = in_c, g.out_c = out_c;
+  g.kernel_h = kh, g.kernel_w = kw, g.stride_h = sh, g.stride_w = sw;
+  g.pad_top = pt, g.pad_bottom = pb, g.pad_left = pl, g.pad_right = pr;
+  return g;
+}
+
+// Host operands of one case: x and dy strided with NaN gaps, weights scaled to keep outputs O(1).
+struct Operands {
+  int64_t x_rows, y_rows, taps;
+  std::vector<float> x, w, bias, dy;
+  explicit Operands(const ConvCase& c) {
+    const Conv2dGeometry& g = c.g;
+    x_rows = g.batch * g.in_h * g.in_w;
+    y_rows = g.batch * g.out_h() * g.out_w();
+    taps = g.kernel_h * g.kernel_w * g.in_c;
+    x = strided(away_from_zero(size_t(x_rows * g.in_c), 1), x_rows, g.in_c, c.ldx, kNaN);
+    w = away_from_zero(size_t(g.out_c * taps), 2);
+    const float w_scale = 1.0f / std::sqrt(float(taps));
+    for (float& v : w) v *= w_scale;
+    bias = away_from_zero(size_t(g.out_c), 3);
+    dy = strided(away_from_zero(size_t(y_rows * g.out_c), 4), y_rows, g.out_c, c.ldy, kNaN);
+  }
+};
+
+::testing::AssertionResult conv_close(const std::vector<float>& got, const std::vector<float>& ref,
+                                      bool tf32) {
+  const double tol = tf32 ? 1e-2 : 1e-4;
+  return close(got, ref, tol * max_abs(ref), tol);
+}
+
+class CudaConv : public ::testing::TestWithParam<ConvCase> {};
+
+void check_forward(const ConvCase& c, bool tf32) {
+  SwitchesGuard guard;
+  kernels::cuda::set_allow_tf32(tf32);
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> y_start =
+      strided(std::vector<float>(size_t(o.y_rows * g.out_c), kNaN), o.y_rows, g.out_c, c.ldy, kGapSentinel);
+  DeviceBuffer x(o.x), w(o.w), bias(o.bias), y(y_start);
+  for (bool with_bias : {true, false}) {
+    SCOPED_TRACE(std::string(tf32 ? "TF32" : "FP32") + (with_bias ? ", bias" : ", no bias"));
+    std::vector<float> ref = y_start;
+    kernels::cpu::conv2d_forward(g, o.x.data(), c.ldx, o.w.data(), with_bias ? o.bias.data() : nullptr,
+                                 ref.data(), c.ldy);
+    y.upload(y_start);
+    kernels::cuda::conv2d_forward(g, x.get(), c.ldx, w.get(), with_bias ? bias.get() : nullptr, y.get(),
+                                  c.ldy);
+    const std::vector<float> got = y.download();
+    EXPECT_TRUE(conv_close(dense_part(got, o.y_rows, g.out_c, c.ldy),
+                           dense_part(ref, o.y_rows, g.out_c, c.ldy), tf32));
+    EXPECT_TRUE(gaps_untouched(got, y_start, o.y_rows, g.out_c, c.ldy));
+  }
+}
+
+void check_backward_data(const ConvCase& c, bool tf32) {
+  SwitchesGuard guard;
+  kernels::cuda::set_allow_tf32(tf32);
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> prior =
+      strided(away_from_zero(size_t(o.x_rows * g.in_c), 5), o.x_rows, g.in_c, c.ldx, kGapSentinel);
+  const std::vector<float> poison =
+      strided(std::vector<float>(size_t(o.x_rows * g.in_c), kNaN), o.x_rows, g.in_c, c.ldx, kGapSentinel);
+  DeviceBuffer dy(o.dy), w(o.w);
+  for (bool accumulate : {false, true}) {
+    SCOPED_TRACE(std::string(tf32 ? "TF32" : "FP32") + (accumulate ? ", accumulate" : ", overwrite"));
+    const std::vector<float>& start = accumulate ? prior : poison;
+    std::vector<float> ref = start;
+    kernels::cpu::conv2d_backward_data(g, o.dy.data(), c.ldy, o.w.data(), ref.data(), c.ldx, accumulate);
+    DeviceBuffer dx(start);
+    kernels::cuda::conv2d_backward_data(g, dy.get(), c.ldy, w.get(), dx.get(), c.ldx, accumulate);
+    const std::vector<float> got = dx.download();
+    EXPECT_TRUE(conv_close(dense_part(got, o.x_rows, g.in_c, c.ldx),
+                           dense_part(ref, o.x_rows, g.in_c, c.ldx), tf32));
+    EXPECT_TRUE(gaps_untouched(got, start, o.x_rows, g.in_c, c.ldx));
+  }
+}
+
+void check_backward_filter(const ConvCase& c, bool tf32) {
+  SwitchesGuard guard;
+  kernels::cuda::set_allow_tf32(tf32);
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> dw_prior = away_from_zero(size_t(g.out_c * o.taps), 6);
+  const std::vector<float> db_prior = away_from_zero(size_t(g.out_c), 7);
+  DeviceBuffer x(o.x), dy(o.dy);
+  for (bool accumulate : {false, true}) {
+    SCOPED_TRACE(std::string(tf32 ? "TF32" : "FP32") + (accumulate ? ", accumulate" : ", overwrite"));
+    const std::vector<float> dw_start = accumulate ? dw_prior : std::vector<float>(dw_prior.size(), kNaN);
+    const std::vector<float> db_start = accumulate ? db_prior : std::vector<float>(db_prior.size(), kNaN);
+    std::vector<float> dw_ref = dw_start, db_ref = db_start;
+    kernels::cpu::conv2d_backward_filter(g, o.x.data(), c.ldx, o.dy.data(), c.ldy, dw_ref.data(),
+                                         db_ref.data(), accumulate);
+    DeviceBuffer dw(dw_start), db(db_start);
+    kernels::cuda::conv2d_backward_filter(g, x.get(), c.ldx, dy.get(), c.ldy, dw.get(), db.get(),
+                                          accumulate);
+    EXPECT_TRUE(conv_close(dw.download(), dw_ref, tf32)) << "dw";
+    // The bias gradient is a plain column sum of dy (no TF32): tight.
+    EXPECT_TRUE(close(db.download(), db_ref, 1e-5 * max_abs(db_ref), 1e-5)) << "dbias";
+  }
+}
+
+TEST_P(CudaConv, ForwardFp32) {
+  SKIP_WITHOUT_CUDA();
+  check_forward(GetParam(), false);
+}
+TEST_P(CudaConv, ForwardTf32) {
+  SKIP_WITHOUT_CUDA();
+  check_forward(GetParam(), true);
+}
+TEST_P(CudaConv, BackwardDataFp32) {
+  SKIP_WITHOUT_CUDA();
+  check_backward_data(GetParam(), false);
+}
+TEST_P(CudaConv, BackwardDataTf32) {
+  SKIP_WITHOUT_CUDA();
+  check_backward_data(GetParam(), true);
+}
+TEST_P(CudaConv, BackwardFilterFp32) {
+  SKIP_WITHOUT_CUDA();
+  check_backward_filter(GetParam(), false);
+}
+TEST_P(CudaConv, BackwardFilterTf32) {
+  SKIP_WITHOUT_CUDA();
+  check_backward_filter(GetParam(), true);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Geometries, CudaConv,
+    ::testing::Values(
+        // DenseNet bottleneck 1x1: 56x56, 128 of a 256-wide concatenation buffer -> 128 (batch 4)
+        ConvCase{"densenet_1x1_56x56_128of256", geometry(4, 56, 56, 128, 128, 1, 1, 1, 1, 0, 0, 0, 0), 256, 128},
+        // DenseNet 3x3 growth conv: 56x56x128 -> 32, written into a 160-wide concatenation slice
+        ConvCase{"densenet_3x3_56x56_into_slice", geometry(4, 56, 56, 128, 32, 3, 3, 1, 1, 1, 1, 1, 1), 128, 160},
+        // DenseNet-201's last block: 1x1 on 7x7x1920 -> 128
+        ConvCase{"densenet_1x1_7x7x1920", geometry(4, 7, 7, 1920, 128, 1, 1, 1, 1, 0, 0, 0, 0), 1920, 128},
+        // Inception-ResNet-v2 block17: 1x7 (pad 0/0/3/3) and 7x1 (pad 3/3/0/0) at 17x17
+        ConvCase{"irv2_1x7_17x17", geometry(4, 17, 17, 128, 160, 1, 7, 1, 1, 0, 0, 3, 3), 128, 160},
+        ConvCase{"irv2_7x1_17x17", geometry(4, 17, 17, 160, 192, 7, 1, 1, 1, 3, 3, 0, 0), 160, 384},
+        // Inception-ResNet-v2 reduction: 3x3 stride 2 valid, 35 -> 17, read from a 320-wide slice
+        ConvCase{"irv2_3x3s2_valid_35to17", geometry(2, 35, 35, 256, 384, 3, 3, 2, 2, 0, 0, 0, 0), 320, 384},
+        // A 5x5 'same' convolution (Inception-v3 style) on 17x17x48 -> 64
+        ConvCase{"inception_5x5_17x17", geometry(2, 17, 17, 48, 64, 5, 5, 1, 1, 2, 2, 2, 2), 48, 64},
+        // Stem: 3x3 stride 2 valid on a 3-channel image (odd channel count)
+        ConvCase{"stem_3x3s2_valid_rgb", geometry(2, 75, 75, 3, 32, 3, 3, 2, 2, 0, 0, 0, 0), 3, 32},
+        // TF 'same' with stride 2 on an even size: asymmetric padding (0, 1, 0, 1)
+        ConvCase{"tf_same_3x3s2_asymmetric", geometry(2, 16, 16, 24, 40, 3, 3, 2, 2, 0, 1, 0, 1), 32, 40},
+        // TF 'same' with an even kernel, stride 1: asymmetric padding (0, 1, 0, 1)
+        ConvCase{"tf_same_2x2s1_asymmetric", geometry(2, 9, 9, 7, 5, 2, 2, 1, 1, 0, 1, 0, 1), 9, 6},
+        // 1x1 stride 2: a quarter of the input cells are read by nobody (their gradient is 0)
+        ConvCase{"odd_1x1s2_uncovered_cells", geometry(3, 9, 9, 5, 7, 1, 1, 2, 2, 0, 0, 0, 0), 5, 7}),
+    [](const ::testing::TestParamInfo<ConvCase>& info) { return std::string(info.param.name); });
+
+// Deterministic mode: backward data and filter give bitwise the same results twice.
+TEST(CudaConvModes, DeterministicBackwardIsBitwiseRepeatable) {
+  SKIP_WITHOUT_CUDA();
+  SwitchesGuard guard;
+  kernels::cuda::set_deterministic(true);
+  const ConvCase c{"densenet_3x3", geometry(4, 28, 28, 64, 32, 3, 3, 1, 1, 1, 1, 1, 1), 64, 32};
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  DeviceBuffer x(o.x), w(o.w), dy(o.dy), dx(size_t(o.x_rows * g.in_c)), dw(size_t(g.out_c * o.taps)),
+      db(static_cast<size_t>(g.out_c));
+  std::vector<float> first_dx, first_dw, first_db;
+  for (int run = 0; run < 2; ++run) {
+    kernels::cuda::conv2d_backward_data(g, dy.get(), c.ldy, w.get(), dx.get(), c.ldx, false);
+    kernels::cuda::conv2d_backward_filter(g, x.get(), c.ldx, dy.get(), c.ldy, dw.get(), db.get(), false);
+    if (run == 0) {
+      first_dx = dx.download(), first_dw = dw.download(), first_db = db.download();
+      continue;
+    }
+    EXPECT_TRUE(bitwise_equal(dx.download(), first_dx)) << "dx";
+    EXPECT_TRUE(bitwise_equal(dw.download(), first_dw)) << "dw";
+    EXPECT_TRUE(bitwise_equal(db.download(), first_db)) << "dbias";
+  }
+}
+
+// With no workspace allowed, algorithms that need none are chosen and the results are still right.
+TEST(CudaConvModes, ZeroWorkspaceLimit) {
+  SKIP_WITHOUT_CUDA();
+  SwitchesGuard guard;
+  kernels::cuda::set_conv_workspace_limit(0);
+  kernels::cuda::set_allow_tf32(false);
+  const ConvCase c{"3x3_zero_workspace", geometry(2, 20, 20, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1), 20, 24};
+  check_forward(c, false);
+  check_backward_data(c, false);
+  check_backward_filter(c, false);
+}
+
+TEST(CudaConvModes, InvalidGeometryThrows) {
+  SKIP_WITHOUT_CUDA();
+  DeviceBuffer buffer(64);
+  const Conv2dGeometry g = geometry(1, 4, 4, 1, 1, 3, 3, 1, 1, -1, 1, 1, 1);  // negative padding
+  EXPECT_THROW(kernels::cuda::conv2d_forward(g, buffer.get(), 1, buffer.get(), nullptr, buffer.get(), 1),
+               std::runtime_error);
+}
+
+}  // namespace
+
+#else
+
+TEST(CudaConv, NotBuilt) { GTEST_SKIP() << "no CUDA device: this build has no CUDA backend"; }
+
+#endif
