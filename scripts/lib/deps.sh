@@ -2,7 +2,8 @@
 # again costs nothing. Sourced by scripts/test.sh and scripts/demo.sh.
 
 # Build: compiler, CMake, Ninja; OpenBLAS (CPU GEMM); GoogleTest; stb_image (image decoding).
-ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev)
+# python3-sklearn: the independent check of our kappa/AUROC (tests/cpu/test_experiment_train.cpp).
+ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev python3-sklearn)
 
 engine_install_packages() {
   local missing=()

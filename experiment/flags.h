@@ -1,0 +1,63 @@
+// A small command-line flag parser for the apps (CLI11 is not a dependency of the build).
+//
+//   FlagParser flags("train_densenet", "Trains DenseNet on MURA ...");
+//   flags.add("--epochs", &options.epochs, "training epochs");
+//   flags.add_switch("--resume", &options.resume, "continue the run in --out");
+//   if (!flags.parse(argc, argv)) return 0;   // --help was printed
+//
+// Forms: `--name value`, `--name=value`; switches take no value (or `--name=true|false`). Positional
+// arguments (anything not starting with "--") are collected in positional() when allowed. --help (-h)
+// prints every flag with its default. Errors (unknown flag, missing or malformed value) throw
+// engine::Error naming the flag and pointing at --help.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace experiment {
+
+class FlagParser {
+ public:
+  FlagParser(std::string program, std::string description);
+
+  void add(const std::string& name, std::string* target, const std::string& help, const std::string& value_name = "S");
+  void add(const std::string& name, int64_t* target, const std::string& help, const std::string& value_name = "N");
+  void add(const std::string& name, uint64_t* target, const std::string& help, const std::string& value_name = "N");
+  void add(const std::string& name, int* target, const std::string& help, const std::string& value_name = "N");
+  void add(const std::string& name, double* target, const std::string& help, const std::string& value_name = "X");
+  void add_switch(const std::string& name, bool* target, const std::string& help);
+  // Repeated or comma-separated values appended to `target`.
+  void add_list(const std::string& name, std::vector<std::string>* target, const std::string& help,
+                const std::string& value_name = "S");
+  void allow_positional(const std::string& name, const std::string& help);
+  void set_epilog(const std::string& text) { epilog_ = text; }
+
+  // False when --help was printed (to stdout); throws engine::Error on a bad command line.
+  bool parse(int argc, char** argv);
+  bool parse(const std::vector<std::string>& args);
+  bool given(const std::string& name) const { return given_.count(name) > 0; }
+  const std::vector<std::string>& positional() const { return positional_; }
+  std::string help() const;
+
+ private:
+  struct Flag {
+    std::string name, value_name, help, default_text;
+    bool is_switch = false;
+    std::function<void(const std::string&)> set;
+  };
+  Flag& find(const std::string& name);
+
+  std::string program_, description_, epilog_, positional_name_, positional_help_;
+  std::vector<Flag> flags_;
+  std::vector<std::string> positional_;
+  std::set<std::string> given_;
+};
+
+// Parse helpers that name the flag in their errors.
+int64_t parse_int(const std::string& flag, const std::string& value);
+double parse_double(const std::string& flag, const std::string& value);
+bool parse_bool(const std::string& flag, const std::string& value);
+
+}  // namespace experiment

@@ -1,0 +1,224 @@
+// The shared trainer end to end on a small synthetic MURA with a tiny DenseNet at 64 px: it learns,
+// resuming equals an uninterrupted run, bad --data / --weights fail before --out is created, and the
+// written metrics agree with scikit-learn (when Debian's python3-sklearn is installed).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "data/io_util.h"
+#include "engine/serialize.h"
+#include "experiment/trainer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace experiment;
+
+std::string temp_dir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/experiment_train_" + std::to_string(::getpid()) + "_" + name;
+  fs::remove_all(dir);
+  return dir;
+}
+
+// One synthetic set for the whole binary (about 210 images, generated in 1-2 s).
+const std::string& synthetic_dir() {
+  static const std::string dir = [] {
+    const std::string d = ::testing::TempDir() + "/experiment_train_synth_" + std::to_string(::getpid());
+    fs::remove_all(d);
+    resolve_data_root("", d, 56);
+    return d;
+  }();
+  return dir;
+}
+
+TrainOptions tiny_options(const std::string& out) {
+  TrainOptions o;
+  o.arch = "densenet_tiny";
+  o.head = "gap";
+  o.input_size = 64;
+  o.lr = 1e-3;
+  o.batch_size = 16;
+  o.synthetic_dir = synthetic_dir();
+  o.workers = 2;
+  o.quiet = true;
+  o.out = out;
+  return o;
+}
+
+TEST(Trainer, LearnsTheTrainingSet) {
+  TrainOptions o = tiny_options(temp_dir("learns"));
+  o.images = 0;
+  o.epochs = 8;
+  o.flavor = "torch";  // BN running statistics (momentum 0.1) settle within these few steps; Keras's 0.01 do not
+  const TrainResult r = run_training(o);
+  ASSERT_EQ(r.rows.size(), 8u);
+  EXPECT_LT(r.rows.back().train_loss, 0.8 * r.rows.front().train_loss);
+  // Re-evaluated on its own training images in eval mode, the net is far above chance.
+  const CheckpointInfo c = read_checkpoint(o.out + "/checkpoints/last.safetensors");
+  auto net = net_from_checkpoint(c);
+  const data::Split split = data::read_split(o.out + "/split");
+  const EvaluationResult train = predict_entries(*net, synthetic_dir() + "/MURA-v1.1", split.train,
+                                                 eval_loader_options(c.metadata, 32, 2), engine::Device::cpu(), "train", true);
+  EXPECT_GT(train.overall.image.auroc, 0.8);
+  // The test report exists and is complete.
+  ASSERT_TRUE(r.tested);
+  EXPECT_EQ(r.test.images.size(), split.test.size());
+  for (const char* f : {"/test/metrics.json", "/test/report.md", "/test/predictions_images.csv",
+                        "/test/predictions_studies.csv", "/summary.csv", "/args.json", "/curves.svg",
+                        "/split/train.csv", "/checkpoints/best.safetensors", "/checkpoints/epoch_008.safetensors"})
+    EXPECT_TRUE(fs::is_regular_file(o.out + f)) << f;
+  fs::remove_all(o.out);
+}
+
+TEST(Trainer, ResumeEqualsUninterrupted) {
+  TrainOptions o = tiny_options(temp_dir("straight"));
+  o.images = 60;
+  o.epochs = 3;
+  const TrainResult straight = run_training(o);
+
+  TrainOptions a = tiny_options(temp_dir("resumed"));
+  a.images = 60;
+  a.epochs = 2;
+  run_training(a);
+  a.epochs = 3;
+  a.resume = true;
+  const TrainResult resumed = run_training(a);
+
+  ASSERT_EQ(straight.rows.size(), 3u);
+  ASSERT_EQ(resumed.rows.size(), 3u);
+  // Epochs 1-2 of the resumed run come back from summary.csv (9 significant digits); epoch 3 is computed
+  // after the resume and must be bit-identical.
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_NEAR(straight.rows[i].train_loss, resumed.rows[i].train_loss, 1e-8) << "epoch " << i + 1;
+    EXPECT_NEAR(straight.rows[i].val_loss, resumed.rows[i].val_loss, 1e-8) << "epoch " << i + 1;
+  }
+  EXPECT_EQ(straight.rows[2].train_loss, resumed.rows[2].train_loss);
+  EXPECT_EQ(straight.rows[2].val_loss, resumed.rows[2].val_loss);
+  EXPECT_EQ(straight.rows[2].train_acc, resumed.rows[2].train_acc);
+  std::map<std::string, std::string> ma, mb;
+  const auto ta = engine::load_tensors(o.out + "/checkpoints/last.safetensors", &ma);
+  const auto tb = engine::load_tensors(a.out + "/checkpoints/last.safetensors", &mb);
+  EXPECT_EQ(ma.at("step"), mb.at("step"));
+  EXPECT_EQ(ma.at("epoch"), "3");
+  ASSERT_EQ(ta.size(), tb.size());
+  for (const auto& [name, t] : ta) {
+    const std::vector<float> x = t.to_vector(), y = tb.at(name).to_vector();
+    ASSERT_EQ(x, y) << name;
+  }
+  EXPECT_EQ(straight.test.overall.image.accuracy, resumed.test.overall.image.accuracy);
+  fs::remove_all(o.out);
+  fs::remove_all(a.out);
+}
+
+TEST(Trainer, BadInputFailsBeforeTheOutputFolderExists) {
+  const std::string junk = temp_dir("junk");
+  fs::create_directories(junk);
+  std::ofstream(junk + "/readme.txt") << "not MURA";
+  std::ofstream(junk + "/bad.safetensors") << "this is not a safetensors file at all";
+
+  struct Case {
+    std::string data, weights, expect;
+  };
+  const std::vector<Case> cases = {
+      {junk + "/missing", "", "--data"},
+      {junk, "", ""},  // a folder that is not MURA: the index says so
+      {"", junk + "/missing.safetensors", "--weights"},
+      {"", junk + "/bad.safetensors", ""},
+  };
+  for (const Case& c : cases) {
+    TrainOptions o = tiny_options(temp_dir("bad"));
+    o.data = c.data;
+    o.weights = c.weights;
+    o.epochs = 1;
+    o.images = 60;
+    try {
+      run_training(o);
+      ADD_FAILURE() << "no error for data '" << c.data << "', weights '" << c.weights << "'";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(c.expect), std::string::npos) << e.what();
+      EXPECT_GT(std::string(e.what()).size(), 30u) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(o.out)) << "left " << o.out << " behind for data '" << c.data << "', weights '" << c.weights << "'";
+  }
+  fs::remove_all(junk);
+}
+
+TEST(Trainer, RefusesToOverwriteARunWithoutResume) {
+  TrainOptions o = tiny_options(temp_dir("twice"));
+  o.images = 60;
+  o.epochs = 1;
+  run_training(o);
+  EXPECT_THROW(run_training(o), std::exception);
+  fs::remove_all(o.out);
+}
+
+TEST(Flags, ParsesFormsAndRejectsUnknown) {
+  TrainOptions o;
+  FlagParser f("t", "test");
+  add_train_flags(f, o, {"densenet201", "densenet121"});
+  ASSERT_TRUE(f.parse(std::vector<std::string>{"--epochs", "3", "--lr=0.5", "--augment", "--arch", "densenet121"}));
+  EXPECT_EQ(o.epochs, 3);
+  EXPECT_EQ(o.lr, 0.5);
+  EXPECT_TRUE(o.augment);
+  EXPECT_EQ(o.arch, "densenet121");
+  EXPECT_THROW(f.parse(std::vector<std::string>{"--nope", "1"}), std::exception);
+  EXPECT_THROW(f.parse(std::vector<std::string>{"--epochs", "x"}), std::exception);
+  EXPECT_NE(f.help().find("reproduce the study"), std::string::npos);
+}
+
+// scikit-learn on the written predictions: AUROC, Cohen's kappa and accuracy at both levels.
+TEST(Metrics, AgreeWithScikitLearn) {
+  if (std::system("/usr/bin/python3 -c 'import sklearn' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3-sklearn is not installed (apt-get install python3-sklearn)";
+  EvaluationResult r;
+  engine::Generator gen(7);
+  for (int s = 0; s < 60; ++s) {
+    const int label = gen.below(5) < 2 ? 1 : 0;
+    const int images = 1 + static_cast<int>(gen.below(4));
+    for (int i = 0; i < images; ++i) {
+      ImagePrediction p;
+      p.study = "train/XR_HAND/patient" + std::to_string(s) + "/study1";
+      p.path = p.study + "/image" + std::to_string(i) + ".png";
+      p.part = data::kAllBodyParts[static_cast<size_t>(s % 7)];
+      p.label = label;
+      // Rounded to tenths: many ties. Informative but noisy.
+      p.probability = std::min(0.9, std::max(0.1, std::round((0.35 + 0.3 * label + 0.7 * (gen.uniform() - 0.5)) * 10) / 10));
+      p.logit = std::log(p.probability / (1 - p.probability));
+      r.images.push_back(p);
+    }
+  }
+  r.seconds = 1;
+  compute_metrics(r);
+  const std::string dir = temp_dir("sklearn");
+  write_evaluation(dir, r, "sklearn check", {});
+  const std::string script = dir + "/check.py";
+  std::ofstream(script) << R"PY(
+import csv, json, sys
+from sklearn.metrics import roc_auc_score, cohen_kappa_score, accuracy_score, log_loss
+d = sys.argv[1]
+m = json.load(open(d + "/metrics.json"))
+def check(name, ours, theirs):
+    if abs(ours - theirs) > 1e-6:
+        print("MISMATCH", name, ours, theirs); sys.exit(1)
+for level, fname in (("image", "predictions_images.csv"), ("study", "predictions_studies.csv")):
+    rows = list(csv.DictReader(open(d + "/" + fname)))
+    y = [int(r["label"]) for r in rows]
+    p = [float(r["probability"]) for r in rows]
+    pred = [1 if x > 0.5 else 0 for x in p]
+    o = m["overall"][level]
+    check(level + " auroc", o["auroc"], roc_auc_score(y, p))
+    check(level + " kappa", o["kappa"], cohen_kappa_score(y, pred))
+    check(level + " accuracy", o["accuracy"], accuracy_score(y, pred))
+    if level == "image":
+        check("image loss", o["loss"], log_loss(y, p))
+print("OK")
+)PY";
+  const int rc = std::system(("/usr/bin/python3 " + script + " " + dir).c_str());
+  EXPECT_EQ(rc, 0) << "scikit-learn disagrees (see the output above)";
+  fs::remove_all(dir);
+}
+
+}  // namespace
