@@ -91,21 +91,27 @@ void run_backward(const Tensor& root, const Tensor& root_gradient, bool retain_g
   }
 
   NoGradGuard no_grad;  // backward functions compute with raw ops, never recording
-  // Pending gradient per node; highest sequence first = every consumer before its producer.
-  std::unordered_map<Node*, Tensor> pending;
+  // Pending gradient per node; highest sequence first = every consumer before its producer. A pending
+  // gradient is first the tensor a backward handed out (never mutated: it may alias another's); at the
+  // second contribution the engine sums into a tensor of its own, and later ones add into that in place.
+  struct Pending {
+    Tensor grad;
+    bool owned = false;
+  };
+  std::unordered_map<Node*, Pending> pending;
   std::unordered_map<Node*, std::shared_ptr<Node>> keep_alive;
   auto later_first = [](Node* a, Node* b) { return a->sequence() < b->sequence(); };
   std::priority_queue<Node*, std::vector<Node*>, decltype(later_first)> ready(later_first);
 
   Node* root_node = root.grad_fn().get();
   keep_alive[root_node] = root.grad_fn();
-  pending[root_node] = seed;
+  pending[root_node] = {seed, false};
   ready.push(root_node);
 
   while (!ready.empty()) {
     Node* node = ready.top();
     ready.pop();
-    Tensor grad_output = std::move(pending[node]);
+    Tensor grad_output = std::move(pending[node].grad);
     pending.erase(node);
     std::vector<Tensor> inputs = node->inputs();  // copy: release() clears them
     std::vector<Tensor> grads = node->apply(grad_output);
@@ -122,11 +128,13 @@ void run_backward(const Tensor& root, const Tensor& root_gradient, bool retain_g
       Node* producer = input.grad_fn().get();
       auto it = pending.find(producer);
       if (it == pending.end()) {
-        pending.emplace(producer, grads[i]);
+        pending.emplace(producer, Pending{grads[i], false});
         keep_alive[producer] = input.grad_fn();
         ready.push(producer);
+      } else if (!it->second.owned) {
+        it->second = {add(it->second.grad, grads[i]), true};  // out of place: a fresh tensor we own
       } else {
-        it->second = add(it->second, grads[i]);  // out of place: never mutate a handed-out gradient
+        add_into(it->second.grad, grads[i]);  // ours: accumulate in place
       }
     }
   }

@@ -1,6 +1,8 @@
 // Tensor storage, views and raw copies (see tensor.h).
 #include "engine/tensor.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -45,6 +47,17 @@ Shape contiguous_strides(const Shape& shape) {
 
 // ---------------------------------------------------------------------------------------------------
 // Storage
+
+namespace {
+// glibc serves blocks above 128 KiB with fresh mmaps, so every activation and gradient of every step
+// would be page-faulted (and zeroed by the kernel) anew. Keeping large blocks on the heap lets a
+// training step reuse the memory the previous step freed.
+const bool host_heap_reuses_large_blocks = [] {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return true;
+}();
+}  // namespace
 
 Storage::Storage(size_t nbytes, Device device, bool pinned) : nbytes_(nbytes), device_(device) {
 #ifdef ENGINE_WITH_CUDA
