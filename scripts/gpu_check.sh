@@ -276,6 +276,19 @@ run_ctest() {  # name, log, environment assignments (VAR=value ...)
     fail "$name" "$details (see $log)"
   fi
 }
+# Golden data for the GPU parity tests (tests/gpu/test_parity_gpu.cpp), exported by this machine's own
+# PyTorch, torchvision and timm (no network needed; the Keras cases are checked on the CPU by
+# scripts/test.sh).
+GOLDEN_DIR="$BUILD_DIR/golden"
+GPU_GOLDEN_CASES="tv_densenet121,tv_densenet201,timm_irv2"
+if "${PYTHON:-python3}" -m weights_tools.export_golden --out "$GOLDEN_DIR" --cases "$GPU_GOLDEN_CASES" \
+    > "$OUT/golden.log" 2>&1; then
+  row "golden data ($GPU_GOLDEN_CASES)" "ok" "exported by $("${PYTHON:-python3}" -c 'import torch; print("torch", torch.__version__)' 2>/dev/null)"
+  export ENGINE_GOLDEN_DIR="$(cd "$GOLDEN_DIR" && pwd)"
+else
+  fail "golden data ($GPU_GOLDEN_CASES)" "export failed (see golden.log); the GPU parity tests will skip"
+fi
+
 run_ctest "ctest -L gpu" "ctest_gpu.log"
 run_ctest "ctest -L gpu, ENGINE_CUDA_SYNC=1" "ctest_gpu_sync.log" ENGINE_CUDA_SYNC=1
 

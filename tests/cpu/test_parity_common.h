@@ -99,8 +99,9 @@ inline const Golden* load_golden(const std::string& name) {
   GTEST_SKIP() << "no golden data for '" << (case_name) << "' in " << ::parity::golden_root()           \
                << ": run scripts/golden.sh <build>/golden (or set ENGINE_GOLDEN_DIR)"
 
-// A net built as the case describes, with the case's converted weights loaded (every tensor checked).
-inline std::shared_ptr<nets::Net> make_loaded_net(const Golden& golden) {
+// A net built as the case describes, with the case's converted weights loaded (every tensor checked),
+// on `device` (the GPU variants of these tests in tests/gpu/test_parity_gpu.cpp pass a CUDA device).
+inline std::shared_ptr<nets::Net> make_loaded_net(const Golden& golden, engine::Device device = engine::Device::cpu()) {
   engine::Generator gen(7);
   const Tensor& input = golden.at("input");  // [N, H, W, 3]
   auto net = nets::make_net(golden.meta_at("arch"), nets::parse_head(golden.meta_at("head")),
@@ -109,6 +110,7 @@ inline std::shared_ptr<nets::Net> make_loaded_net(const Golden& golden) {
   ENGINE_CHECK(report.missing.empty() && report.unexpected.empty() && report.skipped.empty())
       << "loading " << golden.weights() << ": " << report.missing.size() << " missing, "
       << report.unexpected.size() << " unexpected, " << report.skipped.size() << " skipped";
+  net->to(device);
   return net;
 }
 
@@ -226,12 +228,12 @@ inline void check_weights_metadata(const Golden& golden) {
   EXPECT_EQ(net->state().size(), engine::load_tensors(golden.weights()).size());
 }
 
-inline void check_eval(const Golden& golden) {
-  auto net = make_loaded_net(golden);
+inline void check_eval(const Golden& golden, engine::Device device = engine::Device::cpu()) {
+  auto net = make_loaded_net(golden, device);
   net->eval();
   engine::NoGradGuard no_grad;
   nets::StageMap stages;
-  const Tensor logits = net->forward_with_stages(golden.at("input"), stages);
+  const Tensor logits = net->forward_with_stages(golden.at("input").to(device), stages);
   EXPECT_TRUE(close("eval logits", golden.dir + " logits", logits, golden.at("logits"), kActivations));
   for (const std::string& stage : net->stage_names()) {
     ASSERT_TRUE(stages.count(stage)) << "the net did not report stage " << stage;
@@ -240,11 +242,11 @@ inline void check_eval(const Golden& golden) {
   }
 }
 
-inline void check_training_step(const Golden& golden) {
-  auto net = make_loaded_net(golden);
+inline void check_training_step(const Golden& golden, engine::Device device = engine::Device::cpu()) {
+  auto net = make_loaded_net(golden, device);
   net->train();
   net->zero_grad();
-  const Tensor loss = golden_loss(net->forward(golden.at("input")), golden.at("target"));
+  const Tensor loss = golden_loss(net->forward(golden.at("input").to(device)), golden.at("target").to(device));
   EXPECT_TRUE(close("loss", golden.dir + " loss", loss.view({1}), golden.at("loss"), with_noise(golden, "loss", kLoss)));
   loss.backward();
 
@@ -281,16 +283,16 @@ inline void check_training_step(const Golden& golden) {
   dump(golden, "training", net);
 }
 
-inline void check_adam_steps(const Golden& golden) {
-  auto net = make_loaded_net(golden);
+inline void check_adam_steps(const Golden& golden, engine::Device device = engine::Device::cpu()) {
+  auto net = make_loaded_net(golden, device);
   net->train();
   const std::string convention = golden.meta_at("adam");
   const float lr = std::stof(golden.meta_at("lr"));
   ASSERT_TRUE(convention == "pytorch" || convention == "keras") << "unknown Adam convention " << convention;
   engine::ParameterArena arena(net->named_parameters());
   engine::Adam adam(arena, convention == "keras" ? engine::Adam::keras(lr) : engine::Adam::pytorch(lr));
-  const Tensor& input = golden.at("input");
-  const Tensor& target = golden.at("target");
+  const Tensor input = golden.at("input").to(device);
+  const Tensor target = golden.at("target").to(device);
   const std::vector<float> expected = golden.at("adam_losses").to_vector();
   std::vector<float> losses;
   for (size_t step = 0; step <= expected.size(); ++step) {
