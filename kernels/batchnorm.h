@@ -16,53 +16,11 @@
 #include <cstdint>
 
 namespace kernels::cpu {
-
-// Writes y, saved_mean[C], saved_invstd[C] (needed by backward); updates running stats when the
-// pointers are non-null.
-void batch_norm_forward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                                 const float* gamma, const float* beta, float eps, float* y,
-                                 int64_t ldy, float* saved_mean, float* saved_invstd,
-                                 float* running_mean, float* running_var, float momentum,
-                                 bool unbiased_running_var);
-
-void batch_norm_forward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                             const float* gamma, const float* beta, const float* running_mean,
-                             const float* running_var, float eps, float* y, int64_t ldy);
-
-// dx (nullable) accumulates or overwrites per accumulate_dx; dgamma/dbeta (nullable) always accumulate.
-void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                                  const float* dy, int64_t ldy, const float* gamma,
-                                  const float* saved_mean, const float* saved_invstd, float* dx,
-                                  int64_t ldx_grad, bool accumulate_dx, float* dgamma, float* dbeta);
-
-void batch_norm_backward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                              const float* dy, int64_t ldy, const float* gamma,
-                              const float* running_mean, const float* running_var, float eps,
-                              float* dx, int64_t ldx_grad, bool accumulate_dx, float* dgamma,
-                              float* dbeta);
-
+#include "kernels/batchnorm_api.inc"
 }  // namespace kernels::cpu
 
 // The CUDA versions (kernels/cuda/*.cu) take the same arguments, device pointers, and run on the current
 // stream of the CUDA context (kernels/cuda/context.h), asynchronously.
 namespace kernels::cuda {
-
-void batch_norm_forward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                                 const float* gamma, const float* beta, float eps, float* y,
-                                 int64_t ldy, float* saved_mean, float* saved_invstd,
-                                 float* running_mean, float* running_var, float momentum,
-                                 bool unbiased_running_var);
-void batch_norm_forward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                             const float* gamma, const float* beta, const float* running_mean,
-                             const float* running_var, float eps, float* y, int64_t ldy);
-void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                                  const float* dy, int64_t ldy, const float* gamma,
-                                  const float* saved_mean, const float* saved_invstd, float* dx,
-                                  int64_t ldx_grad, bool accumulate_dx, float* dgamma, float* dbeta);
-void batch_norm_backward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                              const float* dy, int64_t ldy, const float* gamma,
-                              const float* running_mean, const float* running_var, float eps,
-                              float* dx, int64_t ldx_grad, bool accumulate_dx, float* dgamma,
-                              float* dbeta);
-
+#include "kernels/batchnorm_api.inc"
 }  // namespace kernels::cuda

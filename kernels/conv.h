@@ -29,34 +29,14 @@ struct Conv2dGeometry {
 }  // namespace kernels
 
 namespace kernels::cpu {
-
-// x: [batch, in_h, in_w, in_c] row stride ldx; w: [out_c, kh, kw, in_c] dense; bias: [out_c] or null;
-// y: [batch, out_h, out_w, out_c] row stride ldy (overwritten).
-void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
-                    const float* bias, float* y, int64_t ldy);
-
-// dy: [batch, out_h, out_w, out_c] row stride ldy; dx: [batch, in_h, in_w, in_c] row stride ldx.
-void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy, const float* w,
-                          float* dx, int64_t ldx, bool accumulate);
-
-// dw: [out_c, kh, kw, in_c]; dbias: [out_c] or null. Both accumulate or overwrite together.
-void conv2d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy,
-                            int64_t ldy, float* dw, float* dbias, bool accumulate);
-
+#include "kernels/conv_api.inc"
 }  // namespace kernels::cpu
 
 // The CUDA versions (kernels/cuda/*.cu) take the same arguments, device pointers, and run on the current
 // stream of the CUDA context (kernels/cuda/context.h), asynchronously.
 namespace kernels::cuda {
-
 // cuDNN: algorithms chosen once per geometry (and strides) and cached; workspace from the caching
 // allocator under a limit, falling back to a smaller algorithm when it cannot be had; TF32 tensor-core
 // math unless disabled (context.h: set_allow_tf32); deterministic algorithms when requested.
-void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
-                    const float* bias, float* y, int64_t ldy);
-void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy, const float* w,
-                          float* dx, int64_t ldx, bool accumulate);
-void conv2d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy,
-                            int64_t ldy, float* dw, float* dbias, bool accumulate);
-
+#include "kernels/conv_api.inc"
 }  // namespace kernels::cuda

@@ -7,22 +7,12 @@
 #include <cstdint>
 
 namespace kernels::cpu {
-
-double bce_with_logits_forward(int64_t n, const float* logits, const float* targets,
-                               const float* weights);
-void bce_with_logits_backward(int64_t n, const float* logits, const float* targets,
-                              const float* weights, float dloss, float* dlogits, bool accumulate);
-
+#include "kernels/loss_api.inc"
 }  // namespace kernels::cpu
 
 // The CUDA versions (kernels/cuda/*.cu) take the same arguments, device pointers, and run on the current
 // stream of the CUDA context (kernels/cuda/context.h), asynchronously.
 namespace kernels::cuda {
-
-// Synchronises (the loss comes back to the host).
-double bce_with_logits_forward(int64_t n, const float* logits, const float* targets,
-                               const float* weights);
-void bce_with_logits_backward(int64_t n, const float* logits, const float* targets,
-                              const float* weights, float dloss, float* dlogits, bool accumulate);
-
+// bce_with_logits_forward synchronises (the loss comes back to the host).
+#include "kernels/loss_api.inc"
 }  // namespace kernels::cuda

@@ -33,21 +33,11 @@ struct SgdHyper {
 }  // namespace kernels
 
 namespace kernels::cpu {
-
-void adam_update(int64_t n, float* params, const float* grads, float* m, float* v, int64_t step,
-                 const AdamHyper& h);
-void sgd_update(int64_t n, float* params, const float* grads, float* momentum_buffer,
-                const SgdHyper& h);
-
+#include "kernels/optimizer_api.inc"
 }  // namespace kernels::cpu
 
 // The CUDA versions (kernels/cuda/*.cu) take the same arguments, device pointers, and run on the current
 // stream of the CUDA context (kernels/cuda/context.h), asynchronously.
 namespace kernels::cuda {
-
-void adam_update(int64_t n, float* params, const float* grads, float* m, float* v, int64_t step,
-                 const AdamHyper& h);
-void sgd_update(int64_t n, float* params, const float* grads, float* momentum_buffer,
-                const SgdHyper& h);
-
+#include "kernels/optimizer_api.inc"
 }  // namespace kernels::cuda

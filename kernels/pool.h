@@ -25,40 +25,13 @@ struct Pool2dGeometry {
 }  // namespace kernels
 
 namespace kernels::cpu {
-
-void max_pool2d_forward(const Pool2dGeometry& g, const float* x, int64_t ldx, float* y, int64_t ldy);
-// Needs the forward input x to find the arg-max again (no index tensor is stored).
-void max_pool2d_backward(const Pool2dGeometry& g, const float* x, int64_t ldx, const float* dy,
-                         int64_t ldy, float* dx, int64_t ldx_grad, bool accumulate);
-
-void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, const float* x, int64_t ldx,
-                        float* y, int64_t ldy);
-void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, const float* dy,
-                         int64_t ldy, float* dx, int64_t ldx, bool accumulate);
-
-// x: [batch, hw, channels] row stride ldx -> y: [batch, channels] dense.
-void global_avg_pool_forward(int64_t batch, int64_t hw, int64_t channels, const float* x, int64_t ldx,
-                             float* y);
-void global_avg_pool_backward(int64_t batch, int64_t hw, int64_t channels, const float* dy, float* dx,
-                              int64_t ldx, bool accumulate);
-
+#include "kernels/pool_api.inc"
 }  // namespace kernels::cpu
 
 // The CUDA versions (kernels/cuda/*.cu) take the same arguments, device pointers, and run on the current
 // stream of the CUDA context (kernels/cuda/context.h), asynchronously.
 namespace kernels::cuda {
-
-void max_pool2d_forward(const Pool2dGeometry& g, const float* x, int64_t ldx, float* y, int64_t ldy);
-// Deterministic: each input cell gathers from the outputs whose window it is the first maximum of.
-void max_pool2d_backward(const Pool2dGeometry& g, const float* x, int64_t ldx, const float* dy,
-                         int64_t ldy, float* dx, int64_t ldx_grad, bool accumulate);
-void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, const float* x, int64_t ldx,
-                        float* y, int64_t ldy);
-void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, const float* dy,
-                         int64_t ldy, float* dx, int64_t ldx, bool accumulate);
-void global_avg_pool_forward(int64_t batch, int64_t hw, int64_t channels, const float* x, int64_t ldx,
-                             float* y);
-void global_avg_pool_backward(int64_t batch, int64_t hw, int64_t channels, const float* dy, float* dx,
-                              int64_t ldx, bool accumulate);
-
+// Max-pool backward is deterministic: each input cell gathers from the outputs whose window it is the
+// first maximum of.
+#include "kernels/pool_api.inc"
 }  // namespace kernels::cuda
