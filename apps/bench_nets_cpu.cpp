@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "experiment/flags.h"
 #include "kernels/gemm.h"
 #include "nets/registry.h"
 
@@ -32,42 +33,19 @@ struct Args {
   std::string only;
 };
 
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: bench_nets_cpu [--threads N] [--batch N] [--reps N] [--quick] [--only ARCH]\n"
-               "  Times DenseNet-201 at 224 and Inception-ResNet-v2 at 224 and 299 on the CPU: forward (eval)\n"
-               "  and forward + backward (train) seconds per image. Defaults: 2 threads, batch 4, 3 reps\n"
-               "  (median). --quick: batch 1, 1 rep, smaller inputs (a smoke run).\n"
-               "  On a shared machine set OMP_WAIT_POLICY=passive: spinning OpenMP threads lose badly to other\n"
-               "  processes.\n");
-}
-
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      usage(stdout);
-      std::exit(0);
-    }
-    if (flag == "--quick") {
-      a.quick = true;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "error: %s needs a value (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
-    const std::string value = argv[++i];
-    if (flag == "--threads") a.threads = std::atoi(value.c_str());
-    else if (flag == "--batch") a.batch = std::atoll(value.c_str());
-    else if (flag == "--reps") a.reps = std::atoi(value.c_str());
-    else if (flag == "--only") a.only = value;
-    else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
-  }
+  experiment::FlagParser flags("bench_nets_cpu",
+                               "Times DenseNet-201 at 224 and Inception-ResNet-v2 at 224 and 299 on the CPU: forward "
+                               "(eval) and forward + backward (train) seconds per image, median of --reps. On a "
+                               "shared machine set OMP_WAIT_POLICY=passive: spinning OpenMP threads lose badly to "
+                               "other processes.");
+  flags.add("--threads", &a.threads, "CPU threads");
+  flags.add("--batch", &a.batch, "images per batch");
+  flags.add("--reps", &a.reps, "timed repetitions (the median is reported)");
+  flags.add_switch("--quick", &a.quick, "batch 1, 1 rep, smaller inputs (a smoke run)");
+  flags.add("--only", &a.only, "densenet201 | inception_resnet_v2", "ARCH");
+  if (!experiment::parse_flags_or_exit(flags, argc, argv)) std::exit(0);
   if (a.threads < 1 || a.batch < 1 || a.reps < 1) {
     std::fprintf(stderr, "error: --threads, --batch and --reps must be >= 1\n");
     std::exit(2);

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "experiment/flags.h"
 #include "engine/serialize.h"
 #include "nets/registry.h"
 
@@ -27,60 +28,31 @@ struct Args {
   uint64_t seed = 0;
 };
 
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: forward --arch A --input X.safetensors --output Y.safetensors [--weights W.safetensors]\n"
-               "               [--head flatten|gap|imagenet] [--mode eval|train] [--device cpu|cuda|auto]\n"
-               "               [--flavor keras|torch] [--skip-head] [--input-size S] [--seed N]\n"
-               "  A: densenet121 | densenet169 | densenet201 | inception_resnet_v2\n"
-               "  X holds \"input\", NHWC [N, H, W, 3], preprocessed. Y gets \"logits\" and \"act.<stage>\" for\n"
-               "  every stage (plus \"state.<name>\" BN statistics in train mode), written atomically.\n"
-               "  Without --weights the net keeps its random initialisation (seed --seed): a test mode only.\n"
-               "  --head defaults to imagenet, --mode to eval, --device to cpu, --flavor to keras (BN momentum\n"
-               "  and variance convention of train mode; DenseNet's eps: keras 1.001e-5, torch 1e-5).\n"
-               "  --skip-head loads the backbone only (a file without a head, or a head of another shape).\n"
-               "  --input-size sizes the flatten head (default: the input's height).\n");
-}
-
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      usage(stdout);
-      std::exit(0);
-    }
-    if (flag == "--skip-head") {
-      a.skip_head = true;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "error: %s needs a value (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
-    const std::string value = argv[++i];
-    if (flag == "--arch") a.arch = value;
-    else if (flag == "--head") a.head = value;
-    else if (flag == "--weights") a.weights = value;
-    else if (flag == "--input") a.input = value;
-    else if (flag == "--output") a.output = value;
-    else if (flag == "--mode") a.mode = value;
-    else if (flag == "--device") a.device = value;
-    else if (flag == "--flavor") a.flavor = value;
-    else if (flag == "--input-size") a.input_size = std::atoll(value.c_str());
-    else if (flag == "--seed") a.seed = std::strtoull(value.c_str(), nullptr, 10);
-    else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
-  }
+  experiment::FlagParser flags(
+      "forward",
+      "Runs a net on X's \"input\" (NHWC [N, H, W, 3], preprocessed) and writes \"logits\" and \"act.<stage>\" for "
+      "every stage (plus \"state.<name>\" BN statistics in train mode) to Y, atomically. Without --weights the net "
+      "keeps its random initialisation (seed --seed): a test mode only.");
+  flags.add("--arch", &a.arch, "densenet121 | densenet169 | densenet201 | inception_resnet_v2 (required)", "A");
+  flags.add("--input", &a.input, "safetensors file holding \"input\" (required)", "X");
+  flags.add("--output", &a.output, "safetensors file to write (required)", "Y");
+  flags.add("--weights", &a.weights, "converted weights (safetensors)", "W");
+  flags.add("--head", &a.head, "flatten | gap | imagenet", "H");
+  flags.add("--mode", &a.mode, "eval | train", "M");
+  flags.add("--device", &a.device, "cpu | cuda | auto", "D");
+  flags.add("--flavor", &a.flavor, "BN convention of train mode and DenseNet's eps: keras (1.001e-5) | torch (1e-5)", "F");
+  flags.add_switch("--skip-head", &a.skip_head, "load the backbone only (a file without a head, or another head)");
+  flags.add("--input-size", &a.input_size, "sizes the flatten head; 0: the input's height", "S");
+  flags.add("--seed", &a.seed, "seed of the random initialisation");
+  if (!experiment::parse_flags_or_exit(flags, argc, argv)) std::exit(0);
   std::string missing;
   if (a.arch.empty()) missing += " --arch";
   if (a.input.empty()) missing += " --input";
   if (a.output.empty()) missing += " --output";
   if (!missing.empty()) {
-    std::fprintf(stderr, "error: missing%s\n", missing.c_str());
-    usage(stderr);
+    std::fprintf(stderr, "error: missing%s (see --help)\n", missing.c_str());
     std::exit(2);
   }
   if (a.mode != "eval" && a.mode != "train") {

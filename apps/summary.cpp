@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "experiment/flags.h"
 #include "nets/registry.h"
 
 namespace {
@@ -24,42 +25,19 @@ struct Args {
   int depth = 0;
 };
 
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: summary --arch A [--head flatten|gap|imagenet] [--input-size S] [--flavor keras|torch]\n"
-               "               [--depth D]\n"
-               "  A: densenet121 | densenet169 | densenet201 | inception_resnet_v2\n"
-               "  Prints each layer's output shape, parameters, BN buffers and MACs per image, and the totals.\n"
-               "  --input-size defaults to 224 (DenseNet) or 299 (Inception-ResNet-v2); --head to imagenet;\n"
-               "  --depth D merges rows by the first D components of their names (0, the default: every unit).\n");
-}
-
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      usage(stdout);
-      std::exit(0);
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "error: %s needs a value (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
-    const std::string value = argv[++i];
-    if (flag == "--arch") a.arch = value;
-    else if (flag == "--head") a.head = value;
-    else if (flag == "--flavor") a.flavor = value;
-    else if (flag == "--input-size") a.input_size = std::atoll(value.c_str());
-    else if (flag == "--depth") a.depth = std::atoi(value.c_str());
-    else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
-  }
+  experiment::FlagParser flags("summary",
+                               "Prints each layer's output shape, parameters, BN buffers and MACs per image, and the "
+                               "totals.");
+  flags.add("--arch", &a.arch, "densenet121 | densenet169 | densenet201 | inception_resnet_v2 (required)", "A");
+  flags.add("--head", &a.head, "flatten | gap | imagenet", "H");
+  flags.add("--input-size", &a.input_size, "input side; 0: 224 (DenseNet) or 299 (Inception-ResNet-v2)", "S");
+  flags.add("--flavor", &a.flavor, "BN convention: keras | torch", "F");
+  flags.add("--depth", &a.depth, "merge rows by the first D components of their names (0: every unit)", "D");
+  if (!experiment::parse_flags_or_exit(flags, argc, argv)) std::exit(0);
   if (a.arch.empty()) {
-    std::fprintf(stderr, "error: --arch is required\n");
-    usage(stderr);
+    std::fprintf(stderr, "error: --arch is required (see --help)\n");
     std::exit(2);
   }
   return a;

@@ -142,4 +142,13 @@ std::string FlagParser::help() const {
   return o.str();
 }
 
+bool parse_flags_or_exit(FlagParser& flags, int argc, char** argv) {
+  try {
+    return flags.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    std::exit(2);
+  }
+}
+
 }  // namespace experiment

@@ -60,4 +60,8 @@ int64_t parse_int(const std::string& flag, const std::string& value);
 double parse_double(const std::string& flag, const std::string& value);
 bool parse_bool(const std::string& flag, const std::string& value);
 
+// Parses for a main: false when --help was printed; a bad command line prints "error: ..." to stderr
+// and exits with status 2.
+bool parse_flags_or_exit(FlagParser& flags, int argc, char** argv);
+
 }  // namespace experiment
