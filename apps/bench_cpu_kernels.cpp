@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/conv.h"
+#include "kernels/cpu_info.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
 
@@ -94,23 +95,12 @@ std::vector<float> random_vector(int64_t n, std::mt19937& rng) {
   return v;
 }
 
-// The machine's single-precision peak, estimated from /proc/cpuinfo.
+// The machine and its single-precision peak, estimated from /proc/cpuinfo (kernels/cpu_info.h).
 void print_machine(int threads) {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line, model = "unknown", flags;
-  double mhz = 0.0;
-  while (std::getline(cpuinfo, line)) {
-    const auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
-    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
-    if (key == "model name" && model == "unknown") model = value;
-    if (key == "cpu MHz" && mhz == 0.0) mhz = std::atof(value.c_str());
-    if (key == "flags" && flags.empty()) flags = " " + value + " ";
-  }
-  auto has = [&](const char* flag) {
-    return flags.find(std::string(" ") + flag + " ") != std::string::npos;
-  };
+  const kernels::cpu::CpuInfo cpu = kernels::cpu::cpu_info();
+  const std::string& model = cpu.model;
+  const double mhz = cpu.mhz;
+  const int flop_per_cycle = cpu.flop_per_cycle;
   const unsigned cores = std::thread::hardware_concurrency();
   std::printf("cpu: %s, %u logical cores, %.0f MHz (from /proc/cpuinfo)\n", model.c_str(), cores,
               mhz);
@@ -119,17 +109,13 @@ void print_machine(int threads) {
        {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS"})
     if (const char* value = std::getenv(var)) std::printf("  %s=%s", var, value);
   std::printf("\n");
-  // Two FMA pipes of 8 floats (AVX2 + FMA, or AVX-512 on cores that run it as two 256-bit halves
-  // such as AMD Zen 4): 2 pipes * 8 lanes * 2 FLOP = 32 FLOP/cycle. Intel server cores with two
-  // 512-bit FMA units reach 64.
-  const int flop_per_cycle = has("fma") && has("avx2") ? 32 : has("avx") ? 16 : 8;
   if (mhz > 0.0) {
-    const double per_core = mhz * 1e-3 * flop_per_cycle;
+    const double per_core = cpu.peak_gflops_per_core();
     std::printf(
         "peak estimate (not measured): %.1f GHz * %d FLOP/cycle = %.0f GFLOP/s per core, "
         "%.0f GFLOP/s on %d threads (at the clock /proc/cpuinfo reports; turbo can exceed it)%s\n",
         mhz * 1e-3, flop_per_cycle, per_core, per_core * threads, threads,
-        has("avx512f") ? " (AVX-512 with two 512-bit FMA units would double it)" : "");
+        cpu.avx512 ? " (AVX-512 with two 512-bit FMA units would double it)" : "");
   }
 }
 

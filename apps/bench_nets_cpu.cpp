@@ -20,6 +20,7 @@
 
 #include "engine/engine.h"
 #include "experiment/flags.h"
+#include "kernels/cpu_info.h"
 #include "kernels/gemm.h"
 #include "nets/registry.h"
 
@@ -53,27 +54,14 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// Single-precision peak from /proc/cpuinfo: clock x FLOP per cycle (two 8-lane FMA pipes with AVX2+FMA,
-// as AVX-512 runs on AMD Zen 4; Intel server cores with two 512-bit FMA units would double it).
+// Single-precision peak per core, estimated from /proc/cpuinfo (kernels/cpu_info.h).
 double peak_gflops_per_core(std::string& description) {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line, model = "unknown", flags;
-  double mhz = 0.0;
-  while (std::getline(cpuinfo, line)) {
-    const auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
-    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
-    if (key == "model name" && model == "unknown") model = value;
-    if (key == "cpu MHz" && mhz == 0.0) mhz = std::atof(value.c_str());
-    if (key == "flags" && flags.empty()) flags = " " + value + " ";
-  }
-  auto has = [&](const char* f) { return flags.find(std::string(" ") + f + " ") != std::string::npos; };
-  const int flop_per_cycle = has("fma") && has("avx2") ? 32 : has("avx") ? 16 : 8;
+  const kernels::cpu::CpuInfo cpu = kernels::cpu::cpu_info();
   char text[256];
-  std::snprintf(text, sizeof text, "%s, %.0f MHz, %d FLOP/cycle (estimate)", model.c_str(), mhz, flop_per_cycle);
+  std::snprintf(text, sizeof text, "%s, %.0f MHz, %d FLOP/cycle (estimate)", cpu.model.c_str(), cpu.mhz,
+                cpu.flop_per_cycle);
   description = text;
-  return mhz * 1e-3 * flop_per_cycle;
+  return cpu.peak_gflops_per_core();
 }
 
 double median(std::vector<double> v) {

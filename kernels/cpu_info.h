@@ -1,0 +1,20 @@
+// What the CPU benchmarks say about the machine: model, clock and an estimate of the single-precision
+// peak, read from /proc/cpuinfo (clock x FLOP per cycle; not measured: turbo can exceed it).
+//   FLOP/cycle: two FMA pipes of 8 floats = 32 with AVX2 + FMA (also AVX-512 on cores that run it as
+//   two 256-bit halves, such as AMD Zen 4); Intel server cores with two 512-bit FMA units reach 64.
+#pragma once
+#include <string>
+
+namespace kernels::cpu {
+
+struct CpuInfo {
+  std::string model = "unknown";
+  double mhz = 0.0;          // 0 when /proc/cpuinfo does not say
+  int flop_per_cycle = 8;    // f32, per core
+  bool avx512 = false;
+  double peak_gflops_per_core() const { return mhz * 1e-3 * flop_per_cycle; }
+};
+
+CpuInfo cpu_info();
+
+}  // namespace kernels::cpu
