@@ -11,7 +11,8 @@
 //   args.json                  the options and what they resolved to (data root, device)
 //   split/{train,validation,test}.csv, split.txt
 //   summary.csv                epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr
-//   curves.svg                 the study's five panels: train loss, val loss, train acc., val acc., epoch time
+//   curves.svg, curves.png     the study's five panels: train loss, val loss, train acc., val acc., epoch time
+//   tensorboard/events.out.tfevents.<start>.mura-engine   the summary.csv scalars per epoch (TensorBoard)
 //   checkpoints/last.safetensors, best.safetensors (lowest val loss), epoch_NNN.safetensors
 //   test/metrics.json, report.md, predictions_images.csv, predictions_studies.csv
 // A checkpoint holds "model.<name>" (parameters and BN statistics), "optim.<name>" (Adam's moments) and
@@ -28,6 +29,8 @@
 #include "data/loader.h"
 #include "experiment/flags.h"
 #include "experiment/metrics.h"
+#include "experiment/svg.h"
+#include "experiment/tensorboard.h"
 #include "nets/net.h"
 
 namespace experiment {
@@ -35,7 +38,7 @@ namespace experiment {
 struct TrainOptions {
   std::string arch = "densenet201";
   std::string data;     // a MURA-v1.1 root; "" = the synthetic set
-  std::string synthetic_dir;  // "" = ${XDG_CACHE_HOME:-~/.cache}/mura-engine/synthetic-v1-p<patients>
+  std::string synthetic_dir;  // "" = ${XDG_CACHE_HOME:-~/.cache}/mura-engine/synthetic-v2-p<patients>
   int synthetic_patients = 56;  // train patients of the synthetic set (valid: a quarter of it)
   std::string weights;  // converted ImageNet safetensors; "" = random init
   std::string protocol = "seed";
@@ -81,6 +84,7 @@ struct TrainResult {
   EvaluationResult test;
   bool tested = false;
   std::string out;
+  int64_t train_images = 0, validation_images = 0, test_images = 0;  // the split's sizes
 };
 
 // The whole run. Throws engine::Error with an actionable message on bad input.
@@ -119,10 +123,15 @@ EvaluationResult predict_entries(nets::Net& net, const std::string& root, const 
 data::LoaderOptions eval_loader_options(const std::map<std::string, std::string>& metadata, int64_t batch_size,
                                         int workers);
 
-// summary.csv text and the five-panel SVG of the epoch rows.
+// summary.csv text; the study's five charts of the epoch rows (train loss, val loss, train accuracy, val
+// accuracy, epoch time), which curves.svg and curves.png both draw; the SVG of them in one row.
 std::string summary_csv(const std::vector<EpochRow>& rows);
 std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::string& source);
+std::vector<Chart> curves_charts(const std::vector<EpochRow>& rows);
 std::string curves_svg(const std::vector<EpochRow>& rows, const std::string& title);
+// The rows as TensorBoard scalars, step = epoch, at the end of each epoch (the sum of epoch times so
+// far): train/loss, train/accuracy, val/loss, val/accuracy, time/epoch_seconds, time/images_per_s, lr.
+std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows);
 
 // Progress: a bar redrawn in place on a terminal, periodic plain lines otherwise (stderr).
 class Progress {
@@ -137,6 +146,7 @@ class Progress {
   bool quiet_, tty_;
   double start_, last_print_ = -1;
 };
-double now_seconds();
+double now_seconds();         // a steady clock, for durations
+double wall_clock_seconds();  // seconds since 1970 (the system clock)
 
 }  // namespace experiment

@@ -14,5 +14,9 @@ engine_build "$BUILD_DIR"
 if [ "${ENGINE_SKIP_GOLDEN:-0}" != "1" ]; then
   scripts/golden.sh "$BUILD_DIR/golden"
   export ENGINE_GOLDEN_DIR="$(cd "$BUILD_DIR/golden" && pwd)"
+  # The venv's python (it has tensorboard): the TensorBoard event files are read back by TensorBoard itself.
+  source scripts/lib/python_env.sh
+  engine_python_env
+  export ENGINE_PYTHON
 fi
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" "$@"

@@ -10,7 +10,8 @@
 #   - A venv at ${ENGINE_VENV:-.venv} made with `/usr/bin/python3 -m venv --system-site-packages`, so that
 #     it sees Debian's torch/numpy, with pip packages pinned below: timm (Inception-ResNet-v2 in PyTorch;
 #     0.9.x is the last series that supports torch 1.13), keras 3 with the JAX CPU backend (Keras's own
-#     DenseNet201 / InceptionResNetV2), safetensors. A constraints file pins numpy to Debian's version so
+#     DenseNet201 / InceptionResNetV2), safetensors; tensorboard (reads back the apps' event files in
+#     tests/cpu/test_experiment_charts.cpp). A constraints file pins numpy to Debian's version so
 #     pip never replaces the numpy that Debian's torch was built against.
 #   - A stamp file in the venv records the pins it was built with: a second call checks the Debian
 #     packages (dpkg-query, no network) and the stamp, prints nothing and takes well under a second.
@@ -33,6 +34,8 @@ ENGINE_PYTHON_PIP_PACKAGES=(
   ml_dtypes==0.5.4
   h5py==3.12.1
   scipy==1.15.3
+  tensorboard==2.19.0
+  protobuf==5.29.5
 )
 # Debian's versions, which pip must keep (the egg-info of Debian's packages makes them visible to pip).
 ENGINE_PYTHON_PIP_CONSTRAINTS=(numpy==1.24.2)
@@ -82,7 +85,7 @@ engine_python_env() {
   }
   # Prove the environment works before stamping it: every package imports and the versions are ours.
   KERAS_BACKEND=jax "$venv/bin/python" - <<'EOF' || { echo "error: the venv $venv does not import" >&2; return 1; }
-import numpy, h5py, torch, torchvision, timm, safetensors, jax, keras
+import numpy, h5py, torch, torchvision, timm, safetensors, jax, keras, tensorboard
 assert keras.backend.backend() == "jax", keras.backend.backend()
 assert numpy.__version__.startswith("1.24"), numpy.__version__
 assert torch.__version__.startswith("1.13"), torch.__version__
