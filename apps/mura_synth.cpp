@@ -14,7 +14,8 @@ namespace {
 void usage() {
   std::printf(
       "usage: mura_synth --out DIR [--seed N] [--train-patients N] [--valid-patients N] [--min-side PX]\n"
-      "                  [--max-side PX] [--abnormal-fraction X] [--quirks] [--truncated N] [--threads N]\n"
+      "                  [--max-side PX] [--abnormal-fraction X] [--fracture-scale X] [--swelling X]\n"
+      "                  [--quirks] [--truncated N] [--threads N]\n"
       "Writes DIR/MURA-v1.1/ shaped like MURA-v1.1: train/ and valid/ folders of grayscale PNGs (some RGB\n"
       "or 16-bit), the four CSVs and defect_boxes.csv. --quirks adds macOS ._* sidecars, a .DS_Store and\n"
       "CRLF line ends; --truncated N cuts N train images short (unreadable files). Defaults: seed 0,\n"
@@ -48,6 +49,8 @@ int main(int argc, char** argv) {
     else if (flag == "--min-side") options.min_side = std::atoi(value);
     else if (flag == "--max-side") options.max_side = std::atoi(value);
     else if (flag == "--abnormal-fraction") options.abnormal_fraction = std::strtod(value, nullptr);
+    else if (flag == "--fracture-scale") options.fracture_scale = std::strtod(value, nullptr);
+    else if (flag == "--swelling") options.swelling = std::strtod(value, nullptr);
     else if (flag == "--truncated") options.truncated_images = std::atoi(value);
     else if (flag == "--threads") options.threads = std::atoi(value);
     else {

@@ -73,6 +73,7 @@ struct Fracture {
   float width = 0.01f;   // crack width, as a fraction of the image's shorter side
   float shift = 0;       // displacement of the far fragment, in bone radii
   std::array<float, 7> jag{};  // lateral offsets of the crack polyline, in crack widths
+  float swelling = 0;    // soft-tissue swelling around the crack, as a fraction of the tissue's level
 };
 
 struct Anatomy {
@@ -169,7 +170,7 @@ Anatomy make_anatomy(BodyPart part, engine::Generator& gen) {
   return an;
 }
 
-void plan_fracture(Anatomy& an, engine::Generator& gen) {
+void plan_fracture(Anatomy& an, engine::Generator& gen, float scale, float swelling) {
   std::vector<int> long_bones;
   for (size_t i = 0; i < an.bones.size(); ++i) {
     const Capsule& c = an.bones[i];
@@ -180,9 +181,10 @@ void plan_fracture(Anatomy& an, engine::Generator& gen) {
   f.bone = long_bones[gen.below(long_bones.size())];
   f.t = gen.uniform(0.3f, 0.7f);
   f.angle = gen.uniform(-0.6f, 0.6f);
-  f.width = gen.uniform(0.008f, 0.016f);
-  f.shift = gen.uniform(0.0f, 0.35f);
+  f.width = scale * gen.uniform(0.008f, 0.016f);
+  f.shift = scale * gen.uniform(0.0f, 0.35f);
   for (float& v : f.jag) v = gen.uniform(-0.6f, 0.6f);
+  f.swelling = swelling;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -308,6 +310,17 @@ Rendered render_view(const StudyPlan& study, const ViewPlan& view, uint64_t seed
       }
       crack.shift = (f.shift * r) * normal;
       draw_capsule(canvas, canvas.bone, a, b, r, level, true, &crack, box);
+      if (f.swelling > 0) {  // a soft Gaussian bulge of the soft tissue, centred on the crack
+        const float sigma = 2.0f * r, amplitude = f.swelling * tissue_level;
+        const int reach = static_cast<int>(std::ceil(3 * sigma));
+        for (int y = std::max(0, static_cast<int>(crack.centre.y) - reach);
+             y <= std::min(h - 1, static_cast<int>(crack.centre.y) + reach); ++y)
+          for (int x = std::max(0, static_cast<int>(crack.centre.x) - reach);
+               x <= std::min(w - 1, static_cast<int>(crack.centre.x) + reach); ++x) {
+            const float dx = x + 0.5f - crack.centre.x, dy = y + 0.5f - crack.centre.y;
+            canvas.tissue[static_cast<size_t>(y) * w + x] += amplitude * std::exp(-(dx * dx + dy * dy) / (2 * sigma * sigma));
+          }
+      }
     } else {
       draw_capsule(canvas, canvas.bone, a, b, r, level, true, nullptr, nullptr);
     }
@@ -394,6 +407,9 @@ SynthResult make_synthetic_mura(const std::string& out_dir, const SynthOptions& 
   ENGINE_CHECK(options.min_side >= 32 && options.max_side >= options.min_side && options.max_side <= 4096)
       << "synthetic MURA sides must satisfy 32 <= min_side <= max_side <= 4096";
   ENGINE_CHECK(options.abnormal_fraction >= 0 && options.abnormal_fraction <= 1) << "abnormal_fraction in [0, 1]";
+  ENGINE_CHECK(options.swelling >= 0 && options.swelling <= 10) << "swelling in [0, 10], got " << options.swelling;
+  ENGINE_CHECK(options.fracture_scale > 0 && options.fracture_scale <= 10)
+      << "fracture_scale in (0, 10], got " << options.fracture_scale;
   const std::string root = out_dir + "/MURA-v1.1";
   make_directories(root);
   engine::Generator plan(options.seed, kPlanStream);
@@ -436,7 +452,8 @@ SynthResult make_synthetic_mura(const std::string& out_dir, const SynthOptions& 
   for (StudyPlan& study : studies) {
     study.key += study.label ? "_positive" : "_negative";
     study.anatomy = make_anatomy(study.part, plan);
-    if (study.label) plan_fracture(study.anatomy, plan);
+    if (study.label)
+      plan_fracture(study.anatomy, plan, static_cast<float>(options.fracture_scale), static_cast<float>(options.swelling));
   }
   // Views.
   for (size_t s = 0; s < studies.size(); ++s) {

@@ -30,6 +30,12 @@ struct SynthOptions {
   int valid_patients = 14;
   int min_side = 200, max_side = 512;  // the longest side of an image is drawn from [min_side, max_side]
   double abnormal_fraction = 0.4;
+  // Scales the crack's width and the fragment's displacement: 1 = subtle (a crack 0.8-1.6% of the image's
+  // shorter side, a displacement up to 0.35 bone radii), larger = easier to see (tests of learning).
+  double fracture_scale = 1.0;
+  // Soft-tissue swelling around the crack (a Gaussian bulge, this fraction of the tissue's brightness; 0 =
+  // none): a coarse sign of the fracture that small nets at low resolution learn in a few epochs.
+  double swelling = 0.0;
   double light_background_fraction = 0.12;
   double rgb_fraction = 0.15;
   double sixteen_bit_fraction = 0.1;
