@@ -3,7 +3,8 @@
 
 # Build: compiler, CMake, Ninja; OpenBLAS (CPU GEMM); GoogleTest; stb_image (image decoding).
 # python3-sklearn: the independent check of our kappa/AUROC (tests/cpu/test_experiment_train.cpp).
-ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev python3-sklearn)
+# chromium: the headless browser that renders the HTML reports in their tests (tests/support/browser.h).
+ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev python3-sklearn chromium)
 
 engine_install_packages() {
   local missing=()
