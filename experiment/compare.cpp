@@ -155,8 +155,9 @@ std::string preamble(const Comparison& cmp) {
     if (it == cmp.options.weights.end() || it->second.empty()) random_init.insert(pretty_arch(a));
   }
   if (!random_init.empty()) {
-    o << " Random initialisation (no ImageNet weights) for:";
-    for (const std::string& a : random_init) o << " " << a;
+    o << " Random initialisation (no ImageNet weights) for ";
+    for (auto it = random_init.begin(); it != random_init.end(); ++it)
+      o << (it == random_init.begin() ? "" : ", ") << *it;
     o << ".";
   }
   o << "\n\nTime = the test split's wall time, decoding included (the study's \"time\" column). Accuracy and AUROC "
