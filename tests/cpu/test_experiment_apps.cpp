@@ -20,6 +20,7 @@
 #include "experiment/compare.h"
 #include "experiment/trainer.h"
 #include "support/browser.h"
+#include "support/temp_path.h"
 
 #ifndef ENGINE_APPS_DIR
 #error "ENGINE_APPS_DIR (the folder of the built apps) is set by tests/CMakeLists.txt"
@@ -30,11 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace experiment;
 
-std::string temp_path(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/experiment_apps_" + std::to_string(::getpid()) + "_" + name;
-  fs::remove_all(dir);
-  return dir;
-}
+std::string temp_path(const std::string& name) { return test_support::fresh_temp_path("experiment_apps", name); }
 
 struct Command {
   int status = -1;

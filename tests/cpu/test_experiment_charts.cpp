@@ -21,6 +21,7 @@
 #include "experiment/chart_png.h"
 #include "experiment/tensorboard.h"
 #include "experiment/trainer.h"
+#include "support/temp_path.h"
 
 namespace {
 
@@ -28,8 +29,7 @@ namespace fs = std::filesystem;
 using namespace experiment;
 
 std::string temp_dir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/experiment_charts_" + std::to_string(::getpid()) + "_" + name;
-  fs::remove_all(dir);
+  const std::string dir = test_support::fresh_temp_path("experiment_charts", name);
   fs::create_directories(dir);
   return dir;
 }

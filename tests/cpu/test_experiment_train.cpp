@@ -11,17 +11,14 @@
 #include "data/io_util.h"
 #include "engine/serialize.h"
 #include "experiment/trainer.h"
+#include "support/temp_path.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace experiment;
 
-std::string temp_dir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/experiment_train_" + std::to_string(::getpid()) + "_" + name;
-  fs::remove_all(dir);
-  return dir;
-}
+std::string temp_dir(const std::string& name) { return test_support::fresh_temp_path("experiment_train", name); }
 
 // One synthetic set for the whole binary (about 210 images, generated in 1-2 s).
 const std::string& synthetic_dir() {
