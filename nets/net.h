@@ -99,6 +99,8 @@ class Net : public engine::Module {
   engine::Tensor features(const engine::Tensor& images) const;
   // Logits, and every stage activation (stage_names()) into `stages`, "features" included.
   engine::Tensor forward_with_stages(const engine::Tensor& images, StageMap& stages) const;
+  // The head alone: logits [N, classes] of a feature map [N, h, w, C] (Grad-CAM differentiates it).
+  engine::Tensor run_head(const engine::Tensor& features) const;
 
   // One traced forward pass at input_size x input_size (batch 1, eval mode, no grad; the net's mode is
   // restored): a row per unit, in execution order, the head last.
@@ -127,7 +129,6 @@ class Net : public engine::Module {
 
  private:
   void check_images(const engine::Tensor& images) const;
-  engine::Tensor run_head(const engine::Tensor& features) const;
 
   std::string arch_;
   Head head_;
