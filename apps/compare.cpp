@@ -9,10 +9,15 @@
 #include <cstdio>
 #include <sstream>
 
+#include "data/io_util.h"
+
+#include "experiment/cam.h"
 #include "experiment/compare.h"
 #include "experiment/flags.h"
 
 namespace {
+
+using namespace experiment;
 
 template <typename T, typename Parse>
 std::vector<T> parse_list(const std::string& text, Parse parse) {
@@ -23,6 +28,38 @@ std::vector<T> parse_list(const std::string& text, Parse parse) {
   return items;
 }
 
+// Grad-CAM over a finished run's test split with the checkpoint its test used: the maps and gallery in
+// RUN/cam/, and the localisation scores where the true boxes are known (the synthetic set).
+RunLocalisation localise_with_gradcam(const std::string& run_dir, const TrainResult& result) {
+  (void)result;
+  CamInputs inputs;
+  inputs.split = run_dir + "/split";
+  inputs.list = "test";
+  CamOptions options;
+  options.method = "gradcam";
+  options.quiet = true;
+  options.top = 12;
+  const std::string ckpt = run_dir + "/checkpoints/" + json_string_field(data::read_file_text(run_dir + "/args.json"),
+                                                                          "test_checkpoint") + ".safetensors";
+  const CamSummary s = run_cam_batch(ckpt, inputs, run_dir + "/cam", options);
+  RunLocalisation l;
+  l.gallery = "cam/gallery.html";
+  if (s.boxed == 0 || s.methods.empty()) {
+    l.note = "no known boxes (maps only)";
+    return l;
+  }
+  const MethodScore& m = s.methods.front();
+  l.measured = true;
+  l.images = m.boxed;
+  l.pointing_game = m.pointing;
+  l.pointing_tolerant = m.pointing_tolerant;
+  l.mean_iou = m.mean_iou;
+  l.random_pointing_tolerant = s.chance.pointing_random_tolerant;
+  l.random_iou = s.chance.iou_random;
+  l.centre_pointing_tolerant = s.chance.pointing_centre_tolerant;
+  return l;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -31,7 +68,7 @@ int main(int argc, char** argv) {
   TrainOptions& base = options.base;
   std::string sizes_text = "100,3000,10000,0", protocols_text = "seed", archs_text = "densenet201,inception_resnet_v2",
               weights_densenet, weights_irv2;
-  bool quick = false;
+  bool quick = false, no_cam = false;
   FlagParser flags("compare",
                    "Runs the study's comparison: both nets at 100, 3,000 and 10,000 images and the whole set, then\n"
                    "writes results.md and results.html. Training flags are those of train_densenet (defaults: the\n"
@@ -59,6 +96,8 @@ int main(int argc, char** argv) {
   flags.add("--seed", &base.seed, "seed");
   flags.add("--workers", &base.workers, "data loader threads");
   flags.add_switch("--quiet", &base.quiet, "no progress display");
+  flags.add_switch("--no-cam", &no_cam, "skip the Grad-CAM pass over each run's test split (maps, gallery and, on "
+                                        "the synthetic set, the localisation scores; docs/cam.md)");
   try {
     if (!flags.parse(argc, argv)) return 0;
   } catch (const std::exception& e) {
@@ -85,6 +124,7 @@ int main(int argc, char** argv) {
     options.archs = parse_list<std::string>(archs_text, [](const std::string& s) { return s; });
     for (const std::string& arch : options.archs)
       options.weights[arch] = arch.rfind("densenet", 0) == 0 ? weights_densenet : weights_irv2;
+    if (!no_cam) options.localise = localise_with_gradcam;
     const Comparison cmp = run_comparison(options);
     std::fputs(comparison_markdown(cmp).c_str(), stdout);
     std::fprintf(stderr, "\nwrote %s/results.md and %s/results.html (runs in %s/runs/)\n", options.out.c_str(),

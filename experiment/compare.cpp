@@ -95,9 +95,9 @@ std::vector<Table> protocol_tables(const Comparison& cmp, const std::string& pro
                 "image accuracy", "image AUROC", "study accuracy", "study kappa", "study AUROC", "report"},
                {},
                {}};
-  Table where{"Where is the abnormality (Grad-CAM on the test split's abnormal images)",
-              {"images", "net", "abnormal images with a box", "pointing game", "random map", "mean IoU", "random map",
-               "gallery"},
+  Table where{"Where is the abnormality (Grad-CAM on the test split; docs/cam.md)",
+              {"images", "net", "images with a box", "pointing game", "within half a cell",
+               "random map (half cell)", "centre map (half cell)", "mean IoU", "random map IoU", "gallery"},
               {},
               {}};
   for (int64_t n : o.sizes)
@@ -128,15 +128,18 @@ std::vector<Table> protocol_tables(const Comparison& cmp, const std::string& pro
       const RunLocalisation& l = c->localisation;
       if (l.measured) {
         where.rows.push_back({size_label(n), pretty_arch(a), std::to_string(l.images), fmt(l.pointing_game, 3),
-                              fmt(l.random_pointing, 3), fmt(l.mean_iou, 3), fmt(l.random_iou, 3),
+                              fmt(l.pointing_tolerant, 3), fmt(l.random_pointing_tolerant, 3),
+                              fmt(l.centre_pointing_tolerant, 3), fmt(l.mean_iou, 3), fmt(l.random_iou, 3),
                               l.gallery.empty() ? "-" : "gallery"});
-        std::vector<std::string> wl(where.rows.back().size());
-        wl.back() = l.gallery;
-        where.links.push_back(wl);
-      } else if (!l.note.empty()) {
-        where.rows.push_back({size_label(n), pretty_arch(a), l.note, "-", "-", "-", "-", "-"});
-        where.links.push_back({});
+      } else if (!l.note.empty() || !l.gallery.empty()) {
+        where.rows.push_back({size_label(n), pretty_arch(a), l.note.empty() ? "-" : l.note, "-", "-", "-", "-", "-", "-",
+                              l.gallery.empty() ? "-" : "gallery"});
+      } else {
+        continue;
       }
+      std::vector<std::string> wl(where.rows.back().size());
+      wl.back() = l.gallery;
+      where.links.push_back(wl);
     }
   tables.push_back(beside);
   if (!where.rows.empty()) tables.push_back(where);

@@ -26,9 +26,10 @@ struct RunLocalisation {
   bool measured = false;
   int64_t images = 0;            // abnormal test images with a known box
   double pointing_game = 0;      // fraction whose map peak falls in the box
+  double pointing_tolerant = 0;  // ... within half a feature cell of the box
   double mean_iou = 0;           // mean IoU of the thresholded map's box with the true box
-  double random_pointing = 0;    // what a random map scores on the same images
-  double random_iou = 0;
+  double random_pointing_tolerant = 0, random_iou = 0;  // what a random map scores on the same images
+  double centre_pointing_tolerant = 0;                  // what "always the image's centre" scores
   std::string gallery;           // the gallery page, relative to the run folder ("" = none)
   std::string note;              // why it was not measured, when it was not
 };
