@@ -89,11 +89,13 @@ struct Args {
   std::string mode = "both", device = "auto", json;
   int warmup = 3, iters = 10, threads = 0;
   int64_t max_batch_cap = 4096;
+  bool memory_efficient = false;
 };
 
 struct Case {
   std::string arch;
   int64_t size = 0;
+  bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward
 };
 
 Args parse(int argc, char** argv) {
@@ -119,6 +121,8 @@ Args parse(int argc, char** argv) {
   flags.add("--device", &a.device, "auto | cpu | cuda | cuda:N", "D");
   flags.add("--threads", &a.threads, "CPU threads (0: OMP_NUM_THREADS or every core)");
   flags.add("--max-batch-cap", &a.max_batch_cap, "the largest batch the `max` search tries");
+  flags.add_switch("--memory-efficient", &a.memory_efficient,
+                   "DenseNet: BN+ReLU recomputed in backward (nets/densenet.h); the rows' note says so");
   flags.add("--json", &a.json, "also write the rows to this JSON file (atomically)", "FILE");
   if (!experiment::parse_flags_or_exit(flags, argc, argv)) std::exit(0);
   if (a.archs.empty() && a.cases.empty()) a.archs = {"densenet201", "inception_resnet_v2"};
@@ -151,6 +155,7 @@ std::vector<Case> make_cases(const Args& a) {
     if (a.sizes.empty()) cases.push_back({arch, nets::default_input_size(arch)});
     for (const std::string& s : a.sizes) cases.push_back({arch, experiment::parse_int("--input-size", s)});
   }
+  for (Case& c : cases) c.memory_efficient = a.memory_efficient && c.arch.rfind("densenet", 0) == 0;
   const auto& names = nets::arch_names();
   for (const Case& c : cases) {
     ENGINE_CHECK(std::find(names.begin(), names.end(), c.arch) != names.end())
@@ -257,7 +262,8 @@ struct Bench {
   Device device;
 
   Bench(const Case& c, const Device& d, bool train) : device(d) {
-    net = experiment::build_net(c.arch, nets::Head::flatten, nets::Flavor::keras, c.size, /*seed=*/1);
+    net = experiment::build_net(c.arch, nets::Head::flatten, nets::Flavor::keras, c.size, /*seed=*/1,
+                                c.memory_efficient);
     net->to(device);
     net->train(train);
     if (train) {
@@ -534,6 +540,7 @@ int main(int argc, char** argv) {
             row.batch_request = request;
             row.precision = precision;
             row.mode = mode;
+            if (c.memory_efficient && train && row.status == "ok") row.note = "memory-efficient dense blocks";
             print_row(row);
             rows.push_back(row);
             write_json(false);

@@ -60,6 +60,18 @@ class NoGradGuard {
  private:
   bool previous_;
 };
+// Grad mode on inside, whatever it was outside: engine/checkpoint.cpp recomputes a region with recording
+// on from inside the backward walk (where grad mode is off).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
 
 // True when an op on these inputs should record a node.
 bool needs_grad(const std::vector<Tensor>& inputs);

@@ -3,6 +3,7 @@
 
 #include <malloc.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -10,6 +11,7 @@
 #include "engine/autograd.h"
 #include "engine/check.h"
 #include "engine/device.h"
+#include "engine/memory_stats.h"
 #ifdef ENGINE_WITH_CUDA
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/runtime.h"
@@ -57,6 +59,25 @@ const bool host_heap_reuses_large_blocks = [] {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   return true;
 }();
+
+// 64-byte aligned host blocks from plain malloc: the block starts at the first 64-byte boundary past
+// the pointer malloc returns (16 to 64 bytes in), and the byte just before it says how far. glibc's
+// aligned_alloc instead carves the alignment out of each block and leaves the fragment in its free
+// lists: with the ~5,000 allocations of a DenseNet-201 training step its searches through them cost
+// about 1.5% of the step, on the main thread while the others wait.
+void* host_allocate(size_t bytes) {
+  char* raw = static_cast<char*>(std::malloc(bytes + 64));
+  if (raw == nullptr) return nullptr;
+  char* block = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + 64) & ~uintptr_t(63));
+  block[-1] = static_cast<char>(block - raw);  // 1..64
+  return block;
+}
+
+void host_free(void* block) {
+  if (block == nullptr) return;
+  char* b = static_cast<char*>(block);
+  std::free(b - static_cast<unsigned char>(b[-1]));
+}
 }  // namespace
 
 Storage::Storage(size_t nbytes, Device device, bool pinned) : nbytes_(nbytes), device_(device) {
@@ -71,8 +92,9 @@ Storage::Storage(size_t nbytes, Device device, bool pinned) : nbytes_(nbytes), d
 #endif
   if (device.is_cpu()) {
     const size_t rounded = (nbytes + 63) / 64 * 64;
-    data_ = rounded ? std::aligned_alloc(64, rounded) : nullptr;
+    data_ = rounded ? host_allocate(rounded) : nullptr;
     ENGINE_CHECK(data_ || rounded == 0) << "out of host memory allocating " << nbytes << " bytes";
+    note_host_allocation(nbytes);
   } else {
 #ifdef ENGINE_WITH_CUDA
     data_ = nbytes ? kernels::cuda::allocate(nbytes) : nullptr;  // the caching allocator
@@ -90,7 +112,8 @@ Storage::~Storage() {
   }
 #endif
   if (device_.is_cpu()) {
-    std::free(data_);
+    host_free(data_);
+    note_host_free(nbytes_);
   } else {
 #ifdef ENGINE_WITH_CUDA
     kernels::cuda::release(data_);

@@ -63,6 +63,7 @@ struct TrainOptions {
   bool resume = false;
   int64_t early_stopping = 0;  // epochs without a val-loss improvement before stopping; 0 = off
   bool deterministic = false;
+  bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward (nets/densenet.h)
   std::string test_checkpoint = "last";  // which weights the final test uses: last | best
   bool keep_epoch_checkpoints = true;
   bool quiet = false;  // no progress display
@@ -102,9 +103,10 @@ std::string resolve_data_root(const std::string& data, const std::string& synthe
 std::string default_synthetic_dir(int synthetic_patients);
 
 // Builds a net by arch name: the four of nets::make_net plus "densenet_tiny" (a DenseNet with blocks
-// [2, 2, 2, 2], growth 8, bottleneck 32, stem 16: for tests and quick demos only).
+// [2, 2, 2, 2], growth 8, bottleneck 32, stem 16: for tests and quick demos only). memory_efficient: the
+// DenseNets' recomputing mode (ignored by Inception-ResNet-v2).
 std::shared_ptr<nets::Net> build_net(const std::string& arch, nets::Head head, nets::Flavor flavor, int64_t input_size,
-                                     uint64_t seed);
+                                     uint64_t seed, bool memory_efficient = false);
 
 struct CheckpointInfo {
   std::map<std::string, std::string> metadata;

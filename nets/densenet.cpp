@@ -2,6 +2,9 @@
 #include "nets/densenet.h"
 
 #include <cmath>
+#include <functional>
+
+#include "engine/checkpoint.h"
 
 namespace nets {
 
@@ -43,11 +46,23 @@ std::shared_ptr<Conv2d> make_conv(int64_t in, int64_t out, int64_t kernel, const
   return std::make_shared<Conv2d>(Conv2dSpec{in, out, kernel, kernel, options, false}, gen);
 }
 
+// consumer(relu(norm(x))): z = relu(norm(x)) is what the consumer (a convolution, a pooling) keeps for its
+// backward. Memory-efficient: z's memory is given back as soon as the consumer has run and z is
+// recomputed in backward just before the consumer's backward needs it (engine::with_recomputed; the
+// running statistics of norm are updated once per step, as in the standard net).
+Tensor bn_relu_then(bool memory_efficient, const std::shared_ptr<BatchNorm>& norm, const Tensor& x,
+                    const std::function<Tensor(const Tensor&)>& consumer) {
+  if (!memory_efficient) return consumer(relu(norm->forward(x)));
+  return with_recomputed([norm](const std::vector<Tensor>& in) { return relu(norm->forward(in[0])); }, {x}, consumer,
+                         {norm->running_mean, norm->running_var});
+}
+
 }  // namespace
 
 // ---- Dense layer ----------------------------------------------------------------------------------
 
-DenseLayer::DenseLayer(int64_t in_channels, const DenseNetConfig& config, Generator& gen) {
+DenseLayer::DenseLayer(int64_t in_channels, const DenseNetConfig& config, Generator& gen)
+    : memory_efficient_(config.memory_efficient) {
   norm1_ = register_module("norm1", make_bn(in_channels, config));
   conv1_ = register_module("conv1", make_conv(in_channels, config.bottleneck, 1, Conv2dOptions::valid(), gen));
   norm2_ = register_module("norm2", make_bn(config.bottleneck, config));
@@ -55,8 +70,9 @@ DenseLayer::DenseLayer(int64_t in_channels, const DenseNetConfig& config, Genera
 }
 
 Tensor DenseLayer::forward(const Tensor& x, const Tensor& out) const {
-  Tensor h = conv1_->forward(relu(norm1_->forward(x)));   // [N, H, W, bottleneck]
-  return conv2_->forward(relu(norm2_->forward(h)), out);  // [N, H, W, growth]
+  // x [N, H, W, in] is a view of the block buffer; h [N, H, W, bottleneck].
+  const Tensor h = bn_relu_then(memory_efficient_, norm1_, x, [this](const Tensor& z) { return conv1_->forward(z); });
+  return bn_relu_then(memory_efficient_, norm2_, h, [this, &out](const Tensor& z) { return conv2_->forward(z, out); });
 }
 
 int64_t DenseLayer::macs_per_pixel() const {
@@ -78,6 +94,10 @@ DenseBlock::DenseBlock(int64_t in_channels, int64_t layers, const DenseNetConfig
     channels += config.growth;
   }
   out_channels_ = channels;
+}
+
+void DenseBlock::set_memory_efficient(bool on) {
+  for (const auto& layer : layers_) layer->set_memory_efficient(on);
 }
 
 Tensor DenseBlock::forward(const Tensor& x) const {
@@ -107,13 +127,14 @@ Tensor DenseBlock::forward(const Tensor& x) const {
 
 // ---- Transition -----------------------------------------------------------------------------------
 
-Transition::Transition(int64_t in_channels, int64_t out_channels, const DenseNetConfig& config, Generator& gen) {
+Transition::Transition(int64_t in_channels, int64_t out_channels, const DenseNetConfig& config, Generator& gen)
+    : memory_efficient_(config.memory_efficient) {
   norm_ = register_module("norm", make_bn(in_channels, config));
   conv_ = register_module("conv", make_conv(in_channels, out_channels, 1, Conv2dOptions::valid(), gen));
 }
 
 Tensor Transition::forward(const Tensor& x) const {
-  const Tensor c = conv_->forward(relu(norm_->forward(x)));
+  const Tensor c = bn_relu_then(memory_efficient_, norm_, x, [this](const Tensor& z) { return conv_->forward(z); });
   Tensor y = avg_pool2d(c, Pool2dOptions::square(2, 2), true);
   trace("", "transition: bn-relu-conv1x1-avgpool2x2/2", y, {this}, conv_macs(*conv_, c));
   return y;
@@ -121,7 +142,8 @@ Tensor Transition::forward(const Tensor& x) const {
 
 // ---- Features -------------------------------------------------------------------------------------
 
-DenseNetFeatures::DenseNetFeatures(const DenseNetConfig& config, Generator& gen) {
+DenseNetFeatures::DenseNetFeatures(const DenseNetConfig& config, Generator& gen)
+    : memory_efficient_(config.memory_efficient) {
   ENGINE_CHECK(!config.block_layers.empty() && config.growth > 0 && config.bottleneck > 0 &&
                config.stem_channels > 0 && config.compression > 0 && config.compression <= 1)
       << "DenseNet: invalid configuration (blocks, growth, bottleneck, stem channels > 0; compression in (0, 1])";
@@ -144,12 +166,20 @@ DenseNetFeatures::DenseNetFeatures(const DenseNetConfig& config, Generator& gen)
   out_channels_ = channels;
 }
 
+void DenseNetFeatures::set_memory_efficient(bool on) {
+  memory_efficient_ = on;
+  for (const auto& block : blocks_) block->set_memory_efficient(on);
+  for (const auto& transition : transitions_) transition->set_memory_efficient(on);
+}
+
 Tensor DenseNetFeatures::forward(const Tensor& images, StageMap* stages) const {
-  Tensor c0 = conv0_->forward(images);
-  Tensor x = relu(norm0_->forward(c0));
-  trace("conv0", "conv 7x7/2 + norm0 + relu", x, {conv0_.get(), norm0_.get()}, conv_macs(*conv0_, c0));
-  x = max_pool2d(x, Pool2dOptions::square(3, 2, 1));
-  trace("pool0", "max-pool 3x3/2 pad 1", x, {}, 0);
+  const Tensor c0 = conv0_->forward(images);
+  Tensor x = bn_relu_then(memory_efficient_, norm0_, c0, [this, &c0](const Tensor& a) {
+    trace("conv0", "conv 7x7/2 + norm0 + relu", a, {conv0_.get(), norm0_.get()}, conv_macs(*conv0_, c0));
+    Tensor p = max_pool2d(a, Pool2dOptions::square(3, 2, 1));
+    trace("pool0", "max-pool 3x3/2 pad 1", p, {}, 0);
+    return p;
+  });
   if (stages) (*stages)["stem"] = x;
   for (size_t b = 0; b < blocks_.size(); ++b) {
     x = blocks_[b]->forward(x);
@@ -170,6 +200,11 @@ DenseNet::DenseNet(const std::string& arch, const DenseNetConfig& config, Head h
       << arch << ": input size " << input_size << " is below the minimum " << min_input_size();
   features_ = register_module("features", std::make_shared<DenseNetFeatures>(config, gen));
   finish("classifier", features_->out_channels(), gen);
+}
+
+void DenseNet::set_memory_efficient(bool on) {
+  config_.memory_efficient = on;
+  features_->set_memory_efficient(on);
 }
 
 std::vector<std::string> DenseNet::stage_names() const {

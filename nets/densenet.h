@@ -15,6 +15,14 @@
 // linear in its depth. `block_buffers = false` builds the same net with ordinary copying concatenations
 // (the reference the tests compare against).
 //
+// Memory-efficient mode (`memory_efficient`, Pleiss et al. 2017): the output of every BN - ReLU (norm1
+// and norm2 of each dense layer, each transition's, the stem's) is what the convolution or pooling after
+// it keeps for backward: for norm1 a BN'd and ReLU'd copy of the whole concatenation, quadratic in the
+// depth of a block. Here those outputs live only while their consumer runs (engine::with_recomputed);
+// backward recomputes each just before its consumer's backward needs it (BN + ReLU again, no
+// convolution). Same values, gradients and BN statistics, bit for bit; the names and the module tree do
+// not change (docs/perf-notes.md, "Memory-efficient dense blocks", has the memory and the time).
+//
 // Names (torchvision): features.conv0.weight, features.norm0.{weight,bias,running_mean,running_var},
 // features.denseblock{B}.denselayer{L}.{norm1,conv1,norm2,conv2}.*, features.transition{T}.{norm,conv}.*,
 // features.norm5.*, classifier.{weight,bias}. Conv weights OHWI.
@@ -35,6 +43,9 @@ struct DenseNetConfig {
   double compression = 0.5;
   Flavor flavor = Flavor::keras;
   bool block_buffers = true;  // false: copying concatenations (reference for tests)
+  // Recompute the BN-ReLU outputs in backward instead of keeping them (see above); can also be switched
+  // on a built net with DenseNet::set_memory_efficient.
+  bool memory_efficient = false;
 
   static DenseNetConfig densenet121(Flavor flavor = Flavor::keras);
   static DenseNetConfig densenet169(Flavor flavor = Flavor::keras);
@@ -50,10 +61,12 @@ class DenseLayer : public Layer {
   engine::Tensor forward(const engine::Tensor& x, const engine::Tensor& out) const;
   // Multiply-accumulates per output pixel of the two convolutions.
   int64_t macs_per_pixel() const;
+  void set_memory_efficient(bool on) { memory_efficient_ = on; }
 
  private:
   std::shared_ptr<engine::BatchNorm> norm1_, norm2_;
   std::shared_ptr<engine::Conv2d> conv1_, conv2_;
+  bool memory_efficient_;
 };
 
 class DenseBlock : public Layer {
@@ -61,6 +74,7 @@ class DenseBlock : public Layer {
   DenseBlock(int64_t in_channels, int64_t layers, const DenseNetConfig& config, engine::Generator& gen);
   engine::Tensor forward(const engine::Tensor& x) const;  // [N, H, W, in] -> [N, H, W, out_channels()]
   int64_t out_channels() const { return out_channels_; }
+  void set_memory_efficient(bool on);
 
  private:
   std::vector<std::shared_ptr<DenseLayer>> layers_;
@@ -72,10 +86,12 @@ class Transition : public Layer {
  public:
   Transition(int64_t in_channels, int64_t out_channels, const DenseNetConfig& config, engine::Generator& gen);
   engine::Tensor forward(const engine::Tensor& x) const;  // [N, H, W, in] -> [N, H/2, W/2, out]
+  void set_memory_efficient(bool on) { memory_efficient_ = on; }
 
  private:
   std::shared_ptr<engine::BatchNorm> norm_;
   std::shared_ptr<engine::Conv2d> conv_;
+  bool memory_efficient_;
 };
 
 // The module "features": stem, blocks, transitions, norm5.
@@ -84,6 +100,7 @@ class DenseNetFeatures : public Layer {
   DenseNetFeatures(const DenseNetConfig& config, engine::Generator& gen);
   engine::Tensor forward(const engine::Tensor& images, StageMap* stages) const;
   int64_t out_channels() const { return out_channels_; }
+  void set_memory_efficient(bool on);
 
  private:
   std::shared_ptr<engine::Conv2d> conv0_;
@@ -91,6 +108,7 @@ class DenseNetFeatures : public Layer {
   std::vector<std::shared_ptr<DenseBlock>> blocks_;
   std::vector<std::shared_ptr<Transition>> transitions_;
   int64_t out_channels_ = 0;
+  bool memory_efficient_;
 };
 
 class DenseNet : public Net {
@@ -102,6 +120,8 @@ class DenseNet : public Net {
   int64_t min_input_size() const override { return 32; }
   std::pair<int64_t, int64_t> feature_grid(int64_t height, int64_t width) const override;
   const DenseNetConfig& config() const { return config_; }
+  // Switches memory-efficient mode (DenseNetConfig::memory_efficient) on or off for the next forward.
+  void set_memory_efficient(bool on);
 
  protected:
   engine::Tensor run_backbone(const engine::Tensor& images, StageMap* stages) const override;
