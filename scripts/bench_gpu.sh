@@ -17,7 +17,8 @@
 # Environment (overrides the profile): BENCH_CASES (arch@size,...), BENCH_BATCHES, BENCH_PRECISIONS,
 #   BENCH_MODE (train|infer|both), BENCH_WARMUP, BENCH_ITERS, BENCH_TORCH_VARIANTS,
 #   BENCH_TORCH_COMPILE_BATCHES (the batches torch.compile runs at; empty: all), BENCH_DEVICE,
-#   BENCH_THREADS, BENCH_TIMEOUT_S (per side, default 1800: a side cut short keeps the rows it finished),
+#   BENCH_THREADS, BENCH_OURS_ARGS (more flags for our bench, e.g. --memory-efficient: DenseNet's
+#   recomputing mode, which the memory target needs), BENCH_TIMEOUT_S (per side, default 1800: a side cut short keeps the rows it finished),
 #   BUILD_DIR (default build; configured here when it has no CMakeCache.txt, with CUDNN_ROOT if set),
 #   PYTHON (default: the first of python3, .venv/bin/python, /usr/bin/python3 that imports torch and
 #   torchvision, preferring one with a CUDA device and timm).
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --out=*) OUT_MD="${1#--out=}" ;;
     --skip-build) SKIP_BUILD=1 ;;
     --skip-torch) SKIP_TORCH=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "bench_gpu.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -125,7 +126,7 @@ fi
 echo "== ours: $BUILD_DIR/bench ($PROFILE profile, device $DEVICE)"
 timeout "$TIMEOUT_S" "$BUILD_DIR/bench" --cases "$CASES" --batch-sizes "$BATCHES" --precision "$PRECISIONS" \
     --mode "$MODE" --warmup "$WARMUP" --iters "$ITERS" --device "$DEVICE" ${THREADS:+--threads "$THREADS"} \
-    --json "$OURS_JSON" 2>&1 | tee "$OURS_LOG"
+    ${BENCH_OURS_ARGS:-} --json "$OURS_JSON" 2>&1 | tee "$OURS_LOG"
 ours_status=${PIPESTATUS[0]}
 
 torch_status=0
