@@ -1,7 +1,8 @@
 // The apps as a user runs them (the built executables): evaluate reproduces a run's own test report,
 // predict agrees with it image by image, compare writes results.md and a results.html that a real headless
-// browser renders with its tables and figures, bad inputs fail with a clear message and leave nothing
-// behind; and a non-finite loss stops training with a debug checkpoint while `last` is kept.
+// browser renders with its tables, figures and links to each run's report and Grad-CAM gallery; bad inputs
+// fail with a clear message and leave nothing behind; and a non-finite loss stops training with a debug
+// checkpoint while `last` is kept.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -212,11 +213,13 @@ TEST(CompareApp, WritesTheStudysTablesAndAPageABrowserRenders) {
   for (size_t p = page.dom.find("<table"); p != std::string::npos; p = page.dom.find("<table", p + 1)) ++tables;
   for (size_t p = page.dom.find("<svg"); p != std::string::npos; p = page.dom.find("<svg", p + 1)) ++svgs;
   for (size_t p = page.dom.find("<polyline"); p != std::string::npos; p = page.dom.find("<polyline", p + 1)) ++polylines;
-  EXPECT_EQ(tables, 3u);
+  EXPECT_EQ(tables, 4u);  // the study's two, ours beside them, Grad-CAM's localisation
   EXPECT_EQ(svgs, 8u);  // accuracy, kappa, time vs images; five training curves
   EXPECT_GE(polylines, 8u);
   EXPECT_NE(page.dom.find("<td>all</td>"), std::string::npos);
   EXPECT_NE(page.dom.find("href=\"runs/seed/densenet_tiny-n60/test/report.md\""), std::string::npos);
+  EXPECT_NE(page.dom.find("href=\"runs/seed/densenet_tiny-n60/cam/gallery.html\""), std::string::npos);
+  EXPECT_TRUE(fs::is_regular_file(out + "/runs/seed/densenet_tiny-n60/cam/gallery.html"));
   EXPECT_GT(ink_fraction(page.screenshot_png), 0.02) << page.screenshot_png;
   fs::remove_all(out);
 }
