@@ -3,6 +3,7 @@
 // fraction of the CPU's estimated peak. Issue 4 compares these numbers with PyTorch on the same CPU.
 //
 //   bench_nets_cpu [--threads N] [--batch N] [--reps N] [--quick] [--only densenet201|inception_resnet_v2]
+//                  [--pass forward|train|both]
 //
 // Work per image: the net's multiply-accumulates (from its summary); forward = 2 FLOP per MAC, forward +
 // backward = 6 (backward computes both the input and the weight gradients). The nets use the study's
@@ -32,6 +33,7 @@ struct Args {
   int reps = 3;
   bool quick = false;
   std::string only;
+  std::string pass = "both";
 };
 
 Args parse(int argc, char** argv) {
@@ -46,7 +48,13 @@ Args parse(int argc, char** argv) {
   flags.add("--reps", &a.reps, "timed repetitions (the median is reported)");
   flags.add_switch("--quick", &a.quick, "batch 1, 1 rep, smaller inputs (a smoke run)");
   flags.add("--only", &a.only, "densenet201 | inception_resnet_v2", "ARCH");
+  flags.add("--pass", &a.pass, "forward | train | both: which passes to time (one alone, e.g. under a profiler)",
+            "PASS");
   if (!experiment::parse_flags_or_exit(flags, argc, argv)) std::exit(0);
+  if (a.pass != "forward" && a.pass != "train" && a.pass != "both") {
+    std::fprintf(stderr, "error: --pass must be forward, train or both\n");
+    std::exit(2);
+  }
   if (a.threads < 1 || a.batch < 1 || a.reps < 1) {
     std::fprintf(stderr, "error: --threads, --batch and --reps must be >= 1\n");
     std::exit(2);
@@ -65,12 +73,51 @@ double peak_gflops_per_core(std::string& description) {
 }
 
 double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
+// The runs' range around their median, "-a%/+b%": the noise of the machine at the time.
+std::string spread(std::vector<double> v) {
+  const double m = median(v);
+  if (m <= 0) return "-";
+  std::sort(v.begin(), v.end());
+  char text[64];
+  std::snprintf(text, sizeof text, "-%.0f%%/+%.0f%%", 100 * (m - v.front()) / m, 100 * (v.back() - m) / m);
+  return text;
+}
+
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Processor time (user + system, all threads) of this process so far, in seconds.
+double cpu_seconds() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+// Wall-clock and processor seconds of each timed run. On a shared machine the processor time is the
+// steadier figure: it excludes the time other processes hold the cores (but not their effect on the
+// caches), and above wall x threads it shows what the threads burn waiting.
+struct Runs {
+  std::vector<double> wall, cpu;
+};
+
+// Runs `step` reps + 1 times; the first is a warm-up (kept when reps == 1).
+template <typename Step>
+Runs time_runs(int reps, Step step) {
+  Runs runs;
+  for (int r = 0; r < reps + 1; ++r) {
+    const double t0 = now(), c0 = cpu_seconds();
+    step();
+    const double t = now() - t0, c = cpu_seconds() - c0;
+    if (r > 0 || reps == 1) runs.wall.push_back(t), runs.cpu.push_back(c);
+  }
+  return runs;
 }
 
 struct Case {
@@ -99,8 +146,9 @@ int main(int argc, char** argv) {
     const int reps = args.quick ? 1 : args.reps;
 
     std::printf("batch %lld, median of %d, flatten head (the study's), f32\n\n", static_cast<long long>(batch), reps);
-    std::printf("%-20s %5s %8s | %12s %9s %6s | %12s %9s %6s\n", "net", "input", "GMAC/img", "fwd s/img",
-                "GFLOP/s", "peak", "fwd+bwd s/img", "GFLOP/s", "peak");
+    std::printf("%-20s %5s %8s | %12s %9s %6s | %12s %9s %6s | %s | %s\n", "net", "input", "GMAC/img", "fwd s/img",
+                "GFLOP/s", "peak", "fwd+bwd s/img", "GFLOP/s", "peak", "range fwd, fwd+bwd",
+                "CPU s/img fwd, fwd+bwd");
     for (const Case& c : cases) {
       if (!args.only.empty() && args.only != c.arch) continue;
       Generator gen(1), data(2);
@@ -115,32 +163,26 @@ int main(int argc, char** argv) {
 
       // Forward, eval, no grad.
       net->eval();
-      std::vector<double> forward;
-      for (int r = 0; r < reps + 1; ++r) {
+      const Runs forward = args.pass == "train" ? Runs{} : time_runs(reps, [&] {
         NoGradGuard no_grad;
-        const double t0 = now();
         Tensor logits = net->forward(images);
-        const double t = now() - t0;
-        if (r > 0 || reps == 1) forward.push_back(t);  // the first is a warm-up unless there is one rep
-      }
+      });
       // Forward + backward, train mode.
       net->train();
-      std::vector<double> train;
-      for (int r = 0; r < reps + 1; ++r) {
+      const Runs train = args.pass == "forward" ? Runs{} : time_runs(reps, [&] {
         net->zero_grad();
-        const double t0 = now();
         Tensor loss = bce_with_logits(net->forward(images), targets);
         loss.backward();
-        const double t = now() - t0;
-        if (r > 0 || reps == 1) train.push_back(t);
-      }
-      const double fwd = median(forward) / static_cast<double>(batch);
-      const double step = median(train) / static_cast<double>(batch);
+      });
+      // A pass left out (--pass) prints as zeros.
+      const double per_image = 1.0 / static_cast<double>(batch);
+      const double fwd = median(forward.wall) * per_image, step = median(train.wall) * per_image;
       const double gmac = static_cast<double>(macs) * 1e-9;
-      const double fwd_gflops = 2 * gmac / fwd, step_gflops = 6 * gmac / step;
-      std::printf("%-20s %5lld %8.2f | %12.3f %9.1f %5.0f%% | %12.3f %9.1f %5.0f%%\n", c.arch.c_str(),
-                  static_cast<long long>(c.size), gmac, fwd, fwd_gflops, 100 * fwd_gflops / peak, step, step_gflops,
-                  100 * step_gflops / peak);
+      const double fwd_gflops = fwd > 0 ? 2 * gmac / fwd : 0.0, step_gflops = step > 0 ? 6 * gmac / step : 0.0;
+      std::printf("%-20s %5lld %8.2f | %12.3f %9.1f %5.0f%% | %12.3f %9.1f %5.0f%% | %s %s | %.3f %.3f\n",
+                  c.arch.c_str(), static_cast<long long>(c.size), gmac, fwd, fwd_gflops, 100 * fwd_gflops / peak,
+                  step, step_gflops, 100 * step_gflops / peak, spread(forward.wall).c_str(),
+                  spread(train.wall).c_str(), median(forward.cpu) * per_image, median(train.cpu) * per_image);
       std::fflush(stdout);
     }
     struct rusage usage_info;

@@ -8,13 +8,19 @@
 // Reductions. Channels are the fastest index, so every pass walks rows outer, channels inner. The
 // rows are cut into blocks whose size depends on `rows` only (never on the thread count); each
 // block sums its rows into its own double-precision partial per channel, and the partials are then
-// added in block order. The result is therefore bit-identical for any number of threads and any
-// run. Statistics use two passes (mean, then the centred sum of squares), both in double.
+// added in block order (threaded over channels). The result is therefore bit-identical for any
+// number of threads and any run. The forward's statistics take one pass over x from memory: each
+// block's sum, then its centred sum of squares from cache, merged exactly as two passes would be
+// to double precision (channel_moments). Strided inputs (a channel prefix of DenseNet's block
+// buffer) are prefetched in software (row_prefetch.h).
 #include "kernels/batchnorm.h"
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
+
+#include "kernels/cpu/row_prefetch.h"
 
 namespace kernels::cpu {
 namespace {
@@ -37,93 +43,189 @@ RowBlocks row_blocks(int64_t rows) {
   return b;
 }
 
-// Adds the per-block partials [blocks, channels] in block order into out[channels].
-void reduce_blocks(const std::vector<double>& partials, int64_t blocks, int64_t channels,
-                   double* out) {
-  for (int64_t c = 0; c < channels; ++c) out[c] = 0.0;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const double* p = partials.data() + b * channels;
-    for (int64_t c = 0; c < channels; ++c) out[c] += p[c];
-  }
-}
+// Per-block partial sums: `parts` arrays of `channels` doubles per row block, [block][part][channel],
+// left uninitialised (each block zeroes its own, in its thread's cache).
+struct BlockPartials {
+  BlockPartials(int64_t blocks, int64_t parts, int64_t channels)
+      : stride(parts * channels), values(new double[static_cast<size_t>(blocks * parts * channels)]) {}
+  double* block(int64_t b) const { return values.get() + b * stride; }
+  int64_t stride;
+  std::unique_ptr<double[]> values;
+};
 
-// Per-channel sum of x over all rows, in double: out[c] = sum_r x[r, c].
-void channel_sums(int64_t rows, int64_t channels, const float* x, int64_t ldx, double* out) {
-  const RowBlocks blocks = row_blocks(rows);
-  std::vector<double> partials(static_cast<size_t>(blocks.count * channels), 0.0);
-#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
-  for (int64_t b = 0; b < blocks.count; ++b) {
-    double* acc = partials.data() + b * channels;
-    const int64_t end = std::min(rows, (b + 1) * blocks.size);
-    for (int64_t r = b * blocks.size; r < end; ++r) {
-      const float* xr = x + r * ldx;
-      for (int64_t c = 0; c < channels; ++c) acc[c] += xr[c];
+// The reductions' tasks: a row block, or where there are fewer than kFewBlocks blocks (wide, short
+// activations, e.g. 7x7 x 1920 at batch 4) a row block and up to kTaskChannels of its channels, so
+// that the threads get even shares. Channels are independent: the split changes no sum.
+constexpr int64_t kFewBlocks = 32;
+constexpr int64_t kTaskChannels = 256;
+
+int64_t channel_groups(const RowBlocks& blocks, int64_t channels) {
+  return blocks.count >= kFewBlocks ? 1 : (channels + kTaskChannels - 1) / kTaskChannels;
+}
+// Channels per task of the merges (each sums its channels over the blocks in block order).
+constexpr int64_t kMergeChannels = 64;
+
+// The team functions below run inside a parallel region (or on one thread outside one): each splits
+// its loop over the team with an orphaned `omp for`, whose implicit barrier ends it. A batch norm
+// pass is then one parallel region, its statistics and its rows: with passive waiting, each region
+// costs ~40 us of waking and joining the threads on our 2-core VMs.
+
+// Per-task partial moments for the mean and biased variance over all rows, in one pass over x from
+// memory. Each row block b (n_b rows) takes its sum S_b[c] and then, while its rows are still in
+// cache, its centred sum of squares Q_b[c] = sum_{r in b} (x[r, c] - S_b[c] / n_b)^2, in double.
+void block_moments(int64_t rows, int64_t channels, const float* x, int64_t ldx, const RowBlocks& blocks,
+                   int64_t groups, const BlockPartials& partials, const RowPrefetcher& prefetch_x) {
+  std::vector<double> block_mean(static_cast<size_t>(groups > 1 ? kTaskChannels : channels));
+#pragma omp for schedule(static)
+  for (int64_t task = 0; task < blocks.count * groups; ++task) {
+    const int64_t b = task / groups, c0 = (task % groups) * kTaskChannels;
+    const int64_t width = groups > 1 ? std::min(channels - c0, kTaskChannels) : channels;
+    double* sum = partials.block(b) + c0;
+    double* centred = sum + channels;
+    std::fill(sum, sum + width, 0.0);
+    std::fill(centred, centred + width, 0.0);
+    const int64_t begin = b * blocks.size, end = std::min(rows, begin + blocks.size);
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = x + r * ldx + c0;
+      prefetch_x(r, c0, c0 + width);
+      for (int64_t c = 0; c < width; ++c) sum[c] += xr[c];
     }
-  }
-  reduce_blocks(partials, blocks.count, channels, out);
-}
-
-// Per-channel centred sum of squares: out[c] = sum_r (x[r, c] - mean[c])^2, in double.
-void channel_centred_squares(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                             const double* mean, double* out) {
-  const RowBlocks blocks = row_blocks(rows);
-  std::vector<double> partials(static_cast<size_t>(blocks.count * channels), 0.0);
-#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
-  for (int64_t b = 0; b < blocks.count; ++b) {
-    double* acc = partials.data() + b * channels;
-    const int64_t end = std::min(rows, (b + 1) * blocks.size);
-    for (int64_t r = b * blocks.size; r < end; ++r) {
-      const float* xr = x + r * ldx;
-      for (int64_t c = 0; c < channels; ++c) {
-        const double d = static_cast<double>(xr[c]) - mean[c];
-        acc[c] += d * d;
+    const double inv_count = 1.0 / static_cast<double>(end - begin);
+    for (int64_t c = 0; c < width; ++c) block_mean[c] = sum[c] * inv_count;
+    const double* m = block_mean.data();
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = x + r * ldx + c0;
+      for (int64_t c = 0; c < width; ++c) {
+        const double d = static_cast<double>(xr[c]) - m[c];
+        centred[c] += d * d;
       }
     }
   }
-  reduce_blocks(partials, blocks.count, channels, out);
 }
 
-// Per-channel sums for the backward, in double:
+// The blocks' moments merged in block order (Chan et al.'s pairwise update, as stable as two passes
+// over all of x):  mean = sum_b S_b / M,   var = (1/M) sum_b (Q_b + n_b (S_b / n_b - mean)^2);
+// and their float forms, what y is computed from and backward sees: mean_f, invstd_f = 1/sqrt(var + eps).
+void merge_moments(int64_t rows, int64_t channels, const RowBlocks& blocks, const BlockPartials& partials,
+                   float eps, double* mean, double* var, float* mean_f, float* invstd_f) {
+  const double m_total = static_cast<double>(rows);
+#pragma omp for schedule(static)
+  for (int64_t c0 = 0; c0 < channels; c0 += kMergeChannels) {
+    const int64_t c1 = std::min(channels, c0 + kMergeChannels);
+    std::fill(mean + c0, mean + c1, 0.0);
+    std::fill(var + c0, var + c1, 0.0);
+    for (int64_t b = 0; b < blocks.count; ++b) {
+      const double* p = partials.block(b);
+      for (int64_t c = c0; c < c1; ++c) mean[c] += p[c];
+    }
+    for (int64_t c = c0; c < c1; ++c) mean[c] /= m_total;
+    for (int64_t b = 0; b < blocks.count; ++b) {
+      const double* p = partials.block(b);
+      const double n_b = static_cast<double>(std::min(rows, (b + 1) * blocks.size) - b * blocks.size);
+      for (int64_t c = c0; c < c1; ++c) {
+        const double shift = p[c] / n_b - mean[c];
+        var[c] += p[channels + c] + n_b * shift * shift;
+      }
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      var[c] /= m_total;
+      mean_f[c] = static_cast<float>(mean[c]);
+      invstd_f[c] = static_cast<float>(1.0 / std::sqrt(var[c] + static_cast<double>(eps)));
+    }
+  }
+}
+
+// Per-task partial sums for the backward, in double:
 //   sum_dy[c] = sum_r dy[r, c],  sum_dy_xhat[c] = sum_r dy[r, c] * (x[r, c] - mean[c]) * invstd[c]
-void channel_grad_sums(int64_t rows, int64_t channels, const float* x, int64_t ldx, const float* dy,
-                       int64_t ldy, const float* mean, const float* invstd, double* sum_dy,
-                       double* sum_dy_xhat) {
-  const RowBlocks blocks = row_blocks(rows);
-  // Layout of one block's partials: [sum_dy (channels), sum_dy_xhat (channels)].
-  std::vector<double> partials(static_cast<size_t>(blocks.count * 2 * channels), 0.0);
-#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
-  for (int64_t b = 0; b < blocks.count; ++b) {
-    double* acc_dy = partials.data() + b * 2 * channels;
+void block_grad_sums(int64_t rows, int64_t channels, const float* x, int64_t ldx, const float* dy,
+                     int64_t ldy, const float* mean, const float* invstd, const RowBlocks& blocks,
+                     int64_t groups, const BlockPartials& partials, const RowPrefetcher& prefetch_x,
+                     const RowPrefetcher& prefetch_dy) {
+#pragma omp for schedule(static)
+  for (int64_t task = 0; task < blocks.count * groups; ++task) {
+    const int64_t b = task / groups, c0 = (task % groups) * kTaskChannels;
+    const int64_t width = groups > 1 ? std::min(channels - c0, kTaskChannels) : channels;
+    double* acc_dy = partials.block(b) + c0;
     double* acc_dy_xhat = acc_dy + channels;
+    std::fill(acc_dy, acc_dy + width, 0.0);
+    std::fill(acc_dy_xhat, acc_dy_xhat + width, 0.0);
+    const float* mean_c = mean + c0;
+    const float* invstd_c = invstd + c0;
     const int64_t end = std::min(rows, (b + 1) * blocks.size);
     for (int64_t r = b * blocks.size; r < end; ++r) {
-      const float* xr = x + r * ldx;
-      const float* dyr = dy + r * ldy;
-      for (int64_t c = 0; c < channels; ++c) {
-        const float xhat = (xr[c] - mean[c]) * invstd[c];
+      const float* xr = x + r * ldx + c0;
+      const float* dyr = dy + r * ldy + c0;
+      prefetch_x(r, c0, c0 + width);
+      prefetch_dy(r, c0, c0 + width);
+      for (int64_t c = 0; c < width; ++c) {
+        const float xhat = (xr[c] - mean_c[c]) * invstd_c[c];
         acc_dy[c] += dyr[c];
         acc_dy_xhat[c] += static_cast<double>(dyr[c]) * xhat;
       }
     }
   }
-  std::fill(sum_dy, sum_dy + channels, 0.0);
-  std::fill(sum_dy_xhat, sum_dy_xhat + channels, 0.0);
-  for (int64_t b = 0; b < blocks.count; ++b) {
-    const double* p = partials.data() + b * 2 * channels;
-    for (int64_t c = 0; c < channels; ++c) {
-      sum_dy[c] += p[c];
-      sum_dy_xhat[c] += p[channels + c];
+}
+
+// The blocks' gradient sums added in block order. With `dx_terms` (backward training's dx), also
+// each channel's k_c = gamma_c * invstd_c, mean_dy_c = sum_dy_c / M and mean_dy_xhat_c in float, in the
+// same loop (a barrier less: each costs a wake-up under passive waiting).
+struct DxTerms {
+  const float* gamma;  // may be null
+  const float* invstd;
+  double rows;
+  float *k, *mean_dy, *mean_dy_xhat;
+};
+
+void merge_grad_sums(int64_t channels, const RowBlocks& blocks, const BlockPartials& partials,
+                     double* sum_dy, double* sum_dy_xhat, const DxTerms* dx_terms) {
+#pragma omp for schedule(static)
+  for (int64_t c0 = 0; c0 < channels; c0 += kMergeChannels) {
+    const int64_t c1 = std::min(channels, c0 + kMergeChannels);
+    std::fill(sum_dy + c0, sum_dy + c1, 0.0);
+    std::fill(sum_dy_xhat + c0, sum_dy_xhat + c1, 0.0);
+    for (int64_t b = 0; b < blocks.count; ++b) {
+      const double* p = partials.block(b);
+      for (int64_t c = c0; c < c1; ++c) {
+        sum_dy[c] += p[c];
+        sum_dy_xhat[c] += p[channels + c];
+      }
+    }
+    if (dx_terms == nullptr) continue;
+    const DxTerms& t = *dx_terms;
+    for (int64_t c = c0; c < c1; ++c) {
+      t.k[c] = (t.gamma ? t.gamma[c] : 1.0f) * t.invstd[c];
+      t.mean_dy[c] = static_cast<float>(sum_dy[c] / t.rows);
+      t.mean_dy_xhat[c] = static_cast<float>(sum_dy_xhat[c] / t.rows);
     }
   }
 }
 
-// y = gamma_c * (x - mean_c) * invstd_c + beta_c over all rows (gamma/beta may be null).
-void normalise(int64_t rows, int64_t channels, const float* x, int64_t ldx, const float* mean,
-               const float* invstd, const float* gamma, const float* beta, float* y, int64_t ldy) {
-#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
+// Per-channel gradient sums over all rows (a whole parallel region; batch_norm_backward_eval's).
+void channel_grad_sums(int64_t rows, int64_t channels, const float* x, int64_t ldx, const float* dy,
+                       int64_t ldy, const float* mean, const float* invstd, double* sum_dy,
+                       double* sum_dy_xhat) {
+  const RowBlocks blocks = row_blocks(rows);
+  const BlockPartials partials(blocks.count, 2, channels);  // [sum_dy, sum_dy_xhat] per block
+  const int64_t groups = channel_groups(blocks, channels);
+  const RowPrefetcher prefetch_x(x, rows, channels, ldx), prefetch_dy(dy, rows, channels, ldy);
+#pragma omp parallel if (rows * channels >= kParallelMinElements)
+  {
+    block_grad_sums(rows, channels, x, ldx, dy, ldy, mean, invstd, blocks, groups, partials, prefetch_x,
+                    prefetch_dy);
+    merge_grad_sums(channels, blocks, partials, sum_dy, sum_dy_xhat, nullptr);
+  }
+}
+
+// y = gamma_c * (x - mean_c) * invstd_c + beta_c over all rows (gamma/beta may be null). The last
+// loop of its region: no barrier of its own (the region's end waits for the team).
+void normalise_rows(int64_t rows, int64_t channels, const float* x, int64_t ldx, const float* mean,
+                    const float* invstd, const float* gamma, const float* beta, float* y, int64_t ldy,
+                    const RowPrefetcher& prefetch_x) {
+#pragma omp for schedule(static) nowait
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * ldx;
     float* yr = y + r * ldy;
+    prefetch_x(r);
     for (int64_t c = 0; c < channels; ++c) {
       const float xhat = (xr[c] - mean[c]) * invstd[c];
       yr[c] = (gamma ? gamma[c] : 1.0f) * xhat + (beta ? beta[c] : 0.0f);
@@ -150,21 +252,23 @@ void batch_norm_forward_training(int64_t rows, int64_t channels, const float* x,
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
   const double m = static_cast<double>(rows);
 
+  const RowBlocks blocks = row_blocks(rows);
+  const int64_t groups = channel_groups(blocks, channels);
+  const BlockPartials partials(blocks.count, 2, channels);  // [S_b, Q_b] per block
   std::vector<double> mean(static_cast<size_t>(channels));
-  std::vector<double> var(static_cast<size_t>(channels));
-  channel_sums(rows, channels, x, ldx, mean.data());
-  for (int64_t c = 0; c < channels; ++c) mean[c] /= m;
-  channel_centred_squares(rows, channels, x, ldx, mean.data(), var.data());
-  for (int64_t c = 0; c < channels; ++c) var[c] /= m;  // biased: the one used to normalise
-
+  std::vector<double> var(static_cast<size_t>(channels));  // biased: the one used to normalise
   // The float statistics are what backward sees; y is computed from exactly them.
   std::vector<float> mean_f(static_cast<size_t>(channels));
   std::vector<float> invstd_f(static_cast<size_t>(channels));
-  for (int64_t c = 0; c < channels; ++c) {
-    mean_f[c] = static_cast<float>(mean[c]);
-    invstd_f[c] = static_cast<float>(1.0 / std::sqrt(var[c] + static_cast<double>(eps)));
+  const RowPrefetcher prefetch_x(x, rows, channels, ldx);
+#pragma omp parallel if (rows * channels >= kParallelMinElements)
+  {
+    block_moments(rows, channels, x, ldx, blocks, groups, partials, prefetch_x);
+    merge_moments(rows, channels, blocks, partials, eps, mean.data(), var.data(), mean_f.data(),
+                  invstd_f.data());
+    normalise_rows(rows, channels, x, ldx, mean_f.data(), invstd_f.data(), gamma, beta, y, ldy,
+                   prefetch_x);
   }
-  normalise(rows, channels, x, ldx, mean_f.data(), invstd_f.data(), gamma, beta, y, ldy);
 
   if (saved_mean) std::copy(mean_f.begin(), mean_f.end(), saved_mean);
   if (saved_invstd) std::copy(invstd_f.begin(), invstd_f.end(), saved_invstd);
@@ -189,7 +293,9 @@ void batch_norm_forward_eval(int64_t rows, int64_t channels, const float* x, int
                              const float* running_var, float eps, float* y, int64_t ldy) {
   if (rows <= 0 || channels <= 0) return;
   const std::vector<float> invstd = eval_invstd(channels, running_var, eps);
-  normalise(rows, channels, x, ldx, running_mean, invstd.data(), gamma, beta, y, ldy);
+  const RowPrefetcher prefetch_x(x, rows, channels, ldx);
+#pragma omp parallel if (rows * channels >= kParallelMinElements)
+  normalise_rows(rows, channels, x, ldx, running_mean, invstd.data(), gamma, beta, y, ldy, prefetch_x);
 }
 
 void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
@@ -200,39 +306,44 @@ void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x
   if (rows <= 0 || channels <= 0) return;
   if (!dx && !dgamma && !dbeta) return;
 
-  // dx needs both sums, whatever dgamma/dbeta ask for.
+  // dx needs both sums, whatever dgamma/dbeta ask for. One parallel region: the sums, then
+  //   dx = k_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c),  k_c = gamma_c * invstd_c.
+  const RowBlocks blocks = row_blocks(rows);
+  const int64_t groups = channel_groups(blocks, channels);
+  const BlockPartials partials(blocks.count, 2, channels);  // [sum_dy, sum_dy_xhat] per block
   std::vector<double> sum_dy(static_cast<size_t>(channels));
   std::vector<double> sum_dy_xhat(static_cast<size_t>(channels));
-  channel_grad_sums(rows, channels, x, ldx, dy, ldy, saved_mean, saved_invstd, sum_dy.data(),
-                    sum_dy_xhat.data());
-
+  std::vector<float> k(static_cast<size_t>(channels));
+  std::vector<float> mean_dy(static_cast<size_t>(channels));
+  std::vector<float> mean_dy_xhat(static_cast<size_t>(channels));
+  const DxTerms terms{gamma, saved_invstd, static_cast<double>(rows), k.data(), mean_dy.data(),
+                      mean_dy_xhat.data()};
+  const RowPrefetcher prefetch_x(x, rows, channels, ldx), prefetch_dy(dy, rows, channels, ldy);
+#pragma omp parallel if (rows * channels >= kParallelMinElements)
+  {
+    block_grad_sums(rows, channels, x, ldx, dy, ldy, saved_mean, saved_invstd, blocks, groups, partials,
+                    prefetch_x, prefetch_dy);
+    merge_grad_sums(channels, blocks, partials, sum_dy.data(), sum_dy_xhat.data(), dx ? &terms : nullptr);
+    if (dx) {
+#pragma omp for schedule(static) nowait  // the region's end waits for the team
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * ldx;
+        const float* dyr = dy + r * ldy;
+        float* dxr = dx + r * ldx_grad;
+        prefetch_x(r);
+        prefetch_dy(r);
+        for (int64_t c = 0; c < channels; ++c) {
+          const float xhat = (xr[c] - saved_mean[c]) * saved_invstd[c];
+          const float g = k[c] * (dyr[c] - mean_dy[c] - xhat * mean_dy_xhat[c]);
+          dxr[c] = accumulate_dx ? dxr[c] + g : g;
+        }
+      }
+    }
+  }
   if (dbeta)
     for (int64_t c = 0; c < channels; ++c) dbeta[c] += static_cast<float>(sum_dy[c]);
   if (dgamma)
     for (int64_t c = 0; c < channels; ++c) dgamma[c] += static_cast<float>(sum_dy_xhat[c]);
-  if (!dx) return;
-
-  // dx = k_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c),  k_c = gamma_c * invstd_c
-  const double m = static_cast<double>(rows);
-  std::vector<float> k(static_cast<size_t>(channels));
-  std::vector<float> mean_dy(static_cast<size_t>(channels));
-  std::vector<float> mean_dy_xhat(static_cast<size_t>(channels));
-  for (int64_t c = 0; c < channels; ++c) {
-    k[c] = (gamma ? gamma[c] : 1.0f) * saved_invstd[c];
-    mean_dy[c] = static_cast<float>(sum_dy[c] / m);
-    mean_dy_xhat[c] = static_cast<float>(sum_dy_xhat[c] / m);
-  }
-#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * ldx;
-    const float* dyr = dy + r * ldy;
-    float* dxr = dx + r * ldx_grad;
-    for (int64_t c = 0; c < channels; ++c) {
-      const float xhat = (xr[c] - saved_mean[c]) * saved_invstd[c];
-      const float g = k[c] * (dyr[c] - mean_dy[c] - xhat * mean_dy_xhat[c]);
-      dxr[c] = accumulate_dx ? dxr[c] + g : g;
-    }
-  }
 }
 
 void batch_norm_backward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,

@@ -12,10 +12,20 @@
 // A 1x1 stride-1 unpadded convolution has patch == x, so each pass is a single GEMM on x itself.
 //
 // Patches are built for a range of output pixels at a time (a "chunk", which may span several
-// images or part of one) into a reused per-thread workspace, one GEMM per chunk. Chunk boundaries
-// depend only on the geometry, never on the thread count, and every parallel loop writes disjoint
-// elements, so results are the same run to run and for any number of threads.
+// images or part of one) into a reused per-thread workspace, one GEMM per chunk, each thread on its
+// own chunks: the patches a thread writes stay in its L2 until its own single-threaded GEMM reads
+// them, and a whole convolution is one parallel region (no barrier between im2col and GEMM).
+//   forward (and the stride-1 backward data, itself a convolution): the chunks split the output rows;
+//   backward filter: dW is a sum over the chunks, added in order; each thread owns a block of dW's
+//     columns (patch columns) and builds only those columns of each chunk's patches;
+//   strided backward data: the dpatch GEMM per chunk (threaded by gemm()) and a gather (col2im)
+//     threaded over input rows.
+// Chunks and column blocks depend on the geometry only, never on the thread count, and every parallel
+// loop writes disjoint elements and sums in a fixed order: every GEMM call and every sum is the same
+// run to run and for any number of threads, so are the results, bit for bit.
 #include "kernels/conv.h"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -26,14 +36,21 @@
 namespace kernels::cpu {
 namespace {
 
-// Upper bound of the im2col workspace (bytes). Small enough that a chunk's patches stay in the
-// caches between im2col and the GEMM that reads them (measured: 4 MiB chunks run the DenseNet 3x3
-// layers ~1.5x faster than 16-64 MiB ones on one core), large enough for tall GEMMs: a late
-// DenseNet 3x3 layer (7x7 output, K = 1152) puts 18 images into one GEMM.
-constexpr int64_t kWorkspaceBytes = int64_t(4) << 20;
+// Upper bound of a thread's im2col patches (bytes): a chunk's patches stay in the thread's L2
+// (1 MiB per core on the EPYCs we run on) between im2col and the GEMM that packs them. Measured on
+// DenseNet-201 training on one core: 1 MiB chunks took 10-20% less time than the 4 MiB ones shared
+// by the threads before (0.43-0.45 against 0.51-0.57 s per image).
+constexpr int64_t kWorkspaceBytes = int64_t(1) << 20;
+// The strided backward data's chunks (dpatch, then col2im) are shared by all threads: larger.
+constexpr int64_t kSharedWorkspaceBytes = int64_t(4) << 20;
 // A chunk never has fewer output pixels than this (unless the whole convolution has fewer), so even
 // very wide patches (7x7 kernels on many channels) make reasonably tall GEMMs.
 constexpr int64_t kMinChunkPixels = 256;
+// Chunks that split GEMM rows start at multiples of this (gemm()'s row blocks do too).
+constexpr int64_t kRowAlign = 16;
+// The number of forward chunks, and of backward-filter column blocks, is a multiple of this where the
+// size allows: the threads of our 2-core machines get equal shares.
+constexpr int64_t kChunkMultiple = 2;
 
 bool is_pointwise(const Conv2dGeometry& g) {
   return g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
@@ -42,11 +59,16 @@ bool is_pointwise(const Conv2dGeometry& g) {
 
 int64_t patch_cols(const Conv2dGeometry& g) { return g.kernel_h * g.kernel_w * g.in_c; }
 
-// Output pixels per chunk for patches of `cols` floats per pixel.
-int64_t chunk_pixels(int64_t total_pixels, int64_t cols) {
-  const int64_t by_budget = kWorkspaceBytes / (cols * int64_t(sizeof(float)));
+int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
+
+// Output pixels per chunk for patches of `cols` floats per pixel within `budget` bytes.
+int64_t chunk_pixels(int64_t total_pixels, int64_t cols, int64_t budget) {
+  const int64_t by_budget = budget / (cols * int64_t(sizeof(float)));
   return std::min(total_pixels, std::max(kMinChunkPixels, by_budget));
 }
+
+// Threads for a convolution's own parallel loops (1 inside another parallel region).
+int conv_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
 
 // Per-thread reused workspaces, grown on demand: slot 0 holds patches, slot 1 transposed weights.
 float* workspace(int slot, int64_t floats) {
@@ -60,39 +82,44 @@ float* workspace(int slot, int64_t floats) {
   return buffer.data();
 }
 
-// patch[p - first, :] for output pixels p in [first, first + count): [count, K] dense.
-void im2col(const Conv2dGeometry& g, const float* x, int64_t ldx, int64_t first, int64_t count,
-            float* patch) {
+// Columns [col_begin, col_end) of patch rows p - first for output pixels p in [first, first + count)
+// into patch ([count, col_end - col_begin] dense), on the calling thread.
+void im2col_rows(const Conv2dGeometry& g, const float* x, int64_t ldx, int64_t first, int64_t count,
+                 int64_t col_begin, int64_t col_end, float* patch) {
   const int64_t oh_count = g.out_h(), ow_count = g.out_w(), pixels_per_image = oh_count * ow_count;
-  const int64_t channels = g.in_c, cols = patch_cols(g), row_cols = g.kernel_w * channels;
+  const int64_t channels = g.in_c, width = col_end - col_begin, row_cols = g.kernel_w * channels;
   // A whole kernel row is one contiguous run of x when the input is dense.
   const bool dense_x = ldx == channels;
-#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < count; ++r) {
     const int64_t p = first + r;
     const int64_t n = p / pixels_per_image, oh = (p % pixels_per_image) / ow_count,
                   ow = p % ow_count;
     const int64_t ih0 = oh * g.stride_h - g.pad_top, iw0 = ow * g.stride_w - g.pad_left;
     const bool row_inside = iw0 >= 0 && iw0 + g.kernel_w <= g.in_w;
-    float* out = patch + r * cols;
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh, out += row_cols) {
+    float* out = patch + r * width - col_begin;  // out[col] for col in [col_begin, col_end)
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      // This kernel row's columns [run, run + row_cols), clipped to the wanted ones.
+      const int64_t run = kh * row_cols;
+      const int64_t lo = std::max(col_begin, run), hi = std::min(col_end, run + row_cols);
+      if (lo >= hi) continue;
       const int64_t ih = ih0 + kh;
       if (ih < 0 || ih >= g.in_h) {
-        std::memset(out, 0, size_t(row_cols) * sizeof(float));
+        std::memset(out + lo, 0, size_t(hi - lo) * sizeof(float));
         continue;
       }
       const float* x_row = x + ((n * g.in_h + ih) * g.in_w) * ldx;
       if (dense_x && row_inside) {
-        std::memcpy(out, x_row + iw0 * ldx, size_t(row_cols) * sizeof(float));
+        std::memcpy(out + lo, x_row + iw0 * ldx + (lo - run), size_t(hi - lo) * sizeof(float));
         continue;
       }
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      for (int64_t kw = (lo - run) / channels; kw * channels + run < hi; ++kw) {
+        const int64_t cell = run + kw * channels;  // the cell's columns [cell, cell + channels)
+        const int64_t c0 = std::max(lo, cell), c1 = std::min(hi, cell + channels);
         const int64_t iw = iw0 + kw;
-        float* cell = out + kw * channels;
         if (iw < 0 || iw >= g.in_w)
-          std::memset(cell, 0, size_t(channels) * sizeof(float));
+          std::memset(out + c0, 0, size_t(c1 - c0) * sizeof(float));
         else
-          std::memcpy(cell, x_row + iw * ldx, size_t(channels) * sizeof(float));
+          std::memcpy(out + c0, x_row + iw * ldx + (c0 - cell), size_t(c1 - c0) * sizeof(float));
       }
     }
   }
@@ -193,20 +220,44 @@ void bias_gradient(const float* dy, int64_t rows, int64_t channels, int64_t ldy,
   }
 }
 
-// y (+)= conv(x, w) + bias through im2col chunks: y[chunk, O] = patch[chunk, K] * W[O, K]^T.
+// How im2col_forward splits the output rows: `count` chunks of `size` rows (the last may be
+// shorter), `size` a multiple of kRowAlign, the count even where the rows allow (two threads get equal
+// shares). The split depends on the geometry only, so each GEMM call is the same for any thread count
+// (OpenBLAS rounds some small products differently from large ones: kernels/cpu/gemm.cpp).
+struct RowChunks {
+  int64_t size = 0, count = 0;
+};
+
+RowChunks row_chunks(int64_t pixels, int64_t cols) {
+  const int64_t largest = chunk_pixels(pixels, cols, kWorkspaceBytes);
+  const int64_t count = round_up((pixels + largest - 1) / largest, kChunkMultiple);
+  RowChunks c;
+  c.size = round_up((pixels + count - 1) / count, kRowAlign);
+  c.count = (pixels + c.size - 1) / c.size;
+  return c;
+}
+
+// y (+)= conv(x, w) + bias through im2col chunks: y[chunk, O] = patch[chunk, K] * W[O, K]^T, each
+// thread building its own chunks' patches and running their GEMMs single-threaded.
 // accumulate: add to y (used without a bias); else overwrite it.
 void im2col_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
                     const float* bias, float* y, int64_t ldy, bool accumulate) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
-  const int64_t cols = patch_cols(g), chunk = chunk_pixels(pixels, cols);
+  const int64_t cols = patch_cols(g);
+  const int threads = conv_threads();
+  const RowChunks chunks = row_chunks(pixels, cols);
   // With a bias, y starts as the bias and the GEMM adds to it.
   const float beta = bias != nullptr || accumulate ? 1.0f : 0.0f;
-  float* patch = workspace(0, chunk * cols);
-  for (int64_t first = 0; first < pixels; first += chunk) {
-    const int64_t count = std::min(chunk, pixels - first);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && chunks.count > 1)
+  for (int64_t chunk = 0; chunk < chunks.count; ++chunk) {
+    const int64_t first = chunk * chunks.size, count = std::min(chunks.size, pixels - first);
+    float* patch = workspace(0, count * cols);
     float* y_chunk = y + first * ldy;
-    im2col(g, x, ldx, first, count, patch);
-    if (bias != nullptr) fill_rows_with_bias(y_chunk, count, g.out_c, ldy, bias);
+    im2col_rows(g, x, ldx, first, count, 0, cols, patch);
+    if (bias != nullptr)
+      for (int64_t r = 0; r < count; ++r)
+        std::memcpy(y_chunk + r * ldy, bias, size_t(g.out_c) * sizeof(float));
+    // Inside the parallel loop gemm() runs on this thread alone; with one chunk it may thread.
     gemm(false, true, count, g.out_c, cols, 1.0f, patch, cols, w, cols, beta, y_chunk, ldy);
   }
 }
@@ -277,7 +328,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy,
   // zeroed just before the first chunk that adds into them (rows below zero_from are done); rows
   // that no window reads are zeroed on the way or at the end.
   int64_t zero_from = accumulate ? input_rows : 0;
-  const int64_t cols = patch_cols(g), chunk = chunk_pixels(pixels, cols);
+  const int64_t cols = patch_cols(g), chunk = chunk_pixels(pixels, cols, kSharedWorkspaceBytes);
   float* dpatch = pixels > 0 ? workspace(0, chunk * cols) : nullptr;
   for (int64_t first = 0; first < pixels; first += chunk) {
     const int64_t count = std::min(chunk, pixels - first);
@@ -307,14 +358,24 @@ void conv2d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx
          cols);
     return;
   }
-  const int64_t chunk = chunk_pixels(pixels, cols);
-  float* patch = workspace(0, chunk * cols);
-  for (int64_t first = 0; first < pixels; first += chunk) {
-    const int64_t count = std::min(chunk, pixels - first);
-    im2col(g, x, ldx, first, count, patch);
-    const float beta = (first == 0 && !accumulate) ? 0.0f : 1.0f;
-    gemm(true, false, g.out_c, cols, count, 1.0f, dy + first * ldy, ldy, patch, cols, beta, dw,
-         cols);
+  // Chunks fixed by the geometry (dW sums them in order), and so are dW's column blocks (each GEMM
+  // call is then the same for any thread count); a thread owns whole column blocks and builds only
+  // those columns of each chunk's patches.
+  const int64_t chunk = chunk_pixels(pixels, cols, kWorkspaceBytes);
+  const int threads = conv_threads();
+  const int64_t block = round_up((cols + kChunkMultiple - 1) / kChunkMultiple, kRowAlign);
+  const int64_t blocks = (cols + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && blocks > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t col_begin = b * block, width = std::min(cols, col_begin + block) - col_begin;
+    float* patch = workspace(0, std::min(chunk, pixels) * width);
+    for (int64_t first = 0; first < pixels; first += chunk) {
+      const int64_t count = std::min(chunk, pixels - first);
+      im2col_rows(g, x, ldx, first, count, col_begin, col_begin + width, patch);
+      const float beta = (first == 0 && !accumulate) ? 0.0f : 1.0f;
+      gemm(true, false, g.out_c, width, count, 1.0f, dy + first * ldy, ldy, patch, width, beta,
+           dw + col_begin, cols);
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace kernels::cpu {
@@ -17,17 +18,16 @@ namespace {
 // Below this many elements a loop runs on one thread (starting OpenMP would cost more).
 constexpr int64_t kParallelMinElements = 1 << 15;
 
-// Applies op(r, c) to every element, rows threaded.
-template <typename Op>
-void for_each_element(int64_t rows, int64_t cols, Op op) {
+// Calls row_op(r) for every row, rows threaded. Each kernel's row_op walks one row with plain pointers
+// in an `omp simd` loop: the columns of a row are independent (an in-place call reads and writes the
+// same element in one iteration), and the select-style bodies (relu's mask, the accumulate choice
+// hoisted out of the loop) compile to branch-free vector code. A per-element lambda with a branch on
+// random signs ran relu's backward scalar and mispredicted, at ~10x the time of its forward.
+template <typename RowOp>
+void for_each_row(int64_t rows, int64_t cols, RowOp row_op) {
   if (rows <= 0 || cols <= 0) return;
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinElements)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) op(r, c);
-}
-
-inline void store(float* dst, float value, bool accumulate) {
-  *dst = accumulate ? *dst + value : value;
+  for (int64_t r = 0; r < rows; ++r) row_op(r);
 }
 
 // Overflow-free logistic: exp is only ever taken of a non-positive number.
@@ -40,57 +40,108 @@ inline float stable_sigmoid(float x) {
 }  // namespace
 
 void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst) {
-  for_each_element(rows, cols, [=](int64_t r, int64_t c) { dst[r * ld_dst + c] = value; });
+  for_each_row(rows, cols, [=](int64_t r) {
+    float* d = dst + r * ld_dst;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) d[c] = value;
+  });
 }
 
 void copy(int64_t rows, int64_t cols, const float* src, int64_t ld_src, float* dst, int64_t ld_dst,
           bool accumulate) {
-  for_each_element(rows, cols, [=](int64_t r, int64_t c) {
-    store(dst + r * ld_dst + c, src[r * ld_src + c], accumulate);
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* s = src + r * ld_src;
+    float* d = dst + r * ld_dst;
+    if (accumulate) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) d[c] += s[c];
+    } else if (s != d) {
+      std::memcpy(d, s, size_t(cols) * sizeof(float));
+    }
   });
 }
 
 void add(int64_t rows, int64_t cols, const float* a, int64_t lda, const float* b, int64_t ldb,
          float* dst, int64_t ld_dst) {
-  for_each_element(rows, cols, [=](int64_t r, int64_t c) {
-    dst[r * ld_dst + c] = a[r * lda + c] + b[r * ldb + c];
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* ar = a + r * lda;
+    const float* br = b + r * ldb;
+    float* d = dst + r * ld_dst;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) d[c] = ar[c] + br[c];
   });
 }
 
 void scale(int64_t rows, int64_t cols, float alpha, const float* src, int64_t ld_src, float* dst,
            int64_t ld_dst, bool accumulate) {
-  for_each_element(rows, cols, [=](int64_t r, int64_t c) {
-    store(dst + r * ld_dst + c, alpha * src[r * ld_src + c], accumulate);
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* s = src + r * ld_src;
+    float* d = dst + r * ld_dst;
+    if (accumulate) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) d[c] += alpha * s[c];
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) d[c] = alpha * s[c];
+    }
   });
 }
 
 void relu_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
-  for_each_element(rows, cols, [=](int64_t r, int64_t c) {
-    const float v = x[r * ldx + c];
-    y[r * ldy + c] = v < 0.0f ? 0.0f : v;  // NaN stays NaN (as PyTorch), so a diverged run shows it
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* xr = x + r * ldx;
+    float* yr = y + r * ldy;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = xr[c];
+      yr[c] = v < 0.0f ? 0.0f : v;  // NaN stays NaN (as PyTorch), so a diverged run shows it
+    }
   });
 }
 
 void relu_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, const float* dy,
                    int64_t ld_dy, float* dx, int64_t ldx, bool accumulate) {
-  for_each_element(rows, cols, [=](int64_t r, int64_t c) {
-    const float g = y[r * ldy + c] > 0.0f ? dy[r * ld_dy + c] : 0.0f;
-    store(dx + r * ldx + c, g, accumulate);
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* yr = y + r * ldy;
+    const float* dyr = dy + r * ld_dy;
+    float* dxr = dx + r * ldx;
+    if (accumulate) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float g = dyr[c];  // read unconditionally: the select is then a mask, not a branch
+        dxr[c] += yr[c] > 0.0f ? g : 0.0f;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float g = dyr[c];
+        dxr[c] = yr[c] > 0.0f ? g : 0.0f;
+      }
+    }
   });
 }
 
 void sigmoid_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y,
                      int64_t ldy) {
-  for_each_element(rows, cols, [=](int64_t r, int64_t c) {
-    y[r * ldy + c] = stable_sigmoid(x[r * ldx + c]);
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* xr = x + r * ldx;
+    float* yr = y + r * ldy;
+    for (int64_t c = 0; c < cols; ++c) yr[c] = stable_sigmoid(xr[c]);
   });
 }
 
 void sigmoid_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, const float* dy,
                       int64_t ld_dy, float* dx, int64_t ldx, bool accumulate) {
-  for_each_element(rows, cols, [=](int64_t r, int64_t c) {
-    const float s = y[r * ldy + c];
-    store(dx + r * ldx + c, dy[r * ld_dy + c] * s * (1.0f - s), accumulate);
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* yr = y + r * ldy;
+    const float* dyr = dy + r * ld_dy;
+    float* dxr = dx + r * ldx;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) {
+      const float s = yr[c];
+      const float g = dyr[c] * s * (1.0f - s);
+      dxr[c] = accumulate ? dxr[c] + g : g;
+    }
   });
 }
 

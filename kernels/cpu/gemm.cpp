@@ -7,8 +7,9 @@
 // OpenMP's, the two pools' idle threads busy-wait against each other on 2 cores: measured A/B in
 // one process (conv forward + both backwards, 9 DenseNet/IRv2 shapes, batch 8, 2 threads, default
 // OMP_WAIT_POLICY): 400 ms with OpenBLAS threads, 205 ms with this split.
-// Every element of C is still computed by one sequential k loop, so results do not depend on the
-// thread count.
+// Every element of C is still computed by one sequential k loop, and no block is small enough to
+// switch OpenBLAS to its small-matrix kernels (split_block), so results do not depend on the thread
+// count.
 #include "kernels/gemm.h"
 
 #include <omp.h>
@@ -72,6 +73,25 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
 }
 #endif
 
+// OpenBLAS computes small products (m * n * k up to 1e6) with other kernels than large ones, and they
+// round differently: splitting a product's rows or columns changed bits in 186 of 4,520 shapes tried
+// (OpenBLAS 0.3.21), every time because a part fell into that range. So no part is ever smaller than
+// kMinPartMacs: a split product and the unsplit one use the same kernel, and the result does not
+// depend on the thread count.
+constexpr double kMinPartMacs = 2e6;
+
+// Rows (or columns) per part when `length` of them, each worth `macs_per_unit` multiply-adds, are
+// split over up to `threads` parts: a multiple of 16, every part (the last, shortest, included) at
+// least kMinPartMacs. Returns `length` (one part) when no split qualifies.
+int64_t split_block(int64_t length, double macs_per_unit, int threads) {
+  for (int64_t parts = threads; parts > 1; --parts) {
+    const int64_t block = ((length + parts - 1) / parts + 15) / 16 * 16;
+    const int64_t last = length - (length - 1) / block * block;
+    if (block < length && double(last) * macs_per_unit >= kMinPartMacs) return block;
+  }
+  return length;
+}
+
 }  // namespace
 
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -83,14 +103,14 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
+  const bool split_rows = m >= n;
+  const int64_t length = split_rows ? m : n;
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (threads == 1 || double(m) * double(n) * double(k) < 1e6) {
+  const int64_t block = split_block(length, double(m) * double(n) * double(k) / double(length), threads);
+  if (block >= length) {
     sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  const bool split_rows = m >= n;
-  const int64_t length = split_rows ? m : n;
-  const int64_t block = ((length + threads - 1) / threads + 15) / 16 * 16;  // multiple of 16
   const int64_t blocks = (length + block - 1) / block;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t p = 0; p < blocks; ++p) {
