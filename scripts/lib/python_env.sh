@@ -40,23 +40,12 @@ ENGINE_PYTHON_PIP_PACKAGES=(
 # Debian's versions, which pip must keep (the egg-info of Debian's packages makes them visible to pip).
 ENGINE_PYTHON_PIP_CONSTRAINTS=(numpy==1.24.2)
 
-engine__python_install_debian() {
-  local missing=()
-  local pkg
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "installing Debian packages: ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# engine_install_packages: the idempotent apt-get installer of the build's own dependencies.
+source "$(dirname "${BASH_SOURCE[0]}")/deps.sh"
 
 engine_python_env() {
   local venv="${ENGINE_VENV:-.venv}"
-  engine__python_install_debian "${ENGINE_PYTHON_DEBIAN_PACKAGES[@]}" || {
+  engine_install_packages "${ENGINE_PYTHON_DEBIAN_PACKAGES[@]}" || {
     echo "error: could not install ${ENGINE_PYTHON_DEBIAN_PACKAGES[*]} with apt-get" >&2
     return 1
   }
