@@ -10,6 +10,7 @@
 #include <queue>
 
 #include "data/image_write.h"
+#include "data/crc.h"
 #include "data/io_util.h"
 #include "engine/check.h"
 
@@ -35,22 +36,6 @@
 namespace data {
 namespace {
 
-uint32_t crc32_update(uint32_t crc, const uint8_t* p, size_t n) {
-  static uint32_t table[256] = {0};
-  static const bool ready = [] {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      table[i] = c;
-    }
-    return true;
-  }();
-  (void)ready;
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
-
 void put_u32(std::vector<uint8_t>& out, uint32_t v) {
   out.push_back(static_cast<uint8_t>(v >> 24));
   out.push_back(static_cast<uint8_t>(v >> 16));
@@ -63,7 +48,7 @@ void put_chunk(std::vector<uint8_t>& out, const char type[4], const uint8_t* dat
   const size_t start = out.size();
   out.insert(out.end(), type, type + 4);
   if (size) out.insert(out.end(), data, data + size);
-  put_u32(out, crc32_update(0, out.data() + start, size + 4));
+  put_u32(out, crc32(out.data() + start, size + 4));
 }
 
 // Bits into a byte vector, least significant first (deflate's order).

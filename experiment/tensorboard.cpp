@@ -11,12 +11,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
 
+#include "data/crc.h"
 #include "data/io_util.h"
 #include "engine/check.h"
 
@@ -25,19 +25,6 @@ namespace experiment {
 namespace fs = std::filesystem;
 
 namespace {
-
-const std::array<uint32_t, 256>& crc32c_table() {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  return table;
-}
 
 void put_le(std::string& out, uint64_t value, int bytes) {
   for (int i = 0; i < bytes; ++i) out += static_cast<char>((value >> (8 * i)) & 0xff);
@@ -132,16 +119,8 @@ int64_t start_of_event_file(const std::string& name) {
 
 }  // namespace
 
-uint32_t crc32c(const void* bytes, size_t size) {
-  const auto& table = crc32c_table();
-  const auto* p = static_cast<const uint8_t*>(bytes);
-  uint32_t crc = 0xFFFFFFFFu;
-  for (size_t i = 0; i < size; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-  return crc ^ 0xFFFFFFFFu;
-}
-
 uint32_t masked_crc32c(const void* bytes, size_t size) {
-  const uint32_t crc = crc32c(bytes, size);
+  const uint32_t crc = data::crc32c(bytes, size);
   return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
 }
 

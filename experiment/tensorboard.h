@@ -35,8 +35,7 @@ struct ScalarEvent {
   std::vector<std::pair<std::string, float>> values;  // tag ("train/loss"), value
 };
 
-// CRC-32C of `size` bytes, and its masked form as TFRecord stores it.
-uint32_t crc32c(const void* bytes, size_t size);
+// The masked CRC-32C (data/crc.h) of `size` bytes, as TFRecord stores it.
 uint32_t masked_crc32c(const void* bytes, size_t size);
 
 // One TFRecord around `payload`.

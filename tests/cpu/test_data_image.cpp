@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "data/crc.h"
 #include "data/image.h"
 #include "data/image_write.h"
 #include "data/io_util.h"
@@ -130,6 +131,14 @@ class TempDir : public ::testing::Test {
 
 // ---------------------------------------------------------------------------------------------------
 // Decoding files from an independent encoder
+
+// The PNG chunks' CRC-32: the standard check value, and continuation over pieces equals one pass.
+TEST(Crc, Crc32CheckValueAndContinuation) {
+  EXPECT_EQ(data::crc32("123456789", 9), 0xCBF43926u);
+  EXPECT_EQ(data::crc32("", 0), 0u);
+  EXPECT_EQ(data::crc32("6789", 4, data::crc32("12345", 5)), 0xCBF43926u);
+  EXPECT_EQ(data::crc32c("6789", 4, data::crc32c("12345", 5)), 0xE3069283u);
+}
 
 TEST(DecodePil, GrayKeepsOneChannel) {
   const data::Image im = decode(kPilGray);

@@ -18,6 +18,7 @@
 #include "data/image_write.h"
 #include "data/io_util.h"
 #include "engine/check.h"
+#include "data/crc.h"
 #include "experiment/chart_png.h"
 #include "experiment/tensorboard.h"
 #include "experiment/trainer.h"
@@ -261,19 +262,19 @@ TEST(ChartPng, TooSmallPanelsAndTooLargeImagesAreRefused) {
 
 TEST(TensorBoard, Crc32cKnownAnswers) {
   // The check value of CRC-32C and the iSCSI test vectors of RFC 3720, B.4.
-  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
-  EXPECT_EQ(crc32c("", 0), 0u);
+  EXPECT_EQ(data::crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(data::crc32c("", 0), 0u);
   uint8_t bytes[32];
   std::memset(bytes, 0, sizeof bytes);
-  EXPECT_EQ(crc32c(bytes, 32), 0x8A9136AAu);
+  EXPECT_EQ(data::crc32c(bytes, 32), 0x8A9136AAu);
   std::memset(bytes, 0xff, sizeof bytes);
-  EXPECT_EQ(crc32c(bytes, 32), 0x62A8AB43u);
+  EXPECT_EQ(data::crc32c(bytes, 32), 0x62A8AB43u);
   for (int i = 0; i < 32; ++i) bytes[i] = static_cast<uint8_t>(i);
-  EXPECT_EQ(crc32c(bytes, 32), 0x46DD794Eu);
+  EXPECT_EQ(data::crc32c(bytes, 32), 0x46DD794Eu);
   for (int i = 0; i < 32; ++i) bytes[i] = static_cast<uint8_t>(31 - i);
-  EXPECT_EQ(crc32c(bytes, 32), 0x113FDB5Cu);
+  EXPECT_EQ(data::crc32c(bytes, 32), 0x113FDB5Cu);
   // The mask: rotate right by 15, add 0xa282ead8.
-  const uint32_t crc = crc32c("123456789", 9);
+  const uint32_t crc = data::crc32c("123456789", 9);
   EXPECT_EQ(masked_crc32c("123456789", 9), ((crc >> 15) | (crc << 17)) + 0xa282ead8u);
 }
 
@@ -288,7 +289,7 @@ std::vector<std::string> read_records(const std::string& file) {
   std::vector<std::string> records;
   size_t at = 0;
   auto masked = [](const std::string& bytes) {
-    const uint32_t c = crc32c(bytes.data(), bytes.size());
+    const uint32_t c = data::crc32c(bytes.data(), bytes.size());
     return ((c >> 15) | (c << 17)) + 0xa282ead8u;
   };
   while (at < file.size()) {
