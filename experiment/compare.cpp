@@ -64,12 +64,11 @@ std::string html_table(const Table& t) {
   return o.str();
 }
 
-// A cell's figure, or a note when its run gave none.
-std::string cell_text(const CompareCell* c, const std::function<std::string(const CompareCell&)>& value) {
+// What stands in a cell instead of a test figure: "" when the run was tested, else why there is none.
+std::string missing_text(const CompareCell* c) {
   if (!c) return "-";
   if (c->result.nonfinite) return "stopped (non-finite loss)";
-  if (!c->result.tested) return "-";
-  return value(*c);
+  return c->result.tested ? "" : "-";
 }
 
 // The tables of one protocol: the study's two, ours beside them, and localisation if measured.
@@ -81,7 +80,11 @@ std::vector<Table> protocol_tables(const Comparison& cmp, const std::string& pro
     for (const std::string& a : o.archs) t.header.push_back(pretty_arch(a));
     for (int64_t n : o.sizes) {
       std::vector<std::string> row = {size_label(n)};
-      for (const std::string& a : o.archs) row.push_back(cell_text(cmp.find(a, protocol, n), value));
+      for (const std::string& a : o.archs) {
+        const CompareCell* c = cmp.find(a, protocol, n);
+        const std::string missing = missing_text(c);
+        row.push_back(missing.empty() ? value(*c) : missing);
+      }
       t.rows.push_back(row);
     }
     tables.push_back(t);
@@ -111,14 +114,11 @@ std::vector<Table> protocol_tables(const Comparison& cmp, const std::string& pro
                                       std::to_string(r.rows.size()), fmt(c->train_seconds, 1),
                                       r.rows.empty() ? "-" : fmt(r.rows.back().images_per_s, 1)};
       const auto& t = r.test;
-      for (const auto& f : std::vector<std::function<std::string(const CompareCell&)>>{
-               [&](const CompareCell&) { return fmt(t.images_per_second, 1); },
-               [&](const CompareCell&) { return fmt(t.overall.image.accuracy); },
-               [&](const CompareCell&) { return fmt(t.overall.image.auroc); },
-               [&](const CompareCell&) { return fmt(t.overall.study.accuracy); },
-               [&](const CompareCell&) { return fmt(t.overall.study.kappa); },
-               [&](const CompareCell&) { return fmt(t.overall.study.auroc); }})
-        row.push_back(cell_text(c, f));
+      const std::string missing = missing_text(c);
+      auto figure = [&](double value, int digits) { return missing.empty() ? fmt(value, digits) : missing; };
+      row.insert(row.end(), {figure(t.images_per_second, 1), figure(t.overall.image.accuracy, 4),
+                             figure(t.overall.image.auroc, 4), figure(t.overall.study.accuracy, 4),
+                             figure(t.overall.study.kappa, 4), figure(t.overall.study.auroc, 4)});
       row.push_back(r.tested ? "report.md" : "-");
       beside.rows.push_back(row);
       std::vector<std::string> links(row.size());
