@@ -14,7 +14,12 @@
 #   GTEST_SRC     a GoogleTest source tree, built first when given or when GoogleTest is not installed
 #                 (default third_party_cache/googletest, then /usr/src/googletest); or GTEST_ROOT, an
 #                 install prefix of it
-#   OPENBLAS_ROOT a prefix with include/cblas.h and lib/libopenblas.so when OpenBLAS is not installed
+#   OPENBLAS_ROOT a prefix with include/cblas.h and lib/libopenblas.so* (and its libgfortran.so.5 and
+#                 libquadmath.so.0 beside it, if the machine lacks them) when OpenBLAS is not installed
+#                 (default third_party_cache/openblas when it exists; else the built-in GEMM serves the
+#                 CPU reference, slower)
+#   STB_ROOT      a prefix with include/stb/stb_image.h when libstb-dev is not installed (default
+#                 third_party_cache/stb)
 #   CUDNN_ROOT    a prefix with include/cudnn.h and lib/libcudnn.so* when cuDNN is neither in the CUDA
 #                 toolkit nor in the system nor in a pip wheel (python -c 'import nvidia.cudnn')
 #   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default "90a-real;90-virtual"; "native" works on the GPU box)
@@ -23,7 +28,13 @@
 #   GPU_CHECK_SKIP_TORCH_BENCH=1  leaves out the comparison with PyTorch (scripts/bench_gpu.sh);
 #                 BENCH_GPU_ARGS replaces its --quick ("" = the full profile), BENCH_TIMEOUT_S bounds each
 #                 side (default here 240 s)
-# Options: --skip-sanitizer, --skip-bench (for a quick rerun; also leaves out the PyTorch comparison).
+#   GPU_CHECK_DEADLINE_S  a wall-clock budget for the whole check: steps are ordered by what they prove
+#                 (tests, kernel benchmark, memcheck, ours vs PyTorch, the ENGINE_CUDA_SYNC rerun) and each
+#                 is cut to the time left, or skipped (reported as such) when too little is left
+# Options: --skip-sanitizer, --skip-bench (for a quick rerun; also leaves out the PyTorch comparison);
+#   --quick: memcheck over the kernel-level binaries only (gpu_test_cuda_*), no ENGINE_CUDA_SYNC rerun,
+#   and the PyTorch comparison at batch 32 without torch.compile (BENCH_GPU_ARGS and the BENCH_*
+#   variables of scripts/bench_gpu.sh still override it).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -33,11 +44,13 @@ CUDA_ARCHS="${CUDA_ARCHS:-90a-real;90-virtual}"
 JOBS="${JOBS:-$(nproc)}"
 SKIP_SANITIZER=0
 SKIP_BENCH=0
+QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --skip-sanitizer) SKIP_SANITIZER=1 ;;
     --skip-bench) SKIP_BENCH=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -49,6 +62,17 @@ ENV_LOG="$OUT/environment.txt"
 
 FAILED=0
 declare -a SUMMARY_ROWS=()
+# Seconds left of GPU_CHECK_DEADLINE_S (a large number when there is none).
+CHECK_START=$SECONDS
+time_left() {
+  if [ -n "${GPU_CHECK_DEADLINE_S:-}" ]; then echo $(( GPU_CHECK_DEADLINE_S - (SECONDS - CHECK_START) ))
+  else echo 1000000; fi
+}
+# A step's time limit: the smaller of its own cap and the time left minus a reserve for what follows.
+step_limit() {  # cap, reserve
+  local left=$(( $(time_left) - $2 ))
+  if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
 row() {  # step, result, details
   SUMMARY_ROWS+=("| $1 | $2 | $3 |")
   printf '%-28s %-8s %s\n' "$1" "$2" "$3"
@@ -148,8 +172,19 @@ fi
 [ -z "$CUDNN_LIB" ] && { find_cudnn_in /usr/include /usr/lib/x86_64-linux-gnu /usr/lib64 || true; }
 CUDNN_WHEEL=""
 if [ -z "$CUDNN_LIB" ] && [ -n "$PYTHON" ]; then
-  CUDNN_WHEEL="$("$PYTHON" -c 'import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))' 2>/dev/null || true)"
+  # nvidia.cudnn is a namespace package in some wheels (no __file__): its __path__ says where it is.
+  CUDNN_WHEEL="$("$PYTHON" -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
   [ -n "$CUDNN_WHEEL" ] && { find_cudnn_in "$CUDNN_WHEEL/include" "$CUDNN_WHEEL/lib" || true; }
+  if [ -z "$CUDNN_LIB" ]; then  # another wheel layout: search the nvidia packages for the header and library
+    NVIDIA_DIR="$("$PYTHON" -c 'import nvidia as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
+    if [ -n "$NVIDIA_DIR" ]; then
+      header="$(find "$NVIDIA_DIR" -name cudnn.h 2>/dev/null | head -1)"
+      library="$(find "$NVIDIA_DIR" -name 'libcudnn.so*' 2>/dev/null | sort | head -1)"
+      if [ -n "$header" ] && [ -n "$library" ]; then
+        CUDNN_WHEEL="$NVIDIA_DIR"; CUDNN_INCLUDE="$(dirname "$header")"; CUDNN_LIB="$library"
+      fi
+    fi
+  fi
 fi
 if [ -n "$CUDNN_LIB" ]; then
   CUDNN_VERSION="$(grep -E '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' "$CUDNN_INCLUDE/cudnn_version.h" 2>/dev/null | awk '{print $3}' | paste -sd. -)"
@@ -195,21 +230,49 @@ else
   fi
 fi
 
-# OpenBLAS (the CPU reference's GEMM): the system, or OPENBLAS_ROOT.
+# OpenBLAS (the CPU reference's GEMM): the system, or OPENBLAS_ROOT (default third_party_cache/openblas
+# when the system has none).
 OPENBLAS_ARGS=()
+SYSTEM_OPENBLAS=0
+any_exists /usr/include/x86_64-linux-gnu/openblas*/cblas.h /usr/include/openblas/cblas.h /usr/include/cblas.h &&
+  SYSTEM_OPENBLAS=1
+if [ -z "${OPENBLAS_ROOT:-}" ] && [ "$SYSTEM_OPENBLAS" -eq 0 ] && [ -f third_party_cache/openblas/include/cblas.h ]; then
+  OPENBLAS_ROOT="$(pwd)/third_party_cache/openblas"
+fi
 if [ -n "${OPENBLAS_ROOT:-}" ]; then
   OPENBLAS_ARGS=(-DOPENBLAS_INCLUDE_DIR="$OPENBLAS_ROOT/include"
                  -DOPENBLAS_LIBRARY="$(ls "$OPENBLAS_ROOT"/lib*/libopenblas.so* 2>/dev/null | head -1)")
   note "OpenBLAS: OPENBLAS_ROOT=$OPENBLAS_ROOT"
-elif any_exists /usr/include/x86_64-linux-gnu/openblas*/cblas.h /usr/include/openblas/cblas.h /usr/include/cblas.h; then
+  # Its own dependencies (libgfortran, libquadmath) may have come beside it.
+  LD_LIBRARY_PATH="$OPENBLAS_ROOT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH
+elif [ "$SYSTEM_OPENBLAS" -eq 1 ]; then
   note "OpenBLAS: installed in the system"
 else
-  note "OpenBLAS: not found (install libopenblas-dev, or set OPENBLAS_ROOT to a prefix with include/cblas.h and lib/libopenblas.so)"
+  note "OpenBLAS: not found (install libopenblas-dev, or set OPENBLAS_ROOT to a prefix with include/cblas.h and lib/libopenblas.so); the CPU reference uses the built-in GEMM"
+fi
+
+# stb_image (header-only; the data library decodes with it): the system, or STB_ROOT.
+STB_ARGS=()
+if [ -f /usr/include/stb/stb_image.h ] && [ -z "${STB_ROOT:-}" ]; then
+  note "stb_image: installed in the system"
+else
+  STB_ROOT="${STB_ROOT:-$(pwd)/third_party_cache/stb}"
+  if [ -f "$STB_ROOT/include/stb/stb_image.h" ]; then
+    STB_ARGS=("-DSTB_ROOT=$STB_ROOT")
+    note "stb_image: STB_ROOT=$STB_ROOT"
+  else
+    note "stb_image: not found (install libstb-dev, or bring a prefix with include/stb/stb_image.h: STB_ROOT=...)"
+  fi
 fi
 
 # --- 2. Configure ------------------------------------------------------------------------------------
+# Warnings are errors on our build machines (one compiler); here another g++ may warn anew, and a new
+# warning must not hide what the GPU can tell us: ENGINE_WERROR=OFF unless the caller says otherwise
+# (build.log keeps the warnings).
 CMAKE_ARGS=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON
-            "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}")
+            "-DENGINE_WERROR=${ENGINE_WERROR:-OFF}"
+            "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}" "${STB_ARGS[@]}")
 [ -n "$NVCC" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$NVCC")
 if [ -n "$GTEST_PREFIX" ]; then
   CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$GTEST_PREFIX" "-DGTEST_ROOT=$GTEST_PREFIX")
@@ -246,13 +309,23 @@ if [ "$HAVE_GPU" -eq 0 ] && [ "${GPU_CHECK_ASSUME_GPU:-0}" != 1 ]; then
   row "GPU" "none" "nvidia-smi finds no device: nothing built or run"
   finish 2 "GPU check STOPPED: no GPU on this machine (the CUDA build configures; run this on a machine with an H100/H200)"
 fi
+if [ -z "$CUDNN_LIB" ]; then  # CMake may have found it where we did not look
+  CUDNN_LIB="$(grep -E '^CUDNN_LIBRARY:' "$BUILD_DIR/CMakeCache.txt" | cut -d= -f2- | grep -v NOTFOUND)"
+  if [ -n "$CUDNN_LIB" ]; then
+    note "cuDNN: found by CMake: $CUDNN_LIB"
+    LD_LIBRARY_PATH="$(dirname "$CUDNN_LIB")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LD_LIBRARY_PATH
+  fi
+fi
 [ -z "$CUDNN_LIB" ] && { fail "cuDNN" "not found (set CUDNN_ROOT)"; finish 1 "GPU check FAILED: cuDNN is missing"; }
 
 # --- 4. Build, test, sanitize, benchmark ------------------------------------------------------------------
 GPU_TARGETS=()
 for src in tests/gpu/test_*.cpp; do GPU_TARGETS+=("gpu_$(basename "$src" .cpp)"); done
-if cmake --build "$BUILD_DIR" -j"$JOBS" --target "${GPU_TARGETS[@]}" bench_gpu_kernels > "$OUT/build.log" 2>&1; then
-  row "build" "ok" "${#GPU_TARGETS[@]} GPU test binaries + bench_gpu_kernels"
+BENCH_TARGETS=(bench_gpu_kernels)
+[ "$SKIP_BENCH" -eq 0 ] && BENCH_TARGETS+=(bench)
+if cmake --build "$BUILD_DIR" -j"$JOBS" --target "${GPU_TARGETS[@]}" "${BENCH_TARGETS[@]}" > "$OUT/build.log" 2>&1; then
+  row "build" "ok" "${#GPU_TARGETS[@]} GPU test binaries + ${BENCH_TARGETS[*]}, $(grep -c 'warning:' "$OUT/build.log") warnings ($((SECONDS - CHECK_START)) s since the start)"
 else
   fail "build" "see build.log ($(grep -m1 -E 'error' "$OUT/build.log" | cut -c1-120))"
   finish 1 "GPU check FAILED: build"
@@ -263,12 +336,15 @@ fi
 CTEST_JOBS="${CTEST_JOBS:-4}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / CTEST_JOBS > 0 ? $(nproc) / CTEST_JOBS : 1 ))}"
 
+# Marks a step skipped for want of time under GPU_CHECK_DEADLINE_S (a failure: the check is incomplete).
+out_of_time() { FAILED=1; row "$1" "skipped" "out of time (GPU_CHECK_DEADLINE_S=$GPU_CHECK_DEADLINE_S)"; }
+
 # Runs ctest -L gpu; a skipped GPU test counts as a failure here (the binary saw no device).
-run_ctest() {  # name, log, environment assignments (VAR=value ...)
-  local name="$1" log="$2"
-  shift 2
-  env "$@" ctest --test-dir "$BUILD_DIR" -L gpu --output-on-failure -j"$CTEST_JOBS" --timeout 900 \
-      --output-junit "$OUT/${log%.log}.junit.xml" > "$OUT/$log" 2>&1
+run_ctest() {  # name, log, time limit (s), environment assignments (VAR=value ...)
+  local name="$1" log="$2" limit="$3"
+  shift 3
+  env "$@" timeout "$limit" ctest --test-dir "$BUILD_DIR" -L gpu --output-on-failure -j"$CTEST_JOBS" \
+      --timeout 900 --output-junit "$OUT/${log%.log}.junit.xml" > "$OUT/$log" 2>&1
   local status=$?
   local total passed failed skipped
   total="$(grep -oE 'out of [0-9]+' "$OUT/$log" | tail -1 | grep -oE '[0-9]+')"
@@ -277,10 +353,13 @@ run_ctest() {  # name, log, environment assignments (VAR=value ...)
   total="${total:-0}"; failed="${failed:-0}"
   passed=$((total - failed - skipped))
   local details="$passed passed, $failed failed, $skipped skipped of $total"
+  [ "$status" -eq 124 ] && details="cut off after $limit s; $details"
   if [ "$status" -eq 0 ] && [ "$skipped" -eq 0 ] && [ "$total" -gt 0 ]; then
     row "$name" "ok" "$details"
   else
     fail "$name" "$details (see $log)"
+    grep -E '^\s*[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess aborted|Exception)' "$OUT/$log" | head -20 |
+      sed 's/^/    /'
   fi
 }
 # Golden data for the GPU parity tests (tests/gpu/test_parity_gpu.cpp), exported by this machine's own
@@ -288,43 +367,23 @@ run_ctest() {  # name, log, environment assignments (VAR=value ...)
 # scripts/test.sh).
 GOLDEN_DIR="$BUILD_DIR/golden"
 GPU_GOLDEN_CASES="tv_densenet121,tv_densenet201,timm_irv2"
-if "${PYTHON:-python3}" -m weights_tools.export_golden --out "$GOLDEN_DIR" --cases "$GPU_GOLDEN_CASES" \
-    > "$OUT/golden.log" 2>&1; then
+if timeout "$(step_limit 300 120)" "${PYTHON:-python3}" -m weights_tools.export_golden --out "$GOLDEN_DIR" \
+    --cases "$GPU_GOLDEN_CASES" > "$OUT/golden.log" 2>&1; then
   row "golden data ($GPU_GOLDEN_CASES)" "ok" "exported by $("${PYTHON:-python3}" -c 'import torch; print("torch", torch.__version__)' 2>/dev/null)"
   export ENGINE_GOLDEN_DIR="$(cd "$GOLDEN_DIR" && pwd)"
 else
   fail "golden data ($GPU_GOLDEN_CASES)" "export failed (see golden.log); the GPU parity tests will skip"
 fi
 
-run_ctest "ctest -L gpu" "ctest_gpu.log"
-run_ctest "ctest -L gpu, ENGINE_CUDA_SYNC=1" "ctest_gpu_sync.log" ENGINE_CUDA_SYNC=1
+# 1. The tests.
+run_ctest "ctest -L gpu" "ctest_gpu.log" "$(step_limit 1800 30)"
 
-if [ "$SKIP_SANITIZER" -eq 1 ]; then
-  row "compute-sanitizer memcheck" "skipped" "--skip-sanitizer"
-elif [ -z "$SANITIZER" ]; then
-  fail "compute-sanitizer memcheck" "compute-sanitizer not found (it ships with the CUDA toolkit)"
-else
-  sanitizer_failures=0
-  for target in "${GPU_TARGETS[@]}"; do
-    binary="$BUILD_DIR/tests/$target"
-    log="sanitizer_$target.log"
-    # The death tests fault on purpose (in child processes): left out.
-    timeout 1800 "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
-        "$binary" --gtest_filter='-*DeathTest*' > "$OUT/$log" 2>&1
-    status=$?
-    errors="$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/$log" | tail -1 | grep -oE '[0-9]+')"
-    if [ "$status" -eq 0 ]; then
-      row "memcheck $target" "ok" "${errors:-0} errors"
-    else
-      sanitizer_failures=$((sanitizer_failures + 1))
-      fail "memcheck $target" "exit $status, ${errors:-?} errors (see $log)"
-    fi
-  done
-fi
-
+# 2. The kernel benchmark.
 if [ "$SKIP_BENCH" -eq 1 ]; then
   row "bench_gpu_kernels" "skipped" "--skip-bench"
-elif "$BUILD_DIR/bench_gpu_kernels" > "$OUT/bench.md" 2> "$OUT/bench.err"; then
+elif [ "$(time_left)" -lt 60 ]; then
+  out_of_time "bench_gpu_kernels"
+elif timeout "$(step_limit 600 20)" "$BUILD_DIR/bench_gpu_kernels" > "$OUT/bench.md" 2> "$OUT/bench.err"; then
   bench_rows=$(($(grep -c '^| ' "$OUT/bench.md") - 1))  # minus the header
   if [ "$bench_rows" -gt 0 ]; then
     row "bench_gpu_kernels" "ok" "$bench_rows rows (bench.md)"
@@ -333,31 +392,78 @@ elif "$BUILD_DIR/bench_gpu_kernels" > "$OUT/bench.md" 2> "$OUT/bench.err"; then
   fi
   cat "$OUT/bench.md"
 else
-  fail "bench_gpu_kernels" "see bench.err: $(head -c 200 "$OUT/bench.err")"
+  fail "bench_gpu_kernels" "exit $? (see bench.err): $(head -c 200 "$OUT/bench.err")"
 fi
 
-# Ours vs PyTorch on this GPU: training and inference throughput and peak memory of DenseNet-201 and
+# 3. compute-sanitizer memcheck over the GPU test binaries (--quick: the kernel-level ones).
+if [ "$SKIP_SANITIZER" -eq 1 ]; then
+  row "compute-sanitizer memcheck" "skipped" "--skip-sanitizer"
+elif [ -z "$SANITIZER" ]; then
+  fail "compute-sanitizer memcheck" "compute-sanitizer not found (it ships with the CUDA toolkit)"
+else
+  for target in "${GPU_TARGETS[@]}"; do
+    [ "$QUICK" -eq 1 ] && [[ "$target" != gpu_test_cuda_* ]] && continue
+    if [ "$(time_left)" -lt 45 ]; then out_of_time "memcheck $target"; continue; fi
+    binary="$BUILD_DIR/tests/$target"
+    log="sanitizer_$target.log"
+    # Left out: the death tests (they fault on purpose, in child processes) and the out-of-memory test
+    # (it asks cudaMalloc for 1 PiB on purpose, which memcheck reports as an API error).
+    limit="$(step_limit 1800 30)"
+    timeout "$limit" "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
+        "$binary" --gtest_filter='-*DeathTest*:*OutOfMemory*' > "$OUT/$log" 2>&1
+    status=$?
+    errors="$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/$log" | tail -1 | grep -oE '[0-9]+')"
+    if [ "$status" -eq 0 ]; then
+      row "memcheck $target" "ok" "${errors:-0} errors"
+    elif [ "$status" -eq 124 ]; then
+      fail "memcheck $target" "cut off after $limit s, ${errors:-no} errors so far (see $log)"
+    else
+      fail "memcheck $target" "exit $status, ${errors:-?} errors (see $log)"
+    fi
+  done
+fi
+
+# 4. Ours vs PyTorch on this GPU: training and inference throughput and peak memory of DenseNet-201 and
 # Inception-ResNet-v2 beside PyTorch eager and torch.compile, with the issue's targets (docs/benchmarks.md).
 # A missed target is a result, not a failure; PyTorch's side alone falling short (exit 3) is "partial".
 if [ "$SKIP_BENCH" -eq 1 ] || [ "${GPU_CHECK_SKIP_TORCH_BENCH:-0}" = 1 ]; then
   row "bench vs PyTorch" "skipped" "$([ "$SKIP_BENCH" -eq 1 ] && echo "--skip-bench" || echo "GPU_CHECK_SKIP_TORCH_BENCH=1")"
+elif [ "$(time_left)" -lt 90 ]; then
+  out_of_time "bench vs PyTorch"
 else
+  if [ "$QUICK" -eq 1 ]; then  # batch 32, eager only, unless the caller says otherwise
+    export BENCH_CASES="${BENCH_CASES:-densenet201@224,inception_resnet_v2@299}" BENCH_BATCHES="${BENCH_BATCHES:-32}" \
+           BENCH_TORCH_VARIANTS="${BENCH_TORCH_VARIANTS:-eager-f32,eager-bf16-cl}"
+  fi
+  side_limit="$(step_limit "${BENCH_TIMEOUT_S:-240}" 20)"
+  side_limit=$(( side_limit / 2 ))
   # shellcheck disable=SC2086  # BENCH_GPU_ARGS is a list of options
-  env ${PYTHON:+PYTHON="$PYTHON"} BUILD_DIR="$BUILD_DIR" BENCH_TIMEOUT_S="${BENCH_TIMEOUT_S:-240}" \
+  env ${PYTHON:+PYTHON="$PYTHON"} BUILD_DIR="$BUILD_DIR" BENCH_TIMEOUT_S="$side_limit" \
       scripts/bench_gpu.sh ${BENCH_GPU_ARGS---quick} --out "$OUT/bench_vs_torch.md" > "$OUT/bench_vs_torch.log" 2>&1
   status=$?
   met="$(grep -c '| met |' "$OUT/bench_vs_torch.md" 2>/dev/null)"
   missed="$(grep -c '| missed |' "$OUT/bench_vs_torch.md" 2>/dev/null)"
-  targets="targets: ${met:-0} met, ${missed:-0} missed (bench_vs_torch.md)"
+  targets="targets: ${met:-0} met, ${missed:-0} missed (bench_vs_torch.md; each side cut at $side_limit s)"
   case "$status" in
     0) row "bench vs PyTorch" "ok" "$targets" ;;
     3) row "bench vs PyTorch" "partial" "PyTorch's side incomplete (see bench_vs_torch.log); $targets" ;;
     *) fail "bench vs PyTorch" "exit $status (see bench_vs_torch.log): $(grep -m1 -E 'error|failed' "$OUT/bench_vs_torch.log" | cut -c1-120)" ;;
   esac
+  [ -s "$OUT/bench_vs_torch.md" ] && cat "$OUT/bench_vs_torch.md"
+fi
+
+# 5. The tests again with a synchronisation after every launch (an asynchronous fault is then named by
+# its own launch).
+if [ "$QUICK" -eq 1 ]; then
+  row "ctest -L gpu, ENGINE_CUDA_SYNC=1" "skipped" "--quick"
+elif [ "$(time_left)" -lt 60 ]; then
+  out_of_time "ctest -L gpu, ENGINE_CUDA_SYNC=1"
+else
+  run_ctest "ctest -L gpu, ENGINE_CUDA_SYNC=1" "ctest_gpu_sync.log" "$(step_limit 1800 10)" ENGINE_CUDA_SYNC=1
 fi
 
 if [ "$FAILED" -eq 0 ]; then
-  finish 0 "GPU check PASSED"
+  finish 0 "GPU check PASSED ($((SECONDS - CHECK_START)) s)"
 else
-  finish 1 "GPU check FAILED (see the rows marked FAIL)"
+  finish 1 "GPU check FAILED (see the rows marked FAIL or skipped; $((SECONDS - CHECK_START)) s)"
 fi
