@@ -379,11 +379,11 @@ void Tensor::set_data(const Tensor& source) const {
 
 bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
 
-Tensor& Tensor::set_requires_grad(bool requires) {
+Tensor& Tensor::set_requires_grad(bool enabled) {
   ENGINE_REQUIRE_DEFINED();
-  ENGINE_CHECK(!impl_->grad_fn || requires)
+  ENGINE_CHECK(!impl_->grad_fn || enabled)
       << "cannot clear requires_grad of a non-leaf tensor; use detach()";
-  impl_->requires_grad = requires;
+  impl_->requires_grad = enabled;
   return *this;
 }
 

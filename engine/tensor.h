@@ -96,7 +96,7 @@ class Tensor {
 
   // --- Autograd ---
   bool requires_grad() const;
-  Tensor& set_requires_grad(bool requires = true);
+  Tensor& set_requires_grad(bool enabled = true);
   bool is_leaf() const;  // no grad_fn: created by the user, not by a recorded op
   const std::shared_ptr<Node>& grad_fn() const;
   void set_grad_fn(std::shared_ptr<Node> node) const;
