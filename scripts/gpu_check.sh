@@ -50,7 +50,7 @@ for arg in "$@"; do
     --skip-sanitizer) SKIP_SANITIZER=1 ;;
     --skip-bench) SKIP_BENCH=1 ;;
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -68,10 +68,13 @@ time_left() {
   if [ -n "${GPU_CHECK_DEADLINE_S:-}" ]; then echo $(( GPU_CHECK_DEADLINE_S - (SECONDS - CHECK_START) ))
   else echo 1000000; fi
 }
-# A step's time limit: the smaller of its own cap and the time left minus a reserve for what follows.
-step_limit() {  # cap, reserve
-  local left=$(( $(time_left) - $2 ))
-  if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+# A step's time limit: the smaller of its own cap and the time left minus a reserve for what follows,
+# divided by the number of parts the step runs one after the other; at least 1 (timeout 0 never stops).
+step_limit() {  # cap, reserve[, parts]
+  local left=$(( ($(time_left) - $2) / ${3:-1} ))
+  [ "$left" -gt "$1" ] && left="$1"
+  [ "$left" -lt 1 ] && left=1
+  echo "$left"
 }
 row() {  # step, result, details
   SUMMARY_ROWS+=("| $1 | $2 | $3 |")
@@ -175,16 +178,6 @@ if [ -z "$CUDNN_LIB" ] && [ -n "$PYTHON" ]; then
   # nvidia.cudnn is a namespace package in some wheels (no __file__): its __path__ says where it is.
   CUDNN_WHEEL="$("$PYTHON" -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
   [ -n "$CUDNN_WHEEL" ] && { find_cudnn_in "$CUDNN_WHEEL/include" "$CUDNN_WHEEL/lib" || true; }
-  if [ -z "$CUDNN_LIB" ]; then  # another wheel layout: search the nvidia packages for the header and library
-    NVIDIA_DIR="$("$PYTHON" -c 'import nvidia as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
-    if [ -n "$NVIDIA_DIR" ]; then
-      header="$(find "$NVIDIA_DIR" -name cudnn.h 2>/dev/null | head -1)"
-      library="$(find "$NVIDIA_DIR" -name 'libcudnn.so*' 2>/dev/null | sort | head -1)"
-      if [ -n "$header" ] && [ -n "$library" ]; then
-        CUDNN_WHEEL="$NVIDIA_DIR"; CUDNN_INCLUDE="$(dirname "$header")"; CUDNN_LIB="$library"
-      fi
-    fi
-  fi
 fi
 if [ -n "$CUDNN_LIB" ]; then
   CUDNN_VERSION="$(grep -E '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' "$CUDNN_INCLUDE/cudnn_version.h" 2>/dev/null | awk '{print $3}' | paste -sd. -)"
@@ -435,8 +428,7 @@ else
     export BENCH_CASES="${BENCH_CASES:-densenet201@224,inception_resnet_v2@299}" BENCH_BATCHES="${BENCH_BATCHES:-32}" \
            BENCH_TORCH_VARIANTS="${BENCH_TORCH_VARIANTS:-eager-f32,eager-bf16-cl}"
   fi
-  side_limit="$(step_limit "${BENCH_TIMEOUT_S:-240}" 20)"
-  side_limit=$(( side_limit / 2 ))
+  side_limit="$(step_limit "${BENCH_TIMEOUT_S:-240}" 20 2)"  # two sides, one after the other
   # shellcheck disable=SC2086  # BENCH_GPU_ARGS is a list of options
   env ${PYTHON:+PYTHON="$PYTHON"} BUILD_DIR="$BUILD_DIR" BENCH_TIMEOUT_S="$side_limit" \
       scripts/bench_gpu.sh ${BENCH_GPU_ARGS---quick} --out "$OUT/bench_vs_torch.md" > "$OUT/bench_vs_torch.log" 2>&1
