@@ -1,6 +1,6 @@
 // A strict reader and an atomic writer for the safetensors format, independent of engine::Tensor.
 //
-// File layout (REFERENCE.md section 5):
+// File layout (docs/reference.md section 5):
 //   [8 bytes]  N, the header length, unsigned 64-bit little-endian
 //   [N bytes]  UTF-8 JSON: {"<name>": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...,
 //              "__metadata__": {"<key>": "<value>", ...}}   (optionally padded at its end with spaces)

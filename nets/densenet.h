@@ -1,5 +1,5 @@
 // DenseNet-121/169/201 (Huang et al. 2017) from one configuration, as Keras's DenseNet and torchvision's
-// densenet build them (REFERENCE.md 4), with torchvision's parameter names.
+// densenet build them (docs/reference.md section 1), with torchvision's parameter names.
 //
 //   stem        conv0 7x7/2 pad 3 (64, no bias) - norm0 - ReLU - pool0 max 3x3/2 pad 1
 //   dense block B (B = 1..4), L layers: x_{l+1} = concat(x_l, H_l(x_l)),

@@ -1,5 +1,5 @@
 // Inception-ResNet-v2 (Szegedy et al. 2016) as Keras's InceptionResNetV2 and timm's inception_resnet_v2
-// build it (both ported from TF-slim; REFERENCE.md 4), with timm's parameter names.
+// build it (both ported from TF-slim; docs/reference.md section 2), with timm's parameter names.
 //
 // Unit ("BasicConv2d"): conv (no bias) - BN without gamma (Keras scale=False; eps 1e-3) - ReLU.
 // Padding: 'valid' in the stem and on every stride-2 convolution, 'same' elsewhere (odd kernels at stride

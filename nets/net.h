@@ -24,7 +24,7 @@
 namespace nets {
 
 enum class Head { flatten, gap, imagenet };
-// Batch-norm conventions of the frameworks the weights come from (REFERENCE.md 6):
+// Batch-norm conventions of the frameworks the weights come from (docs/reference.md section 3):
 //   keras: moving = 0.99 moving + 0.01 batch, biased variance (DenseNet eps 1.001e-5, IRv2 1e-3)
 //   torch: running = 0.9 running + 0.1 batch, unbiased variance (DenseNet eps 1e-5, IRv2 1e-3)
 enum class Flavor { keras, torch };

@@ -1,4 +1,4 @@
-"""safetensors in pure numpy: a strict reader and an atomic writer (REFERENCE.md section 5).
+"""safetensors in pure numpy: a strict reader and an atomic writer (docs/reference.md section 5).
 
 Layout: 8-byte little-endian header length N, N bytes of JSON
   {"__metadata__": {str: str}, "<name>": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}}

@@ -112,7 +112,7 @@ TEST(DenseNet, SummaryAt224MatchesPublishedWork) {
   }
   EXPECT_EQ(params, 20013928);  // every parameter belongs to exactly one row
   EXPECT_EQ(params + buffers, 20242984);
-  // REFERENCE.md 7: 4.29 GMAC per image.
+  // docs/reference.md section 6: 4.29 GMAC per image.
   EXPECT_NEAR(static_cast<double>(macs) * 1e-9, 4.29, 0.04);
   EXPECT_EQ(outputs.at("features.conv0"), (Shape{1, 112, 112, 64}));
   EXPECT_EQ(outputs.at("features.pool0"), (Shape{1, 56, 56, 64}));

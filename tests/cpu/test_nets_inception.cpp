@@ -115,7 +115,7 @@ TEST(InceptionResNetV2, CountsAndSummaryAt299MatchPublishedWork) {
   EXPECT_EQ(net->head_prefix(), "classif.");
   EXPECT_EQ(params, 55813192);  // every parameter belongs to exactly one row
   EXPECT_EQ(params + buffers, 55873736);
-  EXPECT_NEAR(static_cast<double>(macs) * 1e-9, 13.2, 0.2);  // REFERENCE.md 7
+  EXPECT_NEAR(static_cast<double>(macs) * 1e-9, 13.2, 0.2);  // docs/reference.md section 6
   // Grids at 299: 149, 147, 147, 73, 73, 71, 35, 17, 8.
   EXPECT_EQ(outputs.at("conv2d_1a"), (Shape{1, 149, 149, 32}));
   EXPECT_EQ(outputs.at("conv2d_2a"), (Shape{1, 147, 147, 32}));
