@@ -1,4 +1,4 @@
-"""Keras legacy HDF5 weight files: a reader and a writer of the layout Keras 2 wrote (docs/reference.md s. 4).
+"""Keras legacy HDF5 weight files: a reader and a writer of the layout Keras 2 wrote (docs/reference.md section 4).
 
 The layout (keras 2 `model.save_weights("x.h5")`, and the `model_weights` group of `model.save("x.h5")`):
   root attrs   layer_names  (array of bytes; split into layer_names0, layer_names1, ... when it would
