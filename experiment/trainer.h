@@ -6,9 +6,12 @@
 // progress display; at the end the test split is evaluated (image and study level) and written out.
 // Everything that can be wrong with the inputs (data, weights, flags) is checked before --out is created,
 // so a failed start leaves no half-written output folder.
+// run_training is four stages over one Run state (trainer.cpp): setup (options, data, split, net, weights),
+// resume (the state of checkpoints/last), one epoch (train + val + checkpoints + curves), test. A training
+// step is engine::TrainingStep; args.json and the checkpoints are written and read by experiment/run_files.h.
 //
 // Output folder:
-//   args.json                  the options and what they resolved to (data root, device)
+//   args.json                  the options and what they resolved to (data root, device); run_files.h
 //   split/{train,validation,test}.csv, split.txt
 //   summary.csv                epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr
 //   curves.svg, curves.png     the study's five panels: train loss, val loss, train acc., val acc., epoch time
