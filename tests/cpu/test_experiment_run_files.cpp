@@ -16,16 +16,17 @@ namespace {
 using namespace experiment;
 using engine::Tensor;
 
-std::string error_of(const std::function<void()>& f) {
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// `f` throws an engine::Error whose message holds `fragment`.
+void expect_error(const std::function<void()>& f, const std::string& fragment) {
   try {
     f();
+    ADD_FAILURE() << "no error; expected one with: " << fragment;
   } catch (const engine::Error& e) {
-    return e.what();
+    EXPECT_TRUE(contains(e.what(), fragment)) << e.what();
   }
-  return "";
 }
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // Every field away from its default.
 TrainOptions unusual_options() {
@@ -105,14 +106,12 @@ TEST(RunFiles, AnOlderArgsJsonAndBrokenOnes) {
   EXPECT_EQ(o.synthetic_patients, TrainOptions().synthetic_patients);
   EXPECT_TRUE(o.keep_epoch_checkpoints);
 
-  std::string e = error_of([] { parse_train_options("{\"arch\": ", "a/args.json"); });
-  EXPECT_TRUE(contains(e, "a/args.json is not valid JSON")) << e;
-  e = error_of([] { parse_train_options("{\"arch\": \"x\"}", "b/args.json"); });
-  EXPECT_TRUE(contains(e, "b/args.json is not the args.json of a training run")) << e;
-  e = error_of([] { parse_train_options("{\"epochs\": \"ten\", \"format\": \"mura-engine-args-v1\"}", "c/args.json"); });
-  EXPECT_TRUE(contains(e, "c/args.json: \"epochs\" has the wrong type (string)")) << e;
-  e = error_of([] { read_train_options("/no/such/run/args.json"); });
-  EXPECT_TRUE(contains(e, "/no/such/run/args.json does not exist")) << e;
+  expect_error([] { parse_train_options("{\"arch\": ", "a/args.json"); }, "a/args.json is not valid JSON");
+  expect_error([] { parse_train_options("{\"arch\": \"x\"}", "b/args.json"); },
+               "b/args.json is not the args.json of a training run");
+  expect_error([] { parse_train_options("{\"epochs\": \"ten\", \"format\": \"mura-engine-args-v1\"}", "c/args.json"); },
+               "c/args.json: \"epochs\" has the wrong type (string)");
+  expect_error([] { read_train_options("/no/such/run/args.json"); }, "/no/such/run/args.json does not exist");
 }
 
 TEST(RunFiles, ACheckpointReadsBackToTheSameNetAndState) {
@@ -141,7 +140,7 @@ TEST(RunFiles, ACheckpointReadsBackToTheSameNetAndState) {
   EXPECT_EQ(checkpoint_value(c.metadata, "best_val_loss"), "0.625");
   EXPECT_EQ(checkpoint_value(c.metadata, "bad_epochs"), "1");
   EXPECT_EQ(checkpoint_value(c.metadata, "arch"), "densenet_tiny");
-  EXPECT_TRUE(contains(error_of([&] { checkpoint_value(c.metadata, "nope"); }), "checkpoint metadata has no 'nope'"));
+  expect_error([&] { checkpoint_value(c.metadata, "nope"); }, "checkpoint metadata has no 'nope'");
   for (const auto& [name, t] : adam.state()) EXPECT_EQ(c.optimizer.at(name).to_vector(), t.to_vector()) << name;
 
   auto back = net_from_checkpoint(c);
@@ -162,10 +161,9 @@ TEST(RunFiles, ACheckpointReadsBackToTheSameNetAndState) {
   EXPECT_FALSE(lo.shuffle);
 
   // Not checkpoints: a missing file, and weights without the checkpoint format.
-  EXPECT_TRUE(contains(error_of([&] { read_checkpoint(dir + "/none.safetensors"); }), "does not exist"));
+  expect_error([&] { read_checkpoint(dir + "/none.safetensors"); }, "does not exist");
   engine::save_tensors(dir + "/weights.safetensors", net->state(), {{"arch", "densenet_tiny"}});
-  EXPECT_TRUE(contains(error_of([&] { read_checkpoint(dir + "/weights.safetensors"); }),
-                       "is not a training checkpoint of this project"));
+  expect_error([&] { read_checkpoint(dir + "/weights.safetensors"); }, "is not a training checkpoint of this project");
   std::filesystem::remove_all(dir);
 }
 
