@@ -363,14 +363,15 @@ void check_choice(const std::string& flag, const std::string& value, const std::
   ENGINE_FAIL() << flag << " '" << value << "' is not one of: " << list;
 }
 
-// The flags alone: every value checked and parsed, --out chosen and tested against --resume.
+// The flags alone: every value checked and parsed (the loader options made of them), --out chosen and
+// tested against --resume.
 void check_options(Run& run) {
   TrainOptions& o = run.o;
   check_choice("--optimizer", o.optimizer, {"adam-keras", "adam-torch"});
   check_choice("--test-checkpoint", o.test_checkpoint, {"last", "best"});
   ENGINE_CHECK(nets::parse_head(o.head) != nets::Head::imagenet)
       << "--head imagenet has 1000 classes; use flatten or gap for MURA";
-  nets::parse_flavor(o.flavor);
+  nets::parse_flavor(o.flavor);  // throws, naming the flavours, for an unknown one
   ENGINE_CHECK(o.epochs >= 1) << "--epochs must be at least 1, got " << o.epochs;
   ENGINE_CHECK(o.batch_size >= 1) << "--batch-size must be at least 1, got " << o.batch_size;
   ENGINE_CHECK(o.lr > 0 && std::isfinite(o.lr)) << "--lr must be positive, got " << o.lr;
