@@ -58,6 +58,7 @@
 
 #include "data/io_util.h"
 #include "engine/engine.h"
+#include "engine/training_step.h"
 #include "experiment/flags.h"
 #include "experiment/metrics.h"
 #include "experiment/trainer.h"
@@ -258,6 +259,7 @@ struct Bench {
   std::shared_ptr<nets::Net> net;
   std::unique_ptr<engine::ParameterArena> arena;
   std::unique_ptr<engine::Adam> adam;
+  std::unique_ptr<engine::TrainingStep> step;
   Tensor images, labels;
   Device device;
 
@@ -269,6 +271,7 @@ struct Bench {
     if (train) {
       arena = std::make_unique<engine::ParameterArena>(net->named_parameters());
       adam = std::make_unique<engine::Adam>(*arena, engine::Adam::keras(kStudyLearningRate));
+      step = std::make_unique<engine::TrainingStep>(*net, *arena, adam.get());
     }
   }
   void set_batch(int64_t batch, int64_t size) {
@@ -282,15 +285,10 @@ struct Bench {
     images = host.to(device);
     labels = Tensor::from_vector({batch}, targets).to(device);
   }
-  // The trainer's step (experiment/trainer.cpp, run_training), without its bookkeeping.
+  // The trainer's step (engine/training_step.h), without its bookkeeping.
   void train_step() {
-    arena->zero_grad();
-    const Tensor logits = net->forward(images);
-    const Tensor loss = engine::bce_with_logits(logits, labels);
-    const float value = loss.item();
-    ENGINE_CHECK(std::isfinite(value)) << "the training loss became " << value;
-    loss.backward();
-    adam->step();
+    const engine::StepResult result = step->run(images, labels);
+    ENGINE_CHECK(result.finite) << "the training loss became " << result.loss;
   }
   void infer_step() {
     engine::NoGradGuard no_grad;

@@ -9,6 +9,7 @@
 
 #include "data/toy_blobs.h"
 #include "engine/engine.h"
+#include "engine/training_step.h"
 #include "kernels/gemm.h"
 #include "nets/tiny_cnn.h"
 
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
     net.to(device);
     ParameterArena arena(net.named_parameters());
     Adam adam(arena, Adam::pytorch(args.lr));
+    TrainingStep step(net, arena, &adam);
     std::printf("tiny CNN, %lld parameters, on %s; %lld training images of %lldx%lld, batch %lld\n",
                 static_cast<long long>(net.num_parameters()), device.str().c_str(),
                 static_cast<long long>(args.train_images), static_cast<long long>(args.size),
@@ -95,11 +97,9 @@ int main(int argc, char** argv) {
         const int64_t b = s * args.batch;
         const Tensor images = train.images.slice(0, b, b + args.batch).to(device);
         const Tensor labels = train.labels.slice(0, b, b + args.batch).to(device);
-        arena.zero_grad();
-        Tensor loss = bce_with_logits(net.forward(images), labels);
-        loss.backward();
-        adam.step();
-        loss_sum += loss.item();
+        const StepResult result = step.run(images, labels);
+        ENGINE_CHECK(result.finite) << "the training loss became " << result.loss << "; try a lower --lr";
+        loss_sum += result.loss;
       }
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::printf("epoch %2d  train loss %.4f  %.0f images/s\n", epoch, loss_sum / steps,

@@ -16,6 +16,7 @@
 #include "data/splits.h"
 #include "engine/engine.h"
 #include "experiment/flags.h"
+#include "experiment/run_files.h"
 #include "experiment/trainer.h"
 
 int main(int argc, char** argv) {

@@ -13,6 +13,7 @@
 #include "data/io_util.h"
 #include "engine/engine.h"
 #include "experiment/flags.h"
+#include "experiment/run_files.h"
 #include "experiment/trainer.h"
 
 namespace fs = std::filesystem;

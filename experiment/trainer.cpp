@@ -18,10 +18,10 @@
 #include "data/synth_mura.h"
 #include "engine/engine.h"
 #include "engine/serialize.h"
+#include "engine/training_step.h"
 #include "experiment/chart_png.h"
 #include "experiment/svg.h"
 #include "experiment/tensorboard.h"
-#include "nets/densenet.h"
 #include "nets/registry.h"
 
 #ifdef ENGINE_WITH_CUDA
@@ -34,8 +34,6 @@ namespace fs = std::filesystem;
 using engine::Tensor;
 
 namespace {
-constexpr const char* kCheckpointFormat = "mura-engine-checkpoint-v1";
-
 std::string g9(double v) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.9g", v);
@@ -114,44 +112,6 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "predictions_studies.csv}.");
 }
 
-std::string train_options_json(const TrainOptions& o, const std::vector<std::pair<std::string, std::string>>& extra) {
-  std::ostringstream j;
-  auto s = [&](const char* k, const std::string& v) { j << "  " << json_string(k) << ": " << json_string(v) << ",\n"; };
-  auto n = [&](const char* k, double v) { j << "  " << json_string(k) << ": " << json_number(v) << ",\n"; };
-  auto b = [&](const char* k, bool v) { j << "  " << json_string(k) << ": " << (v ? "true" : "false") << ",\n"; };
-  j << "{\n";
-  s("arch", o.arch);
-  s("data", o.data);
-  s("weights", o.weights);
-  s("protocol", o.protocol);
-  n("images", static_cast<double>(o.images));
-  s("parts", o.parts);
-  n("epochs", static_cast<double>(o.epochs));
-  n("batch_size", static_cast<double>(o.batch_size));
-  n("lr", o.lr);
-  s("optimizer", o.optimizer);
-  s("head", o.head);
-  n("input_size", static_cast<double>(o.input_size));
-  s("preprocess", o.preprocess);
-  s("resize", o.resize);
-  s("flavor", o.flavor);
-  b("augment", o.augment);
-  n("rotation", o.rotation);
-  b("class_weights", o.class_weights);
-  s("device", o.device);
-  n("seed", static_cast<double>(o.seed));
-  n("workers", o.workers);
-  s("out", o.out);
-  b("resume", o.resume);
-  n("early_stopping", static_cast<double>(o.early_stopping));
-  b("deterministic", o.deterministic);
-  b("memory_efficient", o.memory_efficient);
-  s("test_checkpoint", o.test_checkpoint);
-  for (const auto& [k, v] : extra) s(k.c_str(), v);
-  j << "  \"format\": \"mura-engine-args-v1\"\n}\n";
-  return j.str();
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Data
 
@@ -203,68 +163,6 @@ std::string resolve_data_root(const std::string& data_flag, const std::string& s
     }
   }
   return root;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Nets and checkpoints
-
-std::shared_ptr<nets::Net> build_net(const std::string& arch, nets::Head head, nets::Flavor flavor, int64_t input_size,
-                                     uint64_t seed, bool memory_efficient) {
-  engine::Generator gen(seed, 0x1417);  // the initialisation stream
-  std::shared_ptr<nets::Net> net;
-  if (arch == "densenet_tiny") {
-    nets::DenseNetConfig c = nets::DenseNetConfig::densenet121(flavor);
-    c.block_layers = {2, 2, 2, 2};
-    c.growth = 8;
-    c.bottleneck = 32;
-    c.stem_channels = 16;
-    net = std::make_shared<nets::DenseNet>(arch, c, head, input_size, gen);
-  } else {
-    net = nets::make_net(arch, head, flavor, input_size, gen);
-  }
-  if (auto* densenet = dynamic_cast<nets::DenseNet*>(net.get())) densenet->set_memory_efficient(memory_efficient);
-  return net;
-}
-
-CheckpointInfo read_checkpoint(const std::string& path) {
-  ENGINE_CHECK(is_file(path)) << "checkpoint " << path << " does not exist (a run writes checkpoints/last.safetensors, "
-                                 "best.safetensors and epoch_NNN.safetensors)";
-  CheckpointInfo info;
-  auto tensors = engine::load_tensors(path, &info.metadata);
-  ENGINE_CHECK(info.metadata.count("format") && info.metadata.at("format") == kCheckpointFormat)
-      << path << " is not a training checkpoint of this project (no metadata format=" << kCheckpointFormat
-      << "); converted ImageNet weights go to --weights";
-  for (auto& [name, t] : tensors) {
-    if (name.rfind("model.", 0) == 0) info.model.emplace(name.substr(6), t);
-    else if (name.rfind("optim.", 0) == 0) info.optimizer.emplace(name.substr(6), t);
-  }
-  return info;
-}
-
-namespace {
-const std::string& meta(const std::map<std::string, std::string>& m, const std::string& key) {
-  auto it = m.find(key);
-  ENGINE_CHECK(it != m.end()) << "checkpoint metadata has no '" << key << "'";
-  return it->second;
-}
-}  // namespace
-
-std::shared_ptr<nets::Net> net_from_checkpoint(const CheckpointInfo& c) {
-  auto net = build_net(meta(c.metadata, "arch"), nets::parse_head(meta(c.metadata, "head")),
-                       nets::parse_flavor(meta(c.metadata, "flavor")), std::stoll(meta(c.metadata, "input_size")), 0);
-  net->load_state(c.model);
-  return net;
-}
-
-data::LoaderOptions eval_loader_options(const std::map<std::string, std::string>& m, int64_t batch_size, int workers) {
-  data::LoaderOptions lo;
-  lo.batch_size = batch_size;
-  lo.height = lo.width = static_cast<int>(std::stoll(meta(m, "input_size")));
-  lo.resize = data::parse_resize_mode(meta(m, "resize"));
-  lo.norm = data::parse_norm_mode(meta(m, "preprocess"));
-  lo.shuffle = false;
-  lo.workers = workers;
-  return lo;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -431,46 +329,30 @@ void write_curves(const std::string& out, const std::vector<EpochRow>& rows, con
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
-// The run
+// The run: run_training is the table of contents, each stage a function of the Run state below.
 
 namespace {
 
+// Everything a run holds between its stages.
 struct Run {
   TrainOptions o;
-  std::string root, out;
-  data::Split split;
-  std::shared_ptr<nets::Net> net;
+  double start_wall_time = 0;  // names tensorboard/'s event file (kept on resume)
+  std::string last_path, checkpoint_dir;  // checkpoints/last.safetensors, checkpoints/
+  // setup
   engine::Device device = engine::Device::cpu();
-  std::string weights_note;
+  std::string root, weights_note;
+  data::Split split;
+  data::LoaderOptions train_loader_options, eval_loader_options;
+  std::shared_ptr<nets::Net> net;
+  std::unique_ptr<engine::ParameterArena> arena;
+  std::unique_ptr<engine::Adam> adam;
+  std::unique_ptr<engine::TrainingStep> step;
+  std::unique_ptr<data::Loader> train_loader, val_loader;
+  // the state that resume restores and every epoch advances
+  int64_t start_epoch = 0;
+  CheckpointProgress progress{0, INFINITY, 0};
+  TrainResult result;
 };
-
-void write_checkpoint(const std::string& path, const nets::Net& net, const engine::Optimizer& optim,
-                      const TrainOptions& o, int64_t epoch, double best_val_loss, int64_t bad_epochs,
-                      const std::map<std::string, std::string>& extra = {}) {
-  engine::NamedTensors tensors;
-  for (const auto& [name, t] : net.state()) tensors.emplace_back("model." + name, t);
-  for (const auto& [name, t] : optim.state()) tensors.emplace_back("optim." + name, t);
-  std::map<std::string, std::string> m = {
-      {"format", kCheckpointFormat},
-      {"arch", o.arch},
-      {"head", o.head},
-      {"flavor", o.flavor},
-      {"input_size", std::to_string(o.input_size)},
-      {"preprocess", o.preprocess},
-      {"resize", o.resize},
-      {"optimizer", o.optimizer},
-      {"lr", g9(o.lr)},
-      {"epoch", std::to_string(epoch)},
-      {"step", std::to_string(optim.step_count())},
-      {"seed", std::to_string(o.seed)},
-      {"data_order", "loader order and augmentation of epoch e are functions of (seed, e); next epoch " +
-                         std::to_string(epoch)},
-      {"best_val_loss", g9(best_val_loss)},
-      {"bad_epochs", std::to_string(bad_epochs)},
-  };
-  for (const auto& [k, v] : extra) m[k] = v;
-  engine::save_tensors(path, tensors, m);
-}
 
 void check_choice(const std::string& flag, const std::string& value, const std::vector<std::string>& choices) {
   std::string list;
@@ -481,54 +363,56 @@ void check_choice(const std::string& flag, const std::string& value, const std::
   ENGINE_FAIL() << flag << " '" << value << "' is not one of: " << list;
 }
 
-}  // namespace
-
-TrainResult run_training(const TrainOptions& options) {
-  Run run;
-  run.o = options;
+// The flags alone: every value checked and parsed (the loader options made of them), --out chosen and
+// tested against --resume.
+void check_options(Run& run) {
   TrainOptions& o = run.o;
-  const double start_wall_time = wall_clock_seconds();  // names tensorboard/'s event file (kept on resume)
-
-  // --- 1. Everything that can fail on bad input, before --out is touched. ---
   check_choice("--optimizer", o.optimizer, {"adam-keras", "adam-torch"});
   check_choice("--test-checkpoint", o.test_checkpoint, {"last", "best"});
-  const nets::Head head = nets::parse_head(o.head);
-  ENGINE_CHECK(head != nets::Head::imagenet) << "--head imagenet has 1000 classes; use flatten or gap for MURA";
-  const nets::Flavor flavor = nets::parse_flavor(o.flavor);
-  const data::NormMode norm = data::parse_norm_mode(o.preprocess);
-  const data::ResizeMode resize = data::parse_resize_mode(o.resize);
+  ENGINE_CHECK(nets::parse_head(o.head) != nets::Head::imagenet)
+      << "--head imagenet has 1000 classes; use flatten or gap for MURA";
+  nets::parse_flavor(o.flavor);  // throws, naming the flavours, for an unknown one
   ENGINE_CHECK(o.epochs >= 1) << "--epochs must be at least 1, got " << o.epochs;
   ENGINE_CHECK(o.batch_size >= 1) << "--batch-size must be at least 1, got " << o.batch_size;
   ENGINE_CHECK(o.lr > 0 && std::isfinite(o.lr)) << "--lr must be positive, got " << o.lr;
   ENGINE_CHECK(o.workers >= 1) << "--workers must be at least 1, got " << o.workers;
   ENGINE_CHECK(o.images >= 0) << "--images must not be negative";
   ENGINE_CHECK(o.early_stopping >= 0) << "--early-stopping must not be negative";
+
+  data::LoaderOptions& lo = run.train_loader_options;
+  lo.batch_size = o.batch_size;
+  lo.height = lo.width = static_cast<int>(o.input_size);
+  lo.resize = data::parse_resize_mode(o.resize);
+  lo.norm = data::parse_norm_mode(o.preprocess);
+  lo.seed = o.seed;
+  lo.workers = o.workers;
+  lo.shuffle = true;
+  if (o.augment) lo.augment = {true, static_cast<float>(o.rotation)};
+  run.eval_loader_options = lo;
+  run.eval_loader_options.shuffle = false;
+  run.eval_loader_options.augment = {};
+
   if (o.out.empty())
     o.out = "runs/" + o.arch + "-" + o.protocol + "-n" + std::to_string(o.images) + "-s" + std::to_string(o.seed);
-  run.out = o.out;
-  const std::string last_path = o.out + "/checkpoints/last.safetensors";
+  run.checkpoint_dir = o.out + "/checkpoints/";
+  run.last_path = run.checkpoint_dir + "last.safetensors";
   if (o.resume) {
-    ENGINE_CHECK(is_file(last_path)) << "--resume: " << last_path << " does not exist; start the run without --resume";
+    ENGINE_CHECK(is_file(run.last_path)) << "--resume: " << run.last_path
+                                         << " does not exist; start the run without --resume";
   } else {
-    ENGINE_CHECK(!is_file(last_path)) << "--out " << o.out
-                                      << " already holds a run (checkpoints/last.safetensors); pass --resume to "
-                                         "continue it, or choose another --out";
+    ENGINE_CHECK(!is_file(run.last_path)) << "--out " << o.out
+                                          << " already holds a run (checkpoints/last.safetensors); pass --resume to "
+                                             "continue it, or choose another --out";
   }
   if (!o.weights.empty())
     ENGINE_CHECK(is_file(o.weights)) << "--weights " << o.weights
                                      << ": no such file. Convert ImageNet weights with weights_tools/ (see "
                                         "docs/apps.md), or leave --weights out for a random initialisation";
+}
 
-  run.device = engine::select_device(o.device);
-  if (o.deterministic) {
-#ifdef ENGINE_WITH_CUDA
-    if (run.device.is_cuda()) {
-      kernels::cuda::set_deterministic(true);
-      kernels::cuda::set_allow_tf32(false);
-    }
-#endif
-  }
-
+// The data root and the split (made, or read back when resuming), with class weights when asked for.
+void load_data(Run& run) {
+  const TrainOptions& o = run.o;
   run.root = resolve_data_root(o.data, o.synthetic_dir, o.synthetic_patients);
   if (o.resume) {
     run.split = data::read_split(o.out + "/split");
@@ -549,8 +433,14 @@ TrainResult run_training(const TrainOptions& options) {
       << "the split has an empty side (train " << run.split.train.size() << ", validation " << run.split.validation.size()
       << ", test " << run.split.test.size() << "); pass a larger --images";
   if (o.class_weights) data::apply_class_weights(run.split, data::compute_class_weights(run.split.train));
+}
 
-  run.net = build_net(o.arch, head, flavor, o.input_size, o.seed, o.memory_efficient);
+// The net with its starting weights (ImageNet, or said loudly to be random), on the device, with the
+// arena, the optimizer and the training step over it.
+void build_model(Run& run) {
+  const TrainOptions& o = run.o;
+  run.net = build_net(o.arch, nets::parse_head(o.head), nets::parse_flavor(o.flavor), o.input_size, o.seed,
+                      o.memory_efficient);
   if (!o.weights.empty()) {
     const auto report = nets::load_weights(*run.net, o.weights, /*skip_head=*/true);
     run.weights_note = o.weights;
@@ -563,23 +453,70 @@ TrainResult run_training(const TrainOptions& options) {
                  "WARNING: convert ImageNet weights with weights_tools/ and pass --weights FILE to reproduce it.\n",
                  o.arch.c_str());
   }
+  run.net->to(run.device);
+  run.arena = std::make_unique<engine::ParameterArena>(run.net->named_parameters());
+  const float lr = static_cast<float>(o.lr);
+  run.adam = std::make_unique<engine::Adam>(
+      *run.arena, o.optimizer == "adam-keras" ? engine::Adam::keras(lr) : engine::Adam::pytorch(lr));
+  run.step = std::make_unique<engine::TrainingStep>(*run.net, *run.arena, run.adam.get());
+}
 
-  CheckpointInfo resume_from;
-  if (o.resume) {
-    resume_from = read_checkpoint(last_path);
-    for (const char* key : {"arch", "head", "flavor", "input_size", "preprocess", "resize"}) {
-      const std::string now = key == std::string("arch") ? o.arch : key == std::string("head") ? o.head
-                              : key == std::string("flavor") ? o.flavor : key == std::string("input_size")
-                              ? std::to_string(o.input_size) : key == std::string("preprocess") ? o.preprocess : o.resize;
-      ENGINE_CHECK(meta(resume_from.metadata, key) == now)
-          << "--resume: the run in " << o.out << " used " << key << " " << meta(resume_from.metadata, key)
-          << " but this command says " << now << "; pass the run's settings (see " << o.out << "/args.json)";
+// Stage 1, setup: everything that can fail on bad input, before --out is touched.
+void setup(Run& run) {
+  check_options(run);
+  run.device = engine::select_device(run.o.device);
+  if (run.o.deterministic) {
+#ifdef ENGINE_WITH_CUDA
+    if (run.device.is_cuda()) {
+      kernels::cuda::set_deterministic(true);
+      kernels::cuda::set_allow_tf32(false);
     }
-    run.net->load_state(resume_from.model);
+#endif
   }
+  load_data(run);
+  build_model(run);
+  run.train_loader = std::make_unique<data::Loader>(run.root, run.split.train, run.train_loader_options);
+  run.val_loader = std::make_unique<data::Loader>(run.root, run.split.validation, run.eval_loader_options);
+  run.result.out = run.o.out;
+  run.result.train_images = static_cast<int64_t>(run.split.train.size());
+  run.result.validation_images = static_cast<int64_t>(run.split.validation.size());
+  run.result.test_images = static_cast<int64_t>(run.split.test.size());
+}
 
-  // --- 2. The output folder. ---
-  data::make_directories(o.out + "/checkpoints");
+// Stage 2, resume: the net, the optimizer, the epoch count, the early-stopping state and the finished
+// epochs' rows from checkpoints/last.safetensors (and summary.csv), once its settings are the command's.
+void resume(Run& run) {
+  const TrainOptions& o = run.o;
+  const CheckpointInfo last = read_checkpoint(run.last_path);
+  const std::pair<const char*, std::string> settings[] = {
+      {"arch", o.arch},         {"head", o.head},           {"flavor", o.flavor},
+      {"input_size", std::to_string(o.input_size)}, {"preprocess", o.preprocess}, {"resize", o.resize}};
+  for (const auto& [key, now] : settings)
+    ENGINE_CHECK(checkpoint_value(last.metadata, key) == now)
+        << "--resume: the run in " << o.out << " used " << key << " " << checkpoint_value(last.metadata, key)
+        << " but this command says " << now << "; pass the run's settings (see " << o.out << "/args.json)";
+  run.net->load_state(last.model);
+  for (const auto& [name, t] : run.adam->state()) {
+    auto it = last.optimizer.find(name);
+    ENGINE_CHECK(it != last.optimizer.end()) << run.last_path << " has no optimizer state '" << name << "'";
+    t.copy_from(it->second);
+  }
+  run.adam->set_step_count(std::stoll(checkpoint_value(last.metadata, "step")));
+  run.start_epoch = std::stoll(checkpoint_value(last.metadata, "epoch"));
+  run.progress = {run.start_epoch, std::stod(checkpoint_value(last.metadata, "best_val_loss")),
+                  std::stoll(checkpoint_value(last.metadata, "bad_epochs"))};
+  const std::string summary = o.out + "/summary.csv";
+  if (is_file(summary))
+    for (const EpochRow& r : parse_summary_csv(data::read_file_text(summary), summary))
+      if (r.epoch <= run.start_epoch) run.result.rows.push_back(r);
+  std::fprintf(stderr, "resuming %s after epoch %lld (optimizer step %lld)\n", o.out.c_str(),
+               static_cast<long long>(run.start_epoch), static_cast<long long>(run.adam->step_count()));
+}
+
+// The output folder: checkpoints/, the split (new runs) and args.json.
+void open_output(const Run& run) {
+  const TrainOptions& o = run.o;
+  data::make_directories(run.checkpoint_dir);
   if (!o.resume) data::write_split(run.split, o.out + "/split");
   data::write_file_atomic(o.out + "/args.json",
                           train_options_json(o, {{"data_root", run.root},
@@ -588,160 +525,143 @@ TrainResult run_training(const TrainOptions& options) {
                                                  {"train_images", std::to_string(run.split.train.size())},
                                                  {"validation_images", std::to_string(run.split.validation.size())},
                                                  {"test_images", std::to_string(run.split.test.size())}}));
-
-  // --- 3. Training. ---
-  nets::Net& net = *run.net;
-  net.to(run.device);
-  engine::ParameterArena arena(net.named_parameters());
-  engine::Adam adam(arena, o.optimizer == "adam-keras" ? engine::Adam::keras(static_cast<float>(o.lr))
-                                                       : engine::Adam::pytorch(static_cast<float>(o.lr)));
-  TrainResult result;
-  result.out = o.out;
-  result.train_images = static_cast<int64_t>(run.split.train.size());
-  result.validation_images = static_cast<int64_t>(run.split.validation.size());
-  result.test_images = static_cast<int64_t>(run.split.test.size());
-  int64_t start_epoch = 0, bad_epochs = 0;
-  double best_val_loss = INFINITY;
-  if (o.resume) {
-    for (const auto& [name, t] : adam.state()) {
-      auto it = resume_from.optimizer.find(name);
-      ENGINE_CHECK(it != resume_from.optimizer.end()) << last_path << " has no optimizer state '" << name << "'";
-      t.copy_from(it->second);
-    }
-    adam.set_step_count(std::stoll(meta(resume_from.metadata, "step")));
-    start_epoch = std::stoll(meta(resume_from.metadata, "epoch"));
-    best_val_loss = std::stod(meta(resume_from.metadata, "best_val_loss"));
-    bad_epochs = std::stoll(meta(resume_from.metadata, "bad_epochs"));
-    if (is_file(o.out + "/summary.csv"))
-      for (const EpochRow& r : parse_summary_csv(data::read_file_text(o.out + "/summary.csv"), o.out + "/summary.csv"))
-        if (r.epoch <= start_epoch) result.rows.push_back(r);
-    std::fprintf(stderr, "resuming %s after epoch %lld (optimizer step %lld)\n", o.out.c_str(),
-                 static_cast<long long>(start_epoch), static_cast<long long>(adam.step_count()));
-  }
-
-  data::LoaderOptions lo;
-  lo.batch_size = o.batch_size;
-  lo.height = lo.width = static_cast<int>(o.input_size);
-  lo.resize = resize;
-  lo.norm = norm;
-  lo.seed = o.seed;
-  lo.workers = o.workers;
-  lo.shuffle = true;
-  if (o.augment) lo.augment = {true, static_cast<float>(o.rotation)};
-  data::Loader train_loader(run.root, run.split.train, lo);
-  data::LoaderOptions vo = lo;
-  vo.shuffle = false;
-  vo.augment = {};
-  data::Loader val_loader(run.root, run.split.validation, vo);
-
   std::fprintf(stderr, "%s (%s head, %s BN) on %s: %zu train, %zu validation, %zu test images; %lld epochs from %lld\n",
                o.arch.c_str(), o.head.c_str(), o.flavor.c_str(), run.device.str().c_str(), run.split.train.size(),
                run.split.validation.size(), run.split.test.size(), static_cast<long long>(o.epochs),
-               static_cast<long long>(start_epoch + 1));
-  const std::string ckpt = o.out + "/checkpoints/";
-  for (int64_t epoch = start_epoch; epoch < o.epochs && !result.nonfinite; ++epoch) {
-    net.train();
-    char label[64];
-    std::snprintf(label, sizeof label, "epoch %lld/%lld", static_cast<long long>(epoch + 1), static_cast<long long>(o.epochs));
-    Progress progress(std::string(label) + " train", train_loader.batches_per_epoch(), o.quiet);
-    const double t0 = now_seconds();
-    train_loader.start_epoch(epoch);
-    double loss_sum = 0;
-    int64_t seen = 0, correct = 0, batches = 0;
-    for (data::Batch batch; train_loader.next(batch);) {
-      const Tensor x = batch.images.to(run.device), y = batch.labels.to(run.device);
-      arena.zero_grad();
-      const Tensor logits = net.forward(x);
-      const Tensor loss = engine::bce_with_logits(logits, y, o.class_weights ? batch.weights.to(run.device) : Tensor());
-      const double loss_value = loss.item();
-      if (!std::isfinite(loss_value)) {
-        result.nonfinite = true;
-        engine::NamedTensors debug;
-        for (const auto& [name, t] : net.state()) debug.emplace_back("model." + name, t);
-        debug.emplace_back("batch.images", batch.images);
-        debug.emplace_back("batch.labels", batch.labels);
-        debug.emplace_back("batch.logits", logits.detach());
-        engine::save_tensors(ckpt + "debug_nonfinite.safetensors", debug,
-                             {{"format", "mura-engine-debug-v1"}, {"epoch", std::to_string(epoch + 1)},
-                              {"batch", std::to_string(batch.batch_index)}, {"step", std::to_string(adam.step_count())},
-                              {"loss", g9(loss_value)}, {"arch", o.arch}});
-        train_loader.stop();
-        std::fprintf(stderr,
-                     "\nerror: the training loss became %s at epoch %lld, batch %lld (optimizer step %lld). Training "
-                     "stopped.\n  The model and the batch are in %sdebug_nonfinite.safetensors; %slast.safetensors "
-                     "(the last finished epoch) is kept.\n  Try a lower --lr, or check the data with mura_verify.\n",
-                     g9(loss_value).c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(batch.batch_index),
-                     static_cast<long long>(adam.step_count()), ckpt.c_str(), ckpt.c_str());
-        break;
-      }
-      loss.backward();
-      adam.step();
-      const std::vector<float> z = logits.to_vector(), t = batch.labels.to_vector();
-      for (size_t i = 0; i < z.size(); ++i) correct += (z[i] > 0) == (t[i] > 0.5f);
-      loss_sum += loss_value * static_cast<double>(batch.size());
-      seen += batch.size();
-      ++batches;
-      progress.update(batches, seen, loss_sum / static_cast<double>(seen),
-                      static_cast<double>(correct) / static_cast<double>(seen));
-    }
-    if (result.nonfinite) break;
-    const double train_seconds = now_seconds() - t0;
-    const EvaluationResult val = predict_with_loader(net, val_loader, run.device, std::string(label) + " val", true);
-    EpochRow row;
-    row.epoch = epoch + 1;
-    row.train_loss = seen ? loss_sum / static_cast<double>(seen) : NAN;
-    row.train_acc = seen ? static_cast<double>(correct) / static_cast<double>(seen) : NAN;
-    row.val_loss = val.overall.image.loss;
-    row.val_acc = val.overall.image.accuracy;
-    row.seconds = now_seconds() - t0;
-    row.images_per_s = train_seconds > 0 ? static_cast<double>(seen) / train_seconds : 0;
-    row.lr = adam.learning_rate();
-    result.rows.push_back(row);
-    char summary[200];
-    std::snprintf(summary, sizeof summary, "loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1f s, %.1f img/s",
-                  row.train_loss, row.train_acc, row.val_loss, row.val_acc, row.seconds, row.images_per_s);
-    progress.finish(summary);
+               static_cast<long long>(run.start_epoch + 1));
+}
 
-    const bool improved = row.val_loss < best_val_loss;
-    if (improved) {
-      best_val_loss = row.val_loss;
-      bad_epochs = 0;
-    } else {
-      ++bad_epochs;
-    }
-    char name[64];
-    std::snprintf(name, sizeof name, "epoch_%03lld.safetensors", static_cast<long long>(epoch + 1));
-    if (o.keep_epoch_checkpoints) write_checkpoint(ckpt + name, net, adam, o, epoch + 1, best_val_loss, bad_epochs);
-    write_checkpoint(last_path, net, adam, o, epoch + 1, best_val_loss, bad_epochs);
-    if (improved) {
-      // best = this epoch's last: a hard link (no second copy on disk), swapped in atomically; the next
-      // write of last replaces last's directory entry, not the shared file.
-      const std::string tmp = ckpt + "best.safetensors.tmp";
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      fs::create_hard_link(last_path, tmp, ec);
-      if (!ec) fs::rename(tmp, ckpt + "best.safetensors", ec);
-      if (ec) write_checkpoint(ckpt + "best.safetensors", net, adam, o, epoch + 1, best_val_loss, bad_epochs);
-    }
-    data::write_file_atomic(o.out + "/summary.csv", summary_csv(result.rows));
-    write_curves(o.out, result.rows, o.arch + " training curves", start_wall_time);
-    if (o.early_stopping > 0 && bad_epochs >= o.early_stopping && epoch + 1 < o.epochs) {
-      result.early_stopped = true;
-      std::fprintf(stderr, "early stopping: no lower val loss in %lld epochs (best %.4f)\n",
-                   static_cast<long long>(bad_epochs), best_val_loss);
+// The model, the batch and its logits where the loss stopped being finite, and the message that says so.
+void report_nonfinite(const Run& run, int64_t epoch, const data::Batch& batch, const engine::StepResult& step) {
+  const std::string& ckpt = run.checkpoint_dir;
+  engine::NamedTensors debug;
+  for (const auto& [name, t] : run.net->state()) debug.emplace_back("model." + name, t);
+  debug.emplace_back("batch.images", batch.images);
+  debug.emplace_back("batch.labels", batch.labels);
+  debug.emplace_back("batch.logits", step.logits.detach());
+  const int64_t steps = run.adam->step_count();
+  engine::save_tensors(ckpt + "debug_nonfinite.safetensors", debug,
+                       {{"format", "mura-engine-debug-v1"}, {"epoch", std::to_string(epoch + 1)},
+                        {"batch", std::to_string(batch.batch_index)}, {"step", std::to_string(steps)},
+                        {"loss", g9(step.loss)}, {"arch", run.o.arch}});
+  std::fprintf(stderr,
+               "\nerror: the training loss became %s at epoch %lld, batch %lld (optimizer step %lld). Training "
+               "stopped.\n  The model and the batch are in %sdebug_nonfinite.safetensors; %slast.safetensors "
+               "(the last finished epoch) is kept.\n  Try a lower --lr, or check the data with mura_verify.\n",
+               g9(step.loss).c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(batch.batch_index),
+               static_cast<long long>(steps), ckpt.c_str(), ckpt.c_str());
+}
+
+struct TrainPass {
+  double loss_sum = 0;
+  int64_t seen = 0, correct = 0;
+  bool nonfinite = false;
+};
+
+// One pass of training steps over the train split (the running loss and accuracy on `progress`).
+TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
+  const TrainOptions& o = run.o;
+  data::Loader& loader = *run.train_loader;
+  run.net->train();
+  loader.start_epoch(epoch);
+  TrainPass pass;
+  int64_t batches = 0;
+  for (data::Batch batch; loader.next(batch);) {
+    const engine::StepResult step =
+        run.step->run(batch.images.to(run.device), batch.labels.to(run.device),
+                      o.class_weights ? batch.weights.to(run.device) : Tensor());
+    if (!step.finite) {
+      pass.nonfinite = true;
+      report_nonfinite(run, epoch, batch, step);
+      loader.stop();
       break;
     }
+    const std::vector<float> z = step.logits.to_vector(), t = batch.labels.to_vector();
+    for (size_t i = 0; i < z.size(); ++i) pass.correct += (z[i] > 0) == (t[i] > 0.5f);
+    pass.loss_sum += step.loss * static_cast<double>(batch.size());
+    pass.seen += batch.size();
+    ++batches;
+    progress.update(batches, pass.seen, pass.loss_sum / static_cast<double>(pass.seen),
+                    static_cast<double>(pass.correct) / static_cast<double>(pass.seen));
   }
-  if (result.nonfinite) {
-    if (!result.rows.empty()) data::write_file_atomic(o.out + "/summary.csv", summary_csv(result.rows));
-    return result;
-  }
+  return pass;
+}
 
-  // --- 4. The test split. ---
-  if (o.test_checkpoint == "best" && is_file(ckpt + "best.safetensors")) {
-    net.load_state(read_checkpoint(ckpt + "best.safetensors").model);
+// last (every epoch), epoch_NNN (when kept) and best (when the val loss improved).
+void write_epoch_checkpoints(const Run& run, bool improved) {
+  const std::string& ckpt = run.checkpoint_dir;
+  char name[64];
+  std::snprintf(name, sizeof name, "epoch_%03lld.safetensors", static_cast<long long>(run.progress.epoch));
+  if (run.o.keep_epoch_checkpoints) write_checkpoint(ckpt + name, *run.net, *run.adam, run.o, run.progress);
+  write_checkpoint(run.last_path, *run.net, *run.adam, run.o, run.progress);
+  if (!improved) return;
+  // best = this epoch's last: a hard link (no second copy on disk), swapped in atomically; the next
+  // write of last replaces last's directory entry, not the shared file.
+  const std::string tmp = ckpt + "best.safetensors.tmp";
+  std::error_code ec;
+  fs::remove(tmp, ec);
+  fs::create_hard_link(run.last_path, tmp, ec);
+  if (!ec) fs::rename(tmp, ckpt + "best.safetensors", ec);
+  if (ec) write_checkpoint(ckpt + "best.safetensors", *run.net, *run.adam, run.o, run.progress);
+}
+
+enum class EpochEnd { next, early_stop, nonfinite };
+
+// Stage 3, one epoch: the train pass, the validation pass, the summary row, the checkpoints, summary.csv
+// and the curves, and the early-stopping decision.
+EpochEnd run_epoch(Run& run, int64_t epoch) {
+  const TrainOptions& o = run.o;
+  char label[64];
+  std::snprintf(label, sizeof label, "epoch %lld/%lld", static_cast<long long>(epoch + 1), static_cast<long long>(o.epochs));
+  Progress progress(std::string(label) + " train", run.train_loader->batches_per_epoch(), o.quiet);
+  const double t0 = now_seconds();
+  const TrainPass pass = train_pass(run, epoch, progress);
+  if (pass.nonfinite) return EpochEnd::nonfinite;
+  const double train_seconds = now_seconds() - t0;
+  const EvaluationResult val = predict_with_loader(*run.net, *run.val_loader, run.device, std::string(label) + " val", true);
+
+  EpochRow row;
+  row.epoch = epoch + 1;
+  row.train_loss = pass.seen ? pass.loss_sum / static_cast<double>(pass.seen) : NAN;
+  row.train_acc = pass.seen ? static_cast<double>(pass.correct) / static_cast<double>(pass.seen) : NAN;
+  row.val_loss = val.overall.image.loss;
+  row.val_acc = val.overall.image.accuracy;
+  row.seconds = now_seconds() - t0;
+  row.images_per_s = train_seconds > 0 ? static_cast<double>(pass.seen) / train_seconds : 0;
+  row.lr = run.adam->learning_rate();
+  run.result.rows.push_back(row);
+  char summary[200];
+  std::snprintf(summary, sizeof summary, "loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1f s, %.1f img/s",
+                row.train_loss, row.train_acc, row.val_loss, row.val_acc, row.seconds, row.images_per_s);
+  progress.finish(summary);
+
+  CheckpointProgress& p = run.progress;
+  const bool improved = row.val_loss < p.best_val_loss;
+  p.epoch = epoch + 1;
+  if (improved) {
+    p.best_val_loss = row.val_loss;
+    p.bad_epochs = 0;
+  } else {
+    ++p.bad_epochs;
   }
-  result.test = predict_entries(net, run.root, run.split.test, vo, run.device, "test", o.quiet);
+  write_epoch_checkpoints(run, improved);
+  data::write_file_atomic(o.out + "/summary.csv", summary_csv(run.result.rows));
+  write_curves(o.out, run.result.rows, o.arch + " training curves", run.start_wall_time);
+  if (o.early_stopping > 0 && p.bad_epochs >= o.early_stopping && epoch + 1 < o.epochs) {
+    std::fprintf(stderr, "early stopping: no lower val loss in %lld epochs (best %.4f)\n",
+                 static_cast<long long>(p.bad_epochs), p.best_val_loss);
+    return EpochEnd::early_stop;
+  }
+  return EpochEnd::next;
+}
+
+// Stage 4, the test split: the chosen weights (last or best) evaluated and test/ written.
+void run_test(Run& run) {
+  const TrainOptions& o = run.o;
+  const std::string best = run.checkpoint_dir + "best.safetensors";
+  if (o.test_checkpoint == "best" && is_file(best)) run.net->load_state(read_checkpoint(best).model);
+  TrainResult& result = run.result;
+  result.test = predict_entries(*run.net, run.root, run.split.test, run.eval_loader_options, run.device, "test", o.quiet);
   result.tested = true;
   write_evaluation(o.out + "/test", result.test, o.arch + " on the test split",
                    {{"arch", o.arch},
@@ -760,7 +680,30 @@ TrainResult run_training(const TrainOptions& options) {
                result.test.images_per_second);
   std::fprintf(stderr, "wrote %s/{summary.csv,curves.svg,curves.png,tensorboard/,checkpoints/,test/report.md}\n",
                o.out.c_str());
-  return result;
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainOptions& options) {
+  Run run;
+  run.o = options;
+  run.start_wall_time = wall_clock_seconds();
+  setup(run);                          // 1. options, data, split, net, weights: before --out is touched
+  if (run.o.resume) resume(run);       // 2. the state of checkpoints/last.safetensors
+  open_output(run);                    //    args.json, split/, checkpoints/
+  for (int64_t epoch = run.start_epoch; epoch < run.o.epochs; ++epoch) {
+    const EpochEnd end = run_epoch(run, epoch);  // 3. train, validate, checkpoints, curves
+    if (end == EpochEnd::next) continue;
+    run.result.nonfinite = end == EpochEnd::nonfinite;
+    run.result.early_stopped = end == EpochEnd::early_stop;
+    break;
+  }
+  if (run.result.nonfinite) {
+    if (!run.result.rows.empty()) data::write_file_atomic(run.o.out + "/summary.csv", summary_csv(run.result.rows));
+    return run.result;
+  }
+  run_test(run);                       // 4. the test split
+  return run.result;
 }
 
 int train_main(int argc, char** argv, const std::string& program, const std::string& description,

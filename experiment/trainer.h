@@ -6,9 +6,12 @@
 // progress display; at the end the test split is evaluated (image and study level) and written out.
 // Everything that can be wrong with the inputs (data, weights, flags) is checked before --out is created,
 // so a failed start leaves no half-written output folder.
+// run_training is four stages over one Run state (trainer.cpp): setup (options, data, split, net, weights),
+// resume (the state of checkpoints/last), one epoch (train + val + checkpoints + curves), test. A training
+// step is engine::TrainingStep; args.json and the checkpoints are written and read by experiment/run_files.h.
 //
 // Output folder:
-//   args.json                  the options and what they resolved to (data root, device)
+//   args.json                  the options and what they resolved to (data root, device); run_files.h
 //   split/{train,validation,test}.csv, split.txt
 //   summary.csv                epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr
 //   curves.svg, curves.png     the study's five panels: train loss, val loss, train acc., val acc., epoch time
@@ -29,49 +32,15 @@
 #include "data/loader.h"
 #include "experiment/flags.h"
 #include "experiment/metrics.h"
+#include "experiment/run_files.h"
 #include "experiment/svg.h"
 #include "experiment/tensorboard.h"
 #include "nets/net.h"
 
 namespace experiment {
 
-struct TrainOptions {
-  std::string arch = "densenet201";
-  std::string data;     // a MURA-v1.1 root; "" = the synthetic set
-  std::string synthetic_dir;  // "" = ${XDG_CACHE_HOME:-~/.cache}/mura-engine/synthetic-v2-p<patients>
-  int synthetic_patients = 56;  // train patients of the synthetic set (valid: a quarter of it)
-  std::string weights;  // converted ImageNet safetensors; "" = random init
-  std::string protocol = "seed";
-  int64_t images = 0;   // N sampled images; 0 = all
-  std::string parts = "all";
-  int64_t epochs = 10;
-  int64_t batch_size = 32;
-  double lr = 1e-5;
-  std::string optimizer = "adam-keras";  // adam-keras | adam-torch
-  std::string head = "flatten";
-  int64_t input_size = 224;
-  std::string preprocess = "study";
-  std::string resize = "nearest";
-  std::string flavor = "keras";
-  bool augment = false;
-  double rotation = 30;  // degrees, with --augment
-  bool class_weights = false;
-  std::string device = "auto";
-  uint64_t seed = 0;
-  int workers = 2;
-  std::string out;
-  bool resume = false;
-  int64_t early_stopping = 0;  // epochs without a val-loss improvement before stopping; 0 = off
-  bool deterministic = false;
-  bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward (nets/densenet.h)
-  std::string test_checkpoint = "last";  // which weights the final test uses: last | best
-  bool keep_epoch_checkpoints = true;
-  bool quiet = false;  // no progress display
-};
-
 // Registers every training flag on `flags` (defaults = the study's).
 void add_train_flags(FlagParser& flags, TrainOptions& options, const std::vector<std::string>& archs);
-std::string train_options_json(const TrainOptions& options, const std::vector<std::pair<std::string, std::string>>& extra);
 
 struct EpochRow {
   int64_t epoch = 0;  // 1-based
@@ -95,35 +64,17 @@ TrainResult run_training(const TrainOptions& options);
 int train_main(int argc, char** argv, const std::string& program, const std::string& description,
                const std::string& default_arch, const std::vector<std::string>& archs);
 
-// --- Shared pieces (evaluate, predict, compare, tests) ---
+// --- Shared pieces (evaluate, predict, compare, tests; the run files are in experiment/run_files.h) ---
 
 // The data root: options.data checked (a clear error when missing or not MURA-shaped), or the synthetic
 // set, generated once (atomically: a temporary folder renamed into place).
 std::string resolve_data_root(const std::string& data, const std::string& synthetic_dir, int synthetic_patients);
 std::string default_synthetic_dir(int synthetic_patients);
 
-// Builds a net by arch name: the four of nets::make_net plus "densenet_tiny" (a DenseNet with blocks
-// [2, 2, 2, 2], growth 8, bottleneck 32, stem 16: for tests and quick demos only). memory_efficient: the
-// DenseNets' recomputing mode (ignored by Inception-ResNet-v2).
-std::shared_ptr<nets::Net> build_net(const std::string& arch, nets::Head head, nets::Flavor flavor, int64_t input_size,
-                                     uint64_t seed, bool memory_efficient = false);
-
-struct CheckpointInfo {
-  std::map<std::string, std::string> metadata;
-  std::map<std::string, engine::Tensor> model, optimizer;  // prefixes stripped
-};
-CheckpointInfo read_checkpoint(const std::string& path);
-// A net as the checkpoint's metadata describes it, with its weights loaded (CPU).
-std::shared_ptr<nets::Net> net_from_checkpoint(const CheckpointInfo& checkpoint);
-
 // Runs the net (eval mode, no grad) over entries; returns per-image predictions and the wall time.
 EvaluationResult predict_entries(nets::Net& net, const std::string& root, const std::vector<data::SplitEntry>& entries,
                                  const data::LoaderOptions& loader_options, engine::Device device,
                                  const std::string& label, bool quiet);
-
-// Loader options for evaluation from checkpoint metadata (input size, resize, preprocessing).
-data::LoaderOptions eval_loader_options(const std::map<std::string, std::string>& metadata, int64_t batch_size,
-                                        int workers);
 
 // summary.csv text; the study's five charts of the epoch rows (train loss, val loss, train accuracy, val
 // accuracy, epoch time), which curves.svg and curves.png both draw; the SVG of them in one row.

@@ -2,6 +2,7 @@
 #include "nets/registry.h"
 
 #include <cctype>
+#include <functional>
 #include <map>
 
 #include "engine/serialize.h"
@@ -12,38 +13,83 @@ namespace nets {
 
 using namespace engine;
 
-const std::vector<std::string>& arch_names() {
-  static const std::vector<std::string> names{"densenet121", "densenet169", "densenet201", "inception_resnet_v2"};
+namespace {
+
+using Factory = std::function<std::shared_ptr<Net>(const std::string& arch, Head head, Flavor flavor,
+                                                   int64_t input_size, Generator& gen, const NetOptions& options)>;
+
+struct ArchEntry {
+  std::string name;
+  int64_t default_input_size;
+  bool study;  // false: a test net, left out of arch_names()
+  Factory make;
+};
+
+// A DenseNet of `config(flavor)` with the options applied.
+Factory densenet(DenseNetConfig (*config)(Flavor)) {
+  return [config](const std::string& arch, Head head, Flavor flavor, int64_t input_size, Generator& gen,
+                  const NetOptions& options) {
+    DenseNetConfig c = config(flavor);
+    c.memory_efficient = options.memory_efficient;
+    return std::make_shared<DenseNet>(arch, c, head, input_size, gen);
+  };
+}
+
+DenseNetConfig densenet_tiny(Flavor flavor) {
+  DenseNetConfig c = DenseNetConfig::densenet121(flavor);
+  c.block_layers = {2, 2, 2, 2};
+  c.growth = 8;
+  c.bottleneck = 32;
+  c.stem_channels = 16;
+  return c;
+}
+
+const std::vector<ArchEntry>& registry() {
+  static const std::vector<ArchEntry> entries{
+      {"densenet121", 224, true, densenet(&DenseNetConfig::densenet121)},
+      {"densenet169", 224, true, densenet(&DenseNetConfig::densenet169)},
+      {"densenet201", 224, true, densenet(&DenseNetConfig::densenet201)},
+      {"inception_resnet_v2", 299, true,
+       [](const std::string&, Head head, Flavor flavor, int64_t input_size, Generator& gen, const NetOptions&) {
+         return std::make_shared<InceptionResNetV2>(flavor, head, input_size, gen);
+       }},
+      {"densenet_tiny", 224, false, densenet(&densenet_tiny)},
+  };
+  return entries;
+}
+
+std::vector<std::string> names_of(bool study_only) {
+  std::vector<std::string> names;
+  for (const ArchEntry& e : registry())
+    if (e.study || !study_only) names.push_back(e.name);
   return names;
 }
 
-namespace {
-
-std::string known_archs() {
+const ArchEntry& find_arch(const std::string& arch) {
+  for (const ArchEntry& e : registry())
+    if (e.name == arch) return e;
   std::string list;
-  for (const std::string& n : arch_names()) list += (list.empty() ? "" : ", ") + n;
-  return list;
-}
-
-void check_arch(const std::string& arch) {
-  for (const std::string& n : arch_names())
-    if (n == arch) return;
-  ENGINE_FAIL() << "unknown architecture '" << arch << "'; known: " << known_archs();
+  for (const std::string& n : all_arch_names()) list += (list.empty() ? "" : ", ") + n;
+  ENGINE_FAIL() << "unknown architecture '" << arch << "'; known: " << list;
 }
 
 }  // namespace
 
-int64_t default_input_size(const std::string& arch) {
-  check_arch(arch);
-  return arch == "inception_resnet_v2" ? 299 : 224;
+const std::vector<std::string>& arch_names() {
+  static const std::vector<std::string> names = names_of(/*study_only=*/true);
+  return names;
 }
 
-std::shared_ptr<Net> make_net(const std::string& arch, Head head, Flavor flavor, int64_t input_size, Generator& gen) {
-  check_arch(arch);
-  if (arch == "densenet121") return std::make_shared<DenseNet>(arch, DenseNetConfig::densenet121(flavor), head, input_size, gen);
-  if (arch == "densenet169") return std::make_shared<DenseNet>(arch, DenseNetConfig::densenet169(flavor), head, input_size, gen);
-  if (arch == "densenet201") return std::make_shared<DenseNet>(arch, DenseNetConfig::densenet201(flavor), head, input_size, gen);
-  return std::make_shared<InceptionResNetV2>(flavor, head, input_size, gen);
+const std::vector<std::string>& all_arch_names() {
+  static const std::vector<std::string> names = names_of(/*study_only=*/false);
+  return names;
+}
+
+int64_t default_input_size(const std::string& arch) { return find_arch(arch).default_input_size; }
+
+std::shared_ptr<Net> make_net(const std::string& arch, Head head, Flavor flavor, int64_t input_size, Generator& gen,
+                              const NetOptions& options) {
+  return find_arch(arch).make(arch, head, flavor, input_size, gen, options);
 }
 
 std::string normalized_arch(const std::string& name) {

@@ -1,10 +1,11 @@
 # Installs the Debian packages the build and the tests need, only those that are missing, so running it
 # again costs nothing. Sourced by scripts/test.sh and scripts/demo.sh.
 
-# Build: compiler, CMake, Ninja; OpenBLAS (CPU GEMM); GoogleTest; stb_image (image decoding).
+# Build: compiler, CMake, Ninja; OpenBLAS (CPU GEMM); GoogleTest; stb_image (image decoding); nlohmann-json
+# (the training runs' args.json).
 # python3-sklearn: the independent check of our kappa/AUROC (tests/cpu/test_experiment_train.cpp).
 # chromium: the headless browser that renders the HTML reports in their tests (tests/support/browser.h).
-ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev python3-sklearn chromium)
+ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev nlohmann-json3-dev python3-sklearn chromium)
 
 engine_install_packages() {
   local missing=()

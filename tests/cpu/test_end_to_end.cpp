@@ -1,6 +1,7 @@
 // End to end: the tiny CNN, built from the engine's ops, learns the generated task (the loss falls and
 // the held-out accuracy is far above chance).
 #include "data/toy_blobs.h"
+#include "engine/training_step.h"
 #include "nets/tiny_cnn.h"
 #include "support/gradcheck.h"
 
@@ -22,17 +23,16 @@ TEST(EndToEnd, TinyCnnLearnsTheBlobTask) {
   nets::TinyCnn net(8, init_gen);
   ParameterArena arena(net.named_parameters());
   Adam adam(arena, Adam::pytorch(1e-2f));
+  TrainingStep step(net, arena, &adam);
 
   const int64_t batch = 32;
   float first_loss = 0, last_loss = 0;
   for (int epoch = 0; epoch < 6; ++epoch) {
     double epoch_loss = 0;
     for (int64_t b = 0; b < 256; b += batch) {
-      arena.zero_grad();
-      Tensor loss = bce_with_logits(net.forward(train.images.slice(0, b, b + batch)), train.labels.slice(0, b, b + batch));
-      loss.backward();
-      adam.step();
-      epoch_loss += loss.item();
+      const StepResult result = step.run(train.images.slice(0, b, b + batch), train.labels.slice(0, b, b + batch));
+      ASSERT_TRUE(result.finite) << "epoch " << epoch << ", batch at " << b;
+      epoch_loss += result.loss;
     }
     epoch_loss /= 256 / batch;
     if (epoch == 0) first_loss = static_cast<float>(epoch_loss);

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "engine/serialize.h"
+#include "nets/densenet.h"
 #include "nets/registry.h"
 #include "support/gradcheck.h"
 
@@ -48,6 +49,37 @@ TEST(Registry, KnownArchitecturesAndDefaults) {
   EXPECT_EQ(nets::parse_head("flatten"), Head::flatten);
   EXPECT_EQ(nets::parse_flavor("torch"), Flavor::torch);
   EXPECT_TRUE(contains(error_of([] { nets::parse_head("avg"); }), "flatten")) << "lists the heads";
+}
+
+TEST(Registry, TheTestNetIsRegisteredBesideTheStudys) {
+  EXPECT_EQ(nets::all_arch_names(), (std::vector<std::string>{"densenet121", "densenet169", "densenet201",
+                                                              "inception_resnet_v2", "densenet_tiny"}));
+  EXPECT_EQ(nets::default_input_size("densenet_tiny"), 224);
+  Generator gen(1);
+  auto tiny = nets::make_net("densenet_tiny", Head::gap, Flavor::torch, 64, gen);
+  EXPECT_EQ(tiny->arch(), "densenet_tiny");
+  const auto* densenet = dynamic_cast<const nets::DenseNet*>(tiny.get());
+  ASSERT_NE(densenet, nullptr);
+  EXPECT_EQ(densenet->config().block_layers, (std::vector<int64_t>{2, 2, 2, 2}));
+  EXPECT_EQ(densenet->config().growth, 8);
+  EXPECT_EQ(densenet->config().bottleneck, 32);
+  EXPECT_EQ(densenet->config().stem_channels, 16);
+  EXPECT_EQ(densenet->config().flavor, Flavor::torch);
+  EXPECT_FALSE(densenet->config().memory_efficient);
+  const std::string e = error_of([&] { nets::make_net("densenet_huge", Head::gap, Flavor::keras, 224, gen); });
+  EXPECT_TRUE(contains(e, "densenet_tiny")) << "the test net is listed among the known: " << e;
+}
+
+TEST(Registry, NetOptionsReachTheNet) {
+  // memory_efficient switches the DenseNets' recomputing mode (same numbers); Inception-ResNet-v2 ignores it.
+  Generator gen_a(6), gen_b(6), data(7);
+  auto plain = nets::make_net("densenet_tiny", Head::flatten, Flavor::keras, 32, gen_a);
+  auto recomputing = nets::make_net("densenet_tiny", Head::flatten, Flavor::keras, 32, gen_b, {/*memory_efficient=*/true});
+  EXPECT_TRUE(dynamic_cast<const nets::DenseNet&>(*recomputing).config().memory_efficient);
+  const Tensor images = test_support::random_tensor({2, 32, 32, 3}, data);
+  EXPECT_EQ(recomputing->forward(images).to_vector(), plain->forward(images).to_vector());
+  Generator gen_c(8);
+  EXPECT_NO_THROW(nets::make_net("inception_resnet_v2", Head::gap, Flavor::keras, 75, gen_c, {true}));
 }
 
 TEST(Registry, SaveLoadRoundTripGivesTheSameLogits) {

@@ -1,0 +1,51 @@
+// The training step (see training_step.h): forward, BCE, the one host read, backward, reduce, update.
+#include "engine/training_step.h"
+
+#include <cmath>
+
+#include "engine/check.h"
+#include "engine/ops.h"
+
+namespace engine {
+
+std::string precision_name(Precision precision) {
+  switch (precision) {
+    case Precision::f32: return "f32";
+    case Precision::bf16: return "bf16";
+    case Precision::f16: return "f16";
+  }
+  return "?";
+}
+
+TrainingStep::TrainingStep(Forward forward, ParameterArena& arena, Optimizer* optimizer, StepOptions options)
+    : forward_(std::move(forward)), arena_(arena), optimizer_(optimizer), options_(std::move(options)) {
+  ENGINE_CHECK(forward_) << "TrainingStep needs a forward function";
+  ENGINE_CHECK(options_.precision == Precision::f32)
+      << "training in " << precision_name(options_.precision) << " is not implemented; the engine trains in f32";
+}
+
+Tensor TrainingStep::forward_loss(const Tensor& images, const Tensor& labels, const Tensor& weights, Tensor& logits) {
+  arena_.zero_grad();
+  logits = forward_(images);
+  return bce_with_logits(logits, labels, weights);
+}
+
+double TrainingStep::read_loss(const Tensor& loss) { return loss.item(); }
+
+void TrainingStep::backward_update(const Tensor& loss) {
+  loss.backward();
+  if (options_.reduce_gradients) options_.reduce_gradients(arena_);
+  if (optimizer_) optimizer_->step();
+}
+
+StepResult TrainingStep::run(const Tensor& images, const Tensor& labels, const Tensor& weights) {
+  StepResult result;
+  const Tensor loss = forward_loss(images, labels, weights, result.logits);
+  // The step's one host synchronisation (seam (a)): nothing is updated from a non-finite loss.
+  result.loss = read_loss(loss);
+  result.finite = std::isfinite(result.loss);
+  if (result.finite) backward_update(loss);
+  return result;
+}
+
+}  // namespace engine

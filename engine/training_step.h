@@ -1,0 +1,89 @@
+// One training step of a binary classifier, written once for the trainer, the benchmarks, the demo and
+// the tests: zero the gradients, forward, binary cross-entropy on the logits, read the loss back and test
+// it for a non-finite value, backward, all-reduce the gradients (a hook), the optimizer's update.
+//
+//   ParameterArena arena(net.named_parameters());
+//   Adam adam(arena, Adam::keras(1e-5f));
+//   TrainingStep step(net, arena, &adam);                // net: anything with Tensor forward(const Tensor&)
+//   const StepResult r = step.run(images, labels);       // r.loss, r.logits, r.finite
+//
+// A step whose loss is not finite stops after the loss: no backward, no update, the parameters and the
+// optimizer state as they were; the caller decides what to do (the trainer writes a debug file and stops).
+// Without an optimizer (nullptr) a step computes the gradients only (the benchmarks of forward + backward).
+// The numbers are those of writing the same calls out by hand, bit for bit.
+//
+// The seams for the work that builds on it:
+//  (a) CUDA graphs. A step is three phases, each a method of its own, and run() is the three in order:
+//        forward_loss(images, labels, weights)   DEVICE  zero_grad, forward, loss (no host read)
+//        read_loss(loss)                         HOST    loss.item() and the finiteness test: the one
+//                                                        synchronisation of a step
+//        backward_update(loss)                   DEVICE  backward, reduce_gradients, optimizer update
+//      The device phases enqueue kernels only and never read memory back, so a capture can take them as
+//      one graph once the finiteness test also moves onto the device (the update kernels skip on a
+//      device-side flag); read_loss then reads the loss after the graph's replay.
+//  (b) Precision. StepOptions::precision chooses the arithmetic of the step; only f32 exists today and
+//      anything else is refused when the step is made. Mixed precision (a half-precision forward and
+//      backward over f32 master weights in the arena, with loss scaling) belongs in forward_loss and
+//      backward_update.
+//  (c) Data parallelism. StepOptions::reduce_gradients is called with the arena after backward and before
+//      the update: arena.grads() holds every gradient in one buffer, so one all-reduce (or an average
+//      over processes) serves. Null = a single process.
+#pragma once
+#include <functional>
+#include <string>
+#include <utility>
+
+#include "engine/optim.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+// The arithmetic of a step. Only f32 is implemented; the others are named so that asking for one is a
+// clear error rather than a silent f32 run.
+enum class Precision { f32, bf16, f16 };
+std::string precision_name(Precision precision);
+
+struct StepOptions {
+  Precision precision = Precision::f32;
+  // Called between backward and the update with the arena whose grads() are complete (seam (c)).
+  std::function<void(ParameterArena&)> reduce_gradients;
+};
+
+struct StepResult {
+  double loss = 0;  // the batch's mean (or weighted) BCE, read back to the host
+  Tensor logits;    // [N, 1] of the forward pass, on the device, part of the autograd graph
+  bool finite = true;  // false: the loss was NaN or infinite and nothing was updated
+};
+
+class TrainingStep {
+ public:
+  using Forward = std::function<Tensor(const Tensor&)>;
+
+  // `net`: any object with Tensor forward(const Tensor& images) const (a nets::Net, a TinyCnn); it, the
+  // arena and the optimizer must outlive the step. optimizer may be null (gradients only).
+  template <typename Net, typename = decltype(std::declval<const Net&>().forward(std::declval<const Tensor&>()))>
+  TrainingStep(const Net& net, ParameterArena& arena, Optimizer* optimizer, StepOptions options = {})
+      : TrainingStep(Forward([&net](const Tensor& images) { return net.forward(images); }), arena, optimizer,
+                     std::move(options)) {}
+  TrainingStep(Forward forward, ParameterArena& arena, Optimizer* optimizer, StepOptions options = {});
+
+  // The whole step: forward_loss, read_loss, and backward_update when the loss is finite.
+  // weights: per-image loss weights [N] (class weights) or an empty tensor.
+  StepResult run(const Tensor& images, const Tensor& labels, const Tensor& weights = Tensor());
+
+  // The phases of run() (seam (a)). forward_loss returns the scalar loss tensor and sets `logits`.
+  Tensor forward_loss(const Tensor& images, const Tensor& labels, const Tensor& weights, Tensor& logits);
+  static double read_loss(const Tensor& loss);
+  void backward_update(const Tensor& loss);
+
+  const StepOptions& options() const { return options_; }
+  Optimizer* optimizer() const { return optimizer_; }
+
+ private:
+  Forward forward_;
+  ParameterArena& arena_;
+  Optimizer* optimizer_;
+  StepOptions options_;
+};
+
+}  // namespace engine
