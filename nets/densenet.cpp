@@ -4,7 +4,7 @@
 #include <cmath>
 #include <functional>
 
-#include "engine/checkpoint.h"
+#include "engine/recompute.h"
 
 namespace nets {
 
