@@ -3,7 +3,7 @@
 //   summary --arch densenet201|densenet121|densenet169|inception_resnet_v2 [--head flatten|gap|imagenet]
 //           [--input-size S] [--flavor keras|torch] [--depth D]
 //
-// One traced forward pass (batch 1) gives the rows. --depth D merges consecutive rows that share the first
+// One observed forward pass (batch 1) gives the rows. --depth D merges consecutive rows that share the first
 // D components of their names ("features.denseblock1" at depth 2; "repeat" at depth 1); 0 shows every unit.
 // The "Keras total" counts BN running statistics as parameters, as Keras's model.summary() does.
 #include <cstdio>

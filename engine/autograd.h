@@ -60,7 +60,7 @@ class NoGradGuard {
  private:
   bool previous_;
 };
-// Grad mode on inside, whatever it was outside: engine/checkpoint.cpp recomputes a region with recording
+// Grad mode on inside, whatever it was outside: engine/recompute.cpp recomputes a region with recording
 // on from inside the backward walk (where grad mode is off).
 class EnableGradGuard {
  public:

@@ -2,7 +2,7 @@
 #pragma once
 #include "engine/autograd.h"
 #include "engine/check.h"
-#include "engine/checkpoint.h"
+#include "engine/recompute.h"
 #include "engine/device.h"
 #include "engine/layers.h"
 #include "engine/module.h"

@@ -133,88 +133,8 @@ const uint8_t* glyph(char c) {
   return kGlyphs[(u >= 32 && u <= 126 ? u : '?') - 32];
 }
 
-enum class Anchor { start, middle, end };
-
 // The pixel nearest to coordinate v; far outside any canvas when v is not finite or huge.
 int pixel(double v) { return std::isfinite(v) ? static_cast<int>(std::lround(std::clamp(v, -1e6, 1e6))) : -1000000; }
-
-// ---------------------------------------------------------------------------------------------------
-// The canvas: 8-bit RGB, white to begin with. Drawing goes through a panel, a rectangle that is both
-// the origin of the coordinates and the clip: nothing drawn for one chart reaches its neighbours.
-
-class Canvas {
- public:
-  Canvas(int width, int height)
-      : width_(width), height_(height), rgb_(static_cast<size_t>(width) * static_cast<size_t>(height) * 3, 255) {
-    set_panel(0, 0, width, height);
-  }
-
-  void set_panel(int x, int y, int w, int h) {
-    origin_x_ = x;
-    origin_y_ = y;
-    clip_x0_ = std::max(x, 0);
-    clip_y0_ = std::max(y, 0);
-    clip_x1_ = std::min(x + w, width_);
-    clip_y1_ = std::min(y + h, height_);
-  }
-
-  // p <- p (1 - a) + c a at panel pixel (x, y); a in [0, 1].
-  void blend(int x, int y, Rgb c, double a) {
-    x += origin_x_;
-    y += origin_y_;
-    if (x < clip_x0_ || x >= clip_x1_ || y < clip_y0_ || y >= clip_y1_ || !(a > 0)) return;
-    a = std::min(a, 1.0);
-    uint8_t* p = &rgb_[(static_cast<size_t>(y) * static_cast<size_t>(width_) + static_cast<size_t>(x)) * 3];
-    const uint8_t target[3] = {c.r, c.g, c.b};
-    for (int k = 0; k < 3; ++k) p[k] = static_cast<uint8_t>(std::lround(p[k] * (1 - a) + target[k] * a));
-  }
-  void fill(int x0, int y0, int x1, int y1, Rgb c) {  // the rectangle [x0, x1] x [y0, y1], inclusive
-    x0 = std::max(x0, clip_x0_ - origin_x_);
-    y0 = std::max(y0, clip_y0_ - origin_y_);
-    x1 = std::min(x1, clip_x1_ - 1 - origin_x_);
-    y1 = std::min(y1, clip_y1_ - 1 - origin_y_);
-    for (int y = y0; y <= y1; ++y)
-      for (int x = x0; x <= x1; ++x) blend(x, y, c, 1);
-  }
-  void hline(int x0, int x1, int y, Rgb c) { fill(x0, y, x1, y, c); }
-  void vline(int x, int y0, int y1, Rgb c) { fill(x, y0, x, y1, c); }
-
-  // `text` with its baseline at row `baseline`, anchored at column x (text_at: starting at column x0).
-  void text(double x, double baseline, const std::string& text, Rgb c, Anchor anchor = Anchor::start, int scale = 1,
-            bool bold = false) {
-    const int width = png_text_width(text, scale) + (bold ? static_cast<int>(text.size()) : 0);
-    const int x0 = pixel(anchor == Anchor::start ? x : anchor == Anchor::middle ? x - width / 2.0 : x - width);
-    text_at(x0, baseline, text, c, scale, bold);
-  }
-  void text_at(int x0, double baseline, const std::string& text, Rgb c, int scale, bool bold) {
-    const int top = pixel(baseline) - kAscent * scale;
-    for (size_t i = 0; i < text.size(); ++i) {
-      const uint8_t* rows = glyph(text[i]);
-      const int left = x0 + static_cast<int>(i) * (kAdvance * scale + (bold ? 1 : 0));
-      for (int r = 0; r < kGlyphRows; ++r)
-        for (int col = 0; col < kGlyphWidth; ++col) {
-          if (!(rows[r] >> (kGlyphWidth - 1 - col) & 1)) continue;
-          const int px = left + col * scale, py = top + r * scale;
-          fill(px, py, px + scale - 1 + (bold ? 1 : 0), py + scale - 1, c);
-        }
-    }
-  }
-
-  data::PngImage png() const {
-    data::PngImage image;
-    image.width = width_;
-    image.height = height_;
-    image.color = data::PngColor::rgb;
-    image.bit_depth = 8;
-    image.samples.assign(rgb_.begin(), rgb_.end());
-    return image;
-  }
-
- private:
-  int width_, height_;
-  std::vector<uint8_t> rgb_;  // [height, width, 3]
-  int origin_x_ = 0, origin_y_ = 0, clip_x0_ = 0, clip_y0_ = 0, clip_x1_ = 0, clip_y1_ = 0;
-};
 
 // Anti-aliased coverage of one colour's shapes over a panel (see the file comment), painted at once.
 class Coverage {
@@ -269,9 +189,9 @@ class Coverage {
 
 void draw_chart(Canvas& canvas, const Chart& chart, int width, int height) {
   const ChartFrame f = chart_frame(chart, width, height);
-  canvas.text(width / 2.0, 14, chart.title, kTextRgb, Anchor::middle, 1, true);
+  canvas.text(width / 2.0, 14, chart.title, kTextRgb, TextAnchor::middle, 1, true);
   if (!f.has_data) {
-    canvas.text(width / 2.0, height / 2.0, "no data", kTextRgb, Anchor::middle);
+    canvas.text(width / 2.0, height / 2.0, "no data", kTextRgb, TextAnchor::middle);
     return;
   }
   const int left = pixel(f.left), top = pixel(f.top), right = pixel(f.left + f.plot_width);
@@ -295,7 +215,7 @@ void draw_chart(Canvas& canvas, const Chart& chart, int width, int height) {
     canvas.vline(xx, bottom + 1, bottom + 3, kFrameRgb);
     canvas.text_at(std::clamp(xx - w / 2, 1, std::max(1, width - 1 - w)), bottom + 14, x_label, kTextRgb, 1, false);
   }
-  canvas.text(f.left + f.plot_width / 2, height - 4, chart.x_label, kTextRgb, Anchor::middle);
+  canvas.text(f.left + f.plot_width / 2, height - 4, chart.x_label, kTextRgb, TextAnchor::middle);
 
   int legend = 0;
   for (size_t k = 0; k < chart.series.size(); ++k) {
@@ -325,6 +245,83 @@ int png_text_width(const std::string& text, int scale) {
   return text.empty() ? 0 : (static_cast<int>(text.size()) * kAdvance - (kAdvance - kGlyphWidth)) * scale;
 }
 
+data::PngImage rgb_png(int width, int height, const std::vector<uint8_t>& rgb) {
+  ENGINE_CHECK(width > 0 && height > 0 && rgb.size() == static_cast<size_t>(width) * static_cast<size_t>(height) * 3)
+      << "rgb_png: " << rgb.size() << " bytes are not a " << width << " x " << height << " RGB image";
+  data::PngImage image;
+  image.width = width;
+  image.height = height;
+  image.color = data::PngColor::rgb;
+  image.bit_depth = 8;
+  image.samples.assign(rgb.begin(), rgb.end());
+  return image;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The canvas
+
+Canvas::Canvas(int width, int height)
+    : width_(width), height_(height), rgb_(static_cast<size_t>(width) * static_cast<size_t>(height) * 3, 255) {
+  set_panel(0, 0, width, height);
+}
+
+void Canvas::set_panel(int x, int y, int w, int h) {
+  origin_x_ = x;
+  origin_y_ = y;
+  clip_x0_ = std::max(x, 0);
+  clip_y0_ = std::max(y, 0);
+  clip_x1_ = std::min(x + w, width_);
+  clip_y1_ = std::min(y + h, height_);
+}
+
+void Canvas::blend(int x, int y, Rgb c, double a) {
+  x += origin_x_;
+  y += origin_y_;
+  if (x < clip_x0_ || x >= clip_x1_ || y < clip_y0_ || y >= clip_y1_ || !(a > 0)) return;
+  a = std::min(a, 1.0);
+  uint8_t* p = &rgb_[(static_cast<size_t>(y) * static_cast<size_t>(width_) + static_cast<size_t>(x)) * 3];
+  const uint8_t target[3] = {c.r, c.g, c.b};
+  for (int k = 0; k < 3; ++k) p[k] = static_cast<uint8_t>(std::lround(p[k] * (1 - a) + target[k] * a));
+}
+
+void Canvas::fill(int x0, int y0, int x1, int y1, Rgb c) {
+  x0 = std::max(x0, clip_x0_ - origin_x_);
+  y0 = std::max(y0, clip_y0_ - origin_y_);
+  x1 = std::min(x1, clip_x1_ - 1 - origin_x_);
+  y1 = std::min(y1, clip_y1_ - 1 - origin_y_);
+  for (int y = y0; y <= y1; ++y)
+    for (int x = x0; x <= x1; ++x) blend(x, y, c, 1);
+}
+
+void Canvas::outline(int x0, int y0, int x1, int y1, int thickness, Rgb c) {
+  if (x1 <= x0 || y1 <= y0 || thickness < 1) return;
+  fill(x0, y0, x1 - 1, y0 + thickness - 1, c);  // top
+  fill(x0, y1 - thickness, x1 - 1, y1 - 1, c);  // bottom
+  fill(x0, y0, x0 + thickness - 1, y1 - 1, c);  // left
+  fill(x1 - thickness, y0, x1 - 1, y1 - 1, c);  // right
+}
+
+void Canvas::text(double x, double baseline, const std::string& text, Rgb c, TextAnchor anchor, int scale,
+                  bool bold) {
+  const int width = png_text_width(text, scale) + (bold ? static_cast<int>(text.size()) : 0);
+  const int x0 = pixel(anchor == TextAnchor::start ? x : anchor == TextAnchor::middle ? x - width / 2.0 : x - width);
+  text_at(x0, baseline, text, c, scale, bold);
+}
+
+void Canvas::text_at(int x0, double baseline, const std::string& text, Rgb c, int scale, bool bold) {
+  const int top = pixel(baseline) - kAscent * scale;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const uint8_t* rows = glyph(text[i]);
+    const int left = x0 + static_cast<int>(i) * (kAdvance * scale + (bold ? 1 : 0));
+    for (int r = 0; r < kGlyphRows; ++r)
+      for (int col = 0; col < kGlyphWidth; ++col) {
+        if (!(rows[r] >> (kGlyphWidth - 1 - col) & 1)) continue;
+        const int px = left + col * scale, py = top + r * scale;
+        fill(px, py, px + scale - 1 + (bold ? 1 : 0), py + scale - 1, c);
+      }
+  }
+}
+
 data::PngImage png_chart_grid(const std::vector<Chart>& charts, const std::string& title, int columns,
                               int panel_width, int panel_height) {
   const int min_width = static_cast<int>(ChartFrame::kLeft + ChartFrame::kRight) + 20;
@@ -341,7 +338,7 @@ data::PngImage png_chart_grid(const std::vector<Chart>& charts, const std::strin
       << "png_chart_grid: " << charts.size() << " charts in " << columns << " columns of " << panel_width << " x "
       << panel_height << " pixels make an image over 16384 pixels on a side; use fewer charts or smaller panels";
   Canvas canvas(panel_width * columns, head + panel_height * static_cast<int>(rows));
-  canvas.text(8, 20, title, kTextRgb, Anchor::start, 2);
+  canvas.text(8, 20, title, kTextRgb, TextAnchor::start, 2);
   for (size_t i = 0; i < charts.size(); ++i) {
     const int column = static_cast<int>(i % static_cast<size_t>(columns));
     const int row = static_cast<int>(i / static_cast<size_t>(columns));

@@ -1,6 +1,9 @@
 // Raster line charts: the Chart model of svg.h drawn into an RGB PNG (curves.png), with the SVG's layout
-// (ChartFrame), tick labels and colours, so that a run's curves can be looked at without a browser.
+// (ChartFrame), tick labels and colours, so that a run's curves can be looked at without a browser; and
+// the bitmap canvas they are drawn on (filled rectangles, blending, text in a bitmap font), which the
+// class activation maps' pictures (cam_draw.h) draw on too.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -20,5 +23,43 @@ data::PngImage png_chart_grid(const std::vector<Chart>& charts, const std::strin
 // Width in pixels of `text` in the charts' bitmap font at `scale` (6 pixels per character, less the
 // last column's spacing).
 int png_text_width(const std::string& text, int scale = 1);
+
+// An 8-bit RGB PNG image of `rgb` [height, width, 3].
+data::PngImage rgb_png(int width, int height, const std::vector<uint8_t>& rgb);
+
+enum class TextAnchor { start, middle, end };
+
+// An 8-bit RGB canvas, white to begin with. Drawing goes through a panel, a rectangle that is both the
+// origin of the coordinates and the clip (the whole canvas until set_panel): nothing drawn for one
+// chart reaches its neighbours. Pixels outside the panel are left alone.
+class Canvas {
+ public:
+  Canvas(int width, int height);
+
+  void set_panel(int x, int y, int w, int h);
+  // p <- p (1 - a) + c a at panel pixel (x, y); a in [0, 1] (a = 1 sets the pixel to c).
+  void blend(int x, int y, Rgb c, double a);
+  void fill(int x0, int y0, int x1, int y1, Rgb c);  // the rectangle [x0, x1] x [y0, y1], inclusive
+  void hline(int x0, int x1, int y, Rgb c) { fill(x0, y, x1, y, c); }
+  void vline(int x, int y0, int y1, Rgb c) { fill(x, y0, x, y1, c); }
+  // The outline of the rectangle [x0, x1) x [y0, y1), `thickness` pixels wide, inside it.
+  void outline(int x0, int y0, int x1, int y1, int thickness, Rgb c);
+
+  // `text` with its baseline at row `baseline`, anchored at column x (text_at: starting at column x0),
+  // in the bitmap font scaled by `scale`; bold is the glyph drawn twice, one pixel apart.
+  void text(double x, double baseline, const std::string& text, Rgb c, TextAnchor anchor = TextAnchor::start,
+            int scale = 1, bool bold = false);
+  void text_at(int x0, double baseline, const std::string& text, Rgb c, int scale, bool bold);
+
+  int width() const { return width_; }
+  int height() const { return height_; }
+  const std::vector<uint8_t>& pixels() const { return rgb_; }  // [height, width, 3]
+  data::PngImage png() const { return rgb_png(width_, height_, rgb_); }
+
+ private:
+  int width_, height_;
+  std::vector<uint8_t> rgb_;  // [height, width, 3]
+  int origin_x_ = 0, origin_y_ = 0, clip_x0_ = 0, clip_y0_ = 0, clip_x1_ = 0, clip_y1_ = 0;
+};
 
 }  // namespace experiment

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <functional>
 
-#include "engine/checkpoint.h"
+#include "engine/recompute.h"
 
 namespace nets {
 
@@ -70,9 +70,13 @@ DenseLayer::DenseLayer(int64_t in_channels, const DenseNetConfig& config, Genera
 }
 
 Tensor DenseLayer::forward(const Tensor& x, const Tensor& out) const {
-  // x [N, H, W, in] is a view of the block buffer; h [N, H, W, bottleneck].
+  // x [N, H, W, in] is a view of the block buffer; h [N, H, W, bottleneck]; fresh [N, H, W, growth].
   const Tensor h = bn_relu_then(memory_efficient_, norm1_, x, [this](const Tensor& z) { return conv1_->forward(z); });
-  return bn_relu_then(memory_efficient_, norm2_, h, [this, &out](const Tensor& z) { return conv2_->forward(z, out); });
+  const Tensor fresh =
+      bn_relu_then(memory_efficient_, norm2_, h, [this, &out](const Tensor& z) { return conv2_->forward(z, out); });
+  const Tensor y = concat_channels({x, fresh});  // a view of the block buffer when fresh was written into it
+  return output("dense layer: bn-relu-conv1x1-bn-relu-conv3x3, concat", y, {this},
+                x.size(1) * x.size(2) * macs_per_pixel());
 }
 
 int64_t DenseLayer::macs_per_pixel() const {
@@ -116,11 +120,8 @@ Tensor DenseBlock::forward(const Tensor& x) const {
   int64_t channels = in_channels_;
   for (const auto& layer : layers_) {
     const Tensor out = block_buffers_ ? buffer.slice(-1, channels, channels + growth_) : Tensor();
-    const Tensor fresh = layer->forward(features, out);
-    features = concat_channels({features, fresh});  // a view of the buffer when block_buffers_
+    features = layer->forward(features, out);
     channels += growth_;
-    layer->trace("", "dense layer: bn-relu-conv1x1-bn-relu-conv3x3, concat", features, {layer.get()},
-                 h * w * layer->macs_per_pixel());
   }
   return features;
 }
@@ -135,9 +136,8 @@ Transition::Transition(int64_t in_channels, int64_t out_channels, const DenseNet
 
 Tensor Transition::forward(const Tensor& x) const {
   const Tensor c = bn_relu_then(memory_efficient_, norm_, x, [this](const Tensor& z) { return conv_->forward(z); });
-  Tensor y = avg_pool2d(c, Pool2dOptions::square(2, 2), true);
-  trace("", "transition: bn-relu-conv1x1-avgpool2x2/2", y, {this}, conv_macs(*conv_, c));
-  return y;
+  return output("transition: bn-relu-conv1x1-avgpool2x2/2", avg_pool2d(c, Pool2dOptions::square(2, 2), true),
+                {this}, conv_macs(*conv_, c));
 }
 
 // ---- Features -------------------------------------------------------------------------------------
@@ -172,23 +172,18 @@ void DenseNetFeatures::set_memory_efficient(bool on) {
   for (const auto& transition : transitions_) transition->set_memory_efficient(on);
 }
 
-Tensor DenseNetFeatures::forward(const Tensor& images, StageMap* stages) const {
+Tensor DenseNetFeatures::forward(const Tensor& images) const {
   const Tensor c0 = conv0_->forward(images);
   Tensor x = bn_relu_then(memory_efficient_, norm0_, c0, [this, &c0](const Tensor& a) {
-    trace("conv0", "conv 7x7/2 + norm0 + relu", a, {conv0_.get(), norm0_.get()}, conv_macs(*conv0_, c0));
-    Tensor p = max_pool2d(a, Pool2dOptions::square(3, 2, 1));
-    trace("pool0", "max-pool 3x3/2 pad 1", p, {}, 0);
-    return p;
+    part_output("conv0", "conv 7x7/2 + norm0 + relu", a, {conv0_.get(), norm0_.get()}, conv_macs(*conv0_, c0));
+    return max_pool2d(a, Pool2dOptions::square(3, 2, 1));
   });
-  if (stages) (*stages)["stem"] = x;
+  x = part_output("pool0", "max-pool 3x3/2 pad 1", x, {}, 0);
   for (size_t b = 0; b < blocks_.size(); ++b) {
     x = blocks_[b]->forward(x);
-    if (stages) (*stages)["block" + std::to_string(b + 1)] = x;
     if (b < transitions_.size()) x = transitions_[b]->forward(x);
   }
-  x = relu(norm5_->forward(x));
-  trace("norm5", "bn + relu", x, {norm5_.get()}, 0);
-  return x;
+  return part_output("norm5", "bn + relu", relu(norm5_->forward(x)), {norm5_.get()}, 0);
 }
 
 // ---- DenseNet -------------------------------------------------------------------------------------
@@ -207,11 +202,14 @@ void DenseNet::set_memory_efficient(bool on) {
   features_->set_memory_efficient(on);
 }
 
-std::vector<std::string> DenseNet::stage_names() const {
-  std::vector<std::string> names{"stem"};
-  for (size_t b = 0; b < config_.block_layers.size(); ++b) names.push_back("block" + std::to_string(b + 1));
-  names.push_back("features");
-  return names;
+std::vector<std::pair<std::string, std::string>> DenseNet::stage_units() const {
+  std::vector<std::pair<std::string, std::string>> units{{"stem", features_->path() + ".pool0"}};
+  for (size_t b = 0; b < config_.block_layers.size(); ++b) {
+    const std::string block = std::to_string(b + 1);
+    units.emplace_back("block" + block, features_->path() + ".denseblock" + block + ".denselayer" +
+                                            std::to_string(config_.block_layers[b]));
+  }
+  return units;
 }
 
 std::pair<int64_t, int64_t> DenseNet::feature_grid(int64_t height, int64_t width) const {
@@ -229,8 +227,6 @@ std::pair<int64_t, int64_t> DenseNet::feature_grid(int64_t height, int64_t width
   return {h, w};
 }
 
-Tensor DenseNet::run_backbone(const Tensor& images, StageMap* stages) const {
-  return features_->forward(images, stages);
-}
+Tensor DenseNet::run_backbone(const Tensor& images) const { return features_->forward(images); }
 
 }  // namespace nets

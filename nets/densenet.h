@@ -57,7 +57,8 @@ struct DenseNetConfig {
 class DenseLayer : public Layer {
  public:
   DenseLayer(int64_t in_channels, const DenseNetConfig& config, engine::Generator& gen);
-  // x [N, H, W, in] -> the layer's new channels [N, H, W, growth], written into `out` when given.
+  // x_{l+1} = concat(x_l, H_l(x_l)): x [N, H, W, in] -> [N, H, W, in + growth]. The new channels are
+  // written into `out` [N, H, W, growth] when given (the layer's slice of the block buffer, right after x).
   engine::Tensor forward(const engine::Tensor& x, const engine::Tensor& out) const;
   // Multiply-accumulates per output pixel of the two convolutions.
   int64_t macs_per_pixel() const;
@@ -98,7 +99,7 @@ class Transition : public Layer {
 class DenseNetFeatures : public Layer {
  public:
   DenseNetFeatures(const DenseNetConfig& config, engine::Generator& gen);
-  engine::Tensor forward(const engine::Tensor& images, StageMap* stages) const;
+  engine::Tensor forward(const engine::Tensor& images) const;  // [N, H, W, 3] -> [N, h, w, out_channels()]
   int64_t out_channels() const { return out_channels_; }
   void set_memory_efficient(bool on);
 
@@ -116,7 +117,6 @@ class DenseNet : public Net {
   // arch: the name recorded with the net ("densenet201", ...); input_size sizes the flatten head.
   DenseNet(const std::string& arch, const DenseNetConfig& config, Head head, int64_t input_size,
            engine::Generator& gen);
-  std::vector<std::string> stage_names() const override;
   int64_t min_input_size() const override { return 32; }
   std::pair<int64_t, int64_t> feature_grid(int64_t height, int64_t width) const override;
   const DenseNetConfig& config() const { return config_; }
@@ -124,7 +124,9 @@ class DenseNet : public Net {
   void set_memory_efficient(bool on);
 
  protected:
-  engine::Tensor run_backbone(const engine::Tensor& images, StageMap* stages) const override;
+  engine::Tensor run_backbone(const engine::Tensor& images) const override;
+  // "stem" ends at pool0, "block{B}" at the last layer of dense block B.
+  std::vector<std::pair<std::string, std::string>> stage_units() const override;
 
  private:
   DenseNetConfig config_;

@@ -26,10 +26,9 @@ std::shared_ptr<BasicConv> valid(int64_t in, int64_t out, int64_t k, int64_t s, 
 
 const Pool2dOptions kMaxPool3s2 = Pool2dOptions::square(3, 2);  // 'valid'
 
-Tensor max_pool_row(const Tensor& x, const std::string& name) {
-  Tensor y = max_pool2d(x, kMaxPool3s2);
-  trace_row(name, "max-pool 3x3/2 valid", y, {}, 0);
-  return y;
+// The parameterless max-pool unit at `path`.
+Tensor max_pool_unit(const Tensor& x, const std::string& path) {
+  return unit_output(path, "max-pool 3x3/2 valid", max_pool2d(x, kMaxPool3s2), {}, 0);
 }
 
 }  // namespace
@@ -42,19 +41,14 @@ BasicConv::BasicConv(int64_t in, int64_t out, int64_t kernel_h, int64_t kernel_w
       "conv", std::make_shared<Conv2d>(
                   Conv2dSpec{in, out, kernel_h, kernel_w, Conv2dOptions::symmetric(pad_h, pad_w, stride), false}, gen));
   bn_ = register_module("bn", std::make_shared<BatchNorm>(BatchNormSpec{out, bn, /*gamma=*/false, /*beta=*/true}));
+  const bool is_valid = pad_h == 0 && pad_w == 0 && (kernel_h > 1 || kernel_w > 1);
+  kind_ = "conv-bn-relu " + std::to_string(kernel_h) + "x" + std::to_string(kernel_w) +
+          (stride > 1 ? "/" + std::to_string(stride) : "") + (is_valid ? " valid" : "");
 }
 
 Tensor BasicConv::forward(const Tensor& x) const {
   const Tensor c = conv_->forward(x);
-  Tensor y = relu(bn_->forward(c));
-  if (tracing()) {
-    const Conv2dSpec& s = conv_->spec();
-    const bool is_valid = s.options.pad_top == 0 && s.options.pad_left == 0 && (s.kernel_h > 1 || s.kernel_w > 1);
-    trace("", "conv-bn-relu " + std::to_string(s.kernel_h) + "x" + std::to_string(s.kernel_w) +
-                  (s.options.stride_h > 1 ? "/" + std::to_string(s.options.stride_h) : "") + (is_valid ? " valid" : ""),
-          y, {this}, conv_macs(*conv_, c));
-  }
-  return y;
+  return output(kind_, relu(bn_->forward(c)), {this}, conv_macs(*conv_, c));
 }
 
 void UnitChain::add(int64_t index, std::shared_ptr<BasicConv> unit) {
@@ -86,11 +80,9 @@ Tensor Mixed5b::forward(const Tensor& x) const {
   Tensor b0 = branch0_->forward(x);
   Tensor b1 = branch1_->forward(x);
   Tensor b2 = branch2_->forward(x);
-  Tensor pooled = avg_pool2d(x, Pool2dOptions::square(3, 1, 1), /*count_include_pad=*/false);
-  trace("branch3.0", "avg-pool 3x3/1 same (padding excluded)", pooled, {}, 0);
-  Tensor y = concat_channels({b0, b1, b2, branch3_->forward(pooled)});
-  trace("", "concat [96 | 64 | 96 | 64]", y, {}, 0);
-  return y;
+  Tensor pooled = part_output("branch3.0", "avg-pool 3x3/1 same (padding excluded)",
+                              avg_pool2d(x, Pool2dOptions::square(3, 1, 1), /*count_include_pad=*/false), {}, 0);
+  return output("concat [96 | 64 | 96 | 64]", concat_channels({b0, b1, b2, branch3_->forward(pooled)}), {}, 0);
 }
 
 Mixed6a::Mixed6a(const BatchNormOptions& bn, Generator& gen) {
@@ -104,9 +96,7 @@ Mixed6a::Mixed6a(const BatchNormOptions& bn, Generator& gen) {
 Tensor Mixed6a::forward(const Tensor& x) const {
   Tensor b0 = branch0_->forward(x);
   Tensor b1 = branch1_->forward(x);
-  Tensor y = concat_channels({b0, b1, max_pool_row(x, path() + ".branch2")});
-  trace("", "concat [384 | 384 | 320]", y, {}, 0);
-  return y;
+  return output("concat [384 | 384 | 320]", concat_channels({b0, b1, max_pool_unit(x, path() + ".branch2")}), {}, 0);
 }
 
 Mixed7a::Mixed7a(const BatchNormOptions& bn, Generator& gen) {
@@ -126,9 +116,8 @@ Tensor Mixed7a::forward(const Tensor& x) const {
   Tensor b0 = branch0_->forward(x);
   Tensor b1 = branch1_->forward(x);
   Tensor b2 = branch2_->forward(x);
-  Tensor y = concat_channels({b0, b1, b2, max_pool_row(x, path() + ".branch3")});
-  trace("", "concat [384 | 288 | 320 | 1088]", y, {}, 0);
-  return y;
+  return output("concat [384 | 288 | 320 | 1088]",
+                concat_channels({b0, b1, b2, max_pool_unit(x, path() + ".branch3")}), {}, 0);
 }
 
 // ---- Residual blocks ------------------------------------------------------------------------------
@@ -178,6 +167,10 @@ ResidualBlock::ResidualBlock(Type type, float scale, bool relu, const BatchNormO
   }
   conv2d_ = register_module(
       "conv2d", std::make_shared<Conv2d>(Conv2dSpec{mixed, width, 1, 1, Conv2dOptions::valid(), true}, gen));
+  char kind[96];
+  std::snprintf(kind, sizeof kind, "conv1x1+bias, x + %.2g * up%s", static_cast<double>(scale_),
+                relu_ ? ", relu" : " (no relu)");
+  kind_ = kind;
 }
 
 Tensor ResidualBlock::forward(const Tensor& x) const {
@@ -189,13 +182,7 @@ Tensor ResidualBlock::forward(const Tensor& x) const {
   const Tensor up = conv2d_->forward(concat_channels(outputs));  // [N, H, W, width], with bias
   Tensor y = add(x, scale(up, scale_));
   if (relu_) y = relu(y);
-  if (tracing()) {
-    char kind[96];
-    std::snprintf(kind, sizeof kind, "conv1x1+bias, x + %.2g * up%s", static_cast<double>(scale_),
-                  relu_ ? ", relu" : " (no relu)");
-    trace("conv2d", kind, y, {conv2d_.get()}, conv_macs(*conv2d_, up));
-  }
-  return y;
+  return part_output("conv2d", kind_, y, {conv2d_.get()}, conv_macs(*conv2d_, up));
 }
 
 // ---- The net --------------------------------------------------------------------------------------
@@ -235,8 +222,14 @@ InceptionResNetV2::InceptionResNetV2(Flavor flavor, Head head, int64_t input_siz
   finish("classif", 1536, gen);
 }
 
-std::vector<std::string> InceptionResNetV2::stage_names() const {
-  return {"stem", "mixed_5b", "block35", "mixed_6a", "block17", "mixed_7a", "block8", "features"};
+std::vector<std::pair<std::string, std::string>> InceptionResNetV2::stage_units() const {
+  return {{"stem", "maxpool_5a"},
+          {"mixed_5b", mixed_5b_->path()},
+          {"block35", block35_.back()->path() + ".conv2d"},
+          {"mixed_6a", mixed_6a_->path()},
+          {"block17", block17_.back()->path() + ".conv2d"},
+          {"mixed_7a", mixed_7a_->path()},
+          {"block8", block8_->path() + ".conv2d"}};
 }
 
 std::pair<int64_t, int64_t> InceptionResNetV2::feature_grid(int64_t height, int64_t width) const {
@@ -255,30 +248,22 @@ std::pair<int64_t, int64_t> InceptionResNetV2::feature_grid(int64_t height, int6
   return {grid(height), grid(width)};
 }
 
-Tensor InceptionResNetV2::run_backbone(const Tensor& images, StageMap* stages) const {
+Tensor InceptionResNetV2::run_backbone(const Tensor& images) const {
   Tensor x = conv2d_1a_->forward(images);
   x = conv2d_2a_->forward(x);
   x = conv2d_2b_->forward(x);
-  x = max_pool_row(x, "maxpool_3a");
+  x = max_pool_unit(x, "maxpool_3a");
   x = conv2d_3b_->forward(x);
   x = conv2d_4a_->forward(x);
-  x = max_pool_row(x, "maxpool_5a");
-  if (stages) (*stages)["stem"] = x;
+  x = max_pool_unit(x, "maxpool_5a");
   x = mixed_5b_->forward(x);
-  if (stages) (*stages)["mixed_5b"] = x;
   for (const auto& b : block35_) x = b->forward(x);
-  if (stages) (*stages)["block35"] = x;
   x = mixed_6a_->forward(x);
-  if (stages) (*stages)["mixed_6a"] = x;
   for (const auto& b : block17_) x = b->forward(x);
-  if (stages) (*stages)["block17"] = x;
   x = mixed_7a_->forward(x);
-  if (stages) (*stages)["mixed_7a"] = x;
   for (const auto& b : block8s_) x = b->forward(x);
   x = block8_->forward(x);
-  if (stages) (*stages)["block8"] = x;
-  x = conv2d_7b_->forward(x);
-  return x;
+  return conv2d_7b_->forward(x);
 }
 
 }  // namespace nets

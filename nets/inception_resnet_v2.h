@@ -42,6 +42,7 @@ class BasicConv : public Layer {
  private:
   std::shared_ptr<engine::Conv2d> conv_;
   std::shared_ptr<engine::BatchNorm> bn_;
+  std::string kind_;  // "conv-bn-relu 3x3/2 valid", ...
 };
 
 // A chain of units (a timm nn.Sequential), children named by their Sequential index.
@@ -78,6 +79,7 @@ class ResidualBlock : public Layer {
   bool relu_;
   std::vector<std::shared_ptr<Layer>> branches_;  // BasicConv or UnitChain
   std::shared_ptr<engine::Conv2d> conv2d_;
+  std::string kind_;  // "conv1x1+bias, x + 0.17 * up, relu", ...
 };
 
 class Mixed6a : public Layer {
@@ -103,13 +105,14 @@ class InceptionResNetV2 : public Net {
  public:
   // flavor: keras (BN momentum 0.01, biased variance) or torch (0.1, unbiased); eps 1e-3 in both.
   InceptionResNetV2(Flavor flavor, Head head, int64_t input_size, engine::Generator& gen);
-  std::vector<std::string> stage_names() const override;
   int64_t min_input_size() const override { return 75; }
   std::pair<int64_t, int64_t> feature_grid(int64_t height, int64_t width) const override;
   static engine::BatchNormOptions bn_options(Flavor flavor);
 
  protected:
-  engine::Tensor run_backbone(const engine::Tensor& images, StageMap* stages) const override;
+  engine::Tensor run_backbone(const engine::Tensor& images) const override;
+  // "stem" ends at maxpool_5a, "mixed_*" at their concatenations, "block35/17/8" at the last block's sum.
+  std::vector<std::pair<std::string, std::string>> stage_units() const override;
 
  private:
   std::shared_ptr<BasicConv> conv2d_1a_, conv2d_2a_, conv2d_2b_, conv2d_3b_, conv2d_4a_, conv2d_7b_;

@@ -1,5 +1,5 @@
-// The Net base class, heads, flavours, the differentiable copy into a block buffer, and the summary
-// trace (see net.h).
+// The Net base class, heads, flavours, the differentiable copy into a block buffer, the forward
+// observer and its two uses: the summary and the stage activations (see net.h).
 #include "nets/net.h"
 
 #include <tuple>
@@ -10,18 +10,41 @@ using namespace engine;
 
 namespace {
 
-// The rows of the summary being traced on this thread, or null.
-thread_local std::vector<SummaryRow>* active_trace = nullptr;
+// The observer of the forward pass running on this thread, or null.
+thread_local ForwardObserver* active_observer = nullptr;
 
-class TraceScope {
+// Net::summary's observer: a row per unit.
+class SummaryRows : public ForwardObserver {
  public:
-  explicit TraceScope(std::vector<SummaryRow>* rows) : previous_(active_trace) { active_trace = rows; }
-  ~TraceScope() { active_trace = previous_; }
-  TraceScope(const TraceScope&) = delete;
-  TraceScope& operator=(const TraceScope&) = delete;
+  void on_unit_output(const std::string& path, const std::string& kind, const Tensor& output,
+                      const std::vector<const Module*>& state, int64_t macs) override {
+    SummaryRow row;
+    row.name = path;
+    row.kind = kind;
+    row.output = output.shape();
+    std::tie(row.parameters, row.buffers) = count_state(state);
+    row.macs = macs;
+    rows.push_back(std::move(row));
+  }
+  std::vector<SummaryRow> rows;
+};
+
+// Net::forward_with_stages's observer: keeps the outputs of the units that end a stage.
+class StageOutputs : public ForwardObserver {
+ public:
+  StageOutputs(const std::vector<std::pair<std::string, std::string>>& stage_units, StageMap& stages)
+      : stages_(stages) {
+    for (const auto& [stage, path] : stage_units) stage_of_unit_[path] = stage;
+  }
+  void on_unit_output(const std::string& path, const std::string&, const Tensor& output,
+                      const std::vector<const Module*>&, int64_t) override {
+    const auto it = stage_of_unit_.find(path);
+    if (it != stage_of_unit_.end()) stages_[it->second] = output;
+  }
 
  private:
-  std::vector<SummaryRow>* previous_;
+  std::map<std::string, std::string> stage_of_unit_;  // unit path -> stage name
+  StageMap& stages_;
 };
 
 // Sets the path of every Layer below `module` from the registered names.
@@ -35,18 +58,27 @@ void assign_paths(const Module& module, const std::string& prefix) {
 
 }  // namespace
 
-bool tracing() { return active_trace != nullptr; }
+ObserveForward::ObserveForward(ForwardObserver& observer) : previous_(active_observer) {
+  active_observer = &observer;
+}
 
-void trace_row(const std::string& name, const std::string& kind, const Tensor& output,
-               const std::vector<const Module*>& modules, int64_t macs) {
-  if (!active_trace) return;
-  SummaryRow row;
-  row.name = name;
-  row.kind = kind;
-  row.output = output.shape();
-  std::tie(row.parameters, row.buffers) = count_state(modules);
-  row.macs = macs;
-  active_trace->push_back(std::move(row));
+ObserveForward::~ObserveForward() { active_observer = previous_; }
+
+Tensor unit_output(const std::string& path, const std::string& kind, const Tensor& output,
+                          const std::vector<const Module*>& state, int64_t macs) {
+  if (active_observer) active_observer->on_unit_output(path, kind, output, state, macs);
+  return output;
+}
+
+Tensor Layer::output(const std::string& kind, const Tensor& y, const std::vector<const Module*>& state,
+                            int64_t macs) const {
+  return unit_output(path_, kind, y, state, macs);
+}
+
+Tensor Layer::part_output(const std::string& part, const std::string& kind, const Tensor& y,
+                                 const std::vector<const Module*>& state, int64_t macs) const {
+  if (!active_observer) return y;  // spares building the part's path
+  return unit_output(path_ + "." + part, kind, y, state, macs);
 }
 
 Head parse_head(const std::string& name) {
@@ -74,12 +106,6 @@ Flavor parse_flavor(const std::string& name) {
 }
 
 std::string flavor_name(Flavor flavor) { return flavor == Flavor::keras ? "keras" : "torch"; }
-
-void Layer::trace(const std::string& suffix, const std::string& kind, const Tensor& output,
-                  const std::vector<const Module*>& modules, int64_t macs) const {
-  if (!active_trace) return;
-  trace_row(suffix.empty() ? path_ : path_ + "." + suffix, kind, output, modules, macs);
-}
 
 int64_t conv_macs(const Conv2d& conv, const Tensor& output) {
   const Conv2dSpec& s = conv.spec();
@@ -142,27 +168,35 @@ void Net::check_images(const Tensor& images) const {
 
 Tensor Net::run_head(const Tensor& features) const {
   Tensor pooled = head_ == Head::flatten ? flatten(features) : global_avg_pool(features);
-  Tensor logits = classifier_->forward(pooled);
+  const Tensor logits = classifier_->forward(pooled);
   const std::string kind = head_ == Head::flatten ? "flatten + linear" : "global avg pool + linear";
-  trace_row(head_module_, kind, logits, {classifier_.get()}, classifier_->weight.numel());
-  return logits;
+  return unit_output(head_module_, kind, logits, {classifier_.get()}, classifier_->weight.numel());
 }
 
 Tensor Net::forward(const Tensor& images) const {
   check_images(images);
-  return run_head(run_backbone(images, nullptr));
+  return run_head(run_backbone(images));
 }
 
 Tensor Net::features(const Tensor& images) const {
   check_images(images);
-  return run_backbone(images, nullptr);
+  return run_backbone(images);
 }
 
 Tensor Net::forward_with_stages(const Tensor& images, StageMap& stages) const {
   check_images(images);
-  Tensor f = run_backbone(images, &stages);
+  StageOutputs observer(stage_units(), stages);
+  ObserveForward observing(observer);
+  Tensor f = run_backbone(images);
   stages["features"] = f;
   return run_head(f);
+}
+
+std::vector<std::string> Net::stage_names() const {
+  std::vector<std::string> names;
+  for (const auto& [stage, path] : stage_units()) names.push_back(stage);
+  names.push_back("features");
+  return names;
 }
 
 std::vector<SummaryRow> Net::summary(int64_t input_size) {
@@ -170,10 +204,10 @@ std::vector<SummaryRow> Net::summary(int64_t input_size) {
       << arch_ << ": summary input size " << input_size << " is below the minimum " << min_input_size();
   const bool was_training = is_training();
   eval();
-  std::vector<SummaryRow> rows;
+  SummaryRows observer;
   try {
     NoGradGuard no_grad;
-    TraceScope scope(&rows);
+    ObserveForward observing(observer);
     const Device device = state().empty() ? Device::cpu() : state().front().second.device();
     forward(Tensor::zeros({1, input_size, input_size, 3}, device));
   } catch (...) {
@@ -181,7 +215,7 @@ std::vector<SummaryRow> Net::summary(int64_t input_size) {
     throw;
   }
   train(was_training);
-  return rows;
+  return std::move(observer.rows);
 }
 
 }  // namespace nets

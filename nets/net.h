@@ -8,10 +8,14 @@
 //   imagenet : logits = Linear(C, 1000)(mean_hw(F))    (to prove converted ImageNet weights)
 // The head Linear is Glorot-uniform with a zero bias (Keras Dense defaults).
 //
-// Summary: Net::summary runs one traced forward pass (batch 1, eval, no grad) in which every unit of the
-// net adds a row: its module path, output shape, trainable parameters, buffers (BN running statistics)
-// and multiply-accumulates of its convolutions and linear layers. Keras counts BN statistics as
-// (non-trainable) parameters, so Keras's "total params" = parameters + buffers.
+// Observing a forward pass: every unit of a net (a dense layer, a conv-bn-relu, a pooling, the head)
+// hands its output to Layer::output, which tells the ForwardObserver installed on this thread, if any:
+// the unit's module path, what it is, its output, the modules whose state it holds and its
+// multiply-accumulates. The architecture code knows no more than that; two observers use it:
+//   summary : Net::summary runs one forward pass (batch 1, eval, no grad) and makes a row of each unit:
+//             output shape, trainable parameters, buffers (BN running statistics), MACs. Keras counts BN
+//             statistics as (non-trainable) parameters, so Keras's "total params" = parameters + buffers.
+//   stages  : Net::forward_with_stages keeps the outputs of the units that end a stage (stage_units()).
 #pragma once
 #include <map>
 #include <memory>
@@ -40,22 +44,52 @@ using StageMap = std::map<std::string, engine::Tensor>;
 struct SummaryRow {
   std::string name;      // module path, e.g. "features.denseblock1.denselayer1", "repeat.0.branch1.1"
   std::string kind;      // what the unit is, e.g. "dense layer", "conv-bn-relu 3x3/2"
-  engine::Shape output;  // output shape of the traced pass (batch 1)
+  engine::Shape output;  // output shape in the observed pass (batch 1)
   int64_t parameters = 0;  // trainable elements
   int64_t buffers = 0;     // non-trainable elements (BN running statistics)
   int64_t macs = 0;        // multiply-accumulates per image (convolutions and linear layers)
 };
 
+// Sees the output of every unit of a forward pass, in execution order (see the top of this file).
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  // path: the unit's module path; kind: what it is ("dense layer: ...", "conv-bn-relu 3x3/2 valid");
+  // state: the modules whose parameters and buffers the unit holds; macs: multiply-accumulates per image.
+  virtual void on_unit_output(const std::string& path, const std::string& kind, const engine::Tensor& output,
+                              const std::vector<const engine::Module*>& state, int64_t macs) = 0;
+};
+
+// Installs `observer` on this thread for the scope's lifetime (the previous one, if any, comes back after).
+class ObserveForward {
+ public:
+  explicit ObserveForward(ForwardObserver& observer);
+  ~ObserveForward();
+  ObserveForward(const ObserveForward&) = delete;
+  ObserveForward& operator=(const ObserveForward&) = delete;
+
+ private:
+  ForwardObserver* previous_;
+};
+
+// Tells this thread's observer, if any, that the unit at `path` produced `output`; returns `output`.
+// The one place units are observed from (Layer::output, the head, the net's own poolings).
+engine::Tensor unit_output(const std::string& path, const std::string& kind, const engine::Tensor& output,
+                                  const std::vector<const engine::Module*>& state, int64_t macs);
+
 // A module of a net that knows its own dotted path in the tree (assigned once the net is built), so
-// that it can name its summary rows.
+// that it can name its outputs.
 class Layer : public engine::Module {
  public:
   const std::string& path() const { return path_; }
   void set_path(const std::string& path) { path_ = path; }
 
-  // Adds a summary row named path() (+ "." + suffix) when a summary trace is running; a no-op otherwise.
-  void trace(const std::string& suffix, const std::string& kind, const engine::Tensor& output,
-             const std::vector<const engine::Module*>& modules, int64_t macs) const;
+ protected:
+  // y, the output of this unit (path()) or of its part `part` (path() + "." + part), told to the observer.
+  engine::Tensor output(const std::string& kind, const engine::Tensor& y,
+                               const std::vector<const engine::Module*>& state, int64_t macs) const;
+  engine::Tensor part_output(const std::string& part, const std::string& kind, const engine::Tensor& y,
+                                    const std::vector<const engine::Module*>& state, int64_t macs) const;
 
  private:
   std::string path_;
@@ -74,12 +108,6 @@ class ModuleList : public Layer {
  private:
   std::vector<std::shared_ptr<engine::Module>> items_;
 };
-
-// True while a summary trace is running on this thread (Net::summary).
-bool tracing();
-// Adds a summary row when a summary trace is running on this thread; a no-op otherwise.
-void trace_row(const std::string& name, const std::string& kind, const engine::Tensor& output,
-               const std::vector<const engine::Module*>& modules, int64_t macs);
 
 // Multiply-accumulates per image of a convolution that produced `output` [N, OH, OW, O].
 int64_t conv_macs(const engine::Conv2d& conv, const engine::Tensor& output);
@@ -102,7 +130,7 @@ class Net : public engine::Module {
   // The head alone: logits [N, classes] of a feature map [N, h, w, C] (Grad-CAM differentiates it).
   engine::Tensor run_head(const engine::Tensor& features) const;
 
-  // One traced forward pass at input_size x input_size (batch 1, eval mode, no grad; the net's mode is
+  // One observed forward pass at input_size x input_size (batch 1, eval mode, no grad; the net's mode is
   // restored): a row per unit, in execution order, the head last.
   std::vector<SummaryRow> summary(int64_t input_size);
 
@@ -114,15 +142,18 @@ class Net : public engine::Module {
   int64_t feature_channels() const { return feature_channels_; }
   const std::string& head_module() const { return head_module_; }  // "classifier" or "classif"
   std::string head_prefix() const { return head_module_ + "."; }
-  virtual std::vector<std::string> stage_names() const = 0;
+  // The stages forward_with_stages reports: those of stage_units(), then "features".
+  std::vector<std::string> stage_names() const;
   virtual int64_t min_input_size() const = 0;
   // The feature-map grid {h, w} for an input of height x width (throws if too small).
   virtual std::pair<int64_t, int64_t> feature_grid(int64_t height, int64_t width) const = 0;
 
  protected:
   Net(std::string arch, Head head, Flavor flavor, int64_t input_size);
-  // The backbone: images -> feature map; records stage activations when `stages` is given.
-  virtual engine::Tensor run_backbone(const engine::Tensor& images, StageMap* stages) const = 0;
+  // The backbone: images -> feature map.
+  virtual engine::Tensor run_backbone(const engine::Tensor& images) const = 0;
+  // Each stage ("stem", "block1", ...) and the path of the unit whose output ends it, in order.
+  virtual std::vector<std::pair<std::string, std::string>> stage_units() const = 0;
   // Registers the head as child `module_name` (after the backbone) and names every Layer's path.
   // Subclass constructors call it last.
   void finish(const std::string& module_name, int64_t feature_channels, engine::Generator& gen);

@@ -1,4 +1,4 @@
-// Recomputation in backward (see checkpoint.h): checkpoint and with_recomputed share one core.
+// Recomputation in backward (see recompute.h): recompute_in_backward and with_recomputed share one core.
 //
 // A Region is what a recompute needs: fn, the inputs' values (detached), which inputs need gradients,
 // and the state fn updates. recompute() runs fn on fresh leaves (detached aliases of the saved inputs,
@@ -7,7 +7,7 @@
 // formed by the walk) instead of accumulating it into the leaf's .grad, so the input gradients cost no
 // extra copy. backward_through() is an ordinary run_backward nested in the enclosing one: parameters
 // fn reads directly are leaves of it and accumulate their gradients exactly as in the plain graph.
-#include "engine/checkpoint.h"
+#include "engine/recompute.h"
 
 #include <optional>
 #include <unordered_set>
@@ -20,7 +20,7 @@ namespace detail {
 namespace {
 
 struct Region {
-  CheckpointFn fn;
+  RegionFn fn;
   std::vector<Tensor> saved;  // the inputs' values, without their history (the region's node holds that)
   std::vector<bool> needs_gradient;
   std::vector<Tensor> state;
@@ -34,23 +34,24 @@ struct Recompute {
 };
 
 // fn(inputs) without recording, checked to be a new tensor.
-Tensor run_unrecorded(const CheckpointFn& fn, const std::vector<Tensor>& inputs) {
-  ENGINE_CHECK(fn) << "checkpoint: no function given";
+Tensor run_unrecorded(const RegionFn& fn, const std::vector<Tensor>& inputs) {
+  ENGINE_CHECK(fn) << "recompute_in_backward: no function given";
   Tensor y;
   {
     NoGradGuard no_grad;
     y = fn(inputs);
   }
-  ENGINE_CHECK(y.defined()) << "checkpoint: fn returned no tensor";
+  ENGINE_CHECK(y.defined()) << "recompute_in_backward: fn returned no tensor";
   ENGINE_CHECK(!y.requires_grad())
-      << "checkpoint: fn returned a tensor that already requires a gradient (a parameter?); it must "
+      << "recompute_in_backward: fn returned a tensor that already requires a gradient (a parameter?); it must "
          "compute a new tensor";
   for (const Tensor& t : inputs)
-    ENGINE_CHECK(!t.defined() || !y.same(t)) << "checkpoint: fn must return a new tensor, not one of its inputs";
+    ENGINE_CHECK(!t.defined() || !y.same(t))
+        << "recompute_in_backward: fn must return a new tensor, not one of its inputs";
   return y;
 }
 
-std::shared_ptr<const Region> make_region(const CheckpointFn& fn, const std::vector<Tensor>& inputs,
+std::shared_ptr<const Region> make_region(const RegionFn& fn, const std::vector<Tensor>& inputs,
                                           const std::vector<Tensor>& state) {
   auto region = std::make_shared<Region>();
   region->fn = fn;
@@ -119,7 +120,7 @@ void check_region_is_closed(const Recompute& r) {
     stack.pop_back();
     if (!seen.insert(node).second) continue;
     ENGINE_CHECK(node->sequence() > r.first_sequence)
-        << "checkpoint: the recomputed region reads the output of '" << node->name()
+        << "recompute_in_backward: the recomputed region reads the output of '" << node->name()
         << "' from outside it; pass every tensor with autograd history that fn reads in its inputs";
     for (const Tensor& t : node->inputs())
       if (t.defined() && t.grad_fn()) stack.push_back(t.grad_fn().get());
@@ -129,7 +130,8 @@ void check_region_is_closed(const Recompute& r) {
 // Back-propagates dy through the recomputed graph; returns the inputs' gradients.
 std::vector<Tensor> backward_through(const Recompute& r, const Tensor& dy) {
   ENGINE_CHECK(r.output.defined() && r.output.shape() == dy.shape())
-      << "checkpoint: the recompute returned " << (r.output.defined() ? shape_str(r.output.shape()) : "nothing")
+      << "recompute_in_backward: the recompute returned "
+      << (r.output.defined() ? shape_str(r.output.shape()) : "nothing")
       << " where the forward returned " << shape_str(dy.shape()) << "; fn must be deterministic";
   if (!r.output.requires_grad()) return *r.input_grads;  // nothing differentiable reached the output
   check_region_is_closed(r);
@@ -148,16 +150,16 @@ struct RecomputeShared {
 
 }  // namespace detail
 
-Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs, const std::vector<Tensor>& state) {
+Tensor recompute_in_backward(const RegionFn& fn, const std::vector<Tensor>& inputs, const std::vector<Tensor>& state) {
   if (!needs_grad(inputs)) return fn(inputs);  // nothing to keep: the ordinary graph (if any) is right
   Tensor y = detail::run_unrecorded(fn, inputs);
-  record(y, "checkpoint", inputs, [region = detail::make_region(fn, inputs, state)](const Tensor& dy) {
+  record(y, "recompute_in_backward", inputs, [region = detail::make_region(fn, inputs, state)](const Tensor& dy) {
     return detail::backward_through(detail::recompute(*region), dy);
   });
   return y;
 }
 
-Tensor with_recomputed(const CheckpointFn& fn, const std::vector<Tensor>& inputs, const ConsumerFn& consumer,
+Tensor with_recomputed(const RegionFn& fn, const std::vector<Tensor>& inputs, const ConsumerFn& consumer,
                        const std::vector<Tensor>& state) {
   ENGINE_CHECK(consumer) << "with_recomputed: no consumer given";
   if (!needs_grad(inputs)) return consumer(fn(inputs));  // the ordinary graph (if any) is right

@@ -1,11 +1,11 @@
-// engine::checkpoint and engine::with_recomputed (recomputation in backward) and the host memory
+// engine::recompute_in_backward and engine::with_recomputed (recomputation in backward) and the host memory
 // counters: the same values, gradients and batch-norm statistics as the plain graph, bit for bit;
 // finite differences; what the forward keeps; the rules (a region must not reach into the graph around
 // it; a recomputed tensor must not escape its consumer); nesting and retain_graph.
 #include <cmath>
 #include <string>
 
-#include "engine/checkpoint.h"
+#include "engine/recompute.h"
 #include "engine/memory_stats.h"
 #include "support/gradcheck.h"
 
@@ -42,13 +42,13 @@ struct StepResult {
   std::vector<float> y, dx0, dgamma, dbeta, dweight, running_mean, running_var;
 };
 
-enum class Mode { plain, checkpoint, recomputed };
+enum class Mode { plain, region, recomputed };
 
-// y = the region on inputs: plain, checkpointed, or with its BN - ReLU output recomputed for the
+// y = the region on inputs: plain, recomputed as a whole, or with its BN - ReLU output recomputed for the
 // convolution and the residual add (with_recomputed).
 Tensor run_region(Mode mode, const Region& region, const std::vector<Tensor>& inputs) {
   if (mode == Mode::plain) return region(inputs);
-  if (mode == Mode::checkpoint) return checkpoint(region, inputs, {region.running_mean, region.running_var});
+  if (mode == Mode::region) return recompute_in_backward(region, inputs, {region.running_mean, region.running_var});
   return with_recomputed(
       [&region](const std::vector<Tensor>& in) {
         return relu(batch_norm(in[0], in[1], in[2], region.running_mean, region.running_var, true, region.options));
@@ -74,14 +74,14 @@ StepResult run_step(Mode mode, BatchNormOptions bn) {
           values(region.running_var)};
 }
 
-class CheckpointFlavor : public ::testing::TestWithParam<bool> {};
+class RecomputeFlavor : public ::testing::TestWithParam<bool> {};
 
-TEST_P(CheckpointFlavor, SameValuesGradientsAndStatisticsAsThePlainGraphBitForBit) {
+TEST_P(RecomputeFlavor, SameValuesGradientsAndStatisticsAsThePlainGraphBitForBit) {
   const BatchNormOptions bn = GetParam() ? BatchNormOptions::keras(1.001e-5f) : BatchNormOptions::torch();
   const StepResult plain = run_step(Mode::plain, bn);
-  for (Mode mode : {Mode::checkpoint, Mode::recomputed}) {
+  for (Mode mode : {Mode::region, Mode::recomputed}) {
     const StepResult r = run_step(mode, bn);
-    const char* name = mode == Mode::checkpoint ? "checkpoint" : "recomputed";
+    const char* name = mode == Mode::region ? "recompute_in_backward" : "with_recomputed";
     EXPECT_EQ(r.y, plain.y) << name;
     EXPECT_EQ(r.dx0, plain.dx0) << name;
     EXPECT_EQ(r.dgamma, plain.dgamma) << name;
@@ -94,10 +94,10 @@ TEST_P(CheckpointFlavor, SameValuesGradientsAndStatisticsAsThePlainGraphBitForBi
   EXPECT_NE(plain.running_mean, std::vector<float>(6, 0.0f));
 }
 
-INSTANTIATE_TEST_SUITE_P(BatchNorm, CheckpointFlavor, ::testing::Values(true, false),
+INSTANTIATE_TEST_SUITE_P(BatchNorm, RecomputeFlavor, ::testing::Values(true, false),
                          [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "keras" : "torch"; });
 
-TEST(Checkpoint, MatchesFiniteDifferences) {
+TEST(RecomputeInBackward, MatchesFiniteDifferences) {
   // A smooth region (sigmoid instead of ReLU: no kinks for the differences to straddle): conv 3x3 of
   // sigmoid(train-mode BN(x)) plus x, with BN's gamma and beta as inputs and the weight read directly.
   Generator gen(5);
@@ -111,7 +111,7 @@ TEST(Checkpoint, MatchesFiniteDifferences) {
     return add(conv2d(h, weight, Tensor(), Conv2dOptions::symmetric(1)), in[0]);
   };
   EXPECT_TRUE(gradcheck(
-      [&](const std::vector<Tensor>& in) { return checkpoint(region, {in[0], in[1], in[2]}, {mean, var}); },
+      [&](const std::vector<Tensor>& in) { return recompute_in_backward(region, {in[0], in[1], in[2]}, {mean, var}); },
       {x, gamma, beta, weight}));
   // The same with the sigmoid's output recomputed for the convolution.
   const auto normalised = [mean, var](const std::vector<Tensor>& in) {
@@ -128,26 +128,26 @@ TEST(Checkpoint, MatchesFiniteDifferences) {
       {x, gamma, beta, weight}));
 }
 
-TEST(Checkpoint, ForwardKeepsOnlyWhatBackwardCannotRecompute) {
+TEST(RecomputeInBackward, ForwardKeepsOnlyWhatBackwardCannotRecompute) {
   // The live host bytes after the forward of y = conv(relu(bn(x))) + x, all tensors of x's size:
   //  plain:      BN's output (held by ReLU's node), ReLU's (saved by ReLU and the convolution), the
   //              convolution's (held by add's node) and y: 4 (+ BN's statistics);
-  //  checkpoint: y alone: 1;
+  //  recompute_in_backward: y alone: 1;
   //  recomputed: the convolution's output and y: 2 (ReLU's output was given back after the convolution).
   Generator data(4);
   const Region region(16, BatchNormOptions::torch(), 12);
   const Tensor x = random_tensor({4, 16, 16, 16}, data).set_requires_grad();
   const int64_t bytes = x.numel() * 4;
-  for (Mode mode : {Mode::plain, Mode::checkpoint, Mode::recomputed}) {
+  for (Mode mode : {Mode::plain, Mode::region, Mode::recomputed}) {
     const int64_t before = host_memory_stats().live_bytes;
     reset_host_memory_peak();
     Tensor y = run_region(mode, region, {x, region.gamma, region.beta});
     const int64_t kept = host_memory_stats().live_bytes - before;
-    const int64_t expected = mode == Mode::plain ? 4 * bytes : mode == Mode::checkpoint ? bytes : 2 * bytes;
+    const int64_t expected = mode == Mode::plain ? 4 * bytes : mode == Mode::region ? bytes : 2 * bytes;
     if (mode == Mode::plain) {
       EXPECT_GE(kept, expected);
     } else {
-      EXPECT_EQ(kept, expected) << (mode == Mode::checkpoint ? "checkpoint" : "recomputed");
+      EXPECT_EQ(kept, expected) << (mode == Mode::region ? "recompute_in_backward" : "with_recomputed");
     }
     // The forward's intermediates existed for a moment either way.
     EXPECT_GE(host_memory_stats().peak_bytes - before, 3 * bytes);
@@ -185,11 +185,12 @@ TEST(WithRecomputed, WithoutGradientsIsThePlainComposition) {
   for (size_t i = 0; i < xs.size(); ++i) EXPECT_FLOAT_EQ(ys[i], 2.0f / (1.0f + std::exp(-xs[i])));
 }
 
-TEST(Checkpoint, RefusesARegionThatReadsTheGraphAroundIt) {
+TEST(RecomputeInBackward, RefusesARegionThatReadsTheGraphAroundIt) {
   Generator gen(6);
   const Tensor a = random_tensor({2, 3}, gen).set_requires_grad();
   const Tensor outside = scale(a, 2.0f);  // has history, but is not passed in
-  const Tensor y = checkpoint([outside](const std::vector<Tensor>& in) { return add(in[0], outside); }, {scale(a, 3.0f)});
+  const Tensor y = recompute_in_backward([outside](const std::vector<Tensor>& in) { return add(in[0], outside); },
+                                         {scale(a, 3.0f)});
   try {
     sum(y).backward();
     FAIL() << "expected an error";
@@ -198,29 +199,31 @@ TEST(Checkpoint, RefusesARegionThatReadsTheGraphAroundIt) {
   }
 }
 
-TEST(Checkpoint, WithoutGradientsIsThePlainFunction) {
+TEST(RecomputeInBackward, WithoutGradientsIsThePlainFunction) {
   Generator gen(7);
   const Tensor x = random_tensor({2, 3}, gen);  // needs no gradient
   const Tensor w = random_tensor({2, 3}, gen).set_requires_grad();
   const auto region = [w](const std::vector<Tensor>& in) { return add(in[0], w); };
   {
     NoGradGuard no_grad;
-    EXPECT_FALSE(checkpoint(region, {x}).requires_grad());
+    EXPECT_FALSE(recompute_in_backward(region, {x}).requires_grad());
   }
   // No input needs a gradient: the ordinary graph is recorded, so the directly read w still gets one.
-  const Tensor y = checkpoint(region, {x});
+  const Tensor y = recompute_in_backward(region, {x});
   ASSERT_TRUE(y.grad_fn());
   EXPECT_EQ(y.grad_fn()->name(), "add");
   sum(y).backward();
   EXPECT_EQ(values(w.grad()), std::vector<float>(6, 1.0f));
 }
 
-TEST(Checkpoint, NestsAndRecomputesAgainUnderRetainGraph) {
+TEST(RecomputeInBackward, NestsAndRecomputesAgainUnderRetainGraph) {
   Generator gen(8);
   const Tensor x = random_tensor({4, 5}, gen).set_requires_grad();
   const auto inner = [](const std::vector<Tensor>& in) { return sigmoid(scale(in[0], 2.0f)); };
-  const auto outer = [&inner](const std::vector<Tensor>& in) { return scale(checkpoint(inner, {in[0]}), 3.0f); };
-  const Tensor y = sum(checkpoint(outer, {x}));
+  const auto outer = [&inner](const std::vector<Tensor>& in) {
+    return scale(recompute_in_backward(inner, {in[0]}), 3.0f);
+  };
+  const Tensor y = sum(recompute_in_backward(outer, {x}));
   y.backward(Tensor(), /*retain_graph=*/true);
   const std::vector<float> once = values(x.grad());
   y.backward();  // the recompute runs again; the gradients accumulate

@@ -1,8 +1,9 @@
-// Recomputing parts of the graph in backward instead of keeping them ("checkpointing"), two ways:
+// Recomputing parts of the graph in backward instead of keeping them (elsewhere called "gradient
+// checkpointing"; in this project a checkpoint is only a run's saved state), two ways:
 //
-// 1. checkpoint: a region whose intermediates are recomputed.
+// 1. recompute_in_backward: a region whose intermediates are recomputed.
 //
-//      y = checkpoint(fn, inputs, state)
+//      y = recompute_in_backward(fn, inputs, state)
 //
 //    Forward runs y = fn(inputs) with recording off: fn's intermediates are freed as soon as fn returns,
 //    and the one node recorded on y keeps only the inputs (handles: an input that is a view of a wider
@@ -15,7 +16,7 @@
 //
 //      y = with_recomputed(fn, inputs, consumer, state)      // y = consumer(z), z = fn(inputs)
 //
-//    A convolution keeps its input for the weight gradient, so checkpointing a BN - ReLU - conv region
+//    A convolution keeps its input for the weight gradient, so recomputing a whole BN - ReLU - conv region
 //    would recompute the convolution in backward. Here z = fn(inputs) is computed with recording off and
 //    handed to consumer (ordinary recorded ops, e.g. a convolution, which save z's handle); as soon as
 //    consumer returns, z's memory is given back. In backward, when the gradient of y arrives (before any
@@ -40,7 +41,7 @@
 //    graph around it; backward checks this and names the op). Leaves it reads directly (module
 //    parameters) are fine: they receive their gradients from the recompute;
 //  - it must not write into its inputs, and must return a new tensor (not an input).
-// When grad mode is off or no input requires a gradient, checkpoint is just fn(inputs) and
+// When grad mode is off or no input requires a gradient, recompute_in_backward is just fn(inputs) and
 // with_recomputed consumer(fn(inputs)) (parameters read directly then get their gradients from the
 // ordinary graph).
 #pragma once
@@ -51,17 +52,17 @@
 
 namespace engine {
 
-using CheckpointFn = std::function<Tensor(const std::vector<Tensor>& inputs)>;
+using RegionFn = std::function<Tensor(const std::vector<Tensor>& inputs)>;
 
 // fn(inputs), recomputed in backward instead of kept (see above). `state`: tensors fn updates in place
 // (batch norm's running statistics), left by the recompute as the forward left them.
-Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs,
-                  const std::vector<Tensor>& state = {});
+Tensor recompute_in_backward(const RegionFn& fn, const std::vector<Tensor>& inputs,
+                             const std::vector<Tensor>& state = {});
 
 using ConsumerFn = std::function<Tensor(const Tensor& z)>;
 
 // consumer(fn(inputs)), fn's output recomputed for the consumer's backward instead of kept (see above).
-Tensor with_recomputed(const CheckpointFn& fn, const std::vector<Tensor>& inputs, const ConsumerFn& consumer,
+Tensor with_recomputed(const RegionFn& fn, const std::vector<Tensor>& inputs, const ConsumerFn& consumer,
                        const std::vector<Tensor>& state = {});
 
 }  // namespace engine
