@@ -20,7 +20,8 @@
 #include "data/synth_mura.h"
 #include "engine/serialize.h"
 #include "experiment/metrics.h"
-#include "experiment/trainer.h"
+#include "experiment/progress.h"
+#include "experiment/run_files.h"
 
 namespace experiment {
 

@@ -32,6 +32,7 @@
 #include "data/loader.h"
 #include "experiment/flags.h"
 #include "experiment/metrics.h"
+#include "experiment/progress.h"
 #include "experiment/run_files.h"
 #include "experiment/svg.h"
 #include "experiment/tensorboard.h"
@@ -86,20 +87,5 @@ std::string curves_svg(const std::vector<EpochRow>& rows, const std::string& tit
 // far): train/loss, train/accuracy, val/loss, val/accuracy, time/epoch_seconds, time/images_per_s, lr.
 std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows);
 
-// Progress: a bar redrawn in place on a terminal, periodic plain lines otherwise (stderr).
-class Progress {
- public:
-  Progress(std::string label, int64_t total, bool quiet);
-  void update(int64_t done, int64_t images, double loss, double accuracy);
-  void finish(const std::string& summary);
-
- private:
-  std::string label_;
-  int64_t total_;
-  bool quiet_, tty_;
-  double start_, last_print_ = -1;
-};
-double now_seconds();         // a steady clock, for durations
-double wall_clock_seconds();  // seconds since 1970 (the system clock)
 
 }  // namespace experiment
