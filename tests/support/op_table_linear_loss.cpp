@@ -37,7 +37,7 @@ OpCase linear_case(const std::string& name, OpInput x, int64_t out, bool bias, b
     return std::vector<HostArray>{linear_reference(in[0], in[1], in[2])};
   };
   c.forward = {1e-6, 1e-5};
-  c.gpu = {1e-5, 1e-5};
+  c.gpu = {1e-5, 1e-4};
   return c;
 }
 
