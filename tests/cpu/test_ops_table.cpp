@@ -6,17 +6,19 @@ namespace {
 
 using test_support::OpCase;
 
-class OpForward : public ::testing::TestWithParam<OpCase> {};
-TEST_P(OpForward, CpuMatchesDoubleReference) { test_support::check_cpu_against_reference(GetParam()); }
+// One test per entry (each ctest test is a process, and starting one costs more than the checks).
+class OpTable : public ::testing::TestWithParam<OpCase> {};
+TEST_P(OpTable, CpuMatchesReferenceAndFiniteDifferences) {
+  {
+    SCOPED_TRACE("forward: the CPU op against the double reference");
+    test_support::check_cpu_against_reference(GetParam());
+  }
+  SCOPED_TRACE("backward: against central finite differences");
+  test_support::check_gradients(GetParam());
+}
 
-class OpBackward : public ::testing::TestWithParam<OpCase> {};
-TEST_P(OpBackward, MatchesFiniteDifferences) { test_support::check_gradients(GetParam()); }
-
-#define OP_TABLE_FAMILY(Family, cases)                                                                  \
-  INSTANTIATE_TEST_SUITE_P(Family, OpForward, ::testing::ValuesIn(test_support::cases()),              \
-                           test_support::op_case_name);                                                \
-  INSTANTIATE_TEST_SUITE_P(Family, OpBackward, ::testing::ValuesIn(test_support::cases()),             \
-                           test_support::op_case_name)
+#define OP_TABLE_FAMILY(Family, cases) \
+  INSTANTIATE_TEST_SUITE_P(Family, OpTable, ::testing::ValuesIn(test_support::cases()), test_support::op_case_name)
 
 OP_TABLE_FAMILY(Conv, conv_cases);
 OP_TABLE_FAMILY(BatchNorm, batch_norm_cases);

@@ -61,7 +61,6 @@ double max_abs(const std::vector<T>& v) {
 }
 
 inline bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
-inline bool is_poison(float x) { return same_bits(x, kPoison); }
 
 // NaN poison: a host vector of n NaNs, and a tensor (any device) filled with NaN in place.
 inline std::vector<float> poisoned(size_t n) { return std::vector<float>(n, kPoison); }

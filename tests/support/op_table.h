@@ -130,7 +130,7 @@ std::vector<OpCase> shape_cases();
 // The three checks.
 void check_cpu_against_reference(const OpCase& c);
 void check_gpu_against_cpu(const OpCase& c);  // the caller skips when there is no CUDA device
-void check_gradients(const OpCase& c);
+void check_gradients(const OpCase& c);  // nothing when !c.check_grad
 
 // GoogleTest's name of a parameter, and its printer.
 std::string op_case_name(const ::testing::TestParamInfo<OpCase>& info);
