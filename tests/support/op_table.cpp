@@ -14,8 +14,6 @@ namespace test_support {
 
 using namespace engine;
 
-Tensor OpRun::output(const Shape& shape) { return poisoned_tensor(shape, device_); }
-
 Tensor OpRun::output_slice(const Shape& shape, int64_t buffer_channels, int64_t offset) {
   Shape buffer_shape = shape;
   buffer_shape.back() = buffer_channels;

@@ -82,8 +82,6 @@ class OpRun {
  public:
   explicit OpRun(engine::Device device) : device_(device) {}
   engine::Device device() const { return device_; }
-  // A NaN-poisoned [..., channels] tensor on the device.
-  Tensor output(const Shape& shape);
   // Channels [offset, offset + shape.back()) of a NaN-poisoned [..., buffer_channels] buffer; the
   // harness checks afterwards that the channels around the slice are still NaN.
   Tensor output_slice(const Shape& shape, int64_t buffer_channels, int64_t offset);

@@ -36,8 +36,10 @@ HostArray conv2d_reference(const HostArray& x, const HostArray& w, const HostArr
   return y;
 }
 
+// Where conv2d writes: buffer_channels 0: a tensor it allocates; otherwise channels [offset, offset + O)
+// of a NaN-poisoned buffer (buffer_channels == O: a dense preallocated output).
 struct OutputSlice {
-  int64_t buffer_channels = 0, offset = 0;  // buffer_channels 0: a fresh dense output
+  int64_t buffer_channels = 0, offset = 0;
 };
 
 // x [N, H, W, I] (possibly a channel slice), weight [O, KH, KW, I] drawn with fan-in scaling (outputs of
@@ -79,7 +81,7 @@ std::vector<OpCase> conv_cases() {
       conv("densenet_bottleneck_1x1_slice_in", input({2, 7, 7, 20}).channel_slice(28, 0), 16, 1, 1, O::valid(),
            false),
       conv("densenet_growth_3x3_p1_slice_out", input({2, 7, 7, 16}), 4, 3, 3, O::symmetric(1), false, {28, 24}),
-      conv("densenet_transition_1x1", input({2, 8, 8, 24}), 12, 1, 1, O::valid(), false),
+      conv("densenet_transition_1x1_poisoned_out", input({2, 8, 8, 24}), 12, 1, 1, O::valid(), false, {12, 0}),
       conv("slice_in_and_out_3x3", input({2, 5, 5, 4}).channel_slice(7, 2), 3, 3, 3, O::symmetric(1), false,
            {8, 3}),
       // Inception-ResNet-v2 (Keras): the stem's 3x3/2 'valid', block17's 1x7 and 7x1 on 17x17, block8's
