@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/device.h"
+#include "support/compare.h"
 #ifdef ENGINE_WITH_CUDA
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/runtime.h"
@@ -29,7 +30,7 @@
 
 namespace gpu_test {
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kNaN = test_support::kPoison;
 // Written into the gaps of output matrices: a kernel that writes a gap changes it.
 constexpr float kGapSentinel = -12345.5f;
 
@@ -72,7 +73,7 @@ inline std::vector<float> dense_part(const std::vector<float>& m, int64_t rows, 
   return out;
 }
 
-inline bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+using test_support::same_bits;
 
 // The gaps (columns [cols, ld) of every row) are bitwise unchanged from `before`.
 inline ::testing::AssertionResult gaps_untouched(const std::vector<float>& after,
@@ -89,30 +90,12 @@ inline ::testing::AssertionResult gaps_untouched(const std::vector<float>& after
   return ::testing::AssertionSuccess();
 }
 
-// |actual - expected| <= atol + rtol |expected| everywhere (equal infinities pass; NaN fails).
+// |actual - expected| <= atol + rtol |expected| everywhere (equal infinities pass; NaN fails):
+// test_support::allclose under the name these tests know.
 inline ::testing::AssertionResult close(const std::vector<float>& actual,
                                         const std::vector<float>& expected, double atol,
                                         double rtol) {
-  if (actual.size() != expected.size())
-    return ::testing::AssertionFailure()
-           << "sizes differ: " << actual.size() << " vs " << expected.size();
-  size_t failures = 0, worst = 0;
-  double worst_ratio = 0.0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    const double a = actual[i], e = expected[i];
-    if (a == e) continue;  // also equal infinities
-    const double ratio = std::fabs(a - e) / (atol + rtol * std::fabs(e));
-    if (std::isnan(ratio) || ratio > 1.0) {
-      ++failures;
-      const double r = std::isnan(ratio) ? INFINITY : ratio;
-      if (failures == 1 || r > worst_ratio) worst_ratio = r, worst = i;
-    }
-  }
-  if (failures == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << failures << " of " << actual.size() << " elements differ; worst: element " << worst
-         << ": " << actual[worst] << " vs expected " << expected[worst] << " (atol " << atol
-         << ", rtol " << rtol << ")";
+  return test_support::allclose(actual, expected, atol, rtol);
 }
 
 inline ::testing::AssertionResult bitwise_equal(const std::vector<float>& a,
@@ -125,11 +108,7 @@ inline ::testing::AssertionResult bitwise_equal(const std::vector<float>& a,
   return ::testing::AssertionSuccess();
 }
 
-inline double max_abs(const std::vector<float>& v) {
-  double m = 0.0;
-  for (float x : v) m = std::max(m, double(std::fabs(x)));
-  return m;
-}
+inline double max_abs(const std::vector<float>& v) { return test_support::max_abs(v); }
 
 #ifdef ENGINE_WITH_CUDA
 // Device memory from the caching allocator holding a copy of a host vector.

@@ -103,20 +103,7 @@ std::vector<int64_t> indices_to_check(int64_t n, int max_checks) {
 
 ::testing::AssertionResult all_close(const std::vector<float>& actual, const std::vector<float>& expected,
                                      float atol, float rtol) {
-  if (actual.size() != expected.size())
-    return ::testing::AssertionFailure() << "sizes differ: " << actual.size() << " vs " << expected.size();
-  double worst = 0.0;
-  size_t worst_i = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    const double ratio = std::fabs(double(actual[i]) - expected[i]) / (atol + rtol * std::fabs(expected[i]));
-    if (!(ratio <= worst) || std::isnan(ratio)) {
-      worst = std::isnan(ratio) ? INFINITY : ratio;
-      worst_i = i;
-    }
-  }
-  if (worst <= 1.0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "element " << worst_i << ": " << actual[worst_i] << " vs expected "
-                                       << expected[worst_i] << " (atol " << atol << ", rtol " << rtol << ")";
+  return allclose(actual, expected, atol, rtol);
 }
 
 }  // namespace test_support

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/engine.h"
+#include "support/compare.h"
 
 namespace test_support {
 
@@ -41,7 +42,7 @@ using Function = std::function<Tensor(const std::vector<Tensor>&)>;
 ::testing::AssertionResult gradcheck(const Function& f, const std::vector<Tensor>& inputs,
                                      const GradcheckOptions& options = {});
 
-// max |a - b| / (atol + rtol |b|) <= 1, with the worst element in the message.
+// allclose (support/compare.h) under its older name.
 ::testing::AssertionResult all_close(const std::vector<float>& actual, const std::vector<float>& expected,
                                      float atol, float rtol);
 

@@ -1,0 +1,83 @@
+// Op table, batch-norm family: training (batch statistics; running statistics updated in place, checked
+// too) and eval (running statistics), with and without gamma/beta, PyTorch's and Keras's conventions,
+// NHWC and [N, C], and DenseNet's case of normalising a channel prefix of a block buffer in place.
+//   y = (x - mean) / sqrt(var + eps) * gamma + beta         (training: batch mean, biased batch var)
+//   running = (1 - momentum) running + momentum batch       (var: unbiased for PyTorch, biased for Keras)
+#include <cmath>
+
+#include "support/op_table.h"
+
+namespace test_support {
+namespace {
+
+using namespace engine;
+
+// in: x [..., C], gamma, beta (or empty), running mean, running var. Out: y, running mean, running var.
+std::vector<HostArray> batch_norm_reference(const std::vector<HostArray>& in, bool training,
+                                            const BatchNormOptions& o) {
+  const HostArray& x = in[0];
+  const int64_t channels = x.shape.back(), rows = x.numel() / channels;
+  HostArray y(x.shape), running_mean = in[3], running_var = in[4];
+  for (int64_t c = 0; c < channels; ++c) {
+    double mean = running_mean[c], var = running_var[c];
+    if (training) {
+      double s = 0.0, ss = 0.0;
+      for (int64_t r = 0; r < rows; ++r) s += x[r * channels + c];
+      mean = s / static_cast<double>(rows);
+      for (int64_t r = 0; r < rows; ++r) ss += (x[r * channels + c] - mean) * (x[r * channels + c] - mean);
+      var = ss / static_cast<double>(rows);
+      const double batch_var = o.unbiased_running_var ? ss / static_cast<double>(rows - 1) : var;
+      running_mean[c] = (1.0 - o.momentum) * running_mean[c] + o.momentum * mean;
+      running_var[c] = (1.0 - o.momentum) * running_var[c] + o.momentum * batch_var;
+    }
+    const double gamma = in[1].values.empty() ? 1.0 : in[1][c];
+    const double beta = in[2].values.empty() ? 0.0 : in[2][c];
+    const double invstd = 1.0 / std::sqrt(var + static_cast<double>(o.eps));
+    for (int64_t r = 0; r < rows; ++r) y[r * channels + c] = (x[r * channels + c] - mean) * invstd * gamma + beta;
+  }
+  return {y, running_mean, running_var};
+}
+
+OpCase batch_norm_case(const std::string& name, OpInput x, bool training, bool gamma, bool beta,
+                       const BatchNormOptions& options) {
+  const int64_t channels = x.shape.back();
+  OpCase c;
+  c.name = name;
+  c.family = "batch_norm";
+  c.inputs = {x.range(-2.0f, 2.0f), gamma ? input({channels}).range(0.5f, 1.5f) : absent(),
+              beta ? input({channels}) : absent(), input({channels}).no_grad(),
+              input({channels}).range(0.5f, 2.0f).no_grad()};
+  c.run = [training, options](const std::vector<Tensor>& in, OpRun&) {
+    const Tensor y = batch_norm(in[0], in[1], in[2], in[3], in[4], training, options);
+    return std::vector<Tensor>{y, in[3], in[4]};
+  };
+  c.reference = [training, options](const std::vector<HostArray>& in) {
+    return batch_norm_reference(in, training, options);
+  };
+  c.forward = {1e-5, 1e-4};
+  c.gpu = {1e-5, 1e-4};
+  return c;
+}
+
+}  // namespace
+
+std::vector<OpCase> batch_norm_cases() {
+  using B = BatchNormOptions;
+  return {
+      // DenseNet (torchvision): BN of the first C channels of a block buffer, read in place.
+      batch_norm_case("densenet_training_block_prefix", input({4, 5, 5, 12}).channel_slice(20, 0), true, true,
+                      true, B::torch()),
+      batch_norm_case("training_channel_slice_middle", input({2, 3, 3, 4}).channel_slice(6, 1), true, true, true,
+                      B::torch()),
+      // Inception-ResNet-v2 (Keras): no gamma (scale=False), eps 1e-3, biased running variance.
+      batch_norm_case("irv2_training_keras_no_gamma", input({2, 8, 8, 24}), true, false, true, B::keras(1e-3f)),
+      batch_norm_case("training_no_affine_odd", input({3, 4, 3, 5}), true, false, false, B::torch()),
+      batch_norm_case("training_2d", input({6, 10}), true, true, true, B::torch()),
+      batch_norm_case("eval_keras_densenet_eps", input({2, 5, 5, 7}), false, true, true, B::keras(1.001e-5f)),
+      batch_norm_case("eval_no_gamma", input({2, 4, 3, 6}), false, false, true, B::keras(1e-3f)),
+      batch_norm_case("eval_channel_slice", input({2, 3, 3, 5}).channel_slice(9, 4), false, true, true,
+                      B::torch()),
+  };
+}
+
+}  // namespace test_support

@@ -1,0 +1,68 @@
+// Op table, elementwise family: relu, sigmoid, add, scale and Inception-ResNet-v2's scaled residual
+// x + 0.17 up, on odd shapes and on channel slices of wider buffers.
+#include <cmath>
+
+#include "support/op_table.h"
+
+namespace test_support {
+namespace {
+
+using namespace engine;
+
+// An op applied element by element: y_i = f(a_i[, b_i]).
+OpCase elementwise(const std::string& name, std::vector<OpInput> inputs,
+                   std::function<Tensor(const std::vector<Tensor>&)> op,
+                   std::function<double(const std::vector<double>&)> f) {
+  OpCase c;
+  c.name = name;
+  c.family = "elementwise";
+  c.inputs = std::move(inputs);
+  c.run = [op](const std::vector<Tensor>& in, OpRun&) { return std::vector<Tensor>{op(in)}; };
+  c.reference = [f](const std::vector<HostArray>& in) {
+    HostArray y(in[0].shape);
+    std::vector<double> args(in.size());
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      for (size_t k = 0; k < in.size(); ++k) args[k] = in[k][i];
+      y[i] = f(args);
+    }
+    return std::vector<HostArray>{y};
+  };
+  c.forward = {1e-7, 1e-6};
+  c.gpu = {1e-7, 1e-6};
+  return c;
+}
+
+Tensor relu_of(const std::vector<Tensor>& in) { return relu(in[0]); }
+double relu_ref(const std::vector<double>& a) { return std::max(a[0], 0.0); }
+
+}  // namespace
+
+std::vector<OpCase> elementwise_cases() {
+  // ReLU's inputs stay away from its kink, so that finite differences do not straddle it.
+  return {
+      elementwise("relu_odd", {input({2, 3, 4, 5}).away_from_zero(0.05f)}, relu_of, relu_ref),
+      elementwise("relu_densenet_block", {input({2, 7, 7, 24}).away_from_zero(0.05f)}, relu_of, relu_ref),
+      elementwise("relu_channel_slice", {input({2, 3, 3, 5}).away_from_zero(0.05f).channel_slice(9, 3)}, relu_of,
+                  relu_ref),
+      elementwise("sigmoid_logits", {input({3, 7}).range(-4.0f, 4.0f)},
+                  [](const std::vector<Tensor>& in) { return sigmoid(in[0]); },
+                  [](const std::vector<double>& a) { return 1.0 / (1.0 + std::exp(-a[0])); }),
+      elementwise("add_odd", {input({2, 3, 5, 3}), input({2, 3, 5, 3})},
+                  [](const std::vector<Tensor>& in) { return add(in[0], in[1]); },
+                  [](const std::vector<double>& a) { return a[0] + a[1]; }),
+      elementwise("add_channel_slices", {input({2, 4, 4, 3}).channel_slice(8, 5), input({2, 4, 4, 3}).channel_slice(5, 0)},
+                  [](const std::vector<Tensor>& in) { return add(in[0], in[1]); },
+                  [](const std::vector<double>& a) { return a[0] + a[1]; }),
+      elementwise("scale_odd", {input({5, 3, 7})}, [](const std::vector<Tensor>& in) { return scale(in[0], -1.5f); },
+                  [](const std::vector<double>& a) { return -1.5 * a[0]; }),
+      // Inception-ResNet-v2's block17: x + 0.1 up on 17x17 (block35 0.17, block8 0.2).
+      elementwise("irv2_residual_block17", {input({1, 17, 17, 24}), input({1, 17, 17, 24})},
+                  [](const std::vector<Tensor>& in) { return add(in[0], scale(in[1], 0.1f)); },
+                  [](const std::vector<double>& a) { return a[0] + double(0.1f) * a[1]; }),
+      elementwise("residual_scale_0_17", {input({2, 3, 3, 4}), input({2, 3, 3, 4})},
+                  [](const std::vector<Tensor>& in) { return add(in[0], scale(in[1], 0.17f)); },
+                  [](const std::vector<double>& a) { return a[0] + double(0.17f) * a[1]; }),
+  };
+}
+
+}  // namespace test_support
