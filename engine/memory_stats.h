@@ -1,7 +1,8 @@
 // Counters of the host (CPU) memory held by tensor storage: the bytes live now, the most live at once
 // since the last reset, and the number of allocations. Storage (engine/tensor.cpp) reports every
 // ordinary host allocation and free here; page-locked (pinned) loader buffers and device memory are not
-// counted (the GPU's caching allocator has its own counters, kernels/cuda/context.h). Kernel
+// counted (the GPU's caching allocator has its own counters: engine::device_memory_stats in
+// engine/runtime.h, which on the CPU reports these). Kernel
 // workspaces outside tensors (the CPU convolution's thread-local im2col buffer) are not counted either.
 //
 // The peak of live bytes over a forward + backward pass is the honest measure of what a training step
