@@ -38,9 +38,9 @@ bool allow_tf32() {
 DeviceMemoryStats device_memory_stats(Device device) { return backend_for(device).memory_stats(); }
 void reset_device_memory_peak(Device device) { backend_for(device).reset_memory_peak(); }
 void empty_device_cache(Device device) { backend_for(device).empty_cache(); }
-void synchronize(Device device) { backend_for(device).synchronize(); }
+void device_synchronize(Device device) { backend_for(device).synchronize(); }
 
-bool is_out_of_memory(const std::exception& e) {
+bool is_device_out_of_memory(const std::exception& e) {
   for (const DeviceBackend* backend : backends())
     if (backend->is_out_of_memory(e)) return true;
   return false;

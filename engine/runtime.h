@@ -6,7 +6,7 @@
 //   TF32:            set_allow_tf32(false) keeps f32 convolutions and GEMMs in full f32 on CUDA
 //   device memory:   device_memory_stats(device) (CUDA: the caching allocator; CPU: the host tensor
 //                    counters of memory_stats.h), reset_device_memory_peak, empty_device_cache
-//   synchronize(device) waits for the device's queued work (a no-op on the CPU).
+//   device_synchronize(device) waits for the device's queued work (a no-op on the CPU).
 //   device_runtime_info(device): ("cuda_runtime", "13.0"), ("cudnn", "91000"), ("tf32", "on") ... for
 //                    benchmark reports; empty on the CPU.
 #pragma once
@@ -45,9 +45,9 @@ bool allow_tf32();                // false when no backend of this build has TF3
 DeviceMemoryStats device_memory_stats(Device device);
 void reset_device_memory_peak(Device device);  // the peak becomes the bytes in use now
 void empty_device_cache(Device device);
-void synchronize(Device device);
+void device_synchronize(Device device);
 // Whether `e` is a device allocator's out-of-memory error (of any backend of this build).
-bool is_out_of_memory(const std::exception& e);
+bool is_device_out_of_memory(const std::exception& e);
 std::vector<std::pair<std::string, std::string>> device_runtime_info(Device device);
 
 }  // namespace engine

@@ -24,10 +24,6 @@
 #include "nets/densenet.h"
 #include "nets/registry.h"
 
-#ifdef ENGINE_WITH_CUDA
-#include "kernels/cuda/context.h"
-#endif
-
 namespace experiment {
 
 namespace fs = std::filesystem;
@@ -521,12 +517,10 @@ TrainResult run_training(const TrainOptions& options) {
 
   run.device = engine::select_device(o.device);
   if (o.deterministic) {
-#ifdef ENGINE_WITH_CUDA
     if (run.device.is_cuda()) {
-      kernels::cuda::set_deterministic(true);
-      kernels::cuda::set_allow_tf32(false);
+      engine::set_deterministic(true);
+      engine::set_allow_tf32(false);
     }
-#endif
   }
 
   run.root = resolve_data_root(o.data, o.synthetic_dir, o.synthetic_patients);
