@@ -20,7 +20,7 @@
 // median.
 // Peak memory (the bytes of the case, the net's parameters included):
 //   CUDA: the caching allocator's high-water mark over the case (net construction, warm-up and timed
-//         iterations) minus the bytes in use before it (kernels/cuda/context.h);
+//         iterations) minus the bytes in use before it (engine/runtime.h);
 //   CPU:  growth of the process's peak resident set (VmHWM, reset through /proc/self/clear_refs after
 //         malloc_trim) over its resident set before the net was built; "n/a" where the kernel refuses
 //         the reset.
@@ -62,17 +62,7 @@
 #include "experiment/flags.h"
 #include "experiment/metrics.h"
 #include "experiment/trainer.h"
-#include "kernels/cpu_info.h"
-#include "kernels/gemm.h"
 #include "nets/registry.h"
-
-#ifdef ENGINE_WITH_CUDA
-#include <cuda_runtime_api.h>
-#include <cudnn.h>
-
-#include "kernels/cuda/context.h"
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace {
 
@@ -170,17 +160,11 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 // Waits until every kernel queued on the device has finished (a no-op on the CPU).
 void synchronize(const Device& device) {
-#ifdef ENGINE_WITH_CUDA
-  if (device.is_cuda()) kernels::cuda::synchronize();
-#else
-  (void)device;
-#endif
+  engine::device_synchronize(device);
 }
 
 bool is_out_of_memory(const std::exception& e) {
-#ifdef ENGINE_WITH_CUDA
-  if (dynamic_cast<const kernels::cuda::OutOfMemory*>(&e)) return true;
-#endif
+  if (engine::is_device_out_of_memory(e)) return true;
   // The engine names the tensor and rethrows the allocator's error as engine::Error (engine/tensor.cpp);
   // cuBLAS and cuDNN report their own allocation failures, and the convolutions list workspaces that
   // "could not be allocated" when no algorithm found room.
@@ -211,14 +195,12 @@ int64_t proc_status_kib(const std::string& key) {
 class CaseMemory {
  public:
   explicit CaseMemory(const Device& device) : device_(device) {
-#ifdef ENGINE_WITH_CUDA
     if (device.is_cuda()) {
-      kernels::cuda::empty_cache();
-      kernels::cuda::reset_peak_memory();
-      baseline_ = static_cast<int64_t>(kernels::cuda::memory_stats().in_use);
+      engine::empty_device_cache(device);
+      engine::reset_device_memory_peak(device);
+      baseline_ = engine::device_memory_stats(device).in_use_bytes;
       return;
     }
-#endif
     malloc_trim(0);  // give the host heap's free pages back, so that reuse shows as growth
     std::ofstream clear("/proc/self/clear_refs");
     clear << "5";  // resets VmHWM to the current VmRSS (Linux >= 4.0)
@@ -228,9 +210,7 @@ class CaseMemory {
     rss_reset_ok_ = rss_reset_ok_ && baseline_ >= 0 && proc_status_kib("VmHWM") * 1024 <= baseline_ + (1 << 20);
   }
   std::optional<int64_t> peak_bytes() const {
-#ifdef ENGINE_WITH_CUDA
-    if (device_.is_cuda()) return static_cast<int64_t>(kernels::cuda::memory_stats().peak_in_use) - baseline_;
-#endif
+    if (device_.is_cuda()) return engine::device_memory_stats(device_).peak_bytes - baseline_;
     if (!rss_reset_ok_) return std::nullopt;
     return proc_status_kib("VmHWM") * 1024 - baseline_;
   }
@@ -312,10 +292,8 @@ bool fits(Bench& bench, const Case& c, int64_t batch, bool train) {
     if (!is_out_of_memory(e)) throw;
     bench.images = Tensor();
     bench.labels = Tensor();
-#ifdef ENGINE_WITH_CUDA
-    kernels::cuda::synchronize();
-    kernels::cuda::empty_cache();
-#endif
+    engine::device_synchronize(bench.device);
+    engine::empty_device_cache(bench.device);
     return false;
   }
 }
@@ -381,10 +359,8 @@ Row measure(const Case& c, const Device& device, int64_t batch, bool train, cons
     row.images_per_s = static_cast<double>(batch) / row.median_s;
   } catch (const std::exception& e) {
     if (!is_out_of_memory(e)) throw;
-#ifdef ENGINE_WITH_CUDA
-    kernels::cuda::synchronize();
-    kernels::cuda::empty_cache();
-#endif
+    engine::device_synchronize(device);
+    engine::empty_device_cache(device);
     row.status = "oom";
     row.note = e.what();
   }
@@ -470,21 +446,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (args.threads > 0) kernels::cpu::set_num_threads(args.threads);
+    if (args.threads > 0) engine::set_num_threads(args.threads);
     const Device device = engine::select_device(args.device);
     std::vector<std::pair<std::string, std::string>> versions;
     std::string device_text;
     if (device.is_cuda()) {
       device_text = engine::probe_devices().description;
-#ifdef ENGINE_WITH_CUDA
-      int runtime = 0;
-      cudaRuntimeGetVersion(&runtime);
-      versions.emplace_back("cuda_runtime", std::to_string(runtime / 1000) + "." + std::to_string(runtime % 1000 / 10));
-      versions.emplace_back("cudnn", std::to_string(cudnnGetVersion()));
-      versions.emplace_back("tf32", kernels::cuda::allow_tf32() ? "on" : "off");
-#endif
+      versions = engine::device_runtime_info(device);
     } else {
-      device_text = "cpu: " + kernels::cpu::cpu_info().model + ", " + std::to_string(kernels::cpu::num_threads()) +
+      device_text = "cpu: " + engine::cpu_info().model + ", " + std::to_string(engine::num_threads()) +
                     " threads";
     }
     std::printf("bench on %s; warm-up %d, timed %d; flatten head; synthetic data on the device\n", device_text.c_str(),

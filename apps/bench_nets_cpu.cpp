@@ -22,8 +22,6 @@
 #include "engine/engine.h"
 #include "engine/training_step.h"
 #include "experiment/flags.h"
-#include "kernels/cpu_info.h"
-#include "kernels/gemm.h"
 #include "nets/registry.h"
 
 namespace {
@@ -63,9 +61,9 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// Single-precision peak per core, estimated from /proc/cpuinfo (kernels/cpu_info.h).
+// Single-precision peak per core, estimated from /proc/cpuinfo (engine/runtime.h).
 double peak_gflops_per_core(std::string& description) {
-  const kernels::cpu::CpuInfo cpu = kernels::cpu::cpu_info();
+  const engine::CpuInfo cpu = engine::cpu_info();
   char text[256];
   std::snprintf(text, sizeof text, "%s, %.0f MHz, %d FLOP/cycle (estimate)", cpu.model.c_str(), cpu.mhz,
                 cpu.flop_per_cycle);
@@ -132,10 +130,10 @@ int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   try {
     using namespace engine;
-    kernels::cpu::set_num_threads(args.threads);
+    engine::set_num_threads(args.threads);
     std::string cpu;
     const double peak = peak_gflops_per_core(cpu) * args.threads;
-    std::printf("cpu: %s; %d threads of %u; peak estimate %.0f GFLOP/s", cpu.c_str(), kernels::cpu::num_threads(),
+    std::printf("cpu: %s; %d threads of %u; peak estimate %.0f GFLOP/s", cpu.c_str(), engine::num_threads(),
                 std::thread::hardware_concurrency(), peak);
     for (const char* var : {"OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
       if (const char* value = std::getenv(var)) std::printf("; %s=%s", var, value);

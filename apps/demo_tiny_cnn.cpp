@@ -10,7 +10,6 @@
 #include "data/toy_blobs.h"
 #include "engine/engine.h"
 #include "engine/training_step.h"
-#include "kernels/gemm.h"
 #include "nets/tiny_cnn.h"
 
 namespace {
@@ -72,7 +71,7 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they happen, in order with stderr
   const Args args = parse(argc, argv);
   try {
-    if (args.threads > 0) kernels::cpu::set_num_threads(args.threads);
+    if (args.threads > 0) engine::set_num_threads(args.threads);
     const Device device = select_device(args.device);
     Generator data_gen(args.seed, 0), init_gen(args.seed, 1);
     const data::ToyBatch train = data::make_toy_blobs(args.train_images, args.size, data_gen);

@@ -3,10 +3,8 @@
 #include <cstdio>
 #include <mutex>
 
+#include "engine/backend.h"
 #include "engine/check.h"
-#ifdef ENGINE_WITH_CUDA
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace engine {
 
@@ -14,13 +12,14 @@ const DeviceProbe& probe_devices() {
   static DeviceProbe probe;
   static std::once_flag once;
   std::call_once(once, [] {
-#ifdef ENGINE_WITH_CUDA
+    const DeviceBackend* cuda = find_backend(DeviceType::cuda);
+    if (cuda == nullptr) {
+      probe.reason = "built without the CUDA backend";
+      return;
+    }
     probe.cuda_built = true;
-    probe.cuda_devices = kernels::cuda::device_count(&probe.reason);
-    if (probe.cuda_devices > 0) probe.description = kernels::cuda::device_description(0);
-#else
-    probe.reason = "built without the CUDA backend";
-#endif
+    probe.cuda_devices = cuda->device_count(&probe.reason);
+    if (probe.cuda_devices > 0) probe.description = cuda->device_description(0);
   });
   return probe;
 }

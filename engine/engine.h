@@ -9,4 +9,5 @@
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/random.h"
+#include "engine/runtime.h"
 #include "engine/tensor.h"

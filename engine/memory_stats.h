@@ -1,7 +1,8 @@
 // Counters of the host (CPU) memory held by tensor storage: the bytes live now, the most live at once
-// since the last reset, and the number of allocations. Storage (engine/tensor.cpp) reports every
-// ordinary host allocation and free here; page-locked (pinned) loader buffers and device memory are not
-// counted (the GPU's caching allocator has its own counters, kernels/cuda/context.h). Kernel
+// since the last reset, and the number of allocations. The CPU's device table (engine/backend_cpu.cpp)
+// reports every ordinary host allocation and free of tensor storage here; page-locked (pinned) loader
+// buffers and device memory are not counted (a GPU's caching allocator has its own counters, reached
+// through engine::device_memory_stats in engine/runtime.h, which on the CPU reports these). Kernel
 // workspaces outside tensors (the CPU convolution's thread-local im2col buffer) are not counted either.
 //
 // The peak of live bytes over a forward + backward pass is the honest measure of what a training step
@@ -27,7 +28,7 @@ HostMemoryStats host_memory_stats();
 // Sets the peak to the bytes live now.
 void reset_host_memory_peak();
 
-// Called by Storage (engine/tensor.cpp) for every ordinary host allocation and free, from any thread.
+// Called by the CPU table (engine/backend_cpu.cpp) for every ordinary host allocation and free, from any thread.
 void note_host_allocation(size_t bytes);
 void note_host_free(size_t bytes);
 

@@ -1,22 +1,14 @@
 // Tensor storage, views and raw copies (see tensor.h).
 #include "engine/tensor.h"
 
-#include <malloc.h>
-
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <sstream>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/check.h"
 #include "engine/device.h"
-#include "engine/memory_stats.h"
-#ifdef ENGINE_WITH_CUDA
-#include "kernels/cuda/context.h"
-#include "kernels/cuda/runtime.h"
-#include "kernels/elementwise.h"
-#endif
 
 namespace engine {
 
@@ -50,110 +42,36 @@ Shape contiguous_strides(const Shape& shape) {
 // ---------------------------------------------------------------------------------------------------
 // Storage
 
-namespace {
-// glibc serves blocks above 128 KiB with fresh mmaps, so every activation and gradient of every step
-// would be page-faulted (and zeroed by the kernel) anew. Keeping large blocks on the heap lets a
-// training step reuse the memory the previous step freed.
-const bool host_heap_reuses_large_blocks = [] {
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  return true;
-}();
-
-// 64-byte aligned host blocks from plain malloc: the block starts at the first 64-byte boundary past
-// the pointer malloc returns (16 to 64 bytes in), and the byte just before it says how far. glibc's
-// aligned_alloc instead carves the alignment out of each block and leaves the fragment in its free
-// lists: with the ~5,000 allocations of a DenseNet-201 training step its searches through them cost
-// about 1.5% of the step, on the main thread while the others wait.
-void* host_allocate(size_t bytes) {
-  char* raw = static_cast<char*>(std::malloc(bytes + 64));
-  if (raw == nullptr) return nullptr;
-  char* block = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + 64) & ~uintptr_t(63));
-  block[-1] = static_cast<char>(block - raw);  // 1..64
-  return block;
-}
-
-void host_free(void* block) {
-  if (block == nullptr) return;
-  char* b = static_cast<char*>(block);
-  std::free(b - static_cast<unsigned char>(b[-1]));
-}
-}  // namespace
-
+// Memory comes from the device's table (backend.h); pinned host memory from the table of the device it
+// will be copied to (CUDA), where the build has one.
 Storage::Storage(size_t nbytes, Device device, bool pinned) : nbytes_(nbytes), device_(device) {
-#ifdef ENGINE_WITH_CUDA
-  if (pinned && device.is_cpu() && nbytes > 0) {
-    data_ = kernels::cuda::pinned_host_malloc(nbytes);
+  const DeviceBackend* pinning = pinned && device.is_cpu() ? find_backend(DeviceType::cuda) : nullptr;
+  if (pinning != nullptr && nbytes > 0) {
+    data_ = pinning->pinned_allocate(nbytes);
     pinned_ = true;
     return;
   }
-#else
-  (void)pinned;
-#endif
-  if (device.is_cpu()) {
-    const size_t rounded = (nbytes + 63) / 64 * 64;
-    data_ = rounded ? host_allocate(rounded) : nullptr;
-    ENGINE_CHECK(data_ || rounded == 0) << "out of host memory allocating " << nbytes << " bytes";
-    note_host_allocation(nbytes);
-  } else {
-#ifdef ENGINE_WITH_CUDA
-    data_ = nbytes ? kernels::cuda::allocate(nbytes) : nullptr;  // the caching allocator
-#else
-    ENGINE_FAIL() << "this build has no CUDA backend; use the CPU device";
-#endif
-  }
+  data_ = backend_for(device).allocate(nbytes);
 }
 
 Storage::~Storage() {
-#ifdef ENGINE_WITH_CUDA
   if (pinned_) {
-    kernels::cuda::pinned_host_free(data_);
+    find_backend(DeviceType::cuda)->pinned_free(data_);
     return;
   }
-#endif
-  if (device_.is_cpu()) {
-    host_free(data_);
-    note_host_free(nbytes_);
-  } else {
-#ifdef ENGINE_WITH_CUDA
-    kernels::cuda::release(data_);
-#endif
-  }
+  backend_for(device_).release(data_, nbytes_);
 }
 
 namespace {
 
+// Moves dense bytes between any two devices: host <-> device through the device's table.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
-  if (dst_device.is_cpu() && src_device.is_cpu()) {
-    std::memcpy(dst, src, bytes);
-    return;
-  }
-#ifdef ENGINE_WITH_CUDA
-  if (dst_device.is_cuda() && src_device.is_cpu()) return kernels::cuda::copy_host_to_device(dst, src, bytes);
-  if (dst_device.is_cpu() && src_device.is_cuda()) return kernels::cuda::copy_device_to_host(dst, src, bytes);
-  return kernels::cuda::copy_device_to_device(dst, src, bytes);
-#else
-  ENGINE_FAIL() << "this build has no CUDA backend";
-#endif
-}
-
-// dst[...] = src[...] elementwise over `shape`, both on the CPU, any strides.
-void strided_copy_cpu(const Shape& shape, char* dst, const Shape& dst_strides, const char* src,
-                      const Shape& src_strides, size_t element_size, size_t dim = 0) {
-  if (dim == shape.size()) {
-    std::memcpy(dst, src, element_size);
-    return;
-  }
-  const bool last_is_dense = dim + 1 == shape.size() && dst_strides[dim] == 1 && src_strides[dim] == 1;
-  if (last_is_dense) {
-    std::memcpy(dst, src, element_size * shape[dim]);
-    return;
-  }
-  for (int64_t i = 0; i < shape[dim]; ++i) {
-    strided_copy_cpu(shape, dst + i * dst_strides[dim] * element_size, dst_strides,
-                     src + i * src_strides[dim] * element_size, src_strides, element_size, dim + 1);
-  }
+  if (dst_device.is_cpu()) return backend_for(src_device).copy_to_host(dst, src, bytes);
+  if (src_device.is_cpu()) return backend_for(dst_device).copy_from_host(dst, src, bytes);
+  ENGINE_CHECK(dst_device.type == src_device.type)
+      << "copy between " << src_device.str() << " and " << dst_device.str() << " needs a stop on the CPU";
+  backend_for(dst_device).copy_within(dst, src, bytes);
 }
 
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device, DType dtype) {
@@ -311,29 +229,13 @@ float Tensor::item() const {
 
 void Tensor::fill_(float value) const {
   ENGINE_CHECK(dtype() == DType::f32) << "fill_ needs f32";
-  if (device().is_cpu()) {
-    // A strided fill through the copy routine would be slow; tensors we fill are dense or row-strided.
-    if (is_contiguous()) {
-      float* p = data();
-      const int64_t n = numel();
-      for (int64_t i = 0; i < n; ++i) p[i] = value;
-    } else {
-      copy_from(full(shape(), value));
-    }
-    return;
-  }
-#ifdef ENGINE_WITH_CUDA
   if (numel() == 0) return;
+  // A strided fill through the copy routine would be slow; tensors we fill are dense or row-strided.
   if (is_contiguous()) {
-    kernels::cuda::fill(1, numel(), value, data(), numel());
+    backend_for(device()).fill(data(), numel(), value);
   } else {
-    Tensor dense = empty(shape(), device());
-    kernels::cuda::fill(1, numel(), value, dense.data(), numel());
-    copy_from(dense);
+    copy_from(full(shape(), value, device()));
   }
-#else
-  ENGINE_FAIL() << "this build has no CUDA backend";
-#endif
 }
 
 void Tensor::copy_from(const Tensor& source) const {
@@ -341,19 +243,11 @@ void Tensor::copy_from(const Tensor& source) const {
       << "copy_from: shape " << shape_str(source.shape()) << " into " << shape_str(shape());
   ENGINE_CHECK(source.dtype() == dtype()) << "copy_from: dtype mismatch";
   if (numel() == 0) return;
-  if (device().is_cpu() && source.device().is_cpu()) {
-    strided_copy_cpu(shape(), static_cast<char*>(raw_data()), strides(),
-                     static_cast<const char*>(source.raw_data()), source.strides(), dtype_size(dtype()));
+  if (device() == source.device()) {
+    backend_for(device()).strided_copy(ndim(), shape().data(), raw_data(), strides().data(), source.raw_data(),
+                                       source.strides().data(), dtype_size(dtype()));
     return;
   }
-#ifdef ENGINE_WITH_CUDA
-  if (device().is_cuda() && source.device() == device() && dtype() == DType::f32) {
-    ENGINE_CHECK(ndim() <= 8) << "copy_from: strided copies on CUDA support up to 8 dimensions";
-    kernels::cuda::strided_copy(ndim(), shape().data(), source.data(), source.strides().data(), data(),
-                                strides().data());
-    return;
-  }
-#endif
   // Across devices: make the source dense on its own device, move the bytes, then place them.
   Tensor dense_source = source.contiguous();
   if (is_contiguous()) {

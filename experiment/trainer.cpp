@@ -23,10 +23,6 @@
 #include "experiment/tensorboard.h"
 #include "nets/registry.h"
 
-#ifdef ENGINE_WITH_CUDA
-#include "kernels/cuda/context.h"
-#endif
-
 namespace experiment {
 
 namespace fs = std::filesystem;
@@ -424,12 +420,10 @@ void setup(Run& run) {
   check_options(run);
   run.device = engine::select_device(run.o.device);
   if (run.o.deterministic) {
-#ifdef ENGINE_WITH_CUDA
     if (run.device.is_cuda()) {
-      kernels::cuda::set_deterministic(true);
-      kernels::cuda::set_allow_tf32(false);
+      engine::set_deterministic(true);
+      engine::set_allow_tf32(false);
     }
-#endif
   }
   load_data(run);
   build_model(run);

@@ -6,6 +6,7 @@
 #include "kernels/cuda/context.h"
 
 #include <cuda_runtime_api.h>
+#include <cudnn.h>
 
 #include <stdexcept>
 #include <string>
@@ -46,6 +47,14 @@ std::string device_description(int index) {
   return std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
          ", " + std::to_string(prop.totalGlobalMem >> 30) + " GiB)";
 }
+
+std::string runtime_version() {
+  int version = 0;
+  cudaRuntimeGetVersion(&version);
+  return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+}
+
+std::string cudnn_version() { return std::to_string(cudnnGetVersion()); }
 
 void* device_malloc(size_t bytes) {
   void* ptr = nullptr;

@@ -11,6 +11,10 @@ namespace kernels::cuda {
 int device_count(std::string* reason);
 // "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" for device `index`.
 std::string device_description(int index);
+// Versions of the libraries linked in, for benchmark reports: the CUDA runtime ("13.0") and cuDNN as
+// cudnnGetVersion() reports it (e.g. "91000").
+std::string runtime_version();
+std::string cudnn_version();
 
 void* device_malloc(size_t bytes);  // throws std::runtime_error naming the size on failure
 void device_free(void* ptr);

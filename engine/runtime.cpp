@@ -1,0 +1,53 @@
+// Process-wide switches and device counters (see runtime.h), all through the device tables of
+// backend.h. The CPU's thread count and machine description live with the CPU table (backend_cpu.cpp).
+#include "engine/runtime.h"
+
+namespace engine {
+namespace {
+
+// Every backend this build has, the CPU first.
+std::vector<const DeviceBackend*> backends() {
+  std::vector<const DeviceBackend*> all;
+  for (DeviceType type : {DeviceType::cpu, DeviceType::cuda})
+    if (const DeviceBackend* backend = find_backend(type)) all.push_back(backend);
+  return all;
+}
+
+}  // namespace
+
+void set_deterministic(bool deterministic) {
+  for (const DeviceBackend* backend : backends()) backend->set_deterministic(deterministic);
+}
+
+bool deterministic() {
+  for (const DeviceBackend* backend : backends())
+    if (!backend->deterministic()) return false;
+  return true;
+}
+
+void set_allow_tf32(bool allow) {
+  for (const DeviceBackend* backend : backends()) backend->set_allow_tf32(allow);
+}
+
+bool allow_tf32() {
+  for (const DeviceBackend* backend : backends())
+    if (backend->allow_tf32()) return true;
+  return false;
+}
+
+DeviceMemoryStats device_memory_stats(Device device) { return backend_for(device).memory_stats(); }
+void reset_device_memory_peak(Device device) { backend_for(device).reset_memory_peak(); }
+void empty_device_cache(Device device) { backend_for(device).empty_cache(); }
+void device_synchronize(Device device) { backend_for(device).synchronize(); }
+
+bool is_device_out_of_memory(const std::exception& e) {
+  for (const DeviceBackend* backend : backends())
+    if (backend->is_out_of_memory(e)) return true;
+  return false;
+}
+
+std::vector<std::pair<std::string, std::string>> device_runtime_info(Device device) {
+  return backend_for(device).runtime_info();
+}
+
+}  // namespace engine

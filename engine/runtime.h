@@ -1,0 +1,53 @@
+// Process-wide switches and counters of the devices, reached through the engine so that code above it
+// (nets, data, experiment, apps) never includes kernels/ or a device API:
+//   CPU threads:     set_num_threads / num_threads (OpenMP loops and the BLAS of the CPU kernels)
+//   determinism:     set_deterministic(true) picks deterministic algorithms only (cuDNN on CUDA; the CPU
+//                    kernels always are)
+//   TF32:            set_allow_tf32(false) keeps f32 convolutions and GEMMs in full f32 on CUDA
+//   device memory:   device_memory_stats(device) (CUDA: the caching allocator; CPU: the host tensor
+//                    counters of memory_stats.h), reset_device_memory_peak, empty_device_cache
+//   device_synchronize(device) waits for the device's queued work (a no-op on the CPU).
+//   device_runtime_info(device): ("cuda_runtime", "13.0"), ("cudnn", "91000"), ("tf32", "on") ... for
+//                    benchmark reports; empty on the CPU.
+#pragma once
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/dtype.h"
+
+namespace engine {
+
+// --- CPU ------------------------------------------------------------------------------------------
+// The machine the CPU kernels run on, from /proc/cpuinfo (clock x FLOP per cycle: an estimate of the
+// single-precision peak, not a measurement).
+struct CpuInfo {
+  std::string model = "unknown";
+  double mhz = 0.0;        // 0 when /proc/cpuinfo does not say
+  int flop_per_cycle = 8;  // f32, per core
+  bool avx512 = false;
+  double peak_gflops_per_core() const { return mhz * 1e-3 * flop_per_cycle; }
+};
+CpuInfo cpu_info();
+int num_threads();
+void set_num_threads(int threads);  // at least 1
+
+// --- Numerics switches (every backend of this build) ----------------------------------------------
+void set_deterministic(bool deterministic);  // default off
+bool deterministic();
+void set_allow_tf32(bool allow);  // default on where the device has TF32
+bool allow_tf32();                // false when no backend of this build has TF32
+
+// --- Devices --------------------------------------------------------------------------------------
+DeviceMemoryStats device_memory_stats(Device device);
+void reset_device_memory_peak(Device device);  // the peak becomes the bytes in use now
+void empty_device_cache(Device device);
+void device_synchronize(Device device);
+// Whether `e` is a device allocator's out-of-memory error (of any backend of this build).
+bool is_device_out_of_memory(const std::exception& e);
+std::vector<std::pair<std::string, std::string>> device_runtime_info(Device device);
+
+}  // namespace engine

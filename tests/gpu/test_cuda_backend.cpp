@@ -1,0 +1,105 @@
+// The CUDA device table (engine/backend.h) against the CPU's: copies in every direction, fills and
+// strided copies give the CPU's bytes; device memory statistics (engine/runtime.h) follow allocations.
+// Skips without a CUDA device.
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/runtime.h"
+#include "engine/tensor.h"
+#include "gpu_test_util.h"
+
+namespace {
+
+using namespace engine;
+
+TEST(CudaBackend, CopiesRoundTripBitForBit) {
+  SKIP_WITHOUT_CUDA();
+  const DeviceBackend& cuda = backend_for(Device::cuda(0));
+  const std::vector<float> host = gpu_test::uniform(1000, 1);
+  const size_t bytes = host.size() * sizeof(float);
+  void* a = cuda.allocate(bytes);
+  void* b = cuda.allocate(bytes);
+  cuda.copy_from_host(a, host.data(), bytes);
+  cuda.copy_within(b, a, bytes);
+  std::vector<float> back(host.size(), gpu_test::kNaN);
+  cuda.copy_to_host(back.data(), b, bytes);
+  EXPECT_TRUE(gpu_test::bitwise_equal(back, host));
+  cuda.release(a, bytes);
+  cuda.release(b, bytes);
+}
+
+TEST(CudaBackend, FillAndStridedCopyMatchTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  const DeviceBackend& cpu = backend_for(Device::cpu());
+  const DeviceBackend& cuda = backend_for(Device::cuda(0));
+  // Fill the middle of a poisoned buffer.
+  std::vector<float> expected(64, gpu_test::kGapSentinel);
+  cpu.fill(expected.data() + 5, 40, 2.25f);
+  float* d = static_cast<float*>(cuda.allocate(64 * sizeof(float)));
+  const std::vector<float> poison(64, gpu_test::kGapSentinel);
+  cuda.copy_from_host(d, poison.data(), 64 * sizeof(float));
+  cuda.fill(d + 5, 40, 2.25f);
+  std::vector<float> actual(64);
+  cuda.copy_to_host(actual.data(), d, 64 * sizeof(float));
+  EXPECT_TRUE(gpu_test::bitwise_equal(actual, expected));
+
+  // A [4, 3, 5] block read with permuted strides into rows of 8 (the gaps keep the sentinel).
+  const std::vector<float> src = gpu_test::uniform(60, 2);
+  const int64_t shape[] = {4, 3, 5};
+  const int64_t src_strides[] = {1, 20, 4};     // any order of the dense [3, 5, 4] source
+  const int64_t dst_strides[] = {24, 8, 1};
+  std::vector<float> want(96, gpu_test::kGapSentinel);
+  cpu.strided_copy(3, shape, want.data(), dst_strides, src.data(), src_strides, sizeof(float));
+  float* d_src = static_cast<float*>(cuda.allocate(60 * sizeof(float)));
+  float* d_dst = static_cast<float*>(cuda.allocate(96 * sizeof(float)));
+  cuda.copy_from_host(d_src, src.data(), 60 * sizeof(float));
+  const std::vector<float> poison96(96, gpu_test::kGapSentinel);
+  cuda.copy_from_host(d_dst, poison96.data(), 96 * sizeof(float));
+  cuda.strided_copy(3, shape, d_dst, dst_strides, d_src, src_strides, sizeof(float));
+  std::vector<float> got(96);
+  cuda.copy_to_host(got.data(), d_dst, 96 * sizeof(float));
+  EXPECT_TRUE(gpu_test::bitwise_equal(got, want));
+  cuda.release(d, 64 * sizeof(float));
+  cuda.release(d_src, 60 * sizeof(float));
+  cuda.release(d_dst, 96 * sizeof(float));
+}
+
+TEST(CudaBackend, TensorsOnTheDeviceMatchTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  Tensor host = Tensor::from_vector({3, 4}, gpu_test::uniform(12, 3));
+  Tensor device = host.to(Device::cuda(0));
+  Tensor column_block = device.slice(1, 1, 3);
+  column_block.fill_(-0.5f);
+  host.slice(1, 1, 3).fill_(-0.5f);
+  EXPECT_TRUE(gpu_test::bitwise_equal(device.to_vector(), host.to_vector()));
+  EXPECT_TRUE(gpu_test::bitwise_equal(device.slice(0, 1, 3).contiguous().to_vector(),
+                                      host.slice(0, 1, 3).contiguous().to_vector()));
+  Tensor pinned = Tensor::empty_pinned({3, 4});
+  EXPECT_TRUE(pinned.storage()->pinned());
+  pinned.copy_from(device);
+  EXPECT_TRUE(gpu_test::bitwise_equal(pinned.to_vector(), host.to_vector()));
+}
+
+TEST(CudaBackend, MemoryStatsFollowAllocations) {
+  SKIP_WITHOUT_CUDA();
+  const Device cuda = Device::cuda(0);
+  device_synchronize(cuda);
+  reset_device_memory_peak(cuda);
+  const int64_t before = device_memory_stats(cuda).in_use_bytes;
+  {
+    Tensor big = Tensor::zeros({1 << 20}, cuda);  // 4 MiB
+    EXPECT_GE(device_memory_stats(cuda).in_use_bytes, before + (4 << 20));
+    EXPECT_GE(device_memory_stats(cuda).cached_bytes, device_memory_stats(cuda).in_use_bytes);
+  }
+  EXPECT_EQ(device_memory_stats(cuda).in_use_bytes, before);
+  EXPECT_GE(device_memory_stats(cuda).peak_bytes, before + (4 << 20));
+  reset_device_memory_peak(cuda);
+  EXPECT_EQ(device_memory_stats(cuda).peak_bytes, before);
+  empty_device_cache(cuda);
+  const auto info = device_runtime_info(cuda);
+  ASSERT_EQ(info.size(), 3u);
+  EXPECT_EQ(info[0].first, "cuda_runtime");
+  EXPECT_EQ(info[2].first, "tf32");
+}
+
+}  // namespace
