@@ -254,8 +254,6 @@ std::vector<SplitEntry> parse_split_list(const std::string& text, const std::str
                                          << "(path,label,patient,study,body_part), found " << row.fields.size();
     SplitEntry e;
     e.path = row.fields[0];
-    // The path is joined to the data root and opened: it must stay under that root.
-    check_relative_image_path(e.path, source + ": line " + std::to_string(row.line));
     ENGINE_CHECK(row.fields[1] == "0" || row.fields[1] == "1")
         << source << ": line " << row.line << ": label must be 0 or 1, found '" << row.fields[1] << "'";
     e.label = row.fields[1] == "1";
@@ -264,6 +262,8 @@ std::vector<SplitEntry> parse_split_list(const std::string& text, const std::str
     const std::optional<BodyPart> part = parse_body_part(row.fields[4]);
     ENGINE_CHECK(part.has_value()) << source << ": line " << row.line << ": unknown body part '" << row.fields[4] << "'";
     e.part = *part;
+    // The path is joined to the data root and opened: it must stay under that root.
+    check_relative_image_path(e.path, source + ": line " + std::to_string(row.line));
     list.push_back(std::move(e));
   }
   return list;
