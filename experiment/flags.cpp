@@ -95,7 +95,9 @@ void FlagParser::add(const std::string& name, int64_t* target, const std::string
 }
 void FlagParser::add(const std::string& name, int64_t* target, const std::string& help, int64_t min, int64_t max,
                      const std::string& value_name) {
-  flags_.push_back({name, value_name, help, std::to_string(*target), false,
+  const bool full = min == INT64_MIN && max == INT64_MAX;
+  flags_.push_back({name, value_name, full ? help : help + " (" + std::to_string(min) + ".." + std::to_string(max) + ")",
+                    std::to_string(*target), false,
                     [target, name, min, max](const std::string& v) { *target = parse_int(name, v, min, max); }});
 }
 void FlagParser::add(const std::string& name, uint64_t* target, const std::string& help, const std::string& value_name) {
@@ -108,7 +110,9 @@ void FlagParser::add(const std::string& name, int* target, const std::string& he
 void FlagParser::add(const std::string& name, int* target, const std::string& help, int64_t min, int64_t max,
                      const std::string& value_name) {
   ENGINE_CHECK(min >= INT_MIN && max <= INT_MAX && min <= max) << name << ": bad range " << min << ".." << max;
-  flags_.push_back({name, value_name, help, std::to_string(*target), false, [target, name, min, max](const std::string& v) {
+  const bool full = min == INT_MIN && max == INT_MAX;
+  flags_.push_back({name, value_name, full ? help : help + " (" + std::to_string(min) + ".." + std::to_string(max) + ")",
+                    std::to_string(*target), false, [target, name, min, max](const std::string& v) {
                       *target = static_cast<int>(parse_int(name, v, min, max));
                     }});
 }
@@ -117,7 +121,9 @@ void FlagParser::add(const std::string& name, double* target, const std::string&
 }
 void FlagParser::add(const std::string& name, double* target, const std::string& help, double min, double max,
                      const std::string& value_name) {
-  flags_.push_back({name, value_name, help, format_double(*target), false,
+  const bool full = min == -DBL_MAX && max == DBL_MAX;
+  flags_.push_back({name, value_name, full ? help : help + " (" + format_double(min) + ".." + format_double(max) + ")",
+                    format_double(*target), false,
                     [target, name, min, max](const std::string& v) { *target = parse_double(name, v, min, max); }});
 }
 void FlagParser::add_switch(const std::string& name, bool* target, const std::string& help) {

@@ -68,6 +68,7 @@ TEST(StrictFlags, IntegersAreWholeDecimalNumbersInRange) {
   EXPECT_THAT(error_of([&] { f.parse(std::vector<std::string>{"--seed", "-1"}); }),
               HasSubstr("--seed: '-1' is not a non-negative integer"));
   EXPECT_EQ(max_side, 7);  // a refused value leaves the target alone
+  EXPECT_THAT(f.help(), HasSubstr("longest side (1..65535)"));
 }
 
 TEST(StrictFlags, PlainIntFlagsRefuseValuesOutsideInt) {
