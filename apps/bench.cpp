@@ -107,11 +107,11 @@ Args parse(int argc, char** argv) {
   flags.add_list("--precision", &a.precisions, "f32 (TF32 convolutions on CUDA) | bf16 (not implemented yet: reported "
                                                "as such); default f32", "P");
   flags.add("--mode", &a.mode, "train | infer | both", "M");
-  flags.add("--warmup", &a.warmup, "untimed iterations before the timed ones");
-  flags.add("--iters", &a.iters, "timed iterations (median, p10, p90 reported)");
+  flags.add("--warmup", &a.warmup, "untimed iterations before the timed ones", 0, 1000000);
+  flags.add("--iters", &a.iters, "timed iterations (median, p10, p90 reported)", 1, 1000000);
   flags.add("--device", &a.device, "auto | cpu | cuda | cuda:N", "D");
-  flags.add("--threads", &a.threads, "CPU threads (0: OMP_NUM_THREADS or every core)");
-  flags.add("--max-batch-cap", &a.max_batch_cap, "the largest batch the `max` search tries");
+  flags.add("--threads", &a.threads, "CPU threads (0: OMP_NUM_THREADS or every core)", 0, 1024);
+  flags.add("--max-batch-cap", &a.max_batch_cap, "the largest batch the `max` search tries", 1, 1 << 20);
   flags.add_switch("--memory-efficient", &a.memory_efficient,
                    "DenseNet: BN+ReLU recomputed in backward (nets/densenet.h); the rows' note says so");
   flags.add("--json", &a.json, "also write the rows to this JSON file (atomically)", "FILE");
@@ -121,11 +121,14 @@ Args parse(int argc, char** argv) {
   if (a.precisions.empty()) a.precisions = {"f32"};
   std::string error;
   if (a.mode != "train" && a.mode != "infer" && a.mode != "both") error = "--mode must be train, infer or both";
-  if (a.warmup < 0 || a.iters < 1) error = "--warmup must be >= 0 and --iters >= 1";
-  if (a.max_batch_cap < 1) error = "--max-batch-cap must be >= 1";
-  for (const std::string& b : a.batches)
-    if (b != "max" && (b.find_first_not_of("0123456789") != std::string::npos || std::atoll(b.c_str()) < 1))
+  for (const std::string& b : a.batches) {
+    if (b == "max") continue;
+    try {
+      experiment::parse_int("--batch-sizes", b, 1, INT64_MAX);
+    } catch (const std::exception&) {
       error = "--batch-sizes: '" + b + "' is neither a positive number nor max";
+    }
+  }
   for (const std::string& p : a.precisions)
     if (p != "f32" && p != "bf16") error = "--precision: '" + p + "' is neither f32 nor bf16";
   if (!error.empty()) {
@@ -187,7 +190,16 @@ double quantile(std::vector<double> values, double q) {
 int64_t proc_status_kib(const std::string& key) {
   std::ifstream in("/proc/self/status");
   for (std::string line; std::getline(in, line);)
-    if (line.compare(0, key.size() + 1, key + ":") == 0) return std::atoll(line.c_str() + key.size() + 1);
+    if (line.compare(0, key.size() + 1, key + ":") == 0) {  // "VmRSS:\t  123456 kB"
+      std::istringstream fields(line.substr(key.size() + 1));
+      std::string number, unit;
+      fields >> number >> unit;
+      try {
+        return unit == "kB" ? experiment::parse_int(key, number, 0) : -1;
+      } catch (const std::exception&) {
+        return -1;
+      }
+    }
   return -1;
 }
 
@@ -489,7 +501,7 @@ int main(int argc, char** argv) {
             } else {
               try {
                 int64_t batch = request == "max" ? find_max_batch(c, device, train, args.max_batch_cap)
-                                                 : std::atoll(request.c_str());
+                                                 : experiment::parse_int("--batch-sizes", request, 1);
                 row = measure(c, device, batch, train, args);
                 for (int retry = 0; request == "max" && row.status == "oom" && retry < 3 && batch > 8; ++retry) {
                   batch -= std::max<int64_t>(1, batch / 8);

@@ -14,6 +14,7 @@
 #include "data/loader.h"
 #include "data/mura_index.h"
 #include "data/synth_mura.h"
+#include "experiment/flags.h"
 
 namespace {
 
@@ -27,16 +28,6 @@ struct Args {
   std::string cache = "auto", resize = "area", norm = "study";
   uint64_t seed = 0;
 };
-
-void usage() {
-  std::printf(
-      "usage: bench_loader [--root DIR] [--images N] [--size PX] [--batch N] [--workers N] [--epochs N]\n"
-      "                    [--cache auto|memory|disk] [--resize nearest|bilinear|area] [--norm study|torch|tf]\n"
-      "                    [--seed N]\n"
-      "Prints images/s of the first (decoding) epoch and of cached epochs without and with augmentation\n"
-      "(flip + rotation up to 30 degrees). Without --root, a synthetic MURA of about N images is generated\n"
-      "in a temporary folder. Defaults: 640 images, 224 px, batch 32, 2 workers, 3 cached epochs.\n");
-}
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -61,34 +52,29 @@ double run_epoch(data::Loader& loader, int64_t epoch, int64_t* images_out) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      usage();
-      return 0;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "error: %s needs a value (see --help)\n", flag.c_str());
-      return 2;
-    }
-    const char* value = argv[++i];
-    if (flag == "--root") a.root = value;
-    else if (flag == "--images") a.images = std::atoll(value);
-    else if (flag == "--size") a.size = std::atoi(value);
-    else if (flag == "--batch") a.batch = std::atoll(value);
-    else if (flag == "--workers") a.workers = std::atoi(value);
-    else if (flag == "--epochs") a.epochs = std::atoi(value);
-    else if (flag == "--cache") a.cache = value;
-    else if (flag == "--resize") a.resize = value;
-    else if (flag == "--norm") a.norm = value;
-    else if (flag == "--seed") a.seed = std::strtoull(value, nullptr, 10);
-    else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", flag.c_str());
-      return 2;
-    }
-  }
-  if (a.images < 1 || a.size < 8 || a.batch < 1 || a.workers < 1 || a.epochs < 1) {
-    std::fprintf(stderr, "error: need images, batch, workers, epochs >= 1 and size >= 8\n");
+  experiment::FlagParser flags(
+      "bench_loader",
+      "Prints images/s of the first (decoding) epoch and of cached epochs without and with augmentation\n"
+      "(flip + rotation up to 30 degrees). Without --root, a synthetic MURA of about N images is generated\n"
+      "in a temporary folder.");
+  flags.add("--root", &a.root, "the MURA-v1.1 folder (default: a generated synthetic one)", "DIR");
+  flags.add("--images", &a.images, "images sampled from the training split", 1, 1000000);
+  flags.add("--size", &a.size, "image side the loader resizes to, in pixels", 8, 4096, "PX");
+  flags.add("--batch", &a.batch, "images per batch", 1, 65536);
+  flags.add("--workers", &a.workers, "loader threads", 1, 256);
+  flags.add("--epochs", &a.epochs, "cached epochs measured after the first", 1, 100000);
+  flags.add("--cache", &a.cache, "auto | memory | disk | off", "C");
+  flags.add("--resize", &a.resize, "nearest | bilinear | area", "R");
+  flags.add("--norm", &a.norm, "study | torch | tf", "M");
+  flags.add("--seed", &a.seed, "seed of the synthetic MURA, the sample and the augmentation");
+  if (!experiment::parse_flags_or_exit(flags, argc, argv)) return 0;
+  data::LoaderOptions options;
+  try {  // a misspelt mode is a usage error, found before a synthetic MURA is generated
+    options.cache = data::parse_cache_mode(a.cache);
+    options.resize = data::parse_resize_mode(a.resize);
+    options.norm = data::parse_norm_mode(a.norm);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
   std::string temp_dir;
@@ -116,13 +102,9 @@ int main(int argc, char** argv) {
     split_options.seed = a.seed;
     const data::Split split = data::make_split(index, split_options);
 
-    data::LoaderOptions options;
     options.batch_size = a.batch;
     options.height = options.width = a.size;
     options.workers = a.workers;
-    options.cache = data::parse_cache_mode(a.cache);
-    options.resize = data::parse_resize_mode(a.resize);
-    options.norm = data::parse_norm_mode(a.norm);
     options.seed = a.seed;
     std::printf("bench_loader: %zu images from %s, %dx%d, batch %lld, %d workers, cache %s, resize %s, norm %s\n",
                 split.train.size(), root.c_str(), a.size, a.size, (long long)a.batch, a.workers, a.cache.c_str(),

@@ -2,14 +2,15 @@
 // with Adam and binary cross-entropy, printing the loss per epoch and the held-out accuracy.
 // The first end-to-end run of the engine: every op, the autograd tape, the arena and the optimizer.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "data/toy_blobs.h"
 #include "engine/engine.h"
 #include "engine/training_step.h"
+#include "experiment/flags.h"
 #include "nets/tiny_cnn.h"
 
 namespace {
@@ -18,47 +19,37 @@ struct Args {
   std::string device = "auto";
   int epochs = 8;
   int64_t train_images = 512, test_images = 256, size = 24, batch = 32, width = 8;
-  float lr = 1e-2f;
+  double lr = 1e-2;
   uint64_t seed = 1;
   int threads = 0;
 };
 
-void usage() {
-  std::printf(
-      "usage: demo_tiny_cnn [--device auto|cpu|cuda] [--epochs N] [--images N] [--size PX] [--batch N]\n"
-      "                     [--lr X] [--seed N] [--threads N]\n"
-      "Trains a small CNN on generated images (a bright square present or not) and prints the loss per\n"
-      "epoch and the held-out accuracy. Defaults: auto, 8 epochs, 512 images of 24 px, batch 32, Adam 1e-2.\n");
-}
-
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      usage();
-      std::exit(0);
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "error: %s needs a value (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
-    const char* value = argv[++i];
-    if (flag == "--device") a.device = value;
-    else if (flag == "--epochs") a.epochs = std::atoi(value);
-    else if (flag == "--images") a.train_images = std::atoll(value);
-    else if (flag == "--size") a.size = std::atoll(value);
-    else if (flag == "--batch") a.batch = std::atoll(value);
-    else if (flag == "--lr") a.lr = std::strtof(value, nullptr);
-    else if (flag == "--seed") a.seed = std::strtoull(value, nullptr, 10);
-    else if (flag == "--threads") a.threads = std::atoi(value);
-    else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
+  experiment::FlagParser flags(
+      "demo_tiny_cnn",
+      "Trains a small CNN on generated images (a bright square present or not) with Adam and prints the loss\n"
+      "per epoch and the held-out accuracy (on 256 more images).");
+  flags.add("--device", &a.device, "auto | cpu | cuda", "D");
+  flags.add("--epochs", &a.epochs, "training epochs", 1, 100000);
+  flags.add("--images", &a.train_images, "training images (at least --batch)", 1, 1000000);
+  flags.add("--size", &a.size, "image side, in pixels", 8, 1024, "PX");
+  flags.add("--batch", &a.batch, "images per batch", 1, 65536);
+  flags.add("--lr", &a.lr, "Adam learning rate (greater than 0)", "X");
+  flags.add("--seed", &a.seed, "seed of the images and the initialisation");
+  flags.add("--threads", &a.threads, "CPU threads (0: OMP_NUM_THREADS or every core)", 0, 1024);
+  if (!experiment::parse_flags_or_exit(flags, argc, argv)) std::exit(0);
+  std::string error;
+  const float lr = static_cast<float>(a.lr);  // Adam's hyperparameters are floats
+  if (!(lr > 0) || !std::isfinite(lr)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", a.lr);
+    error = std::string("--lr must be a positive float, got ") + text;
   }
-  if (a.epochs < 1 || a.train_images < a.batch || a.batch < 1 || a.size < 8) {
-    std::fprintf(stderr, "error: need epochs >= 1, batch >= 1, images >= batch, size >= 8\n");
+  if (a.train_images < a.batch)
+    error = "--images (" + std::to_string(a.train_images) + ") must be at least --batch (" + std::to_string(a.batch) + ")";
+  if (!error.empty()) {
+    std::fprintf(stderr, "error: %s (see --help)\n", error.c_str());
     std::exit(2);
   }
   return a;
@@ -80,7 +71,7 @@ int main(int argc, char** argv) {
     nets::TinyCnn net(args.width, init_gen);
     net.to(device);
     ParameterArena arena(net.named_parameters());
-    Adam adam(arena, Adam::pytorch(args.lr));
+    Adam adam(arena, Adam::pytorch(static_cast<float>(args.lr)));
     TrainingStep step(net, arena, &adam);
     std::printf("tiny CNN, %lld parameters, on %s; %lld training images of %lldx%lld, batch %lld\n",
                 static_cast<long long>(net.num_parameters()), device.str().c_str(),

@@ -177,4 +177,53 @@ TEST(AppsCli, MuraVerifyAndMuraSynthRefuseBadNumbers) {
   EXPECT_EQ(run_app("mura_synth", "--help").status, 0);
 }
 
+// demo_tiny_cnn and bench_loader parsed with atoi/strtof by hand: `--epochs abc` became 0 and `--lr nan`
+// was taken. Every number is now refused unless whole and in range, with the flag named (status 2).
+TEST(AppsCli, DemoTinyCnnAndBenchLoaderRefuseBadNumbers) {
+  for (const char* app : {"demo_tiny_cnn", "bench_loader"}) {
+    const Command epochs = run_app(app, "--epochs abc");
+    EXPECT_EQ(epochs.status, 2) << app << epochs.out << epochs.err;
+    EXPECT_THAT(epochs.err, HasSubstr("--epochs: 'abc' is not an integer")) << app;
+    const Command batch = run_app(app, "--batch -5");
+    EXPECT_EQ(batch.status, 2) << app << batch.out << batch.err;
+    EXPECT_THAT(batch.err, HasSubstr("--batch must be between 1 and 65536, got -5")) << app;
+    const Command lr = run_app(app, "--lr nan");
+    EXPECT_EQ(lr.status, 2) << app << lr.out << lr.err;
+    EXPECT_THAT(lr.err, HasSubstr("--lr")) << app;
+    EXPECT_THAT(run_app(app, "--size 4").err, HasSubstr("--size must be between 8 and")) << app;
+    EXPECT_THAT(run_app(app, "--images 1e9").err, HasSubstr("--images: '1e9' is not an integer")) << app;
+    EXPECT_THAT(run_app(app, "--seed -1").err, HasSubstr("--seed: '-1' is not a non-negative integer")) << app;
+    EXPECT_EQ(run_app(app, "--help").status, 0) << app;
+  }
+  EXPECT_THAT(run_app("demo_tiny_cnn", "--lr nan").err, HasSubstr("--lr: 'nan' is not a finite number"));
+  EXPECT_THAT(run_app("bench_loader", "--lr nan").err, HasSubstr("unknown flag --lr"));  // it trains nothing
+  for (const char* value : {"0", "-0.01", "1e-60"}) {  // 1e-60 is 0 as a float
+    const Command c = run_app("demo_tiny_cnn", std::string("--lr ") + value);
+    EXPECT_EQ(c.status, 2) << value;
+    EXPECT_THAT(c.err, HasSubstr("--lr must be a positive float")) << value;
+  }
+  const Command threads = run_app("demo_tiny_cnn", "--threads -1");
+  EXPECT_EQ(threads.status, 2);
+  EXPECT_THAT(threads.err, HasSubstr("--threads must be between 0 and"));
+  const Command few = run_app("demo_tiny_cnn", "--images 8 --batch 16");
+  EXPECT_EQ(few.status, 2);
+  EXPECT_THAT(few.err, HasSubstr("--images (8) must be at least --batch (16)"));
+  const Command workers = run_app("bench_loader", "--workers 0");
+  EXPECT_EQ(workers.status, 2);
+  EXPECT_THAT(workers.err, HasSubstr("--workers must be between 1 and 256, got 0"));
+  const Command cache = run_app("bench_loader", "--cache bogus");
+  EXPECT_EQ(cache.status, 2);
+  EXPECT_THAT(cache.err, HasSubstr("unknown cache mode 'bogus'"));
+}
+
+// A tiny valid run (1 epoch of 32 images of 8x8, on the CPU) still trains and reports.
+TEST(AppsCli, DemoTinyCnnTinyRunWorks) {
+  const Command c = run_app("demo_tiny_cnn", "--device cpu --epochs 1 --images 32 --size 8 --batch 16 --lr 1e-2 "
+                                             "--threads 1 --seed 3");
+  ASSERT_EQ(c.status, 0) << c.out << c.err;
+  EXPECT_THAT(c.out, HasSubstr("32 training images of 8x8, batch 16"));
+  EXPECT_THAT(c.out, HasSubstr("epoch  1  train loss"));
+  EXPECT_THAT(c.out, HasSubstr("held-out accuracy"));
+}
+
 }  // namespace
