@@ -38,7 +38,7 @@ Rows as_rows(const Tensor& t) {
                         << " is not a row matrix";
   const int64_t cols = t.ndim() == 0 ? 1 : t.shape().back();
   const int64_t rows = cols == 0 ? 0 : t.numel() / cols;
-  return {t.data(), rows, cols, ld};
+  return {t.raw_data(), rows, cols, ld, t.dtype()};
 }
 
 Tensor as_row_matrix(const Tensor& t) { return is_row_matrix(t) ? t : t.contiguous(); }

@@ -31,8 +31,7 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
 Tensor sum(const Tensor& x) {
   detail::check_same_device("sum", {x});
   const Tensor xr = detail::as_row_matrix(x);
-  const detail::Rows xm = detail::as_rows(xr);
-  Tensor y = Tensor::scalar(static_cast<float>(ENGINE_KERNEL(x.device(), sum)(xm.rows, xm.cols, xm.data, xm.ld)), x.device());
+  Tensor y = Tensor::scalar(static_cast<float>(ENGINE_KERNEL(x.device(), sum)(detail::as_rows(xr))), x.device());
   record(y, "sum", {x}, [shape = x.shape(), device = x.device()](const Tensor& dy) {
     return std::vector<Tensor>{Tensor::full(shape, dy.item(), device)};
   });

@@ -48,10 +48,11 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
           int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {  // C = beta * C; cuBLAS would do it too, but say it here as the CPU version does
+    const MatrixView c_view(c, m, n, ldc);
     if (beta == 0.0f)
-      fill(m, n, 0.0f, c, ldc);
+      fill(c_view, 0.0f);
     else
-      scale(m, n, beta, c, ldc, c, ldc, false);
+      scale(beta, c_view, c_view, false);
     return;
   }
   check_fits_int(m, "m");

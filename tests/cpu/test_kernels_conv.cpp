@@ -1,5 +1,5 @@
-// CPU convolution and pooling kernels (kernels/conv.h, kernels/pool.h) against direct loops written
-// here from the formulas of the headers, accumulated in double.
+// CPU convolution kernels (kernels/conv.h)
+// against direct loops written here from the formulas of the header, accumulated in double.
 //
 // Tolerance: a float result r matches the double reference e when |r - e| <= 1e-4 + 1e-4 * |e|.
 // Inputs are uniform in [-1, 1) from a fixed-seed std::mt19937. Every matrix may have a row stride
@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -22,86 +23,12 @@
 
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
-#include "kernels/pool.h"
+#include "test_kernels_common.h"
 
 namespace {
 
+using namespace kernel_test;  // NOLINT(google-build-using-namespace): the shared test helpers
 using kernels::Conv2dGeometry;
-using kernels::Pool2dGeometry;
-
-constexpr double kAtol = 1e-4;
-constexpr double kRtol = 1e-4;
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-// A [rows, cols] float matrix with row stride ld; the gap columns [cols, ld) hold NaN.
-struct Matrix {
-  int64_t rows = 0, cols = 0, ld = 0;
-  std::vector<float> data;
-
-  Matrix(int64_t r, int64_t c, int64_t stride, float value)
-      : rows(r), cols(c), ld(stride), data(size_t(r * stride), kNaN) {
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j) at(i, j) = value;
-  }
-  float& at(int64_t i, int64_t j) { return data[size_t(i * ld + j)]; }
-  float at(int64_t i, int64_t j) const { return data[size_t(i * ld + j)]; }
-  float* ptr() { return data.data(); }
-  const float* ptr() const { return data.data(); }
-};
-
-Matrix random_matrix(int64_t rows, int64_t cols, int64_t ld, std::mt19937& rng) {
-  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  Matrix m(rows, cols, ld, 0.0f);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) m.at(i, j) = uniform(rng);
-  return m;
-}
-
-// A double reference [rows, cols], dense.
-struct Reference {
-  int64_t rows = 0, cols = 0;
-  std::vector<double> data;
-  Reference(int64_t r, int64_t c) : rows(r), cols(c), data(size_t(r * c), 0.0) {}
-  double& at(int64_t i, int64_t j) { return data[size_t(i * cols + j)]; }
-  double at(int64_t i, int64_t j) const { return data[size_t(i * cols + j)]; }
-};
-
-// got == base + ref within the tolerance (base: the prior contents when accumulating, else none),
-// and got's gap is still NaN.
-::testing::AssertionResult matches(const Matrix& got, const Reference& ref,
-                                   const Matrix* base = nullptr) {
-  if (got.rows != ref.rows || got.cols != ref.cols)
-    return ::testing::AssertionFailure() << "shape mismatch";
-  int64_t bad = 0;
-  std::ostringstream first;
-  for (int64_t i = 0; i < got.rows; ++i) {
-    for (int64_t j = 0; j < got.cols; ++j) {
-      const double expected = ref.at(i, j) + (base != nullptr ? double(base->at(i, j)) : 0.0);
-      const double value = got.at(i, j);
-      if (!(std::fabs(value - expected) <= kAtol + kRtol * std::fabs(expected))) {
-        if (bad++ == 0)
-          first << "first mismatch at [" << i << ", " << j << "]: got " << value << ", expected "
-                << expected;
-      }
-    }
-    for (int64_t j = got.cols; j < got.ld; ++j) {
-      if (!std::isnan(got.at(i, j))) {
-        if (bad++ == 0) first << "gap written at [" << i << ", " << j << "]: " << got.at(i, j);
-      }
-    }
-  }
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << bad << " bad elements of " << got.rows * got.cols << "; " << first.str();
-}
-
-bool bitwise_equal(const Matrix& a, const Matrix& b) {
-  for (int64_t i = 0; i < a.rows; ++i)
-    for (int64_t j = 0; j < a.cols; ++j)
-      if (std::memcmp(&a.data[size_t(i * a.ld + j)], &b.data[size_t(i * b.ld + j)], sizeof(float)))
-        return false;
-  return true;
-}
 
 // -------------------------------------------------------------------------------------------------
 // Convolution references: direct loops over the formulas of conv.h.
@@ -221,8 +148,9 @@ TEST_P(ConvTest, ForwardMatchesDirectLoops) {
   for (bool with_bias : {false, true}) {
     SCOPED_TRACE(with_bias ? "with bias" : "without bias");
     Matrix y(d.out_rows, d.g.out_c, d.ldy, kNaN);  // overwritten: NaN must not survive
-    kernels::cpu::conv2d_forward(d.g, d.x.ptr(), d.ldx, d.w.ptr(),
-                                 with_bias ? d.bias.ptr() : nullptr, y.ptr(), d.ldy);
+    kernels::cpu::conv2d_forward(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx}, d.w.ptr(),
+                                 with_bias ? d.bias.ptr() : nullptr,
+                                 {y.ptr(), d.g.output_rows(), d.g.out_c, d.ldy});
     EXPECT_TRUE(matches(y, reference_conv_forward(d.g, d.x, d.w, with_bias ? &d.bias : nullptr)));
   }
 }
@@ -233,12 +161,16 @@ TEST_P(ConvTest, BackwardDataMatchesDirectLoops) {
   const Reference ref = reference_conv_backward_data(d.g, d.dy, d.w);
 
   Matrix dx(d.in_rows, d.g.in_c, d.lddx, kNaN);
-  kernels::cpu::conv2d_backward_data(d.g, d.dy.ptr(), d.lddy, d.w.ptr(), dx.ptr(), d.lddx, false);
+  kernels::cpu::conv2d_backward_data(d.g, {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
+                                     d.w.ptr(), {dx.ptr(), d.g.input_rows(), d.g.in_c, d.lddx},
+                                     false);
   EXPECT_TRUE(matches(dx, ref)) << "overwrite";
 
   const Matrix prior = random_matrix(d.in_rows, d.g.in_c, d.lddx, rng);
   Matrix acc = prior;
-  kernels::cpu::conv2d_backward_data(d.g, d.dy.ptr(), d.lddy, d.w.ptr(), acc.ptr(), d.lddx, true);
+  kernels::cpu::conv2d_backward_data(d.g, {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
+                                     d.w.ptr(), {acc.ptr(), d.g.input_rows(), d.g.in_c, d.lddx},
+                                     true);
   EXPECT_TRUE(matches(acc, ref, &prior)) << "accumulate";
 }
 
@@ -249,7 +181,8 @@ TEST_P(ConvTest, BackwardFilterMatchesDirectLoops) {
   reference_conv_backward_filter(d.g, d.x, d.dy, &ref_dw, &ref_dbias);
 
   Matrix dw(d.g.out_c, d.k, d.k, kNaN), dbias(1, d.g.out_c, d.g.out_c, kNaN);
-  kernels::cpu::conv2d_backward_filter(d.g, d.x.ptr(), d.ldx, d.dy.ptr(), d.lddy, dw.ptr(),
+  kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
+                                       {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy}, dw.ptr(),
                                        dbias.ptr(), false);
   EXPECT_TRUE(matches(dw, ref_dw)) << "dw overwrite";
   EXPECT_TRUE(matches(dbias, ref_dbias)) << "dbias overwrite";
@@ -257,15 +190,17 @@ TEST_P(ConvTest, BackwardFilterMatchesDirectLoops) {
   const Matrix prior_dw = random_matrix(d.g.out_c, d.k, d.k, rng);
   const Matrix prior_dbias = random_matrix(1, d.g.out_c, d.g.out_c, rng);
   Matrix acc_dw = prior_dw, acc_dbias = prior_dbias;
-  kernels::cpu::conv2d_backward_filter(d.g, d.x.ptr(), d.ldx, d.dy.ptr(), d.lddy, acc_dw.ptr(),
-                                       acc_dbias.ptr(), true);
+  kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
+                                       {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
+                                       acc_dw.ptr(), acc_dbias.ptr(), true);
   EXPECT_TRUE(matches(acc_dw, ref_dw, &prior_dw)) << "dw accumulate";
   EXPECT_TRUE(matches(acc_dbias, ref_dbias, &prior_dbias)) << "dbias accumulate";
 
   // Without a bias gradient dw is unchanged.
   Matrix dw_only(d.g.out_c, d.k, d.k, kNaN);
-  kernels::cpu::conv2d_backward_filter(d.g, d.x.ptr(), d.ldx, d.dy.ptr(), d.lddy, dw_only.ptr(),
-                                       nullptr, false);
+  kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
+                                       {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
+                                       dw_only.ptr(), nullptr, false);
   EXPECT_TRUE(matches(dw_only, ref_dw)) << "dw without dbias";
 }
 
@@ -318,270 +253,16 @@ TEST(ConvDeterminism, SameBitsForOneAndTwoThreads) {
   std::vector<float> dw(size_t(d.g.out_c * d.k));
   for (int t = 0; t < 2; ++t) {
     kernels::cpu::set_num_threads(t + 1);
-    kernels::cpu::conv2d_backward_data(d.g, d.dy.ptr(), d.lddy, d.w.ptr(), dx[t].ptr(), d.lddx,
+    kernels::cpu::conv2d_backward_data(d.g, {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
+                                       d.w.ptr(), {dx[t].ptr(), d.g.input_rows(), d.g.in_c, d.lddx},
                                        false);
-    kernels::cpu::conv2d_backward_filter(d.g, d.x.ptr(), d.ldx, d.dy.ptr(), d.lddy, dw.data(),
-                                         dbias[t].ptr(), false);
+    kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
+                                         {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
+                                         dw.data(), dbias[t].ptr(), false);
   }
   kernels::cpu::set_num_threads(threads);
   EXPECT_TRUE(bitwise_equal(dx[0], dx[1]));
   EXPECT_TRUE(bitwise_equal(dbias[0], dbias[1]));
-}
-
-// -------------------------------------------------------------------------------------------------
-// Pooling references.
-
-enum class PoolKind { kMax, kAvgIncludePad, kAvgExcludePad };
-
-struct PoolWindow {
-  int64_t h0, h1, w0, w1;  // inside part of the window
-  int64_t full_count;      // kernel cells clipped to the padded input
-};
-
-PoolWindow pool_window(const Pool2dGeometry& g, int64_t oh, int64_t ow) {
-  const int64_t top = oh * g.stride_h - g.pad_top, left = ow * g.stride_w - g.pad_left;
-  const int64_t bottom = std::min(top + g.kernel_h, g.in_h + g.pad_bottom);
-  const int64_t right = std::min(left + g.kernel_w, g.in_w + g.pad_right);
-  return {std::max<int64_t>(top, 0), std::min(top + g.kernel_h, g.in_h), std::max<int64_t>(left, 0),
-          std::min(left + g.kernel_w, g.in_w), (bottom - top) * (right - left)};
-}
-
-int64_t pool_input_row(const Pool2dGeometry& g, int64_t n, int64_t h, int64_t w) {
-  return (n * g.in_h + h) * g.in_w + w;
-}
-
-Reference reference_pool_forward(const Pool2dGeometry& g, PoolKind kind, const Matrix& x) {
-  const int64_t out_h = g.out_h(), out_w = g.out_w();
-  Reference y(g.batch * out_h * out_w, g.channels);
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t oh = 0; oh < out_h; ++oh)
-      for (int64_t ow = 0; ow < out_w; ++ow)
-        for (int64_t c = 0; c < g.channels; ++c) {
-          const PoolWindow win = pool_window(g, oh, ow);
-          double best = -std::numeric_limits<double>::infinity(), sum = 0.0;
-          for (int64_t h = win.h0; h < win.h1; ++h)
-            for (int64_t w = win.w0; w < win.w1; ++w) {
-              const double v = x.at(pool_input_row(g, n, h, w), c);
-              best = std::max(best, v);
-              sum += v;
-            }
-          const int64_t count = kind == PoolKind::kAvgIncludePad
-                                    ? win.full_count
-                                    : (win.h1 - win.h0) * (win.w1 - win.w0);
-          y.at((n * out_h + oh) * out_w + ow, c) =
-              kind == PoolKind::kMax ? best : sum / double(count);
-        }
-  return y;
-}
-
-Reference reference_pool_backward(const Pool2dGeometry& g, PoolKind kind, const Matrix& x,
-                                  const Matrix& dy) {
-  const int64_t out_h = g.out_h(), out_w = g.out_w();
-  Reference dx(g.batch * g.in_h * g.in_w, g.channels);
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t oh = 0; oh < out_h; ++oh)
-      for (int64_t ow = 0; ow < out_w; ++ow)
-        for (int64_t c = 0; c < g.channels; ++c) {
-          const PoolWindow win = pool_window(g, oh, ow);
-          const double grad = dy.at((n * out_h + oh) * out_w + ow, c);
-          if (kind == PoolKind::kMax) {  // the first maximal cell in row-major window order
-            int64_t arg = -1;
-            double best = 0.0;
-            for (int64_t h = win.h0; h < win.h1; ++h)
-              for (int64_t w = win.w0; w < win.w1; ++w) {
-                const int64_t row = pool_input_row(g, n, h, w);
-                if (arg < 0 || x.at(row, c) > best) arg = row, best = x.at(row, c);
-              }
-            if (arg >= 0) dx.at(arg, c) += grad;
-          } else {
-            const int64_t count = kind == PoolKind::kAvgIncludePad
-                                      ? win.full_count
-                                      : (win.h1 - win.h0) * (win.w1 - win.w0);
-            for (int64_t h = win.h0; h < win.h1; ++h)
-              for (int64_t w = win.w0; w < win.w1; ++w)
-                dx.at(pool_input_row(g, n, h, w), c) += grad / double(count);
-          }
-        }
-  return dx;
-}
-
-Pool2dGeometry pool_geometry(int64_t batch, int64_t in_h, int64_t in_w, int64_t channels,
-                             int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
-                             int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
-                             int64_t pad_right) {
-  Pool2dGeometry g;
-  g.batch = batch, g.in_h = in_h, g.in_w = in_w, g.channels = channels;
-  g.kernel_h = kernel_h, g.kernel_w = kernel_w, g.stride_h = stride_h, g.stride_w = stride_w;
-  g.pad_top = pad_top, g.pad_bottom = pad_bottom, g.pad_left = pad_left, g.pad_right = pad_right;
-  return g;
-}
-
-void pool_forward(const Pool2dGeometry& g, PoolKind kind, const Matrix& x, Matrix* y) {
-  if (kind == PoolKind::kMax)
-    kernels::cpu::max_pool2d_forward(g, x.ptr(), x.ld, y->ptr(), y->ld);
-  else
-    kernels::cpu::avg_pool2d_forward(g, kind == PoolKind::kAvgIncludePad, x.ptr(), x.ld, y->ptr(),
-                                     y->ld);
-}
-
-void pool_backward(const Pool2dGeometry& g, PoolKind kind, const Matrix& x, const Matrix& dy,
-                   Matrix* dx, bool accumulate) {
-  if (kind == PoolKind::kMax)
-    kernels::cpu::max_pool2d_backward(g, x.ptr(), x.ld, dy.ptr(), dy.ld, dx->ptr(), dx->ld,
-                                      accumulate);
-  else
-    kernels::cpu::avg_pool2d_backward(g, kind == PoolKind::kAvgIncludePad, dy.ptr(), dy.ld,
-                                      dx->ptr(), dx->ld, accumulate);
-}
-
-struct PoolCase {
-  std::string name;
-  PoolKind kind;
-  Pool2dGeometry g;
-};
-void PrintTo(const PoolCase& c, std::ostream* os) { *os << c.name; }
-
-using PoolParam = std::tuple<PoolCase, bool>;
-
-class PoolTest : public ::testing::TestWithParam<PoolParam> {};
-
-TEST_P(PoolTest, ForwardAndBackwardMatchDirectLoops) {
-  const PoolCase& pc = std::get<0>(GetParam());
-  const bool strided = std::get<1>(GetParam());
-  const Pool2dGeometry& g = pc.g;
-  const int64_t in_rows = g.batch * g.in_h * g.in_w, out_rows = g.batch * g.out_h() * g.out_w();
-  const int64_t c = g.channels;
-  std::mt19937 rng(4567);
-  const Matrix x = random_matrix(in_rows, c, c + (strided ? 3 : 0), rng);
-  const Matrix dy = random_matrix(out_rows, c, c + (strided ? 4 : 0), rng);
-
-  Matrix y(out_rows, c, c + (strided ? 2 : 0), kNaN);
-  pool_forward(g, pc.kind, x, &y);
-  EXPECT_TRUE(matches(y, reference_pool_forward(g, pc.kind, x))) << "forward";
-
-  const Reference ref_dx = reference_pool_backward(g, pc.kind, x, dy);
-  Matrix dx(in_rows, c, c + (strided ? 5 : 0), kNaN);
-  pool_backward(g, pc.kind, x, dy, &dx, false);
-  EXPECT_TRUE(matches(dx, ref_dx)) << "backward overwrite";
-
-  const Matrix prior = random_matrix(in_rows, c, dx.ld, rng);
-  Matrix acc = prior;
-  pool_backward(g, pc.kind, x, dy, &acc, true);
-  EXPECT_TRUE(matches(acc, ref_dx, &prior)) << "backward accumulate";
-}
-
-// Geometries: (batch, in_h, in_w, channels, kh, kw, sh, sw, pad top, bottom, left, right).
-// 70 channels: more than one channel block of the kernels.
-const PoolCase kPoolCases[] = {
-    {"max_3x3_s2_pad1", PoolKind::kMax, pool_geometry(2, 9, 8, 70, 3, 3, 2, 2, 1, 1, 1, 1)},
-    {"max_3x3_s2_valid", PoolKind::kMax, pool_geometry(3, 9, 7, 5, 3, 3, 2, 2, 0, 0, 0, 0)},
-    {"max_3x3_s2_same_even", PoolKind::kMax, pool_geometry(2, 8, 8, 6, 3, 3, 2, 2, 0, 1, 0, 1)},
-    {"max_2x2_s2", PoolKind::kMax, pool_geometry(3, 9, 7, 5, 2, 2, 2, 2, 0, 0, 0, 0)},
-    {"avg_2x2_s2", PoolKind::kAvgIncludePad, pool_geometry(3, 9, 7, 5, 2, 2, 2, 2, 0, 0, 0, 0)},
-    {"avg_3x3_s1_pad1_include_pad", PoolKind::kAvgIncludePad,
-     pool_geometry(2, 9, 7, 70, 3, 3, 1, 1, 1, 1, 1, 1)},
-    {"avg_3x3_s1_pad1_exclude_pad", PoolKind::kAvgExcludePad,
-     pool_geometry(2, 9, 7, 70, 3, 3, 1, 1, 1, 1, 1, 1)},
-    {"avg_3x3_s2_asymmetric_exclude_pad", PoolKind::kAvgExcludePad,
-     pool_geometry(2, 8, 7, 5, 3, 3, 2, 2, 0, 1, 1, 0)},
-    {"avg_2x2_s3_gaps", PoolKind::kAvgIncludePad,
-     pool_geometry(2, 11, 10, 5, 2, 2, 3, 3, 0, 0, 0, 0)},
-};
-
-INSTANTIATE_TEST_SUITE_P(Geometries, PoolTest,
-                         ::testing::Combine(::testing::ValuesIn(kPoolCases), ::testing::Bool()),
-                         [](const ::testing::TestParamInfo<PoolParam>& info) {
-                           return std::get<0>(info.param).name +
-                                  (std::get<1>(info.param) ? "_strided" : "_dense");
-                         });
-
-// Constant input: every cell of a window ties, and only the first inside cell of each window (in
-// row-major window order) gets the gradient.
-TEST(MaxPool, TiesSendTheGradientToTheFirstCellOnly) {
-  const Pool2dGeometry g =
-      pool_geometry(1, 5, 5, 1, 3, 3, 2, 2, 1, 1, 1, 1);  // windows at -1, 1, 3
-  const Matrix x(25, 1, 1, 0.5f);
-  Matrix dy(9, 1, 1, 0.0f);
-  for (int64_t p = 0; p < 9; ++p) dy.at(p, 0) = float(p + 1);
-  Matrix dx(25, 1, 1, kNaN);
-  kernels::cpu::max_pool2d_backward(g, x.ptr(), 1, dy.ptr(), 1, dx.ptr(), 1, false);
-  // Output (oh, ow)'s first inside cell is (max(2*oh - 1, 0), max(2*ow - 1, 0)): rows/cols 0, 1, 3.
-  const int64_t first_cell[3] = {0, 1, 3};
-  Reference expected(25, 1);
-  for (int64_t oh = 0; oh < 3; ++oh)
-    for (int64_t ow = 0; ow < 3; ++ow)
-      expected.at(first_cell[oh] * 5 + first_cell[ow], 0) = 3 * oh + ow + 1;
-  EXPECT_TRUE(matches(dx, expected));
-  EXPECT_TRUE(matches(dx, reference_pool_backward(g, PoolKind::kMax, x, dy)));
-}
-
-// Inputs from {-1, 0, 1}: most windows tie in some of the 70 channels (the kernel's vectorised
-// arg-max must still pick the first maximal cell in every channel).
-TEST(MaxPool, ManyTiesMatchTheFirstMaxReference) {
-  const Pool2dGeometry g = pool_geometry(2, 9, 8, 70, 3, 3, 2, 2, 1, 1, 1, 1);
-  std::mt19937 rng(777);
-  std::uniform_int_distribution<int> level(-1, 1);
-  const int64_t in_rows = g.batch * g.in_h * g.in_w, out_rows = g.batch * g.out_h() * g.out_w();
-  Matrix x(in_rows, g.channels, g.channels + 3, 0.0f);
-  for (int64_t i = 0; i < in_rows; ++i)
-    for (int64_t c = 0; c < g.channels; ++c) x.at(i, c) = float(level(rng));
-  const Matrix dy = random_matrix(out_rows, g.channels, g.channels, rng);
-  Matrix dx(in_rows, g.channels, g.channels + 1, kNaN);
-  kernels::cpu::max_pool2d_backward(g, x.ptr(), x.ld, dy.ptr(), dy.ld, dx.ptr(), dx.ld, false);
-  EXPECT_TRUE(matches(dx, reference_pool_backward(g, PoolKind::kMax, x, dy)));
-}
-
-// Pooling results do not depend on the thread count, bit for bit.
-TEST(PoolDeterminism, SameBitsForOneAndTwoThreads) {
-  const Pool2dGeometry g = pool_geometry(3, 11, 9, 70, 3, 3, 2, 2, 1, 1, 1, 1);
-  std::mt19937 rng(5678);
-  const int64_t in_rows = g.batch * g.in_h * g.in_w, out_rows = g.batch * g.out_h() * g.out_w();
-  const Matrix x = random_matrix(in_rows, g.channels, g.channels + 1, rng);
-  const Matrix dy = random_matrix(out_rows, g.channels, g.channels, rng);
-  const int threads = kernels::cpu::num_threads();
-  for (PoolKind kind : {PoolKind::kMax, PoolKind::kAvgExcludePad}) {
-    Matrix dx[2] = {Matrix(in_rows, g.channels, g.channels, kNaN),
-                    Matrix(in_rows, g.channels, g.channels, kNaN)};
-    for (int t = 0; t < 2; ++t) {
-      kernels::cpu::set_num_threads(t + 1);
-      pool_backward(g, kind, x, dy, &dx[t], false);
-    }
-    EXPECT_TRUE(bitwise_equal(dx[0], dx[1]));
-  }
-  kernels::cpu::set_num_threads(threads);
-}
-
-// -------------------------------------------------------------------------------------------------
-// Global average pooling.
-
-TEST(GlobalAvgPool, ForwardAndBackwardMatchDirectLoops) {
-  for (bool strided : {false, true}) {
-    SCOPED_TRACE(strided ? "strided" : "dense");
-    const int64_t batch = 3, hw = 13, channels = 70;  // 70: more than one channel block
-    std::mt19937 rng(6789);
-    const Matrix x = random_matrix(batch * hw, channels, channels + (strided ? 3 : 0), rng);
-    const Matrix dy = random_matrix(batch, channels, channels, rng);
-
-    Reference ref_y(batch, channels), ref_dx(batch * hw, channels);
-    for (int64_t n = 0; n < batch; ++n)
-      for (int64_t c = 0; c < channels; ++c) {
-        for (int64_t p = 0; p < hw; ++p) ref_y.at(n, c) += x.at(n * hw + p, c) / double(hw);
-        for (int64_t p = 0; p < hw; ++p) ref_dx.at(n * hw + p, c) = dy.at(n, c) / double(hw);
-      }
-
-    Matrix y(batch, channels, channels, kNaN);
-    kernels::cpu::global_avg_pool_forward(batch, hw, channels, x.ptr(), x.ld, y.ptr());
-    EXPECT_TRUE(matches(y, ref_y)) << "forward";
-
-    Matrix dx(batch * hw, channels, channels + (strided ? 5 : 0), kNaN);
-    kernels::cpu::global_avg_pool_backward(batch, hw, channels, dy.ptr(), dx.ptr(), dx.ld, false);
-    EXPECT_TRUE(matches(dx, ref_dx)) << "backward overwrite";
-
-    const Matrix prior = random_matrix(batch * hw, channels, dx.ld, rng);
-    Matrix acc = prior;
-    kernels::cpu::global_avg_pool_backward(batch, hw, channels, dy.ptr(), acc.ptr(), acc.ld, true);
-    EXPECT_TRUE(matches(acc, ref_dx, &prior)) << "backward accumulate";
-  }
 }
 
 }  // namespace
