@@ -25,9 +25,8 @@
 #include "kernels/cuda/reduce.cuh"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
-
-using detail::store;
 
 // --- Reductions: what each element adds, and the per-channel finishing step ----------------------
 
@@ -186,6 +185,10 @@ struct EvalInvstdOp {
 };
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                                  const BatchNormStatsOut& stats, const BatchNormHyper& h) {

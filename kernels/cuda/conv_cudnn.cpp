@@ -42,6 +42,7 @@
 #include "kernels/elementwise.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
 
 std::string geometry_text(const Conv2dGeometry& g) {
@@ -483,7 +484,7 @@ Conv2dGeometry padded_geometry(const Conv2dGeometry& g) {
 }
 
 // The interior of a padded NHWC buffer [N, Hp, Wp, C] (dense) as strides and an offset, for
-// internal::strided_copy over the shape [N, H, W, C].
+// detail::strided_copy over the shape [N, H, W, C].
 struct PaddedView {
   int64_t shape[4];
   int64_t padded_strides[4];
@@ -505,7 +506,7 @@ void pad_input(const Conv2dGeometry& g, const float* x, int64_t ldx, float* x_pa
   const PaddedView v = padded_view(g, ldx);
   const size_t bytes = sizeof(float) * size_t(v.shape[0] * v.padded_strides[0]);
   CHECK_CUDA(cudaMemsetAsync(x_padded, 0, bytes, detail::stream()));
-  internal::strided_copy(4, v.shape, x, v.strides, x_padded + v.offset, v.padded_strides, false);
+  detail::strided_copy(4, v.shape, x, v.strides, x_padded + v.offset, v.padded_strides, false);
 }
 
 size_t padded_bytes(const Conv2dGeometry& g) {
@@ -514,6 +515,10 @@ size_t padded_bytes(const Conv2dGeometry& g) {
 }
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w, const float* bias,
                     MatrixView y_view) {
@@ -539,7 +544,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
     o.x = x_padded.as<float>();
     run(Pass::forward, Problem{padded_geometry(g), g.in_c, ldy}, o);
   }
-  if (bias) internal::add_row_vector(pixels, g.out_c, bias, y, ldy);
+  if (bias) detail::add_row_vector(pixels, g.out_c, bias, y, ldy);
 }
 
 void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,
@@ -573,7 +578,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
   o.beta = 0.0f;
   run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, ldy}, o);
   const PaddedView v = padded_view(g, ldx);
-  internal::strided_copy(4, v.shape, dx_padded.as<float>() + v.offset, v.padded_strides, dx,
+  detail::strided_copy(4, v.shape, dx_padded.as<float>() + v.offset, v.padded_strides, dx,
                          v.strides, accumulate);
 }
 

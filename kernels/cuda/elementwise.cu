@@ -20,10 +20,8 @@
 #include "kernels/elementwise.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
-
-using detail::for_each_element;
-using detail::store;
 
 // Overflow-free logistic: exp is only ever taken of a non-positive number.
 __device__ inline float stable_sigmoid(float x) {
@@ -185,6 +183,10 @@ struct StridedCopyOp {
 };
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void fill(MatrixView dst_view, float value) {
   const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_dst = dst_view.ld;
@@ -282,10 +284,10 @@ void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst) {
 
 void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,
                   float* dst, const int64_t* dst_strides) {
-  internal::strided_copy(ndim, shape, src, src_strides, dst, dst_strides, false);
+  detail::strided_copy(ndim, shape, src, src_strides, dst, dst_strides, false);
 }
 
-namespace internal {
+namespace detail {
 
 void add_row_vector(int64_t rows, int64_t cols, const float* v, float* dst, int64_t ld_dst) {
   for_each_element(rows, cols, AddRowVectorOp{v, dst, ld_dst}, "add_row_vector");
@@ -310,6 +312,6 @@ void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_
   detail::for_each_index(total, StridedCopyOp{params, src, dst}, "strided_copy");
 }
 
-}  // namespace internal
+}  // namespace detail
 
 }  // namespace kernels::cuda

@@ -20,6 +20,7 @@
 #include "kernels/gemm.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
 
 #define CHECK_CUBLAS(expr)                                                                  \
@@ -42,6 +43,10 @@ void check_fits_int(int64_t value, const char* name) {
 }
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,

@@ -14,6 +14,7 @@
 #include "kernels/loss.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
 
 struct BceTerm {  // l_i, in double
@@ -51,6 +52,10 @@ struct BceBackwardOp {
 };
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 double bce_with_logits_forward(int64_t n, const float* logits, const float* targets,
                                const float* weights) {

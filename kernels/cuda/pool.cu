@@ -26,9 +26,8 @@
 #include "kernels/pool.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
-
-using detail::store;
 
 // a / b with 32-bit division when both fit (64-bit division is slow on the GPU); a >= 0, b > 0.
 __device__ inline int64_t divide(int64_t a, int64_t b) {
@@ -220,6 +219,10 @@ struct GlobalAvgBackwardOp {
 };
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
   check_pool_input("max_pool2d_forward", g, x_view);
