@@ -14,6 +14,7 @@
 #include <ostream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -422,6 +423,25 @@ TEST(BatchNorm, ResultsDoNotDependOnThreadCount) {
     EXPECT_EQ(one.dgamma, o->dgamma);
     EXPECT_EQ(one.dbeta, o->dbeta);
   }
+}
+
+// Batch norm takes f32 only for now: a bf16 input or output is refused with a clear error.
+TEST(BatchNorm, RefusesBf16Matrices) {
+  const int64_t rows = 4, channels = 3;
+  std::vector<uint16_t> bf16_storage(rows * channels, 0);
+  const kernels::ConstMatrixView bf16_x(bf16_storage.data(), rows, channels, channels,
+                                        kernels::DType::bf16);
+  Strided x(rows, channels, channels), y(rows, channels, channels);
+  std::vector<float> mean(channels), invstd(channels);
+  kernels::BatchNormStatsOut stats;
+  stats.saved_mean = mean.data();
+  stats.saved_invstd = invstd.data();
+  EXPECT_THROW(cpu::batch_norm_forward_training(bf16_x, y.view(), {}, stats, {}),
+               std::invalid_argument);
+  const kernels::MatrixView bf16_y(bf16_storage.data(), rows, channels, channels,
+                                   kernels::DType::bf16);
+  EXPECT_THROW(cpu::batch_norm_forward_training(x.view(), bf16_y, {}, stats, {}),
+               std::invalid_argument);
 }
 
 }  // namespace

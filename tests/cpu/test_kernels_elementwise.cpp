@@ -12,6 +12,7 @@
 #include <ostream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -159,6 +160,42 @@ TEST(Elementwise, SumInDoubleSkipsTheGap) {
   for (int64_t c = 1; c < 1001; ++c) t.at(0, c) = 1e-8f;
   EXPECT_TRUE(close(cpu::sum({t.ptr(), 1, 1001, t.ld}), 1.0 + 1000 * double(1e-8f), 1e-15, 1e-15));
   EXPECT_EQ(cpu::sum({t.ptr(), 0, 5, 5}), 0.0);
+}
+
+// The views carry their element type: a kernel handed one it does not take yet (bf16; every kernel
+// takes f32 only for now) throws a message naming the type instead of misreading the bytes, and
+// writes nothing.
+TEST(MatrixView, KernelsRefuseADTypeTheyDoNotTakeYet) {
+  std::vector<uint16_t> bf16_storage(3 * 4, 0x3f80);  // bf16 1.0
+  const kernels::ConstMatrixView bf16_x(bf16_storage.data(), 3, 4, 4, kernels::DType::bf16);
+  Strided y(3, 4, 5);
+  try {
+    cpu::relu_forward(bf16_x, y.view());
+    FAIL() << "relu_forward accepted a bf16 input";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("f32 only"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cpu::copy(bf16_x, y.view(), false), std::invalid_argument);
+  EXPECT_THROW(cpu::sum(bf16_x), std::invalid_argument);
+  const kernels::MatrixView bf16_y(bf16_storage.data(), 3, 4, 4, kernels::DType::bf16);
+  EXPECT_THROW(cpu::fill(bf16_y, 0.0f), std::invalid_argument);
+  for (int64_t r = 0; r < y.rows; ++r)
+    for (int64_t c = 0; c < y.cols; ++c) EXPECT_TRUE(std::isnan(y.at(r, c))) << r << "," << c;
+  for (uint16_t bits : bf16_storage) EXPECT_EQ(bits, 0x3f80);
+}
+
+// Operands of different shapes are refused with the kernel's name, before anything is written.
+TEST(MatrixView, MismatchedShapesAreRefused) {
+  Strided a(4, 3, 3), b(4, 2, 3), y(4, 3, 3);
+  try {
+    cpu::add(a.view(), b.view(), y.view());
+    FAIL() << "add accepted [4, 3] + [4, 2]";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("add"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cpu::relu_backward(a.view(), a.view(), Strided(5, 3, 3).view(), false),
+               std::invalid_argument);
 }
 
 }  // namespace
