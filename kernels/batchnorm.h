@@ -47,8 +47,8 @@ struct BatchNormParamGrads {
 
 struct BatchNormHyper {
   float eps = 1e-5f;
-  float momentum = 0.1f;              // weight of the new batch in the running statistics
-  bool unbiased_running_var = true;   // PyTorch: M/(M-1) on the running variance; Keras: false
+  float momentum = 0.1f;             // weight of the new batch in the running statistics
+  bool unbiased_running_var = true;  // PyTorch: M/(M-1) on the running variance; Keras: false
 };
 
 }  // namespace kernels

@@ -3,18 +3,19 @@
 // Activations are NHWC. An activation [N, H, W, C] is seen by the kernels as a matrix of
 // rows = N*H*W pixels and cols = C channels, with a row stride `ld` (elements from one pixel to the
 // next). ld == C for a dense tensor; ld > C for a channel slice of a wider buffer (a DenseNet
-// concatenation buffer, an Inception branch's slice of its block output). Kernels read and write only
-// the first C elements of every row, never the gap.
+// concatenation buffer, an Inception branch's slice of its block output). Kernels read and write
+// only the first C elements of every row, never the gap.
 //
 // Convolution weights are OHWI: [out_channels, kernel_h, kernel_w, in_channels], dense. This is the
 // layout of cuDNN's NHWC filters, and with it a convolution is one GEMM over im2col patches:
 //   y[pixel, o] = sum_{kh, kw, i} patch[pixel, (kh, kw, i)] * w[o, (kh, kw, i)]
 // Linear weights are [out, in] (as PyTorch), y = x w^T + b.
 //
-// Kernels know raw pointers and shapes only, never tensors: a matrix operand is a MatrixView (output)
-// or ConstMatrixView (input), which carries its element type. Every kernel takes f32 today; one that is
-// handed another type throws std::invalid_argument (f32() below) instead of misreading the bytes.
-// `accumulate == true` adds into the destination (gradient accumulation); false overwrites it.
+// Kernels know raw pointers and shapes only, never tensors: a matrix operand is a MatrixView
+// (output) or ConstMatrixView (input), which carries its element type. Every kernel takes f32
+// today; one that is handed another type throws std::invalid_argument (f32() below) instead of
+// misreading the bytes. `accumulate == true` adds into the destination (gradient accumulation);
+// false overwrites it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -37,8 +38,9 @@ inline const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : "bf16"
                               " only; convert the tensor first");
 }
 
-// A (possibly row-strided) matrix [rows, cols] with row stride ld >= cols, of element type dtype, that
-// a kernel writes (or reads and writes). data == nullptr marks an optional output as not wanted.
+// A (possibly row-strided) matrix [rows, cols] with row stride ld >= cols, of element type dtype,
+// that a kernel writes (or reads and writes). data == nullptr marks an optional output as not
+// wanted.
 struct MatrixView {
   void* data = nullptr;
   int64_t rows = 0;
@@ -72,7 +74,8 @@ struct ConstMatrixView {
       : data(data), rows(rows), cols(cols), ld(ld), dtype(dtype) {}
   ConstMatrixView(const float* data, int64_t rows, int64_t cols, int64_t ld)
       : ConstMatrixView(static_cast<const void*>(data), rows, cols, ld, DType::f32) {}
-  ConstMatrixView(const MatrixView& m)  // NOLINT(google-explicit-constructor): an output reads as input
+  ConstMatrixView(
+      const MatrixView& m)  // NOLINT(google-explicit-constructor): an output reads as input
       : ConstMatrixView(m.data, m.rows, m.cols, m.ld, m.dtype) {}
 
   const float* f32() const {
@@ -87,9 +90,9 @@ template <typename View>
 void check_shape(const char* kernel, const View& m, int64_t rows, int64_t cols) {
   if (m.cols == cols && (m.rows == rows || cols == 0)) return;  // [any, 0] has no elements
   throw std::invalid_argument(std::string("kernels: ") + kernel + ": expected a [" +
-                                std::to_string(rows) + ", " + std::to_string(cols) +
-                                "] matrix, got [" + std::to_string(m.rows) + ", " +
-                                std::to_string(m.cols) + "]");
+                              std::to_string(rows) + ", " + std::to_string(cols) +
+                              "] matrix, got [" + std::to_string(m.rows) + ", " +
+                              std::to_string(m.cols) + "]");
 }
 template <typename View, typename Like>
 void check_same_shape(const char* kernel, const View& m, const Like& like) {
@@ -98,9 +101,9 @@ void check_same_shape(const char* kernel, const View& m, const Like& like) {
 template <typename View>
 void check_dense(const char* kernel, const View& m) {
   if (m.ld != m.cols)
-    throw std::invalid_argument(std::string("kernels: ") + kernel +
-                                ": expected a dense matrix, got row stride " + std::to_string(m.ld) +
-                                " for " + std::to_string(m.cols) + " columns");
+    throw std::invalid_argument(
+        std::string("kernels: ") + kernel + ": expected a dense matrix, got row stride " +
+        std::to_string(m.ld) + " for " + std::to_string(m.cols) + " columns");
 }
 
 }  // namespace kernels

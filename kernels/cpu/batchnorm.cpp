@@ -244,8 +244,9 @@ std::vector<float> eval_invstd(int64_t channels, const float* running_var, float
 
 }  // namespace
 
-void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
-                                 const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
+                                 const BatchNormChannels& ch, const BatchNormStatsOut& stats,
+                                 const BatchNormHyper& h) {
   check_same_shape("batch_norm_forward_training", x_view, y_view);
   const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
   const float* x = x_view.f32();
@@ -311,8 +312,8 @@ void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const Ba
 }
 
 void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
-                                  const BatchNormChannels& ch, MatrixView dx_view, bool accumulate_dx,
-                                  const BatchNormParamGrads& grads) {
+                                  const BatchNormChannels& ch, MatrixView dx_view,
+                                  bool accumulate_dx, const BatchNormParamGrads& grads) {
   check_same_shape("batch_norm_backward_training", x_view, dy_view);
   if (dx_view.data) check_same_shape("batch_norm_backward_training", x_view, dx_view);
   const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
@@ -366,8 +367,9 @@ void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_vie
 }
 
 void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
-                              const BatchNormChannels& ch, const BatchNormHyper& h, MatrixView dx_view,
-                              bool accumulate_dx, const BatchNormParamGrads& grads) {
+                              const BatchNormChannels& ch, const BatchNormHyper& h,
+                              MatrixView dx_view, bool accumulate_dx,
+                              const BatchNormParamGrads& grads) {
   check_same_shape("batch_norm_backward_eval", x_view, dy_view);
   if (dx_view.data) check_same_shape("batch_norm_backward_eval", x_view, dx_view);
   const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,

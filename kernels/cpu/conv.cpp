@@ -295,8 +295,8 @@ void flip_and_swap_channels(const Conv2dGeometry& g, const float* w, float* w_t)
 
 }  // namespace
 
-void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w, const float* bias,
-                    MatrixView y_view) {
+void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w,
+                    const float* bias, MatrixView y_view) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
   check_conv_input("conv2d_forward", g, x_view);
@@ -353,8 +353,8 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
     zero_rows(dx + zero_from * g.in_w * ldx, (input_rows - zero_from) * g.in_w, g.in_c, ldx);
 }
 
-void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
-                            float* dw, float* dbias, bool accumulate) {
+void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
+                            ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t cols = patch_cols(g);
   if (g.out_c <= 0 || cols <= 0) return;

@@ -51,7 +51,8 @@ void fill(MatrixView dst_view, float value) {
 
 void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
   check_same_shape("copy", src_view, dst_view);
-  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld, ld_dst = dst_view.ld;
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld,
+                ld_dst = dst_view.ld;
   const float* src = src_view.f32();
   float* dst = dst_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
@@ -85,7 +86,8 @@ void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
 
 void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
   check_same_shape("scale", src_view, dst_view);
-  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld, ld_dst = dst_view.ld;
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld,
+                ld_dst = dst_view.ld;
   const float* src = src_view.f32();
   float* dst = dst_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
@@ -117,7 +119,8 @@ void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
   });
 }
 
-void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view, bool accumulate) {
+void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
+                   bool accumulate) {
   check_same_shape("relu_backward", y_view, dx_view);
   check_same_shape("relu_backward", dy_view, dx_view);
   const int64_t rows = dx_view.rows, cols = dx_view.cols, ldy = y_view.ld, ld_dy = dy_view.ld,

@@ -217,7 +217,8 @@ void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_vi
   }
 }
 
-void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view, bool accumulate) {
+void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view,
+                              bool accumulate) {
   const int64_t batch = dy_view.rows, channels = dy_view.cols, ldx = dx_view.ld;
   check_shape("global_avg_pool_backward", dx_view, batch * hw, channels);
   check_dense("global_avg_pool_backward", dy_view);

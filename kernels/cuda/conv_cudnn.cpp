@@ -423,7 +423,8 @@ void run(Pass pass, const Problem& p, const Operands& o) {
         od.x = xd;
       }
       if (o.dx) {
-        if (o.beta != 0.0f) copy({o.dx, x_rows, g.in_c, p.ldx}, {xd, x_rows, g.in_c, g.in_c}, false);
+        if (o.beta != 0.0f)
+          copy({o.dx, x_rows, g.in_c, p.ldx}, {xd, x_rows, g.in_c, g.in_c}, false);
         od.dx = xd;
       }
     }
@@ -434,15 +435,18 @@ void run(Pass pass, const Problem& p, const Operands& o) {
         od.dy = yd;
       }
       if (o.y) {
-        if (o.beta != 0.0f) copy({o.y, y_rows, g.out_c, p.ldy}, {yd, y_rows, g.out_c, g.out_c}, false);
+        if (o.beta != 0.0f)
+          copy({o.y, y_rows, g.out_c, p.ldy}, {yd, y_rows, g.out_c, g.out_c}, false);
         od.y = yd;
       }
     }
     std::string dense_failures;
     Plan& dense_plan = plan_for(pass, dense);
     if (run_candidates(pass, dense, dense_plan, od, &dense_failures)) {
-      if (copy_x && o.dx) copy({od.dx, x_rows, g.in_c, g.in_c}, {o.dx, x_rows, g.in_c, p.ldx}, false);
-      if (copy_y && o.y) copy({od.y, y_rows, g.out_c, g.out_c}, {o.y, y_rows, g.out_c, p.ldy}, false);
+      if (copy_x && o.dx)
+        copy({od.dx, x_rows, g.in_c, g.in_c}, {o.dx, x_rows, g.in_c, p.ldx}, false);
+      if (copy_y && o.y)
+        copy({od.y, y_rows, g.out_c, g.out_c}, {o.y, y_rows, g.out_c, p.ldy}, false);
       return;
     }
     failures += "dense fallback: " + dense_failures + dense_plan.rejected;
@@ -520,8 +524,8 @@ size_t padded_bytes(const Conv2dGeometry& g) {
 // This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
-void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w, const float* bias,
-                    MatrixView y_view) {
+void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w,
+                    const float* bias, MatrixView y_view) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
   check_conv_input("conv2d_forward", g, x_view);
@@ -579,11 +583,11 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
   run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, ldy}, o);
   const PaddedView v = padded_view(g, ldx);
   detail::strided_copy(4, v.shape, dx_padded.as<float>() + v.offset, v.padded_strides, dx,
-                         v.strides, accumulate);
+                       v.strides, accumulate);
 }
 
-void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
-                            float* dw, float* dbias, bool accumulate) {
+void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
+                            ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
   const int64_t cols = g.kernel_h * g.kernel_w * g.in_c;
   if (g.out_c <= 0 || cols <= 0) return;
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
