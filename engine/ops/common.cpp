@@ -41,6 +41,12 @@ Rows as_rows(const Tensor& t) {
   return {t.raw_data(), rows, cols, ld, t.dtype()};
 }
 
+kernels::MatrixView as_column(const Tensor& t) {
+  if (!t.defined()) return {};
+  ENGINE_CHECK(t.is_contiguous()) << "tensor " << t.str() << " is not contiguous";
+  return {t.raw_data(), t.numel(), 1, 1, t.dtype()};
+}
+
 Tensor as_row_matrix(const Tensor& t) { return is_row_matrix(t) ? t : t.contiguous(); }
 
 void check_same_device(const char* op, const std::vector<Tensor>& tensors) {

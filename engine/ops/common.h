@@ -17,6 +17,9 @@ using Rows = kernels::MatrixView;
 
 bool is_row_matrix(const Tensor& t);
 Rows as_rows(const Tensor& t);  // throws unless is_row_matrix(t)
+// A contiguous tensor's elements as a dense column view [numel, 1] (loss operands), or an empty view
+// (data == nullptr) when t is undefined.
+kernels::MatrixView as_column(const Tensor& t);
 // t's data as f32, or nullptr when t is undefined (optional per-channel parameters).
 inline float* data_or_null(const Tensor& t) { return t.defined() ? t.data() : nullptr; }
 // t itself when it is a row matrix, a dense copy otherwise.

@@ -43,9 +43,12 @@ TEST_P(CudaBce, ForwardBackward) {
 
   DeviceBuffer z(logits), t(targets), w(weights);
   const float* w_dev = c.weights ? w.get() : nullptr;
-  const double cpu = kernels::cpu::bce_with_logits_forward(c.n, logits.data(), targets.data(), w_host);
-  const double gpu = kernels::cuda::bce_with_logits_forward(c.n, z.get(), t.get(), w_dev);
-  const double again = kernels::cuda::bce_with_logits_forward(c.n, z.get(), t.get(), w_dev);
+  const double cpu = kernels::cpu::bce_with_logits_forward(
+      {logits.data(), c.n, 1, 1}, {targets.data(), c.n, 1, 1}, {w_host, c.n, 1, 1});
+  const double gpu = kernels::cuda::bce_with_logits_forward(
+      {z.get(), c.n, 1, 1}, {t.get(), c.n, 1, 1}, {w_dev, c.n, 1, 1});
+  const double again = kernels::cuda::bce_with_logits_forward(
+      {z.get(), c.n, 1, 1}, {t.get(), c.n, 1, 1}, {w_dev, c.n, 1, 1});
   EXPECT_TRUE(std::isfinite(gpu));
   EXPECT_NEAR(gpu, cpu, 1e-12 * std::fabs(cpu));
   EXPECT_EQ(std::memcmp(&gpu, &again, sizeof(double)), 0) << "the loss differs between runs";
@@ -54,10 +57,13 @@ TEST_P(CudaBce, ForwardBackward) {
   for (bool accumulate : {false, true}) {
     const std::vector<float> start = accumulate ? prior : std::vector<float>(n, kNaN);
     std::vector<float> ref = start;
-    kernels::cpu::bce_with_logits_backward(c.n, logits.data(), targets.data(), w_host, 0.75f,
-                                           ref.data(), accumulate);
+    kernels::cpu::bce_with_logits_backward({logits.data(), c.n, 1, 1}, {targets.data(), c.n, 1, 1},
+                                           {w_host, c.n, 1, 1}, 0.75f, {ref.data(), c.n, 1, 1},
+                                           accumulate);
     DeviceBuffer dz(start);
-    kernels::cuda::bce_with_logits_backward(c.n, z.get(), t.get(), w_dev, 0.75f, dz.get(), accumulate);
+    kernels::cuda::bce_with_logits_backward({z.get(), c.n, 1, 1}, {t.get(), c.n, 1, 1},
+                                            {w_dev, c.n, 1, 1}, 0.75f, {dz.get(), c.n, 1, 1},
+                                            accumulate);
     EXPECT_TRUE(close(dz.download(), ref, 1e-10, 1e-6)) << "accumulate " << accumulate;
   }
 }
@@ -72,8 +78,11 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(CudaBceEdges, EmptyBatch) {
   SKIP_WITHOUT_CUDA();
   DeviceBuffer dz(std::vector<float>(2, kGapSentinel));
-  EXPECT_EQ(kernels::cuda::bce_with_logits_forward(0, dz.get(), dz.get(), nullptr), 0.0);
-  kernels::cuda::bce_with_logits_backward(0, dz.get(), dz.get(), nullptr, 1.0f, dz.get(), false);
+  EXPECT_EQ(kernels::cuda::bce_with_logits_forward({dz.get(), 0, 1, 1}, {dz.get(), 0, 1, 1},
+                                                   {nullptr, 0, 1, 1}),
+            0.0);
+  kernels::cuda::bce_with_logits_backward({dz.get(), 0, 1, 1}, {dz.get(), 0, 1, 1},
+                                          {nullptr, 0, 1, 1}, 1.0f, {dz.get(), 0, 1, 1}, false);
   EXPECT_TRUE(bitwise_equal(dz.download(), std::vector<float>(2, kGapSentinel)));
 }
 
