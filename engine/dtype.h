@@ -5,12 +5,15 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/layout.h"
+
 namespace engine {
 
-enum class DType : uint8_t { f32, bf16 };
-
-inline size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
-inline const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : "bf16"; }
+// One element-type enum for tensors and kernels (kernels/layout.h), so a tensor's dtype goes into a
+// kernel's MatrixView as it is.
+using DType = kernels::DType;
+using kernels::dtype_name;
+using kernels::dtype_size;
 
 enum class DeviceType : uint8_t { cpu, cuda };
 

@@ -15,6 +15,44 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/layout.h"
+
+namespace kernels {
+
+// The per-channel vectors a batch-norm kernel reads, each dense f32 [C] (device pointers for the
+// CUDA backend); each kernel reads the ones its comment in batchnorm_api.inc names.
+struct BatchNormChannels {
+  const float* gamma = nullptr;         // scale; null means 1 (Keras scale=False)
+  const float* beta = nullptr;          // shift; null means 0
+  const float* running_mean = nullptr;  // the running statistics (eval)
+  const float* running_var = nullptr;
+  const float* saved_mean = nullptr;    // the batch statistics training forward saved (training
+  const float* saved_invstd = nullptr;  // backward)
+};
+
+// What training forward writes, each f32 [C] and nullable (not wanted): the batch statistics for
+// backward, and the running statistics, updated in place.
+struct BatchNormStatsOut {
+  float* saved_mean = nullptr;
+  float* saved_invstd = nullptr;
+  float* running_mean = nullptr;
+  float* running_var = nullptr;
+};
+
+// The parameter gradients [C], each nullable (not wanted); always accumulated.
+struct BatchNormParamGrads {
+  float* dgamma = nullptr;
+  float* dbeta = nullptr;
+};
+
+struct BatchNormHyper {
+  float eps = 1e-5f;
+  float momentum = 0.1f;             // weight of the new batch in the running statistics
+  bool unbiased_running_var = true;  // PyTorch: M/(M-1) on the running variance; Keras: false
+};
+
+}  // namespace kernels
+
 namespace kernels::cpu {
 #include "kernels/batchnorm_api.inc"
 }  // namespace kernels::cpu

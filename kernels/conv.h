@@ -10,6 +10,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/layout.h"
+
 namespace kernels {
 
 struct Conv2dGeometry {
@@ -20,11 +22,24 @@ struct Conv2dGeometry {
 
   int64_t out_h() const { return (in_h + pad_top + pad_bottom - kernel_h) / stride_h + 1; }
   int64_t out_w() const { return (in_w + pad_left + pad_right - kernel_w) / stride_w + 1; }
+  int64_t input_rows() const { return batch * in_h * in_w; }
+  int64_t output_rows() const { return batch * out_h() * out_w(); }
   // Multiply-accumulates of the forward pass.
   double macs() const {
     return double(batch) * out_h() * out_w() * out_c * kernel_h * kernel_w * in_c;
   }
 };
+
+// Throw std::invalid_argument naming `kernel` unless m is g's input [batch * in_h * in_w, in_c]
+// (check_conv_input) or its output [batch * out_h * out_w, out_c] (check_conv_output).
+template <typename View>
+void check_conv_input(const char* kernel, const Conv2dGeometry& g, const View& m) {
+  check_shape(kernel, m, g.input_rows(), g.in_c);
+}
+template <typename View>
+void check_conv_output(const char* kernel, const Conv2dGeometry& g, const View& m) {
+  check_shape(kernel, m, g.output_rows(), g.out_c);
+}
 
 }  // namespace kernels
 

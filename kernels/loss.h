@@ -6,6 +6,19 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/layout.h"
+
+namespace kernels {
+
+// Throws std::invalid_argument naming `kernel` unless v is a dense column [n, 1] (a loss operand).
+template <typename View>
+void check_loss_column(const char* kernel, const View& v, int64_t n) {
+  check_shape(kernel, v, n, 1);
+  check_dense(kernel, v);
+}
+
+}  // namespace kernels
+
 namespace kernels::cpu {
 #include "kernels/loss_api.inc"
 }  // namespace kernels::cpu

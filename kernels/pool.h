@@ -10,6 +10,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/layout.h"
+
 namespace kernels {
 
 struct Pool2dGeometry {
@@ -20,7 +22,20 @@ struct Pool2dGeometry {
 
   int64_t out_h() const { return (in_h + pad_top + pad_bottom - kernel_h) / stride_h + 1; }
   int64_t out_w() const { return (in_w + pad_left + pad_right - kernel_w) / stride_w + 1; }
+  int64_t input_rows() const { return batch * in_h * in_w; }
+  int64_t output_rows() const { return batch * out_h() * out_w(); }
 };
+
+// Throw std::invalid_argument naming `kernel` unless m is g's input [batch * in_h * in_w, channels]
+// (check_pool_input) or its output [batch * out_h * out_w, channels] (check_pool_output).
+template <typename View>
+void check_pool_input(const char* kernel, const Pool2dGeometry& g, const View& m) {
+  check_shape(kernel, m, g.input_rows(), g.channels);
+}
+template <typename View>
+void check_pool_output(const char* kernel, const Pool2dGeometry& g, const View& m) {
+  check_shape(kernel, m, g.output_rows(), g.channels);
+}
 
 }  // namespace kernels
 

@@ -34,7 +34,7 @@
 #                 (tests, kernel benchmark, memcheck, ours vs PyTorch, the ENGINE_CUDA_SYNC rerun) and each
 #                 is cut to the time left, or skipped (reported as such) when too little is left
 # Options: --skip-sanitizer, --skip-bench (for a quick rerun; also leaves out the PyTorch comparison);
-#   --quick: memcheck over the kernel-level binaries only (gpu_test_cuda_*), no ENGINE_CUDA_SYNC rerun,
+#   --quick: memcheck over the kernel-level binaries only (gpu_test_kernels_*), no ENGINE_CUDA_SYNC rerun,
 #   and the PyTorch comparison at batch 32 without torch.compile (BENCH_GPU_ARGS and the BENCH_*
 #   variables of scripts/bench_gpu.sh still override it).
 set -uo pipefail
@@ -411,7 +411,7 @@ elif [ -z "$SANITIZER" ]; then
   fail "compute-sanitizer memcheck" "compute-sanitizer not found (it ships with the CUDA toolkit)"
 else
   for target in "${GPU_TARGETS[@]}"; do
-    [ "$QUICK" -eq 1 ] && [[ "$target" != gpu_test_cuda_* ]] && continue
+    [ "$QUICK" -eq 1 ] && [[ "$target" != gpu_test_kernels_* ]] && continue
     if [ "$(time_left)" -lt 45 ]; then out_of_time "memcheck $target"; continue; fi
     binary="$BUILD_DIR/tests/$target"
     log="sanitizer_$target.log"

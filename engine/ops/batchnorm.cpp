@@ -23,8 +23,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   ENGINE_CHECK(!training || xm.rows > 0) << "batch_norm: empty batch in training mode";
   Tensor y = Tensor::empty(x.shape(), x.device());
   const detail::Rows ym = detail::as_rows(y);
-  const float* g = gamma.defined() ? gamma.data() : nullptr;
-  const float* b = beta.defined() ? beta.data() : nullptr;
+  const kernels::BatchNormHyper hyper{options.eps, options.momentum, options.unbiased_running_var};
 
   const bool need_dx = x.requires_grad();
   const bool need_dgamma = gamma.defined() && gamma.requires_grad();
@@ -32,10 +31,15 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   if (training) {
     Tensor saved_mean = Tensor::empty({channels}, x.device());
     Tensor saved_invstd = Tensor::empty({channels}, x.device());
-    ENGINE_KERNEL(x.device(), batch_norm_forward_training)(xm.rows, channels, xm.data, xm.ld, g, b, options.eps, ym.data,
-                                              ym.ld, saved_mean.data(), saved_invstd.data(),
-                                              running_mean.data(), running_var.data(), options.momentum,
-                                              options.unbiased_running_var);
+    kernels::BatchNormChannels ch;
+    ch.gamma = detail::data_or_null(gamma);
+    ch.beta = detail::data_or_null(beta);
+    kernels::BatchNormStatsOut stats;
+    stats.saved_mean = saved_mean.data();
+    stats.saved_invstd = saved_invstd.data();
+    stats.running_mean = running_mean.data();
+    stats.running_var = running_var.data();
+    ENGINE_KERNEL(x.device(), batch_norm_forward_training)(xm, ym, ch, stats, hyper);
     record(y, "batch_norm", {x, gamma, beta},
            [xr, gamma, saved_mean, saved_invstd, need_dx, need_dgamma, need_dbeta](const Tensor& dy_in) {
              const Tensor dy = detail::as_row_matrix(dy_in);
@@ -43,31 +47,40 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
              Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
              Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
+             kernels::BatchNormChannels ch;
+             ch.gamma = detail::data_or_null(gamma);
+             ch.saved_mean = saved_mean.data();
+             ch.saved_invstd = saved_invstd.data();
+             const kernels::MatrixView dxm = need_dx ? detail::as_rows(dx) : kernels::MatrixView();
              ENGINE_KERNEL(dy.device(), batch_norm_backward_training)(
-                 xm.rows, xm.cols, xm.data, xm.ld, dym.data, dym.ld, gamma.defined() ? gamma.data() : nullptr,
-                 saved_mean.data(), saved_invstd.data(), need_dx ? dx.data() : nullptr, xm.cols, false,
-                 need_dgamma ? dgamma.data() : nullptr, need_dbeta ? dbeta.data() : nullptr);
+                 xm, dym, ch, dxm, false, {detail::data_or_null(dgamma), detail::data_or_null(dbeta)});
              return std::vector<Tensor>{dx, dgamma, dbeta};
            });
   } else {
-    ENGINE_KERNEL(x.device(), batch_norm_forward_eval)(xm.rows, channels, xm.data, xm.ld, g, b, running_mean.data(),
-                                          running_var.data(), options.eps, ym.data, ym.ld);
+    kernels::BatchNormChannels ch;
+    ch.gamma = detail::data_or_null(gamma);
+    ch.beta = detail::data_or_null(beta);
+    ch.running_mean = running_mean.data();
+    ch.running_var = running_var.data();
+    ENGINE_KERNEL(x.device(), batch_norm_forward_eval)(xm, ym, ch, hyper);
     // The running statistics are constants of the eval-mode function; copies keep backward exact even
     // if training later updates them.
     if (!needs_grad({x, gamma, beta})) return y;
     const Tensor mean_copy = running_mean.clone(), var_copy = running_var.clone();
-    const float eps = options.eps;
     record(y, "batch_norm_eval", {x, gamma, beta},
-           [xr, gamma, mean_copy, var_copy, eps, need_dx, need_dgamma, need_dbeta](const Tensor& dy_in) {
+           [xr, gamma, mean_copy, var_copy, hyper, need_dx, need_dgamma, need_dbeta](const Tensor& dy_in) {
              const Tensor dy = detail::as_row_matrix(dy_in);
              const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
              Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
              Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
+             kernels::BatchNormChannels ch;
+             ch.gamma = detail::data_or_null(gamma);
+             ch.running_mean = mean_copy.data();
+             ch.running_var = var_copy.data();
+             const kernels::MatrixView dxm = need_dx ? detail::as_rows(dx) : kernels::MatrixView();
              ENGINE_KERNEL(dy.device(), batch_norm_backward_eval)(
-                 xm.rows, xm.cols, xm.data, xm.ld, dym.data, dym.ld, gamma.defined() ? gamma.data() : nullptr,
-                 mean_copy.data(), var_copy.data(), eps, need_dx ? dx.data() : nullptr, xm.cols, false,
-                 need_dgamma ? dgamma.data() : nullptr, need_dbeta ? dbeta.data() : nullptr);
+                 xm, dym, ch, hyper, dxm, false, {detail::data_or_null(dgamma), detail::data_or_null(dbeta)});
              return std::vector<Tensor>{dx, dgamma, dbeta};
            });
   }

@@ -38,7 +38,13 @@ Rows as_rows(const Tensor& t) {
                         << " is not a row matrix";
   const int64_t cols = t.ndim() == 0 ? 1 : t.shape().back();
   const int64_t rows = cols == 0 ? 0 : t.numel() / cols;
-  return {t.data(), rows, cols, ld};
+  return {t.raw_data(), rows, cols, ld, t.dtype()};
+}
+
+kernels::MatrixView as_column(const Tensor& t) {
+  if (!t.defined()) return {};
+  ENGINE_CHECK(t.is_contiguous()) << "tensor " << t.str() << " is not contiguous";
+  return {t.raw_data(), t.numel(), 1, 1, t.dtype()};
 }
 
 Tensor as_row_matrix(const Tensor& t) { return is_row_matrix(t) ? t : t.contiguous(); }

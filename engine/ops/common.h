@@ -6,20 +6,22 @@
 #include "engine/autograd.h"
 #include "engine/check.h"
 #include "engine/tensor.h"
+#include "kernels/layout.h"
 
 namespace engine::detail {
 
-// A tensor seen as a matrix [rows, cols] with row stride ld (kernels/layout.h): the last dimension is
-// dense and the other dimensions collapse into rows with a single stride.
-struct Rows {
-  float* data;
-  int64_t rows;
-  int64_t cols;
-  int64_t ld;
-};
+// A tensor seen as the kernels' matrix view [rows, cols] with row stride ld and the tensor's dtype
+// (kernels/layout.h): the last dimension is dense and the other dimensions collapse into rows with a
+// single stride.
+using Rows = kernels::MatrixView;
 
 bool is_row_matrix(const Tensor& t);
 Rows as_rows(const Tensor& t);  // throws unless is_row_matrix(t)
+// A contiguous tensor's elements as a dense column view [numel, 1] (loss operands), or an empty view
+// (data == nullptr) when t is undefined.
+kernels::MatrixView as_column(const Tensor& t);
+// t's data as f32, or nullptr when t is undefined (optional per-channel parameters).
+inline float* data_or_null(const Tensor& t) { return t.defined() ? t.data() : nullptr; }
 // t itself when it is a row matrix, a dense copy otherwise.
 Tensor as_row_matrix(const Tensor& t);
 
@@ -31,7 +33,7 @@ void check_same_device(const char* op, const std::vector<Tensor>& tensors);
 }  // namespace engine::detail
 
 // The kernel `fn` for `device`: kernels::cpu::fn or kernels::cuda::fn (same signature), e.g.
-//   ENGINE_KERNEL(x.device(), relu_forward)(rows, cols, x, ldx, y, ldy);
+//   ENGINE_KERNEL(x.device(), relu_forward)(as_rows(x), as_rows(y));
 // Builds without the CUDA backend raise a clear error for CUDA tensors.
 #ifdef ENGINE_WITH_CUDA
 #define ENGINE_KERNEL(device, fn) ((device).is_cpu() ? &::kernels::cpu::fn : &::kernels::cuda::fn)

@@ -47,24 +47,23 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   const Tensor xr = detail::as_row_matrix(x);
   const Tensor w = weight.contiguous();
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
-  const detail::Rows xm = detail::as_rows(xr), ym = detail::as_rows(y);
-  ENGINE_KERNEL(x.device(), conv2d_forward)(g, xm.data, xm.ld, w.data(), b.defined() ? b.data() : nullptr, ym.data,
-                                            ym.ld);
+  ENGINE_KERNEL(x.device(), conv2d_forward)(g, detail::as_rows(xr), w.data(), detail::data_or_null(b),
+                                            detail::as_rows(y));
 
   const bool need_dx = x.requires_grad();
   const bool need_dw = weight.requires_grad() || (bias.defined() && bias.requires_grad());
   record(y, "conv2d", {x, weight, bias},
          [g, xr, w, has_bias = bias.defined(), need_dx, need_dw](const Tensor& dy_in) {
            const Tensor dy = detail::as_row_matrix(dy_in);
-           const detail::Rows dym = detail::as_rows(dy), xm = detail::as_rows(xr);
+           const detail::Rows dym = detail::as_rows(dy);
            Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
            Tensor dw = need_dw ? Tensor::empty(w.shape(), w.device()) : Tensor();
            Tensor db = need_dw && has_bias ? Tensor::empty({g.out_c}, w.device()) : Tensor();
            if (need_dx)
-             ENGINE_KERNEL(dy.device(), conv2d_backward_data)(g, dym.data, dym.ld, w.data(), dx.data(), g.in_c, false);
+             ENGINE_KERNEL(dy.device(), conv2d_backward_data)(g, dym, w.data(), detail::as_rows(dx), false);
            if (need_dw)
-             ENGINE_KERNEL(dy.device(), conv2d_backward_filter)(g, xm.data, xm.ld, dym.data, dym.ld, dw.data(),
-                                                  db.defined() ? db.data() : nullptr, false);
+             ENGINE_KERNEL(dy.device(), conv2d_backward_filter)(g, detail::as_rows(xr), dym, dw.data(),
+                                                                detail::data_or_null(db), false);
            return std::vector<Tensor>{dx, dw, db};
          });
   return y;

@@ -8,21 +8,19 @@ namespace engine {
 namespace {
 
 // y = f(x) with a backward that needs only y (relu, sigmoid); the kernels are those of x's device.
-using ForwardKernel = void (*)(int64_t, int64_t, const float*, int64_t, float*, int64_t);
-using BackwardKernel = void (*)(int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
-                                int64_t, bool);
+using ForwardKernel = void (*)(kernels::ConstMatrixView x, kernels::MatrixView y);
+using BackwardKernel = void (*)(kernels::ConstMatrixView y, kernels::ConstMatrixView dy,
+                                kernels::MatrixView dx, bool accumulate);
 
 Tensor unary_from_output(const char* op, const Tensor& x, ForwardKernel forward, BackwardKernel backward) {
   detail::check_same_device(op, {x});
   const Tensor xr = detail::as_row_matrix(x);
   Tensor y = Tensor::empty(x.shape(), x.device());
-  const detail::Rows xm = detail::as_rows(xr), ym = detail::as_rows(y);
-  forward(xm.rows, xm.cols, xm.data, xm.ld, ym.data, ym.ld);
+  forward(detail::as_rows(xr), detail::as_rows(y));
   record(y, op, {x}, [saved_y = y.detach(), backward](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    const detail::Rows ym = detail::as_rows(saved_y), dym = detail::as_rows(dy);
     Tensor dx = Tensor::empty(saved_y.shape(), saved_y.device());
-    backward(ym.rows, ym.cols, ym.data, ym.ld, dym.data, dym.ld, dx.data(), ym.cols, false);
+    backward(detail::as_rows(saved_y), detail::as_rows(dy), detail::as_rows(dx), false);
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -46,8 +44,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
                                        << shape_str(b.shape()) << " differ (no broadcasting)";
   const Tensor ar = detail::as_row_matrix(a), br = detail::as_row_matrix(b);
   Tensor y = Tensor::empty(a.shape(), a.device());
-  const detail::Rows am = detail::as_rows(ar), bm = detail::as_rows(br), ym = detail::as_rows(y);
-  ENGINE_KERNEL(a.device(), add)(am.rows, am.cols, am.data, am.ld, bm.data, bm.ld, ym.data, ym.ld);
+  ENGINE_KERNEL(a.device(), add)(detail::as_rows(ar), detail::as_rows(br), detail::as_rows(y));
   // d(a + b) = (dy, dy): the same gradient goes to both (the engine never mutates a handed-out gradient).
   record(y, "add", {a, b}, [](const Tensor& dy) { return std::vector<Tensor>{dy, dy}; });
   return y;
@@ -57,13 +54,11 @@ Tensor scale(const Tensor& x, float alpha) {
   detail::check_same_device("scale", {x});
   const Tensor xr = detail::as_row_matrix(x);
   Tensor y = Tensor::empty(x.shape(), x.device());
-  const detail::Rows xm = detail::as_rows(xr), ym = detail::as_rows(y);
-  ENGINE_KERNEL(x.device(), scale)(xm.rows, xm.cols, alpha, xm.data, xm.ld, ym.data, ym.ld, false);
+  ENGINE_KERNEL(x.device(), scale)(alpha, detail::as_rows(xr), detail::as_rows(y), false);
   record(y, "scale", {x}, [alpha](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    const detail::Rows dym = detail::as_rows(dy);
     Tensor dx = Tensor::empty(dy.shape(), dy.device());
-    ENGINE_KERNEL(dy.device(), scale)(dym.rows, dym.cols, alpha, dym.data, dym.ld, dx.data(), dym.cols, false);
+    ENGINE_KERNEL(dy.device(), scale)(alpha, detail::as_rows(dy), detail::as_rows(dx), false);
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -75,8 +70,7 @@ void add_into(const Tensor& dst, const Tensor& src) {
                                            << shape_str(src.shape()) << " differ";
   ENGINE_CHECK(detail::is_row_matrix(dst)) << "add_into: destination must be dense or a channel slice";
   const Tensor sr = detail::as_row_matrix(src);
-  const detail::Rows dm = detail::as_rows(dst), sm = detail::as_rows(sr);
-  ENGINE_KERNEL(dst.device(), copy)(sm.rows, sm.cols, sm.data, sm.ld, dm.data, dm.ld, /*accumulate=*/true);
+  ENGINE_KERNEL(dst.device(), copy)(detail::as_rows(sr), detail::as_rows(dst), /*accumulate=*/true);
 }
 
 }  // namespace engine

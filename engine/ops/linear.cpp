@@ -27,7 +27,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     const Tensor ones = Tensor::ones({n, 1}, device);
     gemm(false, false, n, out, 1, 1.0f, ones.data(), 1, b.data(), out, 0.0f, y.data(), out);
   }
-  gemm(false, true, n, out, in, 1.0f, xm.data, xm.ld, w.data(), in, b.defined() ? 1.0f : 0.0f, y.data(), out);
+  gemm(false, true, n, out, in, 1.0f, xm.f32(), xm.ld, w.data(), in, b.defined() ? 1.0f : 0.0f, y.data(), out);
 
   const bool need_dx = x.requires_grad();
   const bool need_dw = weight.requires_grad();
@@ -40,16 +40,16 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     Tensor dx, dw, db;
     if (need_dx) {
       dx = Tensor::empty({n, in}, device);
-      gemm(false, false, n, in, out, 1.0f, dym.data, dym.ld, w.data(), in, 0.0f, dx.data(), in);
+      gemm(false, false, n, in, out, 1.0f, dym.f32(), dym.ld, w.data(), in, 0.0f, dx.data(), in);
     }
     if (need_dw) {
       dw = Tensor::empty({out, in}, device);
-      gemm(true, false, out, in, n, 1.0f, dym.data, dym.ld, xm.data, xm.ld, 0.0f, dw.data(), in);
+      gemm(true, false, out, in, n, 1.0f, dym.f32(), dym.ld, xm.f32(), xm.ld, 0.0f, dw.data(), in);
     }
     if (need_db) {  // db^T [1, out] = 1_n^T [1, n] dy [n, out]
       db = Tensor::empty({out}, device);
       const Tensor ones = Tensor::ones({1, n}, device);
-      gemm(false, false, 1, out, n, 1.0f, ones.data(), n, dym.data, dym.ld, 0.0f, db.data(), out);
+      gemm(false, false, 1, out, n, 1.0f, ones.data(), n, dym.f32(), dym.ld, 0.0f, db.data(), out);
     }
     return std::vector<Tensor>{dx, dw, db};
   });

@@ -17,12 +17,14 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
   ENGINE_CHECK(n > 0) << "bce_with_logits: empty batch";
   const Tensor z = logits.contiguous(), t = targets.contiguous();
   const Tensor w = weights.defined() ? weights.contiguous() : Tensor();
-  const double loss = ENGINE_KERNEL(logits.device(), bce_with_logits_forward)(n, z.data(), t.data(), w.defined() ? w.data() : nullptr);
+  const double loss = ENGINE_KERNEL(logits.device(), bce_with_logits_forward)(
+      detail::as_column(z), detail::as_column(t), detail::as_column(w));
   Tensor y = Tensor::scalar(static_cast<float>(loss), logits.device());
-  record(y, "bce_with_logits", {logits}, [z, t, w, n, shape = logits.shape()](const Tensor& dy) {
+  record(y, "bce_with_logits", {logits}, [z, t, w, shape = logits.shape()](const Tensor& dy) {
     Tensor dz = Tensor::empty(shape, z.device());
-    ENGINE_KERNEL(z.device(), bce_with_logits_backward)(n, z.data(), t.data(), w.defined() ? w.data() : nullptr, dy.item(),
-                                           dz.data(), false);
+    ENGINE_KERNEL(z.device(), bce_with_logits_backward)(detail::as_column(z), detail::as_column(t),
+                                                        detail::as_column(w), dy.item(),
+                                                        detail::as_column(dz), false);
     return std::vector<Tensor>{dz};
   });
   return y;
@@ -31,8 +33,7 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
 Tensor sum(const Tensor& x) {
   detail::check_same_device("sum", {x});
   const Tensor xr = detail::as_row_matrix(x);
-  const detail::Rows xm = detail::as_rows(xr);
-  Tensor y = Tensor::scalar(static_cast<float>(ENGINE_KERNEL(x.device(), sum)(xm.rows, xm.cols, xm.data, xm.ld)), x.device());
+  Tensor y = Tensor::scalar(static_cast<float>(ENGINE_KERNEL(x.device(), sum)(detail::as_rows(xr))), x.device());
   record(y, "sum", {x}, [shape = x.shape(), device = x.device()](const Tensor& dy) {
     return std::vector<Tensor>{Tensor::full(shape, dy.item(), device)};
   });

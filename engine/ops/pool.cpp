@@ -31,13 +31,12 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   const kernels::Pool2dGeometry g = pool_geometry("max_pool2d", x, options);
   const Tensor xr = detail::as_row_matrix(x);
   Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device());
-  const detail::Rows xm = detail::as_rows(xr);
-  ENGINE_KERNEL(x.device(), max_pool2d_forward)(g, xm.data, xm.ld, y.data(), g.channels);
+  ENGINE_KERNEL(x.device(), max_pool2d_forward)(g, detail::as_rows(xr), detail::as_rows(y));
   record(y, "max_pool2d", {x}, [g, xr](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
     Tensor dx = Tensor::empty(xr.shape(), xr.device());
-    ENGINE_KERNEL(dy.device(), max_pool2d_backward)(g, xm.data, xm.ld, dym.data, dym.ld, dx.data(), g.channels, false);
+    ENGINE_KERNEL(dy.device(), max_pool2d_backward)(g, detail::as_rows(xr), detail::as_rows(dy), detail::as_rows(dx),
+                                                    false);
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -48,15 +47,14 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_incl
   const kernels::Pool2dGeometry g = pool_geometry("avg_pool2d", x, options);
   const Tensor xr = detail::as_row_matrix(x);
   Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device());
-  const detail::Rows xm = detail::as_rows(xr);
-  ENGINE_KERNEL(x.device(), avg_pool2d_forward)(g, count_include_pad, xm.data, xm.ld, y.data(), g.channels);
+  ENGINE_KERNEL(x.device(), avg_pool2d_forward)(g, count_include_pad, detail::as_rows(xr), detail::as_rows(y));
   const Shape x_shape = x.shape();
   const Device device = x.device();
   record(y, "avg_pool2d", {x}, [g, count_include_pad, x_shape, device](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    const detail::Rows dym = detail::as_rows(dy);
     Tensor dx = Tensor::empty(x_shape, device);
-    ENGINE_KERNEL(dy.device(), avg_pool2d_backward)(g, count_include_pad, dym.data, dym.ld, dx.data(), g.channels, false);
+    ENGINE_KERNEL(dy.device(), avg_pool2d_backward)(g, count_include_pad, detail::as_rows(dy), detail::as_rows(dx),
+                                                    false);
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -69,14 +67,13 @@ Tensor global_avg_pool(const Tensor& x) {
   ENGINE_CHECK(hw > 0) << "global_avg_pool: empty spatial extent in " << x.str();
   const Tensor xr = detail::as_row_matrix(x);
   Tensor y = Tensor::empty({n, c}, x.device());
-  const detail::Rows xm = detail::as_rows(xr);
-  ENGINE_KERNEL(x.device(), global_avg_pool_forward)(n, hw, c, xm.data, xm.ld, y.data());
+  ENGINE_KERNEL(x.device(), global_avg_pool_forward)(hw, detail::as_rows(xr), detail::as_rows(y));
   const Shape x_shape = x.shape();
   const Device device = x.device();
-  record(y, "global_avg_pool", {x}, [n, hw, c, x_shape, device](const Tensor& dy_in) {
+  record(y, "global_avg_pool", {x}, [hw, x_shape, device](const Tensor& dy_in) {
     const Tensor dy = dy_in.contiguous();
     Tensor dx = Tensor::empty(x_shape, device);
-    ENGINE_KERNEL(dy.device(), global_avg_pool_backward)(n, hw, c, dy.data(), dx.data(), c, false);
+    ENGINE_KERNEL(dy.device(), global_avg_pool_backward)(hw, detail::as_rows(dy), detail::as_rows(dx), false);
     return std::vector<Tensor>{dx};
   });
   return y;

@@ -102,7 +102,7 @@ Tensor concat_channels(const std::vector<Tensor>& inputs) {
       const Tensor part = detail::as_row_matrix(inputs[i]);
       const detail::Rows src = detail::as_rows(part);
       const detail::Rows dst = detail::as_rows(y.slice(-1, begins[i], begins[i] + src.cols));
-      ENGINE_KERNEL(y.device(), copy)(src.rows, src.cols, src.data, src.ld, dst.data, dst.ld, false);
+      ENGINE_KERNEL(y.device(), copy)(src, dst, false);
     }
   }
   record(y, "concat_channels", inputs, [begins, channels](const Tensor& dy) {

@@ -162,19 +162,22 @@ double print_conv_row(const ConvShape& s, int64_t batch, bool quick, int reps, s
 
   const double forward = median_seconds(
       [&] {
-        kernels::cpu::conv2d_forward(g, x.data(), g.in_c, w.data(), bias.data(), y.data(), g.out_c);
+        kernels::cpu::conv2d_forward(g, {x.data(), g.input_rows(), g.in_c, g.in_c}, w.data(),
+                                     bias.data(), {y.data(), g.output_rows(), g.out_c, g.out_c});
       },
       reps);
   const double backward_data = median_seconds(
       [&] {
-        kernels::cpu::conv2d_backward_data(g, dy.data(), g.out_c, w.data(), dx.data(), g.in_c,
+        kernels::cpu::conv2d_backward_data(g, {dy.data(), g.output_rows(), g.out_c, g.out_c},
+                                           w.data(), {dx.data(), g.input_rows(), g.in_c, g.in_c},
                                            false);
       },
       reps);
   const double backward_filter = median_seconds(
       [&] {
-        kernels::cpu::conv2d_backward_filter(g, x.data(), g.in_c, dy.data(), g.out_c, dw.data(),
-                                             dbias.data(), false);
+        kernels::cpu::conv2d_backward_filter(g, {x.data(), g.input_rows(), g.in_c, g.in_c},
+                                             {dy.data(), g.output_rows(), g.out_c, g.out_c},
+                                             dw.data(), dbias.data(), false);
       },
       reps);
   const double flop = 2.0 * g.macs();
@@ -208,17 +211,22 @@ void print_pool_rows(int64_t batch, bool quick, int reps, std::mt19937& rng) {
     const double forward = median_seconds(
         [&] {
           if (is_max)
-            kernels::cpu::max_pool2d_forward(g, x.data(), c, y.data(), c);
+            kernels::cpu::max_pool2d_forward(g, {x.data(), g.input_rows(), g.channels, c},
+                                             {y.data(), g.output_rows(), g.channels, c});
           else
-            kernels::cpu::avg_pool2d_forward(g, true, x.data(), c, y.data(), c);
+            kernels::cpu::avg_pool2d_forward(g, true, {x.data(), g.input_rows(), g.channels, c},
+                                             {y.data(), g.output_rows(), g.channels, c});
         },
         reps);
     const double backward = median_seconds(
         [&] {
           if (is_max)
-            kernels::cpu::max_pool2d_backward(g, x.data(), c, dy.data(), c, dx.data(), c, false);
+            kernels::cpu::max_pool2d_backward(g, {x.data(), g.input_rows(), g.channels, c},
+                                              {dy.data(), g.output_rows(), g.channels, c},
+                                              {dx.data(), g.input_rows(), g.channels, c}, false);
           else
-            kernels::cpu::avg_pool2d_backward(g, true, dy.data(), c, dx.data(), c, false);
+            kernels::cpu::avg_pool2d_backward(g, true, {dy.data(), g.output_rows(), g.channels, c},
+                                              {dx.data(), g.input_rows(), g.channels, c}, false);
         },
         reps);
     const double bytes = 4.0 * double(in_rows + out_rows) * c;  // read x, write y (once each)
@@ -236,9 +244,16 @@ void print_pool_rows(int64_t batch, bool quick, int reps, std::mt19937& rng) {
   const std::vector<float> x = random_vector(batch * hw * c, rng);
   std::vector<float> y(size_t(batch * c)), dx(size_t(batch * hw * c));
   const double forward = median_seconds(
-      [&] { kernels::cpu::global_avg_pool_forward(batch, hw, c, x.data(), c, y.data()); }, reps);
+      [&] {
+        kernels::cpu::global_avg_pool_forward(hw, {x.data(), batch * hw, c, c},
+                                              {y.data(), batch, c, c});
+      },
+      reps);
   const double backward = median_seconds(
-      [&] { kernels::cpu::global_avg_pool_backward(batch, hw, c, y.data(), dx.data(), c, false); },
+      [&] {
+        kernels::cpu::global_avg_pool_backward(hw, {y.data(), batch, c, c},
+                                               {dx.data(), batch * hw, c, c}, false);
+      },
       reps);
   std::printf("  %-40s %8.2f ms (%5.1f GB/s) %8.2f ms\n", "global avg 7x7x1920 (DenseNet)",
               forward * 1e3, 4.0 * double(batch) * (hw + 1) * c / forward * 1e-9, backward * 1e3);

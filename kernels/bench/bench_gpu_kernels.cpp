@@ -131,7 +131,7 @@ struct Buffer {
   int64_t size = 0;
   Buffer(int64_t n, float value) : size(n) {
     ptr = static_cast<float*>(kc::allocate(size_t(n) * sizeof(float), "benchmark buffer"));
-    kc::fill(n, 1, value, ptr, 1);
+    kc::fill({ptr, n, 1, 1}, value);
   }
   ~Buffer() { kc::release(ptr); }
   Buffer(const Buffer&) = delete;
@@ -232,27 +232,36 @@ void run(const Options& options) {
     Buffer gamma(C, 1.0f), beta(C, 0.0f), mean(C, 0.0f), invstd(C, 1.0f), rm(C, 0.0f), rv(C, 1.0f),
         dgamma(C, 0.0f), dbeta(C, 0.0f);
     b.memory_row("batch_norm_forward_training", shape, 2 * n, [&] {
-      kc::batch_norm_forward_training(rows, C, x.ptr, C, gamma.ptr, beta.ptr, 1e-3f, y.ptr, C, mean.ptr,
-                                      invstd.ptr, rm.ptr, rv.ptr, 0.01f, false);
+      kc::batch_norm_forward_training({x.ptr, rows, C, C}, {y.ptr, rows, C, C},
+                                      {gamma.ptr, beta.ptr}, {mean.ptr, invstd.ptr, rm.ptr, rv.ptr},
+                                      {1e-3f, 0.01f, false});
     });
     b.memory_row("batch_norm_forward_eval", shape, 2 * n, [&] {
-      kc::batch_norm_forward_eval(rows, C, x.ptr, C, gamma.ptr, beta.ptr, rm.ptr, rv.ptr, 1e-3f, y.ptr, C);
+      kc::batch_norm_forward_eval({x.ptr, rows, C, C}, {y.ptr, rows, C, C},
+                                  {gamma.ptr, beta.ptr, rm.ptr, rv.ptr}, {1e-3f});
     });
     b.memory_row("batch_norm_backward_training", shape, 3 * n, [&] {
-      kc::batch_norm_backward_training(rows, C, x.ptr, C, dy.ptr, C, gamma.ptr, mean.ptr, invstd.ptr,
-                                       dx.ptr, C, false, dgamma.ptr, dbeta.ptr);
+      kc::batch_norm_backward_training({x.ptr, rows, C, C}, {dy.ptr, rows, C, C},
+                                       {gamma.ptr, nullptr, nullptr, nullptr, mean.ptr, invstd.ptr},
+                                       {dx.ptr, rows, C, C}, false, {dgamma.ptr, dbeta.ptr});
     });
-    b.memory_row("relu_forward", shape, 2 * n,
-                 [&] { kc::relu_forward(rows, C, x.ptr, C, y.ptr, C); });
-    b.memory_row("relu_backward", shape, 3 * n,
-                 [&] { kc::relu_backward(rows, C, x.ptr, C, dy.ptr, C, dx.ptr, C, false); });
-    b.memory_row("add", shape, 3 * n, [&] { kc::add(rows, C, x.ptr, C, dy.ptr, C, y.ptr, C); });
+    b.memory_row("relu_forward", shape, 2 * n, [&] {
+      kc::relu_forward({x.ptr, rows, C, C}, {y.ptr, rows, C, C});
+    });
+    b.memory_row("relu_backward", shape, 3 * n, [&] {
+      kc::relu_backward({x.ptr, rows, C, C}, {dy.ptr, rows, C, C}, {dx.ptr, rows, C, C}, false);
+    });
+    b.memory_row("add", shape, 3 * n, [&] {
+      kc::add({x.ptr, rows, C, C}, {dy.ptr, rows, C, C}, {y.ptr, rows, C, C});
+    });
     b.memory_row("copy 32 channels into a slice", dims({N, 56, 56, 32}) + " of 256",
-                 2.0 * double(rows * 32) * sizeof(float),
-                 [&] { kc::copy(rows, 32, dy.ptr, 32, y.ptr + 224, C, false); });
-    b.memory_row("sum (double, deterministic)", shape, n, [&] { kc::sum(rows, C, x.ptr, C); });
-    b.memory_row("column_sums (bias gradient)", shape, n,
-                 [&] { kc::column_sums(rows, C, x.ptr, C, dgamma.ptr, false); });
+                 2.0 * double(rows * 32) * sizeof(float), [&] {
+                   kc::copy({dy.ptr, rows, 32, 32}, {y.ptr + 224, rows, 32, C}, false);
+                 });
+    b.memory_row("sum (double, deterministic)", shape, n, [&] { kc::sum({x.ptr, rows, C, C}); });
+    b.memory_row("column_sums (bias gradient)", shape, n, [&] {
+      kc::column_sums({x.ptr, rows, C, C}, dgamma.ptr, false);
+    });
   }
   {  // Pools: DenseNet stem max pool, transition average pool; global average pool
     kernels::Pool2dGeometry g;
@@ -261,10 +270,15 @@ void run(const Options& options) {
     const int64_t in = N * 112 * 112 * 64, out = N * g.out_h() * g.out_w() * 64;
     Buffer x(in, 0.5f), dx(in, 0.0f), y(out, 0.0f), dy(out, 0.25f);
     const std::string shape = dims({N, 112, 112, 64}) + " 3x3 s2";
-    b.memory_row("max_pool2d_forward", shape, double(in + out) * 4,
-                 [&] { kc::max_pool2d_forward(g, x.ptr, 64, y.ptr, 64); });
-    b.memory_row("max_pool2d_backward (gather)", shape, double(2 * in + out) * 4,
-                 [&] { kc::max_pool2d_backward(g, x.ptr, 64, dy.ptr, 64, dx.ptr, 64, false); });
+    b.memory_row("max_pool2d_forward", shape, double(in + out) * 4, [&] {
+      kc::max_pool2d_forward(g, {x.ptr, g.input_rows(), g.channels, 64},
+                             {y.ptr, g.output_rows(), g.channels, 64});
+    });
+    b.memory_row("max_pool2d_backward (gather)", shape, double(2 * in + out) * 4, [&] {
+      kc::max_pool2d_backward(g, {x.ptr, g.input_rows(), g.channels, 64},
+                              {dy.ptr, g.output_rows(), g.channels, 64},
+                              {dx.ptr, g.input_rows(), g.channels, 64}, false);
+    });
   }
   {
     kernels::Pool2dGeometry g;
@@ -273,13 +287,18 @@ void run(const Options& options) {
     const int64_t in = N * 56 * 56 * 128, out = N * 28 * 28 * 128;
     Buffer x(in, 0.5f), dx(in, 0.0f), y(out, 0.0f), dy(out, 0.25f);
     const std::string shape = dims({N, 56, 56, 128}) + " 2x2 s2";
-    b.memory_row("avg_pool2d_forward", shape, double(in + out) * 4,
-                 [&] { kc::avg_pool2d_forward(g, true, x.ptr, 128, y.ptr, 128); });
-    b.memory_row("avg_pool2d_backward (gather)", shape, double(in + out) * 4,
-                 [&] { kc::avg_pool2d_backward(g, true, dy.ptr, 128, dx.ptr, 128, false); });
+    b.memory_row("avg_pool2d_forward", shape, double(in + out) * 4, [&] {
+      kc::avg_pool2d_forward(g, true, {x.ptr, g.input_rows(), g.channels, 128},
+                             {y.ptr, g.output_rows(), g.channels, 128});
+    });
+    b.memory_row("avg_pool2d_backward (gather)", shape, double(in + out) * 4, [&] {
+      kc::avg_pool2d_backward(g, true, {dy.ptr, g.output_rows(), g.channels, 128},
+                              {dx.ptr, g.input_rows(), g.channels, 128}, false);
+    });
     Buffer gx(N * 49 * 1920, 0.5f), gy(N * 1920, 0.0f);
-    b.memory_row("global_avg_pool_forward", dims({N, 7, 7, 1920}), double(N * 50 * 1920) * 4,
-                 [&] { kc::global_avg_pool_forward(N, 49, 1920, gx.ptr, 1920, gy.ptr); });
+    b.memory_row("global_avg_pool_forward", dims({N, 7, 7, 1920}), double(N * 50 * 1920) * 4, [&] {
+      kc::global_avg_pool_forward(49, {gx.ptr, N * 49, 1920, 1920}, {gy.ptr, N, 1920, 1920});
+    });
   }
   {  // Adam over a 20M-parameter arena (DenseNet-201 has 18M, Inception-ResNet-v2 54M)
     const int64_t n = options.quick ? 2000000 : 20000000;
@@ -316,15 +335,25 @@ void run(const Options& options) {
         dw(w_n, 0.0f), db(g.out_c, 0.0f);
     const double flops = 2.0 * g.macs();
     const std::string shape = dims({g.batch, g.in_h, g.in_w, g.in_c}) + " k" + dims({g.kernel_h, g.kernel_w});
-    b.compute_row((std::string(row.name) + " fwd").c_str(), shape, flops, [&] {
-      kc::conv2d_forward(g, x.ptr, g.in_c, w.ptr, bias.ptr, y.ptr, g.out_c);
-    }, options.tf32);
-    b.compute_row((std::string(row.name) + " bwd data").c_str(), shape, flops, [&] {
-      kc::conv2d_backward_data(g, y.ptr, g.out_c, w.ptr, dx.ptr, g.in_c, false);
-    }, options.tf32);
-    b.compute_row((std::string(row.name) + " bwd filter").c_str(), shape, flops, [&] {
-      kc::conv2d_backward_filter(g, x.ptr, g.in_c, y.ptr, g.out_c, dw.ptr, db.ptr, false);
-    }, options.tf32);
+    b.compute_row((std::string(row.name) + " fwd").c_str(), shape, flops,
+                  [&] {
+                    kc::conv2d_forward(g, {x.ptr, g.input_rows(), g.in_c, g.in_c}, w.ptr, bias.ptr,
+                                       {y.ptr, g.output_rows(), g.out_c, g.out_c});
+                  },
+                  options.tf32);
+    b.compute_row((std::string(row.name) + " bwd data").c_str(), shape, flops,
+                  [&] {
+                    kc::conv2d_backward_data(g, {y.ptr, g.output_rows(), g.out_c, g.out_c}, w.ptr,
+                                             {dx.ptr, g.input_rows(), g.in_c, g.in_c}, false);
+                  },
+                  options.tf32);
+    b.compute_row((std::string(row.name) + " bwd filter").c_str(), shape, flops,
+                  [&] {
+                    kc::conv2d_backward_filter(g, {x.ptr, g.input_rows(), g.in_c, g.in_c},
+                                               {y.ptr, g.output_rows(), g.out_c, g.out_c}, dw.ptr,
+                                               db.ptr, false);
+                  },
+                  options.tf32);
   }
   for (bool tf32 : {true, false}) {
     if (tf32 && !options.tf32) continue;

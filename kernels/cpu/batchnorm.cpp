@@ -244,11 +244,18 @@ std::vector<float> eval_invstd(int64_t channels, const float* running_var, float
 
 }  // namespace
 
-void batch_norm_forward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                                 const float* gamma, const float* beta, float eps, float* y,
-                                 int64_t ldy, float* saved_mean, float* saved_invstd,
-                                 float* running_mean, float* running_var, float momentum,
-                                 bool unbiased_running_var) {
+void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
+                                 const BatchNormChannels& ch, const BatchNormStatsOut& stats,
+                                 const BatchNormHyper& h) {
+  check_same_shape("batch_norm_forward_training", x_view, y_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
+  const float *gamma = ch.gamma, *beta = ch.beta;
+  float *saved_mean = stats.saved_mean, *saved_invstd = stats.saved_invstd;
+  float *running_mean = stats.running_mean, *running_var = stats.running_var;
+  const float eps = h.eps, momentum = h.momentum;
+  const bool unbiased_running_var = h.unbiased_running_var;
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
   const double m = static_cast<double>(rows);
 
@@ -288,9 +295,15 @@ void batch_norm_forward_training(int64_t rows, int64_t channels, const float* x,
   }
 }
 
-void batch_norm_forward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                             const float* gamma, const float* beta, const float* running_mean,
-                             const float* running_var, float eps, float* y, int64_t ldy) {
+void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
+                             const BatchNormHyper& h) {
+  check_same_shape("batch_norm_forward_eval", x_view, y_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
+  const float *gamma = ch.gamma, *beta = ch.beta;
+  const float *running_mean = ch.running_mean, *running_var = ch.running_var;
+  const float eps = h.eps;
   if (rows <= 0 || channels <= 0) return;
   const std::vector<float> invstd = eval_invstd(channels, running_var, eps);
   const RowPrefetcher prefetch_x(x, rows, channels, ldx);
@@ -298,11 +311,18 @@ void batch_norm_forward_eval(int64_t rows, int64_t channels, const float* x, int
   normalise_rows(rows, channels, x, ldx, running_mean, invstd.data(), gamma, beta, y, ldy, prefetch_x);
 }
 
-void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                                  const float* dy, int64_t ldy, const float* gamma,
-                                  const float* saved_mean, const float* saved_invstd, float* dx,
-                                  int64_t ldx_grad, bool accumulate_dx, float* dgamma,
-                                  float* dbeta) {
+void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
+                                  const BatchNormChannels& ch, MatrixView dx_view,
+                                  bool accumulate_dx, const BatchNormParamGrads& grads) {
+  check_same_shape("batch_norm_backward_training", x_view, dy_view);
+  if (dx_view.data) check_same_shape("batch_norm_backward_training", x_view, dx_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
+                ldx_grad = dx_view.ld;
+  const float* x = x_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
+  const float *gamma = ch.gamma, *saved_mean = ch.saved_mean, *saved_invstd = ch.saved_invstd;
+  float *dgamma = grads.dgamma, *dbeta = grads.dbeta;
   if (rows <= 0 || channels <= 0) return;
   if (!dx && !dgamma && !dbeta) return;
 
@@ -346,11 +366,20 @@ void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x
     for (int64_t c = 0; c < channels; ++c) dgamma[c] += static_cast<float>(sum_dy_xhat[c]);
 }
 
-void batch_norm_backward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                              const float* dy, int64_t ldy, const float* gamma,
-                              const float* running_mean, const float* running_var, float eps,
-                              float* dx, int64_t ldx_grad, bool accumulate_dx, float* dgamma,
-                              float* dbeta) {
+void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
+                              const BatchNormChannels& ch, const BatchNormHyper& h,
+                              MatrixView dx_view, bool accumulate_dx,
+                              const BatchNormParamGrads& grads) {
+  check_same_shape("batch_norm_backward_eval", x_view, dy_view);
+  if (dx_view.data) check_same_shape("batch_norm_backward_eval", x_view, dx_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
+                ldx_grad = dx_view.ld;
+  const float* x = x_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
+  const float *gamma = ch.gamma, *running_mean = ch.running_mean, *running_var = ch.running_var;
+  const float eps = h.eps;
+  float *dgamma = grads.dgamma, *dbeta = grads.dbeta;
   if (rows <= 0 || channels <= 0) return;
   const std::vector<float> invstd = eval_invstd(channels, running_var, eps);
 

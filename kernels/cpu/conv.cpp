@@ -295,10 +295,15 @@ void flip_and_swap_channels(const Conv2dGeometry& g, const float* w, float* w_t)
 
 }  // namespace
 
-void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
-                    const float* bias, float* y, int64_t ldy) {
+void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w,
+                    const float* bias, MatrixView y_view) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
+  check_conv_input("conv2d_forward", g, x_view);
+  check_conv_output("conv2d_forward", g, y_view);
+  const int64_t ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   if (is_pointwise(g)) {  // y[P, O] = x[P, I] * w[O, I]^T (+ bias: y starts as the bias, beta = 1)
     if (bias != nullptr) fill_rows_with_bias(y, pixels, g.out_c, ldy, bias);
     gemm(false, true, pixels, g.out_c, g.in_c, 1.0f, x, ldx, w, g.in_c,
@@ -308,11 +313,16 @@ void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const 
   im2col_forward(g, x, ldx, w, bias, y, ldy, false);
 }
 
-void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy, const float* w,
-                          float* dx, int64_t ldx, bool accumulate) {
+void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,
+                          MatrixView dx_view, bool accumulate) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t input_rows = g.batch * g.in_h;  // rows of pixels
   if (input_rows <= 0 || g.in_w <= 0 || g.in_c <= 0) return;
+  check_conv_input("conv2d_backward_data", g, dx_view);
+  if (pixels > 0) check_conv_output("conv2d_backward_data", g, dy_view);
+  const int64_t ldy = dy_view.ld, ldx = dx_view.ld;
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   if (is_pointwise(g)) {  // dx[P, I] (+)= dy[P, O] * w[O, I]
     gemm(false, false, pixels, g.in_c, g.out_c, 1.0f, dy, ldy, w, g.in_c, accumulate ? 1.0f : 0.0f,
          dx, ldx);
@@ -343,11 +353,18 @@ void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy,
     zero_rows(dx + zero_from * g.in_w * ldx, (input_rows - zero_from) * g.in_w, g.in_c, ldx);
 }
 
-void conv2d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy,
-                            int64_t ldy, float* dw, float* dbias, bool accumulate) {
+void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
+                            ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t cols = patch_cols(g);
   if (g.out_c <= 0 || cols <= 0) return;
+  if (pixels > 0) {
+    check_conv_input("conv2d_backward_filter", g, x_view);
+    check_conv_output("conv2d_backward_filter", g, dy_view);
+  }
+  const int64_t ldx = x_view.ld, ldy = dy_view.ld;
+  const float* x = x_view.f32();
+  const float* dy = dy_view.f32();
   if (dbias != nullptr) bias_gradient(dy, pixels, g.out_c, ldy, dbias, accumulate);
   if (pixels <= 0) {
     if (!accumulate) zero_rows(dw, g.out_c, cols, cols);

@@ -39,7 +39,9 @@ inline float stable_sigmoid(float x) {
 
 }  // namespace
 
-void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst) {
+void fill(MatrixView dst_view, float value) {
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_dst = dst_view.ld;
+  float* dst = dst_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
     float* d = dst + r * ld_dst;
 #pragma omp simd
@@ -47,8 +49,12 @@ void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst) {
   });
 }
 
-void copy(int64_t rows, int64_t cols, const float* src, int64_t ld_src, float* dst, int64_t ld_dst,
-          bool accumulate) {
+void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  check_same_shape("copy", src_view, dst_view);
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld,
+                ld_dst = dst_view.ld;
+  const float* src = src_view.f32();
+  float* dst = dst_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
     const float* s = src + r * ld_src;
     float* d = dst + r * ld_dst;
@@ -61,8 +67,14 @@ void copy(int64_t rows, int64_t cols, const float* src, int64_t ld_src, float* d
   });
 }
 
-void add(int64_t rows, int64_t cols, const float* a, int64_t lda, const float* b, int64_t ldb,
-         float* dst, int64_t ld_dst) {
+void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
+  check_same_shape("add", a_view, dst_view);
+  check_same_shape("add", b_view, dst_view);
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, lda = a_view.ld, ldb = b_view.ld,
+                ld_dst = dst_view.ld;
+  const float* a = a_view.f32();
+  const float* b = b_view.f32();
+  float* dst = dst_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
     const float* ar = a + r * lda;
     const float* br = b + r * ldb;
@@ -72,8 +84,12 @@ void add(int64_t rows, int64_t cols, const float* a, int64_t lda, const float* b
   });
 }
 
-void scale(int64_t rows, int64_t cols, float alpha, const float* src, int64_t ld_src, float* dst,
-           int64_t ld_dst, bool accumulate) {
+void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  check_same_shape("scale", src_view, dst_view);
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld,
+                ld_dst = dst_view.ld;
+  const float* src = src_view.f32();
+  float* dst = dst_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
     const float* s = src + r * ld_src;
     float* d = dst + r * ld_dst;
@@ -87,7 +103,11 @@ void scale(int64_t rows, int64_t cols, float alpha, const float* src, int64_t ld
   });
 }
 
-void relu_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
+void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
+  check_same_shape("relu_forward", x_view, y_view);
+  const int64_t rows = y_view.rows, cols = y_view.cols, ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
     const float* xr = x + r * ldx;
     float* yr = y + r * ldy;
@@ -99,8 +119,15 @@ void relu_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float
   });
 }
 
-void relu_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, const float* dy,
-                   int64_t ld_dy, float* dx, int64_t ldx, bool accumulate) {
+void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
+                   bool accumulate) {
+  check_same_shape("relu_backward", y_view, dx_view);
+  check_same_shape("relu_backward", dy_view, dx_view);
+  const int64_t rows = dx_view.rows, cols = dx_view.cols, ldy = y_view.ld, ld_dy = dy_view.ld,
+                ldx = dx_view.ld;
+  const float* y = y_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
     const float* yr = y + r * ldy;
     const float* dyr = dy + r * ld_dy;
@@ -121,8 +148,11 @@ void relu_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, cons
   });
 }
 
-void sigmoid_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y,
-                     int64_t ldy) {
+void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
+  check_same_shape("sigmoid_forward", x_view, y_view);
+  const int64_t rows = y_view.rows, cols = y_view.cols, ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
     const float* xr = x + r * ldx;
     float* yr = y + r * ldy;
@@ -130,8 +160,15 @@ void sigmoid_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, fl
   });
 }
 
-void sigmoid_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, const float* dy,
-                      int64_t ld_dy, float* dx, int64_t ldx, bool accumulate) {
+void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
+                      bool accumulate) {
+  check_same_shape("sigmoid_backward", y_view, dx_view);
+  check_same_shape("sigmoid_backward", dy_view, dx_view);
+  const int64_t rows = dx_view.rows, cols = dx_view.cols, ldy = y_view.ld, ld_dy = dy_view.ld,
+                ldx = dx_view.ld;
+  const float* y = y_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
     const float* yr = y + r * ldy;
     const float* dyr = dy + r * ld_dy;
@@ -145,7 +182,9 @@ void sigmoid_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, c
   });
 }
 
-double sum(int64_t rows, int64_t cols, const float* x, int64_t ldx) {
+double sum(ConstMatrixView x_view) {
+  const int64_t rows = x_view.rows, cols = x_view.cols, ldx = x_view.ld;
+  const float* x = x_view.f32();
   if (rows <= 0 || cols <= 0) return 0.0;
   // Fixed blocks of rows (their size depends on `rows` only), each summed in double, then added in
   // block order: the same result for any thread count.

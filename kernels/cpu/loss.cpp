@@ -23,8 +23,15 @@ double sigmoid_minus_target(double z, double t) {
 
 }  // namespace
 
-double bce_with_logits_forward(int64_t n, const float* logits, const float* targets,
-                               const float* weights) {
+double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targets_view,
+                               ConstMatrixView weights_view) {
+  const int64_t n = logits_view.rows;
+  check_loss_column("bce_with_logits_forward", logits_view, n);
+  check_loss_column("bce_with_logits_forward", targets_view, n);
+  if (weights_view.data) check_loss_column("bce_with_logits_forward", weights_view, n);
+  const float* logits = logits_view.f32();
+  const float* targets = targets_view.f32();
+  const float* weights = weights_view.f32();
   if (n <= 0) return 0.0;
   double total = 0.0;
   for (int64_t i = 0; i < n; ++i) {
@@ -36,8 +43,18 @@ double bce_with_logits_forward(int64_t n, const float* logits, const float* targ
   return total / static_cast<double>(n);
 }
 
-void bce_with_logits_backward(int64_t n, const float* logits, const float* targets,
-                              const float* weights, float dloss, float* dlogits, bool accumulate) {
+void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targets_view,
+                              ConstMatrixView weights_view, float dloss, MatrixView dlogits_view,
+                              bool accumulate) {
+  const int64_t n = logits_view.rows;
+  check_loss_column("bce_with_logits_backward", logits_view, n);
+  check_loss_column("bce_with_logits_backward", targets_view, n);
+  if (weights_view.data) check_loss_column("bce_with_logits_backward", weights_view, n);
+  check_loss_column("bce_with_logits_backward", dlogits_view, n);
+  const float* logits = logits_view.f32();
+  const float* targets = targets_view.f32();
+  const float* weights = weights_view.f32();
+  float* dlogits = dlogits_view.f32();
   if (n <= 0) return;
   const double scale = static_cast<double>(dloss) / static_cast<double>(n);
   for (int64_t i = 0; i < n; ++i) {

@@ -25,9 +25,8 @@
 #include "kernels/cuda/reduce.cuh"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
-
-using detail::store;
 
 // --- Reductions: what each element adds, and the per-channel finishing step ----------------------
 
@@ -186,12 +185,23 @@ struct EvalInvstdOp {
 };
 
 }  // namespace
+}  // namespace detail
 
-void batch_norm_forward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                                 const float* gamma, const float* beta, float eps, float* y,
-                                 int64_t ldy, float* saved_mean, float* saved_invstd,
-                                 float* running_mean, float* running_var, float momentum,
-                                 bool unbiased_running_var) {
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
+
+void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
+                                 const BatchNormChannels& ch, const BatchNormStatsOut& stats,
+                                 const BatchNormHyper& h) {
+  check_same_shape("batch_norm_forward_training", x_view, y_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
+  const float *gamma = ch.gamma, *beta = ch.beta;
+  float *saved_mean = stats.saved_mean, *saved_invstd = stats.saved_invstd;
+  float *running_mean = stats.running_mean, *running_var = stats.running_var;
+  const float eps = h.eps, momentum = h.momentum;
+  const bool unbiased_running_var = h.unbiased_running_var;
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
   const double m = double(rows);
   // Temporaries: mean in double [C], then the float mean and invstd [C] each.
@@ -214,9 +224,15 @@ void batch_norm_forward_training(int64_t rows, int64_t channels, const float* x,
                            "batch_norm_forward_training (normalise)");
 }
 
-void batch_norm_forward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                             const float* gamma, const float* beta, const float* running_mean,
-                             const float* running_var, float eps, float* y, int64_t ldy) {
+void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
+                             const BatchNormHyper& h) {
+  check_same_shape("batch_norm_forward_eval", x_view, y_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
+  const float *gamma = ch.gamma, *beta = ch.beta;
+  const float *running_mean = ch.running_mean, *running_var = ch.running_var;
+  const float eps = h.eps;
   if (rows <= 0 || channels <= 0) return;
   detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
   float* invstd = scratch.as<float>();
@@ -227,11 +243,18 @@ void batch_norm_forward_eval(int64_t rows, int64_t channels, const float* x, int
                            "batch_norm_forward_eval (normalise)");
 }
 
-void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                                  const float* dy, int64_t ldy, const float* gamma,
-                                  const float* saved_mean, const float* saved_invstd, float* dx,
-                                  int64_t ldx_grad, bool accumulate_dx, float* dgamma,
-                                  float* dbeta) {
+void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
+                                  const BatchNormChannels& ch, MatrixView dx_view,
+                                  bool accumulate_dx, const BatchNormParamGrads& grads) {
+  check_same_shape("batch_norm_backward_training", x_view, dy_view);
+  if (dx_view.data) check_same_shape("batch_norm_backward_training", x_view, dx_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
+                ldx_grad = dx_view.ld;
+  const float* x = x_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
+  const float *gamma = ch.gamma, *saved_mean = ch.saved_mean, *saved_invstd = ch.saved_invstd;
+  float *dgamma = grads.dgamma, *dbeta = grads.dbeta;
   if (rows <= 0 || channels <= 0) return;
   if (!dx && !dgamma && !dbeta) return;
   const double m = double(rows);
@@ -252,11 +275,20 @@ void batch_norm_backward_training(int64_t rows, int64_t channels, const float* x
                            "batch_norm_backward_training (dx)");
 }
 
-void batch_norm_backward_eval(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                              const float* dy, int64_t ldy, const float* gamma,
-                              const float* running_mean, const float* running_var, float eps,
-                              float* dx, int64_t ldx_grad, bool accumulate_dx, float* dgamma,
-                              float* dbeta) {
+void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
+                              const BatchNormChannels& ch, const BatchNormHyper& h,
+                              MatrixView dx_view, bool accumulate_dx,
+                              const BatchNormParamGrads& grads) {
+  check_same_shape("batch_norm_backward_eval", x_view, dy_view);
+  if (dx_view.data) check_same_shape("batch_norm_backward_eval", x_view, dx_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
+                ldx_grad = dx_view.ld;
+  const float* x = x_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
+  const float *gamma = ch.gamma, *running_mean = ch.running_mean, *running_var = ch.running_var;
+  const float eps = h.eps;
+  float *dgamma = grads.dgamma, *dbeta = grads.dbeta;
   if (rows <= 0 || channels <= 0) return;
   detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
   float* invstd = scratch.as<float>();

@@ -51,6 +51,10 @@ void throw_error(const char* message, const char* file, int line) {
 
 }  // namespace detail
 
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
+
+namespace detail {
 namespace {
 
 constexpr int kMaxDevices = 64;
@@ -245,6 +249,7 @@ std::atomic<bool> g_deterministic{false};
 std::atomic<size_t> g_conv_workspace_limit{size_t(1) << 30};
 
 }  // namespace
+}  // namespace detail
 
 // ---------------------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@
 #include "kernels/elementwise.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
 
 std::string geometry_text(const Conv2dGeometry& g) {
@@ -418,30 +419,34 @@ void run(Pass pass, const Problem& p, const Operands& o) {
     if (copy_x) {
       float* xd = x_dense.as<float>();
       if (o.x) {
-        copy(x_rows, g.in_c, o.x, p.ldx, xd, g.in_c, false);
+        copy({o.x, x_rows, g.in_c, p.ldx}, {xd, x_rows, g.in_c, g.in_c}, false);
         od.x = xd;
       }
       if (o.dx) {
-        if (o.beta != 0.0f) copy(x_rows, g.in_c, o.dx, p.ldx, xd, g.in_c, false);
+        if (o.beta != 0.0f)
+          copy({o.dx, x_rows, g.in_c, p.ldx}, {xd, x_rows, g.in_c, g.in_c}, false);
         od.dx = xd;
       }
     }
     if (copy_y) {
       float* yd = y_dense.as<float>();
       if (o.dy) {
-        copy(y_rows, g.out_c, o.dy, p.ldy, yd, g.out_c, false);
+        copy({o.dy, y_rows, g.out_c, p.ldy}, {yd, y_rows, g.out_c, g.out_c}, false);
         od.dy = yd;
       }
       if (o.y) {
-        if (o.beta != 0.0f) copy(y_rows, g.out_c, o.y, p.ldy, yd, g.out_c, false);
+        if (o.beta != 0.0f)
+          copy({o.y, y_rows, g.out_c, p.ldy}, {yd, y_rows, g.out_c, g.out_c}, false);
         od.y = yd;
       }
     }
     std::string dense_failures;
     Plan& dense_plan = plan_for(pass, dense);
     if (run_candidates(pass, dense, dense_plan, od, &dense_failures)) {
-      if (copy_x && o.dx) copy(x_rows, g.in_c, od.dx, g.in_c, o.dx, p.ldx, false);
-      if (copy_y && o.y) copy(y_rows, g.out_c, od.y, g.out_c, o.y, p.ldy, false);
+      if (copy_x && o.dx)
+        copy({od.dx, x_rows, g.in_c, g.in_c}, {o.dx, x_rows, g.in_c, p.ldx}, false);
+      if (copy_y && o.y)
+        copy({od.y, y_rows, g.out_c, g.out_c}, {o.y, y_rows, g.out_c, p.ldy}, false);
       return;
     }
     failures += "dense fallback: " + dense_failures + dense_plan.rejected;
@@ -483,7 +488,7 @@ Conv2dGeometry padded_geometry(const Conv2dGeometry& g) {
 }
 
 // The interior of a padded NHWC buffer [N, Hp, Wp, C] (dense) as strides and an offset, for
-// internal::strided_copy over the shape [N, H, W, C].
+// detail::strided_copy over the shape [N, H, W, C].
 struct PaddedView {
   int64_t shape[4];
   int64_t padded_strides[4];
@@ -505,7 +510,7 @@ void pad_input(const Conv2dGeometry& g, const float* x, int64_t ldx, float* x_pa
   const PaddedView v = padded_view(g, ldx);
   const size_t bytes = sizeof(float) * size_t(v.shape[0] * v.padded_strides[0]);
   CHECK_CUDA(cudaMemsetAsync(x_padded, 0, bytes, detail::stream()));
-  internal::strided_copy(4, v.shape, x, v.strides, x_padded + v.offset, v.padded_strides, false);
+  detail::strided_copy(4, v.shape, x, v.strides, x_padded + v.offset, v.padded_strides, false);
 }
 
 size_t padded_bytes(const Conv2dGeometry& g) {
@@ -514,11 +519,20 @@ size_t padded_bytes(const Conv2dGeometry& g) {
 }
 
 }  // namespace
+}  // namespace detail
 
-void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
-                    const float* bias, float* y, int64_t ldy) {
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
+
+void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w,
+                    const float* bias, MatrixView y_view) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
+  check_conv_input("conv2d_forward", g, x_view);
+  check_conv_output("conv2d_forward", g, y_view);
+  const int64_t ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   validate(g);
   std::lock_guard<std::mutex> lock(g_conv_mutex);
   Operands o;
@@ -534,18 +548,23 @@ void conv2d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const 
     o.x = x_padded.as<float>();
     run(Pass::forward, Problem{padded_geometry(g), g.in_c, ldy}, o);
   }
-  if (bias) internal::add_row_vector(pixels, g.out_c, bias, y, ldy);
+  if (bias) detail::add_row_vector(pixels, g.out_c, bias, y, ldy);
 }
 
-void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy, const float* w,
-                          float* dx, int64_t ldx, bool accumulate) {
+void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,
+                          MatrixView dx_view, bool accumulate) {
   const int64_t input_rows = g.batch * g.in_h * g.in_w;
   if (input_rows <= 0 || g.in_c <= 0) return;
+  check_conv_input("conv2d_backward_data", g, dx_view);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) {  // no output reads x: its gradient is zero
-    if (!accumulate) fill(input_rows, g.in_c, 0.0f, dx, ldx);
+    if (!accumulate) fill(dx_view, 0.0f);
     return;
   }
+  check_conv_output("conv2d_backward_data", g, dy_view);
+  const int64_t ldy = dy_view.ld, ldx = dx_view.ld;
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   validate(g);
   std::lock_guard<std::mutex> lock(g_conv_mutex);
   Operands o;
@@ -563,16 +582,24 @@ void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, int64_t ldy,
   o.beta = 0.0f;
   run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, ldy}, o);
   const PaddedView v = padded_view(g, ldx);
-  internal::strided_copy(4, v.shape, dx_padded.as<float>() + v.offset, v.padded_strides, dx,
-                         v.strides, accumulate);
+  detail::strided_copy(4, v.shape, dx_padded.as<float>() + v.offset, v.padded_strides, dx,
+                       v.strides, accumulate);
 }
 
-void conv2d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy,
-                            int64_t ldy, float* dw, float* dbias, bool accumulate) {
+void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
+                            ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
   const int64_t cols = g.kernel_h * g.kernel_w * g.in_c;
   if (g.out_c <= 0 || cols <= 0) return;
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
-  if (dbias) column_sums(pixels > 0 ? pixels : 0, g.out_c, dy, ldy, dbias, accumulate);
+  if (pixels > 0) {
+    check_conv_input("conv2d_backward_filter", g, x_view);
+    check_conv_output("conv2d_backward_filter", g, dy_view);
+  }
+  const int64_t ldx = x_view.ld, ldy = dy_view.ld;
+  const float* x = x_view.f32();
+  const float* dy = dy_view.f32();
+  if (dbias)
+    column_sums(ConstMatrixView(dy, pixels > 0 ? pixels : 0, g.out_c, ldy), dbias, accumulate);
   if (pixels <= 0) {
     if (!accumulate)
       CHECK_CUDA(cudaMemsetAsync(dw, 0, sizeof(float) * size_t(g.out_c * cols), detail::stream()));

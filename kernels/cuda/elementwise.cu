@@ -20,10 +20,8 @@
 #include "kernels/elementwise.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
-
-using detail::for_each_element;
-using detail::store;
 
 // Overflow-free logistic: exp is only ever taken of a non-positive number.
 __device__ inline float stable_sigmoid(float x) {
@@ -185,65 +183,114 @@ struct StridedCopyOp {
 };
 
 }  // namespace
+}  // namespace detail
 
-void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst) {
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
+
+void fill(MatrixView dst_view, float value) {
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_dst = dst_view.ld;
+  float* dst = dst_view.f32();
   for_each_element(rows, cols, FillOp{value, dst, ld_dst}, "fill");
 }
 
-void copy(int64_t rows, int64_t cols, const float* src, int64_t ld_src, float* dst, int64_t ld_dst,
-          bool accumulate) {
+void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  check_same_shape("copy", src_view, dst_view);
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld,
+                ld_dst = dst_view.ld;
+  const float* src = src_view.f32();
+  float* dst = dst_view.f32();
   for_each_element(rows, cols, CopyOp{src, ld_src, dst, ld_dst, accumulate}, "copy");
 }
 
-void add(int64_t rows, int64_t cols, const float* a, int64_t lda, const float* b, int64_t ldb,
-         float* dst, int64_t ld_dst) {
+void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
+  check_same_shape("add", a_view, dst_view);
+  check_same_shape("add", b_view, dst_view);
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, lda = a_view.ld, ldb = b_view.ld,
+                ld_dst = dst_view.ld;
+  const float* a = a_view.f32();
+  const float* b = b_view.f32();
+  float* dst = dst_view.f32();
   for_each_element(rows, cols, AddOp{a, lda, b, ldb, dst, ld_dst}, "add");
 }
 
-void scale(int64_t rows, int64_t cols, float alpha, const float* src, int64_t ld_src, float* dst,
-           int64_t ld_dst, bool accumulate) {
+void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  check_same_shape("scale", src_view, dst_view);
+  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld,
+                ld_dst = dst_view.ld;
+  const float* src = src_view.f32();
+  float* dst = dst_view.f32();
   for_each_element(rows, cols, ScaleOp{alpha, src, ld_src, dst, ld_dst, accumulate}, "scale");
 }
 
-void relu_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
+void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
+  check_same_shape("relu_forward", x_view, y_view);
+  const int64_t rows = y_view.rows, cols = y_view.cols, ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   for_each_element(rows, cols, ReluForwardOp{x, ldx, y, ldy}, "relu_forward");
 }
 
-void relu_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, const float* dy,
-                   int64_t ld_dy, float* dx, int64_t ldx, bool accumulate) {
+void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
+                   bool accumulate) {
+  check_same_shape("relu_backward", y_view, dx_view);
+  check_same_shape("relu_backward", dy_view, dx_view);
+  const int64_t rows = dx_view.rows, cols = dx_view.cols, ldy = y_view.ld, ld_dy = dy_view.ld,
+                ldx = dx_view.ld;
+  const float* y = y_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   for_each_element(rows, cols, ReluBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
                    "relu_backward");
 }
 
-void sigmoid_forward(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y,
-                     int64_t ldy) {
+void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
+  check_same_shape("sigmoid_forward", x_view, y_view);
+  const int64_t rows = y_view.rows, cols = y_view.cols, ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   for_each_element(rows, cols, SigmoidForwardOp{x, ldx, y, ldy}, "sigmoid_forward");
 }
 
-void sigmoid_backward(int64_t rows, int64_t cols, const float* y, int64_t ldy, const float* dy,
-                      int64_t ld_dy, float* dx, int64_t ldx, bool accumulate) {
+void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
+                      bool accumulate) {
+  check_same_shape("sigmoid_backward", y_view, dx_view);
+  check_same_shape("sigmoid_backward", dy_view, dx_view);
+  const int64_t rows = dx_view.rows, cols = dx_view.cols, ldy = y_view.ld, ld_dy = dy_view.ld,
+                ldx = dx_view.ld;
+  const float* y = y_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   for_each_element(rows, cols, SigmoidBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
                    "sigmoid_backward");
 }
 
-double sum(int64_t rows, int64_t cols, const float* x, int64_t ldx) {
+double sum(ConstMatrixView x_view) {
+  const int64_t rows = x_view.rows, cols = x_view.cols, ldx = x_view.ld;
+  const float* x = x_view.f32();
   if (rows <= 0 || cols <= 0) return 0.0;
   return detail::reduce_to_host(rows * cols, MatrixElement{x, cols, ldx}, "sum");
 }
 
-void column_sums(int64_t rows, int64_t cols, const float* x, int64_t ldx, float* out,
-                 bool accumulate) {
+void column_sums(ConstMatrixView x_view, float* out, bool accumulate) {
+  int64_t rows = x_view.rows;
+  const int64_t cols = x_view.cols, ldx = x_view.ld;
+  const float* x = x_view.f32();
   if (rows < 0) rows = 0;
   detail::column_reduce<1>(rows, cols, ColumnLoad{x, ldx}, ColumnStore{out, accumulate},
                            "column_sums");
 }
 
-void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,
-                  float* dst, const int64_t* dst_strides) {
-  internal::strided_copy(ndim, shape, src, src_strides, dst, dst_strides, false);
+void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst) {
+  fill(MatrixView(dst, rows, cols, ld_dst), value);
 }
 
-namespace internal {
+void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,
+                  float* dst, const int64_t* dst_strides) {
+  detail::strided_copy(ndim, shape, src, src_strides, dst, dst_strides, false);
+}
+
+namespace detail {
 
 void add_row_vector(int64_t rows, int64_t cols, const float* v, float* dst, int64_t ld_dst) {
   for_each_element(rows, cols, AddRowVectorOp{v, dst, ld_dst}, "add_row_vector");
@@ -268,6 +315,6 @@ void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_
   detail::for_each_index(total, StridedCopyOp{params, src, dst}, "strided_copy");
 }
 
-}  // namespace internal
+}  // namespace detail
 
 }  // namespace kernels::cuda

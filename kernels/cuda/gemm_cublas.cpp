@@ -20,6 +20,7 @@
 #include "kernels/gemm.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
 
 #define CHECK_CUBLAS(expr)                                                                  \
@@ -42,16 +43,21 @@ void check_fits_int(int64_t value, const char* name) {
 }
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {  // C = beta * C; cuBLAS would do it too, but say it here as the CPU version does
+    const MatrixView c_view(c, m, n, ldc);
     if (beta == 0.0f)
-      fill(m, n, 0.0f, c, ldc);
+      fill(c_view, 0.0f);
     else
-      scale(m, n, beta, c, ldc, c, ldc, false);
+      scale(beta, c_view, c_view, false);
     return;
   }
   check_fits_int(m, "m");

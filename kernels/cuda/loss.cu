@@ -14,6 +14,7 @@
 #include "kernels/loss.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
 
 struct BceTerm {  // l_i, in double
@@ -51,17 +52,38 @@ struct BceBackwardOp {
 };
 
 }  // namespace
+}  // namespace detail
 
-double bce_with_logits_forward(int64_t n, const float* logits, const float* targets,
-                               const float* weights) {
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
+
+double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targets_view,
+                               ConstMatrixView weights_view) {
+  const int64_t n = logits_view.rows;
+  check_loss_column("bce_with_logits_forward", logits_view, n);
+  check_loss_column("bce_with_logits_forward", targets_view, n);
+  if (weights_view.data) check_loss_column("bce_with_logits_forward", weights_view, n);
+  const float* logits = logits_view.f32();
+  const float* targets = targets_view.f32();
+  const float* weights = weights_view.f32();
   if (n <= 0) return 0.0;
   const double total =
       detail::reduce_to_host(n, BceTerm{logits, targets, weights}, "bce_with_logits_forward");
   return total / double(n);
 }
 
-void bce_with_logits_backward(int64_t n, const float* logits, const float* targets,
-                              const float* weights, float dloss, float* dlogits, bool accumulate) {
+void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targets_view,
+                              ConstMatrixView weights_view, float dloss, MatrixView dlogits_view,
+                              bool accumulate) {
+  const int64_t n = logits_view.rows;
+  check_loss_column("bce_with_logits_backward", logits_view, n);
+  check_loss_column("bce_with_logits_backward", targets_view, n);
+  if (weights_view.data) check_loss_column("bce_with_logits_backward", weights_view, n);
+  check_loss_column("bce_with_logits_backward", dlogits_view, n);
+  const float* logits = logits_view.f32();
+  const float* targets = targets_view.f32();
+  const float* weights = weights_view.f32();
+  float* dlogits = dlogits_view.f32();
   if (n <= 0) return;
   const double scale = double(dloss) / double(n);
   detail::for_each_index(n, BceBackwardOp{logits, targets, weights, scale, dlogits, accumulate},

@@ -20,6 +20,7 @@
 #include "kernels/optimizer.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
 
 struct AdamOp {
@@ -70,6 +71,10 @@ struct SgdOp {
 };
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void adam_update(int64_t n, float* params, const float* grads, float* m, float* v, int64_t step,
                  const AdamHyper& h) {

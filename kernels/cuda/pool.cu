@@ -26,9 +26,8 @@
 #include "kernels/pool.h"
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
-
-using detail::store;
 
 // a / b with 32-bit division when both fit (64-bit division is slow on the GPU); a >= 0, b > 0.
 __device__ inline int64_t divide(int64_t a, int64_t b) {
@@ -220,46 +219,81 @@ struct GlobalAvgBackwardOp {
 };
 
 }  // namespace
+}  // namespace detail
 
-void max_pool2d_forward(const Pool2dGeometry& g, const float* x, int64_t ldx, float* y, int64_t ldy) {
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
+
+void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
+  check_pool_input("max_pool2d_forward", g, x_view);
+  check_pool_output("max_pool2d_forward", g, y_view);
+  const int64_t ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
   detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels, MaxForwardOp{d, x, ldx, y, ldy},
                            "max_pool2d_forward");
 }
 
-void max_pool2d_backward(const Pool2dGeometry& g, const float* x, int64_t ldx, const float* dy,
-                         int64_t ldy, float* dx, int64_t ldx_grad, bool accumulate) {
+void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
+                         MatrixView dx_view, bool accumulate) {
+  check_pool_input("max_pool2d_backward", g, x_view);
+  check_pool_output("max_pool2d_backward", g, dy_view);
+  check_pool_input("max_pool2d_backward", g, dx_view);
+  const int64_t ldx = x_view.ld, ldy = dy_view.ld, ldx_grad = dx_view.ld;
+  const float* x = x_view.f32();
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   const Geometry d = device_geometry(g);
   detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
                            MaxBackwardOp{d, x, ldx, dy, ldy, dx, ldx_grad, accumulate},
                            "max_pool2d_backward");
 }
 
-void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, const float* x,
-                        int64_t ldx, float* y, int64_t ldy) {
+void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,
+                        MatrixView y_view) {
+  check_pool_input("avg_pool2d_forward", g, x_view);
+  check_pool_output("avg_pool2d_forward", g, y_view);
+  const int64_t ldx = x_view.ld, ldy = y_view.ld;
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
   detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels,
                            AvgForwardOp{d, count_include_pad, x, ldx, y, ldy}, "avg_pool2d_forward");
 }
 
-void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, const float* dy,
-                         int64_t ldy, float* dx, int64_t ldx, bool accumulate) {
+void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView dy_view,
+                         MatrixView dx_view, bool accumulate) {
+  check_pool_output("avg_pool2d_backward", g, dy_view);
+  check_pool_input("avg_pool2d_backward", g, dx_view);
+  const int64_t ldy = dy_view.ld, ldx = dx_view.ld;
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   const Geometry d = device_geometry(g);
   detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
                            AvgBackwardOp{d, count_include_pad, dy, ldy, dx, ldx, accumulate},
                            "avg_pool2d_backward");
 }
 
-void global_avg_pool_forward(int64_t batch, int64_t hw, int64_t channels, const float* x,
-                             int64_t ldx, float* y) {
+void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_view) {
+  const int64_t batch = y_view.rows, channels = y_view.cols, ldx = x_view.ld;
+  check_shape("global_avg_pool_forward", x_view, batch * hw, channels);
+  check_dense("global_avg_pool_forward", y_view);
+  const float* x = x_view.f32();
+  float* y = y_view.f32();
   detail::for_each_element(batch, channels, GlobalAvgForwardOp{hw, channels, x, ldx, y},
                            "global_avg_pool_forward");
 }
 
-void global_avg_pool_backward(int64_t batch, int64_t hw, int64_t channels, const float* dy,
-                              float* dx, int64_t ldx, bool accumulate) {
+void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view,
+                              bool accumulate) {
+  const int64_t batch = dy_view.rows, channels = dy_view.cols, ldx = dx_view.ld;
+  check_shape("global_avg_pool_backward", dx_view, batch * hw, channels);
+  check_dense("global_avg_pool_backward", dy_view);
+  const float* dy = dy_view.f32();
+  float* dx = dx_view.f32();
   if (hw <= 0) return;
   detail::for_each_element(batch * hw, channels,
                            GlobalAvgBackwardOp{hw, channels, dy, dx, ldx, accumulate},

@@ -12,6 +12,7 @@
 #include <string>
 
 namespace kernels::cuda {
+namespace detail {
 namespace {
 
 void check(cudaError_t status, const char* expression, const char* file, int line) {
@@ -23,6 +24,10 @@ void check(cudaError_t status, const char* expression, const char* file, int lin
 #define KERNELS_CUDA_CHECK(expr) check((expr), #expr, __FILE__, __LINE__)
 
 }  // namespace
+}  // namespace detail
+
+// This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
+using namespace detail;  // NOLINT(google-build-using-namespace)
 
 int device_count(std::string* reason) {
   int count = 0;  // left untouched by the runtime when it fails
@@ -75,9 +80,11 @@ void device_free(void* ptr) {
 // The copies are ordered on the kernels' stream (context.h: current_stream(), a non-blocking stream
 // that the legacy default stream of a plain cudaMemcpy does not wait for): a copy sees the results of
 // every kernel queued before it, and kernels queued after it see the copied data.
+namespace detail {
 namespace {
 cudaStream_t kernels_stream() { return static_cast<cudaStream_t>(current_stream()); }
 }  // namespace
+}  // namespace detail
 
 void copy_host_to_device(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;

@@ -1,8 +1,6 @@
-// GPU binary cross-entropy (kernels/cuda/loss.cu) and fused optimizer updates
-// (kernels/cuda/optimizer.cu) against the CPU reference (kernels/cpu/loss.cpp, optimizer.cpp).
+// GPU fused optimizer updates (kernels/cuda/optimizer.cu) against the CPU reference
+// (kernels/cpu/optimizer.cpp).
 // Tolerances (atol + rtol |ref|):
-//   BCE loss (double, reduction order differs):  1e-12 relative
-//   BCE gradient (double maths, float result):   1e-10 + 1e-6 |ref|
 //   Adam / SGD parameters and state (float, the GPU may fuse multiply-adds): 1e-7 + 1e-5 |ref|
 #include <gtest/gtest.h>
 
@@ -12,7 +10,6 @@
 #include <vector>
 
 #include "gpu_test_util.h"
-#include "kernels/loss.h"
 #include "kernels/optimizer.h"
 
 #ifdef ENGINE_WITH_CUDA
@@ -20,67 +17,6 @@
 namespace {
 
 using namespace gpu_test;
-
-struct BceCase {
-  const char* name;
-  int64_t n;
-  bool weights;
-};
-
-void PrintTo(const BceCase& c, std::ostream* os) { *os << c.name; }
-
-class CudaBce : public ::testing::TestWithParam<BceCase> {};
-
-TEST_P(CudaBce, ForwardBackward) {
-  SKIP_WITHOUT_CUDA();
-  const BceCase c = GetParam();
-  const size_t n = size_t(c.n);
-  std::vector<float> logits = away_from_zero(n, 71, 0.05f, 6.0f);
-  // Extreme logits where the naive formula overflows or cancels.
-  const float extremes[] = {30.0f, -30.0f, 1e4f, -1e4f, 88.0f, -88.0f};
-  for (size_t i = 0; i < std::min<size_t>(n, 6); ++i) logits[i] = extremes[i];
-  std::vector<float> targets = uniform(n, 72, 0.0f, 1.0f);  // soft targets
-  for (size_t i = 0; i < n; i += 3) targets[i] = float(i % 2);  // and hard ones
-  const std::vector<float> weights = uniform(n, 73, 0.25f, 2.0f);
-  const float* w_host = c.weights ? weights.data() : nullptr;
-
-  DeviceBuffer z(logits), t(targets), w(weights);
-  const float* w_dev = c.weights ? w.get() : nullptr;
-  const double cpu = kernels::cpu::bce_with_logits_forward(c.n, logits.data(), targets.data(), w_host);
-  const double gpu = kernels::cuda::bce_with_logits_forward(c.n, z.get(), t.get(), w_dev);
-  const double again = kernels::cuda::bce_with_logits_forward(c.n, z.get(), t.get(), w_dev);
-  EXPECT_TRUE(std::isfinite(gpu));
-  EXPECT_NEAR(gpu, cpu, 1e-12 * std::fabs(cpu));
-  EXPECT_EQ(std::memcmp(&gpu, &again, sizeof(double)), 0) << "the loss differs between runs";
-
-  const std::vector<float> prior = away_from_zero(n, 74);
-  for (bool accumulate : {false, true}) {
-    const std::vector<float> start = accumulate ? prior : std::vector<float>(n, kNaN);
-    std::vector<float> ref = start;
-    kernels::cpu::bce_with_logits_backward(c.n, logits.data(), targets.data(), w_host, 0.75f,
-                                           ref.data(), accumulate);
-    DeviceBuffer dz(start);
-    kernels::cuda::bce_with_logits_backward(c.n, z.get(), t.get(), w_dev, 0.75f, dz.get(), accumulate);
-    EXPECT_TRUE(close(dz.download(), ref, 1e-10, 1e-6)) << "accumulate " << accumulate;
-  }
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Sizes, CudaBce,
-    ::testing::Values(BceCase{"n1", 1, false}, BceCase{"batch32_weighted", 32, true},
-                      BceCase{"batch7", 7, false},
-                      BceCase{"n100003_weighted", 100003, true}),
-    [](const ::testing::TestParamInfo<BceCase>& info) { return std::string(info.param.name); });
-
-TEST(CudaBceEdges, EmptyBatch) {
-  SKIP_WITHOUT_CUDA();
-  DeviceBuffer dz(std::vector<float>(2, kGapSentinel));
-  EXPECT_EQ(kernels::cuda::bce_with_logits_forward(0, dz.get(), dz.get(), nullptr), 0.0);
-  kernels::cuda::bce_with_logits_backward(0, dz.get(), dz.get(), nullptr, 1.0f, dz.get(), false);
-  EXPECT_TRUE(bitwise_equal(dz.download(), std::vector<float>(2, kGapSentinel)));
-}
-
-// --- Optimizers -------------------------------------------------------------------------------------
 
 struct AdamCase {
   const char* name;
@@ -175,6 +111,6 @@ INSTANTIATE_TEST_SUITE_P(
 
 #else
 
-TEST(CudaLossOptim, NotBuilt) { GTEST_SKIP() << "no CUDA device: this build has no CUDA backend"; }
+TEST(CudaOptimizer, NotBuilt) { GTEST_SKIP() << "no CUDA device: this build has no CUDA backend"; }
 
 #endif

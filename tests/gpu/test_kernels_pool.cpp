@@ -69,9 +69,11 @@ TEST_P(CudaPool, MaxForwardBackward) {
     const std::vector<float> y_start = strided(std::vector<float>(size_t(s.out_rows * s.channels), kNaN),
                                                s.out_rows, s.channels, c.ldy, kGapSentinel);
     std::vector<float> y_ref = y_start;
-    kernels::cpu::max_pool2d_forward(c.g, x_host.data(), c.ldx, y_ref.data(), c.ldy);
+    kernels::cpu::max_pool2d_forward(c.g, {x_host.data(), c.g.input_rows(), c.g.channels, c.ldx},
+                                     {y_ref.data(), c.g.output_rows(), c.g.channels, c.ldy});
     DeviceBuffer x(x_host), y(y_start);
-    kernels::cuda::max_pool2d_forward(c.g, x.get(), c.ldx, y.get(), c.ldy);
+    kernels::cuda::max_pool2d_forward(c.g, {x.get(), c.g.input_rows(), c.g.channels, c.ldx},
+                                      {y.get(), c.g.output_rows(), c.g.channels, c.ldy});
     const std::vector<float> y_got = y.download();
     EXPECT_TRUE(close(dense_part(y_got, s.out_rows, s.channels, c.ldy),
                       dense_part(y_ref, s.out_rows, s.channels, c.ldy), 0, 0));
@@ -86,10 +88,14 @@ TEST_P(CudaPool, MaxForwardBackward) {
     for (bool accumulate : {false, true}) {
       const std::vector<float>& dx_start = accumulate ? dx_prior : dx_poison;
       std::vector<float> dx_ref = dx_start;
-      kernels::cpu::max_pool2d_backward(c.g, x_host.data(), c.ldx, dy_host.data(), c.ldy,
-                                        dx_ref.data(), c.ldx, accumulate);
+      kernels::cpu::max_pool2d_backward(c.g, {x_host.data(), c.g.input_rows(), c.g.channels, c.ldx},
+                                        {dy_host.data(), c.g.output_rows(), c.g.channels, c.ldy},
+                                        {dx_ref.data(), c.g.input_rows(), c.g.channels, c.ldx},
+                                        accumulate);
       DeviceBuffer dy(dy_host), dx(dx_start);
-      kernels::cuda::max_pool2d_backward(c.g, x.get(), c.ldx, dy.get(), c.ldy, dx.get(), c.ldx,
+      kernels::cuda::max_pool2d_backward(c.g, {x.get(), c.g.input_rows(), c.g.channels, c.ldx},
+                                         {dy.get(), c.g.output_rows(), c.g.channels, c.ldy},
+                                         {dx.get(), c.g.input_rows(), c.g.channels, c.ldx},
                                          accumulate);
       const std::vector<float> dx_got = dx.download();
       EXPECT_TRUE(close(dense_part(dx_got, s.in_rows, s.channels, c.ldx),
@@ -98,7 +104,9 @@ TEST_P(CudaPool, MaxForwardBackward) {
       EXPECT_TRUE(gaps_untouched(dx_got, dx_start, s.in_rows, s.channels, c.ldx));
       // Deterministic: a second run is bitwise the same.
       dx.upload(dx_start);
-      kernels::cuda::max_pool2d_backward(c.g, x.get(), c.ldx, dy.get(), c.ldy, dx.get(), c.ldx,
+      kernels::cuda::max_pool2d_backward(c.g, {x.get(), c.g.input_rows(), c.g.channels, c.ldx},
+                                         {dy.get(), c.g.output_rows(), c.g.channels, c.ldy},
+                                         {dx.get(), c.g.input_rows(), c.g.channels, c.ldx},
                                          accumulate);
       EXPECT_TRUE(bitwise_equal(dx.download(), dx_got));
     }
@@ -121,9 +129,13 @@ TEST_P(CudaPool, AverageForwardBackward) {
   for (bool include_pad : {true, false}) {
     SCOPED_TRACE(include_pad ? "count_include_pad" : "count only inside cells");
     std::vector<float> y_ref = y_start;
-    kernels::cpu::avg_pool2d_forward(c.g, include_pad, x_host.data(), c.ldx, y_ref.data(), c.ldy);
+    kernels::cpu::avg_pool2d_forward(c.g, include_pad,
+                                     {x_host.data(), c.g.input_rows(), c.g.channels, c.ldx},
+                                     {y_ref.data(), c.g.output_rows(), c.g.channels, c.ldy});
     DeviceBuffer x(x_host), y(y_start);
-    kernels::cuda::avg_pool2d_forward(c.g, include_pad, x.get(), c.ldx, y.get(), c.ldy);
+    kernels::cuda::avg_pool2d_forward(c.g, include_pad,
+                                      {x.get(), c.g.input_rows(), c.g.channels, c.ldx},
+                                      {y.get(), c.g.output_rows(), c.g.channels, c.ldy});
     const std::vector<float> y_got = y.download();
     EXPECT_TRUE(close(dense_part(y_got, s.out_rows, s.channels, c.ldy),
                       dense_part(y_ref, s.out_rows, s.channels, c.ldy), 1e-6, 1e-6));
@@ -131,11 +143,13 @@ TEST_P(CudaPool, AverageForwardBackward) {
     for (bool accumulate : {false, true}) {
       const std::vector<float>& dx_start = accumulate ? dx_prior : dx_poison;
       std::vector<float> dx_ref = dx_start;
-      kernels::cpu::avg_pool2d_backward(c.g, include_pad, dy_host.data(), c.ldy, dx_ref.data(),
-                                        c.ldx, accumulate);
+      kernels::cpu::avg_pool2d_backward(
+          c.g, include_pad, {dy_host.data(), c.g.output_rows(), c.g.channels, c.ldy},
+          {dx_ref.data(), c.g.input_rows(), c.g.channels, c.ldx}, accumulate);
       DeviceBuffer dy(dy_host), dx(dx_start);
-      kernels::cuda::avg_pool2d_backward(c.g, include_pad, dy.get(), c.ldy, dx.get(), c.ldx,
-                                         accumulate);
+      kernels::cuda::avg_pool2d_backward(
+          c.g, include_pad, {dy.get(), c.g.output_rows(), c.g.channels, c.ldy},
+          {dx.get(), c.g.input_rows(), c.g.channels, c.ldx}, accumulate);
       const std::vector<float> dx_got = dx.download();
       EXPECT_TRUE(close(dense_part(dx_got, s.in_rows, s.channels, c.ldx),
                         dense_part(dx_ref, s.in_rows, s.channels, c.ldx), 1e-6, 1e-6))
@@ -179,9 +193,11 @@ TEST_P(CudaGlobalAvgPool, ForwardBackward) {
   const int64_t rows = c.batch * c.hw, C = c.channels;
   const std::vector<float> x_host = strided(away_from_zero(size_t(rows * C), 31), rows, C, c.ldx, kNaN);
   std::vector<float> y_ref(size_t(c.batch * C));
-  kernels::cpu::global_avg_pool_forward(c.batch, c.hw, C, x_host.data(), c.ldx, y_ref.data());
+  kernels::cpu::global_avg_pool_forward(c.hw, {x_host.data(), c.batch * c.hw, C, c.ldx},
+                                        {y_ref.data(), c.batch, C, C});
   DeviceBuffer x(x_host), y(size_t(c.batch * C));
-  kernels::cuda::global_avg_pool_forward(c.batch, c.hw, C, x.get(), c.ldx, y.get());
+  kernels::cuda::global_avg_pool_forward(c.hw, {x.get(), c.batch * c.hw, C, c.ldx},
+                                         {y.get(), c.batch, C, C});
   EXPECT_TRUE(close(y.download(), y_ref, 1e-6, 1e-6));
 
   const std::vector<float> dy_host = away_from_zero(size_t(c.batch * C), 32);
@@ -192,10 +208,11 @@ TEST_P(CudaGlobalAvgPool, ForwardBackward) {
   for (bool accumulate : {false, true}) {
     const std::vector<float>& dx_start = accumulate ? dx_prior : dx_poison;
     std::vector<float> dx_ref = dx_start;
-    kernels::cpu::global_avg_pool_backward(c.batch, c.hw, C, dy_host.data(), dx_ref.data(), c.ldx,
-                                           accumulate);
+    kernels::cpu::global_avg_pool_backward(c.hw, {dy_host.data(), c.batch, C, C},
+                                           {dx_ref.data(), c.batch * c.hw, C, c.ldx}, accumulate);
     DeviceBuffer dy(dy_host), dx(dx_start);
-    kernels::cuda::global_avg_pool_backward(c.batch, c.hw, C, dy.get(), dx.get(), c.ldx, accumulate);
+    kernels::cuda::global_avg_pool_backward(c.hw, {dy.get(), c.batch, C, C},
+                                            {dx.get(), c.batch * c.hw, C, c.ldx}, accumulate);
     const std::vector<float> dx_got = dx.download();
     EXPECT_TRUE(close(dense_part(dx_got, rows, C, c.ldx), dense_part(dx_ref, rows, C, c.ldx), 1e-6,
                       1e-6))

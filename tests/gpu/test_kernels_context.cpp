@@ -147,10 +147,10 @@ TEST(CudaRuntime, CopiesAreOrderedWithKernels) {
   SKIP_WITHOUT_CUDA();
   const int64_t n = int64_t(16) << 20;  // 64 MiB: long enough for a race to show
   DeviceBuffer a(size_t(n), 1.0f), b(size_t(n), 0.0f);
-  kc::fill(n, 1, 2.5f, a.get(), 1);
+  kc::fill({a.get(), n, 1, 1}, 2.5f);
   const std::vector<float> filled = a.download();
   EXPECT_TRUE(bitwise_equal(filled, std::vector<float>(size_t(n), 2.5f)));
-  kc::scale(n, 1, 2.0f, a.get(), 1, b.get(), 1, false);  // b = 5 from a = 2.5
+  kc::scale(2.0f, {a.get(), n, 1, 1}, {b.get(), n, 1, 1}, false);  // b = 5 from a = 2.5
   a.upload(std::vector<float>(size_t(n), -1.0f));        // queued after the scale
   EXPECT_TRUE(bitwise_equal(b.download(), std::vector<float>(size_t(n), 5.0f)));
 }
@@ -163,7 +163,7 @@ TEST(CudaRuntime, PinnedAsynchronousRoundTrip) {
   for (size_t i = 0; i < n; ++i) host_in[i] = float(i % 1000) + 0.5f, host_out[i] = kNaN;
   float* device = static_cast<float*>(kc::allocate(n * sizeof(float), "round trip"));
   kc::copy_host_to_device_async(device, host_in, n * sizeof(float));
-  kc::scale(int64_t(n), 1, -2.0f, device, 1, device, 1, false);
+  kc::scale(-2.0f, {device, int64_t(n), 1, 1}, {device, int64_t(n), 1, 1}, false);
   kc::copy_device_to_host_async(host_out, device, n * sizeof(float));
   kc::stream_synchronize();
   size_t wrong = 0;
@@ -184,7 +184,7 @@ int fault_in_fill(bool sync) {
     unsetenv("ENGINE_CUDA_SYNC");
   float* invalid = reinterpret_cast<float*>(uintptr_t(0x10));
   try {
-    kc::fill(4096, 1, 1.0f, invalid, 1);
+    kc::fill({invalid, 4096, 1, 1}, 1.0f);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "at the launch: %s\n", e.what());
     return 3;

@@ -78,11 +78,13 @@ void check_forward(const ConvCase& c, bool tf32) {
   for (bool with_bias : {true, false}) {
     SCOPED_TRACE(std::string(tf32 ? "TF32" : "FP32") + (with_bias ? ", bias" : ", no bias"));
     std::vector<float> ref = y_start;
-    kernels::cpu::conv2d_forward(g, o.x.data(), c.ldx, o.w.data(), with_bias ? o.bias.data() : nullptr,
-                                 ref.data(), c.ldy);
+    kernels::cpu::conv2d_forward(g, {o.x.data(), g.input_rows(), g.in_c, c.ldx}, o.w.data(),
+                                 with_bias ? o.bias.data() : nullptr,
+                                 {ref.data(), g.output_rows(), g.out_c, c.ldy});
     y.upload(y_start);
-    kernels::cuda::conv2d_forward(g, x.get(), c.ldx, w.get(), with_bias ? bias.get() : nullptr, y.get(),
-                                  c.ldy);
+    kernels::cuda::conv2d_forward(g, {x.get(), g.input_rows(), g.in_c, c.ldx}, w.get(),
+                                  with_bias ? bias.get() : nullptr,
+                                  {y.get(), g.output_rows(), g.out_c, c.ldy});
     const std::vector<float> got = y.download();
     EXPECT_TRUE(conv_close(dense_part(got, o.y_rows, g.out_c, c.ldy),
                            dense_part(ref, o.y_rows, g.out_c, c.ldy), tf32));
@@ -104,9 +106,12 @@ void check_backward_data(const ConvCase& c, bool tf32) {
     SCOPED_TRACE(std::string(tf32 ? "TF32" : "FP32") + (accumulate ? ", accumulate" : ", overwrite"));
     const std::vector<float>& start = accumulate ? prior : poison;
     std::vector<float> ref = start;
-    kernels::cpu::conv2d_backward_data(g, o.dy.data(), c.ldy, o.w.data(), ref.data(), c.ldx, accumulate);
+    kernels::cpu::conv2d_backward_data(g, {o.dy.data(), g.output_rows(), g.out_c, c.ldy},
+                                       o.w.data(), {ref.data(), g.input_rows(), g.in_c, c.ldx},
+                                       accumulate);
     DeviceBuffer dx(start);
-    kernels::cuda::conv2d_backward_data(g, dy.get(), c.ldy, w.get(), dx.get(), c.ldx, accumulate);
+    kernels::cuda::conv2d_backward_data(g, {dy.get(), g.output_rows(), g.out_c, c.ldy}, w.get(),
+                                        {dx.get(), g.input_rows(), g.in_c, c.ldx}, accumulate);
     const std::vector<float> got = dx.download();
     EXPECT_TRUE(conv_close(dense_part(got, o.x_rows, g.in_c, c.ldx),
                            dense_part(ref, o.x_rows, g.in_c, c.ldx), tf32));
@@ -127,11 +132,13 @@ void check_backward_filter(const ConvCase& c, bool tf32) {
     const std::vector<float> dw_start = accumulate ? dw_prior : std::vector<float>(dw_prior.size(), kNaN);
     const std::vector<float> db_start = accumulate ? db_prior : std::vector<float>(db_prior.size(), kNaN);
     std::vector<float> dw_ref = dw_start, db_ref = db_start;
-    kernels::cpu::conv2d_backward_filter(g, o.x.data(), c.ldx, o.dy.data(), c.ldy, dw_ref.data(),
-                                         db_ref.data(), accumulate);
+    kernels::cpu::conv2d_backward_filter(g, {o.x.data(), g.input_rows(), g.in_c, c.ldx},
+                                         {o.dy.data(), g.output_rows(), g.out_c, c.ldy},
+                                         dw_ref.data(), db_ref.data(), accumulate);
     DeviceBuffer dw(dw_start), db(db_start);
-    kernels::cuda::conv2d_backward_filter(g, x.get(), c.ldx, dy.get(), c.ldy, dw.get(), db.get(),
-                                          accumulate);
+    kernels::cuda::conv2d_backward_filter(g, {x.get(), g.input_rows(), g.in_c, c.ldx},
+                                          {dy.get(), g.output_rows(), g.out_c, c.ldy}, dw.get(),
+                                          db.get(), accumulate);
     EXPECT_TRUE(conv_close(dw.download(), dw_ref, tf32)) << "dw";
     // The bias gradient is a plain column sum of dy (no TF32): tight.
     EXPECT_TRUE(close(db.download(), db_ref, 1e-5 * max_abs(db_ref), 1e-5)) << "dbias";
@@ -201,8 +208,11 @@ TEST(CudaConvModes, DeterministicBackwardIsBitwiseRepeatable) {
       db(static_cast<size_t>(g.out_c));
   std::vector<float> first_dx, first_dw, first_db;
   for (int run = 0; run < 2; ++run) {
-    kernels::cuda::conv2d_backward_data(g, dy.get(), c.ldy, w.get(), dx.get(), c.ldx, false);
-    kernels::cuda::conv2d_backward_filter(g, x.get(), c.ldx, dy.get(), c.ldy, dw.get(), db.get(), false);
+    kernels::cuda::conv2d_backward_data(g, {dy.get(), g.output_rows(), g.out_c, c.ldy}, w.get(),
+                                        {dx.get(), g.input_rows(), g.in_c, c.ldx}, false);
+    kernels::cuda::conv2d_backward_filter(g, {x.get(), g.input_rows(), g.in_c, c.ldx},
+                                          {dy.get(), g.output_rows(), g.out_c, c.ldy}, dw.get(),
+                                          db.get(), false);
     if (run == 0) {
       first_dx = dx.download(), first_dw = dw.download(), first_db = db.download();
       continue;
@@ -229,8 +239,10 @@ TEST(CudaConvModes, InvalidGeometryThrows) {
   SKIP_WITHOUT_CUDA();
   DeviceBuffer buffer(64);
   const Conv2dGeometry g = geometry(1, 4, 4, 1, 1, 3, 3, 1, 1, -1, 1, 1, 1);  // negative padding
-  EXPECT_THROW(kernels::cuda::conv2d_forward(g, buffer.get(), 1, buffer.get(), nullptr, buffer.get(), 1),
-               std::runtime_error);
+  EXPECT_THROW(
+      kernels::cuda::conv2d_forward(g, {buffer.get(), g.input_rows(), g.in_c, 1}, buffer.get(),
+                                    nullptr, {buffer.get(), g.output_rows(), g.out_c, 1}),
+      std::runtime_error);
 }
 
 }  // namespace

@@ -69,34 +69,43 @@ TEST_P(CudaElementwise, FillCopyAddScale) {
   const int64_t R = c.rows, C = c.cols, L = c.ld;
   expect_same(
       o, o.poisoned_output(),
-      [&](const float*, const float*, float* y) { kernels::cuda::fill(R, C, 0.375f, y, L); },
-      [&](const float*, const float*, float* y) { kernels::cpu::fill(R, C, 0.375f, y, L); }, 0, 0);
+      [&](const float*, const float*, float* y) {
+        kernels::cuda::fill({y, R, C, L}, 0.375f);
+      },
+      [&](const float*, const float*, float* y) {
+        kernels::cpu::fill({y, R, C, L}, 0.375f);
+      },
+      0, 0);
   for (bool accumulate : {false, true}) {
     const std::vector<float> start = accumulate ? o.out_prior : o.poisoned_output();
     const double tol = accumulate ? 1e-6 : 0.0;
     expect_same(
         o, start,
         [&](const float* a, const float*, float* y) {
-          kernels::cuda::copy(R, C, a, L, y, L, accumulate);
+          kernels::cuda::copy({a, R, C, L}, {y, R, C, L}, accumulate);
         },
         [&](const float* a, const float*, float* y) {
-          kernels::cpu::copy(R, C, a, L, y, L, accumulate);
+          kernels::cpu::copy({a, R, C, L}, {y, R, C, L}, accumulate);
         },
         tol, tol);
     expect_same(
         o, start,
         [&](const float* a, const float*, float* y) {
-          kernels::cuda::scale(R, C, -1.75f, a, L, y, L, accumulate);
+          kernels::cuda::scale(-1.75f, {a, R, C, L}, {y, R, C, L}, accumulate);
         },
         [&](const float* a, const float*, float* y) {
-          kernels::cpu::scale(R, C, -1.75f, a, L, y, L, accumulate);
+          kernels::cpu::scale(-1.75f, {a, R, C, L}, {y, R, C, L}, accumulate);
         },
         tol, tol);
   }
   expect_same(
       o, o.poisoned_output(),
-      [&](const float* a, const float* b, float* y) { kernels::cuda::add(R, C, a, L, b, L, y, L); },
-      [&](const float* a, const float* b, float* y) { kernels::cpu::add(R, C, a, L, b, L, y, L); },
+      [&](const float* a, const float* b, float* y) {
+        kernels::cuda::add({a, R, C, L}, {b, R, C, L}, {y, R, C, L});
+      },
+      [&](const float* a, const float* b, float* y) {
+        kernels::cpu::add({a, R, C, L}, {b, R, C, L}, {y, R, C, L});
+      },
       0, 0);
 }
 
@@ -107,16 +116,20 @@ TEST_P(CudaElementwise, ReluAndSigmoid) {
   const int64_t R = c.rows, C = c.cols, L = c.ld;
   expect_same(
       o, o.poisoned_output(),
-      [&](const float* x, const float*, float* y) { kernels::cuda::relu_forward(R, C, x, L, y, L); },
-      [&](const float* x, const float*, float* y) { kernels::cpu::relu_forward(R, C, x, L, y, L); },
+      [&](const float* x, const float*, float* y) {
+        kernels::cuda::relu_forward({x, R, C, L}, {y, R, C, L});
+      },
+      [&](const float* x, const float*, float* y) {
+        kernels::cpu::relu_forward({x, R, C, L}, {y, R, C, L});
+      },
       0, 0);
   expect_same(
       o, o.poisoned_output(),
       [&](const float* x, const float*, float* y) {
-        kernels::cuda::sigmoid_forward(R, C, x, L, y, L);
+        kernels::cuda::sigmoid_forward({x, R, C, L}, {y, R, C, L});
       },
       [&](const float* x, const float*, float* y) {
-        kernels::cpu::sigmoid_forward(R, C, x, L, y, L);
+        kernels::cpu::sigmoid_forward({x, R, C, L}, {y, R, C, L});
       },
       1e-7, 2e-6);
   // Backward: `a` plays the forward output y (relu: its sign matters; sigmoid: any value), `b` dy.
@@ -126,19 +139,19 @@ TEST_P(CudaElementwise, ReluAndSigmoid) {
     expect_same(
         o, start,
         [&](const float* y, const float* dy, float* dx) {
-          kernels::cuda::relu_backward(R, C, y, L, dy, L, dx, L, accumulate);
+          kernels::cuda::relu_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate);
         },
         [&](const float* y, const float* dy, float* dx) {
-          kernels::cpu::relu_backward(R, C, y, L, dy, L, dx, L, accumulate);
+          kernels::cpu::relu_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate);
         },
         tol, tol);
     expect_same(
         o, start,
         [&](const float* y, const float* dy, float* dx) {
-          kernels::cuda::sigmoid_backward(R, C, y, L, dy, L, dx, L, accumulate);
+          kernels::cuda::sigmoid_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate);
         },
         [&](const float* y, const float* dy, float* dx) {
-          kernels::cpu::sigmoid_backward(R, C, y, L, dy, L, dx, L, accumulate);
+          kernels::cpu::sigmoid_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate);
         },
         1e-6, 1e-6);
   }
@@ -149,9 +162,11 @@ TEST_P(CudaElementwise, InPlaceScale) {
   const MatrixCase c = GetParam();
   const Operands o(c, 31);
   DeviceBuffer x(o.a);
-  kernels::cuda::scale(c.rows, c.cols, 3.0f, x.get(), c.ld, x.get(), c.ld, false);
+  kernels::cuda::scale(3.0f, {x.get(), c.rows, c.cols, c.ld}, {x.get(), c.rows, c.cols, c.ld},
+                       false);
   std::vector<float> expected = o.a;
-  kernels::cpu::scale(c.rows, c.cols, 3.0f, expected.data(), c.ld, expected.data(), c.ld, false);
+  kernels::cpu::scale(3.0f, {expected.data(), c.rows, c.cols, c.ld},
+                      {expected.data(), c.rows, c.cols, c.ld}, false);
   EXPECT_TRUE(close(dense_part(x.download(), c.rows, c.cols, c.ld),
                     dense_part(expected, c.rows, c.cols, c.ld), 0, 0));
 }
@@ -161,9 +176,9 @@ TEST_P(CudaElementwise, SumIsDeterministicAndMatchesCpu) {
   const MatrixCase c = GetParam();
   const Operands o(c, 41);
   DeviceBuffer x(o.a);
-  const double gpu = kernels::cuda::sum(c.rows, c.cols, x.get(), c.ld);
-  const double again = kernels::cuda::sum(c.rows, c.cols, x.get(), c.ld);
-  const double cpu = kernels::cpu::sum(c.rows, c.cols, o.a.data(), c.ld);
+  const double gpu = kernels::cuda::sum({x.get(), c.rows, c.cols, c.ld});
+  const double again = kernels::cuda::sum({x.get(), c.rows, c.cols, c.ld});
+  const double cpu = kernels::cpu::sum({o.a.data(), c.rows, c.cols, c.ld});
   double abs_sum = 0.0;
   for (float v : dense_part(o.a, c.rows, c.cols, c.ld)) abs_sum += std::fabs(v);
   EXPECT_NEAR(gpu, cpu, 1e-12 * abs_sum);
@@ -185,11 +200,11 @@ TEST_P(CudaElementwise, ColumnSums) {
     }
     DeviceBuffer x(o.a);
     DeviceBuffer out(accumulate ? prior : std::vector<float>(size_t(c.cols), kNaN));
-    kernels::cuda::column_sums(c.rows, c.cols, x.get(), c.ld, out.get(), accumulate);
+    kernels::cuda::column_sums({x.get(), c.rows, c.cols, c.ld}, out.get(), accumulate);
     const std::vector<float> first = out.download();
     EXPECT_TRUE(close(first, expected, 1e-6, 1e-6)) << "accumulate " << accumulate;
     out.upload(accumulate ? prior : std::vector<float>(size_t(c.cols), kNaN));
-    kernels::cuda::column_sums(c.rows, c.cols, x.get(), c.ld, out.get(), accumulate);
+    kernels::cuda::column_sums({x.get(), c.rows, c.cols, c.ld}, out.get(), accumulate);
     EXPECT_TRUE(bitwise_equal(out.download(), first));
   }
 }
@@ -250,9 +265,9 @@ TEST(CudaStridedCopy, TransposedViewAndEightDims) {
 TEST(CudaElementwiseEdges, EmptyShapesWriteNothing) {
   SKIP_WITHOUT_CUDA();
   DeviceBuffer out(std::vector<float>(4, kGapSentinel));
-  kernels::cuda::fill(0, 4, 1.0f, out.get(), 4);
-  kernels::cuda::copy(4, 0, out.get(), 4, out.get(), 4, false);
-  EXPECT_EQ(kernels::cuda::sum(0, 3, out.get(), 3), 0.0);
+  kernels::cuda::fill({out.get(), 0, 4, 4}, 1.0f);
+  kernels::cuda::copy({out.get(), 4, 0, 4}, {out.get(), 4, 0, 4}, false);
+  EXPECT_EQ(kernels::cuda::sum({out.get(), 0, 3, 3}), 0.0);
   EXPECT_TRUE(bitwise_equal(out.download(), std::vector<float>(4, kGapSentinel)));
 }
 

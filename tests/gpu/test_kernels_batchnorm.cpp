@@ -62,17 +62,18 @@ TEST_P(CudaBatchNorm, ForwardTraining) {
       std::vector<float> y_ref = y_start, mean_ref(static_cast<size_t>(C)), invstd_ref(static_cast<size_t>(C));
       std::vector<float> rm_ref = in.running_mean, rv_ref = in.running_var;
       kernels::cpu::batch_norm_forward_training(
-          c.rows, C, in.x.data(), c.ldx, with_affine ? in.gamma.data() : nullptr,
-          with_affine ? in.beta.data() : nullptr, eps, y_ref.data(), c.ldy, mean_ref.data(),
-          invstd_ref.data(), rm_ref.data(), rv_ref.data(), momentum, unbiased);
+          {in.x.data(), c.rows, C, c.ldx}, {y_ref.data(), c.rows, C, c.ldy},
+          {with_affine ? in.gamma.data() : nullptr, with_affine ? in.beta.data() : nullptr},
+          {mean_ref.data(), invstd_ref.data(), rm_ref.data(), rv_ref.data()},
+          {eps, momentum, unbiased});
 
       DeviceBuffer x(in.x), gamma(in.gamma), beta(in.beta), y(y_start), mean(static_cast<size_t>(C)),
           invstd(static_cast<size_t>(C)), rm(in.running_mean), rv(in.running_var);
       auto run = [&] {
         kernels::cuda::batch_norm_forward_training(
-            c.rows, C, x.get(), c.ldx, with_affine ? gamma.get() : nullptr,
-            with_affine ? beta.get() : nullptr, eps, y.get(), c.ldy, mean.get(), invstd.get(),
-            rm.get(), rv.get(), momentum, unbiased);
+            {x.get(), c.rows, C, c.ldx}, {y.get(), c.rows, C, c.ldy},
+            {with_affine ? gamma.get() : nullptr, with_affine ? beta.get() : nullptr},
+            {mean.get(), invstd.get(), rm.get(), rv.get()}, {eps, momentum, unbiased});
       };
       run();
       const std::vector<float> y_got = y.download(), mean_got = mean.download(),
@@ -107,17 +108,17 @@ TEST_P(CudaBatchNorm, ForwardEval) {
     const std::vector<float> y_start =
         strided(std::vector<float>(size_t(c.rows * C), kNaN), c.rows, C, c.ldy, kGapSentinel);
     std::vector<float> y_ref = y_start;
-    kernels::cpu::batch_norm_forward_eval(c.rows, C, in.x.data(), c.ldx,
-                                          with_affine ? in.gamma.data() : nullptr,
-                                          with_affine ? in.beta.data() : nullptr,
-                                          in.running_mean.data(), in.running_var.data(), 1e-3f,
-                                          y_ref.data(), c.ldy);
+    kernels::cpu::batch_norm_forward_eval(
+        {in.x.data(), c.rows, C, c.ldx}, {y_ref.data(), c.rows, C, c.ldy},
+        {with_affine ? in.gamma.data() : nullptr, with_affine ? in.beta.data() : nullptr,
+         in.running_mean.data(), in.running_var.data()},
+        {1e-3f});
     DeviceBuffer x(in.x), gamma(in.gamma), beta(in.beta), y(y_start), rm(in.running_mean),
         rv(in.running_var);
-    kernels::cuda::batch_norm_forward_eval(c.rows, C, x.get(), c.ldx,
-                                           with_affine ? gamma.get() : nullptr,
-                                           with_affine ? beta.get() : nullptr, rm.get(), rv.get(),
-                                           1e-3f, y.get(), c.ldy);
+    kernels::cuda::batch_norm_forward_eval({x.get(), c.rows, C, c.ldx}, {y.get(), c.rows, C, c.ldy},
+                                           {with_affine ? gamma.get() : nullptr,
+                                            with_affine ? beta.get() : nullptr, rm.get(), rv.get()},
+                                           {1e-3f});
     const std::vector<float> y_got = y.download();
     EXPECT_TRUE(close(dense_part(y_got, c.rows, C, c.ldy), dense_part(y_ref, c.rows, C, c.ldy),
                       1e-5, 1e-5))
@@ -135,9 +136,9 @@ void check_backward(const BnCase& c, bool training) {
   std::vector<float> saved_mean(static_cast<size_t>(C)), saved_invstd(static_cast<size_t>(C));
   {
     std::vector<float> y(size_t(c.rows * C));
-    kernels::cpu::batch_norm_forward_training(c.rows, C, in.x.data(), c.ldx, nullptr, nullptr,
-                                              1e-3f, y.data(), C, saved_mean.data(),
-                                              saved_invstd.data(), nullptr, nullptr, 0.0f, false);
+    kernels::cpu::batch_norm_forward_training(
+        {in.x.data(), c.rows, C, c.ldx}, {y.data(), c.rows, C, C}, {nullptr, nullptr},
+        {saved_mean.data(), saved_invstd.data(), nullptr, nullptr}, {1e-3f, 0.0f, false});
   }
   const std::vector<float> dx_prior = strided(away_from_zero(size_t(c.rows * C), 505), c.rows, C,
                                               c.ldx, kGapSentinel);
@@ -161,15 +162,15 @@ void check_backward(const BnCase& c, bool training) {
         float* dg_ref = with_param_grads ? dgamma_ref.data() : nullptr;
         float* db_ref = with_param_grads ? dbeta_ref.data() : nullptr;
         if (training)
-          kernels::cpu::batch_norm_backward_training(c.rows, C, in.x.data(), c.ldx, in.dy.data(),
-                                                     c.ldy, gamma_host, saved_mean.data(),
-                                                     saved_invstd.data(), dx_ref_ptr, c.ldx,
-                                                     accumulate, dg_ref, db_ref);
+          kernels::cpu::batch_norm_backward_training(
+              {in.x.data(), c.rows, C, c.ldx}, {in.dy.data(), c.rows, C, c.ldy},
+              {gamma_host, nullptr, nullptr, nullptr, saved_mean.data(), saved_invstd.data()},
+              {dx_ref_ptr, c.rows, C, c.ldx}, accumulate, {dg_ref, db_ref});
         else
-          kernels::cpu::batch_norm_backward_eval(c.rows, C, in.x.data(), c.ldx, in.dy.data(), c.ldy,
-                                                 gamma_host, in.running_mean.data(),
-                                                 in.running_var.data(), 1e-3f, dx_ref_ptr, c.ldx,
-                                                 accumulate, dg_ref, db_ref);
+          kernels::cpu::batch_norm_backward_eval(
+              {in.x.data(), c.rows, C, c.ldx}, {in.dy.data(), c.rows, C, c.ldy},
+              {gamma_host, nullptr, in.running_mean.data(), in.running_var.data()}, {1e-3f},
+              {dx_ref_ptr, c.rows, C, c.ldx}, accumulate, {dg_ref, db_ref});
 
         DeviceBuffer x(in.x), dy(in.dy), gamma(in.gamma), mean(saved_mean), invstd(saved_invstd),
             rm(in.running_mean), rv(in.running_var), dx(dx_start), dgamma(dgamma_prior),
@@ -180,13 +181,15 @@ void check_backward(const BnCase& c, bool training) {
           float* dg = with_param_grads ? dgamma.get() : nullptr;
           float* db = with_param_grads ? dbeta.get() : nullptr;
           if (training)
-            kernels::cuda::batch_norm_backward_training(c.rows, C, x.get(), c.ldx, dy.get(), c.ldy,
-                                                        g, mean.get(), invstd.get(), dx_ptr, c.ldx,
-                                                        accumulate, dg, db);
+            kernels::cuda::batch_norm_backward_training(
+                {x.get(), c.rows, C, c.ldx}, {dy.get(), c.rows, C, c.ldy},
+                {g, nullptr, nullptr, nullptr, mean.get(), invstd.get()},
+                {dx_ptr, c.rows, C, c.ldx}, accumulate, {dg, db});
           else
-            kernels::cuda::batch_norm_backward_eval(c.rows, C, x.get(), c.ldx, dy.get(), c.ldy, g,
-                                                    rm.get(), rv.get(), 1e-3f, dx_ptr, c.ldx,
-                                                    accumulate, dg, db);
+            kernels::cuda::batch_norm_backward_eval(
+                {x.get(), c.rows, C, c.ldx}, {dy.get(), c.rows, C, c.ldy},
+                {g, nullptr, rm.get(), rv.get()}, {1e-3f}, {dx_ptr, c.rows, C, c.ldx}, accumulate,
+                {dg, db});
         };
         run();
         const std::vector<float> dx_got = dx.download(), dgamma_got = dgamma.download(),
@@ -238,9 +241,9 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(CudaBatchNormEdges, EmptyWritesNothing) {
   SKIP_WITHOUT_CUDA();
   DeviceBuffer buffer(std::vector<float>(8, kGapSentinel));
-  kernels::cuda::batch_norm_forward_training(0, 4, buffer.get(), 4, nullptr, nullptr, 1e-3f,
-                                             buffer.get(), 4, buffer.get(), buffer.get(),
-                                             buffer.get(), buffer.get(), 0.1f, true);
+  kernels::cuda::batch_norm_forward_training(
+      {buffer.get(), 0, 4, 4}, {buffer.get(), 0, 4, 4}, {nullptr, nullptr},
+      {buffer.get(), buffer.get(), buffer.get(), buffer.get()}, {1e-3f, 0.1f, true});
   EXPECT_TRUE(bitwise_equal(buffer.download(), std::vector<float>(8, kGapSentinel)));
 }
 

@@ -1,0 +1,201 @@
+// CPU elementwise kernels (kernels/elementwise.h) against naive loops.
+// Matrices are row-strided (ld > cols) with NaN in the gap columns: a kernel that reads the gap
+// produces NaN, one that writes it is caught by the gap check (helpers in test_kernels_common.h).
+// Tolerances: |actual - ref| <= atol + rtol * |ref|, stated per check.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <ostream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/elementwise.h"
+#include "test_kernels_common.h"
+
+namespace {
+
+using namespace kernel_test;  // NOLINT(google-build-using-namespace): the shared test helpers
+namespace cpu = kernels::cpu;
+
+// ------------------------------------------------------------------------------------------------
+// Elementwise.
+
+TEST(Elementwise, FillCopyAddScaleRespectStrides) {
+  std::mt19937 rng(41);
+  const int64_t rows = 13, cols = 7;
+  Strided a(rows, cols, 9), b(rows, cols, 10), dst(rows, cols, 11);
+  fill_uniform(a, rng, -2.0f, 2.0f);
+  fill_uniform(b, rng, -2.0f, 2.0f);
+
+  cpu::fill({dst.ptr(), rows, cols, dst.ld}, 3.5f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(dst.at(r, c), 3.5f);
+  expect_gaps_untouched(dst, "fill");
+
+  cpu::copy({a.ptr(), rows, cols, a.ld}, {dst.ptr(), rows, cols, dst.ld},
+            /*accumulate=*/true);  // 3.5 + a
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(dst.at(r, c), 3.5f + a.at(r, c));
+  cpu::copy({a.ptr(), rows, cols, a.ld}, {dst.ptr(), rows, cols, dst.ld}, /*accumulate=*/false);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(dst.at(r, c), a.at(r, c));
+  expect_gaps_untouched(dst, "copy");
+
+  cpu::add({a.ptr(), rows, cols, a.ld}, {b.ptr(), rows, cols, b.ld},
+           {dst.ptr(), rows, cols, dst.ld});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(dst.at(r, c), a.at(r, c) + b.at(r, c));
+  expect_gaps_untouched(dst, "add");
+
+  cpu::scale(-0.75f, {b.ptr(), rows, cols, b.ld}, {dst.ptr(), rows, cols, dst.ld},
+             /*accumulate=*/true);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      ASSERT_EQ(dst.at(r, c), (a.at(r, c) + b.at(r, c)) + -0.75f * b.at(r, c));
+  cpu::scale(2.0f, {b.ptr(), rows, cols, b.ld}, {dst.ptr(), rows, cols, dst.ld},
+             /*accumulate=*/false);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(dst.at(r, c), 2.0f * b.at(r, c));
+  expect_gaps_untouched(dst, "scale");
+  expect_gaps_untouched(a, "a (read only)");
+  expect_gaps_untouched(b, "b (read only)");
+}
+
+TEST(Elementwise, ReluForwardBackward) {
+  std::mt19937 rng(43);
+  const int64_t rows = 301, cols = 129;  // above the threading threshold
+  Strided x(rows, cols, 131), y(rows, cols, 130), dy(rows, cols, 133);
+  fill_uniform(x, rng, -1.0f, 1.0f);
+  fill_uniform(dy, rng, -1.0f, 1.0f);
+  x.at(0, 0) = 0.0f;  // the boundary: y = 0, no gradient
+  x.at(1, 1) = -0.0f;
+  cpu::relu_forward({x.ptr(), rows, cols, x.ld}, {y.ptr(), rows, cols, y.ld});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(y.at(r, c), x.at(r, c) > 0 ? x.at(r, c) : 0.0f);
+  expect_gaps_untouched(y, "relu y");
+
+  for (bool accumulate : {false, true}) {
+    Strided dx(rows, cols, 132);
+    fill_uniform(dx, rng, -1.0f, 1.0f);
+    const Strided dx0 = dx;
+    cpu::relu_backward({y.ptr(), rows, cols, y.ld}, {dy.ptr(), rows, cols, dy.ld},
+                       {dx.ptr(), rows, cols, dx.ld}, accumulate);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float g = y.at(r, c) > 0 ? dy.at(r, c) : 0.0f;
+        ASSERT_EQ(dx.at(r, c), accumulate ? dx0.at(r, c) + g : g) << r << "," << c;
+      }
+    EXPECT_EQ(dx.at(0, 0), accumulate ? dx0.at(0, 0) : 0.0f);
+    expect_gaps_untouched(dx, "relu dx");
+  }
+
+  // In place (y == x).
+  Strided z = x;
+  cpu::relu_forward({z.ptr(), rows, cols, z.ld}, {z.ptr(), rows, cols, z.ld});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(z.at(r, c), y.at(r, c));
+}
+
+TEST(Elementwise, SigmoidIsStableAndItsBackwardMatches) {
+  std::mt19937 rng(47);
+  const int64_t rows = 9, cols = 5;
+  Strided x(rows, cols, 6), y(rows, cols, 7), dy(rows, cols, 8);
+  fill_uniform(x, rng, -6.0f, 6.0f);
+  fill_uniform(dy, rng, -1.0f, 1.0f);
+  const float extremes[] = {100.0f, -100.0f, 1e4f, -1e4f, 0.0f};
+  for (int i = 0; i < 5; ++i) x.at(0, i) = extremes[i];
+  cpu::sigmoid_forward({x.ptr(), rows, cols, x.ld}, {y.ptr(), rows, cols, y.ld});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double ref = 1.0 / (1.0 + std::exp(-double(x.at(r, c))));
+      // Relative accuracy of float exp; the atol covers exp(-100) ~ 3.7e-44 (denormal in float).
+      EXPECT_TRUE(close(y.at(r, c), ref, 1e-30, 1e-6)) << r << "," << c << " x=" << x.at(r, c);
+    }
+  EXPECT_EQ(y.at(0, 0), 1.0f);
+  EXPECT_EQ(y.at(0, 2), 1.0f);
+  EXPECT_EQ(y.at(0, 3), 0.0f);
+  EXPECT_EQ(y.at(0, 4), 0.5f);
+  expect_gaps_untouched(y, "sigmoid y");
+
+  for (bool accumulate : {false, true}) {
+    Strided dx(rows, cols, 9);
+    fill_uniform(dx, rng, -1.0f, 1.0f);
+    const Strided dx0 = dx;
+    cpu::sigmoid_backward({y.ptr(), rows, cols, y.ld}, {dy.ptr(), rows, cols, dy.ld},
+                          {dx.ptr(), rows, cols, dx.ld}, accumulate);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const double s = y.at(r, c);
+        const double g = dy.at(r, c) * s * (1.0 - s);
+        EXPECT_TRUE(close(dx.at(r, c), accumulate ? dx0.at(r, c) + g : g, 1e-7, 1e-6))
+            << r << "," << c;
+      }
+    expect_gaps_untouched(dx, "sigmoid dx");
+  }
+}
+
+TEST(Elementwise, SumInDoubleSkipsTheGap) {
+  std::mt19937 rng(53);
+  for (int64_t rows : {1, 17, 1031}) {
+    const int64_t cols = 37;
+    Strided x(rows, cols, 41);
+    fill_uniform(x, rng, -1.0f, 3.0f);
+    double ref = 0.0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) ref += x.at(r, c);
+    // Double accumulation of float inputs: the only error is the order of additions (~1e-15).
+    EXPECT_TRUE(close(cpu::sum({x.ptr(), rows, cols, x.ld}), ref, 1e-10, 1e-12)) << rows;
+  }
+  // 1 + many tiny values: a float accumulator would lose them all.
+  Strided t(1, 1001, 1001);
+  t.at(0, 0) = 1.0f;
+  for (int64_t c = 1; c < 1001; ++c) t.at(0, c) = 1e-8f;
+  EXPECT_TRUE(close(cpu::sum({t.ptr(), 1, 1001, t.ld}), 1.0 + 1000 * double(1e-8f), 1e-15, 1e-15));
+  EXPECT_EQ(cpu::sum({t.ptr(), 0, 5, 5}), 0.0);
+}
+
+// The views carry their element type: a kernel handed one it does not take yet (bf16; every kernel
+// takes f32 only for now) throws a message naming the type instead of misreading the bytes, and
+// writes nothing.
+TEST(MatrixView, KernelsRefuseADTypeTheyDoNotTakeYet) {
+  std::vector<uint16_t> bf16_storage(3 * 4, 0x3f80);  // bf16 1.0
+  const kernels::ConstMatrixView bf16_x(bf16_storage.data(), 3, 4, 4, kernels::DType::bf16);
+  Strided y(3, 4, 5);
+  try {
+    cpu::relu_forward(bf16_x, y.view());
+    FAIL() << "relu_forward accepted a bf16 input";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("f32 only"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cpu::copy(bf16_x, y.view(), false), std::invalid_argument);
+  EXPECT_THROW(cpu::sum(bf16_x), std::invalid_argument);
+  const kernels::MatrixView bf16_y(bf16_storage.data(), 3, 4, 4, kernels::DType::bf16);
+  EXPECT_THROW(cpu::fill(bf16_y, 0.0f), std::invalid_argument);
+  for (int64_t r = 0; r < y.rows; ++r)
+    for (int64_t c = 0; c < y.cols; ++c) EXPECT_TRUE(std::isnan(y.at(r, c))) << r << "," << c;
+  for (uint16_t bits : bf16_storage) EXPECT_EQ(bits, 0x3f80);
+}
+
+// Operands of different shapes are refused with the kernel's name, before anything is written.
+TEST(MatrixView, MismatchedShapesAreRefused) {
+  Strided a(4, 3, 3), b(4, 2, 3), y(4, 3, 3);
+  try {
+    cpu::add(a.view(), b.view(), y.view());
+    FAIL() << "add accepted [4, 3] + [4, 2]";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("add"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cpu::relu_backward(a.view(), a.view(), Strided(5, 3, 3).view(), false),
+               std::invalid_argument);
+}
+
+}  // namespace

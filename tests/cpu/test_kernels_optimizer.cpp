@@ -1,0 +1,266 @@
+// CPU Adam / SGD updates (kernels/optimizer.h) against double-precision references of the
+// formulas and hand-computed constants.
+// Tolerances: |actual - ref| <= atol + rtol * |ref|, stated per check.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <ostream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/optimizer.h"
+#include "test_kernels_common.h"
+
+namespace {
+
+using namespace kernel_test;  // NOLINT(google-build-using-namespace): the shared test helpers
+using kernels::AdamConvention;
+using kernels::AdamHyper;
+using kernels::SgdHyper;
+namespace cpu = kernels::cpu;
+
+// ------------------------------------------------------------------------------------------------
+// Adam and SGD.
+
+// Double-precision reference of one Adam step, straight from optimizer.h.
+void adam_reference(std::vector<double>& p, const std::vector<double>& g, std::vector<double>& m,
+                    std::vector<double>& v, int64_t t, const AdamHyper& h) {
+  const double lr = h.lr, b1 = h.beta1, b2 = h.beta2, eps = h.eps, wd = h.weight_decay;
+  const double bc1 = 1.0 - std::pow(b1, double(t)), bc2 = 1.0 - std::pow(b2, double(t));
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (h.decoupled_weight_decay) p[i] -= lr * wd * p[i];
+    const double gi = h.decoupled_weight_decay ? g[i] : g[i] + wd * p[i];
+    m[i] = b1 * m[i] + (1.0 - b1) * gi;
+    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+    if (h.convention == AdamConvention::pytorch) {
+      p[i] -= lr * (m[i] / bc1) / (std::sqrt(v[i] / bc2) + eps);
+    } else {
+      const double alpha = lr * std::sqrt(bc2) / bc1;
+      p[i] -= alpha * m[i] / (std::sqrt(v[i]) + eps);
+    }
+  }
+}
+
+// Step 1 against constants computed by hand. PyTorch: m_hat = g, v_hat = g^2, so
+// p1 = p0 - lr * g / (|g| + eps). Keras: p1 = p0 - lr * g / (|g| + eps / sqrt(1 - b2)).
+TEST(Adam, FirstStepMatchesHandComputedConstants) {
+  const float g[] = {0.2f, -3e-9f, 4.0f};
+  struct Case {
+    AdamConvention convention;
+    float eps;
+    double expected[3];
+  };
+  const Case cases[] = {
+      // lr 1e-3, eps 1e-8:
+      // -1e-3 * 0.2 / 0.20000001; +1e-3 * 3e-9 / 1.3e-8; -1.25 - 1e-3 * 4 / 4.00000001
+      {AdamConvention::pytorch, 1e-8f, {-9.99999950e-4, 2.30769231e-4, -1.25099999999975}},
+      // lr 1e-3, eps 1e-7, eps / sqrt(0.001) = 3.16227766e-6:
+      // -1e-3 * 0.2 / 0.20000316227766; +1e-3 * 3e-9 / 3.16527766e-6; -1.25 - 1e-3 * 4 / 4.00000316
+      {AdamConvention::keras, 1e-7f, {-9.99984189e-4, 9.47784151e-7, -1.25099999920943}},
+  };
+  for (const Case& k : cases) {
+    AdamHyper h;
+    h.lr = 1e-3f;
+    h.eps = k.eps;
+    h.convention = k.convention;
+    std::vector<float> p = {0.0f, 0.0f, -1.25f}, m(3, 0.0f), v(3, 0.0f);
+    cpu::adam_update(3, p.data(), g, m.data(), v.data(), 1, h);
+    for (int i = 0; i < 3; ++i) {
+      // The float hyper-parameters (0.999f != 0.999) move the Keras numbers by ~1e-5 relative of
+      // the eps term; the float result of p ~ 1 has an ulp of ~1e-7.
+      EXPECT_TRUE(close(p[i], k.expected[i], 2e-7, 1e-5)) << "element " << i;
+      EXPECT_TRUE(close(m[i], 0.1 * g[i], 0.0, 1e-6)) << i;
+      EXPECT_TRUE(close(v[i], 0.001 * double(g[i]) * g[i], 0.0, 1e-4)) << i;
+    }
+  }
+}
+
+struct AdamCase {
+  const char* name;
+  AdamConvention convention;
+  float weight_decay;
+  bool decoupled;
+};
+
+void PrintTo(const AdamCase& c, std::ostream* os) { *os << c.name; }
+
+class AdamSteps : public ::testing::TestWithParam<AdamCase> {};
+
+TEST_P(AdamSteps, ThreeStepsMatchDoubleReference) {
+  const AdamCase c = GetParam();
+  AdamHyper h;
+  h.lr = 1e-2f;
+  h.eps = c.convention == AdamConvention::keras ? 1e-7f : 1e-8f;
+  h.weight_decay = c.weight_decay;
+  h.decoupled_weight_decay = c.decoupled;
+  h.convention = c.convention;
+  std::mt19937 rng(71);
+  const int64_t n = 53;
+  std::vector<float> p = uniform_vector(n, rng, -2.0f, 2.0f), m(n, 0.0f), v(n, 0.0f);
+  std::vector<double> pr(p.begin(), p.end()), mr(n, 0.0), vr(n, 0.0);
+  for (int64_t t = 1; t <= 3; ++t) {
+    std::vector<float> g = uniform_vector(n, rng, -1.0f, 1.0f);
+    g[0] = 1e-9f * float(t);  // a gradient the size of eps
+    cpu::adam_update(n, p.data(), g.data(), m.data(), v.data(), t, h);
+    adam_reference(pr, std::vector<double>(g.begin(), g.end()), mr, vr, t, h);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    // Float arithmetic on p ~ 2 (ulp 2.4e-7) over three steps of size ~1e-2.
+    EXPECT_TRUE(close(p[i], pr[i], 5e-7, 1e-6)) << "p " << i;
+    EXPECT_TRUE(close(m[i], mr[i], 1e-8, 1e-5)) << "m " << i;
+    EXPECT_TRUE(close(v[i], vr[i], 1e-12, 1e-5)) << "v " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Conventions, AdamSteps,
+    ::testing::Values(AdamCase{"pytorch", AdamConvention::pytorch, 0.0f, false},
+                      AdamCase{"pytorch_l2", AdamConvention::pytorch, 0.05f, false},
+                      AdamCase{"pytorch_decoupled", AdamConvention::pytorch, 0.05f, true},
+                      AdamCase{"keras", AdamConvention::keras, 0.0f, false},
+                      AdamCase{"keras_l2", AdamConvention::keras, 0.05f, false},
+                      AdamCase{"keras_decoupled", AdamConvention::keras, 0.05f, true}),
+    [](const auto& test_info) { return std::string(test_info.param.name); });
+
+// Two steps by hand, PyTorch convention, L2 against decoupled decay: lr 0.1, wd 0.5, eps 0, p0 = 1,
+// g = 0.5 at both steps (b1 0.9, b2 0.999, so bc1 = 0.1, 0.19 and bc2 = 0.001, 0.001999).
+//   L2:        g'1 = 0.5 + 0.5 * 1 = 1;  m_hat = g'1, v_hat = g'1^2, so p1 = 1 - 0.1 = 0.9
+//              g'2 = 0.5 + 0.5 * 0.9 = 0.95;  m2 = 0.09 + 0.095 = 0.185;  v2 = 0.000999 + 0.0009025
+//              p2 = 0.9 - 0.1 * (0.185 / 0.19) / sqrt(0.0019015 / 0.001999) = 0.80016649
+//   decoupled: the Adam gradient is g itself (constant), so m_hat = 0.5, v_hat = 0.25 and the Adam
+//              step is exactly lr = 0.1; the decay first multiplies p by 1 - lr * wd = 0.95:
+//              p1 = 0.95 - 0.1 = 0.85;  p2 = 0.85 * 0.95 - 0.1 = 0.7075
+TEST(Adam, L2AndDecoupledDecayDifferAsTheFormulasSay) {
+  AdamHyper h;
+  h.lr = 0.1f;
+  h.eps = 0.0f;
+  h.weight_decay = 0.5f;
+  const float g = 0.5f;
+  // L2.
+  {
+    float p = 1.0f, m = 0.0f, v = 0.0f;
+    cpu::adam_update(1, &p, &g, &m, &v, 1, h);
+    EXPECT_TRUE(close(p, 0.9, 1e-7, 1e-6));
+    cpu::adam_update(1, &p, &g, &m, &v, 2, h);
+    EXPECT_TRUE(close(p, 0.80016649, 1e-7, 1e-6));
+  }
+  h.decoupled_weight_decay = true;
+  {
+    float p = 1.0f, m = 0.0f, v = 0.0f;
+    cpu::adam_update(1, &p, &g, &m, &v, 1, h);
+    EXPECT_TRUE(close(p, 0.95 - 0.1, 1e-7, 1e-6));
+    cpu::adam_update(1, &p, &g, &m, &v, 2, h);
+    EXPECT_TRUE(close(p, 0.7075, 1e-7, 1e-6));
+  }
+}
+
+// Keras with eps_k = eps_p * sqrt(1 - b2^t) takes exactly PyTorch's step t (docs/derivations.md).
+TEST(Adam, KerasEpsilonIsPytorchEpsilonTimesSqrtOfBiasCorrection) {
+  std::mt19937 rng(73);
+  const int64_t n = 31, t = 4;
+  const std::vector<float> p0 = uniform_vector(n, rng, -1.0f, 1.0f);
+  const std::vector<float> g = uniform_vector(n, rng, -1e-3f, 1e-3f);  // small: eps matters
+  const std::vector<float> m0 = uniform_vector(n, rng, -1e-3f, 1e-3f);
+  const std::vector<float> v0 = uniform_vector(n, rng, 0.0f, 1e-6f);
+  AdamHyper pt;
+  pt.lr = 1e-2f;
+  pt.eps = 1e-3f;
+  AdamHyper ke = pt;
+  ke.convention = AdamConvention::keras;
+  ke.eps = static_cast<float>(1e-3 * std::sqrt(1.0 - std::pow(double(pt.beta2), double(t))));
+  std::vector<float> p1 = p0, m1 = m0, v1 = v0, p2 = p0, m2 = m0, v2 = v0;
+  cpu::adam_update(n, p1.data(), g.data(), m1.data(), v1.data(), t, pt);
+  cpu::adam_update(n, p2.data(), g.data(), m2.data(), v2.data(), t, ke);
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_TRUE(close(p2[i] - p0[i], double(p1[i]) - p0[i], 1e-8, 1e-4)) << i;
+  }
+  // And a different eps does give a different step (the test can fail).
+  ke.eps = pt.eps;
+  std::vector<float> p3 = p0, m3 = m0, v3 = v0;
+  cpu::adam_update(n, p3.data(), g.data(), m3.data(), v3.data(), t, ke);
+  EXPECT_GT(std::fabs((p3[0] - p0[0]) - (p1[0] - p0[0])), 1e-6);
+}
+
+TEST(Adam, LargeArenaMatchesReference) {
+  std::mt19937 rng(79);
+  const int64_t n = 40001;  // above the threading threshold
+  AdamHyper h;
+  h.weight_decay = 1e-2f;
+  std::vector<float> p = uniform_vector(n, rng, -1.0f, 1.0f), m(n, 0.0f), v(n, 0.0f);
+  const std::vector<float> g = uniform_vector(n, rng, -1.0f, 1.0f);
+  std::vector<double> pr(p.begin(), p.end()), mr(n, 0.0), vr(n, 0.0);
+  for (int64_t t = 1; t <= 2; ++t) {
+    cpu::adam_update(n, p.data(), g.data(), m.data(), v.data(), t, h);
+    adam_reference(pr, std::vector<double>(g.begin(), g.end()), mr, vr, t, h);
+  }
+  for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(close(p[i], pr[i], 2e-7, 1e-6)) << i;
+}
+
+void sgd_reference(std::vector<double>& p, const std::vector<double>& g, std::vector<double>& buf,
+                   const SgdHyper& h) {
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double gi = g[i] + double(h.weight_decay) * p[i];
+    buf[i] = double(h.momentum) * buf[i] + gi;
+    p[i] -= double(h.lr) * (h.nesterov ? gi + double(h.momentum) * buf[i] : buf[i]);
+  }
+}
+
+TEST(Sgd, ThreeStepsWithMomentumAndNesterov) {
+  for (bool nesterov : {false, true}) {
+    SgdHyper h;
+    h.lr = 0.05f;
+    h.momentum = 0.9f;
+    h.weight_decay = 1e-2f;
+    h.nesterov = nesterov;
+    std::mt19937 rng(83);
+    const int64_t n = 45;
+    std::vector<float> p = uniform_vector(n, rng, -1.0f, 1.0f), buf(n, 0.0f);
+    std::vector<double> pr(p.begin(), p.end()), br(n, 0.0);
+    for (int step = 0; step < 3; ++step) {
+      const std::vector<float> g = uniform_vector(n, rng, -1.0f, 1.0f);
+      cpu::sgd_update(n, p.data(), g.data(), buf.data(), h);
+      sgd_reference(pr, std::vector<double>(g.begin(), g.end()), br, h);
+    }
+    // The buffer sums terms up to ~3 that partly cancel: float rounding of ~2.4e-7 per term.
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_TRUE(close(p[i], pr[i], 5e-7, 1e-6)) << "nesterov " << nesterov << " p " << i;
+      EXPECT_TRUE(close(buf[i], br[i], 5e-7, 1e-6)) << "nesterov " << nesterov << " buf " << i;
+    }
+  }
+}
+
+// By hand: lr 0.1, mu 0.5, p0 = 1, g = 1 each step, no decay.
+//   plain:    buf 1, 1.5, 1.75;       p 0.9, 0.75, 0.575
+//   nesterov: buf 1, 1.5, 1.75; steps 1.5, 1.75, 1.875: p 0.85, 0.675, 0.4875
+TEST(Sgd, HandComputedSteps) {
+  const float g = 1.0f;
+  const double plain[] = {0.9, 0.75, 0.575}, nest[] = {0.85, 0.675, 0.4875};
+  for (bool nesterov : {false, true}) {
+    SgdHyper h;
+    h.lr = 0.1f;
+    h.momentum = 0.5f;
+    h.nesterov = nesterov;
+    float p = 1.0f, buf = 0.0f;
+    for (int s = 0; s < 3; ++s) {
+      cpu::sgd_update(1, &p, &g, &buf, h);
+      EXPECT_TRUE(close(p, nesterov ? nest[s] : plain[s], 1e-7, 1e-6)) << nesterov << " " << s;
+    }
+    EXPECT_TRUE(close(buf, 1.75, 0.0, 1e-7));
+  }
+  // No momentum: the buffer is not used and may be null.
+  SgdHyper h;
+  h.lr = 0.1f;
+  h.weight_decay = 0.5f;
+  float p = 2.0f;
+  cpu::sgd_update(1, &p, &g, nullptr, h);
+  EXPECT_TRUE(close(p, 2.0 - 0.1 * (1.0 + 0.5 * 2.0), 1e-7, 1e-6));
+}
+
+}  // namespace
