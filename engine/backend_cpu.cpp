@@ -109,7 +109,7 @@ class CpuBackend final : public DeviceBackend {
     if (bytes) std::memcpy(dst, src, bytes);
   }
   void fill(float* dst, int64_t count, float value) const override {
-    if (count > 0) kernels::cpu::fill(1, count, value, dst, count);
+    if (count > 0) kernels::cpu::fill(kernels::MatrixView(dst, 1, count, count), value);
   }
   void strided_copy(int ndim, const int64_t* shape, void* dst, const int64_t* dst_strides, const void* src,
                     const int64_t* src_strides, size_t element_size) const override {

@@ -54,7 +54,7 @@ class CudaBackend final : public DeviceBackend {
     kernels::cuda::copy_device_to_device(dst, src, bytes);
   }
   void fill(float* dst, int64_t count, float value) const override {
-    if (count > 0) kernels::cuda::fill(1, count, value, dst, count);
+    if (count > 0) kernels::cuda::fill(kernels::MatrixView(dst, 1, count, count), value);
   }
   // The device kernel moves 4-byte elements (f32) over up to 8 dimensions.
   void strided_copy(int ndim, const int64_t* shape, void* dst, const int64_t* dst_strides, const void* src,

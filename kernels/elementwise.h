@@ -24,8 +24,6 @@ namespace kernels::cuda {
 // CUDA only:
 // Column sums (bias gradients): out[c] (+)= sum_r x[r, c].
 void column_sums(ConstMatrixView x, float* out, bool accumulate);
-// fill with loose arguments, as the engine's device backend calls it: fill({dst, rows, cols, ld}).
-void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst);
 // General strided copy of up to 8 dimensions (Tensor::copy_from between arbitrary views on the device).
 void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides, float* dst,
                   const int64_t* dst_strides);

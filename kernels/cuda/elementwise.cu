@@ -281,10 +281,6 @@ void column_sums(ConstMatrixView x_view, float* out, bool accumulate) {
                            "column_sums");
 }
 
-void fill(int64_t rows, int64_t cols, float value, float* dst, int64_t ld_dst) {
-  fill(MatrixView(dst, rows, cols, ld_dst), value);
-}
-
 void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,
                   float* dst, const int64_t* dst_strides) {
   detail::strided_copy(ndim, shape, src, src_strides, dst, dst_strides, false);
