@@ -142,7 +142,7 @@ std::vector<Case> make_cases(const Args& a) {
   std::vector<Case> cases;
   for (const std::string& c : a.cases) {
     const size_t at = c.find('@');
-    ENGINE_CHECK(at != std::string::npos && at > 0) << "--cases: '" << c << "' is not arch@size, e.g. densenet201@224";
+    ENGINE_USER_CHECK(at != std::string::npos && at > 0) << "--cases: '" << c << "' is not arch@size, e.g. densenet201@224";
     cases.push_back({c.substr(0, at), experiment::parse_int("--cases", c.substr(at + 1))});
   }
   for (const std::string& arch : a.archs) {
@@ -152,9 +152,9 @@ std::vector<Case> make_cases(const Args& a) {
   for (Case& c : cases) c.memory_efficient = a.memory_efficient && c.arch.rfind("densenet", 0) == 0;
   const auto& names = nets::arch_names();
   for (const Case& c : cases) {
-    ENGINE_CHECK(std::find(names.begin(), names.end(), c.arch) != names.end())
+    ENGINE_USER_CHECK(std::find(names.begin(), names.end(), c.arch) != names.end())
         << "'" << c.arch << "' is not one of densenet121, densenet169, densenet201, inception_resnet_v2";
-    ENGINE_CHECK(c.size > 0) << c.arch << ": the input size must be positive";
+    ENGINE_USER_CHECK(c.size > 0) << c.arch << ": the input size must be positive";
   }
   return cases;
 }
@@ -331,7 +331,7 @@ int64_t find_max_batch(const Case& c, const Device& device, bool train, int64_t 
       }
       fit = b;
     }
-    ENGINE_CHECK(fit > 0) << "not even batch 1 fits on " << device.str();
+    ENGINE_USER_CHECK(fit > 0) << "not even batch 1 fits on " << device.str();
   }
   while (fail > 0 && fail - fit > 8) {
     int64_t mid = fit + (fail - fit) / 2;

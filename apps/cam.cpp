@@ -45,10 +45,10 @@ int main(int argc, char** argv) {
   flags.allow_positional("IMAGE|STUDY_FOLDER", "PNG/JPEG files, or folders of them");
   try {
     if (!flags.parse(argc, argv)) return 0;
-    ENGINE_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
-    ENGINE_CHECK(!out.empty()) << "--out is required (see --help)";
+    ENGINE_USER_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
+    ENGINE_USER_CHECK(!out.empty()) << "--out is required (see --help)";
     inputs.images = flags.positional();
-    ENGINE_CHECK(!inputs.images.empty() || !inputs.split.empty() || !inputs.data_root.empty())
+    ENGINE_USER_CHECK(!inputs.images.empty() || !inputs.split.empty() || !inputs.data_root.empty())
         << "give images or study folders, --split (a run's split) or --data (a MURA root); see --help";
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cam: %s\n", e.what());

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
         const Tensor images = train.images.slice(0, b, b + args.batch).to(device);
         const Tensor labels = train.labels.slice(0, b, b + args.batch).to(device);
         const StepResult result = step.run(images, labels);
-        ENGINE_CHECK(result.finite) << "the training loss became " << result.loss << "; try a lower --lr";
+        ENGINE_USER_CHECK(result.finite) << "the training loss became " << result.loss << "; try a lower --lr";
         loss_sum += result.loss;
       }
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

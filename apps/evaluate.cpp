@@ -41,9 +41,9 @@ int main(int argc, char** argv) {
   flags.add_switch("--quiet", &quiet, "no progress display");
   try {
     if (!flags.parse(argc, argv)) return 0;
-    ENGINE_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
-    ENGINE_CHECK(!out.empty()) << "--out is required (see --help)";
-    ENGINE_CHECK(!split_dir.empty() || !data_root.empty()) << "pass --split (a run's split folder) or --data (a MURA root)";
+    ENGINE_USER_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
+    ENGINE_USER_CHECK(!out.empty()) << "--out is required (see --help)";
+    ENGINE_USER_CHECK(!split_dir.empty() || !data_root.empty()) << "pass --split (a run's split folder) or --data (a MURA root)";
   } catch (const std::exception& e) {
     std::fprintf(stderr, "evaluate: %s\n", e.what());
     return 2;
@@ -63,10 +63,10 @@ int main(int argc, char** argv) {
                                         .parent_path()
                                         .string();
         const std::string args = run_dir + "/args.json";
-        ENGINE_CHECK(std::filesystem::is_regular_file(args, ec))
+        ENGINE_USER_CHECK(std::filesystem::is_regular_file(args, ec))
             << "no --data given and no " << args << " to take the run's data root from; pass --data MURA_ROOT";
         root = experiment::json_string_field(data::read_file_text(args), "data_root");
-        ENGINE_CHECK(!root.empty()) << args << " has no data_root; pass --data MURA_ROOT";
+        ENGINE_USER_CHECK(!root.empty()) << args << " has no data_root; pass --data MURA_ROOT";
       }
     } else {
       const data::MuraIndex index = data::load_mura_index(root);
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
         }
       }
     }
-    ENGINE_CHECK(!entries.empty()) << "no images to evaluate";
+    ENGINE_USER_CHECK(!entries.empty()) << "no images to evaluate";
     auto net = experiment::net_from_checkpoint(ckpt);
     const engine::Device dev = engine::select_device(device);
     net->to(dev);

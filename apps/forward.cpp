@@ -74,11 +74,11 @@ int main(int argc, char** argv) {
     if (it == inputs.end()) {
       std::string names;
       for (const auto& [name, t] : inputs) names += (names.empty() ? "" : ", ") + name;
-      ENGINE_FAIL() << args.input << " has no tensor named \"input\" (it has: " << (names.empty() ? "nothing" : names)
-                    << "); write the NHWC [N, H, W, 3] batch under that name";
+      ENGINE_USER_FAIL() << args.input << " has no tensor named \"input\" (it has: " << (names.empty() ? "nothing" : names)
+                         << "); write the NHWC [N, H, W, 3] batch under that name";
     }
     const Tensor images_cpu = it->second;
-    ENGINE_CHECK(images_cpu.ndim() == 4 && images_cpu.size(3) == 3 && images_cpu.size(0) > 0)
+    ENGINE_USER_CHECK(images_cpu.ndim() == 4 && images_cpu.size(3) == 3 && images_cpu.size(0) > 0)
         << args.input << ": \"input\" must be NHWC [N, H, W, 3] with N >= 1, got " << shape_str(images_cpu.shape())
         << " (an NCHW [N, 3, H, W] batch must be transposed to NHWC first)";
 
@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
     const nets::Flavor flavor = nets::parse_flavor(args.flavor);
     int64_t input_size = args.input_size > 0 ? args.input_size : images_cpu.size(1);
     if (head == nets::Head::flatten && args.input_size == 0)
-      ENGINE_CHECK(images_cpu.size(1) == images_cpu.size(2))
+      ENGINE_USER_CHECK(images_cpu.size(1) == images_cpu.size(2))
           << "the flatten head needs square inputs or an explicit --input-size; got "
           << shape_str(images_cpu.shape());
     const Device device = select_device(args.device);

@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
   flags.allow_positional("IMAGE|STUDY_FOLDER", "PNG/JPEG files, or folders whose images form one study");
   try {
     if (!flags.parse(argc, argv)) return 0;
-    ENGINE_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
-    ENGINE_CHECK(!flags.positional().empty()) << "give at least one image or study folder (see --help)";
+    ENGINE_USER_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
+    ENGINE_USER_CHECK(!flags.positional().empty()) << "give at least one image or study folder (see --help)";
   } catch (const std::exception& e) {
     std::fprintf(stderr, "predict: %s\n", e.what());
     return 2;
@@ -50,10 +50,10 @@ int main(int argc, char** argv) {
             files.push_back(f.path().string());
         }
         std::sort(files.begin(), files.end());
-        ENGINE_CHECK(!files.empty()) << arg << ": no .png or .jpg images in this folder";
+        ENGINE_USER_CHECK(!files.empty()) << arg << ": no .png or .jpg images in this folder";
         for (const std::string& f : files) entries.push_back({f, 0, "", arg, data::BodyPart::elbow, 1.0f});
       } else {
-        ENGINE_CHECK(fs::is_regular_file(arg, ec)) << arg << ": no such file or folder";
+        ENGINE_USER_CHECK(fs::is_regular_file(arg, ec)) << arg << ": no such file or folder";
         entries.push_back({arg, 0, "", fs::path(arg).parent_path().string(), data::BodyPart::elbow, 1.0f});
       }
     }
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     net->to(dev);
     const experiment::EvaluationResult r = experiment::predict_entries(
         *net, "", entries, experiment::eval_loader_options(ckpt.metadata, 32, 2), dev, "predict", true);
-    ENGINE_CHECK(r.images.size() == entries.size()) << "some images could not be read (see the messages above)";
+    ENGINE_USER_CHECK(r.images.size() == entries.size()) << "some images could not be read (see the messages above)";
     std::string csv = "path,study,probability,predicted\n";
     for (const auto& im : r.images) {
       std::printf("%-60s p(abnormal) = %.4f  %s\n", im.path.c_str(), im.probability,

@@ -74,8 +74,8 @@ std::vector<CsvRow> parse_csv(std::string_view text, const std::string& source) 
         field.push_back(q);
         ++i;
       }
-      ENGINE_CHECK(closed) << source << ": line " << quote_line
-                           << ": a quoted field is never closed (a stray '\"'?); fix or re-export the file";
+      ENGINE_USER_CHECK(closed) << source << ": line " << quote_line
+                                << ": a quoted field is never closed (a stray '\"'?); fix or re-export the file";
       continue;
     }
     if (c == ',') {

@@ -28,7 +28,7 @@ CacheMode parse_cache_mode(const std::string& name) {
   if (name == "memory") return CacheMode::memory;
   if (name == "disk") return CacheMode::disk;
   if (name == "auto") return CacheMode::automatic;
-  ENGINE_FAIL() << "unknown cache mode '" << name << "' (use off, memory, disk or auto)";
+  ENGINE_USER_FAIL() << "unknown cache mode '" << name << "' (use off, memory, disk or auto)";
 }
 
 DecodedCache::DecodedCache(int64_t items, CacheMode mode, uint64_t memory_budget_bytes, std::string dir)
@@ -52,8 +52,8 @@ int DecodedCache::open_disk_file() {
   make_directories(dir_);
   std::string pattern = dir_ + "/mura_decoded_cache_XXXXXX";
   fd = ::mkstemp(pattern.data());
-  ENGINE_CHECK(fd >= 0) << "cannot create the disk cache in " << dir_ << ": " << errno_text(errno)
-                        << " (choose a writable cache folder, or cache mode memory/off)";
+  ENGINE_USER_CHECK(fd >= 0) << "cannot create the disk cache in " << dir_ << ": " << errno_text(errno)
+                             << " (choose a writable cache folder, or cache mode memory/off)";
   ::unlink(pattern.c_str());  // the space is released when the file is closed, whatever happens
   fd_.store(fd);
   return fd;
@@ -93,8 +93,8 @@ void DecodedCache::put(int64_t item, const ImageU8& image) {
   while (done < size) {
     const ssize_t put = ::pwrite(fd, image.pixels.data() + done, size - done, static_cast<off_t>(offset + done));
     if (put < 0 && errno == EINTR) continue;
-    ENGINE_CHECK(put > 0) << "writing the disk cache in " << dir_ << " failed: " << errno_text(errno)
-                          << " (disk full? choose another cache folder or a larger memory budget)";
+    ENGINE_USER_CHECK(put > 0) << "writing the disk cache in " << dir_ << " failed: " << errno_text(errno)
+                               << " (disk full? choose another cache folder or a larger memory budget)";
     done += static_cast<size_t>(put);
   }
   entry.disk_offset = offset;
@@ -120,8 +120,8 @@ bool DecodedCache::get(int64_t item, std::vector<uint8_t>& scratch, ImageU8View&
   while (done < size) {
     const ssize_t got = ::pread(fd, scratch.data() + done, size - done, static_cast<off_t>(entry.disk_offset + done));
     if (got < 0 && errno == EINTR) continue;
-    ENGINE_CHECK(got > 0) << "reading the disk cache in " << dir_ << " failed: "
-                          << (got == 0 ? std::string("unexpected end") : errno_text(errno));
+    ENGINE_USER_CHECK(got > 0) << "reading the disk cache in " << dir_ << " failed: "
+                               << (got == 0 ? std::string("unexpected end") : errno_text(errno));
     done += static_cast<size_t>(got);
   }
   view.pixels = scratch.data();

@@ -76,7 +76,7 @@ namespace {
 
 // Decoding errors are the user's data problems: a clean "<file>: <what is wrong>" message without the
 // source location that ENGINE_CHECK adds.
-[[noreturn]] void fail(const std::string& message) { throw engine::Error(message); }
+[[noreturn]] void fail(const std::string& message) { throw engine::UserError(message); }
 
 constexpr uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
 

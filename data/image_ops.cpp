@@ -49,7 +49,7 @@ ResizeMode parse_resize_mode(const std::string& name) {
   if (name == "nearest") return ResizeMode::nearest;
   if (name == "bilinear") return ResizeMode::bilinear;
   if (name == "area") return ResizeMode::area;
-  ENGINE_FAIL() << "unknown resize mode '" << name << "' (use nearest, bilinear or area)";
+  ENGINE_USER_FAIL() << "unknown resize mode '" << name << "' (use nearest, bilinear or area)";
 }
 
 namespace {
@@ -192,7 +192,7 @@ NormMode parse_norm_mode(const std::string& name) {
   if (name == "study") return NormMode::study;
   if (name == "torch") return NormMode::torch;
   if (name == "tf") return NormMode::tf;
-  ENGINE_FAIL() << "unknown normalisation '" << name << "' (use study (/255), torch (ImageNet mean/std) or tf ([-1, 1]))";
+  ENGINE_USER_FAIL() << "unknown normalisation '" << name << "' (use study (/255), torch (ImageNet mean/std) or tf ([-1, 1]))";
 }
 
 Normalizer Normalizer::make(NormMode mode) {
@@ -220,8 +220,8 @@ void AugmentOptions::validate() const {
   if (!(std::isfinite(max_rotation_degrees) && max_rotation_degrees >= 0.0f && max_rotation_degrees <= 180.0f)) {
     char got[32];
     std::snprintf(got, sizeof got, "%g", static_cast<double>(max_rotation_degrees));
-    throw engine::Error(std::string("rotation must be a finite number of degrees in [0, 180] (the largest rotation ") +
-                        "either way), got " + got);
+    throw engine::UserError(std::string("rotation must be a finite number of degrees in [0, 180] (the largest rotation ") +
+                            "either way), got " + got);
   }
 }
 

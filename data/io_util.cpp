@@ -16,7 +16,7 @@
 namespace data {
 namespace {
 // File errors reach users: a clean "<path>: <reason>" message without ENGINE_CHECK's source location.
-[[noreturn]] void fail(const std::string& message) { throw engine::Error(message); }
+[[noreturn]] void fail(const std::string& message) { throw engine::UserError(message); }
 }  // namespace
 
 std::string errno_text(int code) { return std::strerror(code); }
@@ -60,7 +60,7 @@ std::string read_file_text(const std::string& path, uint64_t max_bytes) {
 void make_directories(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
-  ENGINE_CHECK(!ec) << "cannot create the folder " << path << ": " << ec.message();
+  ENGINE_USER_CHECK(!ec) << "cannot create the folder " << path << ": " << ec.message();
 }
 
 void write_file_atomic(const std::string& path, const void* bytes, size_t size, bool durable) {
@@ -68,8 +68,8 @@ void write_file_atomic(const std::string& path, const void* bytes, size_t size, 
   std::random_device entropy;
   const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(entropy());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ENGINE_CHECK(fd >= 0) << "cannot create " << tmp << " (to write " << path << "): " << errno_text(errno)
-                        << "; check that the folder exists and is writable";
+  ENGINE_USER_CHECK(fd >= 0) << "cannot create " << tmp << " (to write " << path << "): " << errno_text(errno)
+                             << "; check that the folder exists and is writable";
   const char* p = static_cast<const char*>(bytes);
   size_t done = 0;
   while (done < size) {
@@ -79,20 +79,20 @@ void write_file_atomic(const std::string& path, const void* bytes, size_t size, 
       const int code = errno;
       ::close(fd);
       ::unlink(tmp.c_str());
-      ENGINE_FAIL() << "writing " << path << " failed after " << done << " of " << size
-                    << " bytes: " << errno_text(code) << " (is the disk full?)";
+      ENGINE_USER_FAIL() << "writing " << path << " failed after " << done << " of " << size
+                         << " bytes: " << errno_text(code) << " (is the disk full?)";
     }
     done += static_cast<size_t>(put);
   }
   if ((durable && ::fsync(fd) != 0) || ::close(fd) != 0) {
     const int code = errno;
     ::unlink(tmp.c_str());
-    ENGINE_FAIL() << "writing " << path << " failed: " << errno_text(code);
+    ENGINE_USER_FAIL() << "writing " << path << " failed: " << errno_text(code);
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int code = errno;
     ::unlink(tmp.c_str());
-    ENGINE_FAIL() << "cannot rename " << tmp << " over " << path << ": " << errno_text(code);
+    ENGINE_USER_FAIL() << "cannot rename " << tmp << " over " << path << ": " << errno_text(code);
   }
 }
 

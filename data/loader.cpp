@@ -20,12 +20,12 @@ constexpr uint64_t kOrderStream = uint64_t(0x10AD) << 48;
 }  // namespace
 
 void LoaderOptions::validate() const {
-  ENGINE_CHECK(batch_size >= 1) << "loader batch size must be >= 1, got " << batch_size;
-  ENGINE_CHECK(height >= 1 && width >= 1 && height <= 4096 && width <= 4096)
+  ENGINE_USER_CHECK(batch_size >= 1) << "loader batch size must be >= 1, got " << batch_size;
+  ENGINE_USER_CHECK(height >= 1 && width >= 1 && height <= 4096 && width <= 4096)
       << "loader image size " << height << "x" << width << " must be within 1..4096";
-  ENGINE_CHECK(workers >= 1) << "loader needs at least one worker, got " << workers;
-  ENGINE_CHECK(prefetch_batches >= 1) << "prefetch_batches must be >= 1, got " << prefetch_batches;
-  ENGINE_CHECK(max_bad_fraction >= 0 && max_bad_fraction <= 1)
+  ENGINE_USER_CHECK(workers >= 1) << "loader needs at least one worker, got " << workers;
+  ENGINE_USER_CHECK(prefetch_batches >= 1) << "prefetch_batches must be >= 1, got " << prefetch_batches;
+  ENGINE_USER_CHECK(max_bad_fraction >= 0 && max_bad_fraction <= 1)
       << "max_bad_fraction must be in [0, 1], got " << max_bad_fraction;
   augment.validate();
 }
@@ -37,7 +37,7 @@ Loader::Loader(std::string root, std::vector<SplitEntry> entries, LoaderOptions 
       normalizer_(Normalizer::make(options_.norm)),
       cache_(static_cast<int64_t>(entries_.size()), options_.cache, options_.cache_memory_bytes, options_.cache_dir) {
   options_.validate();
-  ENGINE_CHECK(!entries_.empty()) << "the loader was given no images";
+  ENGINE_USER_CHECK(!entries_.empty()) << "the loader was given no images";
   bad_.assign(entries_.size(), 0);
   allowed_bad_ = static_cast<int64_t>(std::floor(options_.max_bad_fraction * static_cast<double>(entries_.size())));
 }
@@ -100,7 +100,7 @@ void Loader::record_bad(int64_t item, const std::string& error) {
   if (bad_[item]) return;
   bad_[item] = 1;
   bad_list_.push_back({file_path(item), error});
-  if (static_cast<int64_t>(bad_list_.size()) > allowed_bad_) throw engine::Error(too_many_bad_message());
+  if (static_cast<int64_t>(bad_list_.size()) > allowed_bad_) throw engine::UserError(too_many_bad_message());
 }
 
 engine::Tensor Loader::acquire_buffer(std::shared_ptr<engine::Storage>& hold) {
@@ -206,7 +206,7 @@ void Loader::start_epoch(int64_t epoch) {
   {
     // Files found bad earlier are skipped without a retry, so the limit is checked again here.
     std::lock_guard<std::mutex> lock(bad_mutex_);
-    if (static_cast<int64_t>(bad_list_.size()) > allowed_bad_) throw engine::Error(too_many_bad_message());
+    if (static_cast<int64_t>(bad_list_.size()) > allowed_bad_) throw engine::UserError(too_many_bad_message());
   }
   std::lock_guard<std::mutex> lock(mutex_);
   epoch_ = epoch;

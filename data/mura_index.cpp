@@ -86,11 +86,11 @@ std::vector<BodyPart> parse_body_parts(const std::string& list) {
   std::string item;
   while (std::getline(stream, item, ',')) {
     const std::optional<BodyPart> part = parse_body_part(item);
-    ENGINE_CHECK(part.has_value()) << "unknown body part '" << item
-                                   << "' (use elbow, finger, forearm, hand, humerus, shoulder, wrist or all)";
+    ENGINE_USER_CHECK(part.has_value()) << "unknown body part '" << item
+                                        << "' (use elbow, finger, forearm, hand, humerus, shoulder, wrist or all)";
     if (std::find(parts.begin(), parts.end(), *part) == parts.end()) parts.push_back(*part);
   }
-  ENGINE_CHECK(!parts.empty()) << "empty body-part list '" << list << "'";
+  ENGINE_USER_CHECK(!parts.empty()) << "empty body-part list '" << list << "'";
   return parts;
 }
 
@@ -203,12 +203,12 @@ std::string resolve_root(const std::string& given) {
            fs::exists(p / "train_image_paths.csv", ec) || fs::exists(p / "valid_image_paths.csv", ec);
   };
   std::error_code ec;
-  ENGINE_CHECK(fs::is_directory(root, ec)) << "MURA root " << given << " is not a folder";
+  ENGINE_USER_CHECK(fs::is_directory(root, ec)) << "MURA root " << given << " is not a folder";
   if (looks_like_mura(root)) return root.string();
   if (looks_like_mura(root / "MURA-v1.1")) return (root / "MURA-v1.1").string();
-  ENGINE_FAIL() << "MURA root " << given
-                << " holds neither train/, valid/ nor train_image_paths.csv, valid_image_paths.csv (nor a "
-                   "MURA-v1.1/ folder with them); point it at the folder that holds the CSVs";
+  ENGINE_USER_FAIL() << "MURA root " << given
+                     << " holds neither train/, valid/ nor train_image_paths.csv, valid_image_paths.csv (nor a "
+                        "MURA-v1.1/ folder with them); point it at the folder that holds the CSVs";
 }
 
 // The image files found in <root>/<subset>/XR_*/patient*/study*/, as relative paths.
@@ -404,10 +404,10 @@ MuraIndex load_mura_index(const std::string& given_root, const IndexOptions& opt
   }
 
   if (options.strict && report.inconsistencies() > 0)
-    ENGINE_FAIL() << "MURA root " << index.root << " has " << report.inconsistencies()
-                  << " inconsistencies (strict mode):\n" << report.summary();
-  ENGINE_CHECK(!index.images.empty()) << "MURA root " << index.root << " yields no labeled images"
-                                      << (report.summary().empty() ? "" : ":\n" + report.summary());
+    ENGINE_USER_FAIL() << "MURA root " << index.root << " has " << report.inconsistencies()
+                       << " inconsistencies (strict mode):\n" << report.summary();
+  ENGINE_USER_CHECK(!index.images.empty()) << "MURA root " << index.root << " yields no labeled images"
+                                           << (report.summary().empty() ? "" : ":\n" + report.summary());
   return index;
 }
 

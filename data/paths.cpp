@@ -71,8 +71,8 @@ std::string relative_image_path_problem(const std::string& path) {
 void check_relative_image_path(const std::string& path, const std::string& where) {
   const std::string problem = relative_image_path_problem(path);
   if (problem.empty()) return;
-  throw engine::Error(where + ": image path '" + printable(path) + "' " + problem +
-                      " (paths must be relative to the data root, without '..', ending in .png/.jpg/.jpeg)");
+  throw engine::UserError(where + ": image path '" + printable(path) + "' " + problem +
+                          " (paths must be relative to the data root, without '..', ending in .png/.jpg/.jpeg)");
 }
 
 }  // namespace data

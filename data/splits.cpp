@@ -85,10 +85,10 @@ std::array<std::vector<int64_t>, 3> assign_groups(const std::vector<std::vector<
 }
 
 void validate(const SplitOptions& o) {
-  ENGINE_CHECK(o.train_fraction > 0 && o.val_fraction >= 0 && o.train_fraction + o.val_fraction <= 1.0 + 1e-9)
+  ENGINE_USER_CHECK(o.train_fraction > 0 && o.val_fraction >= 0 && o.train_fraction + o.val_fraction <= 1.0 + 1e-9)
       << "split fractions train " << o.train_fraction << ", validation " << o.val_fraction
       << " must be positive and sum to at most 1";
-  ENGINE_CHECK(o.sample_images >= 0) << "sample_images must be >= 0 (0 = all), got " << o.sample_images;
+  ENGINE_USER_CHECK(o.sample_images >= 0) << "sample_images must be >= 0 (0 = all), got " << o.sample_images;
 }
 
 }  // namespace
@@ -106,7 +106,7 @@ SplitProtocol parse_split_protocol(const std::string& name) {
   if (name == "seed") return SplitProtocol::seed;
   if (name == "patient") return SplitProtocol::patient;
   if (name == "official") return SplitProtocol::official;
-  ENGINE_FAIL() << "unknown split protocol '" << name << "' (use seed, patient or official)";
+  ENGINE_USER_FAIL() << "unknown split protocol '" << name << "' (use seed, patient or official)";
 }
 
 Split make_split(const MuraIndex& index, const SplitOptions& options) {
@@ -170,8 +170,8 @@ Split make_split(const MuraIndex& index, const SplitOptions& options) {
     for (int64_t image : sides[s]) lists[s]->push_back(make_entry(index, image));
     sort_by_path(*lists[s]);
   }
-  ENGINE_CHECK(!split.train.empty()) << "the " << split_protocol_name(options.protocol)
-                                     << " split left no training images (body-part filter or N too small?)";
+  ENGINE_USER_CHECK(!split.train.empty()) << "the " << split_protocol_name(options.protocol)
+                                          << " split left no training images (body-part filter or N too small?)";
   return split;
 }
 
@@ -250,17 +250,17 @@ std::vector<SplitEntry> parse_split_list(const std::string& text, const std::str
   for (size_t r = 0; r < rows.size(); ++r) {
     const CsvRow& row = rows[r];
     if (r == 0 && row.fields[0] == kSplitHeader[0]) continue;
-    ENGINE_CHECK(row.fields.size() == 5) << source << ": line " << row.line << ": expected 5 fields "
-                                         << "(path,label,patient,study,body_part), found " << row.fields.size();
+    ENGINE_USER_CHECK(row.fields.size() == 5) << source << ": line " << row.line << ": expected 5 fields "
+                                              << "(path,label,patient,study,body_part), found " << row.fields.size();
     SplitEntry e;
     e.path = row.fields[0];
-    ENGINE_CHECK(row.fields[1] == "0" || row.fields[1] == "1")
+    ENGINE_USER_CHECK(row.fields[1] == "0" || row.fields[1] == "1")
         << source << ": line " << row.line << ": label must be 0 or 1, found '" << row.fields[1] << "'";
     e.label = row.fields[1] == "1";
     e.patient = row.fields[2];
     e.study = row.fields[3];
     const std::optional<BodyPart> part = parse_body_part(row.fields[4]);
-    ENGINE_CHECK(part.has_value()) << source << ": line " << row.line << ": unknown body part '" << row.fields[4] << "'";
+    ENGINE_USER_CHECK(part.has_value()) << source << ": line " << row.line << ": unknown body part '" << row.fields[4] << "'";
     e.part = *part;
     // The path is joined to the data root and opened: it must stay under that root.
     check_relative_image_path(e.path, source + ": line " + std::to_string(row.line));

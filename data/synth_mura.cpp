@@ -403,13 +403,13 @@ std::vector<uint8_t> apple_double_sidecar() {
 }  // namespace
 
 SynthResult make_synthetic_mura(const std::string& out_dir, const SynthOptions& options) {
-  ENGINE_CHECK(options.train_patients >= 1 && options.valid_patients >= 0)
+  ENGINE_USER_CHECK(options.train_patients >= 1 && options.valid_patients >= 0)
       << "synthetic MURA needs at least one train patient";
-  ENGINE_CHECK(options.min_side >= 32 && options.max_side >= options.min_side && options.max_side <= 4096)
+  ENGINE_USER_CHECK(options.min_side >= 32 && options.max_side >= options.min_side && options.max_side <= 4096)
       << "synthetic MURA sides must satisfy 32 <= min_side <= max_side <= 4096";
-  ENGINE_CHECK(options.abnormal_fraction >= 0 && options.abnormal_fraction <= 1) << "abnormal_fraction in [0, 1]";
-  ENGINE_CHECK(options.swelling >= 0 && options.swelling <= 10) << "swelling in [0, 10], got " << options.swelling;
-  ENGINE_CHECK(options.fracture_scale > 0 && options.fracture_scale <= 10)
+  ENGINE_USER_CHECK(options.abnormal_fraction >= 0 && options.abnormal_fraction <= 1) << "abnormal_fraction in [0, 1]";
+  ENGINE_USER_CHECK(options.swelling >= 0 && options.swelling <= 10) << "swelling in [0, 10], got " << options.swelling;
+  ENGINE_USER_CHECK(options.fracture_scale > 0 && options.fracture_scale <= 10)
       << "fracture_scale in (0, 10], got " << options.fracture_scale;
   const std::string root = out_dir + "/MURA-v1.1";
   make_directories(root);
@@ -576,16 +576,16 @@ std::map<std::string, DefectBox> read_defect_boxes(const std::string& root) {
   for (size_t r = 0; r < rows.size(); ++r) {
     const CsvRow& row = rows[r];
     if (r == 0 && row.fields[0] == "path") continue;
-    ENGINE_CHECK(row.fields.size() == 5) << path << ": line " << row.line << ": expected path,x0,y0,x1,y1";
+    ENGINE_USER_CHECK(row.fields.size() == 5) << path << ": line " << row.line << ": expected path,x0,y0,x1,y1";
     const std::optional<MuraPath> parsed = parse_mura_path(row.fields[0]);
-    ENGINE_CHECK(parsed && !parsed->file.empty()) << path << ": line " << row.line << ": not an image path";
+    ENGINE_USER_CHECK(parsed && !parsed->file.empty()) << path << ": line " << row.line << ": not an image path";
     check_relative_image_path(parsed->relative(), path + ": line " + std::to_string(row.line));
     DefectBox box;
     int* values[4] = {&box.x0, &box.y0, &box.x1, &box.y1};
     for (int k = 0; k < 4; ++k) {
       char* end = nullptr;
       const long v = std::strtol(row.fields[k + 1].c_str(), &end, 10);
-      ENGINE_CHECK(end && *end == '\0' && !row.fields[k + 1].empty() && v >= 0 && v <= 1 << 20)
+      ENGINE_USER_CHECK(end && *end == '\0' && !row.fields[k + 1].empty() && v >= 0 && v <= 1 << 20)
           << path << ": line " << row.line << ": bad coordinate '" << row.fields[k + 1] << "'";
       *values[k] = static_cast<int>(v);
     }

@@ -37,16 +37,16 @@ Device select_device(const std::string& request) {
   if (request.rfind("cuda", 0) == 0) {
     int index = 0;
     if (request.size() > 4) {
-      ENGINE_CHECK(request[4] == ':' && request.size() > 5) << "device '" << request << "': use cuda or cuda:N";
+      ENGINE_USER_CHECK(request[4] == ':' && request.size() > 5) << "device '" << request << "': use cuda or cuda:N";
       index = std::stoi(request.substr(5));
     }
-    ENGINE_CHECK(probe.cuda_devices > 0) << "device '" << request << "' requested but " << probe.reason
-                                         << "; use --device cpu or auto";
-    ENGINE_CHECK(index >= 0 && index < probe.cuda_devices)
+    ENGINE_USER_CHECK(probe.cuda_devices > 0) << "device '" << request << "' requested but " << probe.reason
+                                              << "; use --device cpu or auto";
+    ENGINE_USER_CHECK(index >= 0 && index < probe.cuda_devices)
         << "device '" << request << "': only " << probe.cuda_devices << " CUDA device(s)";
     return Device::cuda(index);
   }
-  ENGINE_FAIL() << "unknown device '" << request << "': use auto, cpu, cuda or cuda:N";
+  ENGINE_USER_FAIL() << "unknown device '" << request << "': use auto, cpu, cuda or cuda:N";
 }
 
 }  // namespace engine

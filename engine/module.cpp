@@ -130,7 +130,7 @@ Module::LoadReport Module::load_state(const std::map<std::string, Tensor>& tenso
     list("in the file but not in the model", report.unexpected);
     msg << "\n  hint: check that the file was converted for this architecture and head; skip the head to"
            " load an ImageNet backbone under a new head";
-    ENGINE_FAIL() << msg.str();
+    ENGINE_USER_FAIL() << msg.str();
   }
   for (auto& [dst, src] : copies) dst.copy_from(src.to(dst.device()));
   return report;

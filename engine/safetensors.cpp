@@ -616,8 +616,8 @@ void append_json_string(std::string& out, const std::string& s) {
 // ---------------------------------------------------------------------------------------------------
 
 Error::Error(const std::string& path, const std::string& problem)
-    : engine::Error("safetensors: " + path + ": " + problem) {}
-Error::Error(const std::string& problem) : engine::Error("safetensors: " + problem) {}
+    : engine::UserError("safetensors: " + path + ": " + problem) {}
+Error::Error(const std::string& problem) : engine::UserError("safetensors: " + problem) {}
 
 size_t dtype_size(DType dtype) {
   for (const DTypeRow& row : kDTypes)

@@ -30,7 +30,7 @@
 namespace engine::safetensors {
 
 // Every failure of this module, reading or writing. The message starts with "safetensors: <path>: ".
-class Error : public engine::Error {
+class Error : public engine::UserError {
  public:
   Error(const std::string& path, const std::string& problem);
   // For failures that concern no file (dtype_from_name): "safetensors: <problem>".

@@ -80,9 +80,9 @@ bool exists_file(const std::string& path) {
 
 CamEntries resolve_cam_entries(const CamInputs& in) {
   const int sources = !in.images.empty() + !in.split.empty() + (in.split.empty() && !in.data_root.empty());
-  ENGINE_CHECK(sources > 0) << "nothing to map: give images or study folders, --split (a run's split folder or "
-                               "list file) or --data (a MURA root)";
-  ENGINE_CHECK(in.images.empty() || (in.split.empty() && in.data_root.empty()))
+  ENGINE_USER_CHECK(sources > 0) << "nothing to map: give images or study folders, --split (a run's split folder or "
+                                    "list file) or --data (a MURA root)";
+  ENGINE_USER_CHECK(in.images.empty() || (in.split.empty() && in.data_root.empty()))
       << "give either images/study folders or --split/--data, not both";
   CamEntries e;
   std::error_code ec;
@@ -94,9 +94,9 @@ CamEntries resolve_cam_entries(const CamInputs& in) {
         for (const auto& f : fs::directory_iterator(arg))
           if (f.is_regular_file() && is_image_file(f.path())) files.push_back(f.path().string());
         std::sort(files.begin(), files.end());
-        ENGINE_CHECK(!files.empty()) << arg << ": no .png or .jpg images in this folder";
+        ENGINE_USER_CHECK(!files.empty()) << arg << ": no .png or .jpg images in this folder";
       } else {
-        ENGINE_CHECK(fs::is_regular_file(arg, ec)) << arg << ": no such file or folder";
+        ENGINE_USER_CHECK(fs::is_regular_file(arg, ec)) << arg << ": no such file or folder";
         files.push_back(arg);
       }
       for (const std::string& f : files) {
@@ -123,22 +123,22 @@ CamEntries resolve_cam_entries(const CamInputs& in) {
   if (!in.split.empty()) {
     const bool is_folder = fs::is_directory(in.split, ec);
     const std::string file = is_folder ? in.split + "/" + in.list + ".csv" : in.split;
-    ENGINE_CHECK(fs::is_regular_file(file, ec))
+    ENGINE_USER_CHECK(fs::is_regular_file(file, ec))
         << file << " does not exist" << (is_folder ? " (--list is train, validation or test)" : "")
         << "; --split takes a run's split folder or one list file";
     entries = data::parse_split_list(data::read_file_text(file), file);
-    ENGINE_CHECK(!entries.empty()) << file << " lists no images: nothing to map";
+    ENGINE_USER_CHECK(!entries.empty()) << file << " lists no images: nothing to map";
     if (root.empty()) {
       // The run's data root, from args.json next to the split folder.
       const fs::path split_folder = is_folder ? fs::path(in.split) : fs::path(in.split).parent_path();
       const std::string args = split_folder.parent_path().string() + "/args.json";
-      ENGINE_CHECK(fs::is_regular_file(args, ec))
+      ENGINE_USER_CHECK(fs::is_regular_file(args, ec))
           << "no --data given and no " << args << " to take the run's data root from; pass --data MURA_ROOT";
       root = json_string_field(data::read_file_text(args), "data_root");
-      ENGINE_CHECK(!root.empty()) << args << " has no data_root; pass --data MURA_ROOT";
+      ENGINE_USER_CHECK(!root.empty()) << args << " has no data_root; pass --data MURA_ROOT";
     }
   } else {
-    ENGINE_CHECK(in.subset == "valid" || in.subset == "train" || in.subset == "all")
+    ENGINE_USER_CHECK(in.subset == "valid" || in.subset == "train" || in.subset == "all")
         << "--subset must be valid, train or all, got '" << in.subset << "'";
     const data::MuraIndex index = data::load_mura_index(root);
     root = index.root;
@@ -151,9 +151,9 @@ CamEntries resolve_cam_entries(const CamInputs& in) {
         entries.push_back(x);
       }
     }
-    ENGINE_CHECK(!entries.empty()) << root << ": no images in the " << in.subset << " subset: nothing to map";
+    ENGINE_USER_CHECK(!entries.empty()) << root << ": no images in the " << in.subset << " subset: nothing to map";
   }
-  ENGINE_CHECK(fs::is_directory(root, ec)) << "data root " << root << " does not exist; pass --data MURA_ROOT";
+  ENGINE_USER_CHECK(fs::is_directory(root, ec)) << "data root " << root << " does not exist; pass --data MURA_ROOT";
   std::map<std::string, data::DefectBox> boxes;
   if (exists_file(root + "/defect_boxes.csv")) boxes = data::read_defect_boxes(root);
   e.root = root;
@@ -203,18 +203,18 @@ CamSummary run_cam_batch(const std::string& checkpoint, const CamInputs& inputs,
                          const CamOptions& options) {
   const double start = now_seconds();
   // --- Every check before anything is written ---
-  ENGINE_CHECK(!out_dir.empty()) << "an output folder is required (--out)";
+  ENGINE_USER_CHECK(!out_dir.empty()) << "an output folder is required (--out)";
   std::error_code ec;
-  ENGINE_CHECK(!fs::exists(out_dir, ec) || fs::is_directory(out_dir, ec)) << "--out " << out_dir << " is a file, not a folder";
-  ENGINE_CHECK(options.batch_size >= 1) << "--batch-size must be at least 1, got " << options.batch_size;
-  ENGINE_CHECK(options.top >= 0) << "--top must be >= 0, got " << options.top;
-  ENGINE_CHECK(options.threshold > 0 && options.threshold <= 1)
+  ENGINE_USER_CHECK(!fs::exists(out_dir, ec) || fs::is_directory(out_dir, ec)) << "--out " << out_dir << " is a file, not a folder";
+  ENGINE_USER_CHECK(options.batch_size >= 1) << "--batch-size must be at least 1, got " << options.batch_size;
+  ENGINE_USER_CHECK(options.top >= 0) << "--top must be >= 0, got " << options.top;
+  ENGINE_USER_CHECK(options.threshold > 0 && options.threshold <= 1)
       << "--threshold must be in (0, 1] (a fraction of the map's maximum), got " << options.threshold;
-  ENGINE_CHECK(options.random_draws >= 0) << "--random-draws must be >= 0, got " << options.random_draws;
+  ENGINE_USER_CHECK(options.random_draws >= 0) << "--random-draws must be >= 0, got " << options.random_draws;
   const CheckpointInfo ckpt = read_checkpoint(checkpoint);
   const std::shared_ptr<nets::Net> net = net_from_checkpoint(ckpt);
   const std::vector<CamMethod> methods = parse_cam_methods(options.method, net->head());
-  ENGINE_CHECK(options.class_index >= 0 && options.class_index < net->num_classes())
+  ENGINE_USER_CHECK(options.class_index >= 0 && options.class_index < net->num_classes())
       << "--class " << options.class_index << " is out of range: this net has " << net->num_classes() << " logit(s)";
   const CamEntries entries = resolve_cam_entries(inputs);
   const engine::Device device = engine::select_device(options.device);

@@ -25,15 +25,15 @@ std::vector<CamMethod> parse_cam_methods(const std::string& text, nets::Head hea
   if (text == "auto") return cam_ok ? std::vector<CamMethod>{CamMethod::gradcam, CamMethod::cam}
                                     : std::vector<CamMethod>{CamMethod::gradcam};
   if (text == "cam" || text == "both") {
-    ENGINE_CHECK(cam_ok) << "--method " << text << ": CAM needs a head that pools the feature maps before its Dense "
-                         << "layer (gap), but this net has the " << nets::head_name(head)
-                         << " head, whose Dense weights are per position; use --method gradcam (Grad-CAM works "
-                            "for every head)";
+    ENGINE_USER_CHECK(cam_ok) << "--method " << text << ": CAM needs a head that pools the feature maps before its Dense "
+                              << "layer (gap), but this net has the " << nets::head_name(head)
+                              << " head, whose Dense weights are per position; use --method gradcam (Grad-CAM works "
+                                 "for every head)";
     if (text == "cam") return {CamMethod::cam};
     return {CamMethod::gradcam, CamMethod::cam};
   }
-  ENGINE_FAIL() << "unknown --method '" << text << "': use gradcam, cam (gap head only), both or auto "
-                << "(both where the head allows CAM, else gradcam)";
+  ENGINE_USER_FAIL() << "unknown --method '" << text << "': use gradcam, cam (gap head only), both or auto "
+                     << "(both where the head allows CAM, else gradcam)";
 }
 
 // ---------------------------------------------------------------------------------------------------

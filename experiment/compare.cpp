@@ -272,15 +272,15 @@ void write_comparison_report(const Comparison& cmp) {
 }
 
 Comparison run_comparison(const CompareOptions& options) {
-  ENGINE_CHECK(!options.sizes.empty()) << "--sizes is empty";
-  ENGINE_CHECK(!options.protocols.empty()) << "--protocols is empty";
-  ENGINE_CHECK(!options.archs.empty()) << "--archs is empty";
-  for (int64_t n : options.sizes) ENGINE_CHECK(n >= 0) << "--sizes: " << n << " is negative (0 = the whole set)";
+  ENGINE_USER_CHECK(!options.sizes.empty()) << "--sizes is empty";
+  ENGINE_USER_CHECK(!options.protocols.empty()) << "--protocols is empty";
+  ENGINE_USER_CHECK(!options.archs.empty()) << "--archs is empty";
+  for (int64_t n : options.sizes) ENGINE_USER_CHECK(n >= 0) << "--sizes: " << n << " is negative (0 = the whole set)";
   for (const std::string& p : options.protocols)
-    ENGINE_CHECK(p == "seed" || p == "patient" || p == "official")
+    ENGINE_USER_CHECK(p == "seed" || p == "patient" || p == "official")
         << "--protocols: '" << p << "' is not one of seed, patient, official";
   for (const auto& [arch, file] : options.weights)
-    ENGINE_CHECK(file.empty() || std::filesystem::is_regular_file(file))
+    ENGINE_USER_CHECK(file.empty() || std::filesystem::is_regular_file(file))
         << "weights for " << arch << ": " << file << " is not a file (convert ImageNet weights with weights_tools/)";
 
   Comparison cmp;

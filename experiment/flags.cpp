@@ -23,7 +23,7 @@ std::string format_double(double v) {
 
 namespace {
 // A user's mistake: a plain message, no source location.
-[[noreturn]] void bad_value(const std::string& message) { throw engine::Error(message + " (see --help)"); }
+[[noreturn]] void bad_value(const std::string& message) { throw engine::UserError(message + " (see --help)"); }
 
 // An optional sign, then one or more decimal digits, and nothing else.
 bool is_decimal_integer(const std::string& v) {
@@ -80,7 +80,7 @@ double parse_double(const std::string& flag, const std::string& value, double mi
 bool parse_bool(const std::string& flag, const std::string& value) {
   if (value == "true" || value == "1" || value == "yes" || value == "on") return true;
   if (value == "false" || value == "0" || value == "no" || value == "off") return false;
-  ENGINE_FAIL() << flag << " expects true or false, got '" << value << "'";
+  ENGINE_USER_FAIL() << flag << " expects true or false, got '" << value << "'";
 }
 
 FlagParser::FlagParser(std::string program, std::string description)
@@ -146,7 +146,7 @@ void FlagParser::allow_positional(const std::string& name, const std::string& he
 FlagParser::Flag& FlagParser::find(const std::string& name) {
   for (Flag& f : flags_)
     if (f.name == name) return f;
-  ENGINE_FAIL() << program_ << ": unknown flag " << name << " (see " << program_ << " --help)";
+  ENGINE_USER_FAIL() << program_ << ": unknown flag " << name << " (see " << program_ << " --help)";
 }
 
 bool FlagParser::parse(int argc, char** argv) {
@@ -163,7 +163,7 @@ bool FlagParser::parse(const std::vector<std::string>& args) {
       return false;
     }
     if (arg.rfind("--", 0) != 0) {
-      ENGINE_CHECK(!positional_name_.empty())
+      ENGINE_USER_CHECK(!positional_name_.empty())
           << program_ << ": unexpected argument '" << arg << "' (flags start with --; see --help)";
       positional_.push_back(arg);
       continue;
@@ -175,7 +175,7 @@ bool FlagParser::parse(const std::vector<std::string>& args) {
     if (eq != std::string::npos) {
       value = arg.substr(eq + 1);
     } else if (!flag.is_switch) {
-      ENGINE_CHECK(i + 1 < args.size()) << program_ << ": " << name << " needs a value (see --help)";
+      ENGINE_USER_CHECK(i + 1 < args.size()) << program_ << ": " << name << " needs a value (see --help)";
       value = args[++i];
     }
     flag.set(value);

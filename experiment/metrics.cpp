@@ -160,8 +160,8 @@ std::vector<StudyPrediction> aggregate_studies(const std::vector<ImagePrediction
       studies.push_back(s);
     }
     StudyPrediction& s = studies[it->second];
-    ENGINE_CHECK(s.label == im.label) << "study " << im.study << " has images with different labels (" << im.path
-                                      << "): a study has one label; check the split file";
+    ENGINE_USER_CHECK(s.label == im.label) << "study " << im.study << " has images with different labels (" << im.path
+                                           << "): a study has one label; check the split file";
     s.images += 1;
     s.probability += im.probability;
   }
@@ -198,9 +198,9 @@ void check_finite_scores(const std::vector<ImagePrediction>& images) {
   constexpr size_t kNamed = 5;
   for (size_t i = 0; i < bad.size() && i < kNamed; ++i) names += (i ? ", " : "") + bad[i]->path;
   if (bad.size() > kNamed) names += ", ... (" + std::to_string(bad.size() - kNamed) + " more)";
-  throw engine::Error(std::to_string(bad.size()) + (bad.size() == 1 ? " image has" : " images have") +
-                      " a non-finite score (" + kinds + "): " + names +
-                      "; the checkpoint's weights are probably non-finite (check them, or train again)");
+  throw engine::UserError(std::to_string(bad.size()) + (bad.size() == 1 ? " image has" : " images have") +
+                          " a non-finite score (" + kinds + "): " + names +
+                          "; the checkpoint's weights are probably non-finite (check them, or train again)");
 }
 
 void compute_metrics(EvaluationResult& result) {

@@ -86,7 +86,7 @@ std::string scalar_event(const ScalarEvent& event, double start_time) {
 // Appends `size` bytes to the file at `path` and fsyncs it.
 void append_durably(const std::string& path, const char* bytes, size_t size) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-  ENGINE_CHECK(fd >= 0) << "cannot open " << path << " to append to it: " << data::errno_text(errno);
+  ENGINE_USER_CHECK(fd >= 0) << "cannot open " << path << " to append to it: " << data::errno_text(errno);
   size_t done = 0;
   while (done < size) {
     const ssize_t put = ::write(fd, bytes + done, size - done);
@@ -94,13 +94,13 @@ void append_durably(const std::string& path, const char* bytes, size_t size) {
     if (put <= 0) {
       const int code = errno;
       ::close(fd);
-      ENGINE_FAIL() << "appending to " << path << " failed after " << done << " of " << size
-                    << " bytes: " << data::errno_text(code) << " (is the disk full?)";
+      ENGINE_USER_FAIL() << "appending to " << path << " failed after " << done << " of " << size
+                         << " bytes: " << data::errno_text(code) << " (is the disk full?)";
     }
     done += static_cast<size_t>(put);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0)
-    ENGINE_FAIL() << "appending to " << path << " failed: " << data::errno_text(errno);
+    ENGINE_USER_FAIL() << "appending to " << path << " failed: " << data::errno_text(errno);
 }
 
 constexpr const char* kPrefix = "events.out.tfevents.";
@@ -154,7 +154,7 @@ std::string write_tensorboard_run(const std::string& dir, const std::vector<Scal
     const int64_t t = start_of_event_file(entry.path().filename().string());
     if (t >= 0 && (start < 0 || t < start)) start = t;
   }
-  ENGINE_CHECK(!ec) << "cannot list " << dir << ": " << ec.message();
+  ENGINE_USER_CHECK(!ec) << "cannot list " << dir << ": " << ec.message();
   if (start < 0) start = static_cast<int64_t>(std::floor(start_time));
   const std::string path = dir + "/" + kPrefix + std::to_string(start) + kSuffix;
   const std::string file = tensorboard_events(events, static_cast<double>(start));
@@ -175,7 +175,7 @@ std::string write_tensorboard_run(const std::string& dir, const std::vector<Scal
   const std::string staging = dir + "/next-events" + kSuffix;
   data::write_file_atomic(staging, file);
   fs::rename(staging, path, ec);
-  ENGINE_CHECK(!ec) << "cannot rename " << staging << " over " << path << ": " << ec.message();
+  ENGINE_USER_CHECK(!ec) << "cannot rename " << staging << " over " << path << ": " << ec.message();
   return path;
 }
 

@@ -191,7 +191,7 @@ Tensor DenseNetFeatures::forward(const Tensor& images) const {
 DenseNet::DenseNet(const std::string& arch, const DenseNetConfig& config, Head head, int64_t input_size,
                    Generator& gen)
     : Net(arch, head, config.flavor, input_size), config_(config) {
-  ENGINE_CHECK(input_size >= min_input_size())
+  ENGINE_USER_CHECK(input_size >= min_input_size())
       << arch << ": input size " << input_size << " is below the minimum " << min_input_size();
   features_ = register_module("features", std::make_shared<DenseNetFeatures>(config, gen));
   finish("classifier", features_->out_channels(), gen);
@@ -219,11 +219,11 @@ std::pair<int64_t, int64_t> DenseNet::feature_grid(int64_t height, int64_t width
     for (size_t t = 0; t + 1 < config_.block_layers.size(); ++t) s /= 2;  // transitions' 2x2/2 pools
     return s;
   };
-  ENGINE_CHECK(height >= min_input_size() && width >= min_input_size())
+  ENGINE_USER_CHECK(height >= min_input_size() && width >= min_input_size())
       << arch() << ": input " << height << "x" << width << " is below the minimum " << min_input_size();
   const int64_t h = grid(height), w = grid(width);
-  ENGINE_CHECK(h >= 1 && w >= 1) << arch() << ": input " << height << "x" << width
-                                 << " leaves no feature map after the transitions";
+  ENGINE_USER_CHECK(h >= 1 && w >= 1) << arch() << ": input " << height << "x" << width
+                                      << " leaves no feature map after the transitions";
   return {h, w};
 }
 

@@ -193,7 +193,7 @@ BatchNormOptions InceptionResNetV2::bn_options(Flavor flavor) {
 
 InceptionResNetV2::InceptionResNetV2(Flavor flavor, Head head, int64_t input_size, Generator& gen)
     : Net("inception_resnet_v2", head, flavor, input_size) {
-  ENGINE_CHECK(input_size >= min_input_size())
+  ENGINE_USER_CHECK(input_size >= min_input_size())
       << "inception_resnet_v2: input size " << input_size << " is below the minimum " << min_input_size();
   const BatchNormOptions bn = bn_options(flavor);
   conv2d_1a_ = register_module("conv2d_1a", valid(3, 32, 3, 2, bn, gen));
@@ -243,7 +243,7 @@ std::pair<int64_t, int64_t> InceptionResNetV2::feature_grid(int64_t height, int6
     s = (s - 3) / 2 + 1;  // mixed_7a
     return s;
   };
-  ENGINE_CHECK(height >= min_input_size() && width >= min_input_size())
+  ENGINE_USER_CHECK(height >= min_input_size() && width >= min_input_size())
       << "inception_resnet_v2: input " << height << "x" << width << " is below the minimum " << min_input_size();
   return {grid(height), grid(width)};
 }

@@ -85,8 +85,8 @@ Head parse_head(const std::string& name) {
   if (name == "flatten") return Head::flatten;
   if (name == "gap") return Head::gap;
   if (name == "imagenet") return Head::imagenet;
-  ENGINE_FAIL() << "unknown head '" << name << "': use flatten (Flatten + Dense(1), the study's), gap "
-                << "(global average pool + Dense(1)) or imagenet (global average pool + Dense(1000))";
+  ENGINE_USER_FAIL() << "unknown head '" << name << "': use flatten (Flatten + Dense(1), the study's), gap "
+                     << "(global average pool + Dense(1)) or imagenet (global average pool + Dense(1000))";
 }
 
 std::string head_name(Head head) {
@@ -101,8 +101,8 @@ std::string head_name(Head head) {
 Flavor parse_flavor(const std::string& name) {
   if (name == "keras") return Flavor::keras;
   if (name == "torch") return Flavor::torch;
-  ENGINE_FAIL() << "unknown batch-norm flavor '" << name
-                << "': use keras (momentum 0.01, biased variance) or torch (momentum 0.1, unbiased)";
+  ENGINE_USER_FAIL() << "unknown batch-norm flavor '" << name
+                     << "': use keras (momentum 0.01, biased variance) or torch (momentum 0.1, unbiased)";
 }
 
 std::string flavor_name(Flavor flavor) { return flavor == Flavor::keras ? "keras" : "torch"; }
@@ -152,13 +152,13 @@ void Net::finish(const std::string& module_name, int64_t feature_channels, Gener
 void Net::check_images(const Tensor& images) const {
   ENGINE_CHECK(images.defined() && images.ndim() == 4 && images.size(3) == 3)
       << arch_ << ": images must be NHWC [N, H, W, 3], got " << (images.defined() ? images.str() : "none");
-  ENGINE_CHECK(images.size(1) >= min_input_size() && images.size(2) >= min_input_size())
+  ENGINE_USER_CHECK(images.size(1) >= min_input_size() && images.size(2) >= min_input_size())
       << arch_ << ": input " << images.size(1) << "x" << images.size(2) << " is too small; this net needs at least "
       << min_input_size() << "x" << min_input_size();
   if (head_ == Head::flatten) {
     const auto expected = feature_grid(input_size_, input_size_);
     const auto got = feature_grid(images.size(1), images.size(2));
-    ENGINE_CHECK(got == expected)
+    ENGINE_USER_CHECK(got == expected)
         << arch_ << ": the flatten head was built for " << input_size_ << "x" << input_size_ << " inputs ("
         << expected.first << "x" << expected.second << "x" << feature_channels_ << " features), but a "
         << images.size(1) << "x" << images.size(2) << " input gives a " << got.first << "x" << got.second
@@ -200,7 +200,7 @@ std::vector<std::string> Net::stage_names() const {
 }
 
 std::vector<SummaryRow> Net::summary(int64_t input_size) {
-  ENGINE_CHECK(input_size >= min_input_size())
+  ENGINE_USER_CHECK(input_size >= min_input_size())
       << arch_ << ": summary input size " << input_size << " is below the minimum " << min_input_size();
   const bool was_training = is_training();
   eval();

@@ -70,7 +70,7 @@ const ArchEntry& find_arch(const std::string& arch) {
     if (e.name == arch) return e;
   std::string list;
   for (const std::string& n : all_arch_names()) list += (list.empty() ? "" : ", ") + n;
-  ENGINE_FAIL() << "unknown architecture '" << arch << "'; known: " << list;
+  ENGINE_USER_FAIL() << "unknown architecture '" << arch << "'; known: " << list;
 }
 
 }  // namespace
@@ -104,7 +104,7 @@ Module::LoadReport load_weights(Net& net, const std::string& path, bool skip_hea
   const std::map<std::string, Tensor> tensors = load_tensors(path, &metadata);
   const auto arch = metadata.find("arch");
   if (arch != metadata.end())
-    ENGINE_CHECK(normalized_arch(arch->second) == normalized_arch(net.arch()))
+    ENGINE_USER_CHECK(normalized_arch(arch->second) == normalized_arch(net.arch()))
         << path << " holds weights for '" << arch->second << "', but the net is " << net.arch()
         << "; pass the weights converted for " << net.arch() << " (weights_tools/)";
   try {
@@ -127,8 +127,8 @@ Module::LoadReport load_weights(Net& net, const std::string& path, bool skip_hea
                                    " head: load with skip_head (--skip-head) to keep a fresh head"
                              : "\n  the backbone matches and the file has no head (e.g. a Keras _notop file): load "
                                "with skip_head (--skip-head)";
-    ENGINE_FAIL() << "loading " << path << " into " << net.arch() << " (" << head_name(net.head()) << " head): "
-                  << e.what() << advice;
+    ENGINE_USER_FAIL() << "loading " << path << " into " << net.arch() << " (" << head_name(net.head()) << " head): "
+                       << e.what() << advice;
   }
 }
 

@@ -177,6 +177,21 @@ TEST(AppsCli, MuraVerifyAndMuraSynthRefuseBadNumbers) {
   EXPECT_EQ(run_app("mura_synth", "--help").status, 0);
 }
 
+// A user's mistake reads as a plain message: no source path, line or failed expression before it.
+// Regression: "error: ../experiment/flags.cpp:149: error: bench_loader: unknown flag --lr".
+TEST(AppsCli, UserMistakesPrintPlainMessages) {
+  const Command abc = run_app("mura_verify", "/nonexistent --max-side abc");
+  EXPECT_THAT(abc.err, ::testing::StartsWith("error: --max-side: 'abc' is not an integer"));
+  const Command unknown = run_app("bench_loader", "--lr 0.1");
+  EXPECT_THAT(unknown.err, ::testing::StartsWith("error: bench_loader: unknown flag --lr"));
+  const Command cache = run_app("bench_loader", "--cache bogus");
+  EXPECT_THAT(cache.err, ::testing::StartsWith("error: unknown cache mode 'bogus'"));
+  for (const Command* c : {&abc, &unknown, &cache}) {
+    EXPECT_THAT(c->err, ::testing::Not(HasSubstr(".cpp:"))) << c->err;
+    EXPECT_THAT(c->err, ::testing::Not(HasSubstr("check failed"))) << c->err;
+  }
+}
+
 // demo_tiny_cnn and bench_loader parsed with atoi/strtof by hand: `--epochs abc` became 0 and `--lr nan`
 // was taken. Every number is now refused unless whole and in range, with the flag named (status 2).
 TEST(AppsCli, DemoTinyCnnAndBenchLoaderRefuseBadNumbers) {
