@@ -37,8 +37,11 @@ Device select_device(const std::string& request) {
   if (request.rfind("cuda", 0) == 0) {
     int index = 0;
     if (request.size() > 4) {
-      ENGINE_USER_CHECK(request[4] == ':' && request.size() > 5) << "device '" << request << "': use cuda or cuda:N";
-      index = std::stoi(request.substr(5));
+      const std::string digits = request.size() > 5 ? request.substr(5) : "";
+      ENGINE_USER_CHECK(request[4] == ':' && !digits.empty() && digits.size() <= 4 &&
+                        digits.find_first_not_of("0123456789") == std::string::npos)
+          << "device '" << request << "': use cuda or cuda:N";
+      index = std::stoi(digits);
     }
     ENGINE_USER_CHECK(probe.cuda_devices > 0) << "device '" << request << "' requested but " << probe.reason
                                               << "; use --device cpu or auto";

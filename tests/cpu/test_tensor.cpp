@@ -134,6 +134,15 @@ TEST(Device, CpuAlwaysWorksAndAutoFallsBack) {
     EXPECT_FALSE(probe_devices().reason.empty());
   }
   EXPECT_THROW(select_device("gpu"), engine::Error);
+  // A malformed index is the user's mistake, with a plain message (it once escaped as std::invalid_argument).
+  for (const char* request : {"cuda:abc", "cuda:", "cuda:-1", "cuda:1x", "cuda:99999999999"}) {
+    try {
+      select_device(request);
+      ADD_FAILURE() << request << " was accepted";
+    } catch (const engine::UserError& e) {
+      EXPECT_NE(std::string(e.what()).find("use cuda or cuda:N"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Check, ErrorsNameFileLineAndExpression) {
