@@ -300,6 +300,15 @@ CamSummary run_cam_batch(const std::string& checkpoint, const CamInputs& inputs,
     progress.update(static_cast<int64_t>(++done), static_cast<int64_t>(first + b), 0, 0);
   }
 
+  // A net with non-finite weights gives NaN logits and maps: say so, naming the images, before anything is
+  // scored or written (its maps would otherwise be scored as misses and reported as "n/a").
+  {
+    std::vector<ImagePrediction> scores(n);
+    for (size_t i = 0; i < n; ++i)
+      scores[i] = {s.per_image[i].path, "", data::BodyPart::elbow, 0, s.per_image[i].logit, s.per_image[i].probability};
+    check_finite_scores(scores);
+  }
+
   // --- Scores and chance levels ---
   std::vector<BoxedImage> boxed;
   for (const CamImage& im : s.per_image)

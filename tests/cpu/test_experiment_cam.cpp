@@ -422,6 +422,41 @@ TEST(CamBatch, ExplicitImagesFindTheirBoxesAndAreAllWritten) {
   fs::remove_all(work);
 }
 
+// A checkpoint whose weights went NaN: every logit is NaN. cam once scored such maps as misses and printed
+// "n/a" with exit 0; it now stops naming the images, before any report is written.
+TEST(CamBatch, NonFiniteWeightsAreAnErrorNamingTheImages) {
+  const std::string work = temp_dir("nan");
+  fs::create_directories(work);
+  auto net = build_net("densenet_tiny", nets::Head::gap, nets::Flavor::torch, 64, 17);
+  engine::NamedTensors tensors;
+  for (const auto& [name, t] : net->state()) {
+    engine::Tensor copy = t.clone();
+    if (name.find("weight") != std::string::npos) copy.fill_(NAN);
+    tensors.push_back({"model." + name, copy});
+  }
+  const std::string checkpoint = work + "/nan.safetensors";
+  engine::save_tensors(checkpoint, tensors,
+                       {{"format", "mura-engine-checkpoint-v1"}, {"arch", "densenet_tiny"}, {"head", "gap"},
+                        {"flavor", "torch"}, {"input_size", "64"}, {"preprocess", "study"},
+                        {"resize", "bilinear"}, {"epoch", "0"}});
+  const auto boxes = data::read_defect_boxes(synthetic_root());
+  ASSERT_FALSE(boxes.empty());
+  CamInputs in;
+  in.images = {synthetic_root() + "/" + boxes.begin()->first};
+  CamOptions o;
+  o.quiet = true;
+  try {
+    run_cam_batch(checkpoint, in, work + "/out", o);
+    ADD_FAILURE() << "a NaN checkpoint was scored";
+  } catch (const engine::UserError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("non-finite score (NaN)"), std::string::npos) << message;
+    EXPECT_NE(message.find(boxes.begin()->first), std::string::npos) << message;
+  }
+  EXPECT_FALSE(fs::exists(work + "/out/summary.json"));
+  fs::remove_all(work);
+}
+
 TEST(CamBatch, BadInputsFailClearlyAndWriteNothing) {
   const std::string work = temp_dir("bad");
   const std::string gap = write_checkpoint(work, "gap", 64), flatten = write_checkpoint(work, "flatten", 64);
