@@ -1,65 +1,48 @@
 // mura_synth: writes a synthetic MURA-v1.1 tree (data/synth_mura.h): radiograph-like PNGs of all seven
 // body parts, the four CSVs and defect_boxes.csv with the fracture boxes. Deterministic per seed.
+//   mura_synth OUT [--seed N] [--train-patients N] ...   (or --out OUT)
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "data/mura_index.h"
 #include "data/synth_mura.h"
-#include "engine/check.h"
-
-namespace {
-
-void usage() {
-  std::printf(
-      "usage: mura_synth --out DIR [--seed N] [--train-patients N] [--valid-patients N] [--min-side PX]\n"
-      "                  [--max-side PX] [--abnormal-fraction X] [--fracture-scale X] [--swelling X]\n"
-      "                  [--quirks] [--truncated N] [--threads N]\n"
-      "Writes DIR/MURA-v1.1/ shaped like MURA-v1.1: train/ and valid/ folders of grayscale PNGs (some RGB\n"
-      "or 16-bit), the four CSVs and defect_boxes.csv. --quirks adds macOS ._* sidecars, a .DS_Store and\n"
-      "CRLF line ends; --truncated N cuts N train images short (unreadable files). Defaults: seed 0,\n"
-      "56 train and 14 valid patients (about 220 images), sides 200..512 px, 40%% abnormal studies.\n");
-}
-
-}  // namespace
+#include "experiment/flags.h"
 
 int main(int argc, char** argv) {
   data::SynthOptions options;
   std::string out;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      usage();
-      return 0;
-    }
-    if (flag == "--quirks") {
-      options.quirks = true;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "error: %s needs a value (see --help)\n", flag.c_str());
-      return 2;
-    }
-    const char* value = argv[++i];
-    if (flag == "--out") out = value;
-    else if (flag == "--seed") options.seed = std::strtoull(value, nullptr, 10);
-    else if (flag == "--train-patients") options.train_patients = std::atoi(value);
-    else if (flag == "--valid-patients") options.valid_patients = std::atoi(value);
-    else if (flag == "--min-side") options.min_side = std::atoi(value);
-    else if (flag == "--max-side") options.max_side = std::atoi(value);
-    else if (flag == "--abnormal-fraction") options.abnormal_fraction = std::strtod(value, nullptr);
-    else if (flag == "--fracture-scale") options.fracture_scale = std::strtod(value, nullptr);
-    else if (flag == "--swelling") options.swelling = std::strtod(value, nullptr);
-    else if (flag == "--truncated") options.truncated_images = std::atoi(value);
-    else if (flag == "--threads") options.threads = std::atoi(value);
-    else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", flag.c_str());
-      return 2;
-    }
+  experiment::FlagParser flags(
+      "mura_synth",
+      "Writes OUT/MURA-v1.1/ shaped like MURA-v1.1: train/ and valid/ folders of grayscale PNGs (some RGB or\n"
+      "16-bit), the four CSVs and defect_boxes.csv. Deterministic per seed.");
+  flags.allow_positional("OUT", "the folder to write MURA-v1.1/ into (or give --out)");
+  flags.add("--out", &out, "the folder to write MURA-v1.1/ into (the same as the positional OUT)", "DIR");
+  flags.add("--seed", &options.seed, "random seed");
+  flags.add("--train-patients", &options.train_patients, "patients in train/", 1, 100000);
+  flags.add("--valid-patients", &options.valid_patients, "patients in valid/", 0, 100000);
+  flags.add("--min-side", &options.min_side, "shortest longest-side of an image, in pixels", 32, 4096, "PX");
+  flags.add("--max-side", &options.max_side, "longest longest-side of an image, in pixels", 32, 4096, "PX");
+  flags.add("--abnormal-fraction", &options.abnormal_fraction, "share of abnormal studies", 0.0, 1.0);
+  flags.add("--fracture-scale", &options.fracture_scale, "fracture visibility (1 = subtle)", 1e-3, 10.0);
+  flags.add("--swelling", &options.swelling, "soft-tissue swelling around fractures (0 = none)", 0.0, 10.0);
+  flags.add_switch("--quirks", &options.quirks, "add macOS ._* sidecars, a .DS_Store and CRLF line ends");
+  flags.add("--truncated", &options.truncated_images, "train images cut short (unreadable files)", 0, 1000000);
+  flags.add("--threads", &options.threads, "writer threads", 1, 256);
+  if (!experiment::parse_flags_or_exit(flags, argc, argv)) return 0;
+  const std::vector<std::string>& positional = flags.positional();
+  if (positional.size() > 1 || (!positional.empty() && !out.empty())) {
+    std::fprintf(stderr, "error: give one output folder, as OUT or --out (see --help)\n");
+    return 2;
   }
+  if (!positional.empty()) out = positional[0];
   if (out.empty()) {
-    std::fprintf(stderr, "error: --out DIR is required (see --help)\n");
+    std::fprintf(stderr, "error: the output folder is required: mura_synth OUT (see --help)\n");
+    return 2;
+  }
+  if (options.min_side > options.max_side) {
+    std::fprintf(stderr, "error: --min-side %d is larger than --max-side %d\n", options.min_side, options.max_side);
     return 2;
   }
   try {

@@ -1,26 +1,15 @@
 // mura_verify: indexes a MURA root, decodes every image once and writes the list of unreadable files
 // (the `--verify-data` scan). Prints the index's inconsistencies, the counts and the bad files.
+//   mura_verify ROOT [--out FILE] [--threads N] [--max-side PX] [--strict]   (or --root ROOT)
 // Exit status: 0 all images decode, 1 some do not (or an error), 2 bad usage.
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "data/mura_index.h"
 #include "data/verify.h"
-
-namespace {
-
-void usage() {
-  std::printf(
-      "usage: mura_verify --root DIR [--out FILE] [--threads N] [--max-side PX] [--strict]\n"
-      "Decodes every image of the MURA root DIR (the folder with the CSVs, or its parent) and writes the\n"
-      "unreadable ones as CSV (path,error) to FILE (default bad_files.csv). --strict fails on any index\n"
-      "inconsistency. Defaults: 2 threads, images up to 8192 px a side.\n");
-}
-
-}  // namespace
+#include "experiment/flags.h"
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -28,32 +17,25 @@ int main(int argc, char** argv) {
   int threads = 2;
   data::DecodeLimits limits;
   data::IndexOptions index_options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      usage();
-      return 0;
-    }
-    if (flag == "--strict") {
-      index_options.strict = true;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "error: %s needs a value (see --help)\n", flag.c_str());
-      return 2;
-    }
-    const char* value = argv[++i];
-    if (flag == "--root") root = value;
-    else if (flag == "--out") out = value;
-    else if (flag == "--threads") threads = std::atoi(value);
-    else if (flag == "--max-side") limits.max_side = std::atoi(value);
-    else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", flag.c_str());
-      return 2;
-    }
+  experiment::FlagParser flags(
+      "mura_verify",
+      "Decodes every image of the MURA root ROOT (the folder with the CSVs, or its parent) once and writes the\n"
+      "unreadable ones as CSV (path,error) to --out. Exit status 0 when every image decodes, 1 otherwise.");
+  flags.allow_positional("ROOT", "the MURA root (or give --root)");
+  flags.add("--root", &root, "the MURA root (the same as the positional ROOT)", "DIR");
+  flags.add("--out", &out, "the list of unreadable files (CSV: path,error)", "FILE");
+  flags.add("--threads", &threads, "decoding threads", 1, 256);
+  flags.add("--max-side", &limits.max_side, "the longest image side accepted, in pixels", 1, 65535, "PX");
+  flags.add_switch("--strict", &index_options.strict, "fail on any index inconsistency");
+  if (!experiment::parse_flags_or_exit(flags, argc, argv)) return 0;
+  const std::vector<std::string>& positional = flags.positional();
+  if (positional.size() > 1 || (!positional.empty() && !root.empty())) {
+    std::fprintf(stderr, "error: give one MURA root, as ROOT or --root (see --help)\n");
+    return 2;
   }
+  if (!positional.empty()) root = positional[0];
   if (root.empty()) {
-    std::fprintf(stderr, "error: --root DIR is required (see --help)\n");
+    std::fprintf(stderr, "error: the MURA root is required: mura_verify ROOT (see --help)\n");
     return 2;
   }
   try {

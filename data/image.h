@@ -102,6 +102,9 @@ struct AugmentOptions {
   bool flip = false;
   float max_rotation_degrees = 0.0f;  // 0 = no rotation; the MURA paper used 30
   bool enabled() const { return flip || max_rotation_degrees > 0.0f; }
+  // Throws engine::Error unless max_rotation_degrees is a finite number in [0, 180] (NaN or a negative
+  // angle would otherwise silently mean "no rotation").
+  void validate() const;
 };
 
 struct AugmentParams {

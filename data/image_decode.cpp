@@ -225,14 +225,28 @@ Image decode_image(const uint8_t* bytes, size_t size, const std::string& name, c
     fail(name + ": " + std::to_string(size) + " bytes is over the image file limit of " +
          std::to_string(limits.max_file_bytes) + " bytes");
   const ImageFormat format = sniff_image_format(bytes, size);
-  if (format == ImageFormat::unknown) {
-    char head[64] = "";
-    for (size_t i = 0; i < std::min<size_t>(size, 8); ++i)
-      std::snprintf(head + 3 * i, sizeof(head) - 3 * i, "%02x ", bytes[i]);
-    fail(name + ": not a PNG or JPEG file (" +
-         (size == 0 ? std::string("empty") : "starts with bytes " + std::string(head)) + "); only PNG and JPEG are read");
-  }
+  // Never the file's bytes in the message: a path from a file may name something that is not an image
+  // at all (a password file), and the error text goes to logs.
+  if (format == ImageFormat::unknown)
+    fail(name + ": not a PNG or JPEG file (" + (size == 0 ? std::string("empty") : "its signature is neither") +
+         "); only PNG and JPEG are read");
   const char* kind = format == ImageFormat::png ? "PNG" : "JPEG";
+  const auto check_dimensions = [&](int64_t width, int64_t height) {
+    if (width <= 0 || height <= 0 || width > limits.max_side || height > limits.max_side ||
+        width * height > limits.max_pixels)
+      fail(name + ": " + std::to_string(width) + "x" + std::to_string(height) + " " + kind + " is over the limits (" +
+           std::to_string(limits.max_side) + " px a side, " + std::to_string(limits.max_pixels) + " pixels)");
+  };
+  // PNG: the dimensions from the IHDR chunk, which must come first, before stb sees them (stb refuses
+  // an image over 2^30 bytes as a "corrupt PNG"; such an image is over our limits, and should say so).
+  if (format == ImageFormat::png && size >= 24 && std::memcmp(bytes + 12, "IHDR", 4) == 0) {
+    const auto be32 = [&](size_t at) {
+      return (static_cast<int64_t>(bytes[at]) << 24) | (static_cast<int64_t>(bytes[at + 1]) << 16) |
+             (static_cast<int64_t>(bytes[at + 2]) << 8) | static_cast<int64_t>(bytes[at + 3]);
+    };
+    const int64_t width = be32(16), height = be32(20);
+    if (width > 0 && height > 0) check_dimensions(width, height);  // zero: stb names the corruption
+  }
 
   // Before stb parses anything (stbi_info already builds Huffman tables).
   if (format == ImageFormat::jpeg) {
@@ -256,10 +270,7 @@ Image decode_image(const uint8_t* bytes, size_t size, const std::string& name, c
   stb_allocation_cap = size_t(16) << 20;  // reading headers needs little
   if (!stbi_info_from_memory(bytes, length, &width, &height, &channels))
     fail(name + ": corrupt or truncated " + kind + " header (" + stbi_failure_reason() + ")");
-  if (width <= 0 || height <= 0 || width > limits.max_side || height > limits.max_side ||
-      static_cast<int64_t>(width) * height > limits.max_pixels)
-    fail(name + ": " + std::to_string(width) + "x" + std::to_string(height) + " " + kind + " is over the limits (" +
-         std::to_string(limits.max_side) + " px a side, " + std::to_string(limits.max_pixels) + " pixels)");
+  check_dimensions(width, height);
 
   // No single allocation may exceed the decoded image at 4 channels x 16 bits, plus slack.
   stb_allocation_cap = static_cast<size_t>(width) * height * 8 + (size_t(4) << 20);

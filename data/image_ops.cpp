@@ -5,7 +5,9 @@
 // rotation it is a table lookup per sample (uint8 -> normalised float), with rotation a bilinear sample.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "data/image.h"
 #include "engine/check.h"
@@ -212,6 +214,15 @@ Normalizer Normalizer::make(NormMode mode) {
       break;
   }
   return n;
+}
+
+void AugmentOptions::validate() const {
+  if (!(std::isfinite(max_rotation_degrees) && max_rotation_degrees >= 0.0f && max_rotation_degrees <= 180.0f)) {
+    char got[32];
+    std::snprintf(got, sizeof got, "%g", static_cast<double>(max_rotation_degrees));
+    throw engine::Error(std::string("rotation must be a finite number of degrees in [0, 180] (the largest rotation ") +
+                        "either way), got " + got);
+  }
 }
 
 AugmentParams draw_augment(const AugmentOptions& options, uint64_t seed, uint64_t epoch, uint64_t item) {

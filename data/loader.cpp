@@ -19,19 +19,24 @@ namespace {
 constexpr uint64_t kOrderStream = uint64_t(0x10AD) << 48;
 }  // namespace
 
+void LoaderOptions::validate() const {
+  ENGINE_CHECK(batch_size >= 1) << "loader batch size must be >= 1, got " << batch_size;
+  ENGINE_CHECK(height >= 1 && width >= 1 && height <= 4096 && width <= 4096)
+      << "loader image size " << height << "x" << width << " must be within 1..4096";
+  ENGINE_CHECK(workers >= 1) << "loader needs at least one worker, got " << workers;
+  ENGINE_CHECK(prefetch_batches >= 1) << "prefetch_batches must be >= 1, got " << prefetch_batches;
+  ENGINE_CHECK(max_bad_fraction >= 0 && max_bad_fraction <= 1)
+      << "max_bad_fraction must be in [0, 1], got " << max_bad_fraction;
+  augment.validate();
+}
+
 Loader::Loader(std::string root, std::vector<SplitEntry> entries, LoaderOptions options)
     : root_(std::move(root)),
       entries_(std::move(entries)),
       options_(std::move(options)),
       normalizer_(Normalizer::make(options_.norm)),
       cache_(static_cast<int64_t>(entries_.size()), options_.cache, options_.cache_memory_bytes, options_.cache_dir) {
-  ENGINE_CHECK(options_.batch_size >= 1) << "loader batch size must be >= 1, got " << options_.batch_size;
-  ENGINE_CHECK(options_.height >= 1 && options_.width >= 1 && options_.height <= 4096 && options_.width <= 4096)
-      << "loader image size " << options_.height << "x" << options_.width << " must be within 1..4096";
-  ENGINE_CHECK(options_.workers >= 1) << "loader needs at least one worker, got " << options_.workers;
-  ENGINE_CHECK(options_.prefetch_batches >= 1) << "prefetch_batches must be >= 1, got " << options_.prefetch_batches;
-  ENGINE_CHECK(options_.max_bad_fraction >= 0 && options_.max_bad_fraction <= 1)
-      << "max_bad_fraction must be in [0, 1], got " << options_.max_bad_fraction;
+  options_.validate();
   ENGINE_CHECK(!entries_.empty()) << "the loader was given no images";
   bad_.assign(entries_.size(), 0);
   allowed_bad_ = static_cast<int64_t>(std::floor(options_.max_bad_fraction * static_cast<double>(entries_.size())));

@@ -55,6 +55,9 @@ struct LoaderOptions {
   std::string cache_dir;  // the disk cache's folder ("" = the system's temporary folder)
   double max_bad_fraction = 0.0;  // share of the entries allowed to be unreadable
   DecodeLimits limits;
+
+  // Throws engine::Error naming the first option out of range (augment included). The Loader calls it.
+  void validate() const;
 };
 
 struct Batch {
@@ -76,7 +79,9 @@ struct LoaderStats {
 
 class Loader {
  public:
-  // Entry paths are relative to `root` ("" = use them as they are).
+  // Entry paths are relative to `root` ("" = use them as they are). The readers of split lists and of
+  // the MURA index check paths against the relative image path rule (data/paths.h); the loader trusts
+  // its caller.
   Loader(std::string root, std::vector<SplitEntry> entries, LoaderOptions options);
   ~Loader();
   Loader(const Loader&) = delete;

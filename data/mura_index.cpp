@@ -12,6 +12,7 @@
 
 #include "data/csv.h"
 #include "data/io_util.h"
+#include "data/paths.h"
 #include "engine/check.h"
 
 namespace fs = std::filesystem;
@@ -33,11 +34,6 @@ bool starts_with(const std::string& s, const char* prefix) { return s.rfind(pref
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-bool is_image_name(const std::string& name) {
-  const std::string l = lower(name);
-  return ends_with(l, ".png") || ends_with(l, ".jpg") || ends_with(l, ".jpeg");
 }
 
 std::vector<std::string> split_path(const std::string& path) {
@@ -247,14 +243,14 @@ std::set<std::string> scan_subset(const std::string& root, Subset subset, IndexR
             ++report.sidecars_skipped;
             continue;
           }
-          if (!file.is_regular_file(e) || !is_image_name(name)) {
+          if (!file.is_regular_file(e) || !has_image_extension(name)) {
             ++report.other_files_skipped;
             continue;
           }
           const std::string relative = std::string(subset_name(subset)) + "/" + part_name + "/" +
                                        patient_dir.path().filename().string() + "/" +
                                        study_dir.path().filename().string() + "/" + name;
-          if (parse_mura_path(relative)) found.insert(relative);
+          if (parse_mura_path(relative) && relative_image_path_problem(relative).empty()) found.insert(relative);
           else ++report.other_files_skipped;
         }
       }
@@ -283,7 +279,8 @@ SubsetData read_subset(const std::string& root, Subset subset, IndexReport& repo
     std::unordered_set<std::string> listed;
     for (const CsvRow& row : rows) {
       const std::optional<MuraPath> parsed = parse_mura_path(row.fields[0]);
-      if (!parsed || parsed->file.empty() || !is_image_name(parsed->file)) {
+      // The canonical path (joined to the root and opened) must follow the one path rule (data/paths.h).
+      if (!parsed || parsed->file.empty() || !relative_image_path_problem(parsed->relative()).empty()) {
         report.add(IndexIssue::malformed_csv_row,
                    name + "_image_paths.csv line " + std::to_string(row.line) + ": '" + row.fields[0] + "'");
         continue;

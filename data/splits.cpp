@@ -9,6 +9,7 @@
 
 #include "data/csv.h"
 #include "data/io_util.h"
+#include "data/paths.h"
 #include "engine/check.h"
 #include "engine/random.h"
 
@@ -181,12 +182,16 @@ namespace {
 
 constexpr const char* kSplitHeader[5] = {"path", "label", "patient", "study", "body_part"};
 
-std::string list_text(const std::vector<SplitEntry>& list) {
+}  // namespace
+
+std::string split_list_text(const std::vector<SplitEntry>& list) {
   std::string text = csv_line({kSplitHeader[0], kSplitHeader[1], kSplitHeader[2], kSplitHeader[3], kSplitHeader[4]});
   for (const SplitEntry& e : list)
     text += csv_line({e.path, std::to_string(e.label), e.patient, e.study, body_part_folder(e.part)});
   return text;
 }
+
+namespace {
 
 struct SideStats {
   int64_t images = 0, abnormal = 0;
@@ -208,9 +213,9 @@ SideStats side_stats(const std::vector<SplitEntry>& list) {
 
 void write_split(const Split& split, const std::string& folder) {
   make_directories(folder);
-  write_file_atomic(folder + "/train.csv", list_text(split.train));
-  write_file_atomic(folder + "/validation.csv", list_text(split.validation));
-  write_file_atomic(folder + "/test.csv", list_text(split.test));
+  write_file_atomic(folder + "/train.csv", split_list_text(split.train));
+  write_file_atomic(folder + "/validation.csv", split_list_text(split.validation));
+  write_file_atomic(folder + "/test.csv", split_list_text(split.test));
 
   const SplitOptions& o = split.options;
   std::ostringstream info;
@@ -249,7 +254,6 @@ std::vector<SplitEntry> parse_split_list(const std::string& text, const std::str
                                          << "(path,label,patient,study,body_part), found " << row.fields.size();
     SplitEntry e;
     e.path = row.fields[0];
-    ENGINE_CHECK(!e.path.empty()) << source << ": line " << row.line << ": empty path";
     ENGINE_CHECK(row.fields[1] == "0" || row.fields[1] == "1")
         << source << ": line " << row.line << ": label must be 0 or 1, found '" << row.fields[1] << "'";
     e.label = row.fields[1] == "1";
@@ -258,6 +262,8 @@ std::vector<SplitEntry> parse_split_list(const std::string& text, const std::str
     const std::optional<BodyPart> part = parse_body_part(row.fields[4]);
     ENGINE_CHECK(part.has_value()) << source << ": line " << row.line << ": unknown body part '" << row.fields[4] << "'";
     e.part = *part;
+    // The path is joined to the data root and opened: it must stay under that root.
+    check_relative_image_path(e.path, source + ": line " + std::to_string(row.line));
     list.push_back(std::move(e));
   }
   return list;

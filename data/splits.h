@@ -59,8 +59,11 @@ Split make_split(const MuraIndex& index, const SplitOptions& options);
 void write_split(const Split& split, const std::string& folder);
 // Reads the three lists back (options stay default). Throws naming the file and line of a bad row.
 Split read_split(const std::string& folder);
-// One list file (for the fuzzer and tools).
+// One list file (for the fuzzer and tools). Every path must follow the relative image path rule
+// (data/paths.h): a row naming "../../etc/passwd" or "/etc/passwd" is an error naming file and line.
 std::vector<SplitEntry> parse_split_list(const std::string& text, const std::string& source);
+// The text of one list file (header and rows), as write_split writes it.
+std::string split_list_text(const std::vector<SplitEntry>& list);
 
 struct ClassWeights {
   // Per body part: {weight of a normal image, weight of an abnormal image}.

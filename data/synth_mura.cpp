@@ -22,6 +22,7 @@
 #include "data/image_write.h"
 #include "data/io_util.h"
 #include "data/mura_index.h"
+#include "data/paths.h"
 #include "engine/check.h"
 #include "engine/random.h"
 
@@ -578,6 +579,7 @@ std::map<std::string, DefectBox> read_defect_boxes(const std::string& root) {
     ENGINE_CHECK(row.fields.size() == 5) << path << ": line " << row.line << ": expected path,x0,y0,x1,y1";
     const std::optional<MuraPath> parsed = parse_mura_path(row.fields[0]);
     ENGINE_CHECK(parsed && !parsed->file.empty()) << path << ": line " << row.line << ": not an image path";
+    check_relative_image_path(parsed->relative(), path + ": line " + std::to_string(row.line));
     DefectBox box;
     int* values[4] = {&box.x0, &box.y0, &box.x1, &box.y1};
     for (int k = 0; k < 4; ++k) {

@@ -2,6 +2,9 @@
 #include "experiment/flags.h"
 
 #include <cerrno>
+#include <cfloat>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -18,21 +21,59 @@ std::string format_double(double v) {
 }
 }  // namespace
 
-int64_t parse_int(const std::string& flag, const std::string& value) {
+namespace {
+// A user's mistake: a plain message, no source location.
+[[noreturn]] void bad_value(const std::string& message) { throw engine::Error(message + " (see --help)"); }
+
+// An optional sign, then one or more decimal digits, and nothing else.
+bool is_decimal_integer(const std::string& v) {
+  size_t i = (!v.empty() && (v[0] == '-' || v[0] == '+')) ? 1 : 0;
+  if (i == v.size()) return false;
+  for (; i < v.size(); ++i)
+    if (v[i] < '0' || v[i] > '9') return false;
+  return true;
+}
+}  // namespace
+
+int64_t parse_int(const std::string& flag, const std::string& value, int64_t min, int64_t max) {
+  if (!is_decimal_integer(value)) bad_value(flag + ": '" + value + "' is not an integer");
   errno = 0;
   char* end = nullptr;
   const long long v = std::strtoll(value.c_str(), &end, 10);
-  ENGINE_CHECK(!value.empty() && end && *end == '\0' && errno == 0)
-      << flag << " expects an integer, got '" << value << "' (see --help)";
+  if (errno == ERANGE || v < min || v > max) {
+    if (min == INT64_MIN && max == INT64_MAX) bad_value(flag + ": '" + value + "' is out of range");
+    bad_value(flag + " must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " + value);
+  }
   return v;
 }
 
-double parse_double(const std::string& flag, const std::string& value) {
+uint64_t parse_uint64(const std::string& flag, const std::string& value) {
+  if (!is_decimal_integer(value) || value[0] == '-')
+    bad_value(flag + ": '" + value + "' is not a non-negative integer");
   errno = 0;
   char* end = nullptr;
-  const double v = std::strtod(value.c_str(), &end);
-  ENGINE_CHECK(!value.empty() && end && *end == '\0' && errno == 0)
-      << flag << " expects a number, got '" << value << "' (see --help)";
+  const unsigned long long v = std::strtoull(value.c_str(), &end, 10);
+  if (errno == ERANGE) bad_value(flag + ": '" + value + "' is out of range (at most 18446744073709551615)");
+  return v;
+}
+
+double parse_double(const std::string& flag, const std::string& value, double min, double max) {
+  // Decimal digits, sign, point and exponent only: no "nan", "inf", hexadecimal or leading space.
+  bool digits = false;
+  for (char c : value) {
+    digits = digits || (c >= '0' && c <= '9');
+    if (!((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E'))
+      bad_value(flag + ": '" + value + "' is not a finite number");
+  }
+  errno = 0;
+  char* end = nullptr;
+  const double v = digits ? std::strtod(value.c_str(), &end) : 0.0;
+  if (!digits || end == nullptr || *end != '\0') bad_value(flag + ": '" + value + "' is not a number");
+  if (!std::isfinite(v)) bad_value(flag + ": '" + value + "' is not a finite number");
+  if (v < min || v > max) {
+    if (min == -DBL_MAX && max == DBL_MAX) bad_value(flag + ": '" + value + "' is out of range");
+    bad_value(flag + " must be between " + format_double(min) + " and " + format_double(max) + ", got " + value);
+  }
   return v;
 }
 
@@ -50,23 +91,34 @@ void FlagParser::add(const std::string& name, std::string* target, const std::st
                     [target](const std::string& v) { *target = v; }});
 }
 void FlagParser::add(const std::string& name, int64_t* target, const std::string& help, const std::string& value_name) {
+  add(name, target, help, INT64_MIN, INT64_MAX, value_name);
+}
+void FlagParser::add(const std::string& name, int64_t* target, const std::string& help, int64_t min, int64_t max,
+                     const std::string& value_name) {
   flags_.push_back({name, value_name, help, std::to_string(*target), false,
-                    [target, name](const std::string& v) { *target = parse_int(name, v); }});
+                    [target, name, min, max](const std::string& v) { *target = parse_int(name, v, min, max); }});
 }
 void FlagParser::add(const std::string& name, uint64_t* target, const std::string& help, const std::string& value_name) {
-  flags_.push_back({name, value_name, help, std::to_string(*target), false, [target, name](const std::string& v) {
-                      const int64_t x = parse_int(name, v);
-                      ENGINE_CHECK(x >= 0) << name << " must not be negative, got " << v;
-                      *target = static_cast<uint64_t>(x);
-                    }});
+  flags_.push_back({name, value_name, help, std::to_string(*target), false,
+                    [target, name](const std::string& v) { *target = parse_uint64(name, v); }});
 }
 void FlagParser::add(const std::string& name, int* target, const std::string& help, const std::string& value_name) {
-  flags_.push_back({name, value_name, help, std::to_string(*target), false,
-                    [target, name](const std::string& v) { *target = static_cast<int>(parse_int(name, v)); }});
+  add(name, target, help, INT_MIN, INT_MAX, value_name);
+}
+void FlagParser::add(const std::string& name, int* target, const std::string& help, int64_t min, int64_t max,
+                     const std::string& value_name) {
+  ENGINE_CHECK(min >= INT_MIN && max <= INT_MAX && min <= max) << name << ": bad range " << min << ".." << max;
+  flags_.push_back({name, value_name, help, std::to_string(*target), false, [target, name, min, max](const std::string& v) {
+                      *target = static_cast<int>(parse_int(name, v, min, max));
+                    }});
 }
 void FlagParser::add(const std::string& name, double* target, const std::string& help, const std::string& value_name) {
+  add(name, target, help, -DBL_MAX, DBL_MAX, value_name);
+}
+void FlagParser::add(const std::string& name, double* target, const std::string& help, double min, double max,
+                     const std::string& value_name) {
   flags_.push_back({name, value_name, help, format_double(*target), false,
-                    [target, name](const std::string& v) { *target = parse_double(name, v); }});
+                    [target, name, min, max](const std::string& v) { *target = parse_double(name, v, min, max); }});
 }
 void FlagParser::add_switch(const std::string& name, bool* target, const std::string& help) {
   flags_.push_back({name, "", help, *target ? "on" : "", true,

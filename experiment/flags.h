@@ -9,7 +9,14 @@
 // arguments (anything not starting with "--") are collected in positional() when allowed. --help (-h)
 // prints every flag with its default. Errors (unknown flag, missing or malformed value) throw
 // engine::Error naming the flag and pointing at --help.
+//
+// Numbers are parsed strictly, the whole value or nothing: an integer is an optional sign and decimal
+// digits that fit the target ("abc", "", " 5", "1e9", "0x10", "5px" are refused: "--max-side: 'abc' is
+// not an integer"); a float is decimal (with an exponent) and finite ("nan", "inf", "1e999" are refused).
+// A range, given to add(), is checked too: "--max-side must be between 1 and 65535, got -5".
+//   flags.add("--max-side", &limits.max_side, "longest image side", 1, 65535, "PX");
 #pragma once
+#include <cfloat>
 #include <cstdint>
 #include <functional>
 #include <set>
@@ -27,6 +34,14 @@ class FlagParser {
   void add(const std::string& name, uint64_t* target, const std::string& help, const std::string& value_name = "N");
   void add(const std::string& name, int* target, const std::string& help, const std::string& value_name = "N");
   void add(const std::string& name, double* target, const std::string& help, const std::string& value_name = "X");
+  // The same with an inclusive range [min, max] (the defaults above: the target type's range; every
+  // finite double).
+  void add(const std::string& name, int64_t* target, const std::string& help, int64_t min, int64_t max,
+           const std::string& value_name = "N");
+  void add(const std::string& name, int* target, const std::string& help, int64_t min, int64_t max,
+           const std::string& value_name = "N");
+  void add(const std::string& name, double* target, const std::string& help, double min, double max,
+           const std::string& value_name = "X");
   void add_switch(const std::string& name, bool* target, const std::string& help);
   // Repeated or comma-separated values appended to `target`.
   void add_list(const std::string& name, std::vector<std::string>* target, const std::string& help,
@@ -55,9 +70,10 @@ class FlagParser {
   std::set<std::string> given_;
 };
 
-// Parse helpers that name the flag in their errors.
-int64_t parse_int(const std::string& flag, const std::string& value);
-double parse_double(const std::string& flag, const std::string& value);
+// Strict parse helpers (see the file comment) that name the flag in their errors; the ranges are inclusive.
+int64_t parse_int(const std::string& flag, const std::string& value, int64_t min = INT64_MIN, int64_t max = INT64_MAX);
+uint64_t parse_uint64(const std::string& flag, const std::string& value);
+double parse_double(const std::string& flag, const std::string& value, double min = -DBL_MAX, double max = DBL_MAX);
 bool parse_bool(const std::string& flag, const std::string& value);
 
 // Parses for a main: false when --help was printed; a bad command line prints "error: ..." to stderr

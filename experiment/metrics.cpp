@@ -30,17 +30,48 @@ std::string g17(double v) {
 }
 }  // namespace
 
+namespace {
+
+// A NaN score has no rank: refuse it, naming how many (callers with names, compute_metrics, check first).
+void check_no_nan_scores(const std::vector<double>& scores, const char* what) {
+  int64_t nan_count = 0;
+  for (double s : scores) nan_count += std::isnan(s) ? 1 : 0;
+  if (nan_count > 0)
+    throw engine::Error(std::string(what) + ": " + std::to_string(nan_count) + " of " + std::to_string(scores.size()) +
+                        " scores are NaN (a NaN score has no rank; the model's output is non-finite)");
+}
+
+// Indices of `scores` ordered by score (ascending, or descending), ties in index order. The scores hold
+// no NaN (checked), so `<` is a strict weak order on them (infinities included) and std::sort is defined.
+std::vector<size_t> order_by_score(const std::vector<double>& scores, bool descending) {
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return descending ? scores[a] > scores[b] : scores[a] < scores[b];
+  });
+  return order;
+}
+
+// The end of the run of scores tied with order[i]: the first position after i whose score is different.
+// Starts at i + 1, so every run holds at least one item and a loop over runs always advances, whatever
+// the floats are.
+size_t end_of_tie(const std::vector<double>& scores, const std::vector<size_t>& order, size_t i) {
+  size_t j = i + 1;
+  while (j < order.size() && !(scores[order[j]] != scores[order[i]])) ++j;
+  return j;
+}
+
+}  // namespace
+
 double auroc(const std::vector<double>& scores, const std::vector<int>& labels) {
   ENGINE_CHECK(scores.size() == labels.size()) << "auroc: " << scores.size() << " scores but " << labels.size() << " labels";
+  check_no_nan_scores(scores, "auroc");
   const size_t n = scores.size();
-  std::vector<size_t> order(n);
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] < scores[b]; });
+  const std::vector<size_t> order = order_by_score(scores, false);
   double positive_rank_sum = 0;
   int64_t positives = 0;
   for (size_t i = 0; i < n;) {
-    size_t j = i;
-    while (j < n && scores[order[j]] == scores[order[i]]) ++j;
+    const size_t j = end_of_tie(scores, order, i);
     const double mid_rank = (static_cast<double>(i + 1) + static_cast<double>(j)) / 2.0;  // ranks i+1..j
     for (size_t k = i; k < j; ++k)
       if (labels[order[k]]) {
@@ -57,19 +88,15 @@ double auroc(const std::vector<double>& scores, const std::vector<int>& labels) 
 
 std::vector<std::pair<double, double>> roc_curve(const std::vector<double>& scores, const std::vector<int>& labels) {
   ENGINE_CHECK(scores.size() == labels.size()) << "roc_curve: sizes differ";
-  std::vector<size_t> order(scores.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  check_no_nan_scores(scores, "roc_curve");
+  const std::vector<size_t> order = order_by_score(scores, true);
   int64_t pos = 0, neg = 0;
   for (int l : labels) (l ? pos : neg)++;
   std::vector<std::pair<double, double>> points{{0.0, 0.0}};
   int64_t tp = 0, fp = 0;
   for (size_t i = 0; i < order.size();) {
-    size_t j = i;
-    while (j < order.size() && scores[order[j]] == scores[order[i]]) {
-      (labels[order[j]] ? tp : fp)++;
-      ++j;
-    }
+    const size_t j = end_of_tie(scores, order, i);
+    for (size_t k = i; k < j; ++k) (labels[order[k]] ? tp : fp)++;
     points.emplace_back(neg ? static_cast<double>(fp) / neg : 0.0, pos ? static_cast<double>(tp) / pos : 0.0);
     i = j;
   }
@@ -159,7 +186,25 @@ LevelMetrics level_metrics(const std::vector<ImagePrediction>& images, const std
 }
 }  // namespace
 
+void check_finite_scores(const std::vector<ImagePrediction>& images) {
+  std::vector<const ImagePrediction*> bad;
+  for (const ImagePrediction& im : images)
+    if (!std::isfinite(im.probability) || std::isnan(im.logit)) bad.push_back(&im);
+  if (bad.empty()) return;
+  std::string kinds, names;
+  bool nan = false, inf = false;
+  for (const ImagePrediction* im : bad) (std::isnan(im->probability) || std::isnan(im->logit) ? nan : inf) = true;
+  kinds = nan && inf ? "NaN or infinite" : nan ? "NaN" : "infinite";
+  constexpr size_t kNamed = 5;
+  for (size_t i = 0; i < bad.size() && i < kNamed; ++i) names += (i ? ", " : "") + bad[i]->path;
+  if (bad.size() > kNamed) names += ", ... (" + std::to_string(bad.size() - kNamed) + " more)";
+  throw engine::Error(std::to_string(bad.size()) + (bad.size() == 1 ? " image has" : " images have") +
+                      " a non-finite score (" + kinds + "): " + names +
+                      "; the checkpoint's weights are probably non-finite (check them, or train again)");
+}
+
 void compute_metrics(EvaluationResult& result) {
+  check_finite_scores(result.images);
   result.studies = aggregate_studies(result.images);
   result.overall = level_metrics(result.images, result.studies);
   result.parts.clear();

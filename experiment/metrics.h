@@ -38,7 +38,9 @@ struct BinaryMetrics {
   double loss = 0;  // NaN at study level (studies have no logit)
 };
 
-// Exact AUROC with mid-ranks for ties (NaN when labels hold one class only). Sizes must match.
+// Exact AUROC with mid-ranks for ties (NaN when labels hold one class only). Sizes must match. Any
+// float is handled without looping forever: infinities and denormals rank as numbers; a NaN score throws
+// engine::Error (it has no rank). Every tie run holds at least one score, so the walk always advances.
 double auroc(const std::vector<double>& scores, const std::vector<int>& labels);
 Confusion confusion_at(const std::vector<double>& probabilities, const std::vector<int>& labels,
                        double threshold = kThreshold);
@@ -48,6 +50,7 @@ BinaryMetrics binary_metrics(const std::vector<double>& probabilities, const std
                              const std::vector<double>& logits = {});
 
 // ROC curve points (false positive rate, true positive rate), from (0,0) to (1,1), one per distinct score.
+// NaN scores throw, as in auroc.
 std::vector<std::pair<double, double>> roc_curve(const std::vector<double>& scores, const std::vector<int>& labels);
 
 struct ImagePrediction {
@@ -82,7 +85,12 @@ struct EvaluationResult {
   double images_per_second = 0;  // images / seconds
 };
 
-// Fills overall, parts and studies from images (seconds stays as given).
+// Throws engine::Error naming the images (the first few) whose probability is NaN or infinite or whose
+// logit is NaN: "3 images have a non-finite score (NaN): a.png, ...; the checkpoint's weights are
+// probably non-finite ...". An infinite logit is a saturated but valid prediction (probability 0 or 1).
+void check_finite_scores(const std::vector<ImagePrediction>& images);
+// Fills overall, parts and studies from images (seconds stays as given). Checks the scores first
+// (check_finite_scores).
 void compute_metrics(EvaluationResult& result);
 
 // Files: predictions_images.csv (path,study,body_part,label,logit,probability,predicted),

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/: the image decoder, the CSV/MURA-path/split-list parsers, the
-# renderer) with clang, AddressSanitizer and UndefinedBehaviorSanitizer in a build of their own, and runs
-# each for SECONDS (default 60). Corpora grow in $BUILD_DIR/corpus/<target> (seeded from fuzz/corpus/),
-# crashes land in $BUILD_DIR/artifacts/. Exits non-zero when a target finds a crash.
+# split-list reader with the path rule, the engine's safetensors reader, the renderer) with clang,
+# AddressSanitizer and UndefinedBehaviorSanitizer in a build of their own, and runs each for SECONDS
+# (default 60), or for RUNS inputs when FUZZ_RUNS=RUNS is set (SECONDS is then ignored). Corpora grow in
+# $BUILD_DIR/corpus/<target> (seeded from fuzz/corpus/), crashes land in $BUILD_DIR/artifacts/. Exits
+# non-zero when a target finds a crash.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]       e.g. scripts/fuzz.sh 120 fuzz_decode_image
+#   FUZZ_RUNS=1000000 scripts/fuzz.sh 0 fuzz_splits fuzz_safetensors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
@@ -11,7 +14,7 @@ source scripts/lib/deps.sh
 SECONDS_PER_TARGET="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_decode_image fuzz_csv fuzz_render)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_decode_image fuzz_csv fuzz_render fuzz_splits fuzz_safetensors)
 BUILD_DIR="${BUILD_DIR:-build-fuzz}"
 
 # clang with its runtime (libFuzzer, sanitizers) and OpenMP, on top of the usual build packages.
@@ -24,6 +27,8 @@ corpus_of() {  # the seed corpus in the repository for a target
   case "$1" in
     fuzz_decode_image) echo fuzz/corpus/decode ;;
     fuzz_csv) echo fuzz/corpus/csv ;;
+    fuzz_splits) echo fuzz/corpus/splits ;;
+    fuzz_safetensors) echo fuzz/corpus/safetensors ;;
     *) echo "" ;;
   esac
 }
@@ -35,9 +40,15 @@ for target in "${TARGETS[@]}"; do
   mkdir -p "$corpus"
   seeds="$(corpus_of "$target")"
   [ -n "$seeds" ] && cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
-  echo "== $target: ${SECONDS_PER_TARGET} s"
+  limit=(-max_total_time="$SECONDS_PER_TARGET")
+  label="${SECONDS_PER_TARGET} s"
+  if [ -n "${FUZZ_RUNS:-}" ]; then
+    limit=(-runs="$FUZZ_RUNS")
+    label="$FUZZ_RUNS runs"
+  fi
+  echo "== $target: $label"
   [ -x "$BUILD_DIR/$target" ] || { echo "error: $BUILD_DIR/$target was not built" >&2; exit 2; }
-  if ! "$BUILD_DIR/$target" "$corpus" -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=10 \
+  if ! "$BUILD_DIR/$target" "$corpus" "${limit[@]}" -rss_limit_mb=2048 -timeout=10 \
       -max_len=65536 -print_final_stats=1 -artifact_prefix="$BUILD_DIR/artifacts/$target-" 2>"$BUILD_DIR/$target.log"; then
     echo "   CRASH: see $BUILD_DIR/$target.log and $BUILD_DIR/artifacts/"
     tail -n 40 "$BUILD_DIR/$target.log"

@@ -21,6 +21,7 @@
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 namespace {
 
@@ -352,7 +353,39 @@ TEST(DecodeErrors, DimensionCaps) {
   std::vector<uint8_t> huge = kPilGray;
   huge[16] = 0, huge[17] = 0, huge[18] = 0xEA, huge[19] = 0x60;
   huge[20] = 0, huge[21] = 0, huge[22] = 0xEA, huge[23] = 0x60;
-  EXPECT_THAT(error_of([&] { decode(huge, "huge.png"); }), HasSubstr("huge.png: "));
+  EXPECT_THAT(error_of([&] { decode(huge, "huge.png"); }), HasSubstr("huge.png: 60000x60000 PNG is over the limits"));
+}
+
+// A PNG's first 33 bytes: the signature and an IHDR chunk (8-bit gray) with its CRC, built by hand.
+std::vector<uint8_t> png_header_only(uint32_t width, uint32_t height) {
+  std::vector<uint8_t> bytes = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+  for (uint32_t v : {width, height})
+    for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<uint8_t>(v >> shift));
+  bytes.insert(bytes.end(), {8, 0, 0, 0, 0});  // depth 8, gray, deflate, filter 0, no interlace
+  const uint32_t crc = data::crc32(bytes.data() + 12, 17);
+  for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<uint8_t>(crc >> shift));
+  return bytes;
+}
+
+// Regression: a 60000x60000 PNG was refused as a "corrupt or truncated PNG header" (stb's own size
+// check spoke first); it is over the size limits and must say so, as a JPEG does.
+TEST(DecodeErrors, HugePngIsOverTheLimitsNotCorrupt) {
+  for (const auto& [w, h] : {std::pair<uint32_t, uint32_t>{60000, 60000}, {70000, 10}, {10, 0x7fffffff}, {9000, 9000}}) {
+    const std::string message = error_of([&] { decode(png_header_only(w, h), "huge.png"); });
+    EXPECT_THAT(message, HasSubstr("huge.png: " + std::to_string(w) + "x" + std::to_string(h) + " PNG is over the limits"));
+    EXPECT_THAT(message, Not(HasSubstr("corrupt")));
+  }
+  // Within the limits, the header alone is a truncated PNG (no image data), as before.
+  EXPECT_THAT(error_of([&] { decode(png_header_only(64, 64), "short.png"); }), HasSubstr("short.png: corrupt"));
+}
+
+// A path that names some other file (a split row "../../etc/passwd") must not leak its content.
+TEST(DecodeErrors, NeverPrintsTheFilesBytes) {
+  const std::string secret = "root:x:0:0:root:/root:/bin/bash\n";
+  const std::string message = error_of([&] { decode(std::vector<uint8_t>(secret.begin(), secret.end()), "passwd"); });
+  EXPECT_THAT(message, HasSubstr("passwd: not a PNG or JPEG file"));
+  EXPECT_THAT(message, Not(HasSubstr("root")));
+  EXPECT_THAT(message, Not(HasSubstr("72 6f 6f 74")));  // "root" in hex
 }
 
 TEST_F(TempDir, FilesNameThemselves) {

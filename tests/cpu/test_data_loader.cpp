@@ -363,4 +363,25 @@ TEST_F(LoaderTest, OptionsAreChecked) {
   EXPECT_THAT(error_of([] { data::parse_cache_mode("ssd"); }), HasSubstr("off, memory, disk or auto"));
 }
 
+// Regression: `--rotation nan` and `--rotation -30` were accepted and silently meant "no rotation".
+TEST_F(LoaderTest, RotationMustBeAFiniteAngleInRange) {
+  for (float bad : {std::nanf(""), -30.0f, 180.5f, INFINITY, -INFINITY}) {
+    data::LoaderOptions o = small_options();
+    o.augment = {true, bad};
+    EXPECT_THAT(error_of([&] { data::Loader(*root_, *entries_, o); }),
+                HasSubstr("rotation must be a finite number of degrees in [0, 180]"))
+        << bad;
+    EXPECT_THAT(error_of([&] { o.augment.validate(); }), HasSubstr("rotation must be")) << bad;
+  }
+  for (float good : {0.0f, 30.0f, 180.0f}) {
+    data::LoaderOptions o = small_options();
+    o.augment = {true, good};
+    EXPECT_NO_THROW(o.validate()) << good;
+  }
+  // Even with augmentation off, a bad angle is refused: it is a mistake, not a way to say "off".
+  data::LoaderOptions off = small_options();
+  off.augment = {false, -30.0f};
+  EXPECT_THAT(error_of([&] { off.validate(); }), HasSubstr("got -30"));
+}
+
 }  // namespace

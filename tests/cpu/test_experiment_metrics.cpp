@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
 
 #include "experiment/metrics.h"
 
@@ -124,6 +127,86 @@ TEST(Metrics, StudyWithTwoLabelsIsRefused) {
   a.study = b.study = "S";
   b.label = 1;
   EXPECT_THROW(aggregate_studies({a, b}), std::exception);
+}
+
+// Regression: a NaN score once made the tie walk spin forever (NaN == NaN is false, so a run of ties
+// never grew past its first item). These tests finish by construction: every input is tiny.
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kDenormal = std::numeric_limits<double>::denorm_min();
+
+TEST(MetricsNonFinite, NanScoresAreRefusedNotLoopedOn) {
+  for (const std::vector<double>& scores :
+       {std::vector<double>{kNaN, 0.2, 0.7, 0.4}, std::vector<double>{0.1, kNaN, kNaN, 0.9},
+        std::vector<double>{kNaN, kNaN, kNaN, kNaN}, std::vector<double>{kNaN}}) {
+    const std::vector<int> labels(scores.size(), 0);
+    std::vector<int> mixed = labels;
+    mixed[0] = 1;
+    try {
+      auroc(scores, mixed);
+      FAIL() << "auroc took NaN scores";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("NaN"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(roc_curve(scores, mixed), std::exception);
+    EXPECT_THROW(binary_metrics(scores, labels), std::exception);
+  }
+}
+
+TEST(MetricsNonFinite, InfinitiesAndDenormalsRankAsNumbers) {
+  // Positives {inf, denormal}, negatives {-inf, 0}: inf beats both; denormal > 0 and > -inf: AUC 1.
+  EXPECT_DOUBLE_EQ(auroc({kInf, kDenormal, -kInf, 0.0}, {1, 1, 0, 0}), 1.0);
+  // Ties among infinities count half: positives {inf, -inf}, negatives {inf, -inf}: 4 pairs, two tied
+  // (1/2 each), inf > -inf once: (0.5 + 0.5 + 1) / 4.
+  EXPECT_DOUBLE_EQ(auroc({kInf, -kInf, kInf, -kInf}, {1, 1, 0, 0}), 0.5);
+  // Denormals are distinct numbers: positives {d, d}, negatives {d, -d}: (0.5 + 0.5 + 1 + 1) / 4.
+  EXPECT_DOUBLE_EQ(auroc({kDenormal, kDenormal, -kDenormal, kDenormal}, {1, 0, 0, 1}), 0.75);
+  const auto points = roc_curve({kInf, -kInf, kInf, kDenormal}, {1, 0, 0, 1});
+  EXPECT_EQ(points.back(), std::make_pair(1.0, 1.0));
+  EXPECT_EQ(points.size(), 4u);  // (0,0) and one point per distinct score
+}
+
+TEST(MetricsNonFinite, ComputeMetricsNamesTheImagesWithNanScores) {
+  EvaluationResult r;
+  for (int i = 0; i < 8; ++i) {
+    ImagePrediction im;
+    im.path = "valid/XR_HAND/patient0000" + std::to_string(i) + "/study1_positive/image1.png";
+    im.study = "S" + std::to_string(i / 2);
+    im.label = (i / 2) % 2;
+    im.logit = i < 7 ? kNaN : 0.5;  // seven NaN images: the message names the first five
+    im.probability = i < 7 ? kNaN : 0.6;
+    r.images.push_back(im);
+  }
+  try {
+    compute_metrics(r);
+    FAIL() << "compute_metrics took NaN scores";
+  } catch (const std::exception& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("7 images have a non-finite score (NaN)"), std::string::npos) << message;
+    EXPECT_NE(message.find("patient00000/study1_positive/image1.png"), std::string::npos) << message;
+    EXPECT_NE(message.find("patient00004/study1_positive/image1.png"), std::string::npos) << message;
+    EXPECT_EQ(message.find("patient00005/"), std::string::npos) << message;
+    EXPECT_NE(message.find("2 more"), std::string::npos) << message;
+    EXPECT_NE(message.find("weights are probably non-finite"), std::string::npos) << message;
+  }
+}
+
+TEST(MetricsNonFinite, SaturatedLogitsAreValidPredictions) {
+  // An infinite logit is a sure prediction (probability 0 or 1), not an error.
+  EvaluationResult r;
+  const double logits[4] = {kInf, -kInf, 3.0, -kInf};
+  for (int i = 0; i < 4; ++i) {
+    ImagePrediction im;
+    im.path = "image" + std::to_string(i) + ".png";
+    im.study = "S" + std::to_string(i);
+    im.label = i % 2 == 0;
+    im.logit = logits[i];
+    im.probability = 1.0 / (1.0 + std::exp(-logits[i]));
+    r.images.push_back(im);
+  }
+  compute_metrics(r);
+  EXPECT_DOUBLE_EQ(r.overall.image.auroc, 1.0);
+  EXPECT_DOUBLE_EQ(r.overall.image.accuracy, 1.0);
 }
 
 }  // namespace
