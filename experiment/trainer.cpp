@@ -523,7 +523,9 @@ void resume(Run& run) {
         << "--resume: the run in " << o.out << " used " << option_flag(key) << " " << checkpoint_value(last.metadata, key)
         << " but this command says " << option_flag(key) << " " << now
         << "; pass the run's settings or leave the flag out";
-  for (const char* key : {"epoch", "step", "best_val_loss", "bad_epochs"}) checkpoint_value(last.metadata, key);
+  for (const char* key : {"epoch", "step", "best_val_loss", "bad_epochs"})
+    ENGINE_CHECK(last.metadata.count(key)) << run.last_path << ": checkpoint metadata has no '" << key
+                                           << "', which --resume needs";
   run.net->load_state(last.model);
   for (const auto& [name, t] : run.adam->state()) {
     auto it = last.optimizer.find(name);

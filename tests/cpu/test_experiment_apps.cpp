@@ -441,4 +441,27 @@ TEST(TrainApp, MaxBadFractionSkipsUnreadableImages) {
   fs::remove_all(skipped);
 }
 
+// A checkpoint's metadata is checked where it is read: a bad input_size once ended in "error: stoll",
+// std::bad_alloc or gigabytes of memory; now evaluate names the file and the key.
+TEST(EvaluateApp, BadCheckpointMetadataIsNamed) {
+  const Fixture& f = fixture();
+  std::map<std::string, std::string> metadata;
+  const auto tensors = engine::load_tensors(f.run + "/checkpoints/last.safetensors", &metadata);
+  engine::NamedTensors named(tensors.begin(), tensors.end());
+  const std::string out = temp_path("evaluate_metadata"), checkpoint = temp_path("metadata.safetensors");
+  for (const auto& [value, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"abc", "metadata input_size 'abc' is not an integer"},
+           {"300000", "metadata input_size 300000 is out of range"},
+           {"99999", "metadata input_size 99999 is out of range"}}) {
+    std::map<std::string, std::string> bad = metadata;
+    bad["input_size"] = value;
+    engine::save_tensors(checkpoint, named, bad);
+    const Command c = run_app("evaluate", "--checkpoint " + checkpoint + " --split " + f.run + "/split --quiet --out " + out);
+    EXPECT_EQ(c.status, 1) << c.err;
+    EXPECT_TRUE(contains(c.err, checkpoint + ": " + expect)) << c.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+  fs::remove(checkpoint);
+}
+
 }  // namespace
