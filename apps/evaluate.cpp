@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   try {
     const experiment::CheckpointInfo ckpt = experiment::read_checkpoint(checkpoint);
     std::vector<data::SplitEntry> entries;
-    std::string root = data_root;
+    std::string root = experiment::absolute_path(data_root);  // recorded in the report: valid from any folder
     if (!split_dir.empty()) {
       std::error_code ec;
       const bool is_folder = std::filesystem::is_directory(split_dir, ec);
