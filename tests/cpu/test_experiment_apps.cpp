@@ -307,6 +307,18 @@ int wait_for_exit(pid_t pid) {
   return WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
 }
 
+// A started app that is killed (SIGKILL) and reaped if the test ends before it does, so that a failed
+// assertion never leaves a 1000-epoch run behind.
+struct Started {
+  pid_t pid;
+  ~Started() {
+    if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
 bool wait_for_file(const std::string& path, double seconds) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (std::chrono::steady_clock::now() < end) {
@@ -325,10 +337,12 @@ TEST(TrainApp, ASecondTrainerOnTheSameFolderIsRefusedNamingTheFirst) {
   const std::string out = temp_path("locked"), err = temp_path("locked.err");
   const pid_t first = start_app("train_densenet", tiny_train_args(f) + " --epochs 1000 --out " + out, err);
   ASSERT_GT(first, 0);
+  Started started{first};
   ASSERT_TRUE(wait_for_file(out + "/checkpoints/last.safetensors", 120)) << data::read_file_text(err);
   const Command second = run_app("train_densenet", "--out " + out + " --resume --quiet --epochs 1001");
   ::kill(first, SIGTERM);
   const int first_status = wait_for_exit(first);
+  started.pid = 0;
   EXPECT_EQ(second.status, 1) << second.err;
   EXPECT_TRUE(contains(second.err, out + " is in use by process " + std::to_string(first))) << second.err;
   EXPECT_EQ(first_status, 143);
@@ -344,9 +358,11 @@ TEST(TrainApp, SigintStopsCleanlyAndResumeCompletesTheRun) {
   const std::string out = temp_path("sigint"), err = temp_path("sigint.err");
   const pid_t pid = start_app("train_densenet", tiny_train_args(f) + " --epochs 1000 --out " + out, err);
   ASSERT_GT(pid, 0);
+  Started started{pid};
   ASSERT_TRUE(wait_for_file(out + "/checkpoints/last.safetensors", 120)) << data::read_file_text(err);
   ::kill(pid, SIGINT);
   EXPECT_EQ(wait_for_exit(pid), 130);
+  started.pid = 0;
   const std::string message = data::read_file_text(err);
   EXPECT_TRUE(contains(message, "interrupted (SIGINT): stopped at epoch ")) << message;
   EXPECT_TRUE(contains(message, "is intact; resume with --resume")) << message;
