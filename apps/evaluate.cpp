@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   try {
     const experiment::CheckpointInfo ckpt = experiment::read_checkpoint(checkpoint);
     std::vector<data::SplitEntry> entries;
-    std::string root = data_root;
+    std::string root = experiment::absolute_path(data_root);  // recorded in the report: valid from any folder
     if (!split_dir.empty()) {
       std::error_code ec;
       const bool is_folder = std::filesystem::is_directory(split_dir, ec);
@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
     const engine::Device dev = engine::select_device(device);
     net->to(dev);
     experiment::EvaluationResult r = experiment::predict_entries(
-        *net, root, entries, experiment::eval_loader_options(ckpt.metadata, batch_size, workers), dev, "evaluate", quiet);
+        *net, root, entries, experiment::eval_loader_options(ckpt.metadata, batch_size, workers, ckpt.path), dev, "evaluate", quiet);
     const std::string title = ckpt.metadata.at("arch") + " evaluated";
     experiment::write_evaluation(out, r, title,
                                  {{"arch", ckpt.metadata.at("arch")},

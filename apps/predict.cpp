@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
     const engine::Device dev = engine::select_device(device);
     net->to(dev);
     const experiment::EvaluationResult r = experiment::predict_entries(
-        *net, "", entries, experiment::eval_loader_options(ckpt.metadata, 32, 2), dev, "predict", true);
+        *net, "", entries, experiment::eval_loader_options(ckpt.metadata, 32, 2, ckpt.path), dev, "predict", true);
     ENGINE_USER_CHECK(r.images.size() == entries.size()) << "some images could not be read (see the messages above)";
     std::string csv = "path,study,probability,predicted\n";
     for (const auto& im : r.images) {

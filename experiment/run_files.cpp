@@ -1,8 +1,13 @@
 // args.json and the checkpoints of a training run (see run_files.h).
 #include "experiment/run_files.h"
 
+#include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -58,6 +63,7 @@ void visit_options(Options& o, Visit&& visit) {
   visit("test_checkpoint", o.test_checkpoint);
   visit("keep_epoch_checkpoints", o.keep_epoch_checkpoints);
   visit("quiet", o.quiet);
+  visit("max_bad_fraction", o.max_bad_fraction);
 }
 
 bool is_file(const std::string& path) {
@@ -65,7 +71,47 @@ bool is_file(const std::string& path) {
   return std::filesystem::is_regular_file(path, ec);
 }
 
+// A user's file is wrong: a plain message (no source location).
+[[noreturn]] void file_error(const std::string& message) { throw engine::UserError(message); }
+
+// A value of args.json as the command line would spell it: strings bare, numbers and switches as JSON.
+// Numbers in their shortest form that reads back to the same double ("1e-05", as a user types it).
+std::string option_text(const nlohmann::json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  if (!value.is_number_float()) return value.dump();
+  const double v = value.get<double>();
+  char buffer[64];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buffer, sizeof buffer, "%.*g", precision, v);
+    if (std::strtod(buffer, nullptr) == v) break;
+  }
+  return buffer;
+}
+
 }  // namespace
+
+std::string absolute_path(const std::string& path) {
+  if (path.empty()) return path;
+  return std::filesystem::absolute(path).lexically_normal().string();
+}
+
+void make_paths_absolute(TrainOptions& o) {
+  o.data = absolute_path(o.data);
+  o.synthetic_dir = absolute_path(o.synthetic_dir);
+  o.weights = absolute_path(o.weights);
+}
+
+bool parse_file_int(const std::string& text, int64_t& value) {
+  const char *begin = text.data(), *end = begin + text.size();
+  const auto [ptr, ec] = std::from_chars(begin, end, value);
+  return !text.empty() && ec == std::errc() && ptr == end;
+}
+
+bool parse_file_double(const std::string& text, double& value) {
+  const char *begin = text.data(), *end = begin + text.size();
+  const auto [ptr, ec] = std::from_chars(begin, end, value, std::chars_format::general);
+  return !text.empty() && ec == std::errc() && ptr == end;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // args.json
@@ -83,9 +129,9 @@ TrainOptions parse_train_options(const std::string& json_text, const std::string
   try {
     j = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::exception& e) {
-    ENGINE_FAIL() << source << " is not valid JSON: " << e.what();
+    ENGINE_USER_FAIL() << source << " is not valid JSON: " << e.what();
   }
-  ENGINE_CHECK(j.is_object() && j.contains("format") && j["format"] == kArgsFormat)
+  ENGINE_USER_CHECK(j.is_object() && j.contains("format") && j["format"] == kArgsFormat)
       << source << " is not the args.json of a training run (no \"format\": \"" << kArgsFormat << "\")";
   TrainOptions o;
   visit_options(o, [&](const char* key, auto& value) {
@@ -94,15 +140,54 @@ TrainOptions parse_train_options(const std::string& json_text, const std::string
     try {
       it->get_to(value);
     } catch (const nlohmann::json::exception& e) {
-      ENGINE_FAIL() << source << ": \"" << key << "\" has the wrong type (" << it->type_name() << "): " << e.what();
+      ENGINE_USER_FAIL() << source << ": \"" << key << "\" has the wrong type (" << it->type_name() << "): " << e.what();
     }
   });
   return o;
 }
 
 TrainOptions read_train_options(const std::string& path) {
-  ENGINE_CHECK(is_file(path)) << path << " does not exist (a training run writes args.json into its --out folder)";
+  ENGINE_USER_CHECK(is_file(path)) << path << " does not exist (a training run writes args.json into its --out folder)";
   return parse_train_options(data::read_file_text(path), path);
+}
+
+std::string option_flag(const std::string& key) {
+  if (key == "keep_epoch_checkpoints") return "--epoch-checkpoints";
+  std::string flag = "--" + key;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+
+bool resume_may_change(const std::string& key) {
+  static const std::set<std::string> keys = {"epochs",           "workers",          "quiet",
+                                             "device",           "early_stopping",   "test_checkpoint",
+                                             "keep_epoch_checkpoints", "deterministic", "memory_efficient",
+                                             "max_bad_fraction", "out",              "resume"};
+  return keys.count(key) > 0;
+}
+
+TrainOptions resumed_options(const TrainOptions& command, const TrainOptions& run,
+                             const std::function<bool(const std::string& flag)>& given) {
+  // Both as JSON objects, key by key: one comparison for every type of setting.
+  nlohmann::json merged, recorded;
+  visit_options(command, [&](const char* key, const auto& value) { merged[key] = value; });
+  visit_options(run, [&](const char* key, const auto& value) { recorded[key] = value; });
+  std::string refused;
+  visit_options(command, [&](const char* key, const auto&) {
+    if (std::string(key) == "out" || std::string(key) == "resume") return;
+    const std::string flag = option_flag(key);
+    if (!given(flag)) {
+      merged[key] = recorded[key];
+    } else if (!resume_may_change(key) && merged[key] != recorded[key]) {
+      refused += (refused.empty() ? "" : "\n") + std::string("--resume: the run in ") + command.out + " used " + flag +
+                 " " + option_text(recorded[key]) + " but this command says " + flag + " " +
+                 option_text(merged[key]) + "; pass the run's settings or leave the flag out";
+    }
+  });
+  if (!refused.empty()) file_error(refused);
+  TrainOptions o = command;
+  visit_options(o, [&](const char* key, auto& value) { merged[key].get_to(value); });
+  return o;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -143,13 +228,15 @@ void write_checkpoint(const std::string& path, const nets::Net& net, const engin
 }
 
 CheckpointInfo read_checkpoint(const std::string& path) {
-  ENGINE_CHECK(is_file(path)) << "checkpoint " << path << " does not exist (a run writes checkpoints/last.safetensors, "
+  ENGINE_USER_CHECK(is_file(path)) << "checkpoint " << path << " does not exist (a run writes checkpoints/last.safetensors, "
                                  "best.safetensors and epoch_NNN.safetensors)";
   CheckpointInfo info;
+  info.path = path;
   auto tensors = engine::load_tensors(path, &info.metadata);
-  ENGINE_CHECK(info.metadata.count("format") && info.metadata.at("format") == kCheckpointFormat)
+  ENGINE_USER_CHECK(info.metadata.count("format") && info.metadata.at("format") == kCheckpointFormat)
       << path << " is not a training checkpoint of this project (no metadata format=" << kCheckpointFormat
       << "); converted ImageNet weights go to --weights";
+  checkpoint_settings(info.metadata, path);
   for (auto& [name, t] : tensors) {
     if (name.rfind("model.", 0) == 0) info.model.emplace(name.substr(6), t);
     else if (name.rfind("optim.", 0) == 0) info.optimizer.emplace(name.substr(6), t);
@@ -159,24 +246,85 @@ CheckpointInfo read_checkpoint(const std::string& path) {
 
 const std::string& checkpoint_value(const std::map<std::string, std::string>& metadata, const std::string& key) {
   auto it = metadata.find(key);
-  ENGINE_CHECK(it != metadata.end()) << "checkpoint metadata has no '" << key << "'";
+  ENGINE_USER_CHECK(it != metadata.end()) << "checkpoint metadata has no '" << key << "'";
   return it->second;
 }
 
+CheckpointSettings checkpoint_settings(const std::map<std::string, std::string>& m, const std::string& source) {
+  const auto find = [&](const char* key, bool required) -> const std::string* {
+    const auto it = m.find(key);
+    if (it != m.end()) return &it->second;
+    if (required) file_error(source + ": checkpoint metadata has no '" + key + "'");
+    return nullptr;
+  };
+  // Quoted for the message, cut short: a value may be anything.
+  const auto shown = [](const std::string& value) {
+    return "'" + (value.size() > 40 ? value.substr(0, 40) + "..." : value) + "'";
+  };
+  const auto integer = [&](const char* key, bool required, int64_t min, int64_t max, int64_t& out) {
+    const std::string* text = find(key, required);
+    if (!text) return;
+    if (!parse_file_int(*text, out))
+      file_error(source + ": metadata " + key + " " + shown(*text) + " is not an integer");
+    if (out < min || out > max)
+      file_error(source + ": metadata " + key + " " + *text + " is out of range (" + std::to_string(min) + " to " +
+                 std::to_string(max) + ")");
+  };
+  const auto choice = [&](const char* key, bool required, const std::vector<std::string>& choices, std::string& out) {
+    const std::string* text = find(key, required);
+    if (!text) return;
+    std::string list;
+    for (const std::string& c : choices) {
+      if (c == *text) {
+        out = c;
+        return;
+      }
+      list += (list.empty() ? "" : ", ") + c;
+    }
+    file_error(source + ": metadata " + key + " " + shown(*text) + " is not one of: " + list);
+  };
+  CheckpointSettings s;
+  choice("arch", true, nets::all_arch_names(), s.arch);
+  choice("head", true, {"flatten", "gap"}, s.head);
+  choice("flavor", true, {"keras", "torch"}, s.flavor);
+  choice("preprocess", true, {"study", "torch", "tf"}, s.preprocess);
+  choice("resize", true, {"nearest", "bilinear", "area"}, s.resize);
+  choice("optimizer", false, {"adam-keras", "adam-torch"}, s.optimizer);
+  integer("input_size", true, kMinInputSize, kMaxInputSize, s.input_size);
+  integer("epoch", false, 0, kMaxCount, s.epoch);
+  integer("step", false, 0, kMaxCount, s.step);
+  integer("bad_epochs", false, 0, kMaxCount, s.bad_epochs);
+  if (const std::string* text = find("seed", false)) {
+    const char *begin = text->data(), *end = begin + text->size();
+    const auto [ptr, ec] = std::from_chars(begin, end, s.seed);
+    if (text->empty() || ec != std::errc() || ptr != end)
+      file_error(source + ": metadata seed " + shown(*text) + " is not an unsigned 64-bit integer");
+  }
+  if (const std::string* text = find("lr", false))
+    if (!parse_file_double(*text, s.lr) || !std::isfinite(s.lr) || s.lr <= 0)
+      file_error(source + ": metadata lr " + shown(*text) + " is not a positive number");
+  s.best_val_loss = INFINITY;
+  if (const std::string* text = find("best_val_loss", false))
+    if (!parse_file_double(*text, s.best_val_loss) || std::isnan(s.best_val_loss) || s.best_val_loss < 0)
+      file_error(source + ": metadata best_val_loss " + shown(*text) + " is not a non-negative number or inf");
+  return s;
+}
+
 std::shared_ptr<nets::Net> net_from_checkpoint(const CheckpointInfo& c) {
-  auto net = build_net(checkpoint_value(c.metadata, "arch"), nets::parse_head(checkpoint_value(c.metadata, "head")),
-                       nets::parse_flavor(checkpoint_value(c.metadata, "flavor")),
-                       std::stoll(checkpoint_value(c.metadata, "input_size")), 0);
+  const CheckpointSettings s = checkpoint_settings(c.metadata, c.path.empty() ? "checkpoint" : c.path);
+  auto net = build_net(s.arch, nets::parse_head(s.head), nets::parse_flavor(s.flavor), s.input_size, 0);
   net->load_state(c.model);
   return net;
 }
 
-data::LoaderOptions eval_loader_options(const std::map<std::string, std::string>& m, int64_t batch_size, int workers) {
+data::LoaderOptions eval_loader_options(const std::map<std::string, std::string>& m, int64_t batch_size, int workers,
+                                        const std::string& source) {
+  const CheckpointSettings s = checkpoint_settings(m, source);
   data::LoaderOptions lo;
   lo.batch_size = batch_size;
-  lo.height = lo.width = static_cast<int>(std::stoll(checkpoint_value(m, "input_size")));
-  lo.resize = data::parse_resize_mode(checkpoint_value(m, "resize"));
-  lo.norm = data::parse_norm_mode(checkpoint_value(m, "preprocess"));
+  lo.height = lo.width = static_cast<int>(s.input_size);
+  lo.resize = data::parse_resize_mode(s.resize);
+  lo.norm = data::parse_norm_mode(s.preprocess);
   lo.shuffle = false;
   lo.workers = workers;
   return lo;

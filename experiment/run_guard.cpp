@@ -165,7 +165,7 @@ bool RunFolderLock::acquire(const std::string& run_folder, RunFolderLock& lock, 
   const std::string path = lock_file_path(run_folder);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0)
-    throw engine::Error("cannot open the lock file " + path + ": " + data::errno_text(errno) + "; check that " +
+    throw engine::UserError("cannot open the lock file " + path + ": " + data::errno_text(errno) + "; check that " +
                         run_folder + " is a writable folder");
   int rc;
   do {
@@ -176,7 +176,7 @@ bool RunFolderLock::acquire(const std::string& run_folder, RunFolderLock& lock, 
     if (code == EWOULDBLOCK) holder = in_use_message(run_folder, fd);
     ::close(fd);
     if (code == EWOULDBLOCK) return false;
-    throw engine::Error("cannot lock " + path + ": " + data::errno_text(code) +
+    throw engine::UserError("cannot lock " + path + ": " + data::errno_text(code) +
                         " (some network file systems do not support locks; choose an --out on a local disk)");
   }
   HolderRecord me;
@@ -186,7 +186,7 @@ bool RunFolderLock::acquire(const std::string& run_folder, RunFolderLock& lock, 
   if (!write_all_at_start(fd, format_record(me))) {
     const int code = errno;
     ::close(fd);
-    throw engine::Error("cannot write the lock file " + path + ": " + data::errno_text(code) + " (is the disk full?)");
+    throw engine::UserError("cannot write the lock file " + path + ": " + data::errno_text(code) + " (is the disk full?)");
   }
   lock.release();
   lock.fd_ = fd;
@@ -196,7 +196,7 @@ bool RunFolderLock::acquire(const std::string& run_folder, RunFolderLock& lock, 
 
 RunFolderLock::RunFolderLock(const std::string& run_folder) {
   std::string holder;
-  if (!acquire(run_folder, *this, holder)) throw engine::Error(holder);
+  if (!acquire(run_folder, *this, holder)) throw engine::UserError(holder);
 }
 
 std::optional<RunFolderLock> RunFolderLock::try_acquire(const std::string& run_folder, std::string* holder) {

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <sstream>
 
 #include "data/csv.h"
@@ -19,6 +20,7 @@
 #include "engine/serialize.h"
 #include "engine/training_step.h"
 #include "experiment/chart_png.h"
+#include "experiment/run_guard.h"
 #include "experiment/svg.h"
 #include "experiment/tensorboard.h"
 #include "nets/registry.h"
@@ -91,6 +93,9 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add_switch("--epoch-checkpoints", &o.keep_epoch_checkpoints,
                "also keep checkpoints/epoch_NNN.safetensors (--epoch-checkpoints=false: only last and best)");
   f.add_switch("--quiet", &o.quiet, "no progress display");
+  f.add("--max-bad-fraction", &o.max_bad_fraction,
+        "share of each split's images that may be unreadable: they are skipped, counted and reported (0 = any "
+        "unreadable image stops the run)", 0.0, 1.0);
   f.set_epilog(
       "The defaults reproduce the study: Adam (Keras convention) with learning rate 1e-5, binary cross-entropy,\n"
       "batch 32, 10 epochs, a Flatten + Dense(1) head, x/255 preprocessing, 224x224 nearest-neighbour resizing,\n"
@@ -98,7 +103,10 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "no class weights. Pass --weights for the ImageNet start the study used.\n"
       "Output: args.json, split/, summary.csv, curves.svg, curves.png, tensorboard/ (TensorBoard scalars),\n"
       "checkpoints/{last,best,epoch_NNN}.safetensors, test/{metrics.json,report.md,predictions_images.csv,\n"
-      "predictions_studies.csv}.");
+      "predictions_studies.csv}.\n"
+      "--resume takes every setting not given on the command line from the run's args.json; of those given,\n"
+      "only --epochs, --workers, --quiet, --device, --early-stopping, --test-checkpoint, --epoch-checkpoints,\n"
+      "--deterministic, --memory-efficient and --max-bad-fraction may differ from the run's.");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -114,14 +122,15 @@ std::string default_synthetic_dir(int synthetic_patients) {
 
 std::string resolve_data_root(const std::string& data_flag, const std::string& synthetic_dir, int synthetic_patients) {
   if (!data_flag.empty()) {
-    ENGINE_CHECK(is_dir(data_flag)) << "--data " << data_flag
+    ENGINE_USER_CHECK(is_dir(data_flag)) << "--data " << data_flag
                                     << ": no such folder. Pass a MURA-v1.1 root (the folder holding "
                                        "train_image_paths.csv, train/ and valid/), or leave --data out to use "
                                        "the synthetic set";
-    return data_flag;
+    return absolute_path(data_flag);  // recorded in args.json: valid from any folder
   }
-  ENGINE_CHECK(synthetic_patients >= 2) << "--synthetic-patients must be at least 2, got " << synthetic_patients;
-  const std::string dir = synthetic_dir.empty() ? default_synthetic_dir(synthetic_patients) : synthetic_dir;
+  ENGINE_USER_CHECK(synthetic_patients >= 2) << "--synthetic-patients must be at least 2, got " << synthetic_patients;
+  const std::string dir =
+      absolute_path(synthetic_dir.empty() ? default_synthetic_dir(synthetic_patients) : synthetic_dir);
   const std::string root = dir + "/MURA-v1.1", marker = dir + "/COMPLETE";
   if (is_file(marker)) return root;
   std::fprintf(stderr, "no --data: generating the synthetic MURA (%d train patients) into %s (once)\n",
@@ -188,16 +197,24 @@ EvaluationResult predict_with_loader(nets::Net& net, data::Loader& loader, engin
 }
 }  // namespace
 
-EvaluationResult predict_entries(nets::Net& net, const std::string& root, const std::vector<data::SplitEntry>& entries,
-                                 const data::LoaderOptions& loader_options, engine::Device device,
-                                 const std::string& label, bool quiet) {
-  ENGINE_CHECK(!entries.empty()) << label << ": no images to evaluate";
+namespace {
+// The loader of one evaluation pass: split order, no augmentation, images cached in memory.
+std::unique_ptr<data::Loader> evaluation_loader(const std::string& root, const std::vector<data::SplitEntry>& entries,
+                                                const data::LoaderOptions& loader_options, const std::string& label) {
+  ENGINE_USER_CHECK(!entries.empty()) << label << ": no images to evaluate";
   data::LoaderOptions lo = loader_options;
   lo.shuffle = false;
   lo.augment = {};
   lo.cache = data::CacheMode::memory;
-  data::Loader loader(root, entries, lo);
-  return predict_with_loader(net, loader, device, label, quiet);
+  return std::make_unique<data::Loader>(root, entries, lo);
+}
+}  // namespace
+
+EvaluationResult predict_entries(nets::Net& net, const std::string& root, const std::vector<data::SplitEntry>& entries,
+                                 const data::LoaderOptions& loader_options, engine::Device device,
+                                 const std::string& label, bool quiet) {
+  const auto loader = evaluation_loader(root, entries, loader_options, label);
+  return predict_with_loader(net, *loader, device, label, quiet);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -216,16 +233,16 @@ std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::stri
   const auto csv = data::parse_csv(text, source);
   for (size_t i = 1; i < csv.size(); ++i) {
     const auto& f = csv[i].fields;
-    ENGINE_CHECK(f.size() == 8) << source << ":" << csv[i].line << ": expected 8 fields, got " << f.size();
+    ENGINE_USER_CHECK(f.size() == 8) << source << ":" << csv[i].line << ": expected 8 fields, got " << f.size();
+    static const char* const names[] = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                                        "epoch_seconds", "images_per_s", "lr"};
     EpochRow r;
-    r.epoch = std::stoll(f[0]);
-    r.train_loss = std::stod(f[1]);
-    r.train_acc = std::stod(f[2]);
-    r.val_loss = std::stod(f[3]);
-    r.val_acc = std::stod(f[4]);
-    r.seconds = std::stod(f[5]);
-    r.images_per_s = std::stod(f[6]);
-    r.lr = std::stod(f[7]);
+    ENGINE_USER_CHECK(parse_file_int(f[0], r.epoch) && r.epoch >= 1 && r.epoch <= kMaxCount)
+        << source << ":" << csv[i].line << ": epoch '" << f[0] << "' is not a positive integer";
+    double* const numbers[] = {&r.train_loss, &r.train_acc, &r.val_loss, &r.val_acc, &r.seconds, &r.images_per_s, &r.lr};
+    for (size_t k = 0; k < 7; ++k)
+      ENGINE_USER_CHECK(parse_file_double(f[k + 1], *numbers[k]))
+          << source << ":" << csv[i].line << ": " << names[k + 1] << " '" << f[k + 1] << "' is not a number";
     rows.push_back(r);
   }
   return rows;
@@ -302,6 +319,8 @@ struct Run {
   std::unique_ptr<engine::Adam> adam;
   std::unique_ptr<engine::TrainingStep> step;
   std::unique_ptr<data::Loader> train_loader, val_loader;
+  size_t train_bad_reported = 0, val_bad_reported = 0;  // unreadable images already reported
+  const InterruptGuard* interrupt = nullptr;             // set while the epochs run
   // the state that resume restores and every epoch advances
   int64_t start_epoch = 0;
   CheckpointProgress progress{0, INFINITY, 0};
@@ -314,24 +333,31 @@ void check_choice(const std::string& flag, const std::string& value, const std::
     if (c == value) return;
     list += (list.empty() ? "" : ", ") + c;
   }
-  ENGINE_FAIL() << flag << " '" << value << "' is not one of: " << list;
+  ENGINE_USER_FAIL() << flag << " '" << value << "' is not one of: " << list;
 }
 
 // The flags alone: every value checked and parsed (the loader options made of them), --out chosen and
 // tested against --resume.
+std::string default_out(const TrainOptions& o) {
+  return "runs/" + o.arch + "-" + o.protocol + "-n" + std::to_string(o.images) + "-s" + std::to_string(o.seed);
+}
+
 void check_options(Run& run) {
   TrainOptions& o = run.o;
+  make_paths_absolute(o);
   check_choice("--optimizer", o.optimizer, {"adam-keras", "adam-torch"});
   check_choice("--test-checkpoint", o.test_checkpoint, {"last", "best"});
-  ENGINE_CHECK(nets::parse_head(o.head) != nets::Head::imagenet)
+  ENGINE_USER_CHECK(nets::parse_head(o.head) != nets::Head::imagenet)
       << "--head imagenet has 1000 classes; use flatten or gap for MURA";
   nets::parse_flavor(o.flavor);  // throws, naming the flavours, for an unknown one
-  ENGINE_CHECK(o.epochs >= 1) << "--epochs must be at least 1, got " << o.epochs;
-  ENGINE_CHECK(o.batch_size >= 1) << "--batch-size must be at least 1, got " << o.batch_size;
-  ENGINE_CHECK(o.lr > 0 && std::isfinite(o.lr)) << "--lr must be positive, got " << o.lr;
-  ENGINE_CHECK(o.workers >= 1) << "--workers must be at least 1, got " << o.workers;
-  ENGINE_CHECK(o.images >= 0) << "--images must not be negative";
-  ENGINE_CHECK(o.early_stopping >= 0) << "--early-stopping must not be negative";
+  ENGINE_USER_CHECK(o.epochs >= 1) << "--epochs must be at least 1, got " << o.epochs;
+  ENGINE_USER_CHECK(o.batch_size >= 1) << "--batch-size must be at least 1, got " << o.batch_size;
+  ENGINE_USER_CHECK(o.lr > 0 && std::isfinite(o.lr)) << "--lr must be positive, got " << o.lr;
+  ENGINE_USER_CHECK(o.workers >= 1) << "--workers must be at least 1, got " << o.workers;
+  ENGINE_USER_CHECK(o.images >= 0) << "--images must not be negative";
+  ENGINE_USER_CHECK(o.early_stopping >= 0) << "--early-stopping must not be negative";
+  ENGINE_USER_CHECK(o.max_bad_fraction >= 0 && o.max_bad_fraction <= 1)
+      << "--max-bad-fraction must be between 0 and 1, got " << o.max_bad_fraction;
 
   data::LoaderOptions& lo = run.train_loader_options;
   lo.batch_size = o.batch_size;
@@ -341,25 +367,25 @@ void check_options(Run& run) {
   lo.seed = o.seed;
   lo.workers = o.workers;
   lo.shuffle = true;
+  lo.max_bad_fraction = o.max_bad_fraction;
   if (o.augment) lo.augment = {true, static_cast<float>(o.rotation)};
   run.eval_loader_options = lo;
   run.eval_loader_options.shuffle = false;
   run.eval_loader_options.augment = {};
 
-  if (o.out.empty())
-    o.out = "runs/" + o.arch + "-" + o.protocol + "-n" + std::to_string(o.images) + "-s" + std::to_string(o.seed);
+  if (o.out.empty()) o.out = default_out(o);
   run.checkpoint_dir = o.out + "/checkpoints/";
   run.last_path = run.checkpoint_dir + "last.safetensors";
   if (o.resume) {
-    ENGINE_CHECK(is_file(run.last_path)) << "--resume: " << run.last_path
+    ENGINE_USER_CHECK(is_file(run.last_path)) << "--resume: " << run.last_path
                                          << " does not exist; start the run without --resume";
   } else {
-    ENGINE_CHECK(!is_file(run.last_path)) << "--out " << o.out
+    ENGINE_USER_CHECK(!is_file(run.last_path)) << "--out " << o.out
                                           << " already holds a run (checkpoints/last.safetensors); pass --resume to "
                                              "continue it, or choose another --out";
   }
   if (!o.weights.empty())
-    ENGINE_CHECK(is_file(o.weights)) << "--weights " << o.weights
+    ENGINE_USER_CHECK(is_file(o.weights)) << "--weights " << o.weights
                                      << ": no such file. Convert ImageNet weights with weights_tools/ (see "
                                         "docs/apps.md), or leave --weights out for a random initialisation";
 }
@@ -378,12 +404,12 @@ void load_data(Run& run) {
     so.seed = o.seed;
     so.sample_images = o.images;
     so.parts = data::parse_body_parts(o.parts);
-    ENGINE_CHECK(o.images == 0 || o.images <= static_cast<int64_t>(index.images.size()))
+    ENGINE_USER_CHECK(o.images == 0 || o.images <= static_cast<int64_t>(index.images.size()))
         << "--images " << o.images << " but " << run.root << " has only " << index.images.size() << " images";
     run.split = data::make_split(index, so);
     run.root = index.root;
   }
-  ENGINE_CHECK(!run.split.train.empty() && !run.split.validation.empty() && !run.split.test.empty())
+  ENGINE_USER_CHECK(!run.split.train.empty() && !run.split.validation.empty() && !run.split.test.empty())
       << "the split has an empty side (train " << run.split.train.size() << ", validation " << run.split.validation.size()
       << ", test " << run.split.test.size() << "); pass a larger --images";
   if (o.class_weights) data::apply_class_weights(run.split, data::compute_class_weights(run.split.train));
@@ -439,24 +465,28 @@ void setup(Run& run) {
 // epochs' rows from checkpoints/last.safetensors (and summary.csv), once its settings are the command's.
 void resume(Run& run) {
   const TrainOptions& o = run.o;
-  const CheckpointInfo last = read_checkpoint(run.last_path);
+  const CheckpointInfo last = read_checkpoint(run.last_path);  // its metadata validated
+  const CheckpointSettings saved = checkpoint_settings(last.metadata, run.last_path);
   const std::pair<const char*, std::string> settings[] = {
       {"arch", o.arch},         {"head", o.head},           {"flavor", o.flavor},
       {"input_size", std::to_string(o.input_size)}, {"preprocess", o.preprocess}, {"resize", o.resize}};
   for (const auto& [key, now] : settings)
-    ENGINE_CHECK(checkpoint_value(last.metadata, key) == now)
-        << "--resume: the run in " << o.out << " used " << key << " " << checkpoint_value(last.metadata, key)
-        << " but this command says " << now << "; pass the run's settings (see " << o.out << "/args.json)";
+    ENGINE_USER_CHECK(checkpoint_value(last.metadata, key) == now)
+        << "--resume: the run in " << o.out << " used " << option_flag(key) << " " << checkpoint_value(last.metadata, key)
+        << " but this command says " << option_flag(key) << " " << now
+        << "; pass the run's settings or leave the flag out";
+  for (const char* key : {"epoch", "step", "best_val_loss", "bad_epochs"})
+    ENGINE_USER_CHECK(last.metadata.count(key)) << run.last_path << ": checkpoint metadata has no '" << key
+                                           << "', which --resume needs";
   run.net->load_state(last.model);
   for (const auto& [name, t] : run.adam->state()) {
     auto it = last.optimizer.find(name);
-    ENGINE_CHECK(it != last.optimizer.end()) << run.last_path << " has no optimizer state '" << name << "'";
+    ENGINE_USER_CHECK(it != last.optimizer.end()) << run.last_path << " has no optimizer state '" << name << "'";
     t.copy_from(it->second);
   }
-  run.adam->set_step_count(std::stoll(checkpoint_value(last.metadata, "step")));
-  run.start_epoch = std::stoll(checkpoint_value(last.metadata, "epoch"));
-  run.progress = {run.start_epoch, std::stod(checkpoint_value(last.metadata, "best_val_loss")),
-                  std::stoll(checkpoint_value(last.metadata, "bad_epochs"))};
+  run.adam->set_step_count(saved.step);
+  run.start_epoch = saved.epoch;
+  run.progress = {saved.epoch, saved.best_val_loss, saved.bad_epochs};
   const std::string summary = o.out + "/summary.csv";
   if (is_file(summary))
     for (const EpochRow& r : parse_summary_csv(data::read_file_text(summary), summary))
@@ -496,18 +526,47 @@ void report_nonfinite(const Run& run, int64_t epoch, const data::Batch& batch, c
                        {{"format", "mura-engine-debug-v1"}, {"epoch", std::to_string(epoch + 1)},
                         {"batch", std::to_string(batch.batch_index)}, {"step", std::to_string(steps)},
                         {"loss", g9(step.loss)}, {"arch", run.o.arch}});
+  // last exists once an epoch has finished (in this run or the one resumed); before that there is none.
+  const std::string kept = is_file(run.last_path)
+                               ? ckpt + "last.safetensors (epoch " + std::to_string(run.progress.epoch) + ", the last "
+                                        "finished epoch) is kept"
+                               : "no checkpoint was written (no epoch finished), so there is no last.safetensors";
   std::fprintf(stderr,
                "\nerror: the training loss became %s at epoch %lld, batch %lld (optimizer step %lld). Training "
-               "stopped.\n  The model and the batch are in %sdebug_nonfinite.safetensors; %slast.safetensors "
-               "(the last finished epoch) is kept.\n  Try a lower --lr, or check the data with mura_verify.\n",
+               "stopped.\n  The model and the batch are in %sdebug_nonfinite.safetensors; %s.\n  Try a lower --lr, "
+               "or check the data with mura_verify.\n",
                g9(step.loss).c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(batch.batch_index),
-               static_cast<long long>(steps), ckpt.c_str(), ckpt.c_str());
+               static_cast<long long>(steps), ckpt.c_str(), kept.c_str());
+}
+
+// Runs a pass over `loader`; when it stops because more images are unreadable than the loader allows,
+// the error names the flag that allows more.
+template <typename Pass>
+auto naming_the_bad_fraction_flag(const data::Loader& loader, Pass&& pass) {
+  try {
+    return pass();
+  } catch (const engine::Error& e) {
+    const double fraction = loader.options().max_bad_fraction;
+    const auto allowed = static_cast<size_t>(std::floor(fraction * static_cast<double>(loader.entries().size())));
+    if (loader.bad_files().size() <= allowed) throw;
+    throw engine::UserError(std::string(e.what()) + " with --max-bad-fraction (now " + g9(fraction) +
+                        "; e.g. --max-bad-fraction 0.01 skips up to 1% of each split's images)");
+  }
+}
+
+// One line per unreadable image skipped since the last report (--max-bad-fraction allowed it).
+void report_skipped(const data::Loader& loader, const std::string& split, size_t& reported) {
+  const std::vector<data::BadFile> bad = loader.bad_files();
+  for (; reported < bad.size(); ++reported)
+    std::fprintf(stderr, "skipped an unreadable %s image (--max-bad-fraction %s): %s\n", split.c_str(),
+                 g9(loader.options().max_bad_fraction).c_str(), bad[reported].error.c_str());
 }
 
 struct TrainPass {
   double loss_sum = 0;
   int64_t seen = 0, correct = 0;
   bool nonfinite = false;
+  bool interrupted = false;  // a signal stopped the pass before a batch
 };
 
 // One pass of training steps over the train split (the running loss and accuracy on `progress`).
@@ -518,7 +577,15 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
   loader.start_epoch(epoch);
   TrainPass pass;
   int64_t batches = 0;
-  for (data::Batch batch; loader.next(batch);) {
+  for (data::Batch batch;;) {
+    if (run.interrupt && run.interrupt->requested()) {  // between batches: nothing partial is written
+      loader.stop();
+      pass.interrupted = true;
+      std::fprintf(stderr, "\n%s\n",
+                   interruption_message(run.interrupt->signal_number(), epoch + 1, batches + 1, run.progress.epoch).c_str());
+      break;
+    }
+    if (!loader.next(batch)) break;
     const engine::StepResult step =
         run.step->run(batch.images.to(run.device), batch.labels.to(run.device),
                       o.class_weights ? batch.weights.to(run.device) : Tensor());
@@ -557,7 +624,7 @@ void write_epoch_checkpoints(const Run& run, bool improved) {
   if (ec) write_checkpoint(ckpt + "best.safetensors", *run.net, *run.adam, run.o, run.progress);
 }
 
-enum class EpochEnd { next, early_stop, nonfinite };
+enum class EpochEnd { next, early_stop, nonfinite, interrupted };
 
 // Stage 3, one epoch: the train pass, the validation pass, the summary row, the checkpoints, summary.csv
 // and the curves, and the early-stopping decision.
@@ -567,10 +634,15 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   std::snprintf(label, sizeof label, "epoch %lld/%lld", static_cast<long long>(epoch + 1), static_cast<long long>(o.epochs));
   Progress progress(std::string(label) + " train", run.train_loader->batches_per_epoch(), o.quiet);
   const double t0 = now_seconds();
-  const TrainPass pass = train_pass(run, epoch, progress);
+  const TrainPass pass = naming_the_bad_fraction_flag(*run.train_loader, [&] { return train_pass(run, epoch, progress); });
+  report_skipped(*run.train_loader, "train", run.train_bad_reported);
   if (pass.nonfinite) return EpochEnd::nonfinite;
+  if (pass.interrupted) return EpochEnd::interrupted;
   const double train_seconds = now_seconds() - t0;
-  const EvaluationResult val = predict_with_loader(*run.net, *run.val_loader, run.device, std::string(label) + " val", true);
+  const EvaluationResult val = naming_the_bad_fraction_flag(*run.val_loader, [&] {
+    return predict_with_loader(*run.net, *run.val_loader, run.device, std::string(label) + " val", true);
+  });
+  report_skipped(*run.val_loader, "validation", run.val_bad_reported);
 
   EpochRow row;
   row.epoch = epoch + 1;
@@ -613,7 +685,11 @@ void run_test(Run& run) {
   const std::string best = run.checkpoint_dir + "best.safetensors";
   if (o.test_checkpoint == "best" && is_file(best)) run.net->load_state(read_checkpoint(best).model);
   TrainResult& result = run.result;
-  result.test = predict_entries(*run.net, run.root, run.split.test, run.eval_loader_options, run.device, "test", o.quiet);
+  const auto loader = evaluation_loader(run.root, run.split.test, run.eval_loader_options, "test");
+  result.test = naming_the_bad_fraction_flag(
+      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet); });
+  size_t reported = 0;
+  report_skipped(*loader, "test", reported);
   result.tested = true;
   write_evaluation(o.out + "/test", result.test, o.arch + " on the test split",
                    {{"arch", o.arch},
@@ -641,15 +717,39 @@ TrainResult run_training(const TrainOptions& options) {
   run.o = options;
   run.start_wall_time = wall_clock_seconds();
   setup(run);                          // 1. options, data, split, net, weights: before --out is touched
-  if (run.o.resume) resume(run);       // 2. the state of checkpoints/last.safetensors
-  open_output(run);                    //    args.json, split/, checkpoints/
-  for (int64_t epoch = run.start_epoch; epoch < run.o.epochs; ++epoch) {
-    const EpochEnd end = run_epoch(run, epoch);  // 3. train, validate, checkpoints, curves
-    if (end == EpochEnd::next) continue;
-    run.result.nonfinite = end == EpochEnd::nonfinite;
-    run.result.early_stopped = end == EpochEnd::early_stop;
-    break;
+  // One writer per run folder, from here to the end (the lock creates --out when it is new).
+  std::error_code ec;
+  const bool out_existed = fs::exists(run.o.out, ec);
+  const RunFolderLock lock(run.o.out);
+  try {
+    // Another run may have started here between the checks of setup and the lock.
+    ENGINE_USER_CHECK(run.o.resume || !is_file(run.last_path))
+        << "--out " << run.o.out << " already holds a run (checkpoints/last.safetensors); pass --resume to continue "
+        << "it, or choose another --out";
+    const std::vector<std::string> stale = remove_stale_temporaries(lock);
+    if (!stale.empty())
+      std::fprintf(stderr, "removed %zu temporary file(s) left by an interrupted write in %s (e.g. %s)\n", stale.size(),
+                   run.o.out.c_str(), stale.front().c_str());
+    if (run.o.resume) resume(run);     // 2. the state of checkpoints/last.safetensors
+    open_output(run);                  //    args.json, split/, checkpoints/
+  } catch (...) {
+    if (!out_existed) fs::remove_all(run.o.out, ec);  // a failed start leaves nothing behind
+    throw;
   }
+  {
+    const InterruptGuard interrupt;  // SIGINT / SIGTERM: stop between batches, last intact
+    run.interrupt = &interrupt;
+    for (int64_t epoch = run.start_epoch; epoch < run.o.epochs; ++epoch) {
+      const EpochEnd end = run_epoch(run, epoch);  // 3. train, validate, checkpoints, curves
+      if (end == EpochEnd::next) continue;
+      run.result.nonfinite = end == EpochEnd::nonfinite;
+      run.result.early_stopped = end == EpochEnd::early_stop;
+      if (end == EpochEnd::interrupted) run.result.interrupted_exit_status = interrupt.exit_status();
+      break;
+    }
+    run.interrupt = nullptr;
+  }
+  if (run.result.interrupted_exit_status != 0) return run.result;
   if (run.result.nonfinite) {
     if (!run.result.rows.empty()) data::write_file_atomic(run.o.out + "/summary.csv", summary_csv(run.result.rows));
     return run.result;
@@ -670,6 +770,19 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
     std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
     return 2;
   }
+  try {
+    // --resume: the run's own settings for every flag not given; a given one that may not change must match.
+    make_paths_absolute(options);
+    if (options.resume) {
+      if (options.out.empty()) options.out = default_out(options);
+      const std::string args = options.out + "/args.json";
+      if (is_file(args))
+        options = resumed_options(options, read_train_options(args), [&](const std::string& flag) { return flags.given(flag); });
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), e.what());
+    return 2;
+  }
   if (std::find(archs.begin(), archs.end(), options.arch) == archs.end()) {
     std::fprintf(stderr, "%s: --arch %s is not one of this program's architectures (see --help)\n", program.c_str(),
                  options.arch.c_str());
@@ -677,6 +790,7 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
   }
   try {
     const TrainResult r = run_training(options);
+    if (r.interrupted_exit_status != 0) return r.interrupted_exit_status;
     return r.nonfinite ? 3 : 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", program.c_str(), e.what());

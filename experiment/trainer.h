@@ -51,6 +51,7 @@ struct EpochRow {
 struct TrainResult {
   std::vector<EpochRow> rows;  // every epoch of the run (resumed ones included)
   bool nonfinite = false;      // stopped by a non-finite loss
+  int interrupted_exit_status = 0;  // stopped by SIGINT / SIGTERM: 128 + the signal (130, 143); else 0
   bool early_stopped = false;
   EvaluationResult test;
   bool tested = false;
@@ -58,10 +59,17 @@ struct TrainResult {
   int64_t train_images = 0, validation_images = 0, test_images = 0;  // the split's sizes
 };
 
-// The whole run. Throws engine::Error with an actionable message on bad input.
+// The whole run. Throws engine::Error with an actionable message on bad input. The run holds --out's
+// RunFolderLock (experiment/run_guard.h) from the end of setup on: a second run on the same folder is
+// refused, naming the holder. With options.resume, the options are taken as given (the net's settings must
+// match the checkpoint's); train_main merges them with the run's args.json first (resumed_options in
+// run_files.h), refusing changed settings. SIGINT / SIGTERM stop it between batches, with
+// checkpoints/last intact (interrupted_exit_status set).
 TrainResult run_training(const TrainOptions& options);
 
-// The main() of train_densenet / train_irv2: flags, run, exit status (0 ok, 1 error, 2 usage, 3 non-finite).
+// The main() of train_densenet / train_irv2: flags, run, exit status (0 ok, 1 error, 2 usage, 3 non-finite,
+// 130 / 143 interrupted by SIGINT / SIGTERM). With --resume, the flags not given come from the run's
+// args.json.
 int train_main(int argc, char** argv, const std::string& program, const std::string& description,
                const std::string& default_arch, const std::vector<std::string>& archs);
 

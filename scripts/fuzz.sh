@@ -14,7 +14,7 @@ source scripts/lib/deps.sh
 SECONDS_PER_TARGET="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_decode_image fuzz_csv fuzz_render fuzz_splits fuzz_safetensors)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_decode_image fuzz_csv fuzz_render fuzz_splits fuzz_safetensors fuzz_checkpoint_metadata)
 BUILD_DIR="${BUILD_DIR:-build-fuzz}"
 
 # clang with its runtime (libFuzzer, sanitizers) and OpenMP, on top of the usual build packages.

@@ -2,9 +2,16 @@
 // predict agrees with it image by image, compare writes results.md and a results.html that a real headless
 // browser renders with its tables, figures and links to each run's report and Grad-CAM gallery; bad inputs
 // fail with a clear message and leave nothing behind; and a non-finite loss stops training with a debug
-// checkpoint while `last` is kept.
+// checkpoint while `last` is kept. The trainer's reliability: one trainer per run folder, a clean stop on
+// SIGINT / SIGTERM that --resume continues, --resume that keeps the run's settings, data paths recorded
+// absolute (evaluate works from any folder), and --max-bad-fraction for unreadable images.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cmath>
 #include <cstdio>
@@ -39,11 +46,13 @@ struct Command {
   std::string out, err;
 };
 
-// Runs an app of the build with `args` (already shell-quoted where needed); captures stdout and stderr.
-Command run_app(const std::string& app, const std::string& args) {
+// Runs an app of the build with `args` (already shell-quoted where needed), in the folder `cwd` when one is
+// given; captures stdout and stderr.
+Command run_app(const std::string& app, const std::string& args, const std::string& cwd = "") {
   static int counter = 0;
   const std::string base = temp_path("cmd" + std::to_string(counter++));
-  const std::string command = std::string(ENGINE_APPS_DIR) + "/" + app + " " + args + " >" + base + ".out 2>" + base + ".err";
+  const std::string command = (cwd.empty() ? "" : "cd " + cwd + " && ") + std::string(ENGINE_APPS_DIR) + "/" + app +
+                              " " + args + " >" + base + ".out 2>" + base + ".err";
   Command c;
   const int raw = std::system(command.c_str());
   c.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
@@ -270,6 +279,205 @@ TEST(Training, ANonFiniteLossStopsWithADebugCheckpointAndKeepsLast) {
   EXPECT_TRUE(debug.count("batch.logits"));
   EXPECT_EQ(parse_summary_csv(data::read_file_text(out + "/summary.csv"), "summary.csv").size(), 1u);
   fs::remove_all(out);
+}
+
+// --- The trainer's reliability, through the built train_densenet ---
+
+// A short run of the tiny DenseNet on the fixture's synthetic set (32 px, 60 images, no epoch checkpoints).
+std::string tiny_train_args(const Fixture& f) {
+  return "--arch densenet_tiny --head gap --input-size 32 --batch-size 16 --lr 0.001 --images 60 --flavor torch "
+         "--epoch-checkpoints=false --quiet --synthetic-dir " + f.synthetic;
+}
+
+// Starts an app in the background (its own process: the pid is the app's), stderr to `err_file`.
+pid_t start_app(const std::string& app, const std::string& args, const std::string& err_file) {
+  const std::string command = "exec " + std::string(ENGINE_APPS_DIR) + "/" + app + " " + args + " >/dev/null 2>" + err_file;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// The exit status as a shell reports it: the code, or 128 + the signal that killed it.
+int wait_for_exit(pid_t pid) {
+  int raw = 0;
+  if (::waitpid(pid, &raw, 0) != pid) return -1;
+  return WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+}
+
+// A started app that is killed (SIGKILL) and reaped if the test ends before it does, so that a failed
+// assertion never leaves a 1000-epoch run behind.
+struct Started {
+  pid_t pid;
+  ~Started() {
+    if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+bool wait_for_file(const std::string& path, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (fs::is_regular_file(path)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// Two trainers on one --out once both ran and mixed their files: the second is refused, naming the first's
+// pid; SIGTERM then stops the first cleanly with status 143.
+TEST(TrainApp, ASecondTrainerOnTheSameFolderIsRefusedNamingTheFirst) {
+  const Fixture& f = fixture();
+  const std::string out = temp_path("locked"), err = temp_path("locked.err");
+  const pid_t first = start_app("train_densenet", tiny_train_args(f) + " --epochs 1000 --out " + out, err);
+  ASSERT_GT(first, 0);
+  Started started{first};
+  ASSERT_TRUE(wait_for_file(out + "/checkpoints/last.safetensors", 120)) << data::read_file_text(err);
+  const Command second = run_app("train_densenet", "--out " + out + " --resume --quiet --epochs 1001");
+  ::kill(first, SIGTERM);
+  const int first_status = wait_for_exit(first);
+  started.pid = 0;
+  EXPECT_EQ(second.status, 1) << second.err;
+  EXPECT_TRUE(contains(second.err, out + " is in use by process " + std::to_string(first))) << second.err;
+  EXPECT_EQ(first_status, 143);
+  EXPECT_TRUE(contains(data::read_file_text(err), "interrupted (SIGTERM)")) << data::read_file_text(err);
+  fs::remove_all(out);
+  fs::remove(err);
+}
+
+// Ctrl-C stops between batches with the interruption message and status 130; last is intact and --resume
+// (with the run's own settings from args.json) completes the run.
+TEST(TrainApp, SigintStopsCleanlyAndResumeCompletesTheRun) {
+  const Fixture& f = fixture();
+  const std::string out = temp_path("sigint"), err = temp_path("sigint.err");
+  const pid_t pid = start_app("train_densenet", tiny_train_args(f) + " --epochs 1000 --out " + out, err);
+  ASSERT_GT(pid, 0);
+  Started started{pid};
+  ASSERT_TRUE(wait_for_file(out + "/checkpoints/last.safetensors", 120)) << data::read_file_text(err);
+  ::kill(pid, SIGINT);
+  EXPECT_EQ(wait_for_exit(pid), 130);
+  started.pid = 0;
+  const std::string message = data::read_file_text(err);
+  EXPECT_TRUE(contains(message, "interrupted (SIGINT): stopped at epoch ")) << message;
+  EXPECT_TRUE(contains(message, "is intact; resume with --resume")) << message;
+  const CheckpointInfo last = read_checkpoint(out + "/checkpoints/last.safetensors");  // whole and valid
+  const int64_t epoch = checkpoint_settings(last.metadata, "last").epoch;
+  ASSERT_GE(epoch, 1);
+  EXPECT_FALSE(fs::exists(out + "/test/metrics.json"));
+
+  const Command resumed =
+      run_app("train_densenet", "--out " + out + " --resume --quiet --epochs " + std::to_string(epoch + 1));
+  ASSERT_EQ(resumed.status, 0) << resumed.err;
+  EXPECT_TRUE(fs::is_regular_file(out + "/test/metrics.json"));
+  EXPECT_EQ(parse_summary_csv(data::read_file_text(out + "/summary.csv"), "summary.csv").size(),
+            static_cast<size_t>(epoch + 1));
+  fs::remove_all(out);
+  fs::remove(err);
+}
+
+// A run started with a relative --data: args.json records the absolute root, so evaluate and --resume work
+// from any folder. --resume takes the run's settings for the flags not given and refuses changed ones by
+// flag; a stale temporary in the folder is swept (and said so) when the run starts.
+TEST(TrainApp, ResumeKeepsTheRunsSettingsAndPathsAreAbsolute) {
+  const Fixture& f = fixture();
+  const std::string out = temp_path("relative"), evaluated = temp_path("relative_eval");
+  const std::string root = fs::path(f.synthetic + "/MURA-v1.1").lexically_normal().string();
+  Command c = run_app("train_densenet", tiny_train_args(f) + " --epochs 1 --data MURA-v1.1 --out " + out, f.synthetic);
+  ASSERT_EQ(c.status, 0) << c.err;
+  const std::string args = data::read_file_text(out + "/args.json");
+  EXPECT_EQ(json_string_field(args, "data"), root);
+  EXPECT_EQ(json_string_field(args, "data_root"), root);
+
+  c = run_app("train_densenet", "--out " + out + " --resume --lr 0.5 --seed 3 --protocol patient --images 100", "/");
+  EXPECT_EQ(c.status, 2);
+  for (const std::string& part :
+       {"--resume: the run in " + out + " used --lr 0.001 but this command says --lr 0.5; pass the run's settings or "
+        "leave the flag out",
+        std::string("used --seed 0 but this command says --seed 3"),
+        std::string("used --protocol seed but this command says --protocol patient"),
+        std::string("used --images 60 but this command says --images 100")})
+    EXPECT_TRUE(contains(c.err, part)) << part << " in " << c.err;
+  EXPECT_EQ(parse_summary_csv(data::read_file_text(out + "/summary.csv"), "summary.csv").size(), 1u) << "nothing ran";
+
+  std::ofstream(out + "/summary.csv.tmp-4242") << "half written";
+  c = run_app("train_densenet", "--out " + out + " --resume --epochs 2 --quiet", "/");
+  ASSERT_EQ(c.status, 0) << c.err;
+  EXPECT_TRUE(contains(c.err, "removed 1 temporary file(s)")) << c.err;
+  EXPECT_FALSE(fs::exists(out + "/summary.csv.tmp-4242"));
+  EXPECT_EQ(parse_summary_csv(data::read_file_text(out + "/summary.csv"), "summary.csv").size(), 2u);
+  const TrainOptions recorded = read_train_options(out + "/args.json");
+  EXPECT_EQ(recorded.lr, 0.001);
+  EXPECT_EQ(recorded.images, 60);
+  EXPECT_EQ(recorded.input_size, 32);
+  EXPECT_EQ(recorded.epochs, 2);
+
+  c = run_app("evaluate", "--checkpoint " + out + "/checkpoints/last.safetensors --split " + out +
+                              "/split --list test --quiet --out " + evaluated, "/");
+  ASSERT_EQ(c.status, 0) << c.err;
+  EXPECT_TRUE(fs::is_regular_file(evaluated + "/metrics.json"));
+  fs::remove_all(out);
+  fs::remove_all(evaluated);
+}
+
+// An unreadable image stops the run with a message that names --max-bad-fraction; with the flag, the run
+// skips it and says so.
+TEST(TrainApp, MaxBadFractionSkipsUnreadableImages) {
+  const Fixture& f = fixture();
+  const std::string data = temp_path("bad_data"), failed = temp_path("bad_failed"), skipped = temp_path("bad_skipped");
+  fs::copy(f.synthetic + "/MURA-v1.1", data, fs::copy_options::recursive);
+  std::string corrupt;
+  for (const auto& entry : fs::recursive_directory_iterator(data + "/train"))
+    if (entry.is_regular_file() && entry.path().extension() == ".png") {
+      corrupt = entry.path().string();
+      break;
+    }
+  ASSERT_FALSE(corrupt.empty());
+  std::ofstream(corrupt, std::ios::trunc) << "not a PNG";
+  // Every image (no --images sample), so the corrupt one is in one of the splits.
+  const std::string run = "--arch densenet_tiny --head gap --input-size 32 --batch-size 32 --flavor torch --quiet "
+                          "--epochs 1 --data " + data;
+  Command c = run_app("train_densenet", run + " --out " + failed);
+  EXPECT_EQ(c.status, 1) << c.err;
+  EXPECT_TRUE(contains(c.err, "unreadable")) << c.err;
+  EXPECT_TRUE(contains(c.err, "--max-bad-fraction")) << c.err;
+
+  c = run_app("train_densenet", run + " --max-bad-fraction 0.1 --out " + skipped);
+  ASSERT_EQ(c.status, 0) << c.err;
+  EXPECT_TRUE(contains(c.err, "skipped an unreadable")) << c.err;
+  EXPECT_TRUE(contains(c.err, fs::path(corrupt).filename().string())) << c.err;
+  EXPECT_TRUE(contains(data::read_file_text(skipped + "/args.json"), "\"max_bad_fraction\": 0.1")) << "recorded";
+  fs::remove_all(data);
+  fs::remove_all(failed);
+  fs::remove_all(skipped);
+}
+
+// A checkpoint's metadata is checked where it is read: a bad input_size once ended in "error: stoll",
+// std::bad_alloc or gigabytes of memory; now evaluate names the file and the key.
+TEST(EvaluateApp, BadCheckpointMetadataIsNamed) {
+  const Fixture& f = fixture();
+  std::map<std::string, std::string> metadata;
+  const auto tensors = engine::load_tensors(f.run + "/checkpoints/last.safetensors", &metadata);
+  engine::NamedTensors named(tensors.begin(), tensors.end());
+  const std::string out = temp_path("evaluate_metadata"), checkpoint = temp_path("metadata.safetensors");
+  for (const auto& [value, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"abc", "metadata input_size 'abc' is not an integer"},
+           {"300000", "metadata input_size 300000 is out of range"},
+           {"99999", "metadata input_size 99999 is out of range"}}) {
+    std::map<std::string, std::string> bad = metadata;
+    bad["input_size"] = value;
+    engine::save_tensors(checkpoint, named, bad);
+    const Command c = run_app("evaluate", "--checkpoint " + checkpoint + " --split " + f.run + "/split --quiet --out " + out);
+    EXPECT_EQ(c.status, 1) << c.err;
+    EXPECT_TRUE(contains(c.err, checkpoint + ": " + expect)) << c.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+  fs::remove(checkpoint);
 }
 
 }  // namespace

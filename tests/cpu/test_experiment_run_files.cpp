@@ -1,9 +1,11 @@
 // The run files (experiment/run_files.h): args.json written and read back to the same options, with the
 // keys other readers use; an older args.json and broken ones; a checkpoint written and read back to the
 // same net, optimizer state and metadata; files that are not checkpoints refused.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <set>
 
 #include "data/io_util.h"
 #include "engine/serialize.h"
@@ -54,6 +56,7 @@ TrainOptions unusual_options() {
   o.device = "cuda:1";
   o.seed = 18446744073709551557ull;  // beyond a double's exact integers
   o.workers = 5;
+  o.max_bad_fraction = 0.25;
   o.out = "runs/x";
   o.resume = true;
   o.early_stopping = 3;
@@ -165,6 +168,150 @@ TEST(RunFiles, ACheckpointReadsBackToTheSameNetAndState) {
   engine::save_tensors(dir + "/weights.safetensors", net->state(), {{"arch", "densenet_tiny"}});
   expect_error([&] { read_checkpoint(dir + "/weights.safetensors"); }, "is not a training checkpoint of this project");
   std::filesystem::remove_all(dir);
+}
+
+// Checkpoint metadata is a user's file: every field is checked where it is read, with the file and the
+// key named, before anything is sized by it (a bad input_size once ended in "stoll", std::bad_alloc or
+// gigabytes of memory).
+TEST(RunFiles, CheckpointMetadataIsValidated) {
+  const std::map<std::string, std::string> good = {
+      {"format", "mura-engine-checkpoint-v1"}, {"arch", "densenet_tiny"}, {"head", "gap"}, {"flavor", "torch"},
+      {"input_size", "48"}, {"preprocess", "study"}, {"resize", "nearest"}, {"optimizer", "adam-keras"},
+      {"lr", "0.001"}, {"epoch", "2"}, {"step", "30"}, {"seed", "18446744073709551615"},
+      {"best_val_loss", "inf"}, {"bad_epochs", "0"}};
+  const CheckpointSettings s = checkpoint_settings(good, "runs/x/checkpoints/last.safetensors");
+  EXPECT_EQ(s.input_size, 48);
+  EXPECT_EQ(s.epoch, 2);
+  EXPECT_EQ(s.step, 30);
+  EXPECT_EQ(s.seed, 18446744073709551615ull);
+  EXPECT_TRUE(std::isinf(s.best_val_loss));
+  struct Case {
+    std::string key, value, expect;
+  };
+  const std::vector<Case> cases = {
+      {"input_size", "abc", "runs/x/checkpoints/last.safetensors: metadata input_size 'abc' is not an integer"},
+      {"input_size", "300000", "metadata input_size 300000 is out of range (32 to 1024)"},
+      {"input_size", "99999", "metadata input_size 99999 is out of range"},
+      {"input_size", "16", "out of range"},
+      {"input_size", " 48", "is not an integer"},
+      {"input_size", "48px", "is not an integer"},
+      {"input_size", "", "is not an integer"},
+      {"epoch", "-1", "metadata epoch -1 is out of range"},
+      {"epoch", "99999999999999999999", "metadata epoch '99999999999999999999' is not an integer"},
+      {"step", "1e3", "metadata step '1e3' is not an integer"},
+      {"bad_epochs", "x", "metadata bad_epochs 'x' is not an integer"},
+      {"seed", "-3", "metadata seed '-3' is not an unsigned 64-bit integer"},
+      {"lr", "nan", "metadata lr 'nan' is not a positive number"},
+      {"lr", "0", "is not a positive number"},
+      {"best_val_loss", "nan", "metadata best_val_loss 'nan' is not a non-negative number or inf"},
+      {"best_val_loss", "0.5x", "is not a non-negative number or inf"},
+      {"arch", "densenet999", "metadata arch 'densenet999' is not one of:"},
+      {"head", "imagenet", "metadata head 'imagenet' is not one of: flatten, gap"},
+      {"flavor", "caffe", "metadata flavor 'caffe' is not one of: keras, torch"},
+      {"preprocess", "none", "metadata preprocess 'none' is not one of: study, torch, tf"},
+      {"resize", "cubic", "metadata resize 'cubic' is not one of: nearest, bilinear, area"},
+      {"optimizer", "sgd", "metadata optimizer 'sgd' is not one of: adam-keras, adam-torch"},
+  };
+  for (const Case& c : cases) {
+    std::map<std::string, std::string> m = good;
+    m[c.key] = c.value;
+    expect_error([&] { checkpoint_settings(m, "runs/x/checkpoints/last.safetensors"); }, c.expect);
+    CheckpointInfo info;
+    info.path = "runs/y/checkpoints/best.safetensors";
+    info.metadata = m;
+    expect_error([&] { net_from_checkpoint(info); }, "runs/y/checkpoints/best.safetensors: metadata " + c.key);
+    expect_error([&] { eval_loader_options(m, 8, 1, "z.safetensors"); }, "z.safetensors: metadata " + c.key);
+  }
+  // The net's keys are required; the progress keys only where resuming reads them.
+  std::map<std::string, std::string> missing = good;
+  missing.erase("input_size");
+  expect_error([&] { checkpoint_settings(missing, "c.safetensors"); }, "c.safetensors: checkpoint metadata has no 'input_size'");
+  missing = good;
+  missing.erase("epoch");
+  EXPECT_EQ(checkpoint_settings(missing, "c.safetensors").epoch, 0);
+}
+
+TEST(RunFiles, StrictFileNumbers) {
+  int64_t i = 0;
+  double d = 0;
+  EXPECT_TRUE(parse_file_int("-12", i));
+  EXPECT_EQ(i, -12);
+  for (const char* bad : {"", " 1", "1 ", "+1", "0x10", "1e3", "1.0", "abc", "99999999999999999999"})
+    EXPECT_FALSE(parse_file_int(bad, i)) << bad;
+  EXPECT_TRUE(parse_file_double("1e-05", d));
+  EXPECT_EQ(d, 1e-5);
+  EXPECT_TRUE(parse_file_double("inf", d));
+  EXPECT_TRUE(std::isinf(d));
+  EXPECT_TRUE(parse_file_double("nan", d));
+  for (const char* bad : {"", " 1", "1 ", "1.5x", "abc", "0x1p3", "1e999"}) EXPECT_FALSE(parse_file_double(bad, d)) << bad;
+}
+
+// --resume: the flags not given come from the run's args.json; a given one that shapes the run must equal
+// the run's, each difference named by its flag; the few that may change do.
+TEST(RunFiles, ResumedOptionsTakeTheRunsSettingsAndRefuseChangedOnes) {
+  TrainOptions run = unusual_options();
+  run.out = "runs/x";
+  run.lr = 1e-5;
+  TrainOptions command;  // the defaults, then what the command line gave
+  command.out = "runs/x";
+  command.resume = true;
+  command.lr = 1e-3;
+  command.epochs = 20;
+  command.workers = 1;
+  std::set<std::string> given = {"--out", "--resume", "--epochs", "--workers"};
+  const auto given_fn = [&](const std::string& flag) { return given.count(flag) > 0; };
+  const TrainOptions merged = resumed_options(command, run, given_fn);
+  EXPECT_EQ(merged.lr, run.lr);  // not given: the run's
+  EXPECT_EQ(merged.seed, run.seed);
+  EXPECT_EQ(merged.protocol, "patient");
+  EXPECT_EQ(merged.images, 3000);
+  EXPECT_EQ(merged.data, run.data);
+  EXPECT_EQ(merged.max_bad_fraction, run.max_bad_fraction);
+  EXPECT_EQ(merged.epochs, 20);  // given, and may change
+  EXPECT_EQ(merged.workers, 1);
+  EXPECT_TRUE(merged.resume);
+
+  given.insert("--lr");
+  expect_error([&] { resumed_options(command, run, given_fn); },
+               "--resume: the run in runs/x used --lr 1e-05 but this command says --lr 0.001; pass "
+               "the run's settings or leave the flag out");
+  given.insert("--protocol");
+  given.insert("--images");
+  given.insert("--seed");
+  given.insert("--batch-size");
+  given.insert("--epoch-checkpoints");
+  try {
+    resumed_options(command, run, given_fn);
+    ADD_FAILURE() << "no error";
+  } catch (const engine::Error& e) {
+    for (const char* part : {"used --lr", "used --protocol patient but this command says --protocol seed",
+                             "used --images 3000 but this command says --images 0", "used --seed", "used --batch-size 16"})
+      EXPECT_TRUE(contains(e.what(), part)) << part << " in " << e.what();
+    EXPECT_FALSE(contains(e.what(), "--epoch-checkpoints")) << e.what();
+  }
+  // Given and equal to the run's: accepted.
+  command.lr = run.lr;
+  command.protocol = run.protocol;
+  command.images = run.images;
+  command.seed = run.seed;
+  command.batch_size = run.batch_size;
+  EXPECT_EQ(resumed_options(command, run, given_fn).lr, run.lr);
+  EXPECT_EQ(option_flag("keep_epoch_checkpoints"), "--epoch-checkpoints");
+  EXPECT_EQ(option_flag("max_bad_fraction"), "--max-bad-fraction");
+  EXPECT_TRUE(resume_may_change("epochs"));
+  EXPECT_FALSE(resume_may_change("seed"));
+}
+
+TEST(RunFiles, PathsAreMadeAbsolute) {
+  TrainOptions o;
+  o.data = "some/../data/MURA-v1.1";
+  o.weights = "w.safetensors";
+  make_paths_absolute(o);
+  const std::string cwd = std::filesystem::current_path().string();
+  EXPECT_EQ(o.data, cwd + "/data/MURA-v1.1");
+  EXPECT_EQ(o.weights, cwd + "/w.safetensors");
+  EXPECT_EQ(o.synthetic_dir, "");
+  EXPECT_EQ(absolute_path("/a/./b/../c"), "/a/c");
 }
 
 }  // namespace

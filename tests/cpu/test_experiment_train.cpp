@@ -176,6 +176,59 @@ TEST(Trainer, RefusesToOverwriteARunWithoutResume) {
   fs::remove_all(o.out);
 }
 
+// A non-finite loss in the first epoch: no epoch finished, so there is no last.safetensors, and the message
+// must not claim one is kept.
+TEST(Trainer, ANonFiniteFirstEpochSaysNoCheckpointIsKept) {
+  TrainOptions o = tiny_options(temp_dir("nonfinite_first"));
+  o.images = 60;
+  o.epochs = 2;
+  o.lr = 1e35;  // the first Adam step moves every weight by about 1e35: the next step overflows
+  o.optimizer = "adam-torch";
+  ::testing::internal::CaptureStderr();
+  const TrainResult r = run_training(o);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(r.nonfinite);
+  EXPECT_TRUE(r.rows.empty());
+  EXPECT_FALSE(fs::exists(o.out + "/checkpoints/last.safetensors"));
+  EXPECT_TRUE(fs::exists(o.out + "/checkpoints/debug_nonfinite.safetensors"));
+  EXPECT_NE(err.find("at epoch 1,"), std::string::npos) << err;
+  EXPECT_NE(err.find("no checkpoint was written (no epoch finished), so there is no last.safetensors"), std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("is kept"), std::string::npos) << err;
+  fs::remove_all(o.out);
+}
+
+// summary.csv is read back on --resume: a field that is not wholly a number is an error naming the file,
+// the line and the column (it once went to std::stod, which took "0.5abc" and threw a bare "stod").
+TEST(Trainer, SummaryCsvIsParsedStrictly) {
+  const std::string header = "epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr\n";
+  const auto rows = parse_summary_csv(header + "1,0.5,0.75,nan,0.5,1.5,100,1e-05\n2,inf,0.5,0.25,0.5,1,2,1e-05\n", "s.csv");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_TRUE(std::isnan(rows[0].val_loss));
+  EXPECT_EQ(rows[1].epoch, 2);
+  EXPECT_EQ(rows[0].lr, 1e-5);
+  EXPECT_EQ(parse_summary_csv(summary_csv(rows), "again.csv").size(), 2u);
+  struct Case {
+    std::string row, expect;
+  };
+  const std::vector<Case> cases = {
+      {"1,0.5abc,0.75,0.5,0.5,1.5,100,1e-05", "s.csv:2: train_loss '0.5abc' is not a number"},
+      {"x,0.5,0.75,0.5,0.5,1.5,100,1e-05", "s.csv:2: epoch 'x' is not a positive integer"},
+      {"0,0.5,0.75,0.5,0.5,1.5,100,1e-05", "s.csv:2: epoch '0' is not a positive integer"},
+      {"1.5,0.5,0.75,0.5,0.5,1.5,100,1e-05", "epoch '1.5' is not a positive integer"},
+      {"1,0.5,0.75,0.5,0.5,1.5,100,1e-05x", "lr '1e-05x' is not a number"},
+      {"1,0.5,0.75,0.5,0.5,,100,1e-05", "epoch_seconds '' is not a number"},
+  };
+  for (const Case& c : cases) {
+    try {
+      parse_summary_csv(header + c.row + "\n", "s.csv");
+      ADD_FAILURE() << "no error for " << c.row;
+    } catch (const engine::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.expect), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Flags, ParsesFormsAndRejectsUnknown) {
   TrainOptions o;
   FlagParser f("t", "test");
