@@ -77,7 +77,7 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add("--resize", &o.resize, "nearest (Keras's default, the study's) | bilinear | area", "R");
   f.add("--flavor", &o.flavor, "batch-norm convention: keras (momentum 0.99, the study's) | torch", "F");
   f.add_switch("--augment", &o.augment, "random horizontal flips and rotations (off in the study)");
-  f.add("--rotation", &o.rotation, "largest rotation in degrees with --augment");
+  f.add("--rotation", &o.rotation, "largest rotation in degrees with --augment", 0.0, 180.0, "DEG");
   f.add_switch("--class-weights", &o.class_weights, "MURA's per-body-part class weights in the loss (off in the study)");
   f.add("--device", &o.device, "auto | cpu | cuda | cuda:N", "D");
   f.add("--seed", &o.seed, "seed of the split, the initialisation, the data order and the augmentation");

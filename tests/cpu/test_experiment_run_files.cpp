@@ -11,6 +11,7 @@
 #include "engine/serialize.h"
 #include "experiment/metrics.h"
 #include "experiment/run_files.h"
+#include "experiment/trainer.h"
 #include "support/gradcheck.h"
 
 namespace {
@@ -66,6 +67,21 @@ TrainOptions unusual_options() {
   o.keep_epoch_checkpoints = false;
   o.quiet = true;
   return o;
+}
+
+// The training flags' ranges: --rotation -30 was once taken and silently ignored without --augment.
+TEST(TrainFlags, RotationIsAnAngleInZeroTo180) {
+  for (const char* bad : {"-30", "181", "nan", "inf"}) {
+    TrainOptions o;
+    FlagParser f("train", "");
+    add_train_flags(f, o, {"densenet_tiny"});
+    expect_error([&] { f.parse(std::vector<std::string>{"--rotation", bad}); }, "--rotation");
+  }
+  TrainOptions o;
+  FlagParser f("train", "");
+  add_train_flags(f, o, {"densenet_tiny"});
+  ASSERT_TRUE(f.parse(std::vector<std::string>{"--rotation", "15"}));
+  EXPECT_EQ(o.rotation, 15);
 }
 
 TEST(RunFiles, ArgsJsonReadsBackToTheSameOptions) {
