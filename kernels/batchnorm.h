@@ -55,30 +55,14 @@ struct BatchNormHyper {
 // pointers and their row strides); one check for both backends. y (forward) and dy have x's shape;
 // so has dx unless its data is null (not wanted). A kernel binds them, e.g.
 //   const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
-struct BatchNormForwardOperands {
-  int64_t rows, channels;
-  const float* x;
-  int64_t ldx;
-  float* y;
-  int64_t ldy;
-};
-inline BatchNormForwardOperands batch_norm_forward_operands(const char* kernel, ConstMatrixView x,
-                                                            MatrixView y) {
+inline MatrixReadWrite batch_norm_forward_operands(const char* kernel, ConstMatrixView x,
+                                                   MatrixView y) {
   check_same_shape(kernel, x, y);
   return {x.rows, x.cols, x.f32(), x.ld, y.f32(), y.ld};
 }
 
-struct BatchNormBackwardOperands {
-  int64_t rows, channels;
-  const float* x;
-  int64_t ldx;
-  const float* dy;
-  int64_t ldy;
-  float* dx;  // null: not wanted
-  int64_t ldx_grad;
-};
-inline BatchNormBackwardOperands batch_norm_backward_operands(const char* kernel, ConstMatrixView x,
-                                                              ConstMatrixView dy, MatrixView dx) {
+inline MatrixReadReadWrite batch_norm_backward_operands(const char* kernel, ConstMatrixView x,
+                                                        ConstMatrixView dy, MatrixView dx) {
   check_same_shape(kernel, x, dy);
   if (dx.data) check_same_shape(kernel, x, dx);
   return {x.rows, x.cols, x.f32(), x.ld, dy.f32(), dy.ld, dx.f32(), dx.ld};

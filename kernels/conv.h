@@ -44,41 +44,20 @@ void check_conv_output(const char* kernel, const Conv2dGeometry& g, const View& 
 // Each convolution kernel's matrix operands, checked against the geometry (x, dx [input_rows, in_c];
 // y, dy [output_rows, out_c]; dy and backward_filter's x only where there are output pixels) and
 // unpacked into the typed pointers and their row strides; one check for both backends.
-struct ConvForwardOperands {
-  const float* x;
-  int64_t ldx;
-  float* y;
-  int64_t ldy;
-};
-inline ConvForwardOperands conv_forward_operands(const char* kernel, const Conv2dGeometry& g,
-                                                 ConstMatrixView x, MatrixView y) {
+inline ReadWrite conv_forward_operands(const char* kernel, const Conv2dGeometry& g,
+                                       ConstMatrixView x, MatrixView y) {
   check_conv_input(kernel, g, x);
   check_conv_output(kernel, g, y);
   return {x.f32(), x.ld, y.f32(), y.ld};
 }
-struct ConvBackwardDataOperands {
-  const float* dy;
-  int64_t ldy;
-  float* dx;
-  int64_t ldx;
-};
-inline ConvBackwardDataOperands conv_backward_data_operands(const char* kernel,
-                                                            const Conv2dGeometry& g,
-                                                            ConstMatrixView dy, MatrixView dx) {
+inline ReadWrite conv_backward_data_operands(const char* kernel, const Conv2dGeometry& g,
+                                             ConstMatrixView dy, MatrixView dx) {
   check_conv_input(kernel, g, dx);
   if (g.output_rows() > 0) check_conv_output(kernel, g, dy);
   return {dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
-struct ConvBackwardFilterOperands {
-  const float* x;
-  int64_t ldx;
-  const float* dy;
-  int64_t ldy;
-};
-inline ConvBackwardFilterOperands conv_backward_filter_operands(const char* kernel,
-                                                                const Conv2dGeometry& g,
-                                                                ConstMatrixView x,
-                                                                ConstMatrixView dy) {
+inline ReadRead conv_backward_filter_operands(const char* kernel, const Conv2dGeometry& g,
+                                              ConstMatrixView x, ConstMatrixView dy) {
   if (g.output_rows() > 0) {
     check_conv_input(kernel, g, x);
     check_conv_output(kernel, g, dy);

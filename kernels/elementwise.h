@@ -18,30 +18,14 @@ namespace kernels {
 // unpacked into [rows, cols] of the destination, the typed pointers and their row strides; one
 // check for both backends. A kernel binds them, e.g.
 //   const auto [rows, cols, x, ldx, y, ldy] = unary_operands("relu_forward", x_view, y_view);
-struct UnaryOperands {
-  int64_t rows, cols;
-  const float* src;
-  int64_t ld_src;
-  float* dst;
-  int64_t ld_dst;
-};
-inline UnaryOperands unary_operands(const char* kernel, ConstMatrixView src, MatrixView dst) {
+inline MatrixReadWrite unary_operands(const char* kernel, ConstMatrixView src, MatrixView dst) {
   check_same_shape(kernel, src, dst);
   return {dst.rows, dst.cols, src.f32(), src.ld, dst.f32(), dst.ld};
 }
 
 // dst = f(a, b) (add; an activation's backward, a = its forward output y, b = dy).
-struct BinaryOperands {
-  int64_t rows, cols;
-  const float* a;
-  int64_t lda;
-  const float* b;
-  int64_t ldb;
-  float* dst;
-  int64_t ld_dst;
-};
-inline BinaryOperands binary_operands(const char* kernel, ConstMatrixView a, ConstMatrixView b,
-                                      MatrixView dst) {
+inline MatrixReadReadWrite binary_operands(const char* kernel, ConstMatrixView a,
+                                           ConstMatrixView b, MatrixView dst) {
   check_same_shape(kernel, a, dst);
   check_same_shape(kernel, b, dst);
   return {dst.rows, dst.cols, a.f32(), a.ld, b.f32(), b.ld, dst.f32(), dst.ld};

@@ -106,4 +106,45 @@ void check_dense(const char* kernel, const View& m) {
         std::to_string(m.ld) + " for " + std::to_string(m.cols) + " columns");
 }
 
+// A kernel's operands after its checks (the <family>_operands functions of each family header, shared
+// by both backends): the typed pointers and row strides, in the order a kernel binds them, e.g.
+//   const auto [x, ldx, y, ldy] = pool_forward_operands("max_pool2d_forward", g, x_view, y_view);
+// The Matrix* forms lead with the [rows, cols] every operand has.
+struct ReadWrite {
+  const float* in;
+  int64_t ld_in;
+  float* out;
+  int64_t ld_out;
+};
+struct ReadRead {
+  const float* in;
+  int64_t ld_in;
+  const float* in2;
+  int64_t ld_in2;
+};
+struct ReadReadWrite {
+  const float* in;
+  int64_t ld_in;
+  const float* in2;
+  int64_t ld_in2;
+  float* out;  // null where an optional output is not wanted
+  int64_t ld_out;
+};
+struct MatrixReadWrite {
+  int64_t rows, cols;
+  const float* in;
+  int64_t ld_in;
+  float* out;
+  int64_t ld_out;
+};
+struct MatrixReadReadWrite {
+  int64_t rows, cols;
+  const float* in;
+  int64_t ld_in;
+  const float* in2;
+  int64_t ld_in2;
+  float* out;  // null where an optional output is not wanted
+  int64_t ld_out;
+};
+
 }  // namespace kernels

@@ -41,45 +41,25 @@ void check_pool_output(const char* kernel, const Pool2dGeometry& g, const View& 
 // [output_rows, C]; a global pool's y [batch, C] dense) and unpacked into the typed pointers and
 // their row strides; one check for both backends. A kernel binds them, e.g.
 //   const auto [x, ldx, y, ldy] = pool_forward_operands("max_pool2d_forward", g, x_view, y_view);
-struct PoolForwardOperands {
-  const float* x;
-  int64_t ldx;
-  float* y;
-  int64_t ldy;
-};
-inline PoolForwardOperands pool_forward_operands(const char* kernel, const Pool2dGeometry& g,
-                                                 ConstMatrixView x, MatrixView y) {
+inline ReadWrite pool_forward_operands(const char* kernel, const Pool2dGeometry& g,
+                                       ConstMatrixView x, MatrixView y) {
   check_pool_input(kernel, g, x);
   check_pool_output(kernel, g, y);
   return {x.f32(), x.ld, y.f32(), y.ld};
 }
 
 // A backward that reads only dy (average pooling).
-struct PoolBackwardOperands {
-  const float* dy;
-  int64_t ldy;
-  float* dx;
-  int64_t ldx;
-};
-inline PoolBackwardOperands pool_backward_operands(const char* kernel, const Pool2dGeometry& g,
-                                                   ConstMatrixView dy, MatrixView dx) {
+inline ReadWrite pool_backward_operands(const char* kernel, const Pool2dGeometry& g,
+                                        ConstMatrixView dy, MatrixView dx) {
   check_pool_output(kernel, g, dy);
   check_pool_input(kernel, g, dx);
   return {dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
 
 // A backward that also reads the forward's input x (max pooling).
-struct MaxPoolBackwardOperands {
-  const float* x;
-  int64_t ldx;
-  const float* dy;
-  int64_t ldy;
-  float* dx;
-  int64_t ldx_grad;
-};
-inline MaxPoolBackwardOperands max_pool_backward_operands(const char* kernel, const Pool2dGeometry& g,
-                                                          ConstMatrixView x, ConstMatrixView dy,
-                                                          MatrixView dx) {
+inline ReadReadWrite max_pool_backward_operands(const char* kernel, const Pool2dGeometry& g,
+                                                ConstMatrixView x, ConstMatrixView dy,
+                                                MatrixView dx) {
   check_pool_input(kernel, g, x);
   check_pool_output(kernel, g, dy);
   check_pool_input(kernel, g, dx);
@@ -87,30 +67,18 @@ inline MaxPoolBackwardOperands max_pool_backward_operands(const char* kernel, co
 }
 
 // Global average pooling: x (forward) / dx (backward) [batch * hw, C]; y / dy [batch, C] dense.
-struct GlobalPoolForwardOperands {
-  int64_t batch, channels;
-  const float* x;
-  int64_t ldx;
-  float* y;
-};
-inline GlobalPoolForwardOperands global_avg_pool_forward_operands(const char* kernel, int64_t hw,
-                                                                  ConstMatrixView x, MatrixView y) {
+// Bound as [batch, channels, x, ldx, y, ldy] / [batch, channels, dy, ldy, dx, ldx].
+inline MatrixReadWrite global_avg_pool_forward_operands(const char* kernel, int64_t hw,
+                                                        ConstMatrixView x, MatrixView y) {
   check_shape(kernel, x, y.rows * hw, y.cols);
   check_dense(kernel, y);
-  return {y.rows, y.cols, x.f32(), x.ld, y.f32()};
+  return {y.rows, y.cols, x.f32(), x.ld, y.f32(), y.ld};
 }
-struct GlobalPoolBackwardOperands {
-  int64_t batch, channels;
-  const float* dy;
-  float* dx;
-  int64_t ldx;
-};
-inline GlobalPoolBackwardOperands global_avg_pool_backward_operands(const char* kernel, int64_t hw,
-                                                                    ConstMatrixView dy,
-                                                                    MatrixView dx) {
+inline MatrixReadWrite global_avg_pool_backward_operands(const char* kernel, int64_t hw,
+                                                         ConstMatrixView dy, MatrixView dx) {
   check_shape(kernel, dx, dy.rows * hw, dy.cols);
   check_dense(kernel, dy);
-  return {dy.rows, dy.cols, dy.f32(), dx.f32(), dx.ld};
+  return {dy.rows, dy.cols, dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
 
 }  // namespace kernels

@@ -261,7 +261,7 @@ void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstM
 }
 
 void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_view) {
-  const auto [batch, channels, x, ldx, y] =
+  const auto [batch, channels, x, ldx, y, ldy] =
       global_avg_pool_forward_operands("global_avg_pool_forward", hw, x_view, y_view);
   detail::for_each_element(batch, channels, GlobalAvgForwardOp{hw, channels, x, ldx, y},
                            "global_avg_pool_forward");
@@ -269,7 +269,7 @@ void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_vi
 
 void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view,
                               bool accumulate) {
-  const auto [batch, channels, dy, dx, ldx] =
+  const auto [batch, channels, dy, ldy, dx, ldx] =
       global_avg_pool_backward_operands("global_avg_pool_backward", hw, dy_view, dx_view);
   if (hw <= 0) return;
   detail::for_each_element(batch * hw, channels,
