@@ -24,35 +24,21 @@ struct Pool2dGeometry {
   int64_t out_w() const { return (in_w + pad_left + pad_right - kernel_w) / stride_w + 1; }
   int64_t input_rows() const { return batch * in_h * in_w; }
   int64_t output_rows() const { return batch * out_h() * out_w(); }
+  int64_t input_channels() const { return channels; }
+  int64_t output_channels() const { return channels; }
 };
-
-// Throw std::invalid_argument naming `kernel` unless m is g's input [batch * in_h * in_w, channels]
-// (check_pool_input) or its output [batch * out_h * out_w, channels] (check_pool_output).
-template <typename View>
-void check_pool_input(const char* kernel, const Pool2dGeometry& g, const View& m) {
-  check_shape(kernel, m, g.input_rows(), g.channels);
-}
-template <typename View>
-void check_pool_output(const char* kernel, const Pool2dGeometry& g, const View& m) {
-  check_shape(kernel, m, g.output_rows(), g.channels);
-}
 
 // Each pooling kernel's operands, checked against the geometry (inputs [input_rows, C], outputs
 // [output_rows, C]; a global pool's y [batch, C] dense) and unpacked into the typed pointers and
-// their row strides; one check for both backends. A kernel binds them, e.g.
-//   const auto [x, ldx, y, ldy] = pool_forward_operands("max_pool2d_forward", g, x_view, y_view);
-inline ReadWrite pool_forward_operands(const char* kernel, const Pool2dGeometry& g,
-                                       ConstMatrixView x, MatrixView y) {
-  check_pool_input(kernel, g, x);
-  check_pool_output(kernel, g, y);
-  return {x.f32(), x.ld, y.f32(), y.ld};
-}
+// their row strides; one check for both backends (the forwards': window_forward_operands in
+// layout.h). A kernel binds them, e.g.
+//   const auto [dy, ldy, dx, ldx] = pool_backward_operands("avg_pool2d_backward", g, dy_view, dx_view);
 
 // A backward that reads only dy (average pooling).
 inline ReadWrite pool_backward_operands(const char* kernel, const Pool2dGeometry& g,
                                         ConstMatrixView dy, MatrixView dx) {
-  check_pool_output(kernel, g, dy);
-  check_pool_input(kernel, g, dx);
+  check_output(kernel, g, dy);
+  check_input(kernel, g, dx);
   return {dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
 
@@ -60,9 +46,9 @@ inline ReadWrite pool_backward_operands(const char* kernel, const Pool2dGeometry
 inline ReadReadWrite max_pool_backward_operands(const char* kernel, const Pool2dGeometry& g,
                                                 ConstMatrixView x, ConstMatrixView dy,
                                                 MatrixView dx) {
-  check_pool_input(kernel, g, x);
-  check_pool_output(kernel, g, dy);
-  check_pool_input(kernel, g, dx);
+  check_input(kernel, g, x);
+  check_output(kernel, g, dy);
+  check_input(kernel, g, dx);
   return {x.f32(), x.ld, dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
 

@@ -299,7 +299,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
                     const float* bias, MatrixView y_view) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
-  const auto [x, ldx, y, ldy] = conv_forward_operands("conv2d_forward", g, x_view, y_view);
+  const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_forward", g, x_view, y_view);
   if (is_pointwise(g)) {  // y[P, O] = x[P, I] * w[O, I]^T (+ bias: y starts as the bias, beta = 1)
     if (bias != nullptr) fill_rows_with_bias(y, pixels, g.out_c, ldy, bias);
     gemm(false, true, pixels, g.out_c, g.in_c, 1.0f, x, ldx, w, g.in_c,

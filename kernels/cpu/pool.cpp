@@ -50,7 +50,7 @@ constexpr int64_t kChannelBlock = 64;
 }  // namespace
 
 void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
-  const auto [x, ldx, y, ldy] = pool_forward_operands("max_pool2d_forward", g, x_view, y_view);
+  const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
   constexpr float kLowest = -std::numeric_limits<float>::infinity();
 #pragma omp parallel for schedule(static)
@@ -122,7 +122,7 @@ void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstM
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,
                         MatrixView y_view) {
-  const auto [x, ldx, y, ldy] = pool_forward_operands("avg_pool2d_forward", g, x_view, y_view);
+  const auto [x, ldx, y, ldy] = window_forward_operands("avg_pool2d_forward", g, x_view, y_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < g.batch * out_h; ++row) {  // (image, output row)

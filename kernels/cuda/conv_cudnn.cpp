@@ -528,7 +528,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
                     const float* bias, MatrixView y_view) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
-  const auto [x, ldx, y, ldy] = conv_forward_operands("conv2d_forward", g, x_view, y_view);
+  const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_forward", g, x_view, y_view);
   validate(g);
   std::lock_guard<std::mutex> lock(g_conv_mutex);
   Operands o;

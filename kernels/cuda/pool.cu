@@ -225,7 +225,7 @@ struct GlobalAvgBackwardOp {
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
-  const auto [x, ldx, y, ldy] = pool_forward_operands("max_pool2d_forward", g, x_view, y_view);
+  const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
   detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels, MaxForwardOp{d, x, ldx, y, ldy},
@@ -244,7 +244,7 @@ void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstM
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,
                         MatrixView y_view) {
-  const auto [x, ldx, y, ldy] = pool_forward_operands("avg_pool2d_forward", g, x_view, y_view);
+  const auto [x, ldx, y, ldy] = window_forward_operands("avg_pool2d_forward", g, x_view, y_view);
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
   detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels,
