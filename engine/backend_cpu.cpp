@@ -135,15 +135,7 @@ const DeviceBackend& cpu_backend() {
 
 // --- runtime.h: the CPU's threads and machine ----------------------------------------------------------
 
-CpuInfo cpu_info() {
-  const kernels::cpu::CpuInfo kernels_info = kernels::cpu::cpu_info();
-  CpuInfo info;
-  info.model = kernels_info.model;
-  info.mhz = kernels_info.mhz;
-  info.flop_per_cycle = kernels_info.flop_per_cycle;
-  info.avx512 = kernels_info.avx512;
-  return info;
-}
+CpuInfo cpu_info() { return kernels::cpu::cpu_info(); }
 
 int num_threads() { return kernels::cpu::num_threads(); }
 void set_num_threads(int threads) { kernels::cpu::set_num_threads(threads); }

@@ -18,19 +18,15 @@
 
 #include "engine/backend.h"
 #include "engine/dtype.h"
+#include "kernels/cpu_info.h"
 
 namespace engine {
 
 // --- CPU ------------------------------------------------------------------------------------------
 // The machine the CPU kernels run on, from /proc/cpuinfo (clock x FLOP per cycle: an estimate of the
-// single-precision peak, not a measurement).
-struct CpuInfo {
-  std::string model = "unknown";
-  double mhz = 0.0;        // 0 when /proc/cpuinfo does not say
-  int flop_per_cycle = 8;  // f32, per core
-  bool avx512 = false;
-  double peak_gflops_per_core() const { return mhz * 1e-3 * flop_per_cycle; }
-};
+// single-precision peak, not a measurement): the kernels' own record (kernels/cpu_info.h), which the
+// layers above use through this name.
+using CpuInfo = kernels::cpu::CpuInfo;
 CpuInfo cpu_info();
 int num_threads();
 void set_num_threads(int threads);  // at least 1

@@ -51,6 +51,23 @@ struct BatchNormHyper {
   bool unbiased_running_var = true;  // PyTorch: M/(M-1) on the running variance; Keras: false
 };
 
+// Each batch-norm kernel's matrix operands, checked and unpacked (rows = M, channels = C, the typed
+// pointers and their row strides); one check for both backends. y (forward) and dy have x's shape;
+// so has dx unless its data is null (not wanted). A kernel binds them, e.g.
+//   const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
+inline MatrixReadWrite batch_norm_forward_operands(const char* kernel, ConstMatrixView x,
+                                                   MatrixView y) {
+  check_same_shape(kernel, x, y);
+  return {x.rows, x.cols, x.f32(), x.ld, y.f32(), y.ld};
+}
+
+inline MatrixReadReadWrite batch_norm_backward_operands(const char* kernel, ConstMatrixView x,
+                                                        ConstMatrixView dy, MatrixView dx) {
+  check_same_shape(kernel, x, dy);
+  if (dx.data) check_same_shape(kernel, x, dx);
+  return {x.rows, x.cols, x.f32(), x.ld, dy.f32(), dy.ld, dx.f32(), dx.ld};
+}
+
 }  // namespace kernels
 
 namespace kernels::cpu {

@@ -24,21 +24,31 @@ struct Conv2dGeometry {
   int64_t out_w() const { return (in_w + pad_left + pad_right - kernel_w) / stride_w + 1; }
   int64_t input_rows() const { return batch * in_h * in_w; }
   int64_t output_rows() const { return batch * out_h() * out_w(); }
+  int64_t input_channels() const { return in_c; }
+  int64_t output_channels() const { return out_c; }
   // Multiply-accumulates of the forward pass.
   double macs() const {
     return double(batch) * out_h() * out_w() * out_c * kernel_h * kernel_w * in_c;
   }
 };
 
-// Throw std::invalid_argument naming `kernel` unless m is g's input [batch * in_h * in_w, in_c]
-// (check_conv_input) or its output [batch * out_h * out_w, out_c] (check_conv_output).
-template <typename View>
-void check_conv_input(const char* kernel, const Conv2dGeometry& g, const View& m) {
-  check_shape(kernel, m, g.input_rows(), g.in_c);
+// Each convolution kernel's matrix operands, checked against the geometry (x, dx [input_rows, in_c];
+// y, dy [output_rows, out_c]; dy and backward_filter's x only where there are output pixels) and
+// unpacked into the typed pointers and their row strides; one check for both backends (the
+// forward's: window_forward_operands in layout.h).
+inline ReadWrite conv_backward_data_operands(const char* kernel, const Conv2dGeometry& g,
+                                             ConstMatrixView dy, MatrixView dx) {
+  check_input(kernel, g, dx);
+  if (g.output_rows() > 0) check_output(kernel, g, dy);
+  return {dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
-template <typename View>
-void check_conv_output(const char* kernel, const Conv2dGeometry& g, const View& m) {
-  check_shape(kernel, m, g.output_rows(), g.out_c);
+inline ReadRead conv_backward_filter_operands(const char* kernel, const Conv2dGeometry& g,
+                                              ConstMatrixView x, ConstMatrixView dy) {
+  if (g.output_rows() > 0) {
+    check_input(kernel, g, x);
+    check_output(kernel, g, dy);
+  }
+  return {x.f32(), x.ld, dy.f32(), dy.ld};
 }
 
 }  // namespace kernels

@@ -12,6 +12,27 @@
 
 #include "kernels/layout.h"
 
+namespace kernels {
+
+// Each elementwise kernel's operands, checked (every input has the destination's shape) and
+// unpacked into [rows, cols] of the destination, the typed pointers and their row strides; one
+// check for both backends. A kernel binds them, e.g.
+//   const auto [rows, cols, x, ldx, y, ldy] = unary_operands("relu_forward", x_view, y_view);
+inline MatrixReadWrite unary_operands(const char* kernel, ConstMatrixView src, MatrixView dst) {
+  check_same_shape(kernel, src, dst);
+  return {dst.rows, dst.cols, src.f32(), src.ld, dst.f32(), dst.ld};
+}
+
+// dst = f(a, b) (add; an activation's backward, a = its forward output y, b = dy).
+inline MatrixReadReadWrite binary_operands(const char* kernel, ConstMatrixView a,
+                                           ConstMatrixView b, MatrixView dst) {
+  check_same_shape(kernel, a, dst);
+  check_same_shape(kernel, b, dst);
+  return {dst.rows, dst.cols, a.f32(), a.ld, b.f32(), b.ld, dst.f32(), dst.ld};
+}
+
+}  // namespace kernels
+
 namespace kernels::cpu {
 #include "kernels/elementwise_api.inc"
 }  // namespace kernels::cpu

@@ -106,4 +106,67 @@ void check_dense(const char* kernel, const View& m) {
         std::to_string(m.ld) + " for " + std::to_string(m.cols) + " columns");
 }
 
+// A kernel's operands after its checks (the <family>_operands functions of each family header, shared
+// by both backends): the typed pointers and row strides, in the order a kernel binds them, e.g.
+//   const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
+// The Matrix* forms lead with the [rows, cols] every operand has.
+struct ReadWrite {
+  const float* in;
+  int64_t ld_in;
+  float* out;
+  int64_t ld_out;
+};
+struct ReadRead {
+  const float* in;
+  int64_t ld_in;
+  const float* in2;
+  int64_t ld_in2;
+};
+struct ReadReadWrite {
+  const float* in;
+  int64_t ld_in;
+  const float* in2;
+  int64_t ld_in2;
+  float* out;  // null where an optional output is not wanted
+  int64_t ld_out;
+};
+struct MatrixReadWrite {
+  int64_t rows, cols;
+  const float* in;
+  int64_t ld_in;
+  float* out;
+  int64_t ld_out;
+};
+struct MatrixReadReadWrite {
+  int64_t rows, cols;
+  const float* in;
+  int64_t ld_in;
+  const float* in2;
+  int64_t ld_in2;
+  float* out;  // null where an optional output is not wanted
+  int64_t ld_out;
+};
+
+// For the geometry g of a windowed op (Conv2dGeometry, Pool2dGeometry: input_rows(),
+// input_channels(), output_rows(), output_channels()): throw std::invalid_argument naming `kernel`
+// unless m is g's input [input_rows, input_channels] (check_input) or its output (check_output).
+template <typename Geometry, typename View>
+void check_input(const char* kernel, const Geometry& g, const View& m) {
+  check_shape(kernel, m, g.input_rows(), g.input_channels());
+}
+template <typename Geometry, typename View>
+void check_output(const char* kernel, const Geometry& g, const View& m) {
+  check_shape(kernel, m, g.output_rows(), g.output_channels());
+}
+
+// A windowed op's forward operands (x g's input, y its output), checked and unpacked; bound as
+// [x, ldx, y, ldy].
+template <typename Geometry>
+ReadWrite window_forward_operands(const char* kernel, const Geometry& g, ConstMatrixView x,
+                                  MatrixView y) {
+  check_input(kernel, g, x);
+  check_output(kernel, g, y);
+  return {x.f32(), x.ld, y.f32(), y.ld};
+}
+
 }  // namespace kernels

@@ -17,6 +17,25 @@ void check_loss_column(const char* kernel, const View& v, int64_t n) {
   check_dense(kernel, v);
 }
 
+// The binary cross-entropy kernels' operands, checked (each a dense column [n, 1], n = logits.rows;
+// weights optional: data null) and unpacked; one check for both backends.
+struct BceOperands {
+  int64_t n;
+  const float* logits;
+  const float* targets;
+  const float* weights;  // null: every weight 1
+};
+inline BceOperands bce_with_logits_operands(const char* kernel, ConstMatrixView logits,
+                                            ConstMatrixView targets, ConstMatrixView weights,
+                                            const MatrixView* dlogits = nullptr) {
+  const int64_t n = logits.rows;
+  check_loss_column(kernel, logits, n);
+  check_loss_column(kernel, targets, n);
+  if (weights.data) check_loss_column(kernel, weights, n);
+  if (dlogits) check_loss_column(kernel, *dlogits, n);
+  return {n, logits.f32(), targets.f32(), weights.f32()};
+}
+
 }  // namespace kernels
 
 namespace kernels::cpu {

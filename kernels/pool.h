@@ -24,17 +24,47 @@ struct Pool2dGeometry {
   int64_t out_w() const { return (in_w + pad_left + pad_right - kernel_w) / stride_w + 1; }
   int64_t input_rows() const { return batch * in_h * in_w; }
   int64_t output_rows() const { return batch * out_h() * out_w(); }
+  int64_t input_channels() const { return channels; }
+  int64_t output_channels() const { return channels; }
 };
 
-// Throw std::invalid_argument naming `kernel` unless m is g's input [batch * in_h * in_w, channels]
-// (check_pool_input) or its output [batch * out_h * out_w, channels] (check_pool_output).
-template <typename View>
-void check_pool_input(const char* kernel, const Pool2dGeometry& g, const View& m) {
-  check_shape(kernel, m, g.input_rows(), g.channels);
+// Each pooling kernel's operands, checked against the geometry (inputs [input_rows, C], outputs
+// [output_rows, C]; a global pool's y [batch, C] dense) and unpacked into the typed pointers and
+// their row strides; one check for both backends (the forwards': window_forward_operands in
+// layout.h). A kernel binds them, e.g.
+//   const auto [dy, ldy, dx, ldx] = pool_backward_operands("avg_pool2d_backward", g, dy_view, dx_view);
+
+// A backward that reads only dy (average pooling).
+inline ReadWrite pool_backward_operands(const char* kernel, const Pool2dGeometry& g,
+                                        ConstMatrixView dy, MatrixView dx) {
+  check_output(kernel, g, dy);
+  check_input(kernel, g, dx);
+  return {dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
-template <typename View>
-void check_pool_output(const char* kernel, const Pool2dGeometry& g, const View& m) {
-  check_shape(kernel, m, g.output_rows(), g.channels);
+
+// A backward that also reads the forward's input x (max pooling).
+inline ReadReadWrite max_pool_backward_operands(const char* kernel, const Pool2dGeometry& g,
+                                                ConstMatrixView x, ConstMatrixView dy,
+                                                MatrixView dx) {
+  check_input(kernel, g, x);
+  check_output(kernel, g, dy);
+  check_input(kernel, g, dx);
+  return {x.f32(), x.ld, dy.f32(), dy.ld, dx.f32(), dx.ld};
+}
+
+// Global average pooling: x (forward) / dx (backward) [batch * hw, C]; y / dy [batch, C] dense.
+// Bound as [batch, channels, x, ldx, y, ldy] / [batch, channels, dy, ldy, dx, ldx].
+inline MatrixReadWrite global_avg_pool_forward_operands(const char* kernel, int64_t hw,
+                                                        ConstMatrixView x, MatrixView y) {
+  check_shape(kernel, x, y.rows * hw, y.cols);
+  check_dense(kernel, y);
+  return {y.rows, y.cols, x.f32(), x.ld, y.f32(), y.ld};
+}
+inline MatrixReadWrite global_avg_pool_backward_operands(const char* kernel, int64_t hw,
+                                                         ConstMatrixView dy, MatrixView dx) {
+  check_shape(kernel, dx, dy.rows * hw, dy.cols);
+  check_dense(kernel, dy);
+  return {dy.rows, dy.cols, dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
 
 }  // namespace kernels

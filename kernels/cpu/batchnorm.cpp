@@ -242,20 +242,22 @@ std::vector<float> eval_invstd(int64_t channels, const float* running_var, float
   return invstd;
 }
 
+// dbeta += sum_dy, dgamma += sum_dy_xhat (each where wanted), rounded to float.
+void accumulate_param_grads(int64_t channels, const double* sum_dy, const double* sum_dy_xhat,
+                            const BatchNormParamGrads& grads) {
+  if (grads.dbeta)
+    for (int64_t c = 0; c < channels; ++c) grads.dbeta[c] += static_cast<float>(sum_dy[c]);
+  if (grads.dgamma)
+    for (int64_t c = 0; c < channels; ++c) grads.dgamma[c] += static_cast<float>(sum_dy_xhat[c]);
+}
+
 }  // namespace
 
 void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
                                  const BatchNormChannels& ch, const BatchNormStatsOut& stats,
                                  const BatchNormHyper& h) {
-  check_same_shape("batch_norm_forward_training", x_view, y_view);
-  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
-  const float *gamma = ch.gamma, *beta = ch.beta;
-  float *saved_mean = stats.saved_mean, *saved_invstd = stats.saved_invstd;
-  float *running_mean = stats.running_mean, *running_var = stats.running_var;
-  const float eps = h.eps, momentum = h.momentum;
-  const bool unbiased_running_var = h.unbiased_running_var;
+  const auto [rows, channels, x, ldx, y, ldy] =
+      batch_norm_forward_operands("batch_norm_forward_training", x_view, y_view);
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
   const double m = static_cast<double>(rows);
 
@@ -271,60 +273,50 @@ void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
 #pragma omp parallel if (rows * channels >= kParallelMinElements)
   {
     block_moments(rows, channels, x, ldx, blocks, groups, partials, prefetch_x);
-    merge_moments(rows, channels, blocks, partials, eps, mean.data(), var.data(), mean_f.data(),
+    merge_moments(rows, channels, blocks, partials, h.eps, mean.data(), var.data(), mean_f.data(),
                   invstd_f.data());
-    normalise_rows(rows, channels, x, ldx, mean_f.data(), invstd_f.data(), gamma, beta, y, ldy,
+    normalise_rows(rows, channels, x, ldx, mean_f.data(), invstd_f.data(), ch.gamma, ch.beta, y, ldy,
                    prefetch_x);
   }
 
-  if (saved_mean) std::copy(mean_f.begin(), mean_f.end(), saved_mean);
-  if (saved_invstd) std::copy(invstd_f.begin(), invstd_f.end(), saved_invstd);
+  if (stats.saved_mean) std::copy(mean_f.begin(), mean_f.end(), stats.saved_mean);
+  if (stats.saved_invstd) std::copy(invstd_f.begin(), invstd_f.end(), stats.saved_invstd);
 
   // Running statistics; momentum is the weight of the new batch. With M == 1 the unbiased estimate
   // M/(M-1) is undefined, so the biased variance is used there.
-  const double mom = static_cast<double>(momentum);
-  const double var_factor = (unbiased_running_var && rows > 1) ? m / (m - 1.0) : 1.0;
-  if (running_mean) {
+  const double mom = static_cast<double>(h.momentum);
+  const double var_factor = (h.unbiased_running_var && rows > 1) ? m / (m - 1.0) : 1.0;
+  if (stats.running_mean) {
     for (int64_t c = 0; c < channels; ++c)
-      running_mean[c] = static_cast<float>((1.0 - mom) * running_mean[c] + mom * mean[c]);
+      stats.running_mean[c] = static_cast<float>((1.0 - mom) * stats.running_mean[c] + mom * mean[c]);
   }
-  if (running_var) {
+  if (stats.running_var) {
     for (int64_t c = 0; c < channels; ++c)
-      running_var[c] =
-          static_cast<float>((1.0 - mom) * running_var[c] + mom * var[c] * var_factor);
+      stats.running_var[c] =
+          static_cast<float>((1.0 - mom) * stats.running_var[c] + mom * var[c] * var_factor);
   }
 }
 
 void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                              const BatchNormHyper& h) {
-  check_same_shape("batch_norm_forward_eval", x_view, y_view);
-  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
-  const float *gamma = ch.gamma, *beta = ch.beta;
-  const float *running_mean = ch.running_mean, *running_var = ch.running_var;
-  const float eps = h.eps;
+  const auto [rows, channels, x, ldx, y, ldy] =
+      batch_norm_forward_operands("batch_norm_forward_eval", x_view, y_view);
   if (rows <= 0 || channels <= 0) return;
-  const std::vector<float> invstd = eval_invstd(channels, running_var, eps);
+  const std::vector<float> invstd = eval_invstd(channels, ch.running_var, h.eps);
   const RowPrefetcher prefetch_x(x, rows, channels, ldx);
 #pragma omp parallel if (rows * channels >= kParallelMinElements)
-  normalise_rows(rows, channels, x, ldx, running_mean, invstd.data(), gamma, beta, y, ldy, prefetch_x);
+  normalise_rows(rows, channels, x, ldx, ch.running_mean, invstd.data(), ch.gamma, ch.beta, y, ldy,
+                 prefetch_x);
 }
 
 void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
                                   const BatchNormChannels& ch, MatrixView dx_view,
                                   bool accumulate_dx, const BatchNormParamGrads& grads) {
-  check_same_shape("batch_norm_backward_training", x_view, dy_view);
-  if (dx_view.data) check_same_shape("batch_norm_backward_training", x_view, dx_view);
-  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
-                ldx_grad = dx_view.ld;
-  const float* x = x_view.f32();
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
-  const float *gamma = ch.gamma, *saved_mean = ch.saved_mean, *saved_invstd = ch.saved_invstd;
-  float *dgamma = grads.dgamma, *dbeta = grads.dbeta;
+  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
+      batch_norm_backward_operands("batch_norm_backward_training", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;
-  if (!dx && !dgamma && !dbeta) return;
+  if (!dx && !grads.dgamma && !grads.dbeta) return;
+  const float *saved_mean = ch.saved_mean, *saved_invstd = ch.saved_invstd;
 
   // dx needs both sums, whatever dgamma/dbeta ask for. One parallel region: the sums, then
   //   dx = k_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c),  k_c = gamma_c * invstd_c.
@@ -336,7 +328,7 @@ void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_vie
   std::vector<float> k(static_cast<size_t>(channels));
   std::vector<float> mean_dy(static_cast<size_t>(channels));
   std::vector<float> mean_dy_xhat(static_cast<size_t>(channels));
-  const DxTerms terms{gamma, saved_invstd, static_cast<double>(rows), k.data(), mean_dy.data(),
+  const DxTerms terms{ch.gamma, saved_invstd, static_cast<double>(rows), k.data(), mean_dy.data(),
                       mean_dy_xhat.data()};
   const RowPrefetcher prefetch_x(x, rows, channels, ldx), prefetch_dy(dy, rows, channels, ldy);
 #pragma omp parallel if (rows * channels >= kParallelMinElements)
@@ -360,44 +352,30 @@ void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_vie
       }
     }
   }
-  if (dbeta)
-    for (int64_t c = 0; c < channels; ++c) dbeta[c] += static_cast<float>(sum_dy[c]);
-  if (dgamma)
-    for (int64_t c = 0; c < channels; ++c) dgamma[c] += static_cast<float>(sum_dy_xhat[c]);
+  accumulate_param_grads(channels, sum_dy.data(), sum_dy_xhat.data(), grads);
 }
 
 void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
                               const BatchNormChannels& ch, const BatchNormHyper& h,
                               MatrixView dx_view, bool accumulate_dx,
                               const BatchNormParamGrads& grads) {
-  check_same_shape("batch_norm_backward_eval", x_view, dy_view);
-  if (dx_view.data) check_same_shape("batch_norm_backward_eval", x_view, dx_view);
-  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
-                ldx_grad = dx_view.ld;
-  const float* x = x_view.f32();
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
-  const float *gamma = ch.gamma, *running_mean = ch.running_mean, *running_var = ch.running_var;
-  const float eps = h.eps;
-  float *dgamma = grads.dgamma, *dbeta = grads.dbeta;
+  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
+      batch_norm_backward_operands("batch_norm_backward_eval", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;
-  const std::vector<float> invstd = eval_invstd(channels, running_var, eps);
+  const std::vector<float> invstd = eval_invstd(channels, ch.running_var, h.eps);
 
-  if (dgamma || dbeta) {
+  if (grads.dgamma || grads.dbeta) {
     std::vector<double> sum_dy(static_cast<size_t>(channels));
     std::vector<double> sum_dy_xhat(static_cast<size_t>(channels));
-    channel_grad_sums(rows, channels, x, ldx, dy, ldy, running_mean, invstd.data(), sum_dy.data(),
+    channel_grad_sums(rows, channels, x, ldx, dy, ldy, ch.running_mean, invstd.data(), sum_dy.data(),
                       sum_dy_xhat.data());
-    if (dbeta)
-      for (int64_t c = 0; c < channels; ++c) dbeta[c] += static_cast<float>(sum_dy[c]);
-    if (dgamma)
-      for (int64_t c = 0; c < channels; ++c) dgamma[c] += static_cast<float>(sum_dy_xhat[c]);
+    accumulate_param_grads(channels, sum_dy.data(), sum_dy_xhat.data(), grads);
   }
   if (!dx) return;
 
   // The statistics are constants here: dx = dy * gamma_c * invstd_c.
   std::vector<float> k(static_cast<size_t>(channels));
-  for (int64_t c = 0; c < channels; ++c) k[c] = (gamma ? gamma[c] : 1.0f) * invstd[c];
+  for (int64_t c = 0; c < channels; ++c) k[c] = (ch.gamma ? ch.gamma[c] : 1.0f) * invstd[c];
 #pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
   for (int64_t r = 0; r < rows; ++r) {
     const float* dyr = dy + r * ldy;

@@ -299,11 +299,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
                     const float* bias, MatrixView y_view) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
-  check_conv_input("conv2d_forward", g, x_view);
-  check_conv_output("conv2d_forward", g, y_view);
-  const int64_t ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_forward", g, x_view, y_view);
   if (is_pointwise(g)) {  // y[P, O] = x[P, I] * w[O, I]^T (+ bias: y starts as the bias, beta = 1)
     if (bias != nullptr) fill_rows_with_bias(y, pixels, g.out_c, ldy, bias);
     gemm(false, true, pixels, g.out_c, g.in_c, 1.0f, x, ldx, w, g.in_c,
@@ -318,11 +314,8 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t input_rows = g.batch * g.in_h;  // rows of pixels
   if (input_rows <= 0 || g.in_w <= 0 || g.in_c <= 0) return;
-  check_conv_input("conv2d_backward_data", g, dx_view);
-  if (pixels > 0) check_conv_output("conv2d_backward_data", g, dy_view);
-  const int64_t ldy = dy_view.ld, ldx = dx_view.ld;
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [dy, ldy, dx, ldx] =
+      conv_backward_data_operands("conv2d_backward_data", g, dy_view, dx_view);
   if (is_pointwise(g)) {  // dx[P, I] (+)= dy[P, O] * w[O, I]
     gemm(false, false, pixels, g.in_c, g.out_c, 1.0f, dy, ldy, w, g.in_c, accumulate ? 1.0f : 0.0f,
          dx, ldx);
@@ -358,13 +351,8 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t cols = patch_cols(g);
   if (g.out_c <= 0 || cols <= 0) return;
-  if (pixels > 0) {
-    check_conv_input("conv2d_backward_filter", g, x_view);
-    check_conv_output("conv2d_backward_filter", g, dy_view);
-  }
-  const int64_t ldx = x_view.ld, ldy = dy_view.ld;
-  const float* x = x_view.f32();
-  const float* dy = dy_view.f32();
+  const auto [x, ldx, dy, ldy] =
+      conv_backward_filter_operands("conv2d_backward_filter", g, x_view, dy_view);
   if (dbias != nullptr) bias_gradient(dy, pixels, g.out_c, ldy, dbias, accumulate);
   if (pixels <= 0) {
     if (!accumulate) zero_rows(dw, g.out_c, cols, cols);

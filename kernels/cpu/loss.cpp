@@ -25,13 +25,8 @@ double sigmoid_minus_target(double z, double t) {
 
 double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targets_view,
                                ConstMatrixView weights_view) {
-  const int64_t n = logits_view.rows;
-  check_loss_column("bce_with_logits_forward", logits_view, n);
-  check_loss_column("bce_with_logits_forward", targets_view, n);
-  if (weights_view.data) check_loss_column("bce_with_logits_forward", weights_view, n);
-  const float* logits = logits_view.f32();
-  const float* targets = targets_view.f32();
-  const float* weights = weights_view.f32();
+  const auto [n, logits, targets, weights] =
+      bce_with_logits_operands("bce_with_logits_forward", logits_view, targets_view, weights_view);
   if (n <= 0) return 0.0;
   double total = 0.0;
   for (int64_t i = 0; i < n; ++i) {
@@ -46,14 +41,8 @@ double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targ
 void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targets_view,
                               ConstMatrixView weights_view, float dloss, MatrixView dlogits_view,
                               bool accumulate) {
-  const int64_t n = logits_view.rows;
-  check_loss_column("bce_with_logits_backward", logits_view, n);
-  check_loss_column("bce_with_logits_backward", targets_view, n);
-  if (weights_view.data) check_loss_column("bce_with_logits_backward", weights_view, n);
-  check_loss_column("bce_with_logits_backward", dlogits_view, n);
-  const float* logits = logits_view.f32();
-  const float* targets = targets_view.f32();
-  const float* weights = weights_view.f32();
+  const auto [n, logits, targets, weights] = bce_with_logits_operands(
+      "bce_with_logits_backward", logits_view, targets_view, weights_view, &dlogits_view);
   float* dlogits = dlogits_view.f32();
   if (n <= 0) return;
   const double scale = static_cast<double>(dloss) / static_cast<double>(n);

@@ -50,11 +50,7 @@ constexpr int64_t kChannelBlock = 64;
 }  // namespace
 
 void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
-  check_pool_input("max_pool2d_forward", g, x_view);
-  check_pool_output("max_pool2d_forward", g, y_view);
-  const int64_t ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
   constexpr float kLowest = -std::numeric_limits<float>::infinity();
 #pragma omp parallel for schedule(static)
@@ -82,13 +78,8 @@ void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixV
 
 void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
-  check_pool_input("max_pool2d_backward", g, x_view);
-  check_pool_output("max_pool2d_backward", g, dy_view);
-  check_pool_input("max_pool2d_backward", g, dx_view);
-  const int64_t ldx = x_view.ld, ldy = dy_view.ld, ldx_grad = dx_view.ld;
-  const float* x = x_view.f32();
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [x, ldx, dy, ldy, dx, ldx_grad] =
+      max_pool_backward_operands("max_pool2d_backward", g, x_view, dy_view, dx_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
   const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
   // Windows overlap, so a task owns one image and one block of channels and scatters into it alone.
@@ -131,11 +122,7 @@ void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstM
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,
                         MatrixView y_view) {
-  check_pool_input("avg_pool2d_forward", g, x_view);
-  check_pool_output("avg_pool2d_forward", g, y_view);
-  const int64_t ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [x, ldx, y, ldy] = window_forward_operands("avg_pool2d_forward", g, x_view, y_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < g.batch * out_h; ++row) {  // (image, output row)
@@ -158,11 +145,7 @@ void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMa
 
 void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
-  check_pool_output("avg_pool2d_backward", g, dy_view);
-  check_pool_input("avg_pool2d_backward", g, dx_view);
-  const int64_t ldy = dy_view.ld, ldx = dx_view.ld;
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [dy, ldy, dx, ldx] = pool_backward_operands("avg_pool2d_backward", g, dy_view, dx_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
   // Gather: input pixel (h, w) is in the windows of outputs oh in [oh0, oh1], ow in [ow0, ow1] with
   // oh*sh - pad_top <= h < oh*sh - pad_top + kernel_h.
@@ -197,11 +180,8 @@ void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstM
 }
 
 void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_view) {
-  const int64_t batch = y_view.rows, channels = y_view.cols, ldx = x_view.ld;
-  check_shape("global_avg_pool_forward", x_view, batch * hw, channels);
-  check_dense("global_avg_pool_forward", y_view);
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [batch, channels, x, ldx, y, ldy] =
+      global_avg_pool_forward_operands("global_avg_pool_forward", hw, x_view, y_view);
   const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
   const double scale = hw > 0 ? 1.0 / double(hw) : 0.0;
 #pragma omp parallel for schedule(static)
@@ -219,11 +199,8 @@ void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_vi
 
 void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view,
                               bool accumulate) {
-  const int64_t batch = dy_view.rows, channels = dy_view.cols, ldx = dx_view.ld;
-  check_shape("global_avg_pool_backward", dx_view, batch * hw, channels);
-  check_dense("global_avg_pool_backward", dy_view);
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [batch, channels, dy, ldy, dx, ldx] =
+      global_avg_pool_backward_operands("global_avg_pool_backward", hw, dy_view, dx_view);
   const float scale = hw > 0 ? 1.0f / float(hw) : 0.0f;
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < batch * hw; ++row) {  // (image, pixel)

@@ -193,15 +193,8 @@ using namespace detail;  // NOLINT(google-build-using-namespace)
 void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
                                  const BatchNormChannels& ch, const BatchNormStatsOut& stats,
                                  const BatchNormHyper& h) {
-  check_same_shape("batch_norm_forward_training", x_view, y_view);
-  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
-  const float *gamma = ch.gamma, *beta = ch.beta;
-  float *saved_mean = stats.saved_mean, *saved_invstd = stats.saved_invstd;
-  float *running_mean = stats.running_mean, *running_var = stats.running_var;
-  const float eps = h.eps, momentum = h.momentum;
-  const bool unbiased_running_var = h.unbiased_running_var;
+  const auto [rows, channels, x, ldx, y, ldy] =
+      batch_norm_forward_operands("batch_norm_forward_training", x_view, y_view);
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
   const double m = double(rows);
   // Temporaries: mean in double [C], then the float mean and invstd [C] each.
@@ -213,50 +206,38 @@ void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
 
   detail::column_reduce<1>(rows, channels, SumLoad{x, ldx}, MeanFinish{m, mean},
                            "batch_norm_forward_training (mean)");
-  const double var_factor = (unbiased_running_var && rows > 1) ? m / (m - 1.0) : 1.0;
+  const double var_factor = (h.unbiased_running_var && rows > 1) ? m / (m - 1.0) : 1.0;
   detail::column_reduce<1>(
       rows, channels, CentredSquaresLoad{x, ldx, mean},
-      StatisticsFinish{m, double(eps), double(momentum), var_factor, mean, mean_f, invstd_f,
-                       saved_mean, saved_invstd, running_mean, running_var},
+      StatisticsFinish{m, double(h.eps), double(h.momentum), var_factor, mean, mean_f, invstd_f,
+                       stats.saved_mean, stats.saved_invstd, stats.running_mean, stats.running_var},
       "batch_norm_forward_training (variance)");
   detail::for_each_element(rows, channels,
-                           NormaliseOp{x, ldx, mean_f, invstd_f, gamma, beta, y, ldy},
+                           NormaliseOp{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy},
                            "batch_norm_forward_training (normalise)");
 }
 
 void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                              const BatchNormHyper& h) {
-  check_same_shape("batch_norm_forward_eval", x_view, y_view);
-  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
-  const float *gamma = ch.gamma, *beta = ch.beta;
-  const float *running_mean = ch.running_mean, *running_var = ch.running_var;
-  const float eps = h.eps;
+  const auto [rows, channels, x, ldx, y, ldy] =
+      batch_norm_forward_operands("batch_norm_forward_eval", x_view, y_view);
   if (rows <= 0 || channels <= 0) return;
   detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
   float* invstd = scratch.as<float>();
-  detail::for_each_index(channels, EvalInvstdOp{running_var, double(eps), invstd},
+  detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd},
                          "batch_norm_forward_eval (invstd)");
   detail::for_each_element(rows, channels,
-                           NormaliseOp{x, ldx, running_mean, invstd, gamma, beta, y, ldy},
+                           NormaliseOp{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy},
                            "batch_norm_forward_eval (normalise)");
 }
 
 void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
                                   const BatchNormChannels& ch, MatrixView dx_view,
                                   bool accumulate_dx, const BatchNormParamGrads& grads) {
-  check_same_shape("batch_norm_backward_training", x_view, dy_view);
-  if (dx_view.data) check_same_shape("batch_norm_backward_training", x_view, dx_view);
-  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
-                ldx_grad = dx_view.ld;
-  const float* x = x_view.f32();
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
-  const float *gamma = ch.gamma, *saved_mean = ch.saved_mean, *saved_invstd = ch.saved_invstd;
-  float *dgamma = grads.dgamma, *dbeta = grads.dbeta;
+  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
+      batch_norm_backward_operands("batch_norm_backward_training", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;
-  if (!dx && !dgamma && !dbeta) return;
+  if (!dx && !grads.dgamma && !grads.dbeta) return;
   const double m = double(rows);
   // dx coefficients k, mean_dy, mean_dy_xhat [C] each (only when dx is wanted).
   detail::ScopedBuffer scratch(dx ? size_t(channels) * 3 * sizeof(float) : 0,
@@ -265,12 +246,12 @@ void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_vie
   float* mean_dy = k ? k + channels : nullptr;
   float* mean_dy_xhat = k ? k + 2 * channels : nullptr;
   detail::column_reduce<2>(
-      rows, channels, GradSumsLoad{x, ldx, dy, ldy, saved_mean, saved_invstd},
-      GradFinish{m, dgamma, dbeta, gamma, saved_invstd, k, mean_dy, mean_dy_xhat},
+      rows, channels, GradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd},
+      GradFinish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat},
       "batch_norm_backward_training (sums)");
   if (!dx) return;
   detail::for_each_element(rows, channels,
-                           TrainingDxOp{x, ldx, dy, ldy, saved_mean, saved_invstd, k, mean_dy,
+                           TrainingDxOp{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, k, mean_dy,
                                         mean_dy_xhat, dx, ldx_grad, accumulate_dx},
                            "batch_norm_backward_training (dx)");
 }
@@ -279,29 +260,22 @@ void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
                               const BatchNormChannels& ch, const BatchNormHyper& h,
                               MatrixView dx_view, bool accumulate_dx,
                               const BatchNormParamGrads& grads) {
-  check_same_shape("batch_norm_backward_eval", x_view, dy_view);
-  if (dx_view.data) check_same_shape("batch_norm_backward_eval", x_view, dx_view);
-  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld,
-                ldx_grad = dx_view.ld;
-  const float* x = x_view.f32();
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
-  const float *gamma = ch.gamma, *running_mean = ch.running_mean, *running_var = ch.running_var;
-  const float eps = h.eps;
-  float *dgamma = grads.dgamma, *dbeta = grads.dbeta;
+  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
+      batch_norm_backward_operands("batch_norm_backward_eval", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;
   detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
   float* invstd = scratch.as<float>();
-  detail::for_each_index(channels, EvalInvstdOp{running_var, double(eps), invstd},
+  detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd},
                          "batch_norm_backward_eval (invstd)");
-  if (dgamma || dbeta)
+  if (grads.dgamma || grads.dbeta)
     detail::column_reduce<2>(
-        rows, channels, GradSumsLoad{x, ldx, dy, ldy, running_mean, invstd},
-        GradFinish{double(rows), dgamma, dbeta, gamma, invstd, nullptr, nullptr, nullptr},
+        rows, channels, GradSumsLoad{x, ldx, dy, ldy, ch.running_mean, invstd},
+        GradFinish{double(rows), grads.dgamma, grads.dbeta, ch.gamma, invstd, nullptr, nullptr,
+                   nullptr},
         "batch_norm_backward_eval (sums)");
   if (!dx) return;
   detail::for_each_element(rows, channels,
-                           EvalDxOp{dy, ldy, gamma, invstd, dx, ldx_grad, accumulate_dx},
+                           EvalDxOp{dy, ldy, ch.gamma, invstd, dx, ldx_grad, accumulate_dx},
                            "batch_norm_backward_eval (dx)");
 }
 

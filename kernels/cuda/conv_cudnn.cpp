@@ -528,11 +528,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
                     const float* bias, MatrixView y_view) {
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
-  check_conv_input("conv2d_forward", g, x_view);
-  check_conv_output("conv2d_forward", g, y_view);
-  const int64_t ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_forward", g, x_view, y_view);
   validate(g);
   std::lock_guard<std::mutex> lock(g_conv_mutex);
   Operands o;
@@ -555,16 +551,13 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
                           MatrixView dx_view, bool accumulate) {
   const int64_t input_rows = g.batch * g.in_h * g.in_w;
   if (input_rows <= 0 || g.in_c <= 0) return;
-  check_conv_input("conv2d_backward_data", g, dx_view);
+  const auto [dy, ldy, dx, ldx] =
+      conv_backward_data_operands("conv2d_backward_data", g, dy_view, dx_view);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) {  // no output reads x: its gradient is zero
     if (!accumulate) fill(dx_view, 0.0f);
     return;
   }
-  check_conv_output("conv2d_backward_data", g, dy_view);
-  const int64_t ldy = dy_view.ld, ldx = dx_view.ld;
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
   validate(g);
   std::lock_guard<std::mutex> lock(g_conv_mutex);
   Operands o;
@@ -591,13 +584,8 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
   const int64_t cols = g.kernel_h * g.kernel_w * g.in_c;
   if (g.out_c <= 0 || cols <= 0) return;
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
-  if (pixels > 0) {
-    check_conv_input("conv2d_backward_filter", g, x_view);
-    check_conv_output("conv2d_backward_filter", g, dy_view);
-  }
-  const int64_t ldx = x_view.ld, ldy = dy_view.ld;
-  const float* x = x_view.f32();
-  const float* dy = dy_view.f32();
+  const auto [x, ldx, dy, ldy] =
+      conv_backward_filter_operands("conv2d_backward_filter", g, x_view, dy_view);
   if (dbias)
     column_sums(ConstMatrixView(dy, pixels > 0 ? pixels : 0, g.out_c, ldy), dbias, accumulate);
   if (pixels <= 0) {

@@ -195,72 +195,47 @@ void fill(MatrixView dst_view, float value) {
 }
 
 void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
-  check_same_shape("copy", src_view, dst_view);
-  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld,
-                ld_dst = dst_view.ld;
-  const float* src = src_view.f32();
-  float* dst = dst_view.f32();
+  const auto [rows, cols, src, ld_src, dst, ld_dst] =
+      unary_operands("copy", src_view, dst_view);
   for_each_element(rows, cols, CopyOp{src, ld_src, dst, ld_dst, accumulate}, "copy");
 }
 
 void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
-  check_same_shape("add", a_view, dst_view);
-  check_same_shape("add", b_view, dst_view);
-  const int64_t rows = dst_view.rows, cols = dst_view.cols, lda = a_view.ld, ldb = b_view.ld,
-                ld_dst = dst_view.ld;
-  const float* a = a_view.f32();
-  const float* b = b_view.f32();
-  float* dst = dst_view.f32();
+  const auto [rows, cols, a, lda, b, ldb, dst, ld_dst] =
+      binary_operands("add", a_view, b_view, dst_view);
   for_each_element(rows, cols, AddOp{a, lda, b, ldb, dst, ld_dst}, "add");
 }
 
 void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
-  check_same_shape("scale", src_view, dst_view);
-  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_src = src_view.ld,
-                ld_dst = dst_view.ld;
-  const float* src = src_view.f32();
-  float* dst = dst_view.f32();
+  const auto [rows, cols, src, ld_src, dst, ld_dst] =
+      unary_operands("scale", src_view, dst_view);
   for_each_element(rows, cols, ScaleOp{alpha, src, ld_src, dst, ld_dst, accumulate}, "scale");
 }
 
 void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
-  check_same_shape("relu_forward", x_view, y_view);
-  const int64_t rows = y_view.rows, cols = y_view.cols, ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [rows, cols, x, ldx, y, ldy] =
+      unary_operands("relu_forward", x_view, y_view);
   for_each_element(rows, cols, ReluForwardOp{x, ldx, y, ldy}, "relu_forward");
 }
 
 void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                    bool accumulate) {
-  check_same_shape("relu_backward", y_view, dx_view);
-  check_same_shape("relu_backward", dy_view, dx_view);
-  const int64_t rows = dx_view.rows, cols = dx_view.cols, ldy = y_view.ld, ld_dy = dy_view.ld,
-                ldx = dx_view.ld;
-  const float* y = y_view.f32();
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
+      binary_operands("relu_backward", y_view, dy_view, dx_view);
   for_each_element(rows, cols, ReluBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
                    "relu_backward");
 }
 
 void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
-  check_same_shape("sigmoid_forward", x_view, y_view);
-  const int64_t rows = y_view.rows, cols = y_view.cols, ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [rows, cols, x, ldx, y, ldy] =
+      unary_operands("sigmoid_forward", x_view, y_view);
   for_each_element(rows, cols, SigmoidForwardOp{x, ldx, y, ldy}, "sigmoid_forward");
 }
 
 void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                       bool accumulate) {
-  check_same_shape("sigmoid_backward", y_view, dx_view);
-  check_same_shape("sigmoid_backward", dy_view, dx_view);
-  const int64_t rows = dx_view.rows, cols = dx_view.cols, ldy = y_view.ld, ld_dy = dy_view.ld,
-                ldx = dx_view.ld;
-  const float* y = y_view.f32();
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
+      binary_operands("sigmoid_backward", y_view, dy_view, dx_view);
   for_each_element(rows, cols, SigmoidBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
                    "sigmoid_backward");
 }

@@ -225,11 +225,7 @@ struct GlobalAvgBackwardOp {
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
-  check_pool_input("max_pool2d_forward", g, x_view);
-  check_pool_output("max_pool2d_forward", g, y_view);
-  const int64_t ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
   detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels, MaxForwardOp{d, x, ldx, y, ldy},
@@ -238,13 +234,8 @@ void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixV
 
 void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
-  check_pool_input("max_pool2d_backward", g, x_view);
-  check_pool_output("max_pool2d_backward", g, dy_view);
-  check_pool_input("max_pool2d_backward", g, dx_view);
-  const int64_t ldx = x_view.ld, ldy = dy_view.ld, ldx_grad = dx_view.ld;
-  const float* x = x_view.f32();
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [x, ldx, dy, ldy, dx, ldx_grad] =
+      max_pool_backward_operands("max_pool2d_backward", g, x_view, dy_view, dx_view);
   const Geometry d = device_geometry(g);
   detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
                            MaxBackwardOp{d, x, ldx, dy, ldy, dx, ldx_grad, accumulate},
@@ -253,11 +244,7 @@ void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstM
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,
                         MatrixView y_view) {
-  check_pool_input("avg_pool2d_forward", g, x_view);
-  check_pool_output("avg_pool2d_forward", g, y_view);
-  const int64_t ldx = x_view.ld, ldy = y_view.ld;
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [x, ldx, y, ldy] = window_forward_operands("avg_pool2d_forward", g, x_view, y_view);
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
   detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels,
@@ -266,11 +253,7 @@ void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMa
 
 void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
-  check_pool_output("avg_pool2d_backward", g, dy_view);
-  check_pool_input("avg_pool2d_backward", g, dx_view);
-  const int64_t ldy = dy_view.ld, ldx = dx_view.ld;
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [dy, ldy, dx, ldx] = pool_backward_operands("avg_pool2d_backward", g, dy_view, dx_view);
   const Geometry d = device_geometry(g);
   detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
                            AvgBackwardOp{d, count_include_pad, dy, ldy, dx, ldx, accumulate},
@@ -278,22 +261,16 @@ void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstM
 }
 
 void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_view) {
-  const int64_t batch = y_view.rows, channels = y_view.cols, ldx = x_view.ld;
-  check_shape("global_avg_pool_forward", x_view, batch * hw, channels);
-  check_dense("global_avg_pool_forward", y_view);
-  const float* x = x_view.f32();
-  float* y = y_view.f32();
+  const auto [batch, channels, x, ldx, y, ldy] =
+      global_avg_pool_forward_operands("global_avg_pool_forward", hw, x_view, y_view);
   detail::for_each_element(batch, channels, GlobalAvgForwardOp{hw, channels, x, ldx, y},
                            "global_avg_pool_forward");
 }
 
 void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view,
                               bool accumulate) {
-  const int64_t batch = dy_view.rows, channels = dy_view.cols, ldx = dx_view.ld;
-  check_shape("global_avg_pool_backward", dx_view, batch * hw, channels);
-  check_dense("global_avg_pool_backward", dy_view);
-  const float* dy = dy_view.f32();
-  float* dx = dx_view.f32();
+  const auto [batch, channels, dy, ldy, dx, ldx] =
+      global_avg_pool_backward_operands("global_avg_pool_backward", hw, dy_view, dx_view);
   if (hw <= 0) return;
   detail::for_each_element(batch * hw, channels,
                            GlobalAvgBackwardOp{hw, channels, dy, dx, ldx, accumulate},

@@ -341,13 +341,26 @@ TEST(BatchNorm, BackwardTrainingNullGammaAndOnlyParameterGradients) {
   EXPECT_NE(dg1, std::vector<float>(channels, 0.5f));
 }
 
+// A backward's inputs, drawn from rng in this order: x [rows, channels] (row stride ldx) uniform in
+// [x_low, x_high), dy (row stride ldy) uniform in [-1, 1), gamma [channels] uniform in [0.5, 1.5).
+struct BackwardInputs {
+  Strided x, dy;
+  std::vector<float> gamma;
+  BackwardInputs(int64_t rows, int64_t channels, int64_t ldx, int64_t ldy, std::mt19937& rng,
+                 float x_low, float x_high)
+      : x(rows, channels, ldx), dy(rows, channels, ldy) {
+    fill_uniform(x, rng, x_low, x_high);
+    fill_uniform(dy, rng, -1.0f, 1.0f);
+    gamma = uniform_vector(channels, rng, 0.5f, 1.5f);
+  }
+};
+
 TEST(BatchNorm, BackwardEvalTreatsStatisticsAsConstants) {
   std::mt19937 rng(31);
   const int64_t rows = 29, channels = 6;
-  Strided x(rows, channels, 8), dy(rows, channels, 9);
-  fill_uniform(x, rng, -2.0f, 2.0f);
-  fill_uniform(dy, rng, -1.0f, 1.0f);
-  const std::vector<float> gamma = uniform_vector(channels, rng, 0.5f, 1.5f);
+  const BackwardInputs in(rows, channels, 8, 9, rng, -2.0f, 2.0f);
+  const Strided &x = in.x, &dy = in.dy;
+  const std::vector<float>& gamma = in.gamma;
   const std::vector<float> rmean = uniform_vector(channels, rng, -1.0f, 1.0f);
   const std::vector<float> rvar = uniform_vector(channels, rng, 0.1f, 2.0f);
   const float eps = 1e-3f;
@@ -382,10 +395,9 @@ TEST(BatchNorm, ResultsDoNotDependOnThreadCount) {
   const int threads_before = cpu::num_threads();
   std::mt19937 rng(3);
   const int64_t rows = 4099, channels = 17;
-  Strided x(rows, channels, 19), dy(rows, channels, 18);
-  fill_uniform(x, rng, -1.0f, 5.0f);
-  fill_uniform(dy, rng, -1.0f, 1.0f);
-  const std::vector<float> gamma = uniform_vector(channels, rng, 0.5f, 1.5f);
+  const BackwardInputs in(rows, channels, 19, 18, rng, -1.0f, 5.0f);
+  const Strided &x = in.x, &dy = in.dy;
+  const std::vector<float>& gamma = in.gamma;
   const std::vector<float> beta = uniform_vector(channels, rng, -0.5f, 0.5f);
   struct Out {
     std::vector<float> y, mean, invstd, rm, rv, dx, dgamma, dbeta;

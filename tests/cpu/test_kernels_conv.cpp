@@ -24,8 +24,11 @@
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "test_kernels_common.h"
+#include "support/kernel_cases.h"
 
 namespace {
+
+using test_support::conv_geometry;
 
 using namespace kernel_test;  // NOLINT(google-build-using-namespace): the shared test helpers
 using kernels::Conv2dGeometry;
@@ -93,17 +96,6 @@ void reference_conv_backward_filter(const Conv2dGeometry& g, const Matrix& x, co
   });
   for (int64_t p = 0; p < dy.rows; ++p)
     for (int64_t o = 0; o < g.out_c; ++o) dbias->at(0, o) += dy.at(p, o);
-}
-
-Conv2dGeometry conv_geometry(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
-                             int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
-                             int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
-                             int64_t pad_right) {
-  Conv2dGeometry g;
-  g.batch = batch, g.in_h = in_h, g.in_w = in_w, g.in_c = in_c, g.out_c = out_c;
-  g.kernel_h = kernel_h, g.kernel_w = kernel_w, g.stride_h = stride_h, g.stride_w = stride_w;
-  g.pad_top = pad_top, g.pad_bottom = pad_bottom, g.pad_left = pad_left, g.pad_right = pad_right;
-  return g;
 }
 
 struct ConvCase {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "support/kernel_cases.h"
 #include "test_kernels_common.h"
 
 namespace {
@@ -21,15 +22,7 @@ namespace {
 using namespace kernel_test;  // NOLINT(google-build-using-namespace): the shared test helpers
 namespace cpu = kernels::cpu;
 
-struct GemmCase {
-  const char* name;
-  int64_t m, n, k;
-  bool transpose_a, transpose_b;
-  int64_t pad;  // extra elements in every leading dimension
-  float alpha, beta;
-};
-
-void PrintTo(const GemmCase& c, std::ostream* os) { *os << c.name; }
+using test_support::GemmCase;
 
 // The operands of one case: A stored [m, k] (or [k, m] transposed), B [k, n] (or [n, k]), C [m, n],
 // each with row stride cols + pad. C starts as NaN when beta == 0, random otherwise.
@@ -102,6 +95,6 @@ INSTANTIATE_TEST_SUITE_P(
                       GemmCase{"wide_short", 3, 700, 64, false, false, 5, 1.0f, 0.0f},
                       GemmCase{"tall_narrow", 1031, 7, 33, false, false, 0, 1.0f, 0.0f},
                       GemmCase{"weight_gradient_tn", 24, 40, 300, true, false, 4, 1.0f, 1.0f}),
-    [](const ::testing::TestParamInfo<GemmCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<GemmCase>);
 
 }  // namespace

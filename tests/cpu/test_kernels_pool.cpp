@@ -24,8 +24,11 @@
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
 #include "test_kernels_common.h"
+#include "support/kernel_cases.h"
 
 namespace {
+
+using test_support::pool_geometry;
 
 using namespace kernel_test;  // NOLINT(google-build-using-namespace): the shared test helpers
 using kernels::Pool2dGeometry;
@@ -105,17 +108,6 @@ Reference reference_pool_backward(const Pool2dGeometry& g, PoolKind kind, const 
           }
         }
   return dx;
-}
-
-Pool2dGeometry pool_geometry(int64_t batch, int64_t in_h, int64_t in_w, int64_t channels,
-                             int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
-                             int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
-                             int64_t pad_right) {
-  Pool2dGeometry g;
-  g.batch = batch, g.in_h = in_h, g.in_w = in_w, g.channels = channels;
-  g.kernel_h = kernel_h, g.kernel_w = kernel_w, g.stride_h = stride_h, g.stride_w = stride_w;
-  g.pad_top = pad_top, g.pad_bottom = pad_bottom, g.pad_left = pad_left, g.pad_right = pad_right;
-  return g;
 }
 
 void pool_forward(const Pool2dGeometry& g, PoolKind kind, const Matrix& x, Matrix* y) {

@@ -17,16 +17,7 @@ TEST_P(OpTable, CpuMatchesReferenceAndFiniteDifferences) {
   test_support::check_gradients(GetParam());
 }
 
-#define OP_TABLE_FAMILY(Family, cases) \
-  INSTANTIATE_TEST_SUITE_P(Family, OpTable, ::testing::ValuesIn(test_support::cases()), test_support::op_case_name)
-
-OP_TABLE_FAMILY(Conv, conv_cases);
-OP_TABLE_FAMILY(BatchNorm, batch_norm_cases);
-OP_TABLE_FAMILY(Elementwise, elementwise_cases);
-OP_TABLE_FAMILY(Pool, pool_cases);
-OP_TABLE_FAMILY(Linear, linear_cases);
-OP_TABLE_FAMILY(Loss, loss_cases);
-OP_TABLE_FAMILY(Shape, shape_cases);
+INSTANTIATE_OP_TABLE(OpTable);
 
 // TF 'same' padding puts the odd cell at the end (the table's 'same' entries rely on it).
 TEST(Conv2dOptions, SameTfPaddingIsAsymmetricForEvenKernels) {

@@ -28,6 +28,12 @@
   if (!engine::cuda_available())    \
   GTEST_SKIP() << "no CUDA device: " << engine::probe_devices().reason
 
+// The same kernel call on both backends, as the two callables a comparison takes (CUDA first):
+//   CUDA_AND_CPU((const float* x, const float*, float* y), relu_forward({x, R, C, L}, {y, R, C, L}))
+// is [&](params) { kernels::cuda::relu_forward(...); }, [&](params) { kernels::cpu::relu_forward(...); }.
+#define CUDA_AND_CPU(params, ...) \
+  [&] params { kernels::cuda::__VA_ARGS__; }, [&] params { kernels::cpu::__VA_ARGS__; }
+
 namespace gpu_test {
 
 constexpr float kNaN = test_support::kPoison;

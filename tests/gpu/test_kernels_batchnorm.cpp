@@ -15,6 +15,7 @@
 
 #include "gpu_test_util.h"
 #include "kernels/batchnorm.h"
+#include "support/kernel_cases.h"
 
 #ifdef ENGINE_WITH_CUDA
 
@@ -236,7 +237,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BnCase{"densenet_7x7x1920_b4", 196, 1920, 1920, 1920},
                       // Inception-ResNet-v2 17x17 branch (192 channels) at batch 4
                       BnCase{"irv2_17x17x192_b4", 1156, 192, 1088, 192}),
-    [](const ::testing::TestParamInfo<BnCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<BnCase>);
 
 TEST(CudaBatchNormEdges, EmptyWritesNothing) {
   SKIP_WITHOUT_CUDA();

@@ -15,31 +15,18 @@
 
 #include "gpu_test_util.h"
 #include "kernels/conv.h"
+#include "support/kernel_cases.h"
 
 #ifdef ENGINE_WITH_CUDA
 
 namespace {
 
+constexpr auto* geometry = &test_support::conv_geometry;  // a convolution case's geometry
+
 using namespace gpu_test;
 using kernels::Conv2dGeometry;
 
-struct ConvCase {
-  const char* name;
-  Conv2dGeometry g;
-  int64_t ldx, ldy;  // row strides of x/dx and y/dy
-};
-
-void PrintTo(const ConvCase& c, std::ostream* os) { *os << c.name; }
-
-Conv2dGeometry geometry(int64_t batch, int64_t h, int64_t w, int64_t in_c, int64_t out_c, int64_t kh,
-                        int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
-                        int64_t pr) {
-  Conv2dGeometry g;
-  g.batch = batch, g.in_h = h, g.in_w = w, g.in_c = in_c, g.out_c = out_c;
-  g.kernel_h = kh, g.kernel_w = kw, g.stride_h = sh, g.stride_w = sw;
-  g.pad_top = pt, g.pad_bottom = pb, g.pad_left = pl, g.pad_right = pr;
-  return g;
-}
+using ConvCase = test_support::StridedCase<Conv2dGeometry>;
 
 // Host operands of one case: x and dy strided with NaN gaps, weights scaled to keep outputs O(1).
 struct Operands {
@@ -194,7 +181,7 @@ INSTANTIATE_TEST_SUITE_P(
         ConvCase{"tf_same_2x2s1_asymmetric", geometry(2, 9, 9, 7, 5, 2, 2, 1, 1, 0, 1, 0, 1), 9, 6},
         // 1x1 stride 2: a quarter of the input cells are read by nobody (their gradient is 0)
         ConvCase{"odd_1x1s2_uncovered_cells", geometry(3, 9, 9, 5, 7, 1, 1, 2, 2, 0, 0, 0, 0), 5, 7}),
-    [](const ::testing::TestParamInfo<ConvCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<ConvCase>);
 
 // Deterministic mode: backward data and filter give bitwise the same results twice.
 TEST(CudaConvModes, DeterministicBackwardIsBitwiseRepeatable) {

@@ -16,6 +16,7 @@
 
 #include "gpu_test_util.h"
 #include "kernels/elementwise.h"
+#include "support/kernel_cases.h"
 
 #ifdef ENGINE_WITH_CUDA
 
@@ -69,43 +70,26 @@ TEST_P(CudaElementwise, FillCopyAddScale) {
   const int64_t R = c.rows, C = c.cols, L = c.ld;
   expect_same(
       o, o.poisoned_output(),
-      [&](const float*, const float*, float* y) {
-        kernels::cuda::fill({y, R, C, L}, 0.375f);
-      },
-      [&](const float*, const float*, float* y) {
-        kernels::cpu::fill({y, R, C, L}, 0.375f);
-      },
+      CUDA_AND_CPU((const float*, const float*, float* y), fill({y, R, C, L}, 0.375f)),
       0, 0);
   for (bool accumulate : {false, true}) {
     const std::vector<float> start = accumulate ? o.out_prior : o.poisoned_output();
     const double tol = accumulate ? 1e-6 : 0.0;
     expect_same(
         o, start,
-        [&](const float* a, const float*, float* y) {
-          kernels::cuda::copy({a, R, C, L}, {y, R, C, L}, accumulate);
-        },
-        [&](const float* a, const float*, float* y) {
-          kernels::cpu::copy({a, R, C, L}, {y, R, C, L}, accumulate);
-        },
+        CUDA_AND_CPU((const float* a, const float*, float* y),
+                     copy({a, R, C, L}, {y, R, C, L}, accumulate)),
         tol, tol);
     expect_same(
         o, start,
-        [&](const float* a, const float*, float* y) {
-          kernels::cuda::scale(-1.75f, {a, R, C, L}, {y, R, C, L}, accumulate);
-        },
-        [&](const float* a, const float*, float* y) {
-          kernels::cpu::scale(-1.75f, {a, R, C, L}, {y, R, C, L}, accumulate);
-        },
+        CUDA_AND_CPU((const float* a, const float*, float* y),
+                     scale(-1.75f, {a, R, C, L}, {y, R, C, L}, accumulate)),
         tol, tol);
   }
   expect_same(
       o, o.poisoned_output(),
-      [&](const float* a, const float* b, float* y) {
-        kernels::cuda::add({a, R, C, L}, {b, R, C, L}, {y, R, C, L});
-      },
-      [&](const float* a, const float* b, float* y) {
-        kernels::cpu::add({a, R, C, L}, {b, R, C, L}, {y, R, C, L});
-      },
+      CUDA_AND_CPU((const float* a, const float* b, float* y),
+                   add({a, R, C, L}, {b, R, C, L}, {y, R, C, L})),
       0, 0);
 }
 
@@ -116,21 +100,13 @@ TEST_P(CudaElementwise, ReluAndSigmoid) {
   const int64_t R = c.rows, C = c.cols, L = c.ld;
   expect_same(
       o, o.poisoned_output(),
-      [&](const float* x, const float*, float* y) {
-        kernels::cuda::relu_forward({x, R, C, L}, {y, R, C, L});
-      },
-      [&](const float* x, const float*, float* y) {
-        kernels::cpu::relu_forward({x, R, C, L}, {y, R, C, L});
-      },
+      CUDA_AND_CPU((const float* x, const float*, float* y),
+                   relu_forward({x, R, C, L}, {y, R, C, L})),
       0, 0);
   expect_same(
       o, o.poisoned_output(),
-      [&](const float* x, const float*, float* y) {
-        kernels::cuda::sigmoid_forward({x, R, C, L}, {y, R, C, L});
-      },
-      [&](const float* x, const float*, float* y) {
-        kernels::cpu::sigmoid_forward({x, R, C, L}, {y, R, C, L});
-      },
+      CUDA_AND_CPU((const float* x, const float*, float* y),
+                   sigmoid_forward({x, R, C, L}, {y, R, C, L})),
       1e-7, 2e-6);
   // Backward: `a` plays the forward output y (relu: its sign matters; sigmoid: any value), `b` dy.
   for (bool accumulate : {false, true}) {
@@ -138,21 +114,13 @@ TEST_P(CudaElementwise, ReluAndSigmoid) {
     const double tol = accumulate ? 1e-6 : 0.0;
     expect_same(
         o, start,
-        [&](const float* y, const float* dy, float* dx) {
-          kernels::cuda::relu_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate);
-        },
-        [&](const float* y, const float* dy, float* dx) {
-          kernels::cpu::relu_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate);
-        },
+        CUDA_AND_CPU((const float* y, const float* dy, float* dx),
+                     relu_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate)),
         tol, tol);
     expect_same(
         o, start,
-        [&](const float* y, const float* dy, float* dx) {
-          kernels::cuda::sigmoid_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate);
-        },
-        [&](const float* y, const float* dy, float* dx) {
-          kernels::cpu::sigmoid_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate);
-        },
+        CUDA_AND_CPU((const float* y, const float* dy, float* dx),
+                     sigmoid_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate)),
         1e-6, 1e-6);
   }
 }
@@ -220,7 +188,7 @@ INSTANTIATE_TEST_SUITE_P(
                       // Inception-ResNet-v2: a 192-channel branch of the 17x17x1088 block output
                       MatrixCase{"irv2_17x17_192_of_1088", 1156, 192, 1088},
                       MatrixCase{"long_column_100003x1", 100003, 1, 1}),
-    [](const ::testing::TestParamInfo<MatrixCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<MatrixCase>);
 
 TEST(CudaStridedCopy, TransposedViewAndEightDims) {
   SKIP_WITHOUT_CUDA();

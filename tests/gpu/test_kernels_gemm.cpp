@@ -14,6 +14,7 @@
 #include "gpu_test_util.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "support/kernel_cases.h"
 
 #ifdef ENGINE_WITH_CUDA
 
@@ -21,15 +22,7 @@ namespace {
 
 using namespace gpu_test;
 
-struct GemmCase {
-  const char* name;
-  int64_t m, n, k;
-  bool transpose_a, transpose_b;
-  int64_t pad;  // extra elements in every leading dimension
-  float alpha, beta;
-};
-
-void PrintTo(const GemmCase& c, std::ostream* os) { *os << c.name; }
+using test_support::GemmCase;
 
 class CudaGemm : public ::testing::TestWithParam<GemmCase> {};
 
@@ -87,7 +80,7 @@ INSTANTIATE_TEST_SUITE_P(
                       // Inception-ResNet-v2 head at 1000 classes: x[32, 1536] W[1000, 1536]^T
                       GemmCase{"irv2_head_1000_fwd", 32, 1000, 1536, false, true, 0, 1.0f, 0.0f},
                       GemmCase{"irv2_head_1000_dx", 32, 1536, 1000, false, false, 0, 1.0f, 0.0f}),
-    [](const ::testing::TestParamInfo<GemmCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<GemmCase>);
 
 TEST(CudaGemmErrors, RowStrideSmallerThanRowThrows) {
   SKIP_WITHOUT_CUDA();

@@ -11,6 +11,7 @@
 
 #include "gpu_test_util.h"
 #include "kernels/loss.h"
+#include "support/kernel_cases.h"
 
 #ifdef ENGINE_WITH_CUDA
 
@@ -73,7 +74,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(BceCase{"n1", 1, false}, BceCase{"batch32_weighted", 32, true},
                       BceCase{"batch7", 7, false},
                       BceCase{"n100003_weighted", 100003, true}),
-    [](const ::testing::TestParamInfo<BceCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<BceCase>);
 
 TEST(CudaBceEdges, EmptyBatch) {
   SKIP_WITHOUT_CUDA();

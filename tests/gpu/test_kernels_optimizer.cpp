@@ -11,6 +11,7 @@
 
 #include "gpu_test_util.h"
 #include "kernels/optimizer.h"
+#include "support/kernel_cases.h"
 
 #ifdef ENGINE_WITH_CUDA
 
@@ -64,7 +65,7 @@ INSTANTIATE_TEST_SUITE_P(
                       AdamCase{"pytorch_l2", kernels::AdamConvention::pytorch, 0.01f, false, 5},
                       AdamCase{"adamw", kernels::AdamConvention::pytorch, 0.01f, true, 1000},
                       AdamCase{"keras_decoupled", kernels::AdamConvention::keras, 0.004f, true, 7}),
-    [](const ::testing::TestParamInfo<AdamCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<AdamCase>);
 
 struct SgdCase {
   const char* name;
@@ -105,7 +106,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(SgdCase{"plain", 0.0f, 0.0f, false}, SgdCase{"plain_wd", 0.0f, 1e-4f, false},
                       SgdCase{"momentum", 0.9f, 0.0f, false},
                       SgdCase{"nesterov_wd", 0.9f, 5e-4f, true}),
-    [](const ::testing::TestParamInfo<SgdCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<SgdCase>);
 
 }  // namespace
 

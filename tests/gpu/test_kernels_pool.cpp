@@ -16,30 +16,18 @@
 
 #include "gpu_test_util.h"
 #include "kernels/pool.h"
+#include "support/kernel_cases.h"
 
 #ifdef ENGINE_WITH_CUDA
 
 namespace {
 
+constexpr auto* geometry = &test_support::pool_geometry;  // a pooling case's geometry
+
 using namespace gpu_test;
 using kernels::Pool2dGeometry;
 
-struct PoolCase {
-  const char* name;
-  Pool2dGeometry g;
-  int64_t ldx, ldy;  // row strides of x/dx and y/dy (>= channels)
-};
-
-void PrintTo(const PoolCase& c, std::ostream* os) { *os << c.name; }
-
-Pool2dGeometry geometry(int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
-                        int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
-  Pool2dGeometry g;
-  g.batch = batch, g.in_h = h, g.in_w = w, g.channels = c;
-  g.kernel_h = kh, g.kernel_w = kw, g.stride_h = sh, g.stride_w = sw;
-  g.pad_top = pt, g.pad_bottom = pb, g.pad_left = pl, g.pad_right = pr;
-  return g;
-}
+using PoolCase = test_support::StridedCase<Pool2dGeometry>;
 
 class CudaPool : public ::testing::TestWithParam<PoolCase> {};
 
@@ -58,6 +46,21 @@ std::vector<float> pool_input(const PoolCase& c, uint64_t seed, bool ties) {
     for (float& x : v) x = std::copysign(std::ceil(std::fabs(x) * 2.0f) / 2.0f, x);  // +-0.5, +-1
   return strided(v, s.in_rows, s.channels, c.ldx, kNaN);
 }
+
+// A backward's host operands: dy [out_rows, C] (NaN gaps; seed), and the dx it accumulates into
+// (seed + 1) or overwrites (NaN), both with sentinel gaps.
+struct BackwardOperands {
+  std::vector<float> dy, dx_prior, dx_poison;
+  BackwardOperands(const PoolCase& c, uint64_t seed) {
+    const Sizes s(c.g);
+    dy = strided(away_from_zero(size_t(s.out_rows * s.channels), seed), s.out_rows, s.channels,
+                 c.ldy, kNaN);
+    dx_prior = strided(away_from_zero(size_t(s.in_rows * s.channels), seed + 1), s.in_rows,
+                       s.channels, c.ldx, kGapSentinel);
+    dx_poison = strided(std::vector<float>(size_t(s.in_rows * s.channels), kNaN), s.in_rows,
+                        s.channels, c.ldx, kGapSentinel);
+  }
+};
 
 TEST_P(CudaPool, MaxForwardBackward) {
   SKIP_WITHOUT_CUDA();
@@ -79,12 +82,7 @@ TEST_P(CudaPool, MaxForwardBackward) {
                       dense_part(y_ref, s.out_rows, s.channels, c.ldy), 0, 0));
     EXPECT_TRUE(gaps_untouched(y_got, y_start, s.out_rows, s.channels, c.ldy));
 
-    const std::vector<float> dy_host = strided(away_from_zero(size_t(s.out_rows * s.channels), 9),
-                                               s.out_rows, s.channels, c.ldy, kNaN);
-    const std::vector<float> dx_prior = strided(away_from_zero(size_t(s.in_rows * s.channels), 10),
-                                                s.in_rows, s.channels, c.ldx, kGapSentinel);
-    const std::vector<float> dx_poison = strided(std::vector<float>(size_t(s.in_rows * s.channels), kNaN),
-                                                 s.in_rows, s.channels, c.ldx, kGapSentinel);
+    const auto& [dy_host, dx_prior, dx_poison] = BackwardOperands(c, 9);
     for (bool accumulate : {false, true}) {
       const std::vector<float>& dx_start = accumulate ? dx_prior : dx_poison;
       std::vector<float> dx_ref = dx_start;
@@ -118,12 +116,7 @@ TEST_P(CudaPool, AverageForwardBackward) {
   const PoolCase c = GetParam();
   const Sizes s(c.g);
   const std::vector<float> x_host = pool_input(c, 17, false);
-  const std::vector<float> dy_host = strided(away_from_zero(size_t(s.out_rows * s.channels), 18),
-                                             s.out_rows, s.channels, c.ldy, kNaN);
-  const std::vector<float> dx_prior = strided(away_from_zero(size_t(s.in_rows * s.channels), 19),
-                                              s.in_rows, s.channels, c.ldx, kGapSentinel);
-  const std::vector<float> dx_poison = strided(std::vector<float>(size_t(s.in_rows * s.channels), kNaN),
-                                               s.in_rows, s.channels, c.ldx, kGapSentinel);
+  const auto& [dy_host, dx_prior, dx_poison] = BackwardOperands(c, 18);
   const std::vector<float> y_start = strided(std::vector<float>(size_t(s.out_rows * s.channels), kNaN),
                                              s.out_rows, s.channels, c.ldy, kGapSentinel);
   for (bool include_pad : {true, false}) {
@@ -176,7 +169,7 @@ INSTANTIATE_TEST_SUITE_P(
         PoolCase{"odd_2x3_s1x2_pad_1_0_0_1", geometry(2, 7, 9, 5, 2, 3, 1, 2, 1, 0, 0, 1), 8, 5},
         // Windows that lie entirely in the padding (max: -inf, no arg-max; average: count 0 or 1)
         PoolCase{"padding_only_windows_1x1_p1", geometry(2, 3, 4, 3, 1, 1, 1, 1, 1, 1, 1, 1), 3, 4}),
-    [](const ::testing::TestParamInfo<PoolCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<PoolCase>);
 
 struct GlobalCase {
   const char* name;
@@ -226,7 +219,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(GlobalCase{"densenet201_7x7x1920_b4", 4, 49, 1920, 1920},
                       GlobalCase{"irv2_8x8x1536_b3", 3, 64, 1536, 1536},
                       GlobalCase{"odd_5x3_slice", 3, 15, 5, 9}),
-    [](const ::testing::TestParamInfo<GlobalCase>& info) { return std::string(info.param.name); });
+    test_support::case_name<GlobalCase>);
 
 }  // namespace
 

@@ -13,15 +13,6 @@ TEST_P(OpGpu, ForwardAndBackwardMatchCpu) {
   test_support::check_gpu_against_cpu(GetParam());
 }
 
-#define OP_TABLE_FAMILY(Family, cases) \
-  INSTANTIATE_TEST_SUITE_P(Family, OpGpu, ::testing::ValuesIn(test_support::cases()), test_support::op_case_name)
-
-OP_TABLE_FAMILY(Conv, conv_cases);
-OP_TABLE_FAMILY(BatchNorm, batch_norm_cases);
-OP_TABLE_FAMILY(Elementwise, elementwise_cases);
-OP_TABLE_FAMILY(Pool, pool_cases);
-OP_TABLE_FAMILY(Linear, linear_cases);
-OP_TABLE_FAMILY(Loss, loss_cases);
-OP_TABLE_FAMILY(Shape, shape_cases);
+INSTANTIATE_OP_TABLE(OpGpu);
 
 }  // namespace

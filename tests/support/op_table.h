@@ -135,3 +135,18 @@ std::string op_case_name(const ::testing::TestParamInfo<OpCase>& info);
 void PrintTo(const OpCase& c, std::ostream* os);
 
 }  // namespace test_support
+
+// One parameterised instantiation per family of the table for the value-parameterised suite
+// `Suite` (a ::testing::TestWithParam<OpCase>), named e.g. Conv/Suite.Test/<case>: the one list of
+// families the CPU and GPU tables run.
+#define OP_TABLE_FAMILY(Family, Suite, cases)                                              \
+  INSTANTIATE_TEST_SUITE_P(Family, Suite, ::testing::ValuesIn(test_support::cases()), \
+                           test_support::op_case_name)
+#define INSTANTIATE_OP_TABLE(Suite)                      \
+  OP_TABLE_FAMILY(Conv, Suite, conv_cases);              \
+  OP_TABLE_FAMILY(BatchNorm, Suite, batch_norm_cases);   \
+  OP_TABLE_FAMILY(Elementwise, Suite, elementwise_cases); \
+  OP_TABLE_FAMILY(Pool, Suite, pool_cases);              \
+  OP_TABLE_FAMILY(Linear, Suite, linear_cases);          \
+  OP_TABLE_FAMILY(Loss, Suite, loss_cases);              \
+  OP_TABLE_FAMILY(Shape, Suite, shape_cases)
