@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/bench/bench_args.h"
 #include "kernels/conv.h"
 #include "kernels/cpu_info.h"
 #include "kernels/gemm.h"
@@ -49,10 +50,11 @@ Options parse(int argc, char** argv) {
     const std::string arg = argv[i];
     auto value = [&]() -> long {
       if (i + 1 >= argc) usage(("missing value after " + arg).c_str());
-      char* end = nullptr;
-      const long v = std::strtol(argv[++i], &end, 10);
-      if (*end != '\0' || v < 1) usage(("bad value for " + arg).c_str());
-      return v;
+      try {
+        return kernels::bench::parse_positive(arg, argv[++i], 1 << 20);
+      } catch (const std::invalid_argument& e) {
+        usage(e.what());
+      }
     };
     if (arg == "--threads")
       o.threads = int(value());

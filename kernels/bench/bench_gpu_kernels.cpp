@@ -26,6 +26,7 @@
 #ifdef ENGINE_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "kernels/bench/bench_args.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv.h"
 #include "kernels/cuda/context.h"
@@ -51,7 +52,7 @@ Options parse(int argc, char** argv) {
     const std::string a = argv[i];
     auto value = [&](const char* name) {
       if (i + 1 >= argc) throw std::invalid_argument(std::string(name) + " needs a value");
-      return std::atoll(argv[++i]);
+      return kernels::bench::parse_positive(name, argv[++i], 1 << 20);
     };
     if (a == "--quick") {
       o.quick = true;
