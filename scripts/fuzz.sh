@@ -29,6 +29,7 @@ corpus_of() {  # the seed corpus in the repository for a target
     fuzz_csv) echo fuzz/corpus/csv ;;
     fuzz_splits) echo fuzz/corpus/splits ;;
     fuzz_safetensors) echo fuzz/corpus/safetensors ;;
+    fuzz_checkpoint_metadata) echo fuzz/corpus/checkpoint_metadata ;;
     *) echo "" ;;
   esac
 }
