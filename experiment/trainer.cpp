@@ -83,7 +83,9 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add("--seed", &o.seed, "seed of the split, the initialisation, the data order and the augmentation");
   f.add("--workers", &o.workers, "data loader threads");
   f.add("--out", &o.out, "output folder (default: runs/<arch>-<protocol>-n<images>-s<seed>)", "DIR");
-  f.add_switch("--resume", &o.resume, "continue the run in --out from checkpoints/last.safetensors (exactly)");
+  f.add_switch("--resume", &o.resume, "continue a run from its checkpoints/last.safetensors (exactly): the run "
+                                      "named after it (--resume RUN_DIR) or the one in --out");
+  f.allow_positional("RUN_DIR", "with --resume: the run folder to continue (the same as --out RUN_DIR)");
   f.add("--early-stopping", &o.early_stopping, "stop after N epochs without a lower val loss; 0 = off");
   f.add_switch("--deterministic", &o.deterministic, "deterministic GPU algorithms, no TF32 (the CPU always is)");
   f.add_switch("--memory-efficient", &o.memory_efficient,
@@ -773,6 +775,17 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
   try {
     // --resume: the run's own settings for every flag not given; a given one that may not change must match.
     make_paths_absolute(options);
+    // `--resume RUN_DIR`: --resume is a switch, so the folder after it arrives as the positional argument.
+    const std::vector<std::string>& positional = flags.positional();
+    ENGINE_USER_CHECK(positional.empty() || options.resume)
+        << "unexpected argument '" << positional.front() << "': a run folder is taken only with --resume "
+        << "(--resume RUN_DIR); a new run's folder is --out DIR";
+    ENGINE_USER_CHECK(positional.size() <= 1) << "--resume takes one run folder, got " << positional.size();
+    if (!positional.empty()) {
+      ENGINE_USER_CHECK(!flags.given("--out") || absolute_path(options.out) == absolute_path(positional.front()))
+          << "--resume " << positional.front() << " and --out " << options.out << " name different folders; pass one";
+      options.out = positional.front();
+    }
     if (options.resume) {
       if (options.out.empty()) options.out = default_out(options);
       const std::string args = options.out + "/args.json";

@@ -406,7 +406,14 @@ TEST(TrainApp, ResumeKeepsTheRunsSettingsAndPathsAreAbsolute) {
   EXPECT_EQ(parse_summary_csv(data::read_file_text(out + "/summary.csv"), "summary.csv").size(), 1u) << "nothing ran";
 
   std::ofstream(out + "/summary.csv.tmp-4242") << "half written";
-  c = run_app("train_densenet", "--out " + out + " --resume --epochs 2 --quiet", "/");
+  c = run_app("train_densenet", "runs/elsewhere --quiet", "/");  // a folder without --resume is refused
+  EXPECT_EQ(c.status, 2);
+  EXPECT_TRUE(contains(c.err, "a run folder is taken only with --resume")) << c.err;
+  c = run_app("train_densenet", "--resume " + out + " --out " + evaluated, "/");
+  EXPECT_EQ(c.status, 2);
+  EXPECT_TRUE(contains(c.err, "name different folders")) << c.err;
+  // `--resume RUN_DIR` is `--out RUN_DIR --resume`.
+  c = run_app("train_densenet", "--resume " + out + " --epochs 2 --quiet", "/");
   ASSERT_EQ(c.status, 0) << c.err;
   EXPECT_TRUE(contains(c.err, "removed 1 temporary file(s)")) << c.err;
   EXPECT_FALSE(fs::exists(out + "/summary.csv.tmp-4242"));
