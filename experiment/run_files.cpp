@@ -166,28 +166,48 @@ bool resume_may_change(const std::string& key) {
   return keys.count(key) > 0;
 }
 
-TrainOptions resumed_options(const TrainOptions& command, const TrainOptions& run,
-                             const std::function<bool(const std::string& flag)>& given) {
+namespace {
+// `command` with every setting whose flag was not given taken from `saved` (out and resume stay the
+// command's). `check_given(key, flag, given_value, saved_value)` sees each given setting (as JSON).
+TrainOptions merged_options(const TrainOptions& command, const TrainOptions& saved,
+                            const std::function<bool(const std::string& flag)>& given,
+                            const std::function<void(const std::string& key, const std::string& flag,
+                                                     const nlohmann::json& given_value,
+                                                     const nlohmann::json& saved_value)>& check_given) {
   // Both as JSON objects, key by key: one comparison for every type of setting.
   nlohmann::json merged, recorded;
   visit_options(command, [&](const char* key, const auto& value) { merged[key] = value; });
-  visit_options(run, [&](const char* key, const auto& value) { recorded[key] = value; });
-  std::string refused;
+  visit_options(saved, [&](const char* key, const auto& value) { recorded[key] = value; });
   visit_options(command, [&](const char* key, const auto&) {
     if (std::string(key) == "out" || std::string(key) == "resume") return;
     const std::string flag = option_flag(key);
-    if (!given(flag)) {
-      merged[key] = recorded[key];
-    } else if (!resume_may_change(key) && merged[key] != recorded[key]) {
-      refused += (refused.empty() ? "" : "\n") + std::string("--resume: the run in ") + command.out + " used " + flag +
-                 " " + option_text(recorded[key]) + " but this command says " + flag + " " +
-                 option_text(merged[key]) + "; pass the run's settings or leave the flag out";
-    }
+    if (!given(flag)) merged[key] = recorded[key];
+    else check_given(key, flag, merged[key], recorded[key]);
   });
-  if (!refused.empty()) file_error(refused);
   TrainOptions o = command;
   visit_options(o, [&](const char* key, auto& value) { merged[key].get_to(value); });
   return o;
+}
+}  // namespace
+
+TrainOptions resumed_options(const TrainOptions& command, const TrainOptions& run,
+                             const std::function<bool(const std::string& flag)>& given) {
+  std::string refused;
+  TrainOptions o = merged_options(command, run, given, [&](const std::string& key, const std::string& flag,
+                                                           const nlohmann::json& value, const nlohmann::json& recorded) {
+    if (resume_may_change(key) || value == recorded) return;
+    refused += (refused.empty() ? "" : "\n") + std::string("--resume: the run in ") + command.out + " used " + flag +
+               " " + option_text(recorded) + " but this command says " + flag + " " + option_text(value) +
+               "; pass the run's settings or leave the flag out";
+  });
+  if (!refused.empty()) file_error(refused);
+  return o;
+}
+
+TrainOptions configured_options(const TrainOptions& command, const TrainOptions& config,
+                                const std::function<bool(const std::string& flag)>& given) {
+  return merged_options(command, config, given, [](const std::string&, const std::string&, const nlohmann::json&,
+                                                   const nlohmann::json&) {});
 }
 
 // ---------------------------------------------------------------------------------------------------

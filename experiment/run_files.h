@@ -94,6 +94,12 @@ bool resume_may_change(const std::string& key);
 TrainOptions resumed_options(const TrainOptions& command, const TrainOptions& run,
                              const std::function<bool(const std::string& flag)>& given);
 
+// On --config FILE (a new run from a saved args.json): `command` with every setting whose flag was not
+// given taken from `config`; the given ones override it. out and resume are the command's (a new run
+// needs its own --out).
+TrainOptions configured_options(const TrainOptions& command, const TrainOptions& config,
+                                const std::function<bool(const std::string& flag)>& given);
+
 // --- Nets ---
 
 // Builds a net by arch name (nets::make_net: the study's four and "densenet_tiny", for tests and quick

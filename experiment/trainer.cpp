@@ -108,7 +108,8 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "predictions_studies.csv}.\n"
       "--resume takes every setting not given on the command line from the run's args.json; of those given,\n"
       "only --epochs, --workers, --quiet, --device, --early-stopping, --test-checkpoint, --epoch-checkpoints,\n"
-      "--deterministic, --memory-efficient and --max-bad-fraction may differ from the run's.");
+      "--deterministic, --memory-efficient and --max-bad-fraction may differ from the run's.\n"
+      "--config FILE starts a new run (a new --out) with the settings of a saved args.json; flags override them.");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -764,8 +765,11 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
                const std::string& default_arch, const std::vector<std::string>& archs) {
   TrainOptions options;
   options.arch = default_arch;
+  std::string config;
   FlagParser flags(program, description);
   add_train_flags(flags, options, archs);
+  flags.add("--config", &config, "start a new run with the settings of a saved args.json (e.g. another run's); "
+                                 "flags given on the command line override them; --out must be new", "FILE");
   try {
     if (!flags.parse(argc, argv)) return 0;
   } catch (const std::exception& e) {
@@ -785,6 +789,11 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
       ENGINE_USER_CHECK(!flags.given("--out") || absolute_path(options.out) == absolute_path(positional.front()))
           << "--resume " << positional.front() << " and --out " << options.out << " name different folders; pass one";
       options.out = positional.front();
+    }
+    if (!config.empty()) {
+      ENGINE_USER_CHECK(!options.resume) << "--config starts a new run and --resume continues one; pass one of them "
+                                            "(a resumed run's settings are its own args.json)";
+      options = configured_options(options, read_train_options(config), [&](const std::string& flag) { return flags.given(flag); });
     }
     if (options.resume) {
       if (options.out.empty()) options.out = default_out(options);

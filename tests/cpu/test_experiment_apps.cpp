@@ -434,6 +434,28 @@ TEST(TrainApp, ResumeKeepsTheRunsSettingsAndPathsAreAbsolute) {
 
 // An unreadable image stops the run with a message that names --max-bad-fraction; with the flag, the run
 // skips it and says so.
+// --config FILE: a new run with another run's settings, the flags given overriding them; its --out must be
+// new, and it does not combine with --resume.
+TEST(TrainApp, ConfigStartsANewRunWithASavedRunsSettings) {
+  const Fixture& f = fixture();
+  const std::string out = temp_path("configured"), config = f.run + "/args.json";
+  Command c = run_app("train_densenet", "--config " + config + " --lr 0.002 --images 60 --out " + out, "/");
+  ASSERT_EQ(c.status, 0) << c.err;
+  TrainOptions expected = read_train_options(config);
+  expected.lr = 0.002;
+  expected.images = 60;
+  expected.out = out;
+  EXPECT_EQ(train_options_json(read_train_options(out + "/args.json"), {}), train_options_json(expected, {}));
+
+  c = run_app("train_densenet", "--config " + config + " --out " + f.run);
+  EXPECT_EQ(c.status, 1);
+  EXPECT_TRUE(contains(c.err, "already holds a run")) << c.err;
+  c = run_app("train_densenet", "--config " + config + " --resume " + out);
+  EXPECT_EQ(c.status, 2);
+  EXPECT_TRUE(contains(c.err, "--config starts a new run and --resume continues one")) << c.err;
+  fs::remove_all(out);
+}
+
 TEST(TrainApp, MaxBadFractionSkipsUnreadableImages) {
   const Fixture& f = fixture();
   const std::string data = temp_path("bad_data"), failed = temp_path("bad_failed"), skipped = temp_path("bad_skipped");

@@ -318,6 +318,27 @@ TEST(RunFiles, ResumedOptionsTakeTheRunsSettingsAndRefuseChangedOnes) {
   EXPECT_FALSE(resume_may_change("seed"));
 }
 
+// --config: a new run takes a saved args.json's settings for the flags not given; the given ones win, and
+// out and resume stay the command's.
+TEST(RunFiles, ConfiguredOptionsTakeTheSavedSettingsAndTheGivenOnesWin) {
+  TrainOptions saved = unusual_options();
+  saved.out = "runs/old";
+  saved.resume = true;
+  TrainOptions command;
+  command.out = "runs/new";
+  command.lr = 0.25;
+  const std::set<std::string> given = {"--out", "--lr", "--config"};
+  const TrainOptions o = configured_options(command, saved, [&](const std::string& flag) { return given.count(flag) > 0; });
+  EXPECT_EQ(o.lr, 0.25);  // given: the command's
+  EXPECT_EQ(o.out, "runs/new");
+  EXPECT_FALSE(o.resume);
+  TrainOptions expected = saved;  // every other setting: the saved one
+  expected.lr = 0.25;
+  expected.out = "runs/new";
+  expected.resume = false;
+  EXPECT_EQ(train_options_json(o, {}), train_options_json(expected, {}));
+}
+
 TEST(RunFiles, PathsAreMadeAbsolute) {
   TrainOptions o;
   o.data = "some/../data/MURA-v1.1";
