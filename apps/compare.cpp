@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "compare: %s\n", e.what());
     return 2;
   }
-  base.keep_epoch_checkpoints = false;  // last and best only: Inception-ResNet-v2 checkpoints are 0.66 GB
+  base.checkpoint_hist = 0;  // last and best only: Inception-ResNet-v2 checkpoints are 0.66 GB
   if (quick) {
     auto set = [&](const char* flag, auto* field, auto value) {
       if (!flags.given(flag)) *field = value;

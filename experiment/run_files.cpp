@@ -61,7 +61,7 @@ void visit_options(Options& o, Visit&& visit) {
   visit("deterministic", o.deterministic);
   visit("memory_efficient", o.memory_efficient);
   visit("test_checkpoint", o.test_checkpoint);
-  visit("keep_epoch_checkpoints", o.keep_epoch_checkpoints);
+  visit("checkpoint_hist", o.checkpoint_hist);
   visit("quiet", o.quiet);
   visit("max_bad_fraction", o.max_bad_fraction);
 }
@@ -134,7 +134,7 @@ TrainOptions parse_train_options(const std::string& json_text, const std::string
   ENGINE_USER_CHECK(j.is_object() && j.contains("format") && j["format"] == kArgsFormat)
       << source << " is not the args.json of a training run (no \"format\": \"" << kArgsFormat << "\")";
   TrainOptions o;
-  visit_options(o, [&](const char* key, auto& value) {
+  const auto read = [&](const char* key, auto& value) {
     const auto it = j.find(key);
     if (it == j.end()) return;  // an older args.json: the default
     try {
@@ -142,7 +142,16 @@ TrainOptions parse_train_options(const std::string& json_text, const std::string
     } catch (const nlohmann::json::exception& e) {
       ENGINE_USER_FAIL() << source << ": \"" << key << "\" has the wrong type (" << it->type_name() << "): " << e.what();
     }
-  });
+  };
+  visit_options(o, read);
+  if (!j.contains("checkpoint_hist")) {
+    // Written before --checkpoint-hist: "keep_epoch_checkpoints" (true = every epoch, the default then).
+    bool keep_every_epoch = true;
+    read("keep_epoch_checkpoints", keep_every_epoch);
+    o.checkpoint_hist = keep_every_epoch ? -1 : 0;
+  }
+  ENGINE_USER_CHECK(o.checkpoint_hist >= -1)
+      << source << ": \"checkpoint_hist\" must be -1 (every epoch) or more, got " << o.checkpoint_hist;
   return o;
 }
 
@@ -152,7 +161,6 @@ TrainOptions read_train_options(const std::string& path) {
 }
 
 std::string option_flag(const std::string& key) {
-  if (key == "keep_epoch_checkpoints") return "--epoch-checkpoints";
   std::string flag = "--" + key;
   std::replace(flag.begin(), flag.end(), '_', '-');
   return flag;
@@ -161,7 +169,7 @@ std::string option_flag(const std::string& key) {
 bool resume_may_change(const std::string& key) {
   static const std::set<std::string> keys = {"epochs",           "workers",          "quiet",
                                              "device",           "early_stopping",   "test_checkpoint",
-                                             "keep_epoch_checkpoints", "deterministic", "memory_efficient",
+                                             "checkpoint_hist",  "deterministic", "memory_efficient",
                                              "max_bad_fraction", "out",              "resume"};
   return keys.count(key) > 0;
 }
@@ -249,7 +257,7 @@ void write_checkpoint(const std::string& path, const nets::Net& net, const engin
 
 CheckpointInfo read_checkpoint(const std::string& path) {
   ENGINE_USER_CHECK(is_file(path)) << "checkpoint " << path << " does not exist (a run writes checkpoints/last.safetensors, "
-                                 "best.safetensors and epoch_NNN.safetensors)";
+                                 "best.safetensors and, with --checkpoint-hist, epoch_NNN.safetensors)";
   CheckpointInfo info;
   info.path = path;
   auto tensors = engine::load_tensors(path, &info.metadata);

@@ -4,7 +4,8 @@
 // ("arch", "lr", "batch_size", ..., "test_checkpoint"), then what the run resolved (strings: "data_root",
 // "device_used", "weights_used", "train_images", "validation_images", "test_images"), then
 // "format": "mura-engine-args-v1". read_train_options turns it back into TrainOptions (keys absent from an
-// older file keep their defaults; the resolved keys are not options and are skipped).
+// older file keep their defaults, but for checkpoint_hist: see TrainOptions; the resolved keys are not
+// options and are skipped).
 //
 // A checkpoint (safetensors) holds "model.<name>" (parameters and BN statistics), "optim.<name>" (the
 // optimizer's state) and metadata: format = mura-engine-checkpoint-v1, the net's settings (arch, head,
@@ -61,7 +62,10 @@ struct TrainOptions {
   bool deterministic = false;
   bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward (nets/densenet.h)
   std::string test_checkpoint = "last";  // which weights the final test uses: last | best
-  bool keep_epoch_checkpoints = true;
+  // checkpoints/epoch_NNN.safetensors kept: the last N epochs (older ones deleted after each epoch); 0 = none
+  // (last and best only); -1 = every epoch. An older args.json's "keep_epoch_checkpoints" (true: every
+  // epoch; also what a file with neither key did) is read into it.
+  int64_t checkpoint_hist = 0;
   bool quiet = false;  // no progress display
   double max_bad_fraction = 0;  // share of a split's images that may be unreadable (skipped and counted)
 };
@@ -84,7 +88,7 @@ TrainOptions read_train_options(const std::string& path);
 // The command-line flag of an args.json key ("batch_size" -> "--batch-size").
 std::string option_flag(const std::string& key);
 // True for the settings a resumed run may change: epochs (to extend a run), workers, quiet, device,
-// early_stopping, test_checkpoint, keep_epoch_checkpoints, deterministic, memory_efficient,
+// early_stopping, test_checkpoint, checkpoint_hist, deterministic, memory_efficient,
 // max_bad_fraction (and out, resume themselves). Every other setting shapes the run and must stay.
 bool resume_may_change(const std::string& key);
 // On --resume: `command` with every setting whose flag was not given (`given(flag)` false) taken from

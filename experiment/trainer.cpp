@@ -92,8 +92,9 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
                "DenseNet: recompute each BN+ReLU in backward instead of keeping it (about 15% of the activation "
                "memory at 224 px, about 10% more time on the CPU; the same numbers bit for bit)");
   f.add("--test-checkpoint", &o.test_checkpoint, "weights evaluated on the test split: last | best", "W");
-  f.add_switch("--epoch-checkpoints", &o.keep_epoch_checkpoints,
-               "also keep checkpoints/epoch_NNN.safetensors (--epoch-checkpoints=false: only last and best)");
+  f.add("--checkpoint-hist", &o.checkpoint_hist,
+        "keep checkpoints/epoch_NNN.safetensors of the last N epochs (older ones are deleted after each epoch); "
+        "0 = only last and best; -1 = every epoch (the older --epoch-checkpoints switch means -1)", -1, kMaxCount);
   f.add_switch("--quiet", &o.quiet, "no progress display");
   f.add("--max-bad-fraction", &o.max_bad_fraction,
         "share of each split's images that may be unreadable: they are skipped, counted and reported (0 = any "
@@ -107,7 +108,7 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "checkpoints/{last,best,epoch_NNN}.safetensors, test/{metrics.json,report.md,predictions_images.csv,\n"
       "predictions_studies.csv}.\n"
       "--resume takes every setting not given on the command line from the run's args.json; of those given,\n"
-      "only --epochs, --workers, --quiet, --device, --early-stopping, --test-checkpoint, --epoch-checkpoints,\n"
+      "only --epochs, --workers, --quiet, --device, --early-stopping, --test-checkpoint, --checkpoint-hist,\n"
       "--deterministic, --memory-efficient and --max-bad-fraction may differ from the run's.\n"
       "--config FILE starts a new run (a new --out) with the settings of a saved args.json; flags override them.");
 }
@@ -609,22 +610,42 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
   return pass;
 }
 
-// last (every epoch), epoch_NNN (when kept) and best (when the val loss improved).
-void write_epoch_checkpoints(const Run& run, bool improved) {
-  const std::string& ckpt = run.checkpoint_dir;
-  char name[64];
-  std::snprintf(name, sizeof name, "epoch_%03lld.safetensors", static_cast<long long>(run.progress.epoch));
-  if (run.o.keep_epoch_checkpoints) write_checkpoint(ckpt + name, *run.net, *run.adam, run.o, run.progress);
-  write_checkpoint(run.last_path, *run.net, *run.adam, run.o, run.progress);
-  if (!improved) return;
-  // best = this epoch's last: a hard link (no second copy on disk), swapped in atomically; the next
-  // write of last replaces last's directory entry, not the shared file.
-  const std::string tmp = ckpt + "best.safetensors.tmp";
+// checkpoints/<name> = this epoch's last: a hard link (no second copy on disk), swapped in atomically (a
+// full copy where links fail); the next write of last replaces last's directory entry, not the shared file.
+void link_to_last(const Run& run, const std::string& name) {
+  const std::string tmp = run.checkpoint_dir + name + ".tmp";
   std::error_code ec;
   fs::remove(tmp, ec);
   fs::create_hard_link(run.last_path, tmp, ec);
-  if (!ec) fs::rename(tmp, ckpt + "best.safetensors", ec);
-  if (ec) write_checkpoint(ckpt + "best.safetensors", *run.net, *run.adam, run.o, run.progress);
+  if (!ec) fs::rename(tmp, run.checkpoint_dir + name, ec);
+  if (ec) write_checkpoint(run.checkpoint_dir + name, *run.net, *run.adam, run.o, run.progress);
+}
+
+// The epoch of an epoch_NNN.safetensors name; -1 for any other name.
+int64_t epoch_checkpoint_number(const std::string& name) {
+  const std::string prefix = "epoch_", suffix = ".safetensors";
+  if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return -1;
+  int64_t epoch = -1;
+  return parse_file_int(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()), epoch) ? epoch : -1;
+}
+
+// last (every epoch), epoch_NNN (--checkpoint-hist: the last N kept, older ones deleted; -1 every one) and
+// best (when the val loss improved).
+void write_epoch_checkpoints(const Run& run, bool improved) {
+  const int64_t epoch = run.progress.epoch, keep = run.o.checkpoint_hist;
+  write_checkpoint(run.last_path, *run.net, *run.adam, run.o, run.progress);
+  char name[64];
+  std::snprintf(name, sizeof name, "epoch_%03lld.safetensors", static_cast<long long>(epoch));
+  if (keep != 0) link_to_last(run, name);
+  if (improved) link_to_last(run, "best.safetensors");
+  if (keep < 0) return;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(run.checkpoint_dir, ec)) {
+    const int64_t n = epoch_checkpoint_number(entry.path().filename().string());
+    if (n >= 0 && n <= epoch - keep) fs::remove(entry.path(), ec);
+  }
 }
 
 enum class EpochEnd { next, early_stop, nonfinite, interrupted };
@@ -770,8 +791,14 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
   add_train_flags(flags, options, archs);
   flags.add("--config", &config, "start a new run with the settings of a saved args.json (e.g. another run's); "
                                  "flags given on the command line override them; --out must be new", "FILE");
+  // The older switch --epoch-checkpoints[=true|false] (every epoch kept, or none) spelled the new way.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (std::string& arg : args) {
+    if (arg == "--epoch-checkpoints" || arg == "--epoch-checkpoints=true") arg = "--checkpoint-hist=-1";
+    else if (arg == "--epoch-checkpoints=false") arg = "--checkpoint-hist=0";
+  }
   try {
-    if (!flags.parse(argc, argv)) return 0;
+    if (!flags.parse(args)) return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
     return 2;

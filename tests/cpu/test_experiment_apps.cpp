@@ -439,11 +439,13 @@ TEST(TrainApp, ResumeKeepsTheRunsSettingsAndPathsAreAbsolute) {
 TEST(TrainApp, ConfigStartsANewRunWithASavedRunsSettings) {
   const Fixture& f = fixture();
   const std::string out = temp_path("configured"), config = f.run + "/args.json";
-  Command c = run_app("train_densenet", "--config " + config + " --lr 0.002 --images 60 --out " + out, "/");
+  // (--epoch-checkpoints: the older switch, now --checkpoint-hist -1)
+  Command c = run_app("train_densenet", "--config " + config + " --lr 0.002 --images 60 --epoch-checkpoints --out " + out, "/");
   ASSERT_EQ(c.status, 0) << c.err;
   TrainOptions expected = read_train_options(config);
   expected.lr = 0.002;
   expected.images = 60;
+  expected.checkpoint_hist = -1;
   expected.out = out;
   EXPECT_EQ(train_options_json(read_train_options(out + "/args.json"), {}), train_options_json(expected, {}));
 

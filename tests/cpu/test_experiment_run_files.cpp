@@ -64,7 +64,7 @@ TrainOptions unusual_options() {
   o.deterministic = true;
   o.memory_efficient = true;
   o.test_checkpoint = "best";
-  o.keep_epoch_checkpoints = false;
+  o.checkpoint_hist = 4;
   o.quiet = true;
   return o;
 }
@@ -93,7 +93,7 @@ TEST(RunFiles, ArgsJsonReadsBackToTheSameOptions) {
   EXPECT_EQ(back.lr, o.lr);
   EXPECT_EQ(back.data, o.data);
   EXPECT_EQ(back.rotation, o.rotation);
-  EXPECT_FALSE(back.keep_epoch_checkpoints);
+  EXPECT_EQ(back.checkpoint_hist, 4);
   const TrainOptions defaults = parse_train_options(train_options_json(TrainOptions(), {}), "args.json");
   EXPECT_EQ(train_options_json(defaults, {}), train_options_json(TrainOptions(), {}));
 }
@@ -123,7 +123,16 @@ TEST(RunFiles, AnOlderArgsJsonAndBrokenOnes) {
   EXPECT_EQ(o.lr, 1e-5);
   EXPECT_EQ(o.seed, 3u);
   EXPECT_EQ(o.synthetic_patients, TrainOptions().synthetic_patients);
-  EXPECT_TRUE(o.keep_epoch_checkpoints);
+  EXPECT_EQ(o.checkpoint_hist, -1) << "every epoch was kept then";
+  // "keep_epoch_checkpoints" (before --checkpoint-hist): true = every epoch, false = last and best only.
+  const auto with_keep = [](const char* keep) {
+    return "{\"keep_epoch_checkpoints\": " + std::string(keep) + ", \"format\": \"mura-engine-args-v1\"}";
+  };
+  EXPECT_EQ(parse_train_options(with_keep("true"), "k/args.json").checkpoint_hist, -1);
+  EXPECT_EQ(parse_train_options(with_keep("false"), "k/args.json").checkpoint_hist, 0);
+  expect_error([&] { parse_train_options(with_keep("3"), "k/args.json"); }, "k/args.json: \"keep_epoch_checkpoints\" has the wrong type");
+  expect_error([] { parse_train_options("{\"checkpoint_hist\": -2, \"format\": \"mura-engine-args-v1\"}", "h/args.json"); },
+               "h/args.json: \"checkpoint_hist\" must be -1 (every epoch) or more, got -2");
 
   expect_error([] { parse_train_options("{\"arch\": ", "a/args.json"); }, "a/args.json is not valid JSON");
   expect_error([] { parse_train_options("{\"arch\": \"x\"}", "b/args.json"); },
@@ -295,7 +304,7 @@ TEST(RunFiles, ResumedOptionsTakeTheRunsSettingsAndRefuseChangedOnes) {
   given.insert("--images");
   given.insert("--seed");
   given.insert("--batch-size");
-  given.insert("--epoch-checkpoints");
+  given.insert("--checkpoint-hist");
   try {
     resumed_options(command, run, given_fn);
     ADD_FAILURE() << "no error";
@@ -303,7 +312,7 @@ TEST(RunFiles, ResumedOptionsTakeTheRunsSettingsAndRefuseChangedOnes) {
     for (const char* part : {"used --lr", "used --protocol patient but this command says --protocol seed",
                              "used --images 3000 but this command says --images 0", "used --seed", "used --batch-size 16"})
       EXPECT_TRUE(contains(e.what(), part)) << part << " in " << e.what();
-    EXPECT_FALSE(contains(e.what(), "--epoch-checkpoints")) << e.what();
+    EXPECT_FALSE(contains(e.what(), "--checkpoint-hist")) << e.what();
   }
   // Given and equal to the run's: accepted.
   command.lr = run.lr;
@@ -312,7 +321,7 @@ TEST(RunFiles, ResumedOptionsTakeTheRunsSettingsAndRefuseChangedOnes) {
   command.seed = run.seed;
   command.batch_size = run.batch_size;
   EXPECT_EQ(resumed_options(command, run, given_fn).lr, run.lr);
-  EXPECT_EQ(option_flag("keep_epoch_checkpoints"), "--epoch-checkpoints");
+  EXPECT_EQ(option_flag("checkpoint_hist"), "--checkpoint-hist");
   EXPECT_EQ(option_flag("max_bad_fraction"), "--max-bad-fraction");
   EXPECT_TRUE(resume_may_change("epochs"));
   EXPECT_FALSE(resume_may_change("seed"));

@@ -3,6 +3,7 @@
 // written metrics agree with scikit-learn (when Debian's python3-sklearn is installed).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -50,6 +51,7 @@ TEST(Trainer, LearnsTheTrainingSet) {
   o.images = 0;
   o.epochs = 8;
   o.flavor = "torch";  // BN running statistics (momentum 0.1) settle within these few steps; Keras's 0.01 do not
+  o.checkpoint_hist = 1;  // epoch_008 kept beside last and best
   const TrainResult r = run_training(o);
   ASSERT_EQ(r.rows.size(), 8u);
   EXPECT_LT(r.rows.back().train_loss, 0.8 * r.rows.front().train_loss);
@@ -132,6 +134,41 @@ TEST(Trainer, ResumeEqualsUninterrupted) {
   EXPECT_EQ(straight.test.overall.image.accuracy, resumed.test.overall.image.accuracy);
   fs::remove_all(o.out);
   fs::remove_all(a.out);
+}
+
+// --checkpoint-hist N: the epoch checkpoints of the last N epochs stay, older ones go after each epoch; it
+// is recorded in args.json and may change on resume (0: last and best only; -1: every epoch).
+TEST(Trainer, CheckpointHistKeepsTheLastNEpochs) {
+  TrainOptions o = tiny_options(temp_dir("hist"));
+  o.images = 60;
+  o.input_size = 32;
+  o.epochs = 3;
+  o.checkpoint_hist = 2;
+  run_training(o);
+  const std::string ckpt = o.out + "/checkpoints/";
+  const auto kept = [&] {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(ckpt)) names.push_back(entry.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(kept(), (Names{"best.safetensors", "epoch_002.safetensors", "epoch_003.safetensors", "last.safetensors"}));
+  EXPECT_EQ(read_train_options(o.out + "/args.json").checkpoint_hist, 2);
+  EXPECT_EQ(read_checkpoint(ckpt + "epoch_003.safetensors").metadata.at("epoch"), "3");
+
+  o.resume = true;
+  o.epochs = 5;
+  o.checkpoint_hist = -1;
+  run_training(o);
+  EXPECT_EQ(kept(), (Names{"best.safetensors", "epoch_002.safetensors", "epoch_003.safetensors",
+                           "epoch_004.safetensors", "epoch_005.safetensors", "last.safetensors"}));
+  o.epochs = 6;
+  o.checkpoint_hist = 0;
+  run_training(o);
+  EXPECT_EQ(kept(), (Names{"best.safetensors", "last.safetensors"}));
+  EXPECT_EQ(read_train_options(o.out + "/args.json").checkpoint_hist, 0);
+  fs::remove_all(o.out);
 }
 
 TEST(Trainer, BadInputFailsBeforeTheOutputFolderExists) {
