@@ -3,11 +3,77 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdarg>
 #include <cstdio>
+#include <cstring>
+#include <mutex>
 #include <utility>
 
+#include "engine/check.h"
+
 namespace experiment {
+
+namespace {
+std::mutex log_mutex;
+RunLog* current_log = nullptr;  // the RunLog alive now (guarded by log_mutex)
+}  // namespace
+
+RunLog::RunLog() {
+  const std::lock_guard<std::mutex> lock(log_mutex);
+  previous_ = current_log;
+  current_log = this;
+}
+
+RunLog::~RunLog() {
+  const std::lock_guard<std::mutex> lock(log_mutex);
+  current_log = previous_;
+  if (file_) std::fclose(file_);
+}
+
+void RunLog::open(const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "a");
+  ENGINE_USER_CHECK(file) << "cannot open " << path << " for the run's log: " << std::strerror(errno);
+  const std::lock_guard<std::mutex> lock(log_mutex);
+  if (file_) std::fclose(file_);
+  file_ = file;
+  std::fputs(pending_.c_str(), file_);
+  std::fflush(file_);
+  pending_.clear();
+}
+
+void RunLog::write(const std::string& text) {
+  const std::lock_guard<std::mutex> lock(log_mutex);
+  append(text);
+}
+
+void RunLog::append(const std::string& text) {
+  if (!file_) {
+    pending_ += text;
+    return;
+  }
+  std::fputs(text.c_str(), file_);
+  std::fflush(file_);  // a run killed at any point leaves its log up to date
+}
+
+void log_only(const std::string& text) {
+  const std::lock_guard<std::mutex> lock(log_mutex);
+  if (current_log) current_log->append(text);
+}
+
+void message(const char* format, ...) {
+  std::va_list args, copy;
+  va_start(args, format);
+  va_copy(copy, args);
+  const int size = std::vsnprintf(nullptr, 0, format, copy);
+  va_end(copy);
+  std::string text(size > 0 ? static_cast<size_t>(size) : 0, '\0');
+  if (size > 0) std::vsnprintf(text.data(), text.size() + 1, format, args);
+  va_end(args);
+  std::fputs(text.c_str(), stderr);
+  log_only(text);
+}
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -44,6 +110,7 @@ void Progress::update(int64_t done, int64_t images, double loss, double accuracy
 }
 
 void Progress::finish(const std::string& summary) {
+  log_only(label_ + " " + summary + "\n");  // also when quiet: the log is the run's record
   if (quiet_) return;
   std::fprintf(stderr, "%s%s %s\n", tty_ ? "\r\x1b[K" : "", label_.c_str(), summary.c_str());
   std::fflush(stderr);

@@ -137,7 +137,7 @@ std::string resolve_data_root(const std::string& data_flag, const std::string& s
       absolute_path(synthetic_dir.empty() ? default_synthetic_dir(synthetic_patients) : synthetic_dir);
   const std::string root = dir + "/MURA-v1.1", marker = dir + "/COMPLETE";
   if (is_file(marker)) return root;
-  std::fprintf(stderr, "no --data: generating the synthetic MURA (%d train patients) into %s (once)\n",
+  message("no --data: generating the synthetic MURA (%d train patients) into %s (once)\n",
                synthetic_patients, dir.c_str());
   fs::create_directories(fs::path(dir).parent_path());
   const std::string tmp = dir + ".tmp-" + std::to_string(::getpid());
@@ -402,7 +402,7 @@ void load_data(Run& run) {
     run.split = data::read_split(o.out + "/split");
   } else {
     const data::MuraIndex index = data::load_mura_index(run.root);
-    if (index.report.inconsistencies() > 0) std::fprintf(stderr, "MURA index notes:\n%s", index.report.summary().c_str());
+    if (index.report.inconsistencies() > 0) message("MURA index notes:\n%s", index.report.summary().c_str());
     data::SplitOptions so;
     so.protocol = data::parse_split_protocol(o.protocol);
     so.seed = o.seed;
@@ -428,11 +428,11 @@ void build_model(Run& run) {
   if (!o.weights.empty()) {
     const auto report = nets::load_weights(*run.net, o.weights, /*skip_head=*/true);
     run.weights_note = o.weights;
-    std::fprintf(stderr, "loaded %zu tensors from %s (the %s head starts from a fresh Glorot initialisation)\n",
+    message("loaded %zu tensors from %s (the %s head starts from a fresh Glorot initialisation)\n",
                  report.loaded.size(), o.weights.c_str(), o.head.c_str());
   } else {
     run.weights_note = "random (seed " + std::to_string(o.seed) + ")";
-    std::fprintf(stderr,
+    message(
                  "WARNING: no --weights: %s starts from a RANDOM initialisation, not ImageNet as in the study.\n"
                  "WARNING: convert ImageNet weights with weights_tools/ and pass --weights FILE to reproduce it.\n",
                  o.arch.c_str());
@@ -495,7 +495,7 @@ void resume(Run& run) {
   if (is_file(summary))
     for (const EpochRow& r : parse_summary_csv(data::read_file_text(summary), summary))
       if (r.epoch <= run.start_epoch) run.result.rows.push_back(r);
-  std::fprintf(stderr, "resuming %s after epoch %lld (optimizer step %lld)\n", o.out.c_str(),
+  message("resuming %s after epoch %lld (optimizer step %lld)\n", o.out.c_str(),
                static_cast<long long>(run.start_epoch), static_cast<long long>(run.adam->step_count()));
 }
 
@@ -511,7 +511,7 @@ void open_output(const Run& run) {
                                                  {"train_images", std::to_string(run.split.train.size())},
                                                  {"validation_images", std::to_string(run.split.validation.size())},
                                                  {"test_images", std::to_string(run.split.test.size())}}));
-  std::fprintf(stderr, "%s (%s head, %s BN) on %s: %zu train, %zu validation, %zu test images; %lld epochs from %lld\n",
+  message("%s (%s head, %s BN) on %s: %zu train, %zu validation, %zu test images; %lld epochs from %lld\n",
                o.arch.c_str(), o.head.c_str(), o.flavor.c_str(), run.device.str().c_str(), run.split.train.size(),
                run.split.validation.size(), run.split.test.size(), static_cast<long long>(o.epochs),
                static_cast<long long>(run.start_epoch + 1));
@@ -535,7 +535,7 @@ void report_nonfinite(const Run& run, int64_t epoch, const data::Batch& batch, c
                                ? ckpt + "last.safetensors (epoch " + std::to_string(run.progress.epoch) + ", the last "
                                         "finished epoch) is kept"
                                : "no checkpoint was written (no epoch finished), so there is no last.safetensors";
-  std::fprintf(stderr,
+  message(
                "\nerror: the training loss became %s at epoch %lld, batch %lld (optimizer step %lld). Training "
                "stopped.\n  The model and the batch are in %sdebug_nonfinite.safetensors; %s.\n  Try a lower --lr, "
                "or check the data with mura_verify.\n",
@@ -562,7 +562,7 @@ auto naming_the_bad_fraction_flag(const data::Loader& loader, Pass&& pass) {
 void report_skipped(const data::Loader& loader, const std::string& split, size_t& reported) {
   const std::vector<data::BadFile> bad = loader.bad_files();
   for (; reported < bad.size(); ++reported)
-    std::fprintf(stderr, "skipped an unreadable %s image (--max-bad-fraction %s): %s\n", split.c_str(),
+    message("skipped an unreadable %s image (--max-bad-fraction %s): %s\n", split.c_str(),
                  g9(loader.options().max_bad_fraction).c_str(), bad[reported].error.c_str());
 }
 
@@ -585,7 +585,7 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
     if (run.interrupt && run.interrupt->requested()) {  // between batches: nothing partial is written
       loader.stop();
       pass.interrupted = true;
-      std::fprintf(stderr, "\n%s\n",
+      message("\n%s\n",
                    interruption_message(run.interrupt->signal_number(), epoch + 1, batches + 1, run.progress.epoch).c_str());
       break;
     }
@@ -696,7 +696,7 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   data::write_file_atomic(o.out + "/summary.csv", summary_csv(run.result.rows));
   write_curves(o.out, run.result.rows, o.arch + " training curves", run.start_wall_time);
   if (o.early_stopping > 0 && p.bad_epochs >= o.early_stopping && epoch + 1 < o.epochs) {
-    std::fprintf(stderr, "early stopping: no lower val loss in %lld epochs (best %.4f)\n",
+    message("early stopping: no lower val loss in %lld epochs (best %.4f)\n",
                  static_cast<long long>(p.bad_epochs), p.best_val_loss);
     return EpochEnd::early_stop;
   }
@@ -726,17 +726,18 @@ void run_test(Run& run) {
                     {"seed", std::to_string(o.seed)},
                     {"device", run.device.str()},
                     {"data", run.root}});
-  std::fprintf(stderr, "test: image accuracy %.4f, AUROC %s; study accuracy %.4f, kappa %s; %.2f s (%.1f images/s)\n",
+  message("test: image accuracy %.4f, AUROC %s; study accuracy %.4f, kappa %s; %.2f s (%.1f images/s)\n",
                result.test.overall.image.accuracy, fmt(result.test.overall.image.auroc).c_str(),
                result.test.overall.study.accuracy, fmt(result.test.overall.study.kappa).c_str(), result.test.seconds,
                result.test.images_per_second);
-  std::fprintf(stderr, "wrote %s/{summary.csv,curves.svg,curves.png,tensorboard/,checkpoints/,test/report.md}\n",
+  message("wrote %s/{summary.csv,curves.svg,curves.png,tensorboard/,checkpoints/,test/report.md,train.log}\n",
                o.out.c_str());
 }
 
 }  // namespace
 
-TrainResult run_training(const TrainOptions& options) {
+namespace {
+TrainResult run_logged(const TrainOptions& options, RunLog& log) {
   Run run;
   run.o = options;
   run.start_wall_time = wall_clock_seconds();
@@ -750,9 +751,10 @@ TrainResult run_training(const TrainOptions& options) {
     ENGINE_USER_CHECK(run.o.resume || !is_file(run.last_path))
         << "--out " << run.o.out << " already holds a run (checkpoints/last.safetensors); pass --resume to continue "
         << "it, or choose another --out";
+    log.open(run.o.out + "/train.log");
     const std::vector<std::string> stale = remove_stale_temporaries(lock);
     if (!stale.empty())
-      std::fprintf(stderr, "removed %zu temporary file(s) left by an interrupted write in %s (e.g. %s)\n", stale.size(),
+      message("removed %zu temporary file(s) left by an interrupted write in %s (e.g. %s)\n", stale.size(),
                    run.o.out.c_str(), stale.front().c_str());
     if (run.o.resume) resume(run);     // 2. the state of checkpoints/last.safetensors
     open_output(run);                  //    args.json, split/, checkpoints/
@@ -780,6 +782,17 @@ TrainResult run_training(const TrainOptions& options) {
   }
   run_test(run);                       // 4. the test split
   return run.result;
+}
+}  // namespace
+
+TrainResult run_training(const TrainOptions& options) {
+  RunLog log;  // the messages from here on, kept until --out exists, then appended to RUN/train.log
+  try {
+    return run_logged(options, log);
+  } catch (const std::exception& e) {
+    log.write(std::string("error: ") + e.what() + "\n");  // the caller prints it on stderr
+    throw;
+  }
 }
 
 int train_main(int argc, char** argv, const std::string& program, const std::string& description,

@@ -16,8 +16,9 @@
 //   summary.csv                epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr
 //   curves.svg, curves.png     the study's five panels: train loss, val loss, train acc., val acc., epoch time
 //   tensorboard/events.out.tfevents.<start>.mura-engine   the summary.csv scalars per epoch (TensorBoard)
-//   checkpoints/last.safetensors, best.safetensors (lowest val loss), epoch_NNN.safetensors
+//   checkpoints/last.safetensors, best.safetensors (lowest val loss), epoch_NNN.safetensors (--checkpoint-hist)
 //   test/metrics.json, report.md, predictions_images.csv, predictions_studies.csv
+//   train.log                  every message of the run (stderr's lines, the epoch summaries), appended on resume
 // A checkpoint holds "model.<name>" (parameters and BN statistics), "optim.<name>" (Adam's moments) and
 // metadata: the format, epoch (epochs completed), optimizer step, seed, the net's settings, best val loss
 // and the early-stopping count. The data order and augmentation of epoch e are functions of (seed, e), so

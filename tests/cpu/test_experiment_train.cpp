@@ -171,6 +171,36 @@ TEST(Trainer, CheckpointHistKeepsTheLastNEpochs) {
   fs::remove_all(o.out);
 }
 
+// RUN/train.log: the run's messages (those from before the folder existed too), the epoch summaries (also
+// with --quiet) and the test line; a resumed run appends to it.
+TEST(Trainer, TrainLogKeepsTheRunsMessagesAndGrowsOnResume) {
+  TrainOptions o = tiny_options(temp_dir("log"));
+  o.images = 60;
+  o.input_size = 32;
+  o.epochs = 1;
+  run_training(o);
+  const std::string first = data::read_file_text(o.out + "/train.log");
+  for (const char* part : {"WARNING: no --weights", "densenet_tiny (gap head, keras BN) on cpu", "epoch 1/1 train loss ",
+                           "test: image accuracy "})
+    EXPECT_NE(first.find(part), std::string::npos) << part << " in\n" << first;
+  EXPECT_EQ(first.find('\r'), std::string::npos) << "no terminal redraws";
+
+  o.resume = true;
+  o.epochs = 2;
+  run_training(o);
+  const std::string both = data::read_file_text(o.out + "/train.log");
+  EXPECT_EQ(both.compare(0, first.size(), first), 0) << "appended:\n" << both;
+  for (const char* part : {"resuming ", "epoch 2/2 train loss "})
+    EXPECT_NE(both.find(part, first.size()), std::string::npos) << part << " in\n" << both;
+
+  o.epochs = 3;
+  o.input_size = 48;  // not the checkpoint's net: refused on resume, and the error is logged too
+  EXPECT_THROW(run_training(o), engine::Error);
+  const std::string failed = data::read_file_text(o.out + "/train.log");
+  EXPECT_NE(failed.find("error: ", both.size()), std::string::npos) << failed;
+  fs::remove_all(o.out);
+}
+
 TEST(Trainer, BadInputFailsBeforeTheOutputFolderExists) {
   const std::string junk = temp_dir("junk");
   fs::create_directories(junk);
