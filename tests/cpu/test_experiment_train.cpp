@@ -67,7 +67,8 @@ TEST(Trainer, LearnsTheTrainingSet) {
   EXPECT_EQ(r.test.images.size(), split.test.size());
   for (const char* f : {"/test/metrics.json", "/test/report.md", "/test/predictions_images.csv",
                         "/test/predictions_studies.csv", "/summary.csv", "/args.json", "/curves.svg",
-                        "/split/train.csv", "/checkpoints/best.safetensors", "/checkpoints/epoch_008.safetensors"})
+                        "/split/train.csv", "/checkpoints/best.safetensors", "/checkpoints/epoch_008.safetensors",
+                        "/train.log"})
     EXPECT_TRUE(fs::is_regular_file(o.out + f)) << f;
   fs::remove_all(o.out);
 }
