@@ -106,7 +106,7 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "no class weights. Pass --weights for the ImageNet start the study used.\n"
       "Output: args.json, split/, summary.csv, curves.svg, curves.png, tensorboard/ (TensorBoard scalars),\n"
       "checkpoints/{last,best,epoch_NNN}.safetensors, test/{metrics.json,report.md,predictions_images.csv,\n"
-      "predictions_studies.csv}.\n"
+      "predictions_studies.csv}, train.log (every message of the run, appended on --resume).\n"
       "--resume takes every setting not given on the command line from the run's args.json; of those given,\n"
       "only --epochs, --workers, --quiet, --device, --early-stopping, --test-checkpoint, --checkpoint-hist,\n"
       "--deterministic, --memory-efficient and --max-bad-fraction may differ from the run's.\n"
