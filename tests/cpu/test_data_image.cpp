@@ -18,6 +18,8 @@
 #include "data/image_write.h"
 #include "data/io_util.h"
 #include "engine/check.h"
+#include "support/temp_path.h"
+#include "support/error_of.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -99,15 +101,7 @@ data::Image decode(const std::vector<uint8_t>& bytes, const std::string& name = 
 std::vector<float> values(const data::Image& image) { return image.pixels; }
 
 // The message of the engine::Error that `f` throws ("" when it does not throw).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const engine::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test_support::error_of;
 
 data::PngImage png(int w, int h, data::PngColor color, std::vector<uint16_t> samples, int depth = 8) {
   data::PngImage p;
@@ -119,16 +113,7 @@ data::PngImage png(int w, int h, data::PngColor color, std::vector<uint16_t> sam
   return p;
 }
 
-class TempDir : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "data_image_test_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string dir_;
-};
+class TempDir : public test_support::TempDirTest {};
 
 // ---------------------------------------------------------------------------------------------------
 // Decoding files from an independent encoder

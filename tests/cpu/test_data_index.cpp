@@ -14,21 +14,14 @@
 #include "data/io_util.h"
 #include "data/mura_index.h"
 #include "engine/check.h"
+#include "support/error_of.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const engine::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test_support::error_of;
 
 // ---------------------------------------------------------------------------------------------------
 // CSV

@@ -11,27 +11,21 @@
 
 #include "data/io_util.h"
 #include "engine/check.h"
+#include "support/temp_path.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-class IoTest : public ::testing::Test {
+class IoTest : public test_support::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "data_io_test_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   std::vector<std::string> names() const {
     std::vector<std::string> out;
     for (const auto& e : fs::directory_iterator(dir_)) out.push_back(e.path().filename().string());
     std::sort(out.begin(), out.end());
     return out;
   }
-  std::string dir_;
 };
 
 TEST_F(IoTest, AtomicWriteReplacesTheWholeFileAndLeavesNoTemporary) {

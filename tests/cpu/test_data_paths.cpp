@@ -14,21 +14,15 @@
 #include "data/paths.h"
 #include "data/splits.h"
 #include "engine/check.h"
+#include "support/temp_path.h"
+#include "support/error_of.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const engine::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test_support::error_of;
 
 TEST(PathRule, AcceptsRelativeImagePaths) {
   for (const char* path : {"train/XR_HAND/patient00011/study1_negative/image1.png", "a.PNG", "x/y.jpg", "x/y.JPEG",
@@ -77,16 +71,7 @@ TEST(PathRule, SplitListsRefuseEscapingRowsNamingFileAndLine) {
   }
 }
 
-class PathRuleFiles : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "data_paths_test_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string dir_;
-};
+class PathRuleFiles : public test_support::TempDirTest {};
 
 TEST_F(PathRuleFiles, ReadSplitRefusesARowOutsideTheRoot) {
   const std::string folder = dir_ + "/split";

@@ -15,21 +15,15 @@
 #include "data/splits.h"
 #include "engine/check.h"
 #include "engine/random.h"
+#include "support/temp_path.h"
+#include "support/error_of.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const engine::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test_support::error_of;
 
 // `train_patients` + `valid_patients` patients, each with 1-2 studies of 1-4 images, parts in turn,
 // labels at random: the shape of MURA without files.
@@ -200,16 +194,7 @@ TEST(Splits, BadOptions) {
   EXPECT_EQ(data::parse_split_protocol("patient"), data::SplitProtocol::patient);
 }
 
-class SplitFiles : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "data_split_test_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string dir_;
-};
+class SplitFiles : public test_support::TempDirTest {};
 
 TEST_F(SplitFiles, WriteReadRoundTrip) {
   const data::MuraIndex index = make_index(60, 10);

@@ -20,21 +20,15 @@
 #include "data/synth_mura.h"
 #include "data/verify.h"
 #include "engine/check.h"
+#include "support/temp_path.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 namespace {
 
-class SynthTest : public ::testing::Test {
+class SynthTest : public test_support::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "data_synth_test_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   static data::SynthOptions small(uint64_t seed) {
     data::SynthOptions o;
     o.seed = seed;
@@ -52,7 +46,6 @@ class SynthTest : public ::testing::Test {
         out[fs::relative(entry.path(), root).string()] = data::read_file_bytes(entry.path().string());
     return out;
   }
-  std::string dir_;
 };
 
 TEST_F(SynthTest, MuraShapedAndIndexesCleanly) {
