@@ -31,14 +31,9 @@ int main(int argc, char** argv) {
   flags.add("--truncated", &options.truncated_images, "train images cut short (unreadable files)", 0, 1000000);
   flags.add("--threads", &options.threads, "writer threads", 1, 256);
   if (!experiment::parse_flags_or_exit(flags, argc, argv)) return 0;
-  const std::vector<std::string>& positional = flags.positional();
-  if (positional.size() > 1 || (!positional.empty() && !out.empty())) {
-    std::fprintf(stderr, "error: give one output folder, as OUT or --out (see --help)\n");
-    return 2;
-  }
-  if (!positional.empty()) out = positional[0];
-  if (out.empty()) {
-    std::fprintf(stderr, "error: the output folder is required: mura_synth OUT (see --help)\n");
+  if (const std::string error = experiment::take_positional_or_flag(flags, "--out", "output folder", "mura_synth OUT", out);
+      !error.empty()) {
+    std::fprintf(stderr, "error: %s\n", error.c_str());
     return 2;
   }
   if (options.min_side > options.max_side) {

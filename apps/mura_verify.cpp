@@ -28,14 +28,9 @@ int main(int argc, char** argv) {
   flags.add("--max-side", &limits.max_side, "the longest image side accepted, in pixels", 1, 65535, "PX");
   flags.add_switch("--strict", &index_options.strict, "fail on any index inconsistency");
   if (!experiment::parse_flags_or_exit(flags, argc, argv)) return 0;
-  const std::vector<std::string>& positional = flags.positional();
-  if (positional.size() > 1 || (!positional.empty() && !root.empty())) {
-    std::fprintf(stderr, "error: give one MURA root, as ROOT or --root (see --help)\n");
-    return 2;
-  }
-  if (!positional.empty()) root = positional[0];
-  if (root.empty()) {
-    std::fprintf(stderr, "error: the MURA root is required: mura_verify ROOT (see --help)\n");
+  if (const std::string error = experiment::take_positional_or_flag(flags, "--root", "MURA root", "mura_verify ROOT", root);
+      !error.empty()) {
+    std::fprintf(stderr, "error: %s\n", error.c_str());
     return 2;
   }
   try {

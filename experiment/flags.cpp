@@ -209,4 +209,14 @@ bool parse_flags_or_exit(FlagParser& flags, int argc, char** argv) {
   }
 }
 
+std::string take_positional_or_flag(const FlagParser& flags, const std::string& flag, const std::string& what,
+                                    const std::string& usage, std::string& value) {
+  const std::vector<std::string>& positional = flags.positional();
+  if (positional.size() > 1 || (!positional.empty() && !value.empty()))
+    return "give one " + what + ", as " + flags.positional_name() + " or " + flag + " (see --help)";
+  if (!positional.empty()) value = positional[0];
+  if (value.empty()) return "the " + what + " is required: " + usage + " (see --help)";
+  return "";
+}
+
 }  // namespace experiment

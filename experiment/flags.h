@@ -54,6 +54,7 @@ class FlagParser {
   bool parse(const std::vector<std::string>& args);
   bool given(const std::string& name) const { return given_.count(name) > 0; }
   const std::vector<std::string>& positional() const { return positional_; }
+  const std::string& positional_name() const { return positional_name_; }
   std::string help() const;
 
  private:
@@ -79,5 +80,12 @@ bool parse_bool(const std::string& flag, const std::string& value);
 // Parses for a main: false when --help was printed; a bad command line prints "error: ..." to stderr
 // and exits with status 2.
 bool parse_flags_or_exit(FlagParser& flags, int argc, char** argv);
+
+// The one thing a program works on, given either as its positional argument (allow_positional) or as `flag`,
+// not both and not twice, e.g. `mura_verify ROOT` or `mura_verify --root ROOT`. Fills `value` from the
+// positional argument when there is one; returns "" when all is well, else the message for the user:
+// "give one MURA root, as ROOT or --root (see --help)", "the MURA root is required: mura_verify ROOT (see --help)".
+std::string take_positional_or_flag(const FlagParser& flags, const std::string& flag, const std::string& what,
+                                    const std::string& usage, std::string& value);
 
 }  // namespace experiment
