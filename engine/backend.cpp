@@ -27,7 +27,7 @@ const DeviceBackend* find_backend(DeviceType type) {
 const DeviceBackend& backend_for(Device device) {
   const DeviceBackend* backend = find_backend(device.type);
   if (backend == nullptr) {
-    ENGINE_FAIL() << "this build has no CUDA backend; use the CPU device (asked for " << device.str() << ")";
+    ENGINE_USER_FAIL() << "this build has no CUDA backend; use the CPU device (asked for " << device.str() << ")";
   }
   return *backend;
 }

@@ -138,7 +138,7 @@ std::string resolve_data_root(const std::string& data_flag, const std::string& s
   const std::string root = dir + "/MURA-v1.1", marker = dir + "/COMPLETE";
   if (is_file(marker)) return root;
   message("no --data: generating the synthetic MURA (%d train patients) into %s (once)\n",
-               synthetic_patients, dir.c_str());
+          synthetic_patients, dir.c_str());
   fs::create_directories(fs::path(dir).parent_path());
   const std::string tmp = dir + ".tmp-" + std::to_string(::getpid());
   fs::remove_all(tmp);
@@ -429,13 +429,12 @@ void build_model(Run& run) {
     const auto report = nets::load_weights(*run.net, o.weights, /*skip_head=*/true);
     run.weights_note = o.weights;
     message("loaded %zu tensors from %s (the %s head starts from a fresh Glorot initialisation)\n",
-                 report.loaded.size(), o.weights.c_str(), o.head.c_str());
+            report.loaded.size(), o.weights.c_str(), o.head.c_str());
   } else {
     run.weights_note = "random (seed " + std::to_string(o.seed) + ")";
-    message(
-                 "WARNING: no --weights: %s starts from a RANDOM initialisation, not ImageNet as in the study.\n"
-                 "WARNING: convert ImageNet weights with weights_tools/ and pass --weights FILE to reproduce it.\n",
-                 o.arch.c_str());
+    message("WARNING: no --weights: %s starts from a RANDOM initialisation, not ImageNet as in the study.\n"
+            "WARNING: convert ImageNet weights with weights_tools/ and pass --weights FILE to reproduce it.\n",
+            o.arch.c_str());
   }
   run.net->to(run.device);
   run.arena = std::make_unique<engine::ParameterArena>(run.net->named_parameters());
@@ -496,7 +495,7 @@ void resume(Run& run) {
     for (const EpochRow& r : parse_summary_csv(data::read_file_text(summary), summary))
       if (r.epoch <= run.start_epoch) run.result.rows.push_back(r);
   message("resuming %s after epoch %lld (optimizer step %lld)\n", o.out.c_str(),
-               static_cast<long long>(run.start_epoch), static_cast<long long>(run.adam->step_count()));
+          static_cast<long long>(run.start_epoch), static_cast<long long>(run.adam->step_count()));
 }
 
 // The output folder: checkpoints/, the split (new runs) and args.json.
@@ -512,9 +511,9 @@ void open_output(const Run& run) {
                                                  {"validation_images", std::to_string(run.split.validation.size())},
                                                  {"test_images", std::to_string(run.split.test.size())}}));
   message("%s (%s head, %s BN) on %s: %zu train, %zu validation, %zu test images; %lld epochs from %lld\n",
-               o.arch.c_str(), o.head.c_str(), o.flavor.c_str(), run.device.str().c_str(), run.split.train.size(),
-               run.split.validation.size(), run.split.test.size(), static_cast<long long>(o.epochs),
-               static_cast<long long>(run.start_epoch + 1));
+          o.arch.c_str(), o.head.c_str(), o.flavor.c_str(), run.device.str().c_str(), run.split.train.size(),
+          run.split.validation.size(), run.split.test.size(), static_cast<long long>(o.epochs),
+          static_cast<long long>(run.start_epoch + 1));
 }
 
 // The model, the batch and its logits where the loss stopped being finite, and the message that says so.
@@ -536,11 +535,11 @@ void report_nonfinite(const Run& run, int64_t epoch, const data::Batch& batch, c
                                         "finished epoch) is kept"
                                : "no checkpoint was written (no epoch finished), so there is no last.safetensors";
   message(
-               "\nerror: the training loss became %s at epoch %lld, batch %lld (optimizer step %lld). Training "
-               "stopped.\n  The model and the batch are in %sdebug_nonfinite.safetensors; %s.\n  Try a lower --lr, "
-               "or check the data with mura_verify.\n",
-               g9(step.loss).c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(batch.batch_index),
-               static_cast<long long>(steps), ckpt.c_str(), kept.c_str());
+          "\nerror: the training loss became %s at epoch %lld, batch %lld (optimizer step %lld). Training "
+          "stopped.\n  The model and the batch are in %sdebug_nonfinite.safetensors; %s.\n  Try a lower --lr, "
+          "or check the data with mura_verify.\n",
+          g9(step.loss).c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(batch.batch_index),
+          static_cast<long long>(steps), ckpt.c_str(), kept.c_str());
 }
 
 // Runs a pass over `loader`; when it stops because more images are unreadable than the loader allows,
@@ -563,7 +562,7 @@ void report_skipped(const data::Loader& loader, const std::string& split, size_t
   const std::vector<data::BadFile> bad = loader.bad_files();
   for (; reported < bad.size(); ++reported)
     message("skipped an unreadable %s image (--max-bad-fraction %s): %s\n", split.c_str(),
-                 g9(loader.options().max_bad_fraction).c_str(), bad[reported].error.c_str());
+            g9(loader.options().max_bad_fraction).c_str(), bad[reported].error.c_str());
 }
 
 struct TrainPass {
@@ -586,7 +585,7 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
       loader.stop();
       pass.interrupted = true;
       message("\n%s\n",
-                   interruption_message(run.interrupt->signal_number(), epoch + 1, batches + 1, run.progress.epoch).c_str());
+              interruption_message(run.interrupt->signal_number(), epoch + 1, batches + 1, run.progress.epoch).c_str());
       break;
     }
     if (!loader.next(batch)) break;
@@ -697,7 +696,7 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   write_curves(o.out, run.result.rows, o.arch + " training curves", run.start_wall_time);
   if (o.early_stopping > 0 && p.bad_epochs >= o.early_stopping && epoch + 1 < o.epochs) {
     message("early stopping: no lower val loss in %lld epochs (best %.4f)\n",
-                 static_cast<long long>(p.bad_epochs), p.best_val_loss);
+            static_cast<long long>(p.bad_epochs), p.best_val_loss);
     return EpochEnd::early_stop;
   }
   return EpochEnd::next;
@@ -727,11 +726,11 @@ void run_test(Run& run) {
                     {"device", run.device.str()},
                     {"data", run.root}});
   message("test: image accuracy %.4f, AUROC %s; study accuracy %.4f, kappa %s; %.2f s (%.1f images/s)\n",
-               result.test.overall.image.accuracy, fmt(result.test.overall.image.auroc).c_str(),
-               result.test.overall.study.accuracy, fmt(result.test.overall.study.kappa).c_str(), result.test.seconds,
-               result.test.images_per_second);
+          result.test.overall.image.accuracy, fmt(result.test.overall.image.auroc).c_str(),
+          result.test.overall.study.accuracy, fmt(result.test.overall.study.kappa).c_str(), result.test.seconds,
+          result.test.images_per_second);
   message("wrote %s/{summary.csv,curves.svg,curves.png,tensorboard/,checkpoints/,test/report.md,train.log}\n",
-               o.out.c_str());
+          o.out.c_str());
 }
 
 }  // namespace
@@ -755,7 +754,7 @@ TrainResult run_logged(const TrainOptions& options, RunLog& log) {
     const std::vector<std::string> stale = remove_stale_temporaries(lock);
     if (!stale.empty())
       message("removed %zu temporary file(s) left by an interrupted write in %s (e.g. %s)\n", stale.size(),
-                   run.o.out.c_str(), stale.front().c_str());
+              run.o.out.c_str(), stale.front().c_str());
     if (run.o.resume) resume(run);     // 2. the state of checkpoints/last.safetensors
     open_output(run);                  //    args.json, split/, checkpoints/
   } catch (...) {
