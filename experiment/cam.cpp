@@ -30,8 +30,6 @@ using engine::Tensor;
 
 namespace {
 
-double sigmoid(double z) { return z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z)); }
-
 bool is_image_file(const fs::path& path) {
   std::string ext = path.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -283,7 +281,7 @@ CamSummary run_cam_batch(const std::string& checkpoint, const CamInputs& inputs,
     for (size_t i = 0; i < b; ++i) {
       CamImage& im = s.per_image[first + i];
       im.logit = logits[i];
-      im.probability = sigmoid(im.logit);
+      im.probability = probability_of_logit(im.logit);
       for (size_t m = 0; m < methods.size(); ++m) {
         const std::vector<float> grid = positive_part(raw_maps[m].data() + (first + i) * cells, cells);
         CamImage::Result r;

@@ -76,6 +76,9 @@ struct LevelMetrics {
   BinaryMetrics image, study;
 };
 
+// The logistic sigmoid 1 / (1 + e^-z), computed without overflow for either sign of z.
+double probability_of_logit(double z);
+
 struct EvaluationResult {
   LevelMetrics overall;
   std::map<std::string, LevelMetrics> parts;  // by body_part_name ("elbow"), only parts present

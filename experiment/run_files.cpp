@@ -17,16 +17,16 @@
 
 namespace experiment {
 
-namespace {
-
-constexpr const char* kCheckpointFormat = "mura-engine-checkpoint-v1";
-constexpr const char* kArgsFormat = "mura-engine-args-v1";
-
 std::string g9(double v) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.9g", v);
   return buffer;
 }
+
+namespace {
+
+constexpr const char* kCheckpointFormat = "mura-engine-checkpoint-v1";
+constexpr const char* kArgsFormat = "mura-engine-args-v1";
 
 // Every option with its args.json key, in the file's order: the one list the writer and the reader share.
 // TrainOptions may be const (writing) or not (reading).

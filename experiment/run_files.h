@@ -149,6 +149,8 @@ CheckpointSettings checkpoint_settings(const std::map<std::string, std::string>&
 // Strict number parsing for files (the whole text or nothing; no spaces, no hexadecimal): false when
 // `text` is not one. parse_file_double accepts "inf", "-inf" and "nan" (our writers print them so).
 bool parse_file_int(const std::string& text, int64_t& value);
+// A number as the run files write it: "%.9g", enough digits to read a float back exactly.
+std::string g9(double v);
 bool parse_file_double(const std::string& text, double& value);
 // A metadata value; a clear error naming the key when the checkpoint lacks it.
 const std::string& checkpoint_value(const std::map<std::string, std::string>& metadata, const std::string& key);

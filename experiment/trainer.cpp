@@ -31,12 +31,6 @@ namespace fs = std::filesystem;
 using engine::Tensor;
 
 namespace {
-std::string g9(double v) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.9g", v);
-  return buffer;
-}
-
 bool is_dir(const std::string& path) {
   std::error_code ec;
   return fs::is_directory(path, ec);
@@ -45,8 +39,6 @@ bool is_file(const std::string& path) {
   std::error_code ec;
   return fs::is_regular_file(path, ec);
 }
-
-double sigmoid(double z) { return z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z)); }
 }  // namespace
 
 
@@ -167,141 +159,6 @@ std::string resolve_data_root(const std::string& data_flag, const std::string& s
   return root;
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Evaluation pass
-
-namespace {
-EvaluationResult predict_with_loader(nets::Net& net, data::Loader& loader, engine::Device device,
-                                     const std::string& label, bool quiet) {
-  EvaluationResult result;
-  net.eval();
-  engine::NoGradGuard no_grad;
-  Progress progress(label, loader.batches_per_epoch(), quiet);
-  const double start = now_seconds();
-  loader.start_epoch(0);
-  int64_t done = 0;
-  for (data::Batch batch; loader.next(batch);) {
-    const std::vector<float> logits = net.forward(batch.images.to(device)).to_vector();
-    for (int64_t i = 0; i < batch.size(); ++i) {
-      const data::SplitEntry& e = loader.entries()[static_cast<size_t>(batch.indices[static_cast<size_t>(i)])];
-      ImagePrediction p;
-      p.path = e.path;
-      p.study = e.study;
-      p.part = e.part;
-      p.label = e.label;
-      p.logit = logits[static_cast<size_t>(i)];
-      p.probability = sigmoid(p.logit);
-      result.images.push_back(std::move(p));
-    }
-    progress.update(++done, static_cast<int64_t>(result.images.size()), 0, 0);
-  }
-  result.seconds = now_seconds() - start;
-  compute_metrics(result);
-  return result;
-}
-}  // namespace
-
-namespace {
-// The loader of one evaluation pass: split order, no augmentation, images cached in memory.
-std::unique_ptr<data::Loader> evaluation_loader(const std::string& root, const std::vector<data::SplitEntry>& entries,
-                                                const data::LoaderOptions& loader_options, const std::string& label) {
-  ENGINE_USER_CHECK(!entries.empty()) << label << ": no images to evaluate";
-  data::LoaderOptions lo = loader_options;
-  lo.shuffle = false;
-  lo.augment = {};
-  lo.cache = data::CacheMode::memory;
-  return std::make_unique<data::Loader>(root, entries, lo);
-}
-}  // namespace
-
-EvaluationResult predict_entries(nets::Net& net, const std::string& root, const std::vector<data::SplitEntry>& entries,
-                                 const data::LoaderOptions& loader_options, engine::Device device,
-                                 const std::string& label, bool quiet) {
-  const auto loader = evaluation_loader(root, entries, loader_options, label);
-  return predict_with_loader(net, *loader, device, label, quiet);
-}
-
-// ---------------------------------------------------------------------------------------------------
-// summary.csv and curves
-
-std::string summary_csv(const std::vector<EpochRow>& rows) {
-  std::string text = "epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr\n";
-  for (const EpochRow& r : rows)
-    text += std::to_string(r.epoch) + "," + g9(r.train_loss) + "," + g9(r.train_acc) + "," + g9(r.val_loss) + "," +
-            g9(r.val_acc) + "," + g9(r.seconds) + "," + g9(r.images_per_s) + "," + g9(r.lr) + "\n";
-  return text;
-}
-
-std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::string& source) {
-  std::vector<EpochRow> rows;
-  const auto csv = data::parse_csv(text, source);
-  for (size_t i = 1; i < csv.size(); ++i) {
-    const auto& f = csv[i].fields;
-    ENGINE_USER_CHECK(f.size() == 8) << source << ":" << csv[i].line << ": expected 8 fields, got " << f.size();
-    static const char* const names[] = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                                        "epoch_seconds", "images_per_s", "lr"};
-    EpochRow r;
-    ENGINE_USER_CHECK(parse_file_int(f[0], r.epoch) && r.epoch >= 1 && r.epoch <= kMaxCount)
-        << source << ":" << csv[i].line << ": epoch '" << f[0] << "' is not a positive integer";
-    double* const numbers[] = {&r.train_loss, &r.train_acc, &r.val_loss, &r.val_acc, &r.seconds, &r.images_per_s, &r.lr};
-    for (size_t k = 0; k < 7; ++k)
-      ENGINE_USER_CHECK(parse_file_double(f[k + 1], *numbers[k]))
-          << source << ":" << csv[i].line << ": " << names[k + 1] << " '" << f[k + 1] << "' is not a number";
-    rows.push_back(r);
-  }
-  return rows;
-}
-
-std::vector<Chart> curves_charts(const std::vector<EpochRow>& rows) {
-  std::vector<double> x, tl, vl, ta, va, sec;
-  for (const EpochRow& r : rows) {
-    x.push_back(static_cast<double>(r.epoch));
-    tl.push_back(r.train_loss);
-    vl.push_back(r.val_loss);
-    ta.push_back(r.train_acc);
-    va.push_back(r.val_acc);
-    sec.push_back(r.seconds);
-  }
-  return {{"train loss", "epoch", {{"", x, tl}}},     {"val loss", "epoch", {{"", x, vl}}},
-          {"train accuracy", "epoch", {{"", x, ta}}}, {"val accuracy", "epoch", {{"", x, va}}},
-          {"epoch time (s)", "epoch", {{"", x, sec}}}};
-}
-
-std::string curves_svg(const std::vector<EpochRow>& rows, const std::string& title) {
-  return svg_chart_grid(curves_charts(rows), title, 5);
-}
-
-std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows) {
-  std::vector<ScalarEvent> events;
-  double seconds = 0;
-  for (const EpochRow& r : rows) {
-    seconds += r.seconds;
-    events.push_back({r.epoch,
-                      seconds,
-                      {{"train/loss", static_cast<float>(r.train_loss)},
-                       {"train/accuracy", static_cast<float>(r.train_acc)},
-                       {"val/loss", static_cast<float>(r.val_loss)},
-                       {"val/accuracy", static_cast<float>(r.val_acc)},
-                       {"time/epoch_seconds", static_cast<float>(r.seconds)},
-                       {"time/images_per_s", static_cast<float>(r.images_per_s)},
-                       {"lr", static_cast<float>(r.lr)}}});
-  }
-  return events;
-}
-
-namespace {
-// curves.svg, curves.png and tensorboard/, regenerated whole from the rows after every epoch.
-void write_curves(const std::string& out, const std::vector<EpochRow>& rows, const std::string& title,
-                  double start_wall_time) {
-  const std::vector<Chart> charts = curves_charts(rows);
-  data::write_file_atomic(out + "/curves.svg", svg_chart_grid(charts, title, 5));
-  data::write_png_file(out + "/curves.png", png_chart_grid(charts, title, 5), /*durable=*/true);
-  // The numbers exactly as summary.csv holds them (9 digits), from which a resumed run regenerates the
-  // file: then its bytes equal the file's, and the next epoch is appended to it (tensorboard.h).
-  const std::vector<EpochRow> recorded = parse_summary_csv(summary_csv(rows), "summary.csv");
-  write_tensorboard_run(out + "/tensorboard", epoch_scalar_events(recorded), start_wall_time);
-}
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------------
 // The run: run_training is the table of contents, each stage a function of the Run state below.
@@ -693,7 +550,7 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   }
   write_epoch_checkpoints(run, improved);
   data::write_file_atomic(o.out + "/summary.csv", summary_csv(run.result.rows));
-  write_curves(o.out, run.result.rows, o.arch + " training curves", run.start_wall_time);
+  write_run_curves(o.out, run.result.rows, o.arch + " training curves", run.start_wall_time);
   if (o.early_stopping > 0 && p.bad_epochs >= o.early_stopping && epoch + 1 < o.epochs) {
     message("early stopping: no lower val loss in %lld epochs (best %.4f)\n",
             static_cast<long long>(p.bad_epochs), p.best_val_loss);

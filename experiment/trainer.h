@@ -31,23 +31,18 @@
 #include <vector>
 
 #include "data/loader.h"
+#include "experiment/curves.h"
+#include "experiment/evaluation.h"
 #include "experiment/flags.h"
 #include "experiment/metrics.h"
 #include "experiment/progress.h"
 #include "experiment/run_files.h"
-#include "experiment/svg.h"
-#include "experiment/tensorboard.h"
 #include "nets/net.h"
 
 namespace experiment {
 
 // Registers every training flag on `flags` (defaults = the study's).
 void add_train_flags(FlagParser& flags, TrainOptions& options, const std::vector<std::string>& archs);
-
-struct EpochRow {
-  int64_t epoch = 0;  // 1-based
-  double train_loss = 0, train_acc = 0, val_loss = 0, val_acc = 0, seconds = 0, images_per_s = 0, lr = 0;
-};
 
 struct TrainResult {
   std::vector<EpochRow> rows;  // every epoch of the run (resumed ones included)
@@ -80,21 +75,5 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
 // set, generated once (atomically: a temporary folder renamed into place).
 std::string resolve_data_root(const std::string& data, const std::string& synthetic_dir, int synthetic_patients);
 std::string default_synthetic_dir(int synthetic_patients);
-
-// Runs the net (eval mode, no grad) over entries; returns per-image predictions and the wall time.
-EvaluationResult predict_entries(nets::Net& net, const std::string& root, const std::vector<data::SplitEntry>& entries,
-                                 const data::LoaderOptions& loader_options, engine::Device device,
-                                 const std::string& label, bool quiet);
-
-// summary.csv text; the study's five charts of the epoch rows (train loss, val loss, train accuracy, val
-// accuracy, epoch time), which curves.svg and curves.png both draw; the SVG of them in one row.
-std::string summary_csv(const std::vector<EpochRow>& rows);
-std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::string& source);
-std::vector<Chart> curves_charts(const std::vector<EpochRow>& rows);
-std::string curves_svg(const std::vector<EpochRow>& rows, const std::string& title);
-// The rows as TensorBoard scalars, step = epoch, at the end of each epoch (the sum of epoch times so
-// far): train/loss, train/accuracy, val/loss, val/accuracy, time/epoch_seconds, time/images_per_s, lr.
-std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows);
-
 
 }  // namespace experiment

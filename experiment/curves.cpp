@@ -1,0 +1,89 @@
+// summary.csv, the training curves and their TensorBoard scalars (see curves.h).
+#include "experiment/curves.h"
+
+#include "data/csv.h"
+#include "data/image_write.h"
+#include "data/io_util.h"
+#include "engine/check.h"
+#include "experiment/chart_png.h"
+#include "experiment/run_files.h"
+
+namespace experiment {
+
+std::string summary_csv(const std::vector<EpochRow>& rows) {
+  std::string text = "epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr\n";
+  for (const EpochRow& r : rows)
+    text += std::to_string(r.epoch) + "," + g9(r.train_loss) + "," + g9(r.train_acc) + "," + g9(r.val_loss) + "," +
+            g9(r.val_acc) + "," + g9(r.seconds) + "," + g9(r.images_per_s) + "," + g9(r.lr) + "\n";
+  return text;
+}
+
+std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::string& source) {
+  std::vector<EpochRow> rows;
+  const auto csv = data::parse_csv(text, source);
+  for (size_t i = 1; i < csv.size(); ++i) {
+    const auto& f = csv[i].fields;
+    ENGINE_USER_CHECK(f.size() == 8) << source << ":" << csv[i].line << ": expected 8 fields, got " << f.size();
+    static const char* const names[] = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                                        "epoch_seconds", "images_per_s", "lr"};
+    EpochRow r;
+    ENGINE_USER_CHECK(parse_file_int(f[0], r.epoch) && r.epoch >= 1 && r.epoch <= kMaxCount)
+        << source << ":" << csv[i].line << ": epoch '" << f[0] << "' is not a positive integer";
+    double* const numbers[] = {&r.train_loss, &r.train_acc, &r.val_loss, &r.val_acc, &r.seconds, &r.images_per_s, &r.lr};
+    for (size_t k = 0; k < 7; ++k)
+      ENGINE_USER_CHECK(parse_file_double(f[k + 1], *numbers[k]))
+          << source << ":" << csv[i].line << ": " << names[k + 1] << " '" << f[k + 1] << "' is not a number";
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+std::vector<Chart> curves_charts(const std::vector<EpochRow>& rows) {
+  std::vector<double> x, tl, vl, ta, va, sec;
+  for (const EpochRow& r : rows) {
+    x.push_back(static_cast<double>(r.epoch));
+    tl.push_back(r.train_loss);
+    vl.push_back(r.val_loss);
+    ta.push_back(r.train_acc);
+    va.push_back(r.val_acc);
+    sec.push_back(r.seconds);
+  }
+  return {{"train loss", "epoch", {{"", x, tl}}},     {"val loss", "epoch", {{"", x, vl}}},
+          {"train accuracy", "epoch", {{"", x, ta}}}, {"val accuracy", "epoch", {{"", x, va}}},
+          {"epoch time (s)", "epoch", {{"", x, sec}}}};
+}
+
+std::string curves_svg(const std::vector<EpochRow>& rows, const std::string& title) {
+  return svg_chart_grid(curves_charts(rows), title, 5);
+}
+
+std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows) {
+  std::vector<ScalarEvent> events;
+  double seconds = 0;
+  for (const EpochRow& r : rows) {
+    seconds += r.seconds;
+    events.push_back({r.epoch,
+                      seconds,
+                      {{"train/loss", static_cast<float>(r.train_loss)},
+                       {"train/accuracy", static_cast<float>(r.train_acc)},
+                       {"val/loss", static_cast<float>(r.val_loss)},
+                       {"val/accuracy", static_cast<float>(r.val_acc)},
+                       {"time/epoch_seconds", static_cast<float>(r.seconds)},
+                       {"time/images_per_s", static_cast<float>(r.images_per_s)},
+                       {"lr", static_cast<float>(r.lr)}}});
+  }
+  return events;
+}
+
+void write_run_curves(const std::string& out, const std::vector<EpochRow>& rows, const std::string& title,
+                  double start_wall_time) {
+  const std::vector<Chart> charts = curves_charts(rows);
+  data::write_file_atomic(out + "/curves.svg", svg_chart_grid(charts, title, 5));
+  data::write_png_file(out + "/curves.png", png_chart_grid(charts, title, 5), /*durable=*/true);
+  // The numbers exactly as summary.csv holds them (9 digits), from which a resumed run regenerates the
+  // file: then its bytes equal the file's, and the next epoch is appended to it (tensorboard.h).
+  const std::vector<EpochRow> recorded = parse_summary_csv(summary_csv(rows), "summary.csv");
+  write_tensorboard_run(out + "/tensorboard", epoch_scalar_events(recorded), start_wall_time);
+}
+
+}  // namespace experiment
