@@ -346,13 +346,14 @@ std::string device_used(const Comparison& cmp) {
   return "";
 }
 
-// "100 images and the whole set", "100, 3000 and 10000 images".
-std::string sizes_text(const std::vector<int64_t>& sizes) {
+// "100 images and the whole set (220 images)", "100, 3000 and 10000 images"; whole_set_images 0 = not known.
+std::string sizes_text(const std::vector<int64_t>& sizes, int64_t whole_set_images) {
   std::string t;
   for (size_t i = 0; i < sizes.size(); ++i) {
     t += i == 0 ? "" : i + 1 == sizes.size() ? " and " : ", ";
     if (sizes[i] == 0) {
       t += "the whole set";
+      if (whole_set_images > 0) t += " (" + std::to_string(whole_set_images) + " images)";
     } else {
       t += std::to_string(sizes[i]);
       if (i + 1 == sizes.size() || sizes[i + 1] == 0) t += " images";
@@ -384,6 +385,9 @@ std::string comparison_scope(const Comparison& cmp) {
   const std::string where =
       device.empty() ? "this machine" : on_cpu ? "this machine's CPU" : "this machine's GPU (" + device + ")";
 
+  int64_t whole_set_images = 0;  // the number behind "all", once its run is done
+  for (const CompareCell& c : cmp.cells)
+    if (c.images == 0) whole_set_images = std::max(whole_set_images, static_cast<int64_t>(cell_images(c)));
   std::vector<std::string> why_not;
   if (synthetic)
     why_not.push_back("the images are synthetic (generated radiograph-like images with drawn fractures), not "
@@ -392,7 +396,7 @@ std::string comparison_scope(const Comparison& cmp) {
   if (cut_down)
     why_not.push_back("the runs are cut down from the study's protocol: " + std::to_string(b.epochs) + " epochs at " +
                       std::to_string(b.input_size) + "x" + std::to_string(b.input_size) + " on " +
-                      sizes_text(cmp.options.sizes) + " (the study: " + std::to_string(kStudyEpochs) +
+                      sizes_text(cmp.options.sizes, whole_set_images) + " (the study: " + std::to_string(kStudyEpochs) +
                       " epochs at 224x224 on 100, 3000 and 10000 images)");
   std::ostringstream o;
   o << "Can show: that the whole pipeline works end to end (data, split, training, checkpoints, evaluation, the "

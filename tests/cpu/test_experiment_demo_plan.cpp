@@ -230,6 +230,13 @@ TEST_F(ComparisonScope, TheCpuDemoShowsThePipelineAndTimingsNotTheStudysAccuracy
   EXPECT_TRUE(has(s, "random initialisation")) << s;
   EXPECT_TRUE(has(s, "3 epochs at 96x96 on 100 images and the whole set")) << s;
   EXPECT_TRUE(has(s, "Nor GPU timings")) << s;
+  experiment::CompareCell whole = cmp.cells[0];  // once the whole set has run, its size is said
+  whole.images = 0;
+  whole.result.train_images = 176;
+  whole.result.validation_images = 22;
+  whole.result.test_images = 22;
+  cmp.cells.push_back(whole);
+  EXPECT_TRUE(has(experiment::comparison_scope(cmp), "on 100 images and the whole set (220 images)"));
   const std::string md = experiment::comparison_markdown(cmp);
   EXPECT_TRUE(has(md, "\n## What these numbers can show\n\nCan show:")) << md;
   const std::string html = experiment::comparison_html(cmp);
