@@ -1,15 +1,20 @@
 // experiment/weights_check: converted weights' metadata against --flavor and --preprocess. torchvision and
 // timm weights under Keras conventions (and Keras weights under PyTorch's) get one WARNING naming exactly
 // the flags to pass; the study's x/255 into Keras weights is a note; a file without metadata is a note,
-// never an error; matching settings say nothing. check_weights_file reads the metadata from a real file.
+// never an error; matching settings say nothing. check_weights_file reads the metadata from a real file,
+// and the trainer says it (stderr and train.log) when it loads --weights.
 #include <gtest/gtest.h>
 
 #include <map>
 #include <string>
 #include <vector>
 
+#include "data/io_util.h"
 #include "engine/safetensors.h"
+#include "engine/serialize.h"
+#include "experiment/trainer.h"
 #include "experiment/weights_check.h"
+#include "nets/registry.h"
 #include "support/temp_path.h"
 
 namespace {
@@ -166,6 +171,32 @@ TEST_F(WeightsCheckFile, ReadsTheMetadataFromTheFileHeader) {
   ASSERT_EQ(old.size(), 1u);
   EXPECT_EQ(old[0].kind, WeightsFinding::Kind::note);
   EXPECT_THROW(experiment::check_weights_file(dir_ + "/absent.safetensors", {"keras", "study"}), std::exception);
+}
+
+TEST_F(WeightsCheckFile, TheTrainerSaysItInTrainLog) {
+  // torchvision-labelled weights of the tiny DenseNet, trained under the Keras defaults.
+  engine::Generator gen(1);
+  const auto net = nets::make_net("densenet_tiny", nets::Head::gap, nets::Flavor::torch, 48, gen);
+  Meta meta = torchvision_densenet();
+  meta["arch"] = "densenet_tiny";
+  const std::string weights = dir_ + "/tiny_torchvision.safetensors";
+  engine::save_tensors(weights, net->state(), meta);
+
+  experiment::TrainOptions o;
+  o.arch = "densenet_tiny";
+  o.head = "gap";
+  o.input_size = 48;
+  o.images = 60;
+  o.epochs = 1;
+  o.batch_size = 16;
+  o.quiet = true;
+  o.synthetic_dir = dir_ + "/synthetic";
+  o.weights = weights;
+  o.out = dir_ + "/run";
+  experiment::run_training(o);
+  const std::string log = data::read_file_text(o.out + "/train.log");
+  EXPECT_TRUE(has(log, "WARNING: " + weights + " holds torchvision weights")) << log;
+  EXPECT_TRUE(has(log, ": pass --flavor torch --preprocess torch\n")) << log;
 }
 
 }  // namespace
