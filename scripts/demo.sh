@@ -4,14 +4,14 @@
 #
 #   GPU (nvidia-smi lists a GPU and the build has the CUDA backend): the study's own protocol, 10 epochs at
 #       224x224 on subsets of 100, 3,000 and 10,000 images, on a synthetic MURA of MURA-v1.1's size
-#       (11,184 train and 783 valid patients, about 40,000 images; mura_synth writes it once into
+#       (11,184 train and 783 valid patients: about 35,000 images, 3.5 GB; mura_synth writes it once into
 #       ${XDG_CACHE_HOME:-~/.cache}/mura-engine/), into runs/demo-study-gpu.
 #   CPU: `compare --quick` on the small embedded synthetic MURA (3 epochs at 96x96, 100 images and the
 #       whole small set), within about five minutes on 2 cores, into runs/demo-comparison.
 # Either way the report's section "What these numbers can show" says what they can and cannot show
 # (synthetic images and a random initialisation: timings and the pipeline yes, the study's accuracies no).
 #
-#   scripts/demo.sh [--mode auto|gpu|cpu] [compare flags...]   e.g. --out DIR, --sizes 100,0
+#   scripts/demo.sh [--mode auto|gpu|cpu] [compare flags...]   e.g. --out DIR, --no-cam (build/compare --help)
 #   scripts/demo.sh --print-plan [--mode auto|gpu|cpu] [...]   prints the shell lines it would run; builds
 #                                                              and runs nothing (tests/cpu/test_experiment_demo_plan.cpp)
 # A finished demo folder is reused (its runs are only evaluated again); delete it to train afresh.
@@ -25,6 +25,7 @@ compare_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --print-plan) print_plan=1 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     --mode) mode="${2:-}"; shift ;;
     --mode=*) mode="${1#--mode=}" ;;
     *) compare_args+=("$1") ;;
@@ -101,7 +102,7 @@ engine_build "$BUILD_DIR"
 [ "$mode" = auto ] && mode="$(detect_mode)"
 if [ "$mode" = gpu ]; then
   echo "demo: a GPU and a CUDA build: the study's protocol (10 epochs, 224x224, 100 / 3,000 / 10,000 images) on a"
-  echo "      synthetic MURA of MURA's size (the first time, mura_synth writes it: about 40,000 images)"
+  echo "      synthetic MURA of MURA's size (the first time, mura_synth writes it: about 35,000 images)"
 else
   echo "demo: the CPU: the quick comparison (3 epochs, 96x96, about 200 images), a few minutes"
 fi
