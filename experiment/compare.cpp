@@ -10,6 +10,7 @@
 
 #include "data/io_util.h"
 #include "engine/check.h"
+#include "experiment/metrics.h"
 #include "experiment/svg.h"
 
 namespace experiment {
@@ -201,6 +202,7 @@ const CompareCell* Comparison::find(const std::string& arch, const std::string& 
 std::string comparison_markdown(const Comparison& cmp) {
   std::ostringstream md;
   md << "# " << title(cmp) << "\n\n" << preamble(cmp);
+  md << "\n## What these numbers can show\n\n" << comparison_scope(cmp);
   for (const std::string& protocol : cmp.options.protocols) {
     md << "\n## Protocol " << protocol << "\n";
     for (const Table& t : protocol_tables(cmp, protocol)) md << markdown_table(t);
@@ -217,6 +219,10 @@ std::string comparison_html(const Comparison& cmp) {
     << "<h1>" << xml_escape(title(cmp)) << "</h1>\n";
   std::istringstream pre(preamble(cmp));
   for (std::string line; std::getline(pre, line);)
+    if (!line.empty()) h << "<p>" << xml_escape(line) << "</p>\n";
+  h << "<h2 id=\"scope\">What these numbers can show</h2>\n";
+  std::istringstream scope(comparison_scope(cmp));
+  for (std::string line; std::getline(scope, line);)
     if (!line.empty()) h << "<p>" << xml_escape(line) << "</p>\n";
   for (const std::string& protocol : cmp.options.protocols) {
     h << "<h2 id=\"protocol-" << xml_escape(protocol) << "\">Protocol " << xml_escape(protocol) << "</h2>\n";
@@ -313,6 +319,104 @@ Comparison run_comparison(const CompareOptions& options) {
         write_comparison_report(cmp);
       }
   return cmp;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// What the numbers can show: the report's own statement of its scope, from the settings it ran with.
+
+namespace {
+
+// The study's protocol (docs/apps.md): 10 epochs at 224x224 on 100, 3,000 and 10,000 images of MURA.
+constexpr int64_t kStudyEpochs = 10, kStudyInputSize = 224, kStudyLargestSubset = 10000;
+
+// The synthetic MURA: the trainer's own (no --data) or a tree written by mura_synth, the only kind with
+// defect_boxes.csv (the true fracture boxes; MURA has none).
+bool synthetic_data(const TrainOptions& base) {
+  std::error_code ec;
+  return base.data.empty() || std::filesystem::is_regular_file(base.data + "/defect_boxes.csv", ec);
+}
+
+// "cpu", "cuda:0", ... as the first run recorded it (args.json's device_used); "" before any run.
+std::string device_used(const Comparison& cmp) {
+  for (const CompareCell& c : cmp.cells) {
+    std::error_code ec;
+    const std::string args = cmp.options.out + "/" + c.run_dir + "/args.json";
+    if (std::filesystem::is_regular_file(args, ec)) return json_string_field(data::read_file_text(args), "device_used");
+  }
+  return "";
+}
+
+// "100 images and the whole set (220 images)", "100, 3000 and 10000 images"; whole_set_images 0 = not known.
+std::string sizes_text(const std::vector<int64_t>& sizes, int64_t whole_set_images) {
+  std::string t;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    t += i == 0 ? "" : i + 1 == sizes.size() ? " and " : ", ";
+    if (sizes[i] == 0) {
+      t += "the whole set";
+      if (whole_set_images > 0) t += " (" + std::to_string(whole_set_images) + " images)";
+    } else {
+      t += std::to_string(sizes[i]);
+      if (i + 1 == sizes.size() || sizes[i + 1] == 0) t += " images";
+    }
+  }
+  return t;
+}
+
+}  // namespace
+
+std::string comparison_scope(const Comparison& cmp) {
+  const TrainOptions& b = cmp.options.base;
+  const bool synthetic = synthetic_data(b);
+  bool random_init = false;
+  for (const std::string& a : cmp.options.archs) {
+    const auto it = cmp.options.weights.find(a);
+    random_init = random_init || it == cmp.options.weights.end() || it->second.empty();
+  }
+  int64_t largest = 0;
+  bool whole_set = false;
+  for (int64_t n : cmp.options.sizes) {
+    largest = std::max(largest, n);
+    whole_set = whole_set || n == 0;
+  }
+  const bool cut_down = b.epochs < kStudyEpochs || b.input_size < kStudyInputSize ||
+                        (largest < kStudyLargestSubset && !(whole_set && !synthetic));
+  const std::string device = device_used(cmp);
+  const bool on_cpu = device == "cpu";
+  const std::string where =
+      device.empty() ? "this machine" : on_cpu ? "this machine's CPU" : "this machine's GPU (" + device + ")";
+
+  int64_t whole_set_images = 0;  // the number behind "all", once its run is done
+  for (const CompareCell& c : cmp.cells)
+    if (c.images == 0) whole_set_images = std::max(whole_set_images, static_cast<int64_t>(cell_images(c)));
+  std::vector<std::string> why_not;
+  if (synthetic)
+    why_not.push_back("the images are synthetic (generated radiograph-like images with drawn fractures), not "
+                      "patients' radiographs");
+  if (random_init) why_not.push_back("the nets start from a random initialisation, not the study's ImageNet weights");
+  if (cut_down)
+    why_not.push_back("the runs are cut down from the study's protocol: " + std::to_string(b.epochs) + " epochs at " +
+                      std::to_string(b.input_size) + "x" + std::to_string(b.input_size) + " on " +
+                      sizes_text(cmp.options.sizes, whole_set_images) + " (the study: " + std::to_string(kStudyEpochs) +
+                      " epochs at 224x224 on 100, 3000 and 10000 images)");
+  std::ostringstream o;
+  o << "Can show: that the whole pipeline works end to end (data, split, training, checkpoints, evaluation, the "
+       "study-level metrics, this report), and the training and test times of "
+    << (cut_down ? "this cut-down workload" : "the study's workload") << " on " << where << ".\n\n";
+  if (why_not.empty()) {
+    o << "Comparable with the study: MURA, ImageNet weights and the study's protocol, so the accuracies, kappas and "
+         "AUROCs may be set beside the study's (up to the split drawn and the framework's numerics).\n";
+    return o.str();
+  }
+  o << "Cannot show: accuracy, kappa or AUROC comparable to the study's, or which net is better on radiographs, "
+       "because ";
+  for (size_t i = 0; i < why_not.size(); ++i)
+    o << (i == 0 ? "" : i + 1 == why_not.size() ? "; and " : "; ") << why_not[i];
+  o << ".";
+  if (on_cpu) o << " Nor GPU timings: these are the CPU's.";
+  o << "\n\nFor numbers comparable with the study: the comparison on MURA (docs/apps.md says where to obtain it) "
+       "with converted ImageNet weights at the study's protocol, on a GPU (on a GPU machine, scripts/demo.sh runs the "
+       "protocol on a synthetic MURA of MURA's size).\n";
+  return o.str();
 }
 
 }  // namespace experiment

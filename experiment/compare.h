@@ -67,6 +67,10 @@ Comparison run_comparison(const CompareOptions& options);
 // "DenseNet-201" for densenet201, etc.; other names unchanged.
 std::string pretty_arch(const std::string& arch);
 
+// The report's statement of what its numbers can and cannot show (plain text, one paragraph a line): from
+// the data (synthetic or MURA), the initialisation, the protocol against the study's and the device.
+std::string comparison_scope(const Comparison& comparison);
+
 std::string comparison_markdown(const Comparison& comparison);
 std::string comparison_html(const Comparison& comparison);
 // Both files into comparison.options.out, atomically.

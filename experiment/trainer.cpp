@@ -23,6 +23,7 @@
 #include "experiment/run_guard.h"
 #include "experiment/svg.h"
 #include "experiment/tensorboard.h"
+#include "experiment/weights_check.h"
 #include "nets/registry.h"
 
 namespace experiment {
@@ -287,6 +288,7 @@ void build_model(Run& run) {
     run.weights_note = o.weights;
     message("loaded %zu tensors from %s (the %s head starts from a fresh Glorot initialisation)\n",
             report.loaded.size(), o.weights.c_str(), o.head.c_str());
+    report_weights_check(o.weights, o.flavor, o.preprocess);  // WARNING when --flavor/--preprocess disagree
   } else {
     run.weights_note = "random (seed " + std::to_string(o.seed) + ")";
     message("WARNING: no --weights: %s starts from a RANDOM initialisation, not ImageNet as in the study.\n"

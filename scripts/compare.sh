@@ -5,8 +5,8 @@
 #   scripts/compare.sh [--quick] [compare flags...]       (see build/compare --help)
 # Examples:
 #   scripts/compare.sh --quick --out /tmp/cmp                                   # synthetic, a few minutes on CPU
-#   scripts/compare.sh --data /data/MURA-v1.1 --weights-densenet w/densenet201.safetensors \
-#                      --weights-irv2 w/inception_resnet_v2.safetensors --out results/
+#   scripts/compare.sh --data /data/MURA-v1.1 --weights-densenet weights/densenet201_keras_notop.safetensors \
+#                      --weights-irv2 weights/inception_resnet_v2_keras_notop.safetensors --out results/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh

@@ -2,7 +2,7 @@
 
 Command line:
   python -m weights_tools.convert --from keras-h5|torchvision|timm --arch ARCH --input FILE \
-      --output OUT.safetensors [--head auto|imagenet|none|flatten|gap] [--preprocess torch|tf|study]
+      [--output OUT.safetensors] [--head auto|imagenet|none|flatten|gap] [--preprocess torch|tf|study]
       [--flatten-grid HxW]
 
 Sources:
@@ -19,7 +19,9 @@ Sources:
   timm         inception_resnet_v2 (.pth or .safetensors). timm's BN gammas must all be exactly 1 (the
                TF-slim/Keras model has none): they are checked and dropped.
 Every expected tensor must be present with its shape and no unknown tensor may remain; all problems are
-reported together. The output's __metadata__: arch, source, head, preprocess, bn_flavor.
+reported together. The output's __metadata__: arch, source, head, preprocess, bn_flavor, bn_eps, bn_momentum
+(metadata()). Without --output the file is named <arch>_<keras|torchvision|timm>[_notop].safetensors
+(default_output_name()), beside the input.
 
 The function API (used by export_golden and the tests): convert_file(), keras_entries_to_ours(),
 torch_state_to_ours(), check(), write().
@@ -439,12 +441,36 @@ def default_preprocess(arch, head):
     return "tf" if arch == "inception_resnet_v2" else "torch"
 
 
+# The batch norm the weights were trained with, in its framework's own spelling (docs/reference.md section 3):
+# eps per architecture, and the momentum: Keras's is the share the running statistics keep (0.99), PyTorch's
+# the share of each new batch (0.1). The trainer checks --flavor against bn_flavor (experiment/weights_check.h).
+_BN_EPS = {("keras", "densenet"): 1.001e-5, ("keras", "inception_resnet_v2"): 1e-3,
+           ("torch", "densenet"): 1e-5, ("torch", "inception_resnet_v2"): 1e-3}
+_BN_MOMENTUM = {"keras": 0.99, "torch": 0.1}
+
+
 def metadata(arch, source, head, preprocess=None):
+    """The output's __metadata__: arch, source, head, preprocess (the inputs the weights expect), and the
+    batch norm they were trained with: bn_flavor (keras | torch), bn_eps, bn_momentum."""
     if preprocess is not None and preprocess not in PREPROCESS:
         raise ConversionError(f"unknown preprocess '{preprocess}'; expected one of {', '.join(PREPROCESS)}")
+    flavor = "keras" if source == "keras-h5" else "torch"
+    family = "inception_resnet_v2" if arch == "inception_resnet_v2" else "densenet"
     return {"arch": arch, "source": source, "head": head,
             "preprocess": preprocess or default_preprocess(arch, head),
-            "bn_flavor": "keras" if source == "keras-h5" else "torch"}
+            "bn_flavor": flavor, "bn_eps": repr(_BN_EPS[(flavor, family)]),
+            "bn_momentum": repr(_BN_MOMENTUM[flavor])}
+
+
+_SOURCE_TAGS = {"keras-h5": "keras", "torchvision": "torchvision", "timm": "timm"}
+
+
+def default_output_name(arch, source, head):
+    """The converted file's name when --output is not given: <arch>_<source>[_<head>].safetensors, e.g.
+    densenet201_keras_notop.safetensors, inception_resnet_v2_timm.safetensors (an ImageNet top adds
+    nothing; a file without one says _notop, as Keras's files do)."""
+    suffix = {"imagenet": "", "none": "_notop"}.get(head, f"_{head}")
+    return f"{arch}_{_SOURCE_TAGS[source]}{suffix}.safetensors"
 
 
 def convert_file(source, arch, path, head="auto", preprocess=None, flatten_grid=None):
@@ -490,7 +516,9 @@ def main(argv=None):
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES)
     parser.add_argument("--arch", required=True, choices=archs.ARCHS)
     parser.add_argument("--input", required=True, help="the source file (.h5, .pth or .safetensors)")
-    parser.add_argument("--output", required=True, help="the safetensors file to write")
+    parser.add_argument("--output",
+                        help="the safetensors file to write (default: <arch>_<keras|torchvision|timm>[_notop]"
+                             ".safetensors beside --input, e.g. densenet201_keras_notop.safetensors)")
     parser.add_argument("--head", default="auto", choices=("auto",) + archs.HEADS,
                         help="auto: what the file holds; none drops a head (backbone only)")
     parser.add_argument("--preprocess", choices=PREPROCESS,
@@ -502,6 +530,9 @@ def main(argv=None):
     try:
         tensors, meta = convert_file(args.source, args.arch, args.input, args.head, args.preprocess,
                                      args.flatten_grid)
+        if args.output is None:
+            args.output = os.path.join(os.path.dirname(args.input),
+                                       default_output_name(args.arch, args.source, meta["head"]))
         write(args.output, tensors, meta)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -218,7 +218,8 @@ class KerasTest(unittest.TestCase):
                 got, meta = convert.convert_file("keras-h5", "densenet121", path)
                 assert_same(self, got, weights)
                 self.assertEqual(meta, {"arch": "densenet121", "source": "keras-h5", "head": head,
-                                        "preprocess": "torch", "bn_flavor": "keras"})
+                                        "preprocess": "torch", "bn_flavor": "keras", "bn_eps": "1.001e-05",
+                                        "bn_momentum": "0.99"})
 
     def test_head_none_drops_the_top(self):
         weights = random_weights("densenet121", "imagenet")
@@ -344,7 +345,8 @@ class TorchTest(unittest.TestCase):
         got, meta = convert.convert_file("torchvision", "densenet121", self.path("new.pth"))
         assert_same(self, got, weights)
         self.assertEqual(meta, {"arch": "densenet121", "source": "torchvision", "head": "imagenet",
-                                "preprocess": "torch", "bn_flavor": "torch"})
+                                "preprocess": "torch", "bn_flavor": "torch", "bn_eps": "1e-05",
+                                "bn_momentum": "0.1"})
         old = {"module." + re.sub(r"\.(norm|conv)([12])\.", r".\1.\2.", k): v for k, v in state.items()}
         self.assertIn("module.features.denseblock1.denselayer1.norm.1.weight", old)
         torch.save({"state_dict": old}, self.path("old.pth"))
@@ -402,6 +404,27 @@ class TorchTest(unittest.TestCase):
             convert.convert_file("torchvision", "densenet121", self.path("evil.pth"))
 
 
+class MetadataTest(unittest.TestCase):
+    def test_batch_norm_of_each_source_and_the_default_names(self):
+        for arch, source, eps, momentum in (("densenet201", "keras-h5", "1.001e-05", "0.99"),
+                                            ("inception_resnet_v2", "keras-h5", "0.001", "0.99"),
+                                            ("densenet201", "torchvision", "1e-05", "0.1"),
+                                            ("inception_resnet_v2", "timm", "0.001", "0.1")):
+            meta = convert.metadata(arch, source, "none")
+            self.assertEqual((meta["bn_eps"], meta["bn_momentum"]), (eps, momentum), (arch, source))
+            self.assertEqual(meta["bn_flavor"], "keras" if source == "keras-h5" else "torch")
+        self.assertEqual(convert.default_output_name("densenet201", "keras-h5", "none"),
+                         "densenet201_keras_notop.safetensors")
+        self.assertEqual(convert.default_output_name("inception_resnet_v2", "keras-h5", "none"),
+                         "inception_resnet_v2_keras_notop.safetensors")
+        self.assertEqual(convert.default_output_name("densenet201", "torchvision", "imagenet"),
+                         "densenet201_torchvision.safetensors")
+        self.assertEqual(convert.default_output_name("inception_resnet_v2", "timm", "imagenet"),
+                         "inception_resnet_v2_timm.safetensors")
+        self.assertEqual(convert.default_output_name("densenet201", "keras-h5", "flatten"),
+                         "densenet201_keras_flatten.safetensors")
+
+
 class CommandLineTest(unittest.TestCase):
     @unittest.skipUnless(HAVE_TORCH, "needs torch")
     def test_cli_converts_and_reports_errors(self):
@@ -424,6 +447,15 @@ class CommandLineTest(unittest.TestCase):
             self.assertEqual(run.returncode, 2)
             self.assertIn("error:", run.stderr)
             self.assertIn("looks like densenet121", run.stderr)
+            # Without --output: the default name, beside the input.
+            command[command.index("densenet201")] = "densenet121"
+            del command[command.index("--output"):command.index("--output") + 2]
+            run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            default = os.path.join(tmp, "densenet121_torchvision_notop.safetensors")
+            self.assertIn(f"wrote {default}", run.stdout)
+            _, meta = safetensors_io.read(default)
+            self.assertEqual((meta["bn_flavor"], meta["bn_eps"], meta["bn_momentum"]), ("torch", "1e-05", "0.1"))
 
 
 if __name__ == "__main__":
