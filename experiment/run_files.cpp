@@ -226,7 +226,7 @@ TrainOptions resumed_options(const TrainOptions& command, const TrainOptions& ru
                "; pass the run's settings or leave the flag out";
   });
   // Cosine's horizon is --epochs: a longer or shorter run would change the schedule of the epochs done.
-  if (o.sched == "cosine" && o.epochs != run.epochs)
+  if (run.sched == "cosine" && o.epochs != run.epochs)
     refused += (refused.empty() ? "" : "\n") + std::string("--resume: the run in ") + command.out +
                " follows --sched cosine over --epochs " + std::to_string(run.epochs) +
                ", which cannot change on resume (this command says --epochs " + std::to_string(o.epochs) +

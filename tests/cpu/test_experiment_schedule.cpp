@@ -297,8 +297,15 @@ TEST(TrainingOptions, ResumeRefusesChangedScheduleSettings) {
   command.epochs = run.epochs + 5;
   EXPECT_TRUE(contains(error_of([&] { resumed_options(command, run, only_epochs); }),
                        "follows --sched cosine over --epochs 10, which cannot change on resume"));
+  // The run's schedule decides: a command that names another is refused for that alone.
   run.sched = "plateau";
   EXPECT_EQ(resumed_options(command, run, only_epochs).epochs, run.epochs + 5);
+  command.sched = "cosine";
+  const std::string changed = error_of([&] {
+    resumed_options(command, run, [](const std::string& flag) { return flag == "--epochs" || flag == "--sched"; });
+  });
+  EXPECT_TRUE(contains(changed, "used --sched plateau but this command says --sched cosine")) << changed;
+  EXPECT_FALSE(contains(changed, "follows --sched cosine")) << changed;
 }
 
 std::map<std::string, std::string> good_metadata() {
