@@ -331,10 +331,10 @@ void build_model(Run& run) {
   run.net->to(run.device);
   run.arena = std::make_unique<engine::ParameterArena>(run.net->named_parameters());
   const float lr = static_cast<float>(o.lr);
-  kernels::AdamHyper hyper = o.optimizer == "adam-keras" ? engine::Adam::keras(lr) : engine::Adam::pytorch(lr);
-  hyper.weight_decay = static_cast<float>(o.weight_decay);
-  hyper.decoupled_weight_decay = true;  // AdamW (a no-op at 0)
-  run.adam = std::make_unique<engine::Adam>(*run.arena, hyper);
+  run.adam = std::make_unique<engine::Adam>(
+      *run.arena, engine::Adam::decoupled_weight_decay(
+                      o.optimizer == "adam-keras" ? engine::Adam::keras(lr) : engine::Adam::pytorch(lr),
+                      static_cast<float>(o.weight_decay)));
   run.step = std::make_unique<engine::TrainingStep>(*run.net, *run.arena, run.adam.get());
 }
 

@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "data/io_util.h"
 #include "engine/serialize.h"
@@ -196,6 +198,52 @@ TEST(Trainer, ResumeContinuesTheScheduleExactly) {
     EXPECT_NE(args.find(key), std::string::npos) << key;
   fs::remove_all(o.out);
   fs::remove_all(a.out);
+}
+
+// A run written before --best-metric, the schedules and the val_auroc/val_kappa columns (its checkpoint
+// without best_metric, lr_reductions, plateau_wait; its summary.csv with 8 columns; its args.json without
+// the new keys) still resumes, as a val_loss run with the constant schedule.
+TEST(Trainer, ARunFromBeforeTheScheduleOptionsResumes) {
+  TrainOptions o = tiny_options(temp_dir("older"));
+  o.images = 60;
+  o.epochs = 1;
+  run_training(o);
+  const std::string last = o.out + "/checkpoints/last.safetensors";
+  std::map<std::string, std::string> metadata;
+  const auto tensors = engine::load_tensors(last, &metadata);
+  for (const char* key : {"best_metric", "lr_reductions", "plateau_wait"}) ASSERT_EQ(metadata.erase(key), 1u) << key;
+  engine::NamedTensors named(tensors.begin(), tensors.end());
+  engine::save_tensors(last, named, metadata);
+  const std::string summary = o.out + "/summary.csv";
+  const std::vector<EpochRow> rows = parse_summary_csv(data::read_file_text(summary), summary);
+  ASSERT_EQ(rows.size(), 1u);
+  char line[256];
+  std::snprintf(line, sizeof line, "1,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n", rows[0].train_loss, rows[0].train_acc,
+                rows[0].val_loss, rows[0].val_acc, rows[0].seconds, rows[0].images_per_s, rows[0].lr);
+  data::write_file_atomic(summary, std::string("epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr\n") + line);
+  std::string args = data::read_file_text(o.out + "/args.json");
+  for (const char* key : {"recipe", "weight_decay", "sched", "warmup_epochs", "decay_epochs", "decay_rate", "min_lr",
+                          "patience_epochs", "best_metric"}) {
+    const size_t at = args.find(std::string("\"") + key + "\":");
+    ASSERT_NE(at, std::string::npos) << key;
+    args.erase(at, args.find('\n', at) - at + 1);
+  }
+  data::write_file_atomic(o.out + "/args.json", args);
+  const TrainOptions older = read_train_options(o.out + "/args.json");
+  EXPECT_EQ(older.sched, "constant");
+
+  TrainOptions again = older;
+  again.epochs = 2;
+  again.resume = true;
+  const TrainResult r = run_training(again);
+  ASSERT_EQ(r.rows.size(), 2u);
+  EXPECT_TRUE(std::isnan(r.rows[0].val_auroc)) << "not in the older summary.csv";
+  EXPECT_FALSE(std::isnan(r.rows[1].val_loss));
+  std::map<std::string, std::string> after;
+  engine::load_tensors(last, &after);
+  EXPECT_EQ(after.at("best_metric"), "val_loss");
+  EXPECT_EQ(after.at("epoch"), "2");
+  fs::remove_all(o.out);
 }
 
 // --checkpoint-hist N: the epoch checkpoints of the last N epochs stay, older ones go after each epoch; it
