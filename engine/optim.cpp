@@ -47,6 +47,12 @@ kernels::AdamHyper Adam::keras(float lr) {
   return h;
 }
 
+kernels::AdamHyper Adam::decoupled_weight_decay(kernels::AdamHyper hyper, float weight_decay) {
+  hyper.weight_decay = weight_decay;
+  hyper.decoupled_weight_decay = true;
+  return hyper;
+}
+
 Adam::Adam(ParameterArena& arena, const kernels::AdamHyper& hyper)
     : arena_(arena), hyper_(hyper), m_(Tensor::zeros({arena.numel()}, arena.device())),
       v_(Tensor::zeros({arena.numel()}, arena.device())) {}

@@ -47,11 +47,16 @@ class Optimizer {
 // Adam with the PyTorch or the Keras convention (kernels/optimizer.h):
 //   Adam::pytorch(lr)  eps 1e-8, epsilon added to sqrt(v_hat)
 //   Adam::keras(lr)    eps 1e-7, epsilon added to sqrt(v) (the study's optimizer)
+// and either with decoupled weight decay (AdamW): Adam::decoupled_weight_decay(Adam::pytorch(lr), wd) is
+// torch.optim.AdamW(lr=lr, weight_decay=wd).
 class Adam : public Optimizer {
  public:
   Adam(ParameterArena& arena, const kernels::AdamHyper& hyper);
   static kernels::AdamHyper pytorch(float lr = 1e-3f);
   static kernels::AdamHyper keras(float lr = 1e-3f);
+  // AdamW: `hyper` with decoupled weight decay (p shrinks by lr * weight_decay with every step, rounded as
+  // hyper's convention's framework does; kernels/optimizer.h). weight_decay 0 leaves the update unchanged.
+  static kernels::AdamHyper decoupled_weight_decay(kernels::AdamHyper hyper, float weight_decay);
 
   void step() override;
   NamedTensors state() const override { return {{"adam.m", m_}, {"adam.v", v_}}; }

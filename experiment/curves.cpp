@@ -1,6 +1,9 @@
 // summary.csv, the training curves and their TensorBoard scalars (see curves.h).
 #include "experiment/curves.h"
 
+#include <algorithm>
+#include <utility>
+
 #include "data/csv.h"
 #include "data/image_write.h"
 #include "data/io_util.h"
@@ -10,29 +13,61 @@
 
 namespace experiment {
 
+namespace {
+// summary.csv's columns after "epoch", in the file's order: the one list its writer and reader share.
+// `since_v2`: added later (val_auroc, val_kappa); an older file lacks them and reads them as NaN.
+struct SummaryColumn {
+  const char* name;
+  double EpochRow::*field;
+  bool since_v2;
+};
+constexpr SummaryColumn kSummaryColumns[] = {
+    {"train_loss", &EpochRow::train_loss, false}, {"train_acc", &EpochRow::train_acc, false},
+    {"val_loss", &EpochRow::val_loss, false},     {"val_acc", &EpochRow::val_acc, false},
+    {"val_auroc", &EpochRow::val_auroc, true},    {"val_kappa", &EpochRow::val_kappa, true},
+    {"epoch_seconds", &EpochRow::seconds, false}, {"images_per_s", &EpochRow::images_per_s, false},
+    {"lr", &EpochRow::lr, false}};
+}  // namespace
+
 std::string summary_csv(const std::vector<EpochRow>& rows) {
-  std::string text = "epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr\n";
-  for (const EpochRow& r : rows)
-    text += std::to_string(r.epoch) + "," + g9(r.train_loss) + "," + g9(r.train_acc) + "," + g9(r.val_loss) + "," +
-            g9(r.val_acc) + "," + g9(r.seconds) + "," + g9(r.images_per_s) + "," + g9(r.lr) + "\n";
+  std::string text = "epoch";
+  for (const SummaryColumn& c : kSummaryColumns) text += std::string(",") + c.name;
+  text += "\n";
+  for (const EpochRow& r : rows) {
+    text += std::to_string(r.epoch);
+    for (const SummaryColumn& c : kSummaryColumns) text += "," + g9(r.*c.field);
+    text += "\n";
+  }
   return text;
 }
 
 std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::string& source) {
   std::vector<EpochRow> rows;
   const auto csv = data::parse_csv(text, source);
+  if (csv.empty()) return rows;
+  // The header names the columns: where each of ours is (-1: absent, allowed for the later ones).
+  const std::vector<std::string>& header = csv[0].fields;
+  ENGINE_USER_CHECK(!header.empty() && header[0] == "epoch")
+      << source << ":" << csv[0].line << ": the header does not start with 'epoch' (not a summary.csv)";
+  std::vector<int> at;
+  for (const SummaryColumn& c : kSummaryColumns) {
+    const auto it = std::find(header.begin(), header.end(), c.name);
+    ENGINE_USER_CHECK(it != header.end() || c.since_v2) << source << ":" << csv[0].line << ": no column '" << c.name << "'";
+    at.push_back(it == header.end() ? -1 : static_cast<int>(it - header.begin()));
+  }
   for (size_t i = 1; i < csv.size(); ++i) {
     const auto& f = csv[i].fields;
-    ENGINE_USER_CHECK(f.size() == 8) << source << ":" << csv[i].line << ": expected 8 fields, got " << f.size();
-    static const char* const names[] = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                                        "epoch_seconds", "images_per_s", "lr"};
+    ENGINE_USER_CHECK(f.size() == header.size())
+        << source << ":" << csv[i].line << ": expected " << header.size() << " fields, got " << f.size();
     EpochRow r;
     ENGINE_USER_CHECK(parse_file_int(f[0], r.epoch) && r.epoch >= 1 && r.epoch <= kMaxCount)
         << source << ":" << csv[i].line << ": epoch '" << f[0] << "' is not a positive integer";
-    double* const numbers[] = {&r.train_loss, &r.train_acc, &r.val_loss, &r.val_acc, &r.seconds, &r.images_per_s, &r.lr};
-    for (size_t k = 0; k < 7; ++k)
-      ENGINE_USER_CHECK(parse_file_double(f[k + 1], *numbers[k]))
-          << source << ":" << csv[i].line << ": " << names[k + 1] << " '" << f[k + 1] << "' is not a number";
+    for (size_t k = 0; k < at.size(); ++k) {
+      if (at[k] < 0) continue;
+      const std::string& field = f[static_cast<size_t>(at[k])];
+      ENGINE_USER_CHECK(parse_file_double(field, r.*kSummaryColumns[k].field))
+          << source << ":" << csv[i].line << ": " << kSummaryColumns[k].name << " '" << field << "' is not a number";
+    }
     rows.push_back(r);
   }
   return rows;
@@ -71,6 +106,8 @@ std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows) 
                        {"time/epoch_seconds", static_cast<float>(r.seconds)},
                        {"time/images_per_s", static_cast<float>(r.images_per_s)},
                        {"lr", static_cast<float>(r.lr)}}});
+    for (const auto& [tag, value] : {std::pair{"val/auroc", r.val_auroc}, std::pair{"val/kappa", r.val_kappa}})
+      if (!std::isnan(value)) events.back().values.emplace_back(tag, static_cast<float>(value));
   }
   return events;
 }

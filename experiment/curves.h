@@ -1,6 +1,7 @@
 // The per-epoch record of a training run and what is drawn from it: summary.csv (written and read back),
 // the study's five charts (curves.svg, curves.png) and the TensorBoard scalars (tensorboard/).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -12,7 +13,11 @@ namespace experiment {
 
 struct EpochRow {
   int64_t epoch = 0;  // 1-based
-  double train_loss = 0, train_acc = 0, val_loss = 0, val_acc = 0, seconds = 0, images_per_s = 0, lr = 0;
+  double train_loss = 0, train_acc = 0, val_loss = 0, val_acc = 0, seconds = 0, images_per_s = 0;
+  double lr = 0;  // the learning rate of the epoch's last step (experiment/lr_schedule.h)
+  // Validation AUROC (image level) and Cohen's kappa (study level, MURA's); NaN when undefined (one class)
+  // or unknown (a summary.csv written before these columns).
+  double val_auroc = NAN, val_kappa = NAN;
 };
 
 // summary.csv text; the study's five charts of the epoch rows (train loss, val loss, train accuracy, val
@@ -21,8 +26,12 @@ std::string summary_csv(const std::vector<EpochRow>& rows);
 std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::string& source);
 std::vector<Chart> curves_charts(const std::vector<EpochRow>& rows);
 std::string curves_svg(const std::vector<EpochRow>& rows, const std::string& title);
+// summary.csv's header: epoch,train_loss,train_acc,val_loss,val_acc,val_auroc,val_kappa,epoch_seconds,
+// images_per_s,lr. The reader takes the columns by the header's names, so a file from before val_auroc and
+// val_kappa reads (them as NaN).
 // The rows as TensorBoard scalars, step = epoch, at the end of each epoch (the sum of epoch times so
-// far): train/loss, train/accuracy, val/loss, val/accuracy, time/epoch_seconds, time/images_per_s, lr.
+// far): train/loss, train/accuracy, val/loss, val/accuracy, time/epoch_seconds, time/images_per_s, lr, then
+// val/auroc and val/kappa where they are not NaN.
 std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows);
 
 // curves.svg, curves.png and tensorboard/ in the run folder `out`, regenerated whole from the rows after

@@ -13,6 +13,7 @@
 
 #include "data/io_util.h"
 #include "engine/serialize.h"
+#include "experiment/lr_schedule.h"
 #include "nets/registry.h"
 
 namespace experiment {
@@ -33,6 +34,7 @@ constexpr const char* kArgsFormat = "mura-engine-args-v1";
 template <typename Options, typename Visit>
 void visit_options(Options& o, Visit&& visit) {
   visit("arch", o.arch);
+  visit("recipe", o.recipe);
   visit("data", o.data);
   visit("synthetic_dir", o.synthetic_dir);
   visit("synthetic_patients", o.synthetic_patients);
@@ -44,6 +46,13 @@ void visit_options(Options& o, Visit&& visit) {
   visit("batch_size", o.batch_size);
   visit("lr", o.lr);
   visit("optimizer", o.optimizer);
+  visit("weight_decay", o.weight_decay);
+  visit("sched", o.sched);
+  visit("warmup_epochs", o.warmup_epochs);
+  visit("decay_epochs", o.decay_epochs);
+  visit("decay_rate", o.decay_rate);
+  visit("min_lr", o.min_lr);
+  visit("patience_epochs", o.patience_epochs);
   visit("head", o.head);
   visit("input_size", o.input_size);
   visit("preprocess", o.preprocess);
@@ -58,6 +67,7 @@ void visit_options(Options& o, Visit&& visit) {
   visit("out", o.out);
   visit("resume", o.resume);
   visit("early_stopping", o.early_stopping);
+  visit("best_metric", o.best_metric);
   visit("deterministic", o.deterministic);
   visit("memory_efficient", o.memory_efficient);
   visit("test_checkpoint", o.test_checkpoint);
@@ -81,6 +91,10 @@ std::string option_text(const nlohmann::json& value) {
   if (!value.is_number_float()) return value.dump();
   const double v = value.get<double>();
   char buffer[64];
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {  // a whole number as one: "30", not "3e+01"
+    std::snprintf(buffer, sizeof buffer, "%.0f", v);
+    return buffer;
+  }
   for (int precision = 1; precision <= 17; ++precision) {
     std::snprintf(buffer, sizeof buffer, "%.*g", precision, v);
     if (std::strtod(buffer, nullptr) == v) break;
@@ -166,6 +180,9 @@ std::string option_flag(const std::string& key) {
   return flag;
 }
 
+// Not listed, so fixed for a run: everything that shapes what it computes, among them recipe, weight_decay,
+// the schedule (sched, warmup_epochs, decay_epochs, decay_rate, min_lr, patience_epochs) and best_metric
+// (which epoch was best, and the plateau state, were decided by it).
 bool resume_may_change(const std::string& key) {
   static const std::set<std::string> keys = {"epochs",           "workers",          "quiet",
                                              "device",           "early_stopping",   "test_checkpoint",
@@ -208,6 +225,12 @@ TrainOptions resumed_options(const TrainOptions& command, const TrainOptions& ru
                " " + option_text(recorded) + " but this command says " + flag + " " + option_text(value) +
                "; pass the run's settings or leave the flag out";
   });
+  // Cosine's horizon is --epochs: a longer or shorter run would change the schedule of the epochs done.
+  if (run.sched == "cosine" && o.epochs != run.epochs)
+    refused += (refused.empty() ? "" : "\n") + std::string("--resume: the run in ") + command.out +
+               " follows --sched cosine over --epochs " + std::to_string(run.epochs) +
+               ", which cannot change on resume (this command says --epochs " + std::to_string(o.epochs) +
+               "); start a new run (--config " + command.out + "/args.json --out NEW) for another length";
   if (!refused.empty()) file_error(refused);
   return o;
 }
@@ -216,6 +239,77 @@ TrainOptions configured_options(const TrainOptions& command, const TrainOptions&
                                 const std::function<bool(const std::string& flag)>& given) {
   return merged_options(command, config, given, [](const std::string&, const std::string&, const nlohmann::json&,
                                                    const nlohmann::json&) {});
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Recipes
+
+const std::vector<std::string>& recipe_names() {
+  static const std::vector<std::string> names = {"study", "mura-paper"};
+  return names;
+}
+
+Recipe recipe_settings(const std::string& recipe, const std::string& default_arch, const std::vector<std::string>& archs) {
+  Recipe r;
+  TrainOptions& o = r.options;
+  o.arch = default_arch;
+  if (recipe == "mura-paper") {
+    o.arch = "densenet169";
+    o.input_size = 320;
+    o.head = "gap";
+    o.flavor = "torch";
+    o.preprocess = "torch";
+    o.resize = "bilinear";
+    o.augment = true;
+    o.rotation = 30;
+    o.class_weights = true;
+    o.optimizer = "adam-torch";
+    o.lr = 1e-4;
+    o.sched = "plateau";
+    o.decay_rate = 0.1;
+    o.patience_epochs = 1;
+    o.best_metric = "val_loss";
+    o.batch_size = 8;
+  } else if (recipe != "study") {
+    std::string list;
+    for (const std::string& name : recipe_names()) list += (list.empty() ? "" : ", ") + name;
+    file_error("--recipe '" + recipe + "' is not one of: " + list);
+  }
+  if (std::find(archs.begin(), archs.end(), o.arch) != archs.end()) r.keys.push_back("arch");
+  for (const char* key : {"input_size", "head", "flavor", "preprocess", "resize", "augment", "rotation",
+                          "class_weights", "optimizer", "lr", "sched", "decay_rate", "patience_epochs", "best_metric",
+                          "batch_size"})
+    r.keys.push_back(key);
+  return r;
+}
+
+TrainOptions apply_recipe(const TrainOptions& command, const std::string& default_arch,
+                          const std::vector<std::string>& archs, const std::function<bool(const std::string& flag)>& given) {
+  const Recipe r = recipe_settings(command.recipe, default_arch, archs);
+  const auto sets = [&](const std::string& flag) {
+    return std::any_of(r.keys.begin(), r.keys.end(), [&](const std::string& key) { return option_flag(key) == flag; });
+  };
+  // The recipe's value for each flag it sets and the command did not give; the command's for the rest.
+  return merged_options(command, r.options, [&](const std::string& flag) { return given(flag) || !sets(flag); },
+                        [](const std::string&, const std::string&, const nlohmann::json&, const nlohmann::json&) {});
+}
+
+std::string recipe_flags_text(const std::string& recipe, const std::string& default_arch,
+                              const std::vector<std::string>& archs) {
+  const Recipe r = recipe_settings(recipe, default_arch, archs);
+  nlohmann::json values;
+  visit_options(r.options, [&](const char* key, const auto& value) { values[key] = value; });
+  std::string text;
+  for (const std::string& key : r.keys) {
+    const nlohmann::json& value = values[key];
+    text += (text.empty() ? "" : " ") + option_flag(key);
+    if (value.is_boolean()) {
+      if (!value.get<bool>()) text += "=false";
+    } else {
+      text += " " + option_text(value);
+    }
+  }
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -249,8 +343,11 @@ void write_checkpoint(const std::string& path, const nets::Net& net, const engin
       {"seed", std::to_string(o.seed)},
       {"data_order", "loader order and augmentation of epoch e are functions of (seed, e); next epoch " +
                          std::to_string(progress.epoch)},
-      {"best_val_loss", g9(progress.best_val_loss)},
+      {"best_metric", progress.best_metric},
+      {"best_" + progress.best_metric, g9(progress.best_value)},
       {"bad_epochs", std::to_string(progress.bad_epochs)},
+      {"lr_reductions", std::to_string(progress.lr_reductions)},
+      {"plateau_wait", std::to_string(progress.plateau_wait)},
   };
   engine::save_tensors(path, tensors, metadata);
 }
@@ -322,6 +419,8 @@ CheckpointSettings checkpoint_settings(const std::map<std::string, std::string>&
   integer("epoch", false, 0, kMaxCount, s.epoch);
   integer("step", false, 0, kMaxCount, s.step);
   integer("bad_epochs", false, 0, kMaxCount, s.bad_epochs);
+  integer("lr_reductions", false, 0, kMaxCount, s.lr_reductions);
+  integer("plateau_wait", false, 0, kMaxCount, s.plateau_wait);
   if (const std::string* text = find("seed", false)) {
     const char *begin = text->data(), *end = begin + text->size();
     const auto [ptr, ec] = std::from_chars(begin, end, s.seed);
@@ -331,10 +430,20 @@ CheckpointSettings checkpoint_settings(const std::map<std::string, std::string>&
   if (const std::string* text = find("lr", false))
     if (!parse_file_double(*text, s.lr) || !std::isfinite(s.lr) || s.lr <= 0)
       file_error(source + ": metadata lr " + shown(*text) + " is not a positive number");
-  s.best_val_loss = INFINITY;
-  if (const std::string* text = find("best_val_loss", false))
-    if (!parse_file_double(*text, s.best_val_loss) || std::isnan(s.best_val_loss) || s.best_val_loss < 0)
+  s.best_metric = "val_loss";  // a checkpoint from before --best-metric
+  choice("best_metric", false, best_metric_names(), s.best_metric);
+  const std::string best_key = "best_" + s.best_metric;
+  s.best_value = metric_none_yet(s.best_metric);
+  if (const std::string* text = find(best_key.c_str(), false)) {
+    double& v = s.best_value;
+    const bool number = parse_file_double(*text, v) && !std::isnan(v);
+    if (s.best_metric == "val_loss" && !(number && v >= 0))
       file_error(source + ": metadata best_val_loss " + shown(*text) + " is not a non-negative number or inf");
+    const double low = s.best_metric == "val_kappa" ? -1 : 0;
+    if (s.best_metric != "val_loss" && !(number && (v == -INFINITY || (v >= low && v <= 1))))
+      file_error(source + ": metadata " + best_key + " " + shown(*text) + " is not a number in [" + g9(low) +
+                 ", 1] or -inf");
+  }
   return s;
 }
 

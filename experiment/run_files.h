@@ -9,13 +9,15 @@
 //
 // A checkpoint (safetensors) holds "model.<name>" (parameters and BN statistics), "optim.<name>" (the
 // optimizer's state) and metadata: format = mura-engine-checkpoint-v1, the net's settings (arch, head,
-// flavor, input_size, preprocess, resize), optimizer, lr, epoch (epochs completed), step (optimizer steps),
-// seed, data_order, best_val_loss, bad_epochs. Every field is validated where a checkpoint is read
+// flavor, input_size, preprocess, resize), optimizer, lr (the base, --lr), epoch (epochs completed), step
+// (optimizer steps), seed, data_order, best_metric and best_<metric> (e.g. best_val_loss), bad_epochs, and the
+// plateau schedule's lr_reductions and plateau_wait. Every field is validated where a checkpoint is read
 // (checkpoint_settings): a value out of range or not among the known choices is an error naming the file
 // and the key, never a crash or an allocation sized by the file.
 //
 // Resuming (--resume): the settings of the run come from its args.json; the command line may change only
-// the settings resume_may_change() lists (epochs, workers, quiet, device, ...). resumed_options() merges.
+// the settings resume_may_change() lists (epochs, workers, quiet, device, ...), and not --epochs under
+// --sched cosine (its horizon). resumed_options() merges.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -34,6 +36,9 @@ namespace experiment {
 // The options of a training run (the flags of train_densenet / train_irv2; experiment/trainer.h).
 struct TrainOptions {
   std::string arch = "densenet201";
+  // The recipe whose settings were the defaults (apply_recipe): study (the study's, the defaults below) |
+  // mura-paper (the MURA paper's). Recorded; flags given beside it override its settings.
+  std::string recipe = "study";
   std::string data;     // a MURA-v1.1 root; "" = the synthetic set
   std::string synthetic_dir;  // "" = ${XDG_CACHE_HOME:-~/.cache}/mura-engine/synthetic-v2-p<patients>
   int synthetic_patients = 56;  // train patients of the synthetic set (valid: a quarter of it)
@@ -45,6 +50,14 @@ struct TrainOptions {
   int64_t batch_size = 32;
   double lr = 1e-5;
   std::string optimizer = "adam-keras";  // adam-keras | adam-torch
+  double weight_decay = 0;  // decoupled (AdamW): p -= lr * weight_decay * p with every step
+  // The learning-rate schedule (experiment/lr_schedule.h; timm's flag names and defaults).
+  std::string sched = "constant";  // constant | cosine | step | plateau
+  int64_t warmup_epochs = 0;       // linear warm-up, per step
+  int64_t decay_epochs = 90;       // step: epochs between decays
+  double decay_rate = 0.1;         // step, plateau: the factor of each decay
+  double min_lr = 0;               // cosine's end, plateau's floor
+  int64_t patience_epochs = 10;    // plateau: epochs without improvement before a decay
   std::string head = "flatten";
   int64_t input_size = 224;
   std::string preprocess = "study";
@@ -58,7 +71,10 @@ struct TrainOptions {
   int workers = 2;
   std::string out;
   bool resume = false;
-  int64_t early_stopping = 0;  // epochs without a val-loss improvement before stopping; 0 = off
+  int64_t early_stopping = 0;  // epochs without an improvement of best_metric before stopping; 0 = off
+  // The metric that picks best.safetensors and drives --early-stopping and the plateau schedule:
+  // val_loss | val_auroc | val_kappa (experiment/lr_schedule.h).
+  std::string best_metric = "val_loss";
   bool deterministic = false;
   bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward (nets/densenet.h)
   std::string test_checkpoint = "last";  // which weights the final test uses: last | best
@@ -104,6 +120,29 @@ TrainOptions resumed_options(const TrainOptions& command, const TrainOptions& ru
 TrainOptions configured_options(const TrainOptions& command, const TrainOptions& config,
                                 const std::function<bool(const std::string& flag)>& given);
 
+// --- Recipes (--recipe): named sets of defaults ---
+//   study       the study's settings: the TrainOptions defaults (the program's own architecture)
+//   mura-paper  the MURA paper's (Rajpurkar et al. 2017): DenseNet-169 (train_densenet; train_irv2 keeps
+//               Inception-ResNet-v2), 320 px, the gap head (a single sigmoid output after global pooling),
+//               torch batch-norm, ImageNet normalisation (preprocess torch, bilinear resizing), random
+//               horizontal flips and rotations up to 30 degrees, per-body-part class weights, Adam (PyTorch)
+//               at 1e-4 divided by 10 when the val loss has not improved for 1 epoch, batch 8.
+const std::vector<std::string>& recipe_names();
+// The settings `recipe` sets, as TrainOptions (the other fields: defaults) and the args.json keys it sets
+// (every recipe sets the same keys, but arch, which is set only where the program has the recipe's net:
+// `archs`; the study's arch is `default_arch`). Throws a user error for an unknown recipe.
+struct Recipe {
+  TrainOptions options;
+  std::vector<std::string> keys;
+};
+Recipe recipe_settings(const std::string& recipe, const std::string& default_arch, const std::vector<std::string>& archs);
+// `command` with the settings of its recipe (command.recipe) where their flag was not given.
+TrainOptions apply_recipe(const TrainOptions& command, const std::string& default_arch,
+                          const std::vector<std::string>& archs, const std::function<bool(const std::string& flag)>& given);
+// What a recipe sets, as flags: "--arch densenet169 --input-size 320 ... --batch-size 8" (for --help).
+std::string recipe_flags_text(const std::string& recipe, const std::string& default_arch,
+                              const std::vector<std::string>& archs);
+
 // --- Nets ---
 
 // Builds a net by arch name (nets::make_net: the study's four and "densenet_tiny", for tests and quick
@@ -123,8 +162,10 @@ struct CheckpointInfo {
 // What a checkpoint records beyond the tensors (see the top of this file).
 struct CheckpointProgress {
   int64_t epoch = 0;  // epochs completed
-  double best_val_loss = 0;
-  int64_t bad_epochs = 0;  // epochs since the best val loss
+  double best_value = 0;  // the best value of best_metric so far (metric_none_yet before any)
+  int64_t bad_epochs = 0;  // epochs since the best value
+  std::string best_metric = "val_loss";  // --best-metric
+  int64_t lr_reductions = 0, plateau_wait = 0;  // the plateau schedule's state (PlateauState)
 };
 void write_checkpoint(const std::string& path, const nets::Net& net, const engine::Optimizer& optimizer,
                       const TrainOptions& options, const CheckpointProgress& progress);
@@ -132,16 +173,19 @@ void write_checkpoint(const std::string& path, const nets::Net& net, const engin
 CheckpointInfo read_checkpoint(const std::string& path);
 
 // The checkpoint metadata, validated: input_size within [kMinInputSize, kMaxInputSize]; epoch, step,
-// bad_epochs non-negative integers (at most kMaxCount); seed an unsigned 64-bit integer; lr a positive
-// finite number; best_val_loss a non-negative number or inf (none yet); arch, head, flavor, preprocess,
-// resize, optimizer among the known choices. The net's keys (arch, head, flavor, input_size, preprocess,
-// resize) are required; the others are checked when present (absent: 0 / inf / ""). Errors name `source`
-// (the file) and the key: "runs/x/checkpoints/last.safetensors: metadata input_size 'abc' is not an integer".
+// bad_epochs, lr_reductions, plateau_wait non-negative integers (at most kMaxCount); seed an unsigned 64-bit
+// integer; lr a positive finite number; best_metric one of val_loss, val_auroc, val_kappa (absent: val_loss,
+// as every checkpoint before --best-metric) and its best value under the key "best_<metric>": best_val_loss
+// a non-negative number or inf, best_val_auroc in [0, 1], best_val_kappa in [-1, 1], either or -inf (none
+// yet); arch, head, flavor, preprocess, resize, optimizer among the known choices. The net's keys (arch,
+// head, flavor, input_size, preprocess, resize) are required; the others are checked when present (absent:
+// 0 / none yet / ""). Errors name `source` (the file) and the key: "runs/x/checkpoints/last.safetensors:
+// metadata input_size 'abc' is not an integer".
 struct CheckpointSettings {
-  std::string arch, head, flavor, preprocess, resize, optimizer;
-  int64_t input_size = 0, epoch = 0, step = 0, bad_epochs = 0;
+  std::string arch, head, flavor, preprocess, resize, optimizer, best_metric;
+  int64_t input_size = 0, epoch = 0, step = 0, bad_epochs = 0, lr_reductions = 0, plateau_wait = 0;
   uint64_t seed = 0;
-  double lr = 0, best_val_loss = 0;
+  double lr = 0, best_value = 0;
 };
 constexpr int64_t kMinInputSize = 32, kMaxInputSize = 1024, kMaxCount = int64_t{1} << 40;
 CheckpointSettings checkpoint_settings(const std::map<std::string, std::string>& metadata, const std::string& source);

@@ -20,6 +20,7 @@
 #include "engine/serialize.h"
 #include "engine/training_step.h"
 #include "experiment/chart_png.h"
+#include "experiment/lr_schedule.h"
 #include "experiment/run_guard.h"
 #include "experiment/svg.h"
 #include "experiment/tensorboard.h"
@@ -50,6 +51,12 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   std::string arch_list;
   for (const std::string& a : archs) arch_list += (arch_list.empty() ? "" : "|") + a;
   if (archs.size() > 1) f.add("--arch", &o.arch, "architecture: " + arch_list + " (densenet_tiny: tests only)", "A");
+  // o.arch is the program's default architecture here.
+  const Recipe paper = recipe_settings("mura-paper", o.arch, archs);
+  const bool paper_net = std::find(paper.keys.begin(), paper.keys.end(), "arch") != paper.keys.end();
+  f.add("--recipe", &o.recipe, "a set of defaults (flags given beside it override them; recorded in args.json): "
+        "study (the defaults listed here: the study's) | mura-paper (the MURA paper's: " +
+        recipe_flags_text("mura-paper", o.arch, archs) + (paper_net ? "" : "; the net stays " + o.arch) + ")", "R");
   f.add("--data", &o.data, "a MURA-v1.1 root (the folder with train_image_paths.csv); absent = the synthetic set, "
                            "generated once into a cache folder", "DIR");
   f.add("--synthetic-dir", &o.synthetic_dir, "where the synthetic set is cached (default: "
@@ -64,6 +71,18 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add("--batch-size", &o.batch_size, "batch size");
   f.add("--lr", &o.lr, "learning rate");
   f.add("--optimizer", &o.optimizer, "adam-keras (epsilon 1e-7 on sqrt(v), the study's) | adam-torch", "O");
+  f.add("--weight-decay", &o.weight_decay, "decoupled weight decay (AdamW, as torch.optim.AdamW): every parameter "
+        "p -= lr * X * p with each step; 0 = none (the study)", 0.0, 1e6);
+  f.add("--sched", &o.sched, "learning-rate schedule: constant (the study's) | cosine (to --min-lr over --epochs) | "
+        "step (x --decay-rate every --decay-epochs) | plateau (x --decay-rate when --best-metric has not improved "
+        "for --patience-epochs epochs)", "S");
+  f.add("--warmup-epochs", &o.warmup_epochs, "linear learning-rate warm-up over the first N epochs, per step "
+        "(from lr/steps up to the scheduled value); 0 = none", 0, kMaxCount);
+  f.add("--decay-epochs", &o.decay_epochs, "--sched step: epochs between decays", 1, kMaxCount);
+  f.add("--decay-rate", &o.decay_rate, "--sched step, plateau: the factor of each decay (0.1 divides by 10)", 0.0, 1.0);
+  f.add("--min-lr", &o.min_lr, "--sched cosine: the last learning rate; plateau: the floor", 0.0, 1e6);
+  f.add("--patience-epochs", &o.patience_epochs, "--sched plateau: epochs without an improvement of --best-metric "
+        "before a decay (Keras's patience; timm's and torch's count one more)", 1, kMaxCount);
   f.add("--head", &o.head, "flatten (the study's Flatten + Dense(1)) | gap (global average pool + Dense(1))", "H");
   f.add("--input-size", &o.input_size, "input height and width in pixels");
   f.add("--preprocess", &o.preprocess, "study (x/255, the study's) | torch (ImageNet mean/std) | tf (x/127.5 - 1)", "P");
@@ -79,7 +98,10 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add_switch("--resume", &o.resume, "continue a run from its checkpoints/last.safetensors (exactly): the run "
                                       "named after it (--resume RUN_DIR) or the one in --out");
   f.allow_positional("RUN_DIR", "with --resume: the run folder to continue (the same as --out RUN_DIR)");
-  f.add("--early-stopping", &o.early_stopping, "stop after N epochs without a lower val loss; 0 = off");
+  f.add("--early-stopping", &o.early_stopping, "stop after N epochs without an improvement of --best-metric; 0 = off");
+  f.add("--best-metric", &o.best_metric, "the validation metric that picks best.safetensors and drives "
+        "--early-stopping and --sched plateau: val_loss (lower is better) | val_auroc (image level) | val_kappa "
+        "(study level, MURA's)", "M");
   f.add_switch("--deterministic", &o.deterministic, "deterministic GPU algorithms, no TF32 (the CPU always is)");
   f.add_switch("--memory-efficient", &o.memory_efficient,
                "DenseNet: recompute each BN+ReLU in backward instead of keeping it (about 15% of the activation "
@@ -101,8 +123,9 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "checkpoints/{last,best,epoch_NNN}.safetensors, test/{metrics.json,report.md,predictions_images.csv,\n"
       "predictions_studies.csv}, train.log (every message of the run, appended on --resume).\n"
       "--resume takes every setting not given on the command line from the run's args.json; of those given,\n"
-      "only --epochs, --workers, --quiet, --device, --early-stopping, --test-checkpoint, --checkpoint-hist,\n"
-      "--deterministic, --memory-efficient and --max-bad-fraction may differ from the run's.\n"
+      "only --epochs (not under --sched cosine), --workers, --quiet, --device, --early-stopping,\n"
+      "--test-checkpoint, --checkpoint-hist, --deterministic, --memory-efficient and --max-bad-fraction may\n"
+      "differ from the run's.\n"
       "--config FILE starts a new run (a new --out) with the settings of a saved args.json; flags override them.");
 }
 
@@ -185,7 +208,8 @@ struct Run {
   const InterruptGuard* interrupt = nullptr;             // set while the epochs run
   // the state that resume restores and every epoch advances
   int64_t start_epoch = 0;
-  CheckpointProgress progress{0, INFINITY, 0};
+  CheckpointProgress progress{0, INFINITY, 0};  // best_value and best_metric: set by check_options
+  LrScheduleOptions schedule;                   // the learning-rate schedule of the options
   TrainResult result;
 };
 
@@ -209,6 +233,8 @@ void check_options(Run& run) {
   make_paths_absolute(o);
   check_choice("--optimizer", o.optimizer, {"adam-keras", "adam-torch"});
   check_choice("--test-checkpoint", o.test_checkpoint, {"last", "best"});
+  check_choice("--best-metric", o.best_metric, best_metric_names());
+  check_choice("--recipe", o.recipe, recipe_names());
   ENGINE_USER_CHECK(nets::parse_head(o.head) != nets::Head::imagenet)
       << "--head imagenet has 1000 classes; use flatten or gap for MURA";
   nets::parse_flavor(o.flavor);  // throws, naming the flavours, for an unknown one
@@ -220,6 +246,15 @@ void check_options(Run& run) {
   ENGINE_USER_CHECK(o.early_stopping >= 0) << "--early-stopping must not be negative";
   ENGINE_USER_CHECK(o.max_bad_fraction >= 0 && o.max_bad_fraction <= 1)
       << "--max-bad-fraction must be between 0 and 1, got " << o.max_bad_fraction;
+  ENGINE_USER_CHECK(o.weight_decay >= 0 && std::isfinite(o.weight_decay))
+      << "--weight-decay must not be negative, got " << o.weight_decay;
+  run.schedule = {o.sched, o.lr, o.epochs, o.warmup_epochs, o.decay_epochs, o.decay_rate, o.min_lr, o.patience_epochs};
+  check_lr_schedule(run.schedule);
+  if (o.sched == "step" && o.decay_epochs >= o.epochs)
+    message("note: --sched step with --decay-epochs %lld never decays in %lld epochs\n",
+            static_cast<long long>(o.decay_epochs), static_cast<long long>(o.epochs));
+  run.progress.best_metric = o.best_metric;
+  run.progress.best_value = metric_none_yet(o.best_metric);
 
   data::LoaderOptions& lo = run.train_loader_options;
   lo.batch_size = o.batch_size;
@@ -299,7 +334,9 @@ void build_model(Run& run) {
   run.arena = std::make_unique<engine::ParameterArena>(run.net->named_parameters());
   const float lr = static_cast<float>(o.lr);
   run.adam = std::make_unique<engine::Adam>(
-      *run.arena, o.optimizer == "adam-keras" ? engine::Adam::keras(lr) : engine::Adam::pytorch(lr));
+      *run.arena, engine::Adam::decoupled_weight_decay(
+                      o.optimizer == "adam-keras" ? engine::Adam::keras(lr) : engine::Adam::pytorch(lr),
+                      static_cast<float>(o.weight_decay)));
   run.step = std::make_unique<engine::TrainingStep>(*run.net, *run.arena, run.adam.get());
 }
 
@@ -337,9 +374,15 @@ void resume(Run& run) {
         << "--resume: the run in " << o.out << " used " << option_flag(key) << " " << checkpoint_value(last.metadata, key)
         << " but this command says " << option_flag(key) << " " << now
         << "; pass the run's settings or leave the flag out";
-  for (const char* key : {"epoch", "step", "best_val_loss", "bad_epochs"})
+  ENGINE_USER_CHECK(saved.best_metric == o.best_metric)
+      << "--resume: " << run.last_path << " chose its best epoch by " << saved.best_metric << " but the run says "
+      << "--best-metric " << o.best_metric << "; pass --best-metric " << saved.best_metric;
+  for (const std::string& key : {std::string("epoch"), std::string("step"), "best_" + saved.best_metric,
+                                 std::string("bad_epochs")})
     ENGINE_USER_CHECK(last.metadata.count(key)) << run.last_path << ": checkpoint metadata has no '" << key
                                            << "', which --resume needs";
+  ENGINE_USER_CHECK(o.sched != "plateau" || last.metadata.count("lr_reductions"))
+      << run.last_path << ": checkpoint metadata has no 'lr_reductions', which --resume needs under --sched plateau";
   run.net->load_state(last.model);
   for (const auto& [name, t] : run.adam->state()) {
     auto it = last.optimizer.find(name);
@@ -348,7 +391,8 @@ void resume(Run& run) {
   }
   run.adam->set_step_count(saved.step);
   run.start_epoch = saved.epoch;
-  run.progress = {saved.epoch, saved.best_val_loss, saved.bad_epochs};
+  run.progress = {saved.epoch, saved.best_value, saved.bad_epochs, saved.best_metric, saved.lr_reductions,
+                  saved.plateau_wait};
   const std::string summary = o.out + "/summary.csv";
   if (is_file(summary))
     for (const EpochRow& r : parse_summary_csv(data::read_file_text(summary), summary))
@@ -448,6 +492,9 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
       break;
     }
     if (!loader.next(batch)) break;
+    const PlateauState plateau{run.progress.lr_reductions, run.progress.plateau_wait};
+    run.adam->set_learning_rate(static_cast<float>(scheduled_lr(run.schedule, epoch, run.adam->step_count(),
+                                                                loader.batches_per_epoch(), plateau)));
     const engine::StepResult step =
         run.step->run(batch.images.to(run.device), batch.labels.to(run.device),
                       o.class_weights ? batch.weights.to(run.device) : Tensor());
@@ -490,7 +537,7 @@ int64_t epoch_checkpoint_number(const std::string& name) {
 }
 
 // last (every epoch), epoch_NNN (--checkpoint-hist: the last N kept, older ones deleted; -1 every one) and
-// best (when the val loss improved).
+// best (when --best-metric improved).
 void write_epoch_checkpoints(const Run& run, bool improved) {
   const int64_t epoch = run.progress.epoch, keep = run.o.checkpoint_hist;
   write_checkpoint(run.last_path, *run.net, *run.adam, run.o, run.progress);
@@ -532,6 +579,8 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   row.train_acc = pass.seen ? static_cast<double>(pass.correct) / static_cast<double>(pass.seen) : NAN;
   row.val_loss = val.overall.image.loss;
   row.val_acc = val.overall.image.accuracy;
+  row.val_auroc = val.overall.image.auroc;
+  row.val_kappa = val.overall.study.kappa;
   row.seconds = now_seconds() - t0;
   row.images_per_s = train_seconds > 0 ? static_cast<double>(pass.seen) / train_seconds : 0;
   row.lr = run.adam->learning_rate();
@@ -542,20 +591,30 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   progress.finish(summary);
 
   CheckpointProgress& p = run.progress;
-  const bool improved = row.val_loss < p.best_val_loss;
+  const double monitored = o.best_metric == "val_loss" ? row.val_loss
+                           : o.best_metric == "val_auroc" ? row.val_auroc : row.val_kappa;
+  const bool improved = metric_improved(o.best_metric, monitored, p.best_value);
   p.epoch = epoch + 1;
   if (improved) {
-    p.best_val_loss = row.val_loss;
+    p.best_value = monitored;
     p.bad_epochs = 0;
   } else {
     ++p.bad_epochs;
   }
+  const PlateauState plateau =
+      plateau_after_epoch(run.schedule, {p.lr_reductions, p.plateau_wait}, improved);
+  if (plateau.reductions > p.lr_reductions && epoch + 1 < o.epochs)
+    message("%s has not improved for %lld epoch(s): learning rate %s from epoch %lld\n", o.best_metric.c_str(),
+            static_cast<long long>(o.patience_epochs), g9(epoch_lr(run.schedule, epoch + 1, plateau)).c_str(),
+            static_cast<long long>(epoch + 2));
+  p.lr_reductions = plateau.reductions;
+  p.plateau_wait = plateau.wait;
   write_epoch_checkpoints(run, improved);
   data::write_file_atomic(o.out + "/summary.csv", summary_csv(run.result.rows));
   write_run_curves(o.out, run.result.rows, o.arch + " training curves", run.start_wall_time);
   if (o.early_stopping > 0 && p.bad_epochs >= o.early_stopping && epoch + 1 < o.epochs) {
-    message("early stopping: no lower val loss in %lld epochs (best %.4f)\n",
-            static_cast<long long>(p.bad_epochs), p.best_val_loss);
+    message("early stopping: no better %s in %lld epochs (best %.4f)\n", o.best_metric.c_str(),
+            static_cast<long long>(p.bad_epochs), p.best_value);
     return EpochEnd::early_stop;
   }
   return EpochEnd::next;
@@ -675,6 +734,16 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
     return 2;
   }
   try {
+    // --recipe: its settings for the flags not given. They count as given against --config's file below;
+    // on --resume they are not (the run's own settings stand, and the recipe must be the run's).
+    const auto given = [&](const std::string& flag) { return flags.given(flag); };
+    if (flags.given("--recipe")) options = apply_recipe(options, default_arch, archs, given);
+    const Recipe recipe = recipe_settings(options.recipe, default_arch, archs);
+    const auto given_or_recipe = [&](const std::string& flag) {
+      return flags.given(flag) || (flags.given("--recipe") &&
+                                   std::any_of(recipe.keys.begin(), recipe.keys.end(),
+                                               [&](const std::string& key) { return option_flag(key) == flag; }));
+    };
     // --resume: the run's own settings for every flag not given; a given one that may not change must match.
     make_paths_absolute(options);
     // `--resume RUN_DIR`: --resume is a switch, so the folder after it arrives as the positional argument.
@@ -691,7 +760,7 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
     if (!config.empty()) {
       ENGINE_USER_CHECK(!options.resume) << "--config starts a new run and --resume continues one; pass one of them "
                                             "(a resumed run's settings are its own args.json)";
-      options = configured_options(options, read_train_options(config), [&](const std::string& flag) { return flags.given(flag); });
+      options = configured_options(options, read_train_options(config), given_or_recipe);
     }
     if (options.resume) {
       if (options.out.empty()) options.out = default_out(options);

@@ -2,7 +2,8 @@
 //
 // A run: resolve the data (a MURA root, or the synthetic set generated once into a cache folder), make the
 // split (or read it back when resuming), build the net, load ImageNet weights (or say loudly that it is
-// random), then epochs of Adam on BCE with a validation pass after each, a summary row, checkpoints and a
+// random), then epochs of Adam (AdamW with --weight-decay) on BCE, the learning rate set before every step by
+// the schedule (experiment/lr_schedule.h), with a validation pass after each, a summary row, checkpoints and a
 // progress display; at the end the test split is evaluated (image and study level) and written out.
 // Everything that can be wrong with the inputs (data, weights, flags) is checked before --out is created,
 // so a failed start leaves no half-written output folder.
@@ -13,16 +14,18 @@
 // Output folder:
 //   args.json                  the options and what they resolved to (data root, device); run_files.h
 //   split/{train,validation,test}.csv, split.txt
-//   summary.csv                epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr
+//   summary.csv                epoch,train_loss,train_acc,val_loss,val_acc,val_auroc,val_kappa,epoch_seconds,
+//                              images_per_s,lr (the learning rate of the epoch's last step)
 //   curves.svg, curves.png     the study's five panels: train loss, val loss, train acc., val acc., epoch time
 //   tensorboard/events.out.tfevents.<start>.mura-engine   the summary.csv scalars per epoch (TensorBoard)
-//   checkpoints/last.safetensors, best.safetensors (lowest val loss), epoch_NNN.safetensors (--checkpoint-hist)
+//   checkpoints/last.safetensors, best.safetensors (best --best-metric), epoch_NNN.safetensors (--checkpoint-hist)
 //   test/metrics.json, report.md, predictions_images.csv, predictions_studies.csv
 //   train.log                  every message of the run (stderr's lines, the epoch summaries), appended on resume
 // A checkpoint holds "model.<name>" (parameters and BN statistics), "optim.<name>" (Adam's moments) and
-// metadata: the format, epoch (epochs completed), optimizer step, seed, the net's settings, best val loss
-// and the early-stopping count. The data order and augmentation of epoch e are functions of (seed, e), so
-// (seed, epoch) is the whole RNG state: resuming from last continues exactly as an uninterrupted run.
+// metadata: the format, epoch (epochs completed), optimizer step, seed, the net's settings, the best value of
+// --best-metric, the early-stopping count and the plateau schedule's state. The data order and augmentation
+// of epoch e are functions of (seed, e), so (seed, epoch) is the whole RNG state, and the learning rate is a
+// function of (epoch, step, plateau state): resuming from last continues exactly as an uninterrupted run.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -43,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   }
   if (s.input_size < experiment::kMinInputSize || s.input_size > experiment::kMaxInputSize) std::abort();
   if (s.epoch < 0 || s.step < 0 || s.bad_epochs < 0) std::abort();
-  if (std::isnan(s.best_val_loss) || s.best_val_loss < 0) std::abort();
+  if (std::isnan(s.best_value) || (s.best_metric == "val_loss" && s.best_value < 0)) std::abort();
   if (metadata.count("lr") && !(s.lr > 0 && std::isfinite(s.lr))) std::abort();
 
   const data::LoaderOptions lo = experiment::eval_loader_options(metadata, 8, 1, "fuzz.safetensors");

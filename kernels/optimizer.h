@@ -8,7 +8,9 @@
 // Adam, Keras convention (keras.optimizers.Adam): epsilon is added to the uncorrected sqrt(v):
 //   alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)
 //   p -= alpha * m / (sqrt(v) + eps)
-// Decoupled weight decay (AdamW, Keras weight_decay): p -= lr * weight_decay * p before the update.
+// Decoupled weight decay (AdamW, Keras weight_decay): p -= lr * weight_decay * p before the update (PyTorch
+// rounds it as p *= float(1 - lr * weight_decay), Keras as p -= (p * weight_decay) * lr: each convention
+// follows its framework).
 //
 // SGD with momentum (PyTorch convention, no dampening):
 //   g' = g + weight_decay * p;  buf = momentum * buf + g';  p -= lr * (nesterov ? g' + momentum * buf : buf)

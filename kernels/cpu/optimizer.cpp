@@ -4,8 +4,8 @@
 //                   p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
 //   Adam (Keras):   same m, v;  alpha = lr sqrt(1-b2^t) / (1-b1^t)
 //                   p -= alpha * m / (sqrt(v) + eps)
-//   Decoupled weight decay (AdamW, Keras weight_decay): p -= lr * wd * p before the update, and
-//   then no L2 term.
+//   Decoupled weight decay (AdamW) before the update, and then no L2 term, rounded as each framework
+//   does: PyTorch (torch.optim.AdamW) p *= float(1 - lr * wd); Keras (weight_decay) p -= (p * wd) * lr.
 //   SGD (PyTorch):  g' = g + wd p;  buf = mu buf + g';  p -= lr * (nesterov ? g' + mu buf : buf)
 // The per-step factors (bias corrections, step sizes) are computed once in double; the per-element
 // arithmetic is float, in the order the reference framework uses. Every element is independent, so
@@ -35,10 +35,12 @@ void adam_update(int64_t n, float* params, const float* grads, float* m, float* 
   const float beta1 = h.beta1, beta2 = h.beta2, eps = h.eps;
   const float one_minus_beta1 = static_cast<float>(1.0 - b1);
   const float one_minus_beta2 = static_cast<float>(1.0 - b2);
-  const bool decoupled = h.decoupled_weight_decay;
-  const float l2 = decoupled ? 0.0f : h.weight_decay;
-  const float decay = decoupled ? static_cast<float>(double(h.lr) * double(h.weight_decay)) : 0.0f;
+  const bool decoupled = h.decoupled_weight_decay && h.weight_decay != 0.0f;
+  const float l2 = h.decoupled_weight_decay ? 0.0f : h.weight_decay;
+  const float lr = h.lr, wd = h.weight_decay;
   const bool pytorch = h.convention == AdamConvention::pytorch;
+  // PyTorch's decoupled decay multiplies by one factor, 1 - lr * wd computed in double.
+  const float keep = static_cast<float>(1.0 - double(h.lr) * double(h.weight_decay));
   // PyTorch: step_size = lr / bc1, denominator sqrt(v) / sqrt(bc2) + eps.
   const float step_size = static_cast<float>(double(h.lr) / bias_correction1);
   const float sqrt_bc2 = static_cast<float>(std::sqrt(bias_correction2));
@@ -49,7 +51,7 @@ void adam_update(int64_t n, float* params, const float* grads, float* m, float* 
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
   for (int64_t i = 0; i < n; ++i) {
     float p = params[i];
-    if (decoupled) p -= decay * p;
+    if (decoupled) p = pytorch ? p * keep : p - (p * wd) * lr;
     const float g = grads[i] + l2 * p;  // l2 == 0 when the decay is decoupled
     const float mi = beta1 * m[i] + one_minus_beta1 * g;
     const float vi = beta2 * v[i] + one_minus_beta2 * g * g;

@@ -3,7 +3,8 @@
 //   Adam (PyTorch): g' = g [+ wd p];  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
 //                   p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
 //   Adam (Keras):   same m, v;  p -= (lr sqrt(1-b2^t) / (1-b1^t)) * m / (sqrt(v) + eps)
-//   Decoupled weight decay (AdamW, Keras weight_decay): p -= lr * wd * p first, then no L2 term.
+//   Decoupled weight decay (AdamW) first, then no L2 term: PyTorch p *= float(1 - lr * wd), Keras
+//   p -= (p * wd) * lr.
 //   SGD (PyTorch):  g' = g + wd p;  buf = mu buf + g';  p -= lr * (nesterov ? g' + mu buf : buf)
 // The per-step factors (bias corrections, step sizes) are computed once on the host in double and
 // passed in as floats; the per-element arithmetic is float. One thread per element, grid-stride: every
@@ -29,15 +30,16 @@ struct AdamOp {
   float* m;
   float* v;
   float beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
-  float l2;     // L2 weight decay added to the gradient (0 when decoupled)
-  float decay;  // lr * weight_decay when decoupled, else 0
-  bool decoupled;
+  float l2;        // L2 weight decay added to the gradient (0 when decoupled)
+  float lr, wd;    // Keras's decoupled decay: p - (p * wd) * lr
+  float keep;      // PyTorch's decoupled decay: p * (1 - lr * wd)
+  bool decoupled;  // decoupled decay with wd != 0
   bool pytorch;
   float step_size, sqrt_bc2;  // PyTorch: lr / bc1, sqrt(bc2)
   float alpha;                // Keras: lr * sqrt(bc2) / bc1
   __device__ void operator()(int64_t i) const {
     float p = params[i];
-    if (decoupled) p -= decay * p;
+    if (decoupled) p = pytorch ? __fmul_rn(p, keep) : __fsub_rn(p, __fmul_rn(__fmul_rn(p, wd), lr));  // as the CPU rounds
     const float g = grads[i] + l2 * p;
     const float mi = beta1 * m[i] + one_minus_beta1 * g;
     const float vi = beta2 * v[i] + one_minus_beta2 * g * g;
@@ -94,9 +96,11 @@ void adam_update(int64_t n, float* params, const float* grads, float* m, float* 
   op.one_minus_beta1 = float(1.0 - b1);
   op.one_minus_beta2 = float(1.0 - b2);
   op.eps = h.eps;
-  op.decoupled = h.decoupled_weight_decay;
-  op.l2 = op.decoupled ? 0.0f : h.weight_decay;
-  op.decay = op.decoupled ? float(double(h.lr) * double(h.weight_decay)) : 0.0f;
+  op.decoupled = h.decoupled_weight_decay && h.weight_decay != 0.0f;
+  op.l2 = h.decoupled_weight_decay ? 0.0f : h.weight_decay;
+  op.lr = h.lr;
+  op.wd = h.weight_decay;
+  op.keep = float(1.0 - double(h.lr) * double(h.weight_decay));
   op.pytorch = h.convention == AdamConvention::pytorch;
   op.step_size = float(double(h.lr) / bias_correction1);
   op.sqrt_bc2 = float(std::sqrt(bias_correction2));

@@ -209,7 +209,7 @@ TEST(RunFiles, CheckpointMetadataIsValidated) {
   EXPECT_EQ(s.epoch, 2);
   EXPECT_EQ(s.step, 30);
   EXPECT_EQ(s.seed, 18446744073709551615ull);
-  EXPECT_TRUE(std::isinf(s.best_val_loss));
+  EXPECT_TRUE(std::isinf(s.best_value));
   struct Case {
     std::string key, value, expect;
   };

@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "data/io_util.h"
 #include "engine/serialize.h"
+#include "experiment/lr_schedule.h"
 #include "experiment/trainer.h"
 #include "support/temp_path.h"
 
@@ -135,6 +138,112 @@ TEST(Trainer, ResumeEqualsUninterrupted) {
   EXPECT_EQ(straight.test.overall.image.accuracy, resumed.test.overall.image.accuracy);
   fs::remove_all(o.out);
   fs::remove_all(a.out);
+}
+
+// A schedule with state (plateau on val AUROC, patience 1), a per-step warm-up and AdamW: 2 + 1 epochs
+// equal 3 bit for bit, and each epoch's lr in summary.csv is the schedule's, replayed from the rows.
+TEST(Trainer, ResumeContinuesTheScheduleExactly) {
+  const auto options = [](const std::string& name, int64_t epochs) {
+    TrainOptions o = tiny_options(temp_dir(name));
+    o.images = 60;
+    o.epochs = epochs;
+    o.sched = "plateau";
+    o.patience_epochs = 1;
+    o.decay_rate = 0.5;
+    o.warmup_epochs = 1;
+    o.weight_decay = 0.05;
+    o.best_metric = "val_auroc";
+    return o;
+  };
+  const TrainOptions o = options("sched_straight", 3);
+  const TrainResult straight = run_training(o);
+  TrainOptions a = options("sched_resumed", 2);
+  run_training(a);
+  a.epochs = 3;
+  a.resume = true;
+  const TrainResult resumed = run_training(a);
+  ASSERT_EQ(straight.rows.size(), 3u);
+  ASSERT_EQ(resumed.rows.size(), 3u);
+  EXPECT_EQ(straight.rows[2].train_loss, resumed.rows[2].train_loss);
+  EXPECT_EQ(straight.rows[2].val_loss, resumed.rows[2].val_loss);
+  EXPECT_EQ(straight.rows[2].lr, resumed.rows[2].lr);
+  std::map<std::string, std::string> ma, mb;
+  const auto ta = engine::load_tensors(o.out + "/checkpoints/last.safetensors", &ma);
+  const auto tb = engine::load_tensors(a.out + "/checkpoints/last.safetensors", &mb);
+  for (const char* key : {"step", "best_metric", "best_val_auroc", "bad_epochs", "lr_reductions", "plateau_wait"})
+    EXPECT_EQ(ma.at(key), mb.at(key)) << key;
+  EXPECT_EQ(ma.at("best_metric"), "val_auroc");
+  for (const auto& [name, t] : ta) ASSERT_EQ(t.to_vector(), tb.at(name).to_vector()) << name;
+
+  // The lr column: the warm-up's last step (end of epoch 1) has the full value; then the plateau's.
+  LrScheduleOptions schedule;
+  schedule.sched = "plateau";
+  schedule.lr = o.lr;
+  schedule.patience_epochs = 1;
+  schedule.decay_rate = 0.5;
+  PlateauState plateau;
+  double best = metric_none_yet("val_auroc");
+  for (const EpochRow& r : straight.rows) {
+    EXPECT_EQ(r.lr, static_cast<float>(epoch_lr(schedule, r.epoch - 1, plateau))) << "epoch " << r.epoch;
+    const bool improved = metric_improved("val_auroc", r.val_auroc, best);
+    if (improved) best = r.val_auroc;
+    plateau = plateau_after_epoch(schedule, plateau, improved);
+  }
+  EXPECT_EQ(std::to_string(plateau.reductions), ma.at("lr_reductions"));
+  const std::string summary = data::read_file_text(o.out + "/summary.csv");
+  EXPECT_EQ(summary.substr(0, summary.find('\n')),
+            "epoch,train_loss,train_acc,val_loss,val_acc,val_auroc,val_kappa,epoch_seconds,images_per_s,lr");
+  const std::string args = data::read_file_text(o.out + "/args.json");
+  for (const char* key : {"\"sched\": \"plateau\"", "\"weight_decay\": 0.05", "\"best_metric\": \"val_auroc\""})
+    EXPECT_NE(args.find(key), std::string::npos) << key;
+  fs::remove_all(o.out);
+  fs::remove_all(a.out);
+}
+
+// A run written before --best-metric, the schedules and the val_auroc/val_kappa columns (its checkpoint
+// without best_metric, lr_reductions, plateau_wait; its summary.csv with 8 columns; its args.json without
+// the new keys) still resumes, as a val_loss run with the constant schedule.
+TEST(Trainer, ARunFromBeforeTheScheduleOptionsResumes) {
+  TrainOptions o = tiny_options(temp_dir("older"));
+  o.images = 60;
+  o.epochs = 1;
+  run_training(o);
+  const std::string last = o.out + "/checkpoints/last.safetensors";
+  std::map<std::string, std::string> metadata;
+  const auto tensors = engine::load_tensors(last, &metadata);
+  for (const char* key : {"best_metric", "lr_reductions", "plateau_wait"}) ASSERT_EQ(metadata.erase(key), 1u) << key;
+  engine::NamedTensors named(tensors.begin(), tensors.end());
+  engine::save_tensors(last, named, metadata);
+  const std::string summary = o.out + "/summary.csv";
+  const std::vector<EpochRow> rows = parse_summary_csv(data::read_file_text(summary), summary);
+  ASSERT_EQ(rows.size(), 1u);
+  char line[256];
+  std::snprintf(line, sizeof line, "1,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n", rows[0].train_loss, rows[0].train_acc,
+                rows[0].val_loss, rows[0].val_acc, rows[0].seconds, rows[0].images_per_s, rows[0].lr);
+  data::write_file_atomic(summary, std::string("epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr\n") + line);
+  std::string args = data::read_file_text(o.out + "/args.json");
+  for (const char* key : {"recipe", "weight_decay", "sched", "warmup_epochs", "decay_epochs", "decay_rate", "min_lr",
+                          "patience_epochs", "best_metric"}) {
+    const size_t at = args.find(std::string("\"") + key + "\":");
+    ASSERT_NE(at, std::string::npos) << key;
+    args.erase(at, args.find('\n', at) - at + 1);
+  }
+  data::write_file_atomic(o.out + "/args.json", args);
+  const TrainOptions older = read_train_options(o.out + "/args.json");
+  EXPECT_EQ(older.sched, "constant");
+
+  TrainOptions again = older;
+  again.epochs = 2;
+  again.resume = true;
+  const TrainResult r = run_training(again);
+  ASSERT_EQ(r.rows.size(), 2u);
+  EXPECT_TRUE(std::isnan(r.rows[0].val_auroc)) << "not in the older summary.csv";
+  EXPECT_FALSE(std::isnan(r.rows[1].val_loss));
+  std::map<std::string, std::string> after;
+  engine::load_tensors(last, &after);
+  EXPECT_EQ(after.at("best_metric"), "val_loss");
+  EXPECT_EQ(after.at("epoch"), "2");
+  fs::remove_all(o.out);
 }
 
 // --checkpoint-hist N: the epoch checkpoints of the last N epochs stay, older ones go after each epoch; it

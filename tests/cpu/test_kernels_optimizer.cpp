@@ -161,6 +161,41 @@ TEST(Adam, L2AndDecoupledDecayDifferAsTheFormulasSay) {
   }
 }
 
+// torch.optim.AdamW (PyTorch 1.13, foreach=False) itself: lr 0.01, weight_decay 0.1, eps 1e-8, p0 and three
+// gradients as below; the parameters it printed after each step ("%.9g"):
+//   p = torch.tensor([1.0, -0.5, 0.25, 2.0], requires_grad=True)
+//   opt = torch.optim.AdamW([p], lr=0.01, weight_decay=0.1, eps=1e-8); p.grad = g; opt.step()
+TEST(Adam, DecoupledDecayMatchesTorchAdamW) {
+  AdamHyper h = {};
+  h.lr = 0.01f;
+  h.eps = 1e-8f;
+  h.weight_decay = 0.1f;
+  h.decoupled_weight_decay = true;
+  std::vector<float> p = {1.0f, -0.5f, 0.25f, 2.0f}, m(4, 0.0f), v(4, 0.0f);
+  const std::vector<std::vector<float>> grads = {{0.1f, -0.2f, 0.3f, 1e-3f}, {0.05f, 0.1f, -0.3f, 2e-3f}, {-0.2f, 0.0f, 0.3f, 0.0f}};
+  const double torch_after[3][4] = {{0.989000022, -0.489500016, 0.239749998, 1.98800015},
+                                    {0.978689253, -0.486347139, 0.240036562, 1.97636044},
+                                    {0.979774177, -0.483801991, 0.236438602, 1.96692324}};
+  for (int64_t t = 1; t <= 3; ++t) {
+    cpu::adam_update(4, p.data(), grads[size_t(t - 1)].data(), m.data(), v.data(), t, h);
+    for (size_t i = 0; i < 4; ++i) EXPECT_TRUE(close(p[i], torch_after[t - 1][i], 1e-7, 2e-7)) << "step " << t << " " << i;
+  }
+  // The decay alone (zero gradients, so Adam's own step is 0): torch's param.mul_(1 - lr * wd) printed
+  // 0.999000013, -0.499500006, 0.249750003, 1.99800003; Keras's p - (p * wd) * lr, rounded in float.
+  const float p0[] = {1.0f, -0.5f, 0.25f, 2.0f}, torch_decayed[] = {0.999000013f, -0.499500006f, 0.249750003f, 1.99800003f};
+  const float zero[4] = {};
+  for (AdamConvention convention : {AdamConvention::pytorch, AdamConvention::keras}) {
+    h.convention = convention;
+    std::vector<float> q(p0, p0 + 4), mq(4, 0.0f), vq(4, 0.0f);
+    cpu::adam_update(4, q.data(), zero, mq.data(), vq.data(), 1, h);
+    for (size_t i = 0; i < 4; ++i) {
+      const volatile float decay = p0[i] * h.weight_decay;  // volatile: rounded to float, as Keras does
+      const float keras = p0[i] - decay * h.lr;
+      EXPECT_EQ(q[i], convention == AdamConvention::pytorch ? torch_decayed[i] : keras) << i;
+    }
+  }
+}
+
 // Keras with eps_k = eps_p * sqrt(1 - b2^t) takes exactly PyTorch's step t (docs/derivations.md).
 TEST(Adam, KerasEpsilonIsPytorchEpsilonTimesSqrtOfBiasCorrection) {
   std::mt19937 rng(73);

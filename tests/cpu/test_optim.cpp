@@ -79,6 +79,17 @@ TEST(Adam, DecoupledWeightDecayShrinksFirst) {
   EXPECT_NEAR(p.a.item(), 0.99f - 0.1f, 1e-6f);
 }
 
+// The trainer's --weight-decay: either convention, with the decay switched to decoupled.
+TEST(Adam, DecoupledWeightDecayKeepsTheConvention) {
+  const kernels::AdamHyper keras = Adam::decoupled_weight_decay(Adam::keras(1e-3f), 0.25f);
+  EXPECT_EQ(keras.convention, kernels::AdamConvention::keras);
+  EXPECT_EQ(keras.eps, 1e-7f);
+  EXPECT_EQ(keras.lr, 1e-3f);
+  EXPECT_EQ(keras.weight_decay, 0.25f);
+  EXPECT_TRUE(keras.decoupled_weight_decay);
+  EXPECT_EQ(Adam::decoupled_weight_decay(Adam::pytorch(), 0.0f).convention, kernels::AdamConvention::pytorch);
+}
+
 TEST(Adam, CoupledWeightDecayAddsToTheGradient) {
   TwoParams p;
   ParameterArena arena(p.named());

@@ -64,7 +64,10 @@ INSTANTIATE_TEST_SUITE_P(
                       AdamCase{"keras", kernels::AdamConvention::keras, 0.0f, false, 1},
                       AdamCase{"pytorch_l2", kernels::AdamConvention::pytorch, 0.01f, false, 5},
                       AdamCase{"adamw", kernels::AdamConvention::pytorch, 0.01f, true, 1000},
-                      AdamCase{"keras_decoupled", kernels::AdamConvention::keras, 0.004f, true, 7}),
+                      AdamCase{"keras_decoupled", kernels::AdamConvention::keras, 0.004f, true, 7},
+                      // --weight-decay's decay large enough (lr * wd = 5e-4) to stand above the tolerance
+                      AdamCase{"adamw_strong", kernels::AdamConvention::pytorch, 0.5f, true, 2},
+                      AdamCase{"keras_decoupled_strong", kernels::AdamConvention::keras, 0.5f, true, 2}),
     test_support::case_name<AdamCase>);
 
 struct SgdCase {
