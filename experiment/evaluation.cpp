@@ -1,22 +1,50 @@
-// The evaluation pass (see evaluation.h): the net in eval mode over a split, in order, unaugmented.
+// The evaluation pass (see evaluation.h): the net in eval mode over a split, in order, unaugmented; flip
+// test-time augmentation; the ensemble of several nets' passes.
 #include "experiment/evaluation.h"
 
+#include <cmath>
+
 #include "engine/engine.h"
-#include "experiment/progress.h"
 
 namespace experiment {
 
+Tta parse_tta(const std::string& value) {
+  if (value == "none") return Tta::none;
+  if (value == "flip") return Tta::flip;
+  ENGINE_USER_FAIL() << "--tta '" << value << "' is not one of: none, flip";
+}
+
+const char* tta_name(Tta tta) { return tta == Tta::flip ? "flip" : "none"; }
+
+engine::Tensor mirror_horizontally(const engine::Tensor& images) {
+  const engine::Shape& shape = images.shape();
+  ENGINE_CHECK(shape.size() == 4) << "mirror_horizontally expects [N, H, W, C] images";
+  const std::vector<float> x = images.to_vector();
+  std::vector<float> y(x.size());
+  const int64_t rows = shape[0] * shape[1], width = shape[2], channels = shape[3];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t w = 0; w < width; ++w) {
+      const float* from = x.data() + (r * width + (width - 1 - w)) * channels;
+      std::copy(from, from + channels, y.data() + (r * width + w) * channels);
+    }
+  return engine::Tensor::from_vector(shape, y);
+}
+
+double logit_of_probability(double p) { return std::log(p) - std::log1p(-p); }
+
 EvaluationResult predict_with_loader(nets::Net& net, data::Loader& loader, engine::Device device,
-                                     const std::string& label, bool quiet) {
+                                     const std::string& label, bool quiet, const PassOptions& pass) {
   EvaluationResult result;
   net.eval();
   engine::NoGradGuard no_grad;
-  Progress progress(label, loader.batches_per_epoch(), quiet);
+  Progress progress(label, loader.batches_per_epoch(), quiet, pass.plan, pass.phase);
   const double start = now_seconds();
   loader.start_epoch(0);
   int64_t done = 0;
   for (data::Batch batch; loader.next(batch);) {
     const std::vector<float> logits = net.forward(batch.images.to(device)).to_vector();
+    std::vector<float> mirrored_logits;
+    if (pass.tta == Tta::flip) mirrored_logits = net.forward(mirror_horizontally(batch.images).to(device)).to_vector();
     for (int64_t i = 0; i < batch.size(); ++i) {
       const data::SplitEntry& e = loader.entries()[static_cast<size_t>(batch.indices[static_cast<size_t>(i)])];
       ImagePrediction p;
@@ -26,9 +54,13 @@ EvaluationResult predict_with_loader(nets::Net& net, data::Loader& loader, engin
       p.label = e.label;
       p.logit = logits[static_cast<size_t>(i)];
       p.probability = probability_of_logit(p.logit);
+      if (pass.tta == Tta::flip) {
+        p.probability = 0.5 * (p.probability + probability_of_logit(mirrored_logits[static_cast<size_t>(i)]));
+        p.logit = logit_of_probability(p.probability);
+      }
       result.images.push_back(std::move(p));
     }
-    progress.update(++done, static_cast<int64_t>(result.images.size()), 0, 0);
+    progress.update(++done, static_cast<int64_t>(result.images.size()));
   }
   result.seconds = now_seconds() - start;
   compute_metrics(result);
@@ -47,11 +79,36 @@ std::unique_ptr<data::Loader> evaluation_loader(const std::string& root, const s
 
 EvaluationResult predict_entries(nets::Net& net, const std::string& root, const std::vector<data::SplitEntry>& entries,
                                  const data::LoaderOptions& loader_options, engine::Device device,
-                                 const std::string& label, bool quiet) {
+                                 const std::string& label, bool quiet, const PassOptions& pass) {
   const auto loader = evaluation_loader(root, entries, loader_options, label);
-  return predict_with_loader(net, *loader, device, label, quiet);
+  return predict_with_loader(net, *loader, device, label, quiet, pass);
 }
 
-// ---------------------------------------------------------------------------------------------------
+EvaluationResult ensemble_of(const std::vector<EvaluationResult>& members, const std::vector<std::string>& names) {
+  ENGINE_CHECK(!members.empty() && names.size() == members.size()) << "an ensemble needs one name per member";
+  EvaluationResult ensemble;
+  ensemble.images = members.front().images;
+  for (size_t m = 0; m < members.size(); ++m) {
+    const std::vector<ImagePrediction>& images = members[m].images;
+    ENGINE_USER_CHECK(images.size() == ensemble.images.size())
+        << "the ensemble's members predicted different images: " << names[m] << " has " << images.size() << ", "
+        << names.front() << " " << ensemble.images.size() << " (an image one member could not read?)";
+    for (size_t i = 0; i < images.size(); ++i)
+      ENGINE_USER_CHECK(images[i].path == ensemble.images[i].path && images[i].label == ensemble.images[i].label)
+          << "the ensemble's members predicted different images: image " << i + 1 << " is " << images[i].path
+          << " (label " << images[i].label << ") for " << names[m] << " but " << ensemble.images[i].path << " (label "
+          << ensemble.images[i].label << ") for " << names.front();
+    if (m > 0)
+      for (size_t i = 0; i < images.size(); ++i) ensemble.images[i].probability += images[i].probability;
+    ensemble.seconds += members[m].seconds;
+    ensemble.members.push_back({names[m], members[m].overall, members[m].parts});
+  }
+  for (ImagePrediction& p : ensemble.images) {
+    p.probability /= static_cast<double>(members.size());
+    p.logit = logit_of_probability(p.probability);
+  }
+  compute_metrics(ensemble);
+  return ensemble;
+}
 
 }  // namespace experiment
