@@ -3,7 +3,11 @@
 #include "experiment/evaluation.h"
 
 #include <cmath>
+#include <filesystem>
+#include <set>
 
+#include "data/io_util.h"
+#include "data/splits.h"
 #include "engine/engine.h"
 
 namespace experiment {
@@ -109,6 +113,58 @@ EvaluationResult ensemble_of(const std::vector<EvaluationResult>& members, const
   }
   compute_metrics(ensemble);
   return ensemble;
+}
+
+EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoints, const std::string& root,
+                                     const std::vector<data::SplitEntry>& entries, const CheckpointPass& pass,
+                                     std::vector<EvaluationResult>* member_results) {
+  ENGINE_CHECK(!checkpoints.empty()) << "predict_checkpoints needs a checkpoint";
+  std::vector<EvaluationResult> members;
+  std::vector<std::string> names;
+  for (size_t m = 0; m < checkpoints.size(); ++m) {
+    const CheckpointInfo& ckpt = checkpoints[m];
+    const auto net = net_from_checkpoint(ckpt);
+    net->to(pass.device);
+    const std::string label = checkpoints.size() == 1 ? pass.label
+                                                      : pass.label + " " + std::to_string(m + 1) + "/" +
+                                                            std::to_string(checkpoints.size());
+    PassOptions options;
+    options.tta = pass.tta;
+    members.push_back(predict_entries(*net, root, entries,
+                                      eval_loader_options(ckpt.metadata, pass.batch_size, pass.workers, ckpt.path),
+                                      pass.device, label, pass.quiet, options));
+    names.push_back(ckpt.path);
+  }
+  EvaluationResult result = members.size() == 1 ? members.front() : ensemble_of(members, names);
+  if (member_results) *member_results = std::move(members);
+  return result;
+}
+
+void check_members_share_split(const std::vector<std::string>& checkpoint_paths, const std::string& list,
+                               const std::vector<data::SplitEntry>& entries) {
+  namespace fs = std::filesystem;
+  std::set<std::string> evaluated;
+  for (const data::SplitEntry& e : entries) evaluated.insert(e.path);
+  for (const std::string& path : checkpoint_paths) {
+    const fs::path folder = fs::absolute(path).parent_path();
+    if (folder.filename() != "checkpoints") continue;
+    const std::string file = (folder.parent_path() / "split" / (list + ".csv")).string();
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) continue;
+    std::set<std::string> own;
+    for (const data::SplitEntry& e : data::parse_split_list(data::read_file_text(file), file)) own.insert(e.path);
+    if (own == evaluated) continue;
+    size_t missing = 0;
+    std::string example;
+    for (const std::string& p : evaluated)
+      if (!own.count(p) && missing++ == 0) example = p;
+    ENGINE_USER_FAIL() << "the ensemble's members must share the split: the run of " << path << " has another "
+                       << list << " list (" << file << ": " << own.size() << " images; " << missing << " of the "
+                       << evaluated.size() << " evaluated images are not in it"
+                       << (example.empty() ? std::string() : ", e.g. " + example)
+                       << "), so it may have trained on images it is evaluated on. Ensemble runs made with the same "
+                          "--protocol, --seed and --images (the same split)";
+  }
 }
 
 }  // namespace experiment

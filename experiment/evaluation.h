@@ -20,6 +20,7 @@
 #include "engine/tensor.h"
 #include "experiment/metrics.h"
 #include "experiment/progress.h"
+#include "experiment/run_files.h"
 #include "nets/net.h"
 
 namespace experiment {
@@ -60,5 +61,28 @@ double logit_of_probability(double p);
 // probability per image, its metrics, members[i].overall and parts kept in `members` named by `names`,
 // the seconds summed.
 EvaluationResult ensemble_of(const std::vector<EvaluationResult>& members, const std::vector<std::string>& names);
+
+// Checkpoints over the same entries, each with its own preprocessing (its metadata's input size, resize and
+// normalisation), one after the other: the one member's result, or the ensemble of several (ensemble_of,
+// the members named by their paths; each member's own result in `member_results` when given). `label`
+// names the progress bars ("label 2/3" for the second member).
+struct CheckpointPass {
+  int64_t batch_size = 32;
+  int workers = 2;
+  engine::Device device = engine::Device::cpu();
+  std::string label = "evaluate";
+  bool quiet = false;
+  Tta tta = Tta::none;
+};
+EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoints, const std::string& root,
+                                     const std::vector<data::SplitEntry>& entries, const CheckpointPass& pass,
+                                     std::vector<EvaluationResult>* member_results = nullptr);
+
+// An ensemble evaluated on a split list (e.g. test) is honest only if no member trained on its images: a
+// member whose checkpoint lies in a run folder (RUN/checkpoints/X.safetensors, next to RUN/split/) must
+// have the same `list` (RUN/split/<list>.csv) as the images evaluated. A plain error naming the member and
+// the difference otherwise. Members outside a run folder are not checked.
+void check_members_share_split(const std::vector<std::string>& checkpoint_paths, const std::string& list,
+                               const std::vector<data::SplitEntry>& entries);
 
 }  // namespace experiment
