@@ -161,11 +161,16 @@ void RunPlan::record(const std::string& phase, int64_t batches, double seconds) 
   p.seconds += seconds;
 }
 
-double RunPlan::remaining_seconds(const std::string& phase, int64_t batches, double seconds) const {
+double RunPlan::remaining_seconds(const std::string& phase, int64_t done, double seconds, int64_t pass_total) const {
   std::map<std::string, Phase> now = phases_;
-  if (batches > 0) {
-    now[phase].done += batches;
+  double left = 0;
+  if (done > 0) {
+    now[phase].done += done;
     now[phase].seconds += seconds;
+    // The pass's own batches left, at its own rate; the phase's plan without the whole pass below.
+    const int64_t pass_left = std::max<int64_t>(pass_total - done, 0);
+    left += seconds / static_cast<double>(done) * static_cast<double>(pass_left);
+    now[phase].planned -= pass_left;
   }
   // Seconds per unit of cost, over the timed phases: the rate of a phase not timed yet.
   double timed_seconds = 0, timed_cost = 0;
@@ -175,7 +180,6 @@ double RunPlan::remaining_seconds(const std::string& phase, int64_t batches, dou
       timed_cost += p.cost * static_cast<double>(p.done);
     }
   if (timed_cost <= 0) return NAN;
-  double left = 0;
   for (const auto& [name, p] : now) {
     const int64_t batches_left = p.planned - p.done;
     if (batches_left <= 0) continue;
@@ -223,7 +227,7 @@ void Progress::show(int64_t done, int64_t images, const std::string& running) {
   const double t = console.clock();
   done_ = done;
   elapsed_ = t - start_;
-  const double run_left = plan_ && !recorded_ ? plan_->remaining_seconds(phase_, done_, elapsed_) : NAN;
+  const double run_left = plan_ && !recorded_ ? plan_->remaining_seconds(phase_, done_, elapsed_, total_) : NAN;
   // The pass's batches are all done: into the plan now, as the caller may keep this Progress for its
   // finish() while other passes (validation) run.
   if (done_ >= total_) record();

@@ -75,9 +75,12 @@ class RunPlan {
  public:
   void add(const std::string& phase, int64_t batches, double cost = 1);
   void record(const std::string& phase, int64_t batches, double seconds);
-  // Seconds left, counting `batches` of `phase` done in `seconds` by a pass not yet recorded; NaN while
-  // no batch has been timed.
-  double remaining_seconds(const std::string& phase = "", int64_t batches = 0, double seconds = 0) const;
+  // Seconds left; NaN while no batch has been timed. With a pass in progress (not yet recorded) of
+  // `pass_total` batches of `phase`, `done` of them in `seconds`: its own batches left at its own rate
+  // (so that the run's ETA is never below the pass's), the rest at the phases' rates, its batches done
+  // counted in its phase's rate.
+  double remaining_seconds(const std::string& phase = "", int64_t done = 0, double seconds = 0,
+                           int64_t pass_total = 0) const;
 
  private:
   struct Phase {

@@ -69,7 +69,7 @@ TEST(Progress, ATrainingBarShowsTheEtaOfItsPassAndOfTheWholeRun) {
   EXPECT_NEAR(plan.remaining_seconds(), 5 * 2 + 4 * 2.0 / 3, 1e-9);
   {
     // The validation pass (an evaluation bar: no loss or accuracy) replaces the train bar; its own rate
-    // takes over from the estimate: 1 batch in 1 s -> 1 val batch + 5 train batches (2 s) left.
+    // takes over from the estimate: 1 batch in 1 s -> 3 val batches at 1 s + 5 train batches at 2 s left.
     Progress val("epoch 1/2 val", 2, false, &plan, "val");
     fake.now = 11;
     val.update(1, 16);
@@ -82,6 +82,21 @@ TEST(Progress, ATrainingBarShowsTheEtaOfItsPassAndOfTheWholeRun) {
   progress.finish("loss 0.4000 acc 0.800 | val loss 0.6000 acc 0.700");
   EXPECT_EQ(fake.take(), "epoch 1/2 train loss 0.4000 acc 0.800 | val loss 0.6000 acc 0.700\n");
   EXPECT_NEAR(plan.remaining_seconds(), 5 * 2 + 2 * 1, 1e-9);
+}
+
+TEST(Progress, TheRunsEtaIsNeverBelowThePasss) {
+  FakeConsole fake;
+  const ScopedConsole scoped(fake.console(false));
+  RunPlan plan;
+  plan.add("train", 20);      // two epochs of 10 batches
+  plan.record("train", 10, 10);  // the first at 1 s a batch
+  plan.add("test", 1, 1.0 / 3);
+  Progress progress("epoch 2/2 train", 10, false, &plan, "train");
+  fake.now = 6;  // this epoch is slower: 3 s a batch
+  progress.update(2, 32, 0.5, 0.5);
+  // The pass: 8 batches at its own 3 s = 24 s; then the test batch at a third of the train's 16 s / 12 batches.
+  EXPECT_EQ(fake.take(), "epoch 2/2 train 2/10 loss 0.5000 acc 0.500 | 5.3 img/s | ETA 0:24, run 0:24\n");
+  EXPECT_NEAR(plan.remaining_seconds("train", 2, 6, 10), 24 + 16.0 / 12 / 3, 1e-9);
 }
 
 TEST(Progress, EveryDrawClearsTheLineSoAShorterLineLeavesNothingBehind) {
