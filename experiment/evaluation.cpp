@@ -126,7 +126,7 @@ EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoi
     const auto net = net_from_checkpoint(ckpt);
     net->to(pass.device);
     const std::string label = checkpoints.size() == 1 ? pass.label
-                                                      : pass.label + " " + std::to_string(m + 1) + "/" +
+                                                      : pass.label + " member " + std::to_string(m + 1) + "/" +
                                                             std::to_string(checkpoints.size());
     PassOptions options;
     options.tta = pass.tta;

@@ -65,7 +65,7 @@ EvaluationResult ensemble_of(const std::vector<EvaluationResult>& members, const
 // Checkpoints over the same entries, each with its own preprocessing (its metadata's input size, resize and
 // normalisation), one after the other: the one member's result, or the ensemble of several (ensemble_of,
 // the members named by their paths; each member's own result in `member_results` when given). `label`
-// names the progress bars ("label 2/3" for the second member).
+// names the progress bars ("label member 2/3" for the second member).
 struct CheckpointPass {
   int64_t batch_size = 32;
   int workers = 2;
