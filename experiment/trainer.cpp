@@ -442,7 +442,7 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
     if (run.interrupt && run.interrupt->requested()) {  // between batches: nothing partial is written
       loader.stop();
       pass.interrupted = true;
-      message("\n%s\n",
+      message("%s\n",
               interruption_message(run.interrupt->signal_number(), epoch + 1, batches + 1, run.progress.epoch).c_str());
       break;
     }
