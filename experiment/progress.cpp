@@ -242,25 +242,28 @@ void Progress::show(int64_t done, int64_t images, const std::string& running) {
   char stats[200];
   std::snprintf(stats, sizeof stats, "%lld/%lld%s | %.1f img/s | ETA %s", static_cast<long long>(done_),
                 static_cast<long long>(total_), running.c_str(), rate, format_duration(eta).c_str());
+  std::string stats_line = stats;
+  if (plan_) stats_line += ", run " + format_duration(run_left);
+  if (!console.tty) {
+    write_below_bar(label_ + " " + stats_line + "\n");
+    return;
+  }
+  // A terminal: the bar takes the room the text leaves (24 columns at most; none under 10), then the line
+  // is cut to the width (a wrapped line could not be redrawn in place); the last column stays free.
+  const int64_t columns = std::max(console.columns ? console.columns() : 80, 2) - 1;
+  const int64_t room = columns - static_cast<int64_t>(label_.size() + stats_line.size()) - 4;  // " [" "] "
+  const int64_t width = std::min<int64_t>(24, room);
   std::string line = label_ + " ";
-  if (console.tty) {
-    const int width = 24;
-    const int filled = total_ > 0 ? static_cast<int>(width * std::min(done_, total_) / total_) : width;
+  if (width >= 10) {
+    const int64_t filled = total_ > 0 ? width * std::min(done_, total_) / total_ : width;
     std::string bar(static_cast<size_t>(filled), '=');
     if (filled < width) bar += '>' + std::string(static_cast<size_t>(width - filled - 1), ' ');
     line += "[" + bar + "] ";
   }
-  line += stats;
-  if (plan_) line += ", run " + format_duration(run_left);
-  if (console.tty) {
-    // Cut to the width (a wrapped line could not be redrawn in place); the last column stays free.
-    const size_t columns = static_cast<size_t>(std::max(console.columns ? console.columns() : 80, 2));
-    if (line.size() > columns - 1) line.resize(columns - 1);
-    console.write(kClearLine + line);
-    bar_shown = this;
-  } else {
-    write_below_bar(line + "\n");
-  }
+  line += stats_line;
+  if (static_cast<int64_t>(line.size()) > columns) line.resize(static_cast<size_t>(columns));
+  console.write(kClearLine + line);
+  bar_shown = this;
 }
 
 void Progress::finish(const std::string& summary) {

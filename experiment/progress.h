@@ -2,8 +2,8 @@
 // of a run (stderr, and the run's train.log while a RunLog is alive), and the two clocks the apps time
 // things with.
 //
-// One bar per pass. On a terminal the bar is redrawn in place (at most 5 times a second), cut to the
-// terminal's width and cleared ("\r" then erase-line) before anything else is written: its next redraw,
+// One bar per pass. On a terminal the bar is redrawn in place (at most 5 times a second), its bar narrowed
+// (or left out) so that the numbers fit the terminal's width, the line cut to it, and cleared ("\r" then erase-line) before anything else is written: its next redraw,
 // the pass's finished line, or a message() printed while it is shown. Without a terminal (stderr
 // redirected to a file) a plain line is printed at the first batch and then every kPlainLineSeconds.
 // A training bar shows the running loss and accuracy; every bar shows images/s and the ETA of its pass,

@@ -1,7 +1,8 @@
 // The progress display as text: a fake clock and a string sink stand for stderr. On a terminal each redraw
-// and the finished line start by clearing the line, a message() clears a bar shown first, the bar is cut to
-// the terminal's width; without a terminal a plain line comes at the first batch and then every
-// kPlainLineSeconds. The ETAs: of the pass (elapsed * left / done) and of the whole run (RunPlan).
+// and the finished line start by clearing the line, a message() clears a bar shown first, the bar narrows
+// so that the numbers fit the terminal's width; without a terminal a plain line comes at the first batch
+// and then every kPlainLineSeconds. The ETAs: of the pass (elapsed * left / done) and of the whole run
+// (RunPlan).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -123,14 +124,22 @@ TEST(Progress, EveryDrawClearsTheLineSoAShorterLineLeavesNothingBehind) {
   EXPECT_EQ(fake.take(), kClear + "cam 3 images\n");
 }
 
-TEST(Progress, ATerminalLineIsCutToItsWidth) {
+TEST(Progress, TheBarNarrowsSoThatTheNumbersFitTheTerminal) {
   FakeConsole fake;
-  fake.columns = 30;
   const ScopedConsole scoped(fake.console(true));
-  Progress progress("epoch 10/10 train", 100, false);
+  Progress progress("test", 4, false);
   fake.now = 1;
-  progress.update(1, 32, 0.69, 0.5);
-  EXPECT_EQ(fake.take(), kClear + std::string("epoch 10/10 train [>                       ]").substr(0, 29));
+  fake.columns = 50;  // 49 usable - 31 of text - 4 of brackets and spaces: a bar of 14
+  progress.update(1, 16);
+  EXPECT_EQ(fake.take(), kClear + "test [===>          ] 1/4 | 16.0 img/s | ETA 0:03");
+  fake.now = 2;
+  fake.columns = 40;  // no room for a bar of 10: the numbers alone
+  progress.update(2, 32);
+  EXPECT_EQ(fake.take(), kClear + "test 2/4 | 16.0 img/s | ETA 0:02");
+  fake.now = 3;
+  fake.columns = 20;  // not even for the numbers: cut to 19 columns
+  progress.update(3, 48);
+  EXPECT_EQ(fake.take(), kClear + "test 3/4 | 16.0 img");
 }
 
 TEST(Progress, WithoutATerminalAPlainLineComesFromTheFirstBatchThenEveryFewSeconds) {
