@@ -121,6 +121,11 @@ EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoi
   ENGINE_CHECK(!checkpoints.empty()) << "predict_checkpoints needs a checkpoint";
   std::vector<EvaluationResult> members;
   std::vector<std::string> names;
+  // The ETA of all the members' passes: a member not run yet is estimated at the rate of those run.
+  RunPlan plan;
+  const int64_t batches = (static_cast<int64_t>(entries.size()) + pass.batch_size - 1) / pass.batch_size;
+  const auto phase = [](size_t m) { return "member " + std::to_string(m + 1); };
+  for (size_t m = 0; m < checkpoints.size(); ++m) plan.add(phase(m), batches);
   for (size_t m = 0; m < checkpoints.size(); ++m) {
     const CheckpointInfo& ckpt = checkpoints[m];
     const auto net = net_from_checkpoint(ckpt);
@@ -130,6 +135,10 @@ EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoi
                                                             std::to_string(checkpoints.size());
     PassOptions options;
     options.tta = pass.tta;
+    if (checkpoints.size() > 1) {
+      options.plan = &plan;
+      options.phase = phase(m);
+    }
     members.push_back(predict_entries(*net, root, entries,
                                       eval_loader_options(ckpt.metadata, pass.batch_size, pass.workers, ckpt.path),
                                       pass.device, label, pass.quiet, options));
