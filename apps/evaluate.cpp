@@ -3,11 +3,14 @@
 //
 //   evaluate --checkpoint runs/x/checkpoints/best.safetensors --split runs/x/split [--list test] --out DIR
 //   evaluate --checkpoint C --data MURA-v1.1 --out DIR          (every image of valid/)
+//   evaluate --checkpoint A --checkpoint B ... --split S --out DIR  (an ensemble: the mean probability)
+//   [--tta flip]  (each image's probability: the mean of the image's and its mirror's)
 //
 // Writes DIR/metrics.json, report.md, predictions_images.csv, predictions_studies.csv (atomically) and
 // prints the overall table. Image level: accuracy, loss, AUROC, sensitivity, specificity, confusion
 // matrix; study level (mean of the images' probabilities): accuracy, AUROC, Cohen's kappa; both per body
-// part; the wall time of the pass and images/s (the study's "time" column).
+// part; the wall time of the pass and images/s (the study's "time" column). An ensemble's report lists each
+// member's metrics beside the ensemble's, and DIR/members/N/ holds each member's own four files.
 #include <cstdio>
 #include <filesystem>
 
@@ -20,14 +23,16 @@
 #include "experiment/trainer.h"
 
 int main(int argc, char** argv) {
-  std::string checkpoint, split_dir, list = "test", data_root, out, device = "auto", subset = "valid";
+  std::vector<std::string> checkpoints;
+  std::string split_dir, list = "test", data_root, out, device = "auto", subset = "valid", tta_name = "none";
   int64_t batch_size = 32;
   int workers = 2;
   bool quiet = false;
   experiment::FlagParser flags("evaluate",
                                "Evaluates a training checkpoint on a split or a MURA root: image- and study-level\n"
                                "accuracy, loss, AUROC, kappa, sensitivity, specificity, per body part and overall.");
-  flags.add("--checkpoint", &checkpoint, "a checkpoint written by train_densenet / train_irv2", "FILE");
+  flags.add_list("--checkpoint", &checkpoints, "a checkpoint written by train_densenet / train_irv2; repeated: an "
+                                               "ensemble (each image's mean probability over the checkpoints)", "FILE");
   flags.add("--split", &split_dir, "a run's split folder (train.csv, validation.csv, test.csv) or one list file", "PATH");
   flags.add("--list", &list, "which list of --split: train | validation | test", "L");
   flags.add("--data", &data_root, "the MURA root the split's paths are relative to (default: the run's data_root "
@@ -38,10 +43,13 @@ int main(int argc, char** argv) {
   flags.add("--device", &device, "auto | cpu | cuda", "D");
   flags.add("--batch-size", &batch_size, "batch size");
   flags.add("--workers", &workers, "data loader threads");
+  flags.add("--tta", &tta_name, "test-time augmentation: none | flip (the mean probability of each image and its "
+                                "horizontal mirror)", "T");
   flags.add_switch("--quiet", &quiet, "no progress display");
   try {
     if (!flags.parse(argc, argv)) return 0;
-    ENGINE_USER_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
+    ENGINE_USER_CHECK(!checkpoints.empty()) << "--checkpoint is required (see --help)";
+    experiment::parse_tta(tta_name);
     ENGINE_USER_CHECK(!out.empty()) << "--out is required (see --help)";
     ENGINE_USER_CHECK(!split_dir.empty() || !data_root.empty()) << "pass --split (a run's split folder) or --data (a MURA root)";
   } catch (const std::exception& e) {
@@ -49,7 +57,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const experiment::CheckpointInfo ckpt = experiment::read_checkpoint(checkpoint);
+    const experiment::Tta tta = experiment::parse_tta(tta_name);
+    std::vector<experiment::CheckpointInfo> ckpts;  // all read first: a bad member fails before any pass
+    for (const std::string& c : checkpoints) ckpts.push_back(experiment::read_checkpoint(c));
     std::vector<data::SplitEntry> entries;
     std::string root = experiment::absolute_path(data_root);  // recorded in the report: valid from any folder
     if (!split_dir.empty()) {
@@ -85,20 +95,47 @@ int main(int argc, char** argv) {
       }
     }
     ENGINE_USER_CHECK(!entries.empty()) << "no images to evaluate";
-    auto net = experiment::net_from_checkpoint(ckpt);
+    if (ckpts.size() > 1 && !split_dir.empty()) experiment::check_members_share_split(checkpoints, list, entries);
     const engine::Device dev = engine::select_device(device);
-    net->to(dev);
-    experiment::EvaluationResult r = experiment::predict_entries(
-        *net, root, entries, experiment::eval_loader_options(ckpt.metadata, batch_size, workers, ckpt.path), dev, "evaluate", quiet);
-    const std::string title = ckpt.metadata.at("arch") + " evaluated";
-    experiment::write_evaluation(out, r, title,
-                                 {{"arch", ckpt.metadata.at("arch")},
-                                  {"checkpoint", checkpoint},
-                                  {"epoch", ckpt.metadata.at("epoch")},
-                                  {"images from", split_dir.empty() ? root + " (" + subset + ")" : split_dir + " (" + list + ")"},
-                                  {"device", dev.str()}});
+    experiment::CheckpointPass pass;
+    pass.batch_size = batch_size;
+    pass.workers = workers;
+    pass.device = dev;
+    pass.quiet = quiet;
+    pass.tta = tta;
+    std::vector<experiment::EvaluationResult> members;
+    const experiment::EvaluationResult r = experiment::predict_checkpoints(ckpts, root, entries, pass, &members);
+    const std::string images_from = split_dir.empty() ? root + " (" + subset + ")" : split_dir + " (" + list + ")";
+    // The context of one checkpoint's evaluation (a member's, or the single one's).
+    const auto context_of = [&](const experiment::CheckpointInfo& c) -> std::vector<std::pair<std::string, std::string>> {
+      return {{"arch", c.metadata.at("arch")},    {"checkpoint", c.path},         {"epoch", c.metadata.at("epoch")},
+              {"images from", images_from},       {"tta", experiment::tta_name(tta)}, {"device", dev.str()}};
+    };
+    std::string title = ckpts.front().metadata.at("arch") + " evaluated";
+    std::vector<std::pair<std::string, std::string>> context = context_of(ckpts.front());
+    if (ckpts.size() > 1) {
+      std::string archs, paths;
+      for (const auto& c : ckpts) {
+        archs += (archs.empty() ? "" : " + ") + c.metadata.at("arch");
+        paths += (paths.empty() ? "" : ", ") + c.path;
+      }
+      title = "ensemble of " + std::to_string(ckpts.size()) + " checkpoints (" + archs + ") evaluated";
+      context = {{"ensemble", "the mean probability of " + std::to_string(ckpts.size()) + " checkpoints per image"},
+                 {"checkpoints", paths},
+                 {"images from", images_from},
+                 {"tta", experiment::tta_name(tta)},
+                 {"device", dev.str()}};
+    }
+    experiment::write_evaluation(out, r, title, context);
+    if (ckpts.size() > 1)
+      for (size_t m = 0; m < ckpts.size(); ++m)
+        experiment::write_evaluation(out + "/members/" + std::to_string(m + 1), members[m],
+                                     ckpts[m].metadata.at("arch") + " evaluated (ensemble member " +
+                                         std::to_string(m + 1) + ")",
+                                     context_of(ckpts[m]));
     std::fputs(experiment::report_markdown(r, title, {}).c_str(), stdout);
-    std::fprintf(stderr, "wrote %s/{metrics.json,report.md,predictions_images.csv,predictions_studies.csv}\n", out.c_str());
+    std::fprintf(stderr, "wrote %s/{metrics.json,report.md,predictions_images.csv,predictions_studies.csv}%s\n",
+                 out.c_str(), ckpts.size() > 1 ? " and members/N/ (each member alone)" : "");
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "evaluate: error: %s\n", e.what());

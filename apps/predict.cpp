@@ -5,6 +5,8 @@
 //   predict --checkpoint runs/x/checkpoints/best.safetensors image1.png image2.png
 //   predict --checkpoint C path/to/study1/            (every .png/.jpg in the folder)
 //   [--out predictions.csv] (path,study,probability,predicted, written atomically)
+//   [--checkpoint C2 ...]  (an ensemble: each image's mean probability over the checkpoints)
+//   [--tta flip]           (each image's probability: the mean of the image's and its mirror's)
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -19,18 +21,23 @@
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  std::string checkpoint, out, device = "auto";
+  std::vector<std::string> checkpoints;
+  std::string out, device = "auto", tta_name = "none";
   experiment::FlagParser flags("predict",
                                "Probabilities of abnormality for radiographs and the study verdict (mean over the\n"
                                "study's images > 0.5 = abnormal). A folder argument is one study: its images are\n"
                                "averaged; single images passed together count as one study per parent folder.");
-  flags.add("--checkpoint", &checkpoint, "a checkpoint written by train_densenet / train_irv2", "FILE");
+  flags.add_list("--checkpoint", &checkpoints, "a checkpoint written by train_densenet / train_irv2; repeated: an "
+                                               "ensemble (each image's mean probability over the checkpoints)", "FILE");
+  flags.add("--tta", &tta_name, "test-time augmentation: none | flip (the mean probability of each image and its "
+                                "horizontal mirror)", "T");
   flags.add("--out", &out, "also write path,study,probability,predicted to this CSV", "FILE");
   flags.add("--device", &device, "auto | cpu | cuda", "D");
   flags.allow_positional("IMAGE|STUDY_FOLDER", "PNG/JPEG files, or folders whose images form one study");
   try {
     if (!flags.parse(argc, argv)) return 0;
-    ENGINE_USER_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
+    ENGINE_USER_CHECK(!checkpoints.empty()) << "--checkpoint is required (see --help)";
+    experiment::parse_tta(tta_name);
     ENGINE_USER_CHECK(!flags.positional().empty()) << "give at least one image or study folder (see --help)";
   } catch (const std::exception& e) {
     std::fprintf(stderr, "predict: %s\n", e.what());
@@ -57,12 +64,16 @@ int main(int argc, char** argv) {
         entries.push_back({arg, 0, "", fs::path(arg).parent_path().string(), data::BodyPart::elbow, 1.0f});
       }
     }
-    const experiment::CheckpointInfo ckpt = experiment::read_checkpoint(checkpoint);
-    auto net = experiment::net_from_checkpoint(ckpt);
-    const engine::Device dev = engine::select_device(device);
-    net->to(dev);
-    const experiment::EvaluationResult r = experiment::predict_entries(
-        *net, "", entries, experiment::eval_loader_options(ckpt.metadata, 32, 2, ckpt.path), dev, "predict", true);
+    std::vector<experiment::CheckpointInfo> ckpts;
+    for (const std::string& c : checkpoints) ckpts.push_back(experiment::read_checkpoint(c));
+    experiment::CheckpointPass pass;
+    pass.device = engine::select_device(device);
+    pass.label = "predict";
+    pass.quiet = true;
+    pass.tta = experiment::parse_tta(tta_name);
+    const experiment::EvaluationResult r = experiment::predict_checkpoints(ckpts, "", entries, pass);
+    if (ckpts.size() > 1)
+      std::printf("ensemble of %zu checkpoints: each p is the mean of their probabilities\n", ckpts.size());
     ENGINE_USER_CHECK(r.images.size() == entries.size()) << "some images could not be read (see the messages above)";
     std::string csv = "path,study,probability,predicted\n";
     for (const auto& im : r.images) {

@@ -295,7 +295,7 @@ CamSummary run_cam_batch(const std::string& checkpoint, const CamInputs& inputs,
         im.results.push_back(r);
       }
     }
-    progress.update(static_cast<int64_t>(++done), static_cast<int64_t>(first + b), 0, 0);
+    progress.update(static_cast<int64_t>(++done), static_cast<int64_t>(first + b));
   }
 
   // A net with non-finite weights gives NaN logits and maps: say so, naming the images, before anything is

@@ -322,7 +322,20 @@ std::string metrics_json(const EvaluationResult& r, const std::vector<std::pair<
     << ",\n  \"overall\": " << level_object(r.overall, "  ") << ",\n  \"body_parts\": {";
   size_t i = 0;
   for (const auto& [part, level] : r.parts) o << (i++ ? "," : "") << "\n    " << json_string(part) << ": " << level_object(level, "    ");
-  o << "\n  }\n}\n";
+  o << "\n  }";
+  if (!r.members.empty()) {
+    o << ",\n  \"members\": [";
+    for (size_t m = 0; m < r.members.size(); ++m) {
+      o << (m ? "," : "") << "\n    {\"name\": " << json_string(r.members[m].name)
+        << ", \"overall\": " << level_object(r.members[m].overall, "      ") << ", \"body_parts\": {";
+      size_t j = 0;
+      for (const auto& [part, level] : r.members[m].parts)
+        o << (j++ ? "," : "") << "\n      " << json_string(part) << ": " << level_object(level, "      ");
+      o << "}}";
+    }
+    o << "\n  ]";
+  }
+  o << "\n}\n";
   return o.str();
 }
 
@@ -350,6 +363,26 @@ std::string report_markdown(const EvaluationResult& r, const std::string& title,
     o << "| " << part << " | " << l.image.count << " | " << fmt(l.image.accuracy) << " | " << fmt(l.image.auroc)
       << " | " << l.study.count << " | " << fmt(l.study.accuracy) << " | " << fmt(l.study.auroc) << " | "
       << fmt(l.study.kappa) << " |\n";
+  if (!r.members.empty()) {
+    // The ensemble beside each member alone: overall, then each body part's study AUROC.
+    o << "\n## Members (each alone) and the ensemble (mean probability)\n\n"
+      << "| model | image accuracy | image AUROC | study accuracy | study AUROC | study kappa |";
+    for (const auto& [part, l] : r.parts) o << " " << part << " study AUROC |";
+    o << "\n|---|---|---|---|---|---|";
+    for (size_t p = 0; p < r.parts.size(); ++p) o << "---|";
+    o << "\n";
+    const auto row = [&](const std::string& name, const LevelMetrics& overall, const std::map<std::string, LevelMetrics>& parts) {
+      o << "| " << name << " | " << fmt(overall.image.accuracy) << " | " << fmt(overall.image.auroc) << " | "
+        << fmt(overall.study.accuracy) << " | " << fmt(overall.study.auroc) << " | " << fmt(overall.study.kappa) << " |";
+      for (const auto& [part, l] : r.parts) {
+        const auto it = parts.find(part);
+        o << " " << (it == parts.end() ? std::string("n/a") : fmt(it->second.study.auroc)) << " |";
+      }
+      o << "\n";
+    };
+    for (const MemberMetrics& m : r.members) row(m.name, m.overall, m.parts);
+    row("**ensemble**", r.overall, r.parts);
+  }
   o << "\nn/a: undefined (one class only, or no cases).\n";
   return o.str();
 }

@@ -79,6 +79,13 @@ struct LevelMetrics {
 // The logistic sigmoid 1 / (1 + e^-z), computed without overflow for either sign of z.
 double probability_of_logit(double z);
 
+// One member of an ensemble, evaluated alone (its name: the checkpoint's path).
+struct MemberMetrics {
+  std::string name;
+  LevelMetrics overall;
+  std::map<std::string, LevelMetrics> parts;
+};
+
 struct EvaluationResult {
   LevelMetrics overall;
   std::map<std::string, LevelMetrics> parts;  // by body_part_name ("elbow"), only parts present
@@ -86,6 +93,7 @@ struct EvaluationResult {
   std::vector<StudyPrediction> studies;
   double seconds = 0;            // wall time of the pass over the test images (decode included)
   double images_per_second = 0;  // images / seconds
+  std::vector<MemberMetrics> members;  // an ensemble's members (metrics.json "members", report.md "Members")
 };
 
 // Throws engine::Error naming the images (the first few) whose probability is NaN or infinite or whose

@@ -211,6 +211,7 @@ struct Run {
   CheckpointProgress progress{0, INFINITY, 0};  // best_value and best_metric: set by check_options
   LrScheduleOptions schedule;                   // the learning-rate schedule of the options
   TrainResult result;
+  RunPlan plan;  // the batches of the whole run, for the progress bars' run ETA
 };
 
 void check_choice(const std::string& flag, const std::string& value, const std::vector<std::string>& choices) {
@@ -487,7 +488,7 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
     if (run.interrupt && run.interrupt->requested()) {  // between batches: nothing partial is written
       loader.stop();
       pass.interrupted = true;
-      message("\n%s\n",
+      message("%s\n",
               interruption_message(run.interrupt->signal_number(), epoch + 1, batches + 1, run.progress.epoch).c_str());
       break;
     }
@@ -561,7 +562,7 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   const TrainOptions& o = run.o;
   char label[64];
   std::snprintf(label, sizeof label, "epoch %lld/%lld", static_cast<long long>(epoch + 1), static_cast<long long>(o.epochs));
-  Progress progress(std::string(label) + " train", run.train_loader->batches_per_epoch(), o.quiet);
+  Progress progress(std::string(label) + " train", run.train_loader->batches_per_epoch(), o.quiet, &run.plan, "train");
   const double t0 = now_seconds();
   const TrainPass pass = naming_the_bad_fraction_flag(*run.train_loader, [&] { return train_pass(run, epoch, progress); });
   report_skipped(*run.train_loader, "train", run.train_bad_reported);
@@ -569,7 +570,8 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   if (pass.interrupted) return EpochEnd::interrupted;
   const double train_seconds = now_seconds() - t0;
   const EvaluationResult val = naming_the_bad_fraction_flag(*run.val_loader, [&] {
-    return predict_with_loader(*run.net, *run.val_loader, run.device, std::string(label) + " val", true);
+    return predict_with_loader(*run.net, *run.val_loader, run.device, std::string(label) + " val", o.quiet,
+                               {Tta::none, &run.plan, "val"});
   });
   report_skipped(*run.val_loader, "validation", run.val_bad_reported);
 
@@ -628,7 +630,7 @@ void run_test(Run& run) {
   TrainResult& result = run.result;
   const auto loader = evaluation_loader(run.root, run.split.test, run.eval_loader_options, "test");
   result.test = naming_the_bad_fraction_flag(
-      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet); });
+      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet, {Tta::none, &run.plan, "test"}); });
   size_t reported = 0;
   report_skipped(*loader, "test", reported);
   result.tested = true;
@@ -680,6 +682,11 @@ TrainResult run_logged(const TrainOptions& options, RunLog& log) {
     throw;
   }
   {
+    // The run's ETA: the epochs left (train, validation: forward only, about a third of a step) and the test.
+    const int64_t epochs_left = run.o.epochs - run.start_epoch, eval_batch = run.eval_loader_options.batch_size;
+    run.plan.add("train", epochs_left * run.train_loader->batches_per_epoch());
+    run.plan.add("val", epochs_left * run.val_loader->batches_per_epoch(), 1.0 / 3);
+    run.plan.add("test", (static_cast<int64_t>(run.split.test.size()) + eval_batch - 1) / eval_batch, 1.0 / 3);
     const InterruptGuard interrupt;  // SIGINT / SIGTERM: stop between batches, last intact
     run.interrupt = &interrupt;
     for (int64_t epoch = run.start_epoch; epoch < run.o.epochs; ++epoch) {
