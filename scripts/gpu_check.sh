@@ -22,6 +22,9 @@
 #                 third_party_cache/stb)
 #   NLOHMANN_JSON_ROOT  a prefix with include/nlohmann/json.hpp when nlohmann-json3-dev is not installed
 #                 (default third_party_cache/nlohmann_json)
+#   CHART_FONT    the TrueType font compiled into the raster charts when fonts-dejavu-core is not installed
+#                 (default third_party_cache/fonts/DejaVuSans.ttf; copy /usr/share/fonts/truetype/dejavu/ of
+#                 a build machine); STB_ROOT's include/stb/ then also needs stb_truetype.h
 #   CUDNN_ROOT    a prefix with include/cudnn.h and lib/libcudnn.so* when cuDNN is neither in the CUDA
 #                 toolkit nor in the system nor in a pip wheel (python -c 'import nvidia.cudnn')
 #   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default "90a-real;90-virtual"; "native" works on the GPU box)
@@ -275,13 +278,28 @@ else
   fi
 fi
 
+# The charts' font (compiled into the experiment library): the system's DejaVuSans.ttf, or CHART_FONT.
+FONT_ARGS=()
+if [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ -z "${CHART_FONT:-}" ]; then
+  note "chart font: installed in the system"
+else
+  CHART_FONT="${CHART_FONT:-$(pwd)/third_party_cache/fonts/DejaVuSans.ttf}"
+  if [ -f "$CHART_FONT" ]; then
+    FONT_ARGS=("-DENGINE_CHART_FONT=$CHART_FONT")
+    note "chart font: CHART_FONT=$CHART_FONT"
+  else
+    note "chart font: not found (install fonts-dejavu-core, or bring a .ttf file: CHART_FONT=...)"
+  fi
+fi
+
 # --- 2. Configure ------------------------------------------------------------------------------------
 # Warnings are errors on our build machines (one compiler); here another g++ may warn anew, and a new
 # warning must not hide what the GPU can tell us: ENGINE_WERROR=OFF unless the caller says otherwise
 # (build.log keeps the warnings).
 CMAKE_ARGS=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON
             "-DENGINE_WERROR=${ENGINE_WERROR:-OFF}"
-            "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}" "${STB_ARGS[@]}" "${JSON_ARGS[@]}")
+            "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}" "${STB_ARGS[@]}" "${JSON_ARGS[@]}"
+            "${FONT_ARGS[@]}")
 [ -n "$NVCC" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$NVCC")
 if [ -n "$GTEST_PREFIX" ]; then
   CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$GTEST_PREFIX" "-DGTEST_ROOT=$GTEST_PREFIX")
