@@ -32,7 +32,7 @@ namespace experiment {
 struct ScalarEvent {
   int64_t step = 0;
   double seconds = 0;
-  std::vector<std::pair<std::string, float>> values;  // tag ("train/loss"), value
+  std::vector<std::pair<std::string, float>> values;  // tag ("loss", "time/epoch_seconds"), value
 };
 
 // The masked CRC-32C (data/crc.h) of `size` bytes, as TFRecord stores it.
