@@ -14,8 +14,8 @@
 //   args.json                  the options and what they resolved to (data root, device); run_files.h
 //   split/{train,validation,test}.csv, split.txt
 //   summary.csv                epoch,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_s,lr
-//   curves.svg, curves.png     the study's five panels: train loss, val loss, train acc., val acc., epoch time
-//   tensorboard/events.out.tfevents.<start>.mura-engine   the summary.csv scalars per epoch (TensorBoard)
+//   curves.svg, curves.png     loss and accuracy (train and validation on each panel), epoch time
+//   tensorboard/{train,validation}/events.out.tfevents.<start>.mura-engine   summary.csv's scalars (TensorBoard)
 //   checkpoints/last.safetensors, best.safetensors (lowest val loss), epoch_NNN.safetensors (--checkpoint-hist)
 //   test/metrics.json, report.md, predictions_images.csv, predictions_studies.csv
 //   train.log                  every message of the run (stderr's lines, the epoch summaries), appended on resume
