@@ -92,6 +92,7 @@ void write_run_curves(const std::string& out, const std::vector<EpochRow>& rows,
   // file: then its bytes equal the file's, and the next epoch is appended to it (tensorboard.h).
   const std::vector<EpochRow> recorded = parse_summary_csv(summary_csv(rows), "summary.csv");
   const EpochScalars runs = epoch_scalar_events(recorded);
+  remove_event_files(out + "/tensorboard");  // the older layout's single file, replaced by the two runs
   write_tensorboard_run(out + "/tensorboard/train", runs.train, start_wall_time);
   write_tensorboard_run(out + "/tensorboard/validation", runs.validation, start_wall_time);
 }

@@ -2,9 +2,9 @@
 //
 // Axis ranges, as matplotlib's autoscale: the data's range with 5% margins each side (a single value
 // widened first), kept within the chart's y limits; the ticks are the round numbers of nice_ticks that
-// fall inside it. The legend goes in the first plot corner whose box (grown by a few pixels) neither
-// contains a dot nor meets a line segment; when every corner is taken, outside on the right, the plot
-// narrowed to make room.
+// fall inside it. The legend goes in the first of matplotlib's "best" places (corners, side middles,
+// centre) whose box (grown by a few pixels) neither contains a dot nor meets a line segment; when every
+// place is taken, outside on the right, the plot narrowed to make room.
 #include "experiment/svg.h"
 
 #include <algorithm>
@@ -223,10 +223,15 @@ ChartFrame chart_frame(const Chart& chart, int width, int height) {
   legend.shown = true;
   legend.width = std::ceil(LegendBox::kPad * 3 + LegendBox::kSwatch + text_width);
   legend.height = LegendBox::kPad * 2 + LegendBox::kRow * static_cast<double>(legend.entries.size()) - 2;
+  // matplotlib's loc="best" order: the four corners, then the middles of the right and left sides, of the
+  // bottom and top, and the centre.
   const double inset = 6, right = f.left + f.plot_width - inset - legend.width;
-  const double bottom = f.top + f.plot_height - inset - legend.height;
-  const double corners[4][2] = {{right, f.top + inset}, {f.left + inset, f.top + inset},
-                                {f.left + inset, bottom}, {right, bottom}};
+  const double bottom = f.top + f.plot_height - inset - legend.height, left = f.left + inset, top = f.top + inset;
+  const double middle_x = f.left + (f.plot_width - legend.width) / 2;
+  const double middle_y = f.top + (f.plot_height - legend.height) / 2;
+  const double corners[9][2] = {{right, top},       {left, top},        {left, bottom},
+                                {right, bottom},    {right, middle_y},  {left, middle_y},
+                                {middle_x, bottom}, {middle_x, top},    {middle_x, middle_y}};
   for (const auto& corner : corners)
     if (corner[0] >= f.left && corner[1] >= f.top &&
         !box_hides_data(chart, f, corner[0], corner[1], legend.width, legend.height)) {

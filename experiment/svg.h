@@ -10,8 +10,8 @@
 //     on an integer axis (epochs) whole numbers only; on a log axis powers of ten (or 1-2-5 values
 //     within one decade);
 //   - y limits a chart may not cross (accuracy: [0, 1]): the axis covers the data, within them;
-//   - the legend where it hides no data: the first free corner of the plot (upper right, upper left,
-//     lower left, lower right), else outside the plot on its right.
+//   - the legend where it hides no data: the first free place of matplotlib's loc="best" (the corners,
+//     then the middles of the sides, then the centre), else outside the plot on its right.
 // The layout (ChartFrame: margins, ranges, ticks and their labels, the legend's box) is computed once
 // here, with the text widths of the charts' font (chart_font.h), and shared with the raster renderer,
 // so that curves.svg and curves.png show the same picture.

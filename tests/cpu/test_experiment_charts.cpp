@@ -680,6 +680,23 @@ TEST(TensorBoard, ResumedRunsRegenerateIdenticalFilesInBothRuns) {
     EXPECT_EQ(data::read_file_text(stepwise + file), data::read_file_text(at_once + file)) << file;
 }
 
+// A run folder of the older layout (one event file in tensorboard/ itself) resumed: that file goes, the
+// two runs come, and a file that is not ours stays.
+TEST(TensorBoard, TheOlderSingleFileLayoutIsReplacedOnResume) {
+  const std::string out = temp_dir("older");
+  fs::create_directories(out + "/tensorboard");
+  const std::string old_file = out + "/tensorboard/events.out.tfevents.1600000000.mura-engine";
+  std::ofstream(old_file) << "old";
+  std::ofstream(out + "/tensorboard/events.out.tfevents.1600000000.other-writer") << "not ours";
+  write_run_curves(out, rising_rows(2), "t", 1700000000);
+  EXPECT_FALSE(fs::exists(old_file));
+  EXPECT_TRUE(fs::exists(out + "/tensorboard/events.out.tfevents.1600000000.other-writer"));
+  EXPECT_TRUE(fs::exists(out + "/tensorboard/train/events.out.tfevents.1700000000.mura-engine"));
+  EXPECT_TRUE(fs::exists(out + "/tensorboard/validation/events.out.tfevents.1700000000.mura-engine"));
+  EXPECT_EQ(remove_event_files(out + "/tensorboard/train"), 1);
+  EXPECT_EQ(remove_event_files(out + "/nonexistent"), 0);
+}
+
 TEST(TensorBoard, ARunKeepsItsFileNameAcrossRewrites) {
   const std::string dir = temp_dir("rewrite") + "/tensorboard";
   const std::vector<ScalarEvent> events = sample_events();
