@@ -1,6 +1,6 @@
-// Text in a real TrueType font for the raster pictures (curves.png, the CAM colour bar): the font file
-// compiled into the library at build time (CMakeLists.txt embeds ENGINE_CHART_FONT, DejaVu Sans by
-// default), rasterised by stb_truetype with anti-aliased coverage.
+// Text in a real TrueType font for the raster pictures (curves.png, chart_png.h's canvas): the font
+// file compiled into the library at build time (CMakeLists.txt embeds ENGINE_CHART_FONT, DejaVu Sans
+// by default), rasterised by stb_truetype with anti-aliased coverage.
 //
 // Sizes are CSS font sizes: `size` pixels to the em, as the SVG charts' font-size is, so that curves.png
 // and curves.svg set their text alike. Text is UTF-8; a byte that is not part of valid UTF-8, and a
