@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <sstream>
 
 #include "data/image_write.h"
 #include "experiment/chart_png.h"
+#include "experiment/svg.h"
 
 namespace experiment {
 
@@ -65,6 +68,34 @@ Rgb8 blend_heatmap(const std::vector<float>& grey, const Heatmap& map, const Loc
 
 std::vector<uint8_t> encode_png_rgb(const Rgb8& image) {
   return data::encode_png(rgb_png(image.width, image.height, image.pixels));
+}
+
+std::string colour_bar_svg(int width) {
+  const double left = 12, right = width - 12.0, bar_top = 4, bar_height = 14;
+  std::ostringstream o;
+  o << "<svg class=\"colour-bar\" xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
+    << "\" height=\"48\" viewBox=\"0 0 " << width << " 48\" font-family=\"" << kSvgFontFamily
+    << "\" font-size=\"10\">\n<defs><linearGradient id=\"colour-map\" x1=\"0\" x2=\"1\" y1=\"0\" y2=\"0\">";
+  for (const double stop : {0.0, 0.125, 0.375, 0.625, 0.875, 1.0}) {
+    uint8_t c[3];
+    colour_of(static_cast<float>(stop), c);
+    char colour[8];
+    std::snprintf(colour, sizeof colour, "#%02x%02x%02x", c[0], c[1], c[2]);
+    o << "<stop offset=\"" << stop << "\" stop-color=\"" << colour << "\"/>";
+  }
+  o << "</linearGradient></defs>\n<rect x=\"" << left << "\" y=\"" << bar_top << "\" width=\"" << right - left
+    << "\" height=\"" << bar_height << "\" fill=\"url(#colour-map)\" stroke=\"#888\"/>\n";
+  for (const double v : {0.0, 0.25, 0.5, 0.75, 1.0}) {
+    const double x = left + v * (right - left);
+    char label[32];
+    std::snprintf(label, sizeof label, "%g", v);
+    o << "<line x1=\"" << x << "\" x2=\"" << x << "\" y1=\"" << bar_top + bar_height << "\" y2=\""
+      << bar_top + bar_height + 3 << "\" stroke=\"#444\"/><text x=\"" << x << "\" y=\"" << bar_top + bar_height + 13
+      << "\" text-anchor=\"middle\">" << label << "</text>\n";
+  }
+  o << "<text x=\"" << width / 2 << "\" y=\"44\" text-anchor=\"middle\">map value / its maximum (45% over the "
+       "radiograph)</text>\n</svg>";
+  return o.str();
 }
 
 Rgb8 thumbnail(const Rgb8& image, int max_side) {

@@ -3,6 +3,7 @@
 // the peak as a black-edged white cross), drawn on the charts' canvas (chart_png.h), and its PNG bytes.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "data/image.h"
@@ -21,6 +22,10 @@ void colour_of(float v, uint8_t rgb[3]);
 Rgb8 blend_heatmap(const std::vector<float>& grey, const Heatmap& map, const Localisation& where, const Box& truth,
                    float opacity = 0.45f);
 std::vector<uint8_t> encode_png_rgb(const Rgb8& image);
+// The colour map's key as an inline <svg> of width x 48 pixels: a bar through colour_of's stops (a
+// linear gradient, exact, since the map is piecewise linear between them) with ticks at 0, 0.25, ...,
+// 1 and the caption "map value / its maximum".
+std::string colour_bar_svg(int width);
 // `image` scaled so that its longest side is at most max_side (area averaging); unchanged when smaller.
 Rgb8 thumbnail(const Rgb8& image, int max_side);
 // The grey image (0..255) of a decoded image: the mean of its channels.

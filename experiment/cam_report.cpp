@@ -2,12 +2,14 @@
 // report.md and the gallery page.
 #include "experiment/cam_report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "data/csv.h"
 #include "data/io_util.h"
 #include "experiment/metrics.h"
+#include "experiment/cam_draw.h"
 #include "experiment/svg.h"
 
 namespace experiment {
@@ -151,18 +153,34 @@ std::string cam_summary_json(const CamSummary& s) {
 std::string cam_gallery_html(const CamSummary& s, const std::vector<size_t>& entries,
                              const std::vector<std::vector<std::vector<uint8_t>>>& pngs) {
   ENGINE_CHECK(pngs.size() == entries.size()) << "cam_gallery_html: one PNG list per entry";
+  // What the page shows, in its title: which maps, of which net, for which images.
+  std::string maps;
+  for (size_t m = 0; m < s.methods.size(); ++m)
+    maps += (m == 0 ? "" : m + 1 == s.methods.size() ? " and " : ", ") + method_title(s.methods[m].method);
+  const std::string title = "Where " + s.arch + " looks: " + (maps.empty() ? "class activation" : maps) +
+                            " maps of its " + std::to_string(entries.size()) + " most confident abnormal predictions";
+  // Even cards: every map in a square box of kBox pixels whatever the radiograph's aspect (letterboxed on
+  // dark grey), the cards of a row stretched to the tallest, long paths wrapped.
+  constexpr int kBox = 260;
+  const int card = static_cast<int>(std::max<size_t>(1, s.methods.size())) * (kBox + 6) + 16;
   std::string h =
-      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>Class activation maps: " +
-      xml_escape(s.arch) + "</title>\n<style>\n"
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>" + xml_escape(title) +
+      "</title>\n<style>\n"
       "body{font-family:sans-serif;margin:1.5em;background:#fafafa;color:#222}\n"
       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.3em .6em;text-align:right}\n"
       "td:first-child,th:first-child{text-align:left}\n"
-      ".gallery{display:flex;flex-wrap:wrap;gap:1em}\n"
-      ".entry{margin:0;background:#fff;border:1px solid #ccc;padding:.5em;max-width:540px}\n"
-      ".maps{display:flex;gap:.4em}.map{text-align:center;font-size:.85em}.map img{display:block;max-width:260px}\n"
-      "figcaption{font-size:.85em;margin-top:.4em}figcaption code{word-break:break-all}.p{font-weight:bold}\n"
+      ".gallery{display:grid;grid-template-columns:repeat(auto-fill," + std::to_string(card) + "px);gap:1em}\n"
+      ".entry{margin:0;background:#fff;border:1px solid #ccc;padding:.5em;box-sizing:border-box;width:" +
+      std::to_string(card) + "px}\n"
+      ".maps{display:flex;gap:6px}.map{text-align:center;font-size:.85em}\n"
+      ".map img{display:block;width:" + std::to_string(kBox) + "px;height:" + std::to_string(kBox) +
+      "px;object-fit:contain;background:#333}\n"
+      "figcaption{font-size:.85em;margin-top:.4em;overflow-wrap:anywhere}.p{font-weight:bold}\n"
+      ".key{display:flex;align-items:center;gap:1em;flex-wrap:wrap;margin:.5em 0 1em}\n"
       "</style></head><body>\n";
-  h += "<h1>Class activation maps: " + xml_escape(s.arch) + " (" + xml_escape(s.head) + " head)</h1>\n<ul>\n";
+  h += "<h1>" + xml_escape(title) + "</h1>\n<p>" + xml_escape(s.arch) + " (" + xml_escape(s.head) +
+       " head): the class activation maps of the images it finds most likely abnormal, highest first, over each "
+       "radiograph, with the true defect box where one is known.</p>\n<ul>\n";
   for (const auto& [k, v] : summary_context(s)) h += "<li>" + xml_escape(k) + ": " + xml_escape(v) + "</li>\n";
   h += "</ul>\n<table>\n<tr>";
   for (const char* t : kTableHeader) h += std::string("<th>") + t + "</th>";
@@ -170,9 +188,12 @@ std::string cam_gallery_html(const CamSummary& s, const std::vector<size_t>& ent
   for (const TableRow& r : summary_rows(s))
     h += "<tr><td>" + xml_escape(r.name) + "</td><td>" + r.boxed + "</td><td>" + r.pointing + "</td><td>" +
          r.pointing_tolerant + "</td><td>" + r.iou + "</td></tr>\n";
-  h += "</table>\n<p>" + xml_escape(kScoreNote) + "</p>\n<p>Colours: the map scaled to its maximum (blue low, red high) over the radiograph; green: the "
-       "true defect box; white: the map's box and its peak (cross).</p>\n";
-  h += "<h2>Top " + std::to_string(entries.size()) + " abnormal predictions</h2>\n<div class=\"gallery\">\n";
+  h += "</table>\n<p>" + xml_escape(kScoreNote) + "</p>\n";
+  h += "<div class=\"key\">" + colour_bar_svg(320) +
+       "<span>Colours: the map scaled to its maximum (blue low, red high) over the radiograph; green: the true "
+       "defect box; white: the map's box and its peak (cross).</span></div>\n";
+  h += "<h2>The " + std::to_string(entries.size()) +
+       " most confident abnormal predictions, highest first</h2>\n<div class=\"gallery\">\n";
   for (size_t e = 0; e < entries.size(); ++e) {
     const CamImage& im = s.per_image.at(entries[e]);
     h += "<figure class=\"entry\" data-probability=\"" + fmt(im.probability, 4) + "\">\n<div class=\"maps\">";

@@ -1,7 +1,7 @@
 // Raster line charts: the Chart model of svg.h drawn into an RGB PNG (curves.png), with the SVG's layout
-// (ChartFrame), tick labels and colours, so that a run's curves can be looked at without a browser; and
-// the bitmap canvas they are drawn on (filled rectangles, blending, text in a bitmap font), which the
-// class activation maps' pictures (cam_draw.h) draw on too.
+// (ChartFrame), ticks, legend and colours, so that a run's curves can be looked at without a browser; and
+// the bitmap canvas they are drawn on (filled rectangles, blending, anti-aliased text in the embedded
+// TrueType font of chart_font.h), which the class activation maps' pictures (cam_draw.h) draw on too.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -14,15 +14,14 @@ namespace experiment {
 
 // `charts` in rows of `columns` panels of panel_width x panel_height pixels, under `title` (a 28-pixel
 // heading): an 8-bit RGB image of (panel_width * columns) x (28 + panel_height * rows). Each panel has
-// its title, the plot frame, five y ticks with gridlines and labels, five x tick labels, the x-axis
-// label, each series as an anti-aliased line with dots, a legend of the named series, and "no data"
+// its title, the plot frame, gridlines and labels at round-number ticks, the x-axis label, each series
+// as an anti-aliased line with dots, a legend of the named series where it hides no data, and "no data"
 // when nothing is drawable. Throws engine::Error when a panel is too small for the margins.
 data::PngImage png_chart_grid(const std::vector<Chart>& charts, const std::string& title, int columns,
                               int panel_width = 320, int panel_height = 220);
 
-// Width in pixels of `text` in the charts' bitmap font at `scale` (6 pixels per character, less the
-// last column's spacing).
-int png_text_width(const std::string& text, int scale = 1);
+// Width in pixels of `text` in the charts' font at `size` pixels to the em (rounded up).
+int png_text_width(const std::string& text, double size = kTickFontSize);
 
 // An 8-bit RGB PNG image of `rgb` [height, width, 3].
 data::PngImage rgb_png(int width, int height, const std::vector<uint8_t>& rgb);
@@ -45,11 +44,10 @@ class Canvas {
   // The outline of the rectangle [x0, x1) x [y0, y1), `thickness` pixels wide, inside it.
   void outline(int x0, int y0, int x1, int y1, int thickness, Rgb c);
 
-  // `text` with its baseline at row `baseline`, anchored at column x (text_at: starting at column x0),
-  // in the bitmap font scaled by `scale`; bold is the glyph drawn twice, one pixel apart.
+  // `text` with its baseline at row `baseline`, anchored at column x, in the charts' font at `size`
+  // pixels to the em, anti-aliased (chart_font.h).
   void text(double x, double baseline, const std::string& text, Rgb c, TextAnchor anchor = TextAnchor::start,
-            int scale = 1, bool bold = false);
-  void text_at(int x0, double baseline, const std::string& text, Rgb c, int scale, bool bold);
+            double size = kTickFontSize, bool bold = false);
 
   int width() const { return width_; }
   int height() const { return height_; }

@@ -231,6 +231,10 @@ std::string comparison_html(const Comparison& cmp) {
     // Figures: accuracy, kappa and test time against the number of images.
     auto figure = [&](const std::string& title, const std::function<double(const CompareCell&)>& y) {
       Chart chart{title + " vs images (" + protocol + ")", "images", {}, true};
+      if (title != "test time (s)") {  // accuracy within [0, 1], kappa within [-1, 1] (svg.h's y limits)
+        chart.y_floor = title == "study kappa" ? -1 : 0;
+        chart.y_ceiling = 1;
+      }
       for (const std::string& a : cmp.options.archs) {
         Series s{pretty_arch(a), {}, {}};
         for (const CompareCell& c : cmp.cells)
@@ -253,7 +257,11 @@ std::string comparison_html(const Comparison& cmp) {
         {"train accuracy", &EpochRow::train_acc}, {"val accuracy", &EpochRow::val_acc},
         {"epoch time (s)", &EpochRow::seconds}};
     for (const auto& [what, field] : curves) {
-      Chart chart{what + " (" + protocol + ")", "epoch", {}, false};
+      Chart chart{what + " (" + protocol + ")", "epoch", {}, false, /*integer_x=*/true};
+      if (what.find("accuracy") != std::string::npos) {  // within [0, 1]
+        chart.y_floor = 0;
+        chart.y_ceiling = 1;
+      }
       for (const CompareCell& c : cmp.cells) {
         if (c.protocol != protocol) continue;
         Series s{pretty_arch(c.arch) + " n=" + size_label(c.images), {}, {}};

@@ -74,6 +74,7 @@ std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::stri
 }
 
 std::vector<Chart> curves_charts(const std::vector<EpochRow>& rows) {
+  // As Keras users plot their History: train and validation on one panel per quantity, epochs on x.
   std::vector<double> x, tl, vl, ta, va, sec;
   for (const EpochRow& r : rows) {
     x.push_back(static_cast<double>(r.epoch));
@@ -83,44 +84,54 @@ std::vector<Chart> curves_charts(const std::vector<EpochRow>& rows) {
     va.push_back(r.val_acc);
     sec.push_back(r.seconds);
   }
-  return {{"train loss", "epoch", {{"", x, tl}}},     {"val loss", "epoch", {{"", x, vl}}},
-          {"train accuracy", "epoch", {{"", x, ta}}}, {"val accuracy", "epoch", {{"", x, va}}},
-          {"epoch time (s)", "epoch", {{"", x, sec}}}};
+  Chart loss{"loss", "epoch", {{"train", x, tl}, {"validation", x, vl}}};
+  Chart accuracy{"accuracy", "epoch", {{"train", x, ta}, {"validation", x, va}}};
+  Chart time{"epoch time (s)", "epoch", {{"train", x, sec}}};
+  for (Chart* c : {&loss, &accuracy, &time}) c->integer_x = true;
+  accuracy.y_floor = 0;
+  accuracy.y_ceiling = 1;
+  return {loss, accuracy, time};
 }
 
 std::string curves_svg(const std::vector<EpochRow>& rows, const std::string& title) {
-  return svg_chart_grid(curves_charts(rows), title, 5);
+  return svg_chart_grid(curves_charts(rows), title, kCurvesColumns, kCurvesPanelWidth, kCurvesPanelHeight);
 }
 
-std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows) {
-  std::vector<ScalarEvent> events;
+EpochScalars epoch_scalar_events(const std::vector<EpochRow>& rows) {
+  EpochScalars runs;
   double seconds = 0;
   for (const EpochRow& r : rows) {
     seconds += r.seconds;
-    events.push_back({r.epoch,
-                      seconds,
-                      {{"train/loss", static_cast<float>(r.train_loss)},
-                       {"train/accuracy", static_cast<float>(r.train_acc)},
-                       {"val/loss", static_cast<float>(r.val_loss)},
-                       {"val/accuracy", static_cast<float>(r.val_acc)},
-                       {"time/epoch_seconds", static_cast<float>(r.seconds)},
-                       {"time/images_per_s", static_cast<float>(r.images_per_s)},
-                       {"lr", static_cast<float>(r.lr)}}});
-    for (const auto& [tag, value] : {std::pair{"val/auroc", r.val_auroc}, std::pair{"val/kappa", r.val_kappa}})
-      if (!std::isnan(value)) events.back().values.emplace_back(tag, static_cast<float>(value));
+    runs.train.push_back({r.epoch,
+                          seconds,
+                          {{"loss", static_cast<float>(r.train_loss)},
+                           {"accuracy", static_cast<float>(r.train_acc)},
+                           {"time/epoch_seconds", static_cast<float>(r.seconds)},
+                           {"time/images_per_s", static_cast<float>(r.images_per_s)},
+                           {"lr", static_cast<float>(r.lr)}}});
+    runs.validation.push_back(
+        {r.epoch, seconds, {{"loss", static_cast<float>(r.val_loss)}, {"accuracy", static_cast<float>(r.val_acc)}}});
+    for (const auto& [tag, value] : {std::pair{"auroc", r.val_auroc}, std::pair{"kappa", r.val_kappa}})
+      if (!std::isnan(value)) runs.validation.back().values.emplace_back(tag, static_cast<float>(value));
   }
-  return events;
+  return runs;
 }
 
 void write_run_curves(const std::string& out, const std::vector<EpochRow>& rows, const std::string& title,
                   double start_wall_time) {
   const std::vector<Chart> charts = curves_charts(rows);
-  data::write_file_atomic(out + "/curves.svg", svg_chart_grid(charts, title, 5));
-  data::write_png_file(out + "/curves.png", png_chart_grid(charts, title, 5), /*durable=*/true);
+  data::write_file_atomic(out + "/curves.svg",
+                           svg_chart_grid(charts, title, kCurvesColumns, kCurvesPanelWidth, kCurvesPanelHeight));
+  data::write_png_file(out + "/curves.png",
+                       png_chart_grid(charts, title, kCurvesColumns, kCurvesPanelWidth, kCurvesPanelHeight),
+                       /*durable=*/true);
   // The numbers exactly as summary.csv holds them (9 digits), from which a resumed run regenerates the
   // file: then its bytes equal the file's, and the next epoch is appended to it (tensorboard.h).
   const std::vector<EpochRow> recorded = parse_summary_csv(summary_csv(rows), "summary.csv");
-  write_tensorboard_run(out + "/tensorboard", epoch_scalar_events(recorded), start_wall_time);
+  const EpochScalars runs = epoch_scalar_events(recorded);
+  remove_event_files(out + "/tensorboard");  // the older layout's single file, replaced by the two runs
+  write_tensorboard_run(out + "/tensorboard/train", runs.train, start_wall_time);
+  write_tensorboard_run(out + "/tensorboard/validation", runs.validation, start_wall_time);
 }
 
 }  // namespace experiment

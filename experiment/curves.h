@@ -1,5 +1,6 @@
 // The per-epoch record of a training run and what is drawn from it: summary.csv (written and read back),
-// the study's five charts (curves.svg, curves.png) and the TensorBoard scalars (tensorboard/).
+// the study's charts (curves.svg, curves.png) and the TensorBoard scalars (tensorboard/train/,
+// tensorboard/validation/).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -20,8 +21,10 @@ struct EpochRow {
   double val_auroc = NAN, val_kappa = NAN;
 };
 
-// summary.csv text; the study's five charts of the epoch rows (train loss, val loss, train accuracy, val
-// accuracy, epoch time), which curves.svg and curves.png both draw; the SVG of them in one row.
+// summary.csv text; the study's three charts of the epoch rows as Keras users plot them, train and
+// validation on the same panel (loss; accuracy, its axis within [0, 1]; epoch time), integer epochs on
+// x, which curves.svg and curves.png both draw in one row of kCurvesColumns panels; the SVG of them.
+constexpr int kCurvesColumns = 3, kCurvesPanelWidth = 360, kCurvesPanelHeight = 250;
 std::string summary_csv(const std::vector<EpochRow>& rows);
 std::vector<EpochRow> parse_summary_csv(const std::string& text, const std::string& source);
 std::vector<Chart> curves_charts(const std::vector<EpochRow>& rows);
@@ -29,13 +32,17 @@ std::string curves_svg(const std::vector<EpochRow>& rows, const std::string& tit
 // summary.csv's header: epoch,train_loss,train_acc,val_loss,val_acc,val_auroc,val_kappa,epoch_seconds,
 // images_per_s,lr. The reader takes the columns by the header's names, so a file from before val_auroc and
 // val_kappa reads (them as NaN).
-// The rows as TensorBoard scalars, step = epoch, at the end of each epoch (the sum of epoch times so
-// far): train/loss, train/accuracy, val/loss, val/accuracy, time/epoch_seconds, time/images_per_s, lr, then
-// val/auroc and val/kappa where they are not NaN.
-std::vector<ScalarEvent> epoch_scalar_events(const std::vector<EpochRow>& rows);
+// The rows as TensorBoard scalars in two runs, as Keras' TensorBoard callback writes them, so that
+// TensorBoard overlays train and validation in one chart per tag: step = epoch, at the end of each epoch
+// (the sum of epoch times so far); train: loss, accuracy, time/epoch_seconds, time/images_per_s, lr;
+// validation: loss, accuracy, then auroc and kappa where they are not NaN.
+struct EpochScalars {
+  std::vector<ScalarEvent> train, validation;
+};
+EpochScalars epoch_scalar_events(const std::vector<EpochRow>& rows);
 
-// curves.svg, curves.png and tensorboard/ in the run folder `out`, regenerated whole from the rows after
-// every epoch.
+// curves.svg, curves.png and tensorboard/{train,validation}/ in the run folder `out`, regenerated whole
+// from the rows after every epoch.
 void write_run_curves(const std::string& out, const std::vector<EpochRow>& rows, const std::string& title,
                       double start_wall_time);
 

@@ -179,4 +179,17 @@ std::string write_tensorboard_run(const std::string& dir, const std::vector<Scal
   return path;
 }
 
+int remove_event_files(const std::string& dir) {
+  std::error_code ec;
+  std::vector<fs::path> ours;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.is_regular_file(ec) && start_of_event_file(entry.path().filename().string()) >= 0)
+      ours.push_back(entry.path());
+  for (const fs::path& path : ours) {
+    fs::remove(path, ec);
+    ENGINE_USER_CHECK(!ec) << "cannot remove the old event file " << path.string() << ": " << ec.message();
+  }
+  return static_cast<int>(ours.size());
+}
+
 }  // namespace experiment

@@ -32,7 +32,7 @@ namespace experiment {
 struct ScalarEvent {
   int64_t step = 0;
   double seconds = 0;
-  std::vector<std::pair<std::string, float>> values;  // tag ("train/loss"), value
+  std::vector<std::pair<std::string, float>> values;  // tag ("loss", "time/epoch_seconds"), value
 };
 
 // The masked CRC-32C (data/crc.h) of `size` bytes, as TFRecord stores it.
@@ -49,5 +49,10 @@ std::string tensorboard_events(const std::vector<ScalarEvent>& events, double st
 // replacing, see above) and returns its path. T is taken from an events.out.tfevents.<T>.mura-engine file
 // already in `dir` (the earliest, when several), otherwise floor(start_time); `dir` is created when missing.
 std::string write_tensorboard_run(const std::string& dir, const std::vector<ScalarEvent>& events, double start_time);
+
+// Removes this writer's event files (events.out.tfevents.<T>.mura-engine) directly in `dir`, not in its
+// subfolders, and returns how many: a run folder of the older layout (one event file in tensorboard/
+// itself) resumed into the train/ and validation/ runs keeps no stale third run. Nothing else is touched.
+int remove_event_files(const std::string& dir);
 
 }  // namespace experiment

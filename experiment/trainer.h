@@ -16,8 +16,8 @@
 //   split/{train,validation,test}.csv, split.txt
 //   summary.csv                epoch,train_loss,train_acc,val_loss,val_acc,val_auroc,val_kappa,epoch_seconds,
 //                              images_per_s,lr (the learning rate of the epoch's last step)
-//   curves.svg, curves.png     the study's five panels: train loss, val loss, train acc., val acc., epoch time
-//   tensorboard/events.out.tfevents.<start>.mura-engine   the summary.csv scalars per epoch (TensorBoard)
+//   curves.svg, curves.png     loss and accuracy (train and validation on each panel), epoch time
+//   tensorboard/{train,validation}/events.out.tfevents.<start>.mura-engine   summary.csv's scalars (TensorBoard)
 //   checkpoints/last.safetensors, best.safetensors (best --best-metric), epoch_NNN.safetensors (--checkpoint-hist)
 //   test/metrics.json, report.md, predictions_images.csv, predictions_studies.csv
 //   train.log                  every message of the run (stderr's lines, the epoch summaries), appended on resume

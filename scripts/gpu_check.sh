@@ -20,6 +20,9 @@
 #                 CPU reference, slower)
 #   STB_ROOT      a prefix with include/stb/stb_image.h when libstb-dev is not installed (default
 #                 third_party_cache/stb)
+#   CHART_FONT    the TrueType font compiled into the raster charts when fonts-dejavu-core is not installed
+#                 (default third_party_cache/fonts/DejaVuSans.ttf; copy /usr/share/fonts/truetype/dejavu/ of
+#                 a build machine); STB_ROOT's include/stb/ then also needs stb_truetype.h
 #   NLOHMANN_JSON_ROOT  a prefix with include/nlohmann/json.hpp when nlohmann-json3-dev is not installed
 #                 (default third_party_cache/nlohmann_json)
 #   CUDNN_ROOT    a prefix with include/cudnn.h and lib/libcudnn.so* when cuDNN is neither in the CUDA
@@ -261,6 +264,20 @@ else
   fi
 fi
 
+# The charts' font (compiled into the experiment library): the system's DejaVuSans.ttf, or CHART_FONT.
+FONT_ARGS=()
+if [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ -z "${CHART_FONT:-}" ]; then
+  note "chart font: installed in the system"
+else
+  CHART_FONT="${CHART_FONT:-$(pwd)/third_party_cache/fonts/DejaVuSans.ttf}"
+  if [ -f "$CHART_FONT" ]; then
+    FONT_ARGS=("-DENGINE_CHART_FONT=$CHART_FONT")
+    note "chart font: CHART_FONT=$CHART_FONT"
+  else
+    note "chart font: not found (install fonts-dejavu-core, or bring a .ttf file: CHART_FONT=...)"
+  fi
+fi
+
 # nlohmann-json (header-only; args.json of the training runs): the system, or NLOHMANN_JSON_ROOT.
 JSON_ARGS=()
 if [ -f /usr/include/nlohmann/json.hpp ] && [ -z "${NLOHMANN_JSON_ROOT:-}" ]; then
@@ -282,6 +299,7 @@ fi
 CMAKE_ARGS=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON
             "-DENGINE_WERROR=${ENGINE_WERROR:-OFF}"
             "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}" "${STB_ARGS[@]}" "${JSON_ARGS[@]}")
+CMAKE_ARGS+=("${FONT_ARGS[@]}")
 [ -n "$NVCC" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$NVCC")
 if [ -n "$GTEST_PREFIX" ]; then
   CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$GTEST_PREFIX" "-DGTEST_ROOT=$GTEST_PREFIX")

@@ -6,6 +6,8 @@
 # python3-sklearn: the independent check of our kappa/AUROC (tests/cpu/test_experiment_train.cpp).
 # chromium: the headless browser that renders the HTML reports in their tests (tests/support/browser.h).
 ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev nlohmann-json3-dev python3-sklearn chromium)
+# fonts-dejavu-core: DejaVuSans.ttf, the font compiled into the raster charts (CMakeLists.txt, ENGINE_CHART_FONT).
+ENGINE_DEBIAN_PACKAGES+=(fonts-dejavu-core)
 
 engine_install_packages() {
   local missing=()

@@ -20,6 +20,7 @@
 #include "engine/check.h"
 #include "data/crc.h"
 #include "experiment/chart_png.h"
+#include "experiment/curves.h"
 #include "experiment/tensorboard.h"
 #include "experiment/trainer.h"
 #include "support/temp_path.h"
@@ -77,92 +78,124 @@ std::vector<EpochRow> rising_rows(int epochs) {
   return rows;
 }
 
-constexpr int kPanelW = 320, kPanelH = 220, kHead = 28;
+constexpr int kPanelW = kCurvesPanelWidth, kPanelH = kCurvesPanelHeight, kHead = 28;
 
-// The plot area of panel `i` of a one-row grid, widened by `margin` pixels (the dots' radius reaches past
-// the frame at the first and last x).
+// A box of pixels, inclusive.
 struct Box {
   int x0, y0, x1, y1;
   bool contains(int x, int y) const { return x >= x0 && x <= x1 && y >= y0 && y <= y1; }
 };
-Box plot_area(int i, int margin) {
-  const int left = i * kPanelW + static_cast<int>(ChartFrame::kLeft), top = kHead + static_cast<int>(ChartFrame::kTop);
-  const int right = (i + 1) * kPanelW - static_cast<int>(ChartFrame::kRight);
-  const int bottom = kHead + kPanelH - static_cast<int>(ChartFrame::kBottom);
-  return {left - margin, top - margin, right + margin, bottom + margin};
+// The plot area of chart i of a one-row grid of width x height panels, widened by `margin` pixels (the
+// dots' radius reaches past the frame at the first and last x).
+Box plot_area(const std::vector<Chart>& charts, size_t i, int margin, int width = kPanelW, int height = kPanelH) {
+  const ChartFrame f = chart_frame(charts[i], width, height);
+  const int x = static_cast<int>(i) * width;
+  return {x + static_cast<int>(std::lround(f.left)) - margin, kHead + static_cast<int>(std::lround(f.top)) - margin,
+          x + static_cast<int>(std::lround(f.left + f.plot_width)) + margin,
+          kHead + static_cast<int>(std::lround(f.top + f.plot_height)) + margin};
+}
+// The legend's box of chart i (empty when there is none).
+Box legend_area(const std::vector<Chart>& charts, size_t i, int width = kPanelW, int height = kPanelH) {
+  const ChartFrame f = chart_frame(charts[i], width, height);
+  if (!f.legend.shown) return {0, 0, -1, -1};
+  const int x = static_cast<int>(i) * width;
+  return {x + static_cast<int>(std::floor(f.legend.x)), kHead + static_cast<int>(std::floor(f.legend.y)),
+          x + static_cast<int>(std::ceil(f.legend.x + f.legend.width)),
+          kHead + static_cast<int>(std::ceil(f.legend.y + f.legend.height))};
 }
 
-TEST(ChartPng, CurvesHaveTheGridSizeAndSeriesStayInTheirPlots) {
-  const Decoded d = decode(png_chart_grid(curves_charts(rising_rows(10)), "densenet201 training curves", 5));
-  ASSERT_EQ(d.image.width, 5 * kPanelW);
-  ASSERT_EQ(d.image.height, kHead + kPanelH);
-  const Rgb blue = series_rgb(0);
-  for (int i = 0; i < 5; ++i) {
-    const Box inside = plot_area(i, 0);
-    int exact = 0;
-    for (int y = inside.y0; y <= inside.y1; ++y)
-      for (int x = inside.x0; x <= inside.x1; ++x) exact += d.is(x, y, blue);
-    EXPECT_GT(exact, 60) << "panel " << i << " has too few pixels of the series colour";
+// Pixels of series k's hue (anti-aliased edges included): blue (train) or orange (validation).
+bool of_series(const Decoded& d, int x, int y, size_t k) {
+  const float* p = d.at(x, y);
+  return k == 0 ? p[2] > p[0] + 40 && p[2] > p[1] + 10 : p[0] > p[2] + 60 && p[1] > p[2] + 10;
+}
+
+TEST(ChartPng, CurvesAreThreePanelsOfTrainAndValidation) {
+  const std::vector<Chart> charts = curves_charts(rising_rows(10));
+  ASSERT_EQ(charts.size(), 3u);
+  EXPECT_EQ(charts[0].title, "loss");
+  EXPECT_EQ(charts[1].title, "accuracy");
+  EXPECT_EQ(charts[2].title, "epoch time (s)");
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_EQ(charts[i].series.size(), 2u) << charts[i].title;
+    EXPECT_EQ(charts[i].series[0].name, "train");
+    EXPECT_EQ(charts[i].series[1].name, "validation");
   }
-  // No series colour anywhere outside the five plot areas (plus the dots' reach).
+  const Decoded d = decode(png_chart_grid(charts, "densenet201 training curves", kCurvesColumns, kPanelW, kPanelH));
+  ASSERT_EQ(d.image.width, 3 * kPanelW);
+  ASSERT_EQ(d.image.height, kHead + kPanelH);
+  for (size_t i = 0; i < 3; ++i) {
+    const Box inside = plot_area(charts, i, 0);
+    for (size_t k = 0; k < charts[i].series.size(); ++k) {
+      int exact = 0;
+      for (int y = inside.y0; y <= inside.y1; ++y)
+        for (int x = inside.x0; x <= inside.x1; ++x) exact += d.is(x, y, series_rgb(k));
+      EXPECT_GT(exact, 60) << "panel " << i << " has too few pixels of series " << k << "'s colour";
+    }
+  }
+  // No series colour anywhere outside the plot areas (plus the dots' reach) and the legends.
   int outside = 0;
   for (int y = 0; y < d.image.height; ++y)
     for (int x = 0; x < d.image.width; ++x) {
-      bool in_a_plot = false;
-      for (int i = 0; i < 5; ++i) in_a_plot = in_a_plot || plot_area(i, 4).contains(x, y);
-      outside += !in_a_plot && d.tinted(x, y);
+      bool allowed = false;
+      for (size_t i = 0; i < 3; ++i)
+        allowed = allowed || plot_area(charts, i, 4).contains(x, y) || legend_area(charts, i).contains(x, y);
+      outside += !allowed && d.tinted(x, y);
     }
   EXPECT_EQ(outside, 0);
 }
 
-// The mean row of the series' pixels in each of `buckets` column bands of panel i's plot.
-std::vector<double> mean_rows(const Decoded& d, int i, int buckets) {
-  const Box box = plot_area(i, 0);
+// The mean row of series k's pixels in each of `buckets` column bands of panel i's plot (the legend
+// left out).
+std::vector<double> mean_rows(const Decoded& d, const std::vector<Chart>& charts, size_t i, size_t k, int buckets) {
+  const Box box = plot_area(charts, i, 0), legend = legend_area(charts, i);
   std::vector<double> sum(static_cast<size_t>(buckets), 0), count(static_cast<size_t>(buckets), 0);
   for (int y = box.y0 + 1; y < box.y1; ++y)
     for (int x = box.x0 + 1; x < box.x1; ++x)
-      if (d.tinted(x, y)) {
+      if (of_series(d, x, y, k) && !legend.contains(x, y)) {
         const size_t b = static_cast<size_t>((x - box.x0 - 1) * buckets / (box.x1 - box.x0 - 1));
         sum[b] += y;
         count[b] += 1;
       }
   for (size_t b = 0; b < sum.size(); ++b) {
-    EXPECT_GT(count[b], 0) << "panel " << i << " band " << b << " has no series pixels";
+    EXPECT_GT(count[b], 0) << "panel " << i << " band " << b << " has no pixels of series " << k;
     sum[b] /= std::max(1.0, count[b]);
   }
   return sum;
 }
 
 TEST(ChartPng, ARisingSeriesRisesAndAFallingOneFalls) {
-  const Decoded d = decode(png_chart_grid(curves_charts(rising_rows(10)), "curves", 5));
-  const std::vector<double> accuracy = mean_rows(d, 2, 8), loss = mean_rows(d, 0, 8);
-  for (size_t b = 1; b < accuracy.size(); ++b) {
-    EXPECT_LT(accuracy[b], accuracy[b - 1]) << "train accuracy rises: its pixels must climb (smaller rows), band " << b;
-    EXPECT_GT(loss[b], loss[b - 1]) << "train loss falls: its pixels must descend, band " << b;
+  const std::vector<Chart> charts = curves_charts(rising_rows(10));
+  const Decoded d = decode(png_chart_grid(charts, "curves", kCurvesColumns, kPanelW, kPanelH));
+  for (size_t k = 0; k < 2; ++k) {
+    const std::vector<double> accuracy = mean_rows(d, charts, 1, k, 6), loss = mean_rows(d, charts, 0, k, 6);
+    for (size_t b = 1; b < accuracy.size(); ++b) {
+      EXPECT_LT(accuracy[b], accuracy[b - 1]) << "accuracy rises: series " << k << "'s pixels climb, band " << b;
+      EXPECT_GT(loss[b], loss[b - 1]) << "loss falls: series " << k << "'s pixels descend, band " << b;
+    }
   }
-  // Rows go from near the bottom of the plot to near its top (5% padding each side).
-  EXPECT_GT(accuracy.front(), plot_area(2, 0).y1 - 40);
-  EXPECT_LT(accuracy.back(), plot_area(2, 0).y0 + 40);
 }
 
 TEST(ChartPng, TitlesTicksAndLabelsAreDrawn) {
-  const Decoded d = decode(png_chart_grid(curves_charts(rising_rows(4)), "densenet201 training curves", 5));
+  const std::vector<Chart> charts = curves_charts(rising_rows(4));
+  const Decoded d = decode(png_chart_grid(charts, "densenet201 training curves", kCurvesColumns, kPanelW, kPanelH));
   auto dark_in = [&](int x0, int y0, int x1, int y1) {
     int n = 0;
     for (int y = y0; y <= y1; ++y)
       for (int x = x0; x <= x1; ++x) n += d.dark(x, y);
     return n;
   };
-  EXPECT_GT(dark_in(0, 0, 600, kHead - 1), 200) << "the grid's title";
-  EXPECT_EQ(dark_in(700, 0, 5 * kPanelW - 1, kHead - 1), 0) << "the title is short and left-aligned";
-  for (int i = 0; i < 5; ++i) {
-    const int x0 = i * kPanelW;
-    EXPECT_GT(dark_in(x0, kHead, x0 + kPanelW - 1, kHead + 18), 20) << "panel " << i << " title";
-    EXPECT_GT(dark_in(x0, kHead + 20, x0 + 44, kHead + 190), 50) << "panel " << i << " y tick labels";
-    EXPECT_GT(dark_in(x0 + 40, kHead + 186, x0 + kPanelW - 1, kHead + 198), 30) << "panel " << i << " x tick labels";
-    EXPECT_GT(dark_in(x0 + 140, kHead + 205, x0 + 230, kHead + 219), 10) << "panel " << i << " axis label";
+  EXPECT_GT(dark_in(0, 0, 400, kHead - 1), 150) << "the grid's title";
+  EXPECT_EQ(dark_in(500, 0, 3 * kPanelW - 1, kHead - 1), 0) << "the title is short and left-aligned";
+  for (size_t i = 0; i < 3; ++i) {
+    const int x0 = static_cast<int>(i) * kPanelW;
+    const Box box = plot_area(charts, i, 0);
+    EXPECT_GT(dark_in(x0, kHead, x0 + kPanelW - 1, kHead + 20), 20) << "panel " << i << " title";
+    EXPECT_GT(dark_in(x0, box.y0, box.x0 - 5, box.y1), 40) << "panel " << i << " y tick labels";
+    EXPECT_GT(dark_in(box.x0, box.y1 + 5, box.x1, box.y1 + 18), 15) << "panel " << i << " x tick labels";
+    EXPECT_GT(dark_in(x0, kHead + kPanelH - 18, x0 + kPanelW - 1, kHead + kPanelH - 1), 10) << "panel " << i
+                                                                                            << " axis label";
     // The frame: #888 along the plot's left edge.
-    const Box box = plot_area(i, 0);
     int frame = 0;
     for (int y = box.y0; y <= box.y1; ++y) frame += d.is(box.x0, y, kFrameRgb);
     EXPECT_GT(frame, (box.y1 - box.y0) / 2) << "panel " << i << " frame";
@@ -177,54 +210,62 @@ TEST(ChartPng, EmptyAndNonFiniteChartsStillDraw) {
       {"some non-finite", "x", {{"a", {1, 2, 3, nan, 5}, {1, nan, 3, 4, 5}}, {"b", {1, 5}, {5, 1}}}},
       {"log x", "images", {{"", {-1, 0, 100, 3000, 10000}, {9, 9, 0.6, 0.7, 0.8}}}, true},
   };
-  const Decoded d = decode(png_chart_grid(charts, "odd data", 4));
+  const Decoded d = decode(png_chart_grid(charts, "odd data", 4, kPanelW, kPanelH));
   ASSERT_EQ(d.image.width, 4 * kPanelW);
   for (int i = 0; i < 2; ++i) {
     // "no data" in the middle, no frame, no series.
+    // (The frame would be a long column of #888 pixels; anti-aliased text has short stems of that grey.)
     int dark = 0, frame = 0, tinted = 0;
-    for (int y = kHead; y < kHead + kPanelH; ++y)
-      for (int x = i * kPanelW; x < (i + 1) * kPanelW; ++x) {
-        const bool middle = std::abs(y - (kHead + kPanelH / 2)) <= 8 && std::abs(x - (i * kPanelW + kPanelW / 2)) <= 30;
+    for (int x = i * kPanelW; x < (i + 1) * kPanelW; ++x) {
+      int column = 0;
+      for (int y = kHead; y < kHead + kPanelH; ++y) {
+        const bool middle = std::abs(y - (kHead + kPanelH / 2)) <= 10 && std::abs(x - (i * kPanelW + kPanelW / 2)) <= 30;
         dark += middle && d.dark(x, y);
-        frame += d.is(x, y, kFrameRgb);
+        column += d.is(x, y, kFrameRgb);
         tinted += d.tinted(x, y);
       }
+      frame = std::max(frame, column);
+    }
     EXPECT_GT(dark, 20) << "panel " << i << " says no data";
-    EXPECT_EQ(frame, 0) << "panel " << i;
+    EXPECT_LT(frame, 20) << "panel " << i << " has no frame (it would be a column of " << kPanelH / 2 << "+)";
     EXPECT_EQ(tinted, 0) << "panel " << i;
   }
-  // Both series of panel 2 are drawn, with a legend (their colours left of the plot's middle, at the top).
+  // Both series of panel 2 are drawn, with a legend.
+  const Box legend = legend_area(charts, 2);
+  ASSERT_LT(legend.x0, legend.x1) << "panel 2 has a legend";
   for (size_t k = 0; k < 2; ++k) {
-    int legend = 0, anywhere = 0;
-    const Box box = plot_area(2, 0);
-    for (int y = box.y0; y <= box.y1; ++y)
-      for (int x = box.x0; x <= box.x1; ++x) {
+    int in_legend = 0, anywhere = 0;
+    for (int y = kHead; y < kHead + kPanelH; ++y)
+      for (int x = 2 * kPanelW; x < 3 * kPanelW; ++x) {
         anywhere += d.is(x, y, series_rgb(k));
-        legend += d.is(x, y, series_rgb(k)) && x <= box.x0 + 22 && y <= box.y0 + 12 + 12 * static_cast<int>(k);
+        in_legend += d.is(x, y, series_rgb(k)) && legend.contains(x, y);
       }
     EXPECT_GT(anywhere, 30) << "series " << k;
-    EXPECT_GT(legend, 5) << "legend of series " << k;
+    EXPECT_GT(in_legend, 5) << "legend of series " << k;
   }
-  // Skipped points draw nothing anywhere: no series colour outside the plot areas.
+  // Skipped points draw nothing anywhere: no series colour outside the plot areas and the legend.
   int outside = 0;
   for (int y = 0; y < d.image.height; ++y)
-    for (int x = 0; x < d.image.width; ++x)
-      outside += d.tinted(x, y) && !plot_area(x / kPanelW, 4).contains(x, y);
+    for (int x = 0; x < d.image.width; ++x) {
+      const size_t i = static_cast<size_t>(x / kPanelW);
+      outside += d.tinted(x, y) && !plot_area(charts, i, 4).contains(x, y) && !legend_area(charts, i).contains(x, y);
+    }
   EXPECT_EQ(outside, 0);
-  // Log x: x <= 0 skipped; 100, 3000, 10000 at log10 positions 2, 3.48, 4 of [2, 4].
-  const Box box = plot_area(3, 0);
-  const double x3000 = box.x0 + (std::log10(3000.0) - 2) / 2 * (box.x1 - box.x0);
+  // Log x: x <= 0 skipped; 100, 3000, 10000 at their log10 positions.
+  const ChartFrame f = chart_frame(charts[3], kPanelW, kPanelH);
+  const double x3000 = 3 * kPanelW + f.px(3000);
   int near = 0;
-  for (int y = box.y0; y <= box.y1; ++y)
+  for (int y = kHead; y < kHead + kPanelH; ++y)
     for (int x = static_cast<int>(x3000) - 1; x <= static_cast<int>(x3000) + 2; ++x) near += d.is(x, y, series_rgb(0));
   EXPECT_GT(near, 3) << "the dot at x = 3000 on the log axis";
+  EXPECT_EQ(f.x_labels, (std::vector<std::string>{"100", "1000", "10000"})) << "powers of ten on the log axis";
 }
 
 TEST(ChartPng, ExtremeValuesDoNotCrash) {
   const std::vector<Chart> charts = {{"huge", "x", {{"", {-1e308, 1e308}, {-1e308, 1e308}}}},
                                      {"tiny", "x", {{"", {0, 1e-300}, {1e-300, 2e-300}}}, true}};
   const data::PngImage png = png_chart_grid(charts, std::string("odd \x01\xff text"), 2);
-  EXPECT_EQ(png.width, 2 * kPanelW);
+  EXPECT_EQ(png.width, 2 * 320);
   EXPECT_EQ(png.samples.size(), static_cast<size_t>(png.width) * static_cast<size_t>(png.height) * 3);
 }
 
@@ -232,29 +273,212 @@ TEST(ChartPng, EveryGlyphIsDistinct) {
   // 95 one-character titles, one per panel: the title bands must all differ (and only space is blank).
   std::vector<Chart> charts;
   for (char c = 32; c <= 126; ++c) charts.push_back({std::string(1, c), "", {}});
-  const int w = 80, h = 80, columns = 10;
+  const int w = 90, h = 90, columns = 10;
   const data::PngImage png = png_chart_grid(charts, "", columns, w, h);
   std::set<std::vector<uint16_t>> bands;
   for (size_t i = 0; i < charts.size(); ++i) {
     std::vector<uint16_t> band;
     const int x0 = static_cast<int>(i % columns) * w, y0 = kHead + static_cast<int>(i / columns) * h;
-    for (int y = y0; y < y0 + 18; ++y)
+    for (int y = y0; y < y0 + 22; ++y)
       for (int x = x0; x < x0 + w; ++x) band.push_back(png.samples[(static_cast<size_t>(y) * png.width + x) * 3]);
     const bool blank = std::all_of(band.begin(), band.end(), [](uint16_t v) { return v == 255; });
     EXPECT_EQ(blank, i == 0) << "glyph " << static_cast<int>(32 + i);
     bands.insert(band);
   }
   EXPECT_EQ(bands.size(), charts.size());
-  EXPECT_EQ(png_text_width("abc"), 17);
-  EXPECT_EQ(png_text_width("abc", 2), 34);
+  // Proportional widths that scale with the size: 'W' is wider than 'i'; twice the size, twice the width.
+  EXPECT_GT(png_text_width("WWW", 10), png_text_width("iii", 10) + 10);
+  EXPECT_NEAR(png_text_width("accuracy", 20), 2 * png_text_width("accuracy", 10), 2);
+}
+
+// The text is the TrueType font, anti-aliased: its glyphs carry intermediate grey levels (a bitmap font
+// is black and white only), and a letter looks like the font's, not the old 5x9 grid's.
+TEST(ChartPng, TextIsAntiAliasedTrueType) {
+  Canvas canvas(200, 40);
+  canvas.text(4, 28, "Accuracy 0.25", kTextRgb, TextAnchor::start, 16);
+  std::set<int> levels;
+  int ink = 0, top = 40, bottom = 0;
+  for (int y = 0; y < 40; ++y)
+    for (int x = 0; x < 200; ++x) {
+      const int v = canvas.pixels()[(static_cast<size_t>(y) * 200 + static_cast<size_t>(x)) * 3];
+      if (v < 255) {
+        levels.insert(v);
+        ++ink;
+        top = std::min(top, y);
+        bottom = std::max(bottom, y);
+      }
+    }
+  EXPECT_GT(ink, 150);
+  EXPECT_GT(levels.size(), 20u) << "anti-aliased edges have many grey levels";
+  EXPECT_GE(bottom - top, 13) << "16-pixel text: capitals and descenders span more than the old 9-row glyphs";
+  // 'A' at 16 px in DejaVu Sans is about 11 px wide; the old font's was 5 columns per scale step.
+  EXPECT_GE(png_text_width("A", 16), 9);
+  EXPECT_LE(png_text_width("A", 16), 13);
+  // UTF-8 text draws its letters (an e-acute is not '?'), and bad bytes draw something, not nothing.
+  EXPECT_NE(png_text_width("\xc3\xa9", 16), png_text_width("?", 16));
+  EXPECT_EQ(png_text_width("\xff", 16), png_text_width("?", 16));
 }
 
 TEST(ChartPng, TooSmallPanelsAndTooLargeImagesAreRefused) {
   EXPECT_THROW(png_chart_grid({}, "t", 1, 40, 40), engine::Error);
   EXPECT_THROW(png_chart_grid(std::vector<Chart>(100), "too tall", 1), engine::Error);
   const data::PngImage none = png_chart_grid({}, "nothing", 5);
-  EXPECT_EQ(none.width, kPanelW);  // no charts: one empty column
-  EXPECT_EQ(none.height, kHead + kPanelH);
+  EXPECT_EQ(none.width, 320);  // no charts: one empty column
+  EXPECT_EQ(none.height, kHead + 220);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Layout: ticks, limits, legends
+
+// Ticks evenly spaced by a step of 1, 2 or 5 x 10^k, each a multiple of it.
+bool round_ticks(const std::vector<double>& t) {
+  if (t.size() < 2) return t.size() == 1;
+  const double raw = t[1] - t[0], decade = std::pow(10.0, std::floor(std::log10(raw) + 1e-6));
+  const double m = std::round(raw / decade), step = m * decade;
+  if (!(m == 1 || m == 2 || m == 5)) return false;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (std::abs(t[i] / step - std::round(t[i] / step)) > 1e-6) return false;
+    if (i && std::abs(t[i] - t[i - 1] - step) > step * 1e-6) return false;
+  }
+  return true;
+}
+
+bool round_number(double v) {
+  if (v == 0) return true;
+  const double m = std::abs(v) / std::pow(10.0, std::floor(std::log10(std::abs(v)) + 1e-12));
+  for (double r : {1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0})
+    if (std::abs(m - r) < 1e-9) return true;
+  return false;
+}
+
+TEST(ChartLayout, NiceTicksAreRoundNumbersInSteps125) {
+  EXPECT_EQ(nice_ticks(0, 1, 6), (std::vector<double>{0, 0.2, 0.4, 0.6, 0.8, 1}));
+  EXPECT_EQ(nice_ticks(1, 10, 6, true), (std::vector<double>{0, 2, 4, 6, 8, 10}));
+  EXPECT_EQ(nice_ticks(1, 3, 6, true), (std::vector<double>{1, 2, 3})) << "integer: no 1.5";
+  EXPECT_EQ(nice_ticks(0.52, 0.93, 6), (std::vector<double>{0.5, 0.6, 0.7, 0.8, 0.9, 1}));
+  EXPECT_EQ(nice_ticks(58, 63, 6), (std::vector<double>{58, 59, 60, 61, 62, 63}));
+  EXPECT_EQ(nice_ticks(58, 64.5, 6), (std::vector<double>{58, 60, 62, 64, 66}));
+  EXPECT_EQ(nice_ticks(-3, 7, 6), (std::vector<double>{-5, 0, 5, 10}));
+  for (double lo : {-123.4, -1.0, 0.0, 1e-7, 0.31, 5.0, 1234.5, 3e9})
+    for (double span : {1e-6, 0.013, 0.7, 1.0, 3.3, 47.0, 1e4})
+      for (int max_ticks : {3, 5, 6, 8})
+        for (bool integer : {false, true}) {
+          const double hi = lo + span;
+          if (std::abs(lo) / span > 1e6) continue;  // near the end of double's digits
+          const std::vector<double> t = nice_ticks(lo, hi, max_ticks, integer);
+          ASSERT_GE(t.size(), 2u) << lo << ".." << hi;
+          EXPECT_LE(static_cast<int>(t.size()), max_ticks) << lo << ".." << hi;
+          EXPECT_LE(t.front(), lo + 1e-9 * std::abs(lo)) << "the ticks cover the range";
+          EXPECT_GE(t.back(), hi - 1e-9 * std::abs(hi));
+          // The step, as the ticks' differences give it up to rounding.
+          const double raw = t[1] - t[0], decade = std::pow(10.0, std::floor(std::log10(raw) + 1e-6));
+          const double step = std::round(raw / decade) * decade;
+          EXPECT_NEAR(raw, step, step * 1e-6);
+          EXPECT_TRUE(round_number(step)) << "step " << step << " of " << lo << ".." << hi;
+          const double m = step / std::pow(10.0, std::floor(std::log10(step) + 1e-12));
+          EXPECT_TRUE(std::abs(m - 1) < 1e-6 || std::abs(m - 2) < 1e-6 || std::abs(m - 5) < 1e-6) << step;
+          if (integer) {
+            EXPECT_GE(step, 1.0);
+          }
+          for (size_t i = 0; i < t.size(); ++i) {
+            EXPECT_NEAR(t[i] / step, std::round(t[i] / step), 1e-6 * std::max(1.0, std::abs(t[i] / step)))
+                << "tick " << t[i] << " is a multiple of " << step;
+            if (i) {
+              EXPECT_NEAR(t[i] - t[i - 1], step, step * 1e-6);
+            }
+          }
+        }
+  // Degenerate ranges still give ticks.
+  EXPECT_GE(nice_ticks(5, 5).size(), 2u);
+  EXPECT_GE(nice_ticks(0, 0).size(), 2u);
+  EXPECT_EQ(nice_ticks(NAN, 1).size(), 5u);
+}
+
+TEST(ChartLayout, TickLabelsShowTheDigitsOfTheStep) {
+  EXPECT_EQ(tick_label(0.6000000000000001, 0.2), "0.6");
+  EXPECT_EQ(tick_label(0.25, 0.05), "0.25");
+  EXPECT_EQ(tick_label(10000, 2000), "10000");
+  EXPECT_EQ(tick_label(-0.0, 0.1), "0");
+  EXPECT_EQ(tick_label(3, 1), "3");
+  EXPECT_EQ(tick_label(2e8, 1e8), "2e+08");
+}
+
+TEST(ChartLayout, EpochsAreIntegersAndAccuracyStaysWithinZeroAndOne) {
+  for (int epochs : {1, 2, 3, 7, 10, 30, 120}) {
+    std::vector<EpochRow> rows = rising_rows(epochs);
+    rows.back().train_acc = 1.0;  // touches the top
+    rows.front().val_acc = 0.0;   // and the bottom
+    const std::vector<Chart> charts = curves_charts(rows);
+    for (const Chart& chart : charts) {
+      const ChartFrame f = chart_frame(chart, kPanelW, kPanelH);
+      ASSERT_FALSE(f.x_ticks.empty()) << epochs << " epochs, " << chart.title;
+      for (double t : f.x_ticks) EXPECT_EQ(t, std::round(t)) << epochs << " epochs: the x ticks are whole epochs";
+      for (const std::string& label : f.x_labels) EXPECT_EQ(label.find('.'), std::string::npos) << label;
+      EXPECT_TRUE(round_ticks(f.y_ticks)) << chart.title;
+      EXPECT_TRUE(round_ticks(f.x_ticks)) << chart.title;
+    }
+    const ChartFrame acc = chart_frame(charts[1], kPanelW, kPanelH);
+    EXPECT_GE(acc.y0, 0.0) << epochs << " epochs";
+    EXPECT_LE(acc.y1, 1.0) << epochs << " epochs";
+    EXPECT_GE(acc.y_ticks.size(), 2u);
+    for (double t : acc.y_ticks) {
+      EXPECT_GE(t, 0.0);
+      EXPECT_LE(t, 1.0);
+    }
+  }
+}
+
+// The legend's box holds no data: no dot centre within it (grown by the dots' radius) in the layout,
+// and in the picture no pixel of a series' colour under it but its own line samples.
+TEST(ChartLayout, TheLegendHidesNoData) {
+  std::vector<std::vector<EpochRow>> cases = {rising_rows(1), rising_rows(2), rising_rows(10), rising_rows(40)};
+  // Data everywhere: a zigzag of train and validation over the whole accuracy range.
+  std::vector<EpochRow> zigzag = rising_rows(20);
+  for (size_t i = 0; i < zigzag.size(); ++i) {
+    zigzag[i].train_acc = i % 2 ? 1.0 : 0.0;
+    zigzag[i].val_acc = i % 2 ? 0.0 : 1.0;
+    zigzag[i].train_loss = i % 2 ? 3.0 : 0.1;
+    zigzag[i].val_loss = 0.5 + 0.1 * static_cast<double>(i % 3);
+  }
+  cases.push_back(zigzag);
+  bool saw_outside = false;
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const std::vector<Chart> charts = curves_charts(cases[c]);
+    const Decoded d = decode(png_chart_grid(charts, "legend", kCurvesColumns, kPanelW, kPanelH));
+    for (size_t i = 0; i < charts.size(); ++i) {
+      const ChartFrame f = chart_frame(charts[i], kPanelW, kPanelH);
+      ASSERT_TRUE(f.legend.shown);
+      saw_outside = saw_outside || f.legend.outside;
+      for (const Series& s : charts[i].series)
+        for (size_t p = 0; p < s.x.size(); ++p) {
+          const double x = f.px(s.x[p]), y = f.py(s.y[p]);
+          EXPECT_FALSE(x >= f.legend.x - 3.5 && x <= f.legend.x + f.legend.width + 3.5 && y >= f.legend.y - 3.5 &&
+                       y <= f.legend.y + f.legend.height + 3.5)
+              << "case " << c << ", " << charts[i].title << ": the point of epoch " << s.x[p] << " is under the legend";
+        }
+      const Box legend = legend_area(charts, i);
+      const int samples_end = legend.x0 + static_cast<int>(LegendBox::kPad + LegendBox::kSwatch) + 3;
+      int hidden = 0;
+      for (int y = legend.y0; y <= legend.y1; ++y)
+        for (int x = samples_end; x <= legend.x1; ++x) hidden += d.tinted(x, y);
+      EXPECT_EQ(hidden, 0) << "case " << c << ", " << charts[i].title << ": series colour under the legend's text";
+    }
+  }
+  EXPECT_TRUE(saw_outside) << "the zigzag fills every corner: its legend goes outside the plot";
+}
+
+TEST(ChartSvg, TheSvgHasTheSameTicksLegendAndFont) {
+  const std::vector<Chart> charts = curves_charts(rising_rows(10));
+  const std::string svg = svg_chart(charts[1], kPanelW, kPanelH);
+  const ChartFrame f = chart_frame(charts[1], kPanelW, kPanelH);
+  for (const std::string& label : f.y_labels) EXPECT_NE(svg.find(">" + label + "</text>"), std::string::npos) << label;
+  for (const std::string& label : f.x_labels) EXPECT_NE(svg.find(">" + label + "</text>"), std::string::npos) << label;
+  EXPECT_NE(svg.find("<g class=\"legend\">"), std::string::npos);
+  EXPECT_NE(svg.find(">train</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">validation</text>"), std::string::npos);
+  EXPECT_NE(svg.find("DejaVu Sans"), std::string::npos);
+  const std::string grid = curves_svg(rising_rows(10), "t");
+  EXPECT_NE(grid.find("width=\"" + std::to_string(3 * kPanelW) + "\""), std::string::npos);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -409,17 +633,68 @@ TEST(TensorBoard, RecordsRoundTripThroughAReader) {
   }
 }
 
-TEST(TensorBoard, EpochRowsBecomeTheSevenScalars) {
+// Train and validation in two runs under the same tags, so that TensorBoard overlays them as Keras'
+// callback has them.
+TEST(TensorBoard, EpochRowsBecomeTrainAndValidationRunsWithOneTagEach) {
   const std::vector<EpochRow> rows = rising_rows(3);
-  const std::vector<ScalarEvent> events = epoch_scalar_events(rows);
-  ASSERT_EQ(events.size(), 3u);
-  EXPECT_EQ(events[2].step, 3);
-  EXPECT_DOUBLE_EQ(events[2].seconds, rows[0].seconds + rows[1].seconds + rows[2].seconds);
-  std::vector<std::string> tags;
-  for (const auto& [tag, value] : events[1].values) tags.push_back(tag);
-  EXPECT_EQ(tags, (std::vector<std::string>{"train/loss", "train/accuracy", "val/loss", "val/accuracy",
-                                             "time/epoch_seconds", "time/images_per_s", "lr"}));
-  EXPECT_EQ(events[1].values[2].second, static_cast<float>(rows[1].val_loss));
+  const EpochScalars runs = epoch_scalar_events(rows);
+  ASSERT_EQ(runs.train.size(), 3u);
+  ASSERT_EQ(runs.validation.size(), 3u);
+  for (const auto* events : {&runs.train, &runs.validation}) {
+    EXPECT_EQ((*events)[2].step, 3);
+    EXPECT_DOUBLE_EQ((*events)[2].seconds, rows[0].seconds + rows[1].seconds + rows[2].seconds);
+  }
+  auto tags = [](const ScalarEvent& e) {
+    std::vector<std::string> t;
+    for (const auto& [tag, value] : e.values) t.push_back(tag);
+    return t;
+  };
+  EXPECT_EQ(tags(runs.train[1]),
+            (std::vector<std::string>{"loss", "accuracy", "time/epoch_seconds", "time/images_per_s", "lr"}));
+  EXPECT_EQ(tags(runs.validation[1]), (std::vector<std::string>{"loss", "accuracy"}));
+  EXPECT_EQ(runs.train[1].values[0].second, static_cast<float>(rows[1].train_loss));
+  EXPECT_EQ(runs.validation[1].values[0].second, static_cast<float>(rows[1].val_loss));
+  EXPECT_EQ(runs.validation[1].values[1].second, static_cast<float>(rows[1].val_acc));
+}
+
+// A run's folder after epochs 1..3 written epoch by epoch (a resume in between, later in time) holds the
+// same bytes as one written at once: tensorboard/train/ and tensorboard/validation/ each one event file.
+TEST(TensorBoard, ResumedRunsRegenerateIdenticalFilesInBothRuns) {
+  const std::vector<EpochRow> rows = rising_rows(3);
+  const std::string stepwise = temp_dir("stepwise"), at_once = temp_dir("at_once");
+  for (size_t n = 1; n <= rows.size(); ++n)
+    write_run_curves(stepwise, std::vector<EpochRow>(rows.begin(), rows.begin() + static_cast<long>(n)), "t",
+                     1700000000.5 + 1000.0 * static_cast<double>(n - 1));
+  write_run_curves(at_once, rows, "t", 1700000000.5);
+  for (const char* run : {"train", "validation"}) {
+    std::vector<std::string> a, b;
+    for (const auto& e : fs::directory_iterator(stepwise + "/tensorboard/" + run)) a.push_back(e.path().string());
+    for (const auto& e : fs::directory_iterator(at_once + "/tensorboard/" + run)) b.push_back(e.path().string());
+    ASSERT_EQ(a.size(), 1u) << run;
+    ASSERT_EQ(b.size(), 1u) << run;
+    EXPECT_EQ(fs::path(a[0]).filename(), fs::path(b[0]).filename()) << run;
+    EXPECT_EQ(fs::path(a[0]).filename().string(), "events.out.tfevents.1700000000.mura-engine");
+    EXPECT_EQ(data::read_file_text(a[0]), data::read_file_text(b[0])) << run << ": the resumed file differs";
+  }
+  for (const char* file : {"/curves.svg", "/curves.png"})
+    EXPECT_EQ(data::read_file_text(stepwise + file), data::read_file_text(at_once + file)) << file;
+}
+
+// A run folder of the older layout (one event file in tensorboard/ itself) resumed: that file goes, the
+// two runs come, and a file that is not ours stays.
+TEST(TensorBoard, TheOlderSingleFileLayoutIsReplacedOnResume) {
+  const std::string out = temp_dir("older");
+  fs::create_directories(out + "/tensorboard");
+  const std::string old_file = out + "/tensorboard/events.out.tfevents.1600000000.mura-engine";
+  std::ofstream(old_file) << "old";
+  std::ofstream(out + "/tensorboard/events.out.tfevents.1600000000.other-writer") << "not ours";
+  write_run_curves(out, rising_rows(2), "t", 1700000000);
+  EXPECT_FALSE(fs::exists(old_file));
+  EXPECT_TRUE(fs::exists(out + "/tensorboard/events.out.tfevents.1600000000.other-writer"));
+  EXPECT_TRUE(fs::exists(out + "/tensorboard/train/events.out.tfevents.1700000000.mura-engine"));
+  EXPECT_TRUE(fs::exists(out + "/tensorboard/validation/events.out.tfevents.1700000000.mura-engine"));
+  EXPECT_EQ(remove_event_files(out + "/tensorboard/train"), 1);
+  EXPECT_EQ(remove_event_files(out + "/nonexistent"), 0);
 }
 
 TEST(TensorBoard, ARunKeepsItsFileNameAcrossRewrites) {
@@ -439,14 +714,27 @@ TEST(TensorBoard, ARunKeepsItsFileNameAcrossRewrites) {
 }
 
 // TensorBoard's own reader on our file, when a Python with tensorboard is at hand.
-TEST(TensorBoard, TensorBoardReadsTheScalars) {
+// The quoted ENGINE_PYTHON when it can import tensorboard; otherwise "" and why in `reason`.
+std::string tensorboard_python(std::string& reason) {
   const char* python = std::getenv("ENGINE_PYTHON");
-  if (!python || !*python) GTEST_SKIP() << "set ENGINE_PYTHON to a python with tensorboard; scripts/test.sh does";
-  const std::string dir = temp_dir("tensorboard");
+  if (!python || !*python) {
+    reason = "set ENGINE_PYTHON to a python with tensorboard; scripts/test.sh does";
+    return "";
+  }
   const std::string quoted = "'" + std::string(python) + "'";
-  if (std::system((quoted + " -c 'import tensorboard' >/dev/null 2>&1").c_str()) != 0)
-    GTEST_SKIP() << "ENGINE_PYTHON (" << python << ") cannot import tensorboard; set ENGINE_PYTHON to a python with "
-                 << "tensorboard; scripts/test.sh does";
+  if (std::system((quoted + " -c 'import tensorboard' >/dev/null 2>&1").c_str()) != 0) {
+    reason = "ENGINE_PYTHON (" + std::string(python) + ") cannot import tensorboard; set ENGINE_PYTHON to a python "
+             "with tensorboard; scripts/test.sh does";
+    return "";
+  }
+  return quoted;
+}
+
+TEST(TensorBoard, TensorBoardReadsTheScalars) {
+  std::string reason;
+  const std::string quoted = tensorboard_python(reason);
+  if (quoted.empty()) GTEST_SKIP() << reason;
+  const std::string dir = temp_dir("tensorboard");
   const std::vector<ScalarEvent> events = sample_events();
   const double start = 1700000000;
   const std::string path = write_tensorboard_run(dir + "/run", events, start);
@@ -490,4 +778,75 @@ for tag in sorted(acc.Tags()["scalars"]):
   EXPECT_EQ(got, expected) << "TensorBoard read:\n" << data::read_file_text(out);
 }
 
+// TensorBoard's own multiplexer over a run's tensorboard/ folder: two runs, train and validation, whose
+// loss and accuracy share their tags (one chart each, both curves in it), with summary.csv's numbers.
+TEST(TensorBoard, TensorBoardOverlaysTrainAndValidation) {
+  std::string reason;
+  const std::string quoted = tensorboard_python(reason);
+  if (quoted.empty()) GTEST_SKIP() << reason;
+  const std::string dir = temp_dir("overlay");
+  const std::vector<EpochRow> rows = rising_rows(3);
+  fs::create_directories(dir + "/run");
+  write_run_curves(dir + "/run", rows, "t", 1700000000);
+  std::ofstream(dir + "/read.py") << R"(import sys
+from tensorboard.backend.event_processing import event_multiplexer
+mux = event_multiplexer.EventMultiplexer(size_guidance={"scalars": 0})
+mux.AddRunsFromDirectory(sys.argv[1])
+mux.Reload()
+for run, tags in sorted(mux.Runs().items()):
+    for tag in sorted(tags["scalars"]):
+        for s in mux.Scalars(run, tag):
+            print(run, tag, s.step, repr(s.value))
+)";
+  const std::string out = dir + "/out.txt", err = dir + "/err.txt";
+  const std::string command =
+      quoted + " '" + dir + "/read.py' '" + dir + "/run/tensorboard' >'" + out + "' 2>'" + err + "'";
+  ASSERT_EQ(std::system(command.c_str()), 0) << "TensorBoard's multiplexer failed:\n" << data::read_file_text(err);
+  std::set<std::string> got, expected;
+  std::istringstream lines(data::read_file_text(out));
+  for (std::string run, tag; lines >> run >> tag;) {
+    int64_t step;
+    double value;
+    lines >> step >> value;
+    std::ostringstream line;
+    line.precision(9);
+    line << run << " " << tag << " " << step << " " << value;
+    got.insert(line.str());
+  }
+  const std::vector<EpochRow> recorded = parse_summary_csv(summary_csv(rows), "summary.csv");
+  for (const EpochRow& r : recorded) {
+    const std::pair<const char*, std::vector<std::pair<const char*, double>>> runs[] = {
+        {"train", {{"loss", r.train_loss}, {"accuracy", r.train_acc}, {"time/epoch_seconds", r.seconds},
+                   {"time/images_per_s", r.images_per_s}, {"lr", r.lr}}},
+        {"validation", {{"loss", r.val_loss}, {"accuracy", r.val_acc}}}};
+    for (const auto& [run, values] : runs)
+      for (const auto& [tag, value] : values) {
+        std::ostringstream line;
+        line.precision(9);
+        line << run << " " << tag << " " << r.epoch << " " << static_cast<double>(static_cast<float>(value));
+        expected.insert(line.str());
+      }
+  }
+  EXPECT_EQ(got, expected) << "TensorBoard read:\n" << data::read_file_text(out);
+}
+
+}  // namespace
+
+namespace {
+// ENGINE_CHART_SAMPLES=<folder>: the charts of this file written there to be looked at (not a test).
+TEST(ChartSamples, WrittenWhenAsked) {
+  const char* folder = std::getenv("ENGINE_CHART_SAMPLES");
+  if (!folder || !*folder) GTEST_SKIP() << "set ENGINE_CHART_SAMPLES=<folder> to write sample charts";
+  fs::create_directories(folder);
+  std::vector<EpochRow> zigzag = rising_rows(20);
+  for (size_t i = 0; i < zigzag.size(); ++i) zigzag[i].train_acc = i % 2 ? 1.0 : 0.0;
+  write_run_curves(folder, rising_rows(10), "densenet201 training curves", 1700000000);
+  data::write_png_file(std::string(folder) + "/zigzag.png",
+                       png_chart_grid(curves_charts(zigzag), "zigzag", kCurvesColumns, kPanelW, kPanelH), false);
+  const std::vector<Chart> odd = {
+      {"some non-finite", "x", {{"a", {1, 2, 3, NAN, 5}, {1, NAN, 3, 4, 5}}, {"b", {1, 5}, {5, 1}}}},
+      {"log x", "images", {{"densenet", {100, 3000, 10000}, {0.6, 0.7, 0.8}}, {"resnet", {100, 3000, 10000}, {0.65, 0.72, 0.79}}}, true},
+      {"one epoch", "epoch", {{"train", {1}, {0.5}}}}};
+  data::write_png_file(std::string(folder) + "/odd.png", png_chart_grid(odd, "odd", 3, kPanelW, kPanelH), false);
+}
 }  // namespace

@@ -67,12 +67,12 @@ BrowserPage render_in_browser(const std::string& html_path, const std::string& w
   const fs::path dir = fs::absolute(work_dir);
   fs::create_directories(dir);
   const std::string url = "file://" + fs::absolute(html_path).string();
-  run_browser(browser, dir / "profile", "--dump-dom", url, dir / "dom.html", dir / "dump-dom.log");
+  const std::string window = "--window-size=" + std::to_string(width) + "," + std::to_string(height);
+  run_browser(browser, dir / "profile", window + " --dump-dom", url, dir / "dom.html", dir / "dump-dom.log");
   page.dom = read_text(dir / "dom.html");
   page.screenshot_png = (dir / "screenshot.png").string();
   run_browser(browser, dir / "profile",
-              "--window-size=" + std::to_string(width) + "," + std::to_string(height) +
-                  " --screenshot=" + shell_quote(page.screenshot_png),
+              window + " --screenshot=" + shell_quote(page.screenshot_png),
               url, dir / "screenshot.log", dir / "screenshot.err");
   if (!fs::exists(page.screenshot_png))
     throw std::runtime_error("the browser wrote no screenshot: " + read_text(dir / "screenshot.err"));

@@ -1,5 +1,5 @@
 // Rendering a page in a real headless browser (Debian's chromium), for the tests of the HTML reports
-// (results.html, the CAM gallery): the DOM after load (--dump-dom) and a screenshot.
+// (results.html, the CAM gallery): the DOM after load (--dump-dom) and a screenshot, both at the same window size.
 //
 // The browser is found as $ENGINE_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH.
 // Each call uses its own profile folder inside work_dir, so tests may render in parallel.
