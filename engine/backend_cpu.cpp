@@ -12,6 +12,7 @@
 #include "engine/memory_stats.h"
 #include "engine/runtime.h"
 #include "kernels/cpu_info.h"
+#include "kernels/convert.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 
@@ -115,6 +116,10 @@ class CpuBackend final : public DeviceBackend {
                     const int64_t* src_strides, size_t element_size) const override {
     strided_copy_host(shape, ndim, static_cast<char*>(dst), dst_strides, static_cast<const char*>(src), src_strides,
                       element_size, 0);
+  }
+  void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t count) const override {
+    if (count > 0)
+      kernels::cpu::convert({src, 1, count, count, src_dtype}, {dst, 1, count, count, dst_dtype});
   }
   void synchronize() const override {}
 

@@ -7,6 +7,7 @@
 #include "engine/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/convert.h"
 #include "kernels/elementwise.h"
 
 namespace engine {
@@ -63,6 +64,10 @@ class CudaBackend final : public DeviceBackend {
     ENGINE_CHECK(element_size == sizeof(float)) << "copy_from: strided copies on CUDA support f32 only";
     kernels::cuda::strided_copy(ndim, shape, static_cast<const float*>(src), src_strides, static_cast<float*>(dst),
                                 dst_strides);
+  }
+  void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t count) const override {
+    if (count > 0)
+      kernels::cuda::convert({src, 1, count, count, src_dtype}, {dst, 1, count, count, dst_dtype});
   }
   void synchronize() const override { kernels::cuda::synchronize(); }
 
