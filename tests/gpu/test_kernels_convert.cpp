@@ -2,7 +2,8 @@
 // bit: f32 -> bf16 on every kind of f32 (ties, NaN payloads, infinities, subnormals, overflow, random
 // patterns), bf16 -> f32 on all 65536 bf16 patterns, and the same-type copies; row-strided operands
 // whose output gaps hold a sentinel that must survive. Then the tensor level: Tensor::to(DType) on a
-// CUDA tensor gives the CPU's bits, and a bf16 tensor moves between the devices unchanged.
+// CUDA tensor gives the CPU's bits, a bf16 tensor moves between the devices unchanged, and bf16 channel
+// slices copy (engine/backend_cuda.cpp: strided copies of 2-byte elements) as on the CPU.
 // Exact (0 tolerance) everywhere: both backends round with the one function of kernels/bf16.h.
 #include <gtest/gtest.h>
 
@@ -162,6 +163,26 @@ TEST(CudaConvertTensor, ToDtypeOnTheDeviceMatchesTheCpu) {
   EXPECT_EQ(filled.to_vector(), std::vector<float>(12, 1.0f + 2.0f / 128.0f));
   const Tensor made = Tensor::from_vector({2}, {0.1f, -7.3f}, Device::cuda(), DType::bf16);
   EXPECT_EQ(made.to_vector(), Tensor::from_vector({2}, {0.1f, -7.3f}, Device::cpu(), DType::bf16).to_vector());
+}
+
+TEST(CudaConvertTensor, Bf16ChannelSlicesCopyAsOnTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  using engine::Device;
+  using engine::Tensor;
+  const std::vector<float> values = gpu_test::uniform(2 * 3 * 5 * 8, 6);
+  std::vector<std::vector<float>> results;
+  for (Device device : {Device::cpu(), Device::cuda()}) {
+    const Tensor buffer = Tensor::from_vector({2, 3, 5, 8}, values, Device::cpu(), DType::bf16).to(device);
+    const Tensor slice = buffer.slice(3, 2, 6);         // a channel slice: row-strided
+    const Tensor dense = slice.clone();                 // strided -> dense
+    buffer.slice(3, 4, 8).copy_from(dense);              // dense -> strided
+    buffer.slice(3, 0, 1).fill_(-1.5f);                 // a strided fill
+    std::vector<float> out = buffer.to_vector();
+    const std::vector<float> sliced = slice.to(Device::cpu()).to_vector();
+    out.insert(out.end(), sliced.begin(), sliced.end());
+    results.push_back(out);
+  }
+  EXPECT_TRUE(gpu_test::bitwise_equal(results[1], results[0]));
 }
 
 }  // namespace
