@@ -79,6 +79,19 @@ TEST(Bf16Tensor, ToBf16RoundsEveryElementAsTheScalarAndBackIsExact) {
   EXPECT_TRUE(std::signbit(back[7]));
 }
 
+TEST(Bf16Tensor, ALargeTensorConvertsEveryElementRowsAndTail) {
+  // 3 rows of the CPU table's 4096-element conversion rows and a tail of 123, threaded.
+  const int64_t n = 3 * 4096 + 123;
+  std::vector<float> values(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) values[size_t(i)] = std::sin(0.01f * float(i)) * 100.0f + 1.0f / 256.0f;
+  const Tensor bf16 = Tensor::from_vector({n}, values).to(DType::bf16);
+  const std::vector<uint16_t> bits = bf16_bits(bf16);
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(bits[size_t(i)], kernels::bf16_bits_from_f32(values[size_t(i)])) << "element " << i;
+  const std::vector<float> back = bf16.to_vector();
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(back[size_t(i)], kernels::f32_from_bf16_bits(bits[size_t(i)])) << i;
+}
+
 TEST(Bf16Tensor, ToTheSameDtypeIsTheTensorItself) {
   const Tensor t = Tensor::from_vector({2}, {1.0f, 2.0f}, Device::cpu(), DType::bf16);
   EXPECT_TRUE(t.to(DType::bf16).same(t));
