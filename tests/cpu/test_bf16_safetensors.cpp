@@ -18,18 +18,13 @@
 #include "engine/safetensors.h"
 #include "engine/serialize.h"
 #include "support/temp_path.h"
+#include "test_bf16_common.h"
 
 namespace {
 
 using namespace engine;
 
-std::vector<uint16_t> bf16_bits(const Tensor& t) {
-  EXPECT_EQ(t.dtype(), DType::bf16);
-  const Tensor host = t.to(Device::cpu()).contiguous();
-  std::vector<uint16_t> bits(size_t(host.numel()));
-  if (!bits.empty()) std::memcpy(bits.data(), host.raw_data(), bits.size() * 2);
-  return bits;
-}
+using bf16_test::bf16_bits;
 
 std::vector<uint32_t> f32_bits(const std::vector<float>& values) {
   std::vector<uint32_t> bits(values.size());

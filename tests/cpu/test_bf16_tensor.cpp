@@ -15,19 +15,13 @@
 #include "engine/check.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
+#include "test_bf16_common.h"
 
 namespace {
 
 using namespace engine;
 
-// The bf16 patterns of a dense CPU bf16 tensor.
-std::vector<uint16_t> bf16_bits(const Tensor& t) {
-  EXPECT_EQ(t.dtype(), DType::bf16);
-  const Tensor host = t.to(Device::cpu()).contiguous();
-  std::vector<uint16_t> bits(size_t(host.numel()));
-  if (!bits.empty()) std::memcpy(bits.data(), host.raw_data(), bits.size() * 2);
-  return bits;
-}
+using bf16_test::bf16_bits;
 
 std::string error_of(const std::function<void()>& f) {
   try {
