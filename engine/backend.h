@@ -65,6 +65,9 @@ class DeviceBackend {
   // dst[index] = src[index] over `shape` (ndim dimensions), any strides, elements of element_size bytes.
   virtual void strided_copy(int ndim, const int64_t* shape, void* dst, const int64_t* dst_strides, const void* src,
                             const int64_t* src_strides, size_t element_size) const = 0;
+  // dst[i] = src[i] for i < count, dense, from src_dtype to dst_dtype (kernels/convert.h: f32 -> bf16 rounds to
+  // nearest even, bf16 -> f32 is exact). Ordered with the device's kernels, as fills are.
+  virtual void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t count) const = 0;
   virtual void synchronize() const = 0;  // waits for everything queued on the device
 
   // --- Numerics switches (runtime.h sets them on every backend) ------------------------------------

@@ -12,6 +12,7 @@
 #include "engine/memory_stats.h"
 #include "engine/runtime.h"
 #include "kernels/cpu_info.h"
+#include "kernels/convert.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 
@@ -115,6 +116,19 @@ class CpuBackend final : public DeviceBackend {
                     const int64_t* src_strides, size_t element_size) const override {
     strided_copy_host(shape, ndim, static_cast<char*>(dst), dst_strides, static_cast<const char*>(src), src_strides,
                       element_size, 0);
+  }
+  // The dense elements as rows of kConvertRow (the kernel threads over rows), then the tail as one row.
+  void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t count) const override {
+    constexpr int64_t kConvertRow = 4096;
+    const int64_t rows = count / kConvertRow, tail = count - rows * kConvertRow;
+    if (rows > 0)
+      kernels::cpu::convert({src, rows, kConvertRow, kConvertRow, src_dtype},
+                            {dst, rows, kConvertRow, kConvertRow, dst_dtype});
+    if (tail > 0)
+      kernels::cpu::convert({static_cast<const char*>(src) + rows * kConvertRow * dtype_size(src_dtype), 1, tail, tail,
+                             src_dtype},
+                            {static_cast<char*>(dst) + rows * kConvertRow * dtype_size(dst_dtype), 1, tail, tail,
+                             dst_dtype});
   }
   void synchronize() const override {}
 

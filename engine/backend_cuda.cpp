@@ -2,15 +2,43 @@
 // allocator, stream-ordered copies and fills, and the math switches of kernels/cuda/context.h.
 // This file is the engine's only caller of kernels/cuda's runtime and context.
 #include <cstdint>
+#include <utility>
 
 #include "engine/backend.h"
 #include "engine/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/convert.h"
 #include "kernels/elementwise.h"
 
 namespace engine {
 namespace {
+
+// A strided copy seen as one of row-strided matrices [rows, cols]: true when, in both src and dst, the
+// last dimension is dense and the others (size-1 dimensions aside) collapse into rows with one stride.
+// A channel slice of an NHWC buffer is such a copy.
+bool row_copy(int ndim, const int64_t* shape, const int64_t* dst_strides, const int64_t* src_strides,
+              int64_t* rows, int64_t* cols, int64_t* ld_dst, int64_t* ld_src) {
+  *cols = ndim == 0 ? 1 : shape[ndim - 1];
+  *rows = 1;
+  for (int d = 0; d + 1 < ndim; ++d) *rows *= shape[d];
+  for (auto [strides, ld] : {std::pair{dst_strides, ld_dst}, std::pair{src_strides, ld_src}}) {
+    if (ndim > 0 && *cols != 1 && strides[ndim - 1] != 1) return false;
+    *ld = -1;
+    int64_t rows_inside = 1;
+    for (int d = ndim - 2; d >= 0; --d) {
+      if (shape[d] == 1) continue;
+      if (*ld < 0) {
+        *ld = strides[d];
+      } else if (strides[d] != *ld * rows_inside) {
+        return false;
+      }
+      rows_inside *= shape[d];
+    }
+    if (*ld < *cols) *ld = *cols;  // a single row: any stride >= cols serves
+  }
+  return true;
+}
 
 class CudaBackend final : public DeviceBackend {
  public:
@@ -56,13 +84,26 @@ class CudaBackend final : public DeviceBackend {
   void fill(float* dst, int64_t count, float value) const override {
     if (count > 0) kernels::cuda::fill(kernels::MatrixView(dst, 1, count, count), value);
   }
-  // The device kernel moves 4-byte elements (f32) over up to 8 dimensions.
+  // The device kernel moves 4-byte elements (f32) over up to 8 dimensions; 2-byte ones (bf16) go through
+  // the conversion kernel (a bf16 -> bf16 copy) where the copy is one of row-strided matrices.
   void strided_copy(int ndim, const int64_t* shape, void* dst, const int64_t* dst_strides, const void* src,
                     const int64_t* src_strides, size_t element_size) const override {
+    if (element_size == dtype_size(DType::bf16)) {
+      int64_t rows = 0, cols = 0, ld_dst = 0, ld_src = 0;
+      ENGINE_CHECK(row_copy(ndim, shape, dst_strides, src_strides, &rows, &cols, &ld_dst, &ld_src))
+          << "copy_from: a bf16 copy on CUDA needs row-strided tensors (a dense last dimension, the others one "
+             "stride); convert to f32 first";
+      kernels::cuda::convert({src, rows, cols, ld_src, DType::bf16}, {dst, rows, cols, ld_dst, DType::bf16});
+      return;
+    }
     ENGINE_CHECK(ndim <= 8) << "copy_from: strided copies on CUDA support up to 8 dimensions";
     ENGINE_CHECK(element_size == sizeof(float)) << "copy_from: strided copies on CUDA support f32 only";
     kernels::cuda::strided_copy(ndim, shape, static_cast<const float*>(src), src_strides, static_cast<float*>(dst),
                                 dst_strides);
+  }
+  void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t count) const override {
+    if (count > 0)
+      kernels::cuda::convert({src, 1, count, count, src_dtype}, {dst, 1, count, count, dst_dtype});
   }
   void synchronize() const override { kernels::cuda::synchronize(); }
 

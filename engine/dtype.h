@@ -1,5 +1,6 @@
-// Element types and devices of tensors. float32 is the reference type; bf16 is reserved for the GPU's
-// mixed-precision path (storage exists; CPU ops take f32).
+// Element types and devices of tensors. float32 is the reference type and the type every op takes; bf16
+// is the 2-byte storage type of the GPU's mixed-precision path (Tensor::to(DType) converts; see
+// docs/precision.md).
 #pragma once
 #include <cstddef>
 #include <cstdint>

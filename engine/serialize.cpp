@@ -1,8 +1,11 @@
+// Named tensors to and from safetensors files (see serialize.h): engine dtypes to the format's and back,
+// with the exact widenings of F16 and BF16 on load.
 #include "engine/serialize.h"
 
 #include <cstring>
 
 #include "engine/safetensors.h"
+#include "kernels/bf16.h"
 
 namespace engine {
 namespace {
@@ -38,19 +41,27 @@ void save_tensors(const std::string& path, const NamedTensors& tensors,
   std::vector<safetensors::WriteEntry> entries;
   host.reserve(tensors.size());
   for (const auto& [name, t] : tensors) {
-    ENGINE_CHECK(t.defined() && t.dtype() == DType::f32) << "save_tensors: '" << name << "' is not a defined f32 tensor";
+    ENGINE_CHECK(t.defined()) << "save_tensors: '" << name << "' is an undefined tensor";
     host.push_back(t.to(Device::cpu()).contiguous());
-    entries.push_back({name, safetensors::DType::F32, host.back().shape(), host.back().raw_data(),
-                       static_cast<size_t>(host.back().numel()) * 4});
+    const Tensor& h = host.back();
+    const safetensors::DType file_dtype = t.dtype() == DType::bf16 ? safetensors::DType::BF16 : safetensors::DType::F32;
+    entries.push_back({name, file_dtype, h.shape(), h.raw_data(), static_cast<size_t>(h.numel()) * dtype_size(h.dtype())});
   }
   safetensors::write(path, entries, metadata);
 }
 
-std::map<std::string, Tensor> load_tensors(const std::string& path, std::map<std::string, std::string>* metadata) {
+std::map<std::string, Tensor> load_tensors(const std::string& path, std::map<std::string, std::string>* metadata,
+                                           LoadAs as) {
   const safetensors::Reader reader(path);
   if (metadata) *metadata = reader.metadata();
   std::map<std::string, Tensor> out;
   for (const safetensors::TensorInfo& info : reader.tensors()) {
+    if (as == LoadAs::stored && info.dtype == safetensors::DType::BF16) {
+      Tensor t = Tensor::empty(info.shape, Device::cpu(), DType::bf16);
+      reader.read(info.name, t.raw_data(), info.nbytes());
+      out.emplace(info.name, t);
+      continue;
+    }
     Tensor t = Tensor::empty(info.shape);
     float* dst = t.data();
     const int64_t n = info.numel();
@@ -71,8 +82,7 @@ std::map<std::string, Tensor> load_tensors(const std::string& path, std::map<std
         const bool bf16 = info.dtype == safetensors::DType::BF16;
         for (int64_t i = 0; i < n; ++i) {
           if (bf16) {
-            const uint32_t bits = static_cast<uint32_t>(tmp[i]) << 16;
-            std::memcpy(&dst[i], &bits, 4);
+            dst[i] = kernels::f32_from_bf16_bits(tmp[i]);
           } else {
             dst[i] = half_to_float(tmp[i]);
           }

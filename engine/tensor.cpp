@@ -117,9 +117,10 @@ Tensor Tensor::full(const Shape& shape, float value, Device device) {
   return t;
 }
 
-Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values, Device device) {
+Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values, Device device, DType dtype) {
   ENGINE_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape))
       << values.size() << " values do not fill shape " << shape_str(shape);
+  if (dtype != DType::f32) return from_vector(shape, values, Device::cpu()).to(dtype).to(device);
   Tensor t = empty(shape, device);
   copy_bytes(t.raw_data(), device, values.data(), Device::cpu(), values.size() * sizeof(float));
   return t;
@@ -214,8 +215,16 @@ Tensor Tensor::to(Device target) const {
   return copy;
 }
 
+Tensor Tensor::to(DType target) const {
+  if (dtype() == target) return *this;
+  Tensor source = contiguous();
+  Tensor converted = empty(shape(), device(), target);
+  backend_for(device()).convert(source.raw_data(), dtype(), converted.raw_data(), target, numel());
+  return converted;
+}
+
 std::vector<float> Tensor::to_vector() const {
-  ENGINE_CHECK(dtype() == DType::f32) << "to_vector() needs f32, got " << dtype_name(dtype());
+  if (dtype() != DType::f32) return to(DType::f32).to_vector();
   Tensor host = to(Device::cpu()).contiguous();
   std::vector<float> values(numel());
   if (!values.empty()) std::memcpy(values.data(), host.raw_data(), values.size() * sizeof(float));
@@ -228,8 +237,8 @@ float Tensor::item() const {
 }
 
 void Tensor::fill_(float value) const {
-  ENGINE_CHECK(dtype() == DType::f32) << "fill_ needs f32";
   if (numel() == 0) return;
+  if (dtype() != DType::f32) return copy_from(full(shape(), value, device()).to(dtype()));
   // A strided fill through the copy routine would be slow; tensors we fill are dense or row-strided.
   if (is_contiguous()) {
     backend_for(device()).fill(data(), numel(), value);
@@ -241,8 +250,14 @@ void Tensor::fill_(float value) const {
 void Tensor::copy_from(const Tensor& source) const {
   ENGINE_CHECK(source.shape() == shape())
       << "copy_from: shape " << shape_str(source.shape()) << " into " << shape_str(shape());
-  ENGINE_CHECK(source.dtype() == dtype()) << "copy_from: dtype mismatch";
+  ENGINE_CHECK(source.dtype() == dtype())
+      << "copy_from: a " << dtype_name(source.dtype()) << " tensor into a " << dtype_name(dtype())
+      << " one; convert it with to(DType) first";
   if (numel() == 0) return;
+  if (device() == source.device() && is_contiguous() && source.is_contiguous()) {
+    backend_for(device()).copy_within(raw_data(), source.raw_data(), numel() * dtype_size(dtype()));
+    return;
+  }
   if (device() == source.device()) {
     backend_for(device()).strided_copy(ndim(), shape().data(), raw_data(), strides().data(), source.raw_data(),
                                        source.strides().data(), dtype_size(dtype()));

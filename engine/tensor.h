@@ -4,6 +4,11 @@
 // PyTorch. Views (slice, view) share the Storage with another offset, shape and strides; the channel
 // slice of an NHWC concatenation buffer is the view that matters most (see kernels/layout.h).
 //
+// Element types (engine/dtype.h, docs/precision.md): f32, the type of every op, and bf16, 2-byte storage
+// for the GPU's mixed-precision path. Storage is sized by the dtype; to(DType) converts (f32 -> bf16
+// rounds to nearest even, bf16 -> f32 is exact, on the tensor's device); ops refuse bf16 tensors with a
+// message that says to convert them.
+//
 // Methods here are raw: they do not record autograd history. The differentiable operations live in
 // engine/ops.h (reshape, slice_channels, concat_channels, ...).
 #pragma once
@@ -54,8 +59,9 @@ class Tensor {
   static Tensor zeros(const Shape& shape, Device device = Device::cpu());
   static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
   static Tensor ones(const Shape& shape, Device device = Device::cpu()) { return full(shape, 1.0f, device); }
+  // The values (row-major) as a tensor of `dtype`: rounded to nearest even for bf16.
   static Tensor from_vector(const Shape& shape, const std::vector<float>& values,
-                            Device device = Device::cpu());
+                            Device device = Device::cpu(), DType dtype = DType::f32);
   static Tensor scalar(float value, Device device = Device::cpu()) { return full({}, value, device); }
   // A CPU tensor in page-locked memory when a CUDA device is present (fast, asynchronous uploads; the
   // data loader's batch buffers), in ordinary memory otherwise.
@@ -86,10 +92,13 @@ class Tensor {
   Tensor contiguous() const;                                 // this, or a dense copy
   Tensor clone() const;                                      // always a dense copy
   Tensor to(Device device) const;                            // this, or a copy on `device`
-  std::vector<float> to_vector() const;                      // host copy, row-major
+  // This, or a dense copy converted to `dtype` on the same device (f32 -> bf16: nearest even; NaN stays
+  // NaN, past the largest finite bf16 is Inf; bf16 -> f32: exact).
+  Tensor to(DType dtype) const;
+  std::vector<float> to_vector() const;                      // host copy, row-major, as f32 (exact)
   float item() const;                                        // the value of a one-element tensor
-  void fill_(float value) const;
-  void copy_from(const Tensor& source) const;                // same shape; any strides/devices
+  void fill_(float value) const;                             // value rounded to the dtype
+  void copy_from(const Tensor& source) const;                // same shape and dtype; any strides/devices
   // Makes this tensor (every handle to it) refer to `source`'s data, shape and strides. Used to move
   // parameters between devices and into arenas without invalidating the handles modules hold.
   void set_data(const Tensor& source) const;

@@ -7,8 +7,15 @@
 //   dx[n, ih, iw, i] = sum over (oh, ow, o, kh, kw) that read x[n, ih, iw, i] of dy[n, oh, ow, o] * w[o, kh, kw, i]
 //   dw[o, kh, kw, i] = sum over (n, oh, ow) of dy[n, oh, ow, o] * x[n, oh*sh - pt + kh, ow*sw - pl + kw, i]
 //   dbias[o]         = sum over (n, oh, ow) of dy[n, oh, ow, o]
+//
+// conv2d_forward_mixed is the forward over mixed element types (docs/precision.md): x and w both f32 or
+// both bf16, y f32 or bf16, no bias; inputs widened exactly, products and sums in f32, y rounded once
+// to its type (nearest even). The CPU widens into f32 copies and runs conv2d_forward (the reference);
+// CUDA runs cuDNN on bf16 x, w and y directly (f32 compute), and f32 copies otherwise.
 #pragma once
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/layout.h"
 
@@ -49,6 +56,23 @@ inline ReadRead conv_backward_filter_operands(const char* kernel, const Conv2dGe
     check_output(kernel, g, dy);
   }
   return {x.f32(), x.ld, dy.f32(), dy.ld};
+}
+
+// conv2d_forward_mixed's element types after its checks: x and w of one type (`inputs`), y of
+// `output`; x [input_rows, in_c], w [out_c, kh * kw * in_c] dense, y [output_rows, out_c].
+struct MixedConvOperands {
+  DType inputs, output;
+};
+inline MixedConvOperands conv_forward_mixed_operands(const char* kernel, const Conv2dGeometry& g, ConstMatrixView x,
+                                                     ConstMatrixView w, MatrixView y) {
+  if (x.dtype != w.dtype)
+    throw std::invalid_argument(std::string("kernels: ") + kernel + ": x is " + dtype_name(x.dtype) + " and w " +
+                                dtype_name(w.dtype) + "; both must be f32 or both bf16");
+  check_input(kernel, g, x);
+  check_shape(kernel, w, g.out_c, g.kernel_h * g.kernel_w * g.in_c);
+  check_dense(kernel, w);
+  check_output(kernel, g, y);
+  return {x.dtype, y.dtype};
 }
 
 }  // namespace kernels

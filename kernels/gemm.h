@@ -1,13 +1,51 @@
 // Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, where op(X) is X or X^T.
 //   op(A): [m, k], op(B): [k, n], C: [m, n]; lda/ldb/ldc are the row strides of A, B, C as stored.
 // The CPU version calls OpenBLAS (threaded); it is the workhorse of the CPU convolution and linear ops.
+//
+// gemm_mixed is the same product over matrix views of mixed element types (docs/precision.md): A and B
+// both f32 or both bf16, C f32 or bf16; the inputs are widened exactly, every product and sum is f32
+// (f32 accumulation), and C is rounded once to its type (nearest even, kernels/bf16.h) from
+// alpha op(A) op(B) + beta C, where a bf16 C is read widened. The CPU version widens A and B into f32
+// copies and runs gemm (the reference); the CUDA one runs cuBLAS on the bf16 operands directly
+// (CUBLAS_COMPUTE_32F), so the two differ in summation order only, and a bf16 C by one rounding step
+// where that order moves a sum across a rounding boundary.
 #pragma once
 #include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/layout.h"
+
+namespace kernels {
+
+// gemm_mixed's sizes after its checks (A and B of one element type; the views' shapes agree with
+// op(A) [m, k], op(B) [k, n], C [m, n]); one check for both backends.
+struct GemmSizes {
+  int64_t m, n, k;
+};
+
+inline GemmSizes gemm_mixed_operands(const char* kernel, bool transpose_a, bool transpose_b, ConstMatrixView a,
+                                     ConstMatrixView b, MatrixView c) {
+  if (a.dtype != b.dtype)
+    throw std::invalid_argument(std::string("kernels: ") + kernel + ": A is " + dtype_name(a.dtype) + " and B " +
+                                dtype_name(b.dtype) + "; both must be f32 or both bf16");
+  const int64_t m = transpose_a ? a.cols : a.rows, k = transpose_a ? a.rows : a.cols;
+  const int64_t n = transpose_b ? b.rows : b.cols;
+  check_shape(kernel, b, transpose_b ? n : k, transpose_b ? k : n);
+  check_shape(kernel, c, m, n);
+  return {m, n, k};
+}
+
+}  // namespace kernels
 
 namespace kernels::cpu {
 
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// C = alpha op(A) op(B) + beta C over views of mixed element types (see the file comment).
+void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView a, ConstMatrixView b, float beta,
+                MatrixView c);
 
 // Number of threads the CPU kernels (OpenMP loops and OpenBLAS) use.
 int num_threads();
@@ -22,5 +60,11 @@ namespace kernels::cuda {
 // cuBLAS SGEMM, row-major arguments as above (TF32 tensor cores unless disabled in context.h).
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// cuBLAS GEMM over views of mixed element types (see the file comment): bf16 A and B with f32 compute
+// (CUBLAS_COMPUTE_32F, never TF32) and a bf16 or f32 C; f32 A and B as gemm (TF32 as allowed), with a
+// bf16 C rounded from an f32 result.
+void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView a, ConstMatrixView b, float beta,
+                MatrixView c);
 
 }  // namespace kernels::cuda

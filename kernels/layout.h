@@ -12,20 +12,22 @@
 // Linear weights are [out, in] (as PyTorch), y = x w^T + b.
 //
 // Kernels know raw pointers and shapes only, never tensors: a matrix operand is a MatrixView
-// (output) or ConstMatrixView (input), which carries its element type. Every kernel takes f32
-// today; one that is handed another type throws std::invalid_argument (f32() below) instead of
-// misreading the bytes. `accumulate == true` adds into the destination (gradient accumulation);
-// false overwrites it.
+// (output) or ConstMatrixView (input), which carries its element type. Kernels take f32 unless their
+// header says otherwise (the conversions of convert.h take bf16 too); one that is handed a type it
+// does not take throws std::invalid_argument (f32(), bf16() below) instead of misreading the bytes.
+// `accumulate == true` adds into the destination (gradient accumulation); false overwrites it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
+#include "kernels/bf16.h"
+
 namespace kernels {
 
-// Element types. f32 is the reference type; bf16 is declared for the GPU's mixed-precision path
-// (tensors can hold it; no kernel takes it yet).
+// Element types. f32 is the reference type; bf16 (kernels/bf16.h) is the storage type of the GPU's
+// mixed-precision path (docs/precision.md).
 enum class DType : uint8_t { f32, bf16 };
 
 inline size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
@@ -59,6 +61,11 @@ struct MatrixView {
     if (dtype != DType::f32) unsupported_dtype(dtype, DType::f32);
     return static_cast<float*>(data);
   }
+  // The elements as bf16; throws unless dtype == bf16.
+  BFloat16* bf16() const {
+    if (dtype != DType::bf16) unsupported_dtype(dtype, DType::bf16);
+    return static_cast<BFloat16*>(data);
+  }
 };
 
 // The same for a matrix a kernel only reads; every MatrixView converts to one.
@@ -81,6 +88,10 @@ struct ConstMatrixView {
   const float* f32() const {
     if (dtype != DType::f32) unsupported_dtype(dtype, DType::f32);
     return static_cast<const float*>(data);
+  }
+  const BFloat16* bf16() const {
+    if (dtype != DType::bf16) unsupported_dtype(dtype, DType::bf16);
+    return static_cast<const BFloat16*>(data);
   }
 };
 

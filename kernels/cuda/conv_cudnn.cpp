@@ -4,7 +4,9 @@
 //
 // Layout. An NHWC activation [N, H, W, C] with row stride ld (ld > C for a channel slice of a wider
 // buffer) is the 4-d tensor descriptor (n, c, h, w) with strides (H*W*ld, 1, W*ld, ld); OHWI weights
-// are cuDNN's NHWC filter layout [K, C, R, S]. Cross-correlation, float data and compute.
+// are cuDNN's NHWC filter layout [K, C, R, S]. Cross-correlation, float data and compute; the
+// mixed-precision forward (conv2d_forward_mixed) runs bf16 data with float compute (cuDNN's
+// PSEUDO_BFLOAT16 configuration: x, w and y bf16, f32 products and sums, y rounded once).
 //
 // Padding. cuDNN pads symmetrically. Asymmetric padding (TF 'same' with an even kernel or stride 2)
 // is done explicitly: the input is copied into a zero-filled buffer [N, H+pt+pb, W+pl+pr, C] and the
@@ -37,6 +39,7 @@
 #include <vector>
 
 #include "kernels/conv.h"
+#include "kernels/convert.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/internal.h"
 #include "kernels/elementwise.h"
@@ -112,18 +115,21 @@ int to_int(int64_t value, const char* what, const Conv2dGeometry& g) {
   return int(value);
 }
 
-// A convolution as cuDNN runs it: symmetric padding (pad_top == pad_bottom, pad_left == pad_right)
-// and the row strides of x (and dx) and y (and dy).
+// A convolution as cuDNN runs it: symmetric padding (pad_top == pad_bottom, pad_left == pad_right),
+// the row strides of x (and dx) and y (and dy), and the element type of x, w and y (compute is f32).
 struct Problem {
   Conv2dGeometry g;
   int64_t ldx = 0, ldy = 0;
+  DType dtype = DType::f32;
 };
+
+cudnnDataType_t cudnn_type(DType t) { return t == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
 
 // NHWC [n, h, w, c] with row stride ld as a cuDNN tensor (n, c, h, w).
 void set_nhwc(const TensorDescriptor& desc, int64_t n, int64_t h, int64_t w, int64_t c, int64_t ld,
-              const Conv2dGeometry& g) {
+              const Conv2dGeometry& g, DType dtype) {
   to_int(n * h * w * ld, "tensor extent (batch * height * width * row stride)", g);
-  CHECK_CUDNN(cudnnSetTensor4dDescriptorEx(desc.get(), CUDNN_DATA_FLOAT, int(n), int(c), int(h),
+  CHECK_CUDNN(cudnnSetTensor4dDescriptorEx(desc.get(), cudnn_type(dtype), int(n), int(c), int(h),
                                            int(w), int(h * w * ld), 1, int(w * ld), int(ld)));
 }
 
@@ -134,9 +140,9 @@ struct Descriptors {
 
   explicit Descriptors(const Problem& p) {
     const Conv2dGeometry& g = p.g;
-    set_nhwc(x, g.batch, g.in_h, g.in_w, g.in_c, p.ldx, g);
-    set_nhwc(y, g.batch, g.out_h(), g.out_w(), g.out_c, p.ldy, g);
-    CHECK_CUDNN(cudnnSetFilter4dDescriptor(w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC,
+    set_nhwc(x, g.batch, g.in_h, g.in_w, g.in_c, p.ldx, g, p.dtype);
+    set_nhwc(y, g.batch, g.out_h(), g.out_w(), g.out_c, p.ldy, g, p.dtype);
+    CHECK_CUDNN(cudnnSetFilter4dDescriptor(w.get(), cudnn_type(p.dtype), CUDNN_TENSOR_NHWC,
                                            to_int(g.out_c, "out_c", g), to_int(g.in_c, "in_c", g),
                                            to_int(g.kernel_h, "kernel_h", g),
                                            to_int(g.kernel_w, "kernel_w", g)));
@@ -189,7 +195,7 @@ PlanKey plan_key(Pass pass, const Problem& p, int device) {
   return {int64_t(pass), device,     g.batch,      g.in_h,      g.in_w,         g.in_c,
           g.out_c,       g.kernel_h, g.kernel_w,   g.stride_h,  g.stride_w,     g.pad_top,
           g.pad_bottom,  g.pad_left, g.pad_right,  p.ldx,       p.ldy,          int64_t(allow_tf32()),
-          int64_t(deterministic()), int64_t(conv_workspace_limit()), 0};
+          int64_t(deterministic()), int64_t(conv_workspace_limit()), int64_t(p.dtype)};
 }
 
 std::mutex g_conv_mutex;                 // serialises every convolution call
@@ -260,9 +266,11 @@ std::vector<Heuristic> query_heuristics(Pass pass, const Descriptors& d) {
   return {};
 }
 
-Plan build_plan(Pass pass, const Descriptors& d) {
+Plan build_plan(Pass pass, const Descriptors& d, DType dtype) {
   Plan plan;
-  const bool tf32 = allow_tf32();
+  // bf16 data: tensor cores multiply bf16 exactly and accumulate in f32, which is the contract, so
+  // they are allowed as TF32 would be (TF32 itself does not apply).
+  const bool tf32 = allow_tf32() || dtype == DType::bf16;
   const bool want_deterministic = deterministic();
   const size_t limit = conv_workspace_limit();
   // Ask with the math type we want: TF32 tensor cores allowed (DEFAULT) or FMA only.
@@ -301,16 +309,21 @@ Plan build_plan(Pass pass, const Descriptors& d) {
 
 // --- Running --------------------------------------------------------------------------------------
 
-// The operands of one call; which are used depends on the pass.
+// The operands of one call, of the problem's element type; which are used depends on the pass.
 struct Operands {
-  const float* x = nullptr;   // forward, backward filter
-  float* dx = nullptr;        // backward data (output)
-  const float* dy = nullptr;  // backward data, backward filter
-  float* y = nullptr;         // forward (output)
-  const float* w = nullptr;   // forward, backward data
-  float* dw = nullptr;        // backward filter (output)
-  float beta = 0.0f;          // 0: overwrite the output, 1: accumulate into it
+  const void* x = nullptr;   // forward, backward filter
+  void* dx = nullptr;        // backward data (output)
+  const void* dy = nullptr;  // backward data, backward filter
+  void* y = nullptr;         // forward (output)
+  const void* w = nullptr;   // forward, backward data
+  void* dw = nullptr;        // backward filter (output)
+  float beta = 0.0f;         // 0: overwrite the output, 1: accumulate into it
 };
+
+// dst = src, [rows, cols] matrices of one element type (a same-type convert is a copy).
+void copy_rows(DType dtype, const void* src, int64_t rows, int64_t cols, int64_t ld_src, void* dst, int64_t ld_dst) {
+  convert({src, rows, cols, ld_src, dtype}, {dst, rows, cols, ld_dst, dtype});
+}
 
 cudnnStatus_t launch(Pass pass, const Descriptors& d, const Candidate& c, void* workspace,
                      const Operands& o) {
@@ -390,7 +403,7 @@ Plan& plan_for(Pass pass, const Problem& p) {
   auto it = g_plans.find(key);
   if (it == g_plans.end()) {
     const Descriptors d(p);
-    it = g_plans.emplace(key, build_plan(pass, d)).first;
+    it = g_plans.emplace(key, build_plan(pass, d, p.dtype)).first;
   }
   return it->second;
 }
@@ -411,42 +424,39 @@ void run(Pass pass, const Problem& p, const Operands& o) {
     dense.ldy = g.out_c;
     const int64_t x_rows = g.batch * g.in_h * g.in_w, y_rows = g.batch * g.out_h() * g.out_w();
     const bool copy_x = p.ldx != g.in_c, copy_y = p.ldy != g.out_c;
-    detail::ScopedBuffer x_dense(copy_x ? sizeof(float) * size_t(x_rows * g.in_c) : 0,
+    const size_t element = dtype_size(p.dtype);
+    detail::ScopedBuffer x_dense(copy_x ? element * size_t(x_rows * g.in_c) : 0,
                                  "dense convolution input (strided fallback)");
-    detail::ScopedBuffer y_dense(copy_y ? sizeof(float) * size_t(y_rows * g.out_c) : 0,
+    detail::ScopedBuffer y_dense(copy_y ? element * size_t(y_rows * g.out_c) : 0,
                                  "dense convolution output (strided fallback)");
     Operands od = o;
     if (copy_x) {
-      float* xd = x_dense.as<float>();
+      void* xd = x_dense.as<void>();
       if (o.x) {
-        copy({o.x, x_rows, g.in_c, p.ldx}, {xd, x_rows, g.in_c, g.in_c}, false);
+        copy_rows(p.dtype, o.x, x_rows, g.in_c, p.ldx, xd, g.in_c);
         od.x = xd;
       }
       if (o.dx) {
-        if (o.beta != 0.0f)
-          copy({o.dx, x_rows, g.in_c, p.ldx}, {xd, x_rows, g.in_c, g.in_c}, false);
+        if (o.beta != 0.0f) copy_rows(p.dtype, o.dx, x_rows, g.in_c, p.ldx, xd, g.in_c);
         od.dx = xd;
       }
     }
     if (copy_y) {
-      float* yd = y_dense.as<float>();
+      void* yd = y_dense.as<void>();
       if (o.dy) {
-        copy({o.dy, y_rows, g.out_c, p.ldy}, {yd, y_rows, g.out_c, g.out_c}, false);
+        copy_rows(p.dtype, o.dy, y_rows, g.out_c, p.ldy, yd, g.out_c);
         od.dy = yd;
       }
       if (o.y) {
-        if (o.beta != 0.0f)
-          copy({o.y, y_rows, g.out_c, p.ldy}, {yd, y_rows, g.out_c, g.out_c}, false);
+        if (o.beta != 0.0f) copy_rows(p.dtype, o.y, y_rows, g.out_c, p.ldy, yd, g.out_c);
         od.y = yd;
       }
     }
     std::string dense_failures;
     Plan& dense_plan = plan_for(pass, dense);
     if (run_candidates(pass, dense, dense_plan, od, &dense_failures)) {
-      if (copy_x && o.dx)
-        copy({od.dx, x_rows, g.in_c, g.in_c}, {o.dx, x_rows, g.in_c, p.ldx}, false);
-      if (copy_y && o.y)
-        copy({od.y, y_rows, g.out_c, g.out_c}, {o.y, y_rows, g.out_c, p.ldy}, false);
+      if (copy_x && o.dx) copy_rows(p.dtype, od.dx, x_rows, g.in_c, g.in_c, o.dx, p.ldx);
+      if (copy_y && o.y) copy_rows(p.dtype, od.y, y_rows, g.out_c, g.out_c, o.y, p.ldy);
       return;
     }
     failures += "dense fallback: " + dense_failures + dense_plan.rejected;
@@ -513,9 +523,21 @@ void pad_input(const Conv2dGeometry& g, const float* x, int64_t ldx, float* x_pa
   detail::strided_copy(4, v.shape, x, v.strides, x_padded + v.offset, v.padded_strides, false);
 }
 
-size_t padded_bytes(const Conv2dGeometry& g) {
-  return sizeof(float) * size_t(g.batch * (g.in_h + g.pad_top + g.pad_bottom) *
-                                (g.in_w + g.pad_left + g.pad_right) * g.in_c);
+size_t padded_bytes(const Conv2dGeometry& g, DType dtype = DType::f32) {
+  return dtype_size(dtype) * size_t(g.batch * (g.in_h + g.pad_top + g.pad_bottom) *
+                                    (g.in_w + g.pad_left + g.pad_right) * g.in_c);
+}
+
+// pad_input for bf16: zeros, then every input row (n, h), [in_w, C] pixels, copied into the interior,
+// one copy per row (2-byte elements have no strided_copy kernel; this path is the asymmetric
+// padding of the mixed-precision forward only).
+void pad_input_bf16(const Conv2dGeometry& g, const BFloat16* x, int64_t ldx, BFloat16* x_padded) {
+  const int64_t hp = g.in_h + g.pad_top + g.pad_bottom, wp = g.in_w + g.pad_left + g.pad_right, c = g.in_c;
+  CHECK_CUDA(cudaMemsetAsync(x_padded, 0, padded_bytes(g, DType::bf16), detail::stream()));
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t h = 0; h < g.in_h; ++h)
+      copy_rows(DType::bf16, x + (n * g.in_h + h) * g.in_w * ldx, g.in_w, c, ldx,
+                x_padded + ((n * hp + h + g.pad_top) * wp + g.pad_left) * c, c);
 }
 
 }  // namespace
@@ -608,6 +630,49 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
   pad_input(g, x, ldx, x_padded.as<float>());
   o.x = x_padded.as<float>();
   run(Pass::backward_filter, Problem{padded_geometry(g), g.in_c, ldy}, o);
+}
+
+void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView w_view,
+                          MatrixView y_view) {
+  const MixedConvOperands m = conv_forward_mixed_operands("conv2d_forward_mixed", g, x_view, w_view, y_view);
+  const int64_t pixels = g.output_rows();
+  if (pixels <= 0 || g.out_c <= 0) return;
+  if (m.inputs == DType::f32 || m.output == DType::f32) {
+    // f32 compute on f32 copies (bf16 values are exact in f32, and in TF32), y rounded once if bf16.
+    const int64_t x_rows = g.input_rows(), w_cols = g.kernel_h * g.kernel_w * g.in_c;
+    const bool widen = m.inputs == DType::bf16;
+    detail::ScopedBuffer x32(widen ? sizeof(float) * size_t(x_rows * g.in_c) : 0, "widened convolution input");
+    detail::ScopedBuffer w32(widen ? sizeof(float) * size_t(g.out_c * w_cols) : 0, "widened convolution filter");
+    detail::ScopedBuffer y32(m.output == DType::bf16 ? sizeof(float) * size_t(pixels * g.out_c) : 0,
+                             "f32 convolution output");
+    ConstMatrixView x = x_view, w = w_view;
+    if (widen) {
+      x = MatrixView(x32.as<float>(), x_rows, g.in_c, g.in_c);
+      w = MatrixView(w32.as<float>(), g.out_c, w_cols, w_cols);
+      convert(x_view, MatrixView(x32.as<float>(), x_rows, g.in_c, g.in_c));
+      convert(w_view, MatrixView(w32.as<float>(), g.out_c, w_cols, w_cols));
+    }
+    const MatrixView y = m.output == DType::bf16 ? MatrixView(y32.as<float>(), pixels, g.out_c, g.out_c) : y_view;
+    conv2d_forward(g, x, w.f32(), nullptr, y);
+    if (m.output == DType::bf16) convert(y, y_view);
+    return;
+  }
+  // bf16 x, w and y: cuDNN on the bf16 data, f32 compute.
+  validate(g);
+  std::lock_guard<std::mutex> lock(g_conv_mutex);
+  Operands o;
+  o.w = w_view.data;
+  o.y = y_view.data;
+  o.beta = 0.0f;
+  if (symmetric(g)) {
+    o.x = x_view.data;
+    run(Pass::forward, Problem{g, x_view.ld, y_view.ld, DType::bf16}, o);
+    return;
+  }
+  detail::ScopedBuffer x_padded(padded_bytes(g, DType::bf16), "zero-padded convolution input");
+  pad_input_bf16(g, x_view.bf16(), x_view.ld, x_padded.as<BFloat16>());
+  o.x = x_padded.as<BFloat16>();
+  run(Pass::forward, Problem{padded_geometry(g), g.in_c, y_view.ld, DType::bf16}, o);
 }
 
 }  // namespace kernels::cuda

@@ -9,12 +9,17 @@
 // allow_tf32(), else CUBLAS_COMPUTE_32F with the default math mode (true FP32). With beta == 0, C is
 // not read (it may hold NaN), as cuBLAS documents. k == 0 gives C = beta C (0 when beta == 0), as the
 // CPU version.
+// gemm_mixed (bf16 A and B): the same call with CUDA_R_16BF for A and B, CUDA_R_16BF or CUDA_R_32F for
+// C, compute CUBLAS_COMPUTE_32F (f32 products and accumulation; cuBLAS may use bf16 tensor cores, which
+// multiply exactly and accumulate in f32), C rounded once to its type. With f32 A and B and a bf16 C,
+// gemm into an f32 buffer and convert (convert.h): cuBLAS has no f32-input, bf16-output GEMM.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <climits>
 #include <string>
 
+#include "kernels/convert.h"
 #include "kernels/cuda/check.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
@@ -42,6 +47,23 @@ void check_fits_int(int64_t value, const char* name) {
   }
 }
 
+// The checks every cuBLAS call here needs: sizes that fit int, row strides that cover their rows.
+void check_gemm_sizes(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, int64_t lda,
+                      int64_t ldb, int64_t ldc) {
+  check_fits_int(m, "m");
+  check_fits_int(n, "n");
+  check_fits_int(k, "k");
+  check_fits_int(lda, "lda");
+  check_fits_int(ldb, "ldb");
+  check_fits_int(ldc, "ldc");
+  // Row strides must cover the rows as stored (cuBLAS checks the same on the column-major view).
+  if (lda < (transpose_a ? m : k) || ldb < (transpose_b ? k : n) || ldc < n)
+    detail::throw_error("gemm: a row stride (lda, ldb or ldc) is smaller than its row", __FILE__,
+                        __LINE__);
+}
+
+cudaDataType_t cuda_type(DType t) { return t == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+
 }  // namespace
 }  // namespace detail
 
@@ -60,16 +82,7 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
       scale(beta, c_view, c_view, false);
     return;
   }
-  check_fits_int(m, "m");
-  check_fits_int(n, "n");
-  check_fits_int(k, "k");
-  check_fits_int(lda, "lda");
-  check_fits_int(ldb, "ldb");
-  check_fits_int(ldc, "ldc");
-  // Row strides must cover the rows as stored (cuBLAS checks the same on the column-major view).
-  if (lda < (transpose_a ? m : k) || ldb < (transpose_b ? k : n) || ldc < n)
-    detail::throw_error("gemm: a row stride (lda, ldb or ldc) is smaller than its row", __FILE__,
-                        __LINE__);
+  check_gemm_sizes(transpose_a, transpose_b, m, n, k, lda, ldb, ldc);
 
   cublasHandle_t handle = static_cast<cublasHandle_t>(cublas_handle());
   const bool tf32 = allow_tf32();
@@ -79,6 +92,38 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
                             transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha,
                             b, CUDA_R_32F, int(ldb), a, CUDA_R_32F, int(lda), &beta, c, CUDA_R_32F,
                             int(ldc), compute, CUBLAS_GEMM_DEFAULT));
+  if (sync_after_every_launch()) stream_synchronize();
+}
+
+void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView a, ConstMatrixView b, float beta,
+                MatrixView c) {
+  const auto [m, n, k] = gemm_mixed_operands("gemm_mixed", transpose_a, transpose_b, a, b, c);
+  if (m <= 0 || n <= 0) return;
+  if (a.dtype == DType::f32 && c.dtype == DType::f32) {
+    gemm(transpose_a, transpose_b, m, n, k, alpha, a.f32(), a.ld, b.f32(), b.ld, beta, c.f32(), c.ld);
+    return;
+  }
+  if (a.dtype == DType::f32 || k <= 0) {  // an f32 result, then rounded once into the bf16 C
+    ScopedBuffer result(size_t(m * n) * sizeof(float), "gemm_mixed f32 result");
+    const MatrixView result_view(result.as<float>(), m, n, n);
+    if (beta != 0.0f) convert(c, result_view);
+    if (a.dtype == DType::f32) {
+      gemm(transpose_a, transpose_b, m, n, k, alpha, a.f32(), a.ld, b.f32(), b.ld, beta, result.as<float>(), n);
+    } else if (beta == 0.0f) {  // k == 0: C = beta C
+      fill(result_view, 0.0f);
+    } else {
+      scale(beta, result_view, result_view, false);
+    }
+    convert(result_view, c);
+    return;
+  }
+  check_gemm_sizes(transpose_a, transpose_b, m, n, k, a.ld, b.ld, c.ld);
+  cublasHandle_t handle = static_cast<cublasHandle_t>(cublas_handle());
+  CHECK_CUBLAS(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  CHECK_CUBLAS(cublasGemmEx(handle, transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha,
+                            b.data, CUDA_R_16BF, int(b.ld), a.data, CUDA_R_16BF, int(a.ld), &beta, c.data,
+                            cuda_type(c.dtype), int(c.ld), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   if (sync_after_every_launch()) stream_synchronize();
 }
 

@@ -2,8 +2,16 @@
 // sizes as in the nets where cheap, channels scaled down), odd sizes, TF 'same' padding (asymmetric for
 // even kernels and stride 2), and channel slices in and out (DenseNet's block buffer).
 //   y[n, oh, ow, o] = b[o] + sum_{kh, kw, i} x[n, oh*sh - pad_top + kh, ow*sw - pad_left + kw, i] w[o, kh, kw, i]
+// And the mixed-precision forward (docs/precision.md; conv2d_forward_mixed in kernels/conv.h), forward only:
+// x and w rounded to bf16, f32 products and sums, y rounded once to bf16 (or kept f32). Its reference
+// rounds the inputs to bf16 and computes in double. Tolerances: a bf16 y is off by at most half a bf16
+// ulp, 2^-8 = 3.9e-3 of |y| (forward: atol 1e-5, rtol 4e-3); on the GPU cuDNN's summation order may
+// move a sum across a rounding boundary, one ulp, 2^-7 = 7.8e-3 (gpu: rtol 8e-3, a first guess until a
+// GPU has run it); an f32 y has the f32 convolution's tolerances.
 #include <cmath>
 
+#include "engine/ops/common.h"
+#include "kernels/conv.h"
 #include "support/op_table.h"
 
 namespace test_support {
@@ -70,6 +78,43 @@ OpCase conv(const std::string& name, OpInput x, int64_t out_c, int64_t kh, int64
   return c;
 }
 
+// y = conv(bf16(x), bf16(w)) with f32 accumulation, y of `out` type, on x's device (no bias, no autograd).
+Tensor conv2d_bf16(const Tensor& x, const Tensor& weight, const Conv2dOptions& o, DType out) {
+  kernels::Conv2dGeometry g;
+  g.batch = x.size(0), g.in_h = x.size(1), g.in_w = x.size(2), g.in_c = x.size(3);
+  g.out_c = weight.size(0), g.kernel_h = weight.size(1), g.kernel_w = weight.size(2);
+  g.stride_h = o.stride_h, g.stride_w = o.stride_w;
+  g.pad_top = o.pad_top, g.pad_bottom = o.pad_bottom, g.pad_left = o.pad_left, g.pad_right = o.pad_right;
+  const Tensor x16 = x.to(DType::bf16);
+  const Tensor w16 = weight.to(DType::bf16).view({g.out_c, g.kernel_h * g.kernel_w * g.in_c});
+  const Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.out_c}, x.device(), out);
+  ENGINE_KERNEL(x.device(), conv2d_forward_mixed)(g, detail::as_rows(x16), detail::as_rows(w16), detail::as_rows(y));
+  return y;
+}
+
+HostArray rounded_to_bf16(HostArray a) {
+  for (double& v : a.values) v = static_cast<float>(kernels::BFloat16(static_cast<float>(v)));
+  return a;
+}
+
+OpCase conv_bf16(const std::string& name, OpInput x, int64_t out_c, int64_t kh, int64_t kw,
+                 const Conv2dOptions& options, DType out = DType::bf16) {
+  OpCase c = conv(name, std::move(x), out_c, kh, kw, options, false);
+  for (OpInput& in : c.inputs) in.grad = false;
+  c.run = [options, out](const std::vector<Tensor>& in, OpRun&) {
+    return std::vector<Tensor>{conv2d_bf16(in[0], in[1], options, out)};
+  };
+  c.reference = [options](const std::vector<HostArray>& in) {
+    return std::vector<HostArray>{conv2d_reference(rounded_to_bf16(in[0]), rounded_to_bf16(in[1]), in[2], options)};
+  };
+  if (out == DType::bf16) {
+    c.forward = {1e-5, 4e-3};
+    c.gpu = {1e-5, 8e-3};
+  }
+  c.check_grad = false;  // a forward-only kernel check: the bf16 training step has no backward yet
+  return c;
+}
+
 }  // namespace
 
 std::vector<OpCase> conv_cases() {
@@ -101,6 +146,13 @@ std::vector<OpCase> conv_cases() {
       conv("odd_3x1", input({2, 5, 3, 2}), 3, 3, 1, O::symmetric(1, 0, 1), false),
       conv("asymmetric_pad_2x2_s2_bias", input({2, 6, 5, 3}), 2, 2, 2, O{2, 2, 0, 1, 1, 0}, true),
       conv("same_2x2_s1_even_kernel", input({1, 5, 5, 3}), 2, 2, 2, O::same(5, 5, 2, 2, 1), false),
+      // Mixed precision: bf16 inputs, f32 accumulation, bf16 output (f32 in the last).
+      conv_bf16("bf16_densenet_growth_3x3_p1", input({2, 7, 7, 16}), 4, 3, 3, O::symmetric(1)),
+      conv_bf16("bf16_densenet_bottleneck_1x1_slice_in", input({2, 7, 7, 20}).channel_slice(28, 0), 16, 1, 1,
+                O::valid()),
+      conv_bf16("bf16_irv2_block17_7x1_same", input({1, 17, 17, 20}), 24, 7, 1, O::same(17, 17, 7, 1, 1)),
+      conv_bf16("bf16_same_3x3_s2_even_input", input({1, 8, 8, 3}), 4, 3, 3, O::same(8, 8, 3, 3, 2)),
+      conv_bf16("bf16_in_f32_out_3x3_p1", input({2, 5, 6, 3}), 4, 3, 3, O::symmetric(1), DType::f32),
   };
 }
 

@@ -2,8 +2,16 @@
 // linear (Keras's Flatten -> Dense), binary cross-entropy on logits with and without per-example
 // weights, and the scalar reductions sum and mean.
 //   bce = (1/N) sum_i w_i (max(z_i, 0) - z_i t_i + log(1 + exp(-|z_i|)))
+// And the mixed-precision linear (docs/precision.md), forward only: x and W rounded to bf16, the
+// product accumulated in f32 by the gemm_mixed kernel (kernels/gemm.h), the bias added in f32 and y
+// rounded once to bf16. Its reference rounds the inputs to bf16 and computes in double; y's own
+// rounding is what the tolerances allow: half a bf16 ulp, at most 2^-8 = 3.9e-3 of |y| (forward:
+// rtol 4e-3), and on the GPU, whose summation order may move a sum across a rounding boundary, one
+// ulp, at most 2^-7 = 7.8e-3 (gpu: rtol 8e-3); atol 1e-5 for the f32 accumulation near zero.
 #include <cmath>
 
+#include "engine/ops/common.h"
+#include "kernels/gemm.h"
 #include "support/op_table.h"
 
 namespace test_support {
@@ -38,6 +46,47 @@ OpCase linear_case(const std::string& name, OpInput x, int64_t out, bool bias, b
   };
   c.forward = {1e-6, 1e-5};
   c.gpu = {1e-5, 1e-4};
+  return c;
+}
+
+// y = round_bf16(bf16(x) bf16(W)^T + b) on x's device, no autograd: the mixed-precision linear
+// forward. With a bias, gemm_mixed accumulates into an f32 C that starts as the bias rows and y is
+// rounded from it; without, gemm_mixed writes the bf16 y itself.
+Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const Tensor x16 = x.to(DType::bf16), w16 = weight.to(DType::bf16);
+  const int64_t n = x.size(0), out = weight.size(0);
+  const auto gemm = ENGINE_KERNEL(x.device(), gemm_mixed);
+  if (!bias.defined()) {
+    const Tensor y = Tensor::empty({n, out}, x.device(), DType::bf16);
+    gemm(false, true, 1.0f, detail::as_rows(x16), detail::as_rows(w16), 0.0f, detail::as_rows(y));
+    return y;
+  }
+  const Tensor y32 = Tensor::empty({n, out}, x.device());
+  for (int64_t r = 0; r < n; ++r) y32.slice(0, r, r + 1).copy_from(bias.view({1, out}));
+  gemm(false, true, 1.0f, detail::as_rows(x16), detail::as_rows(w16), 1.0f, detail::as_rows(y32));
+  return y32.to(DType::bf16);
+}
+
+// The inputs of a reference rounded to bf16, as the mixed-precision op sees them.
+HostArray rounded_to_bf16(HostArray a) {
+  for (double& v : a.values) v = static_cast<float>(kernels::BFloat16(static_cast<float>(v)));
+  return a;
+}
+
+OpCase linear_bf16_case(const std::string& name, int64_t n, int64_t in, int64_t out, bool bias) {
+  const float w_range = 1.5f / std::sqrt(static_cast<float>(in));
+  OpCase c;
+  c.name = name;
+  c.family = "linear";
+  c.inputs = {input({n, in}).no_grad(), input({out, in}).range(-w_range, w_range).no_grad(),
+              bias ? input({out}).no_grad() : absent()};
+  c.run = [](const std::vector<Tensor>& in, OpRun&) { return std::vector<Tensor>{linear_bf16(in[0], in[1], in[2])}; };
+  c.reference = [](const std::vector<HostArray>& in) {
+    return std::vector<HostArray>{linear_reference(rounded_to_bf16(in[0]), rounded_to_bf16(in[1]), in[2])};
+  };
+  c.forward = {1e-5, 4e-3};
+  c.gpu = {1e-5, 8e-3};
+  c.check_grad = false;  // a forward-only kernel check: the bf16 training step has no backward yet
   return c;
 }
 
@@ -93,6 +142,10 @@ std::vector<OpCase> linear_cases() {
       linear_case("odd_3x20_to_4", input({3, 20}), 4, true, false),
       linear_case("no_bias", input({5, 7}), 3, false, false),
       linear_case("flatten_then_linear", input({3, 2, 2, 5}), 4, true, true),
+      // Mixed precision: bf16 inputs, f32 accumulation, bf16 output.
+      linear_bf16_case("bf16_densenet_head", 4, 64, 1, true),
+      linear_bf16_case("bf16_odd_7x45_to_9", 7, 45, 9, true),
+      linear_bf16_case("bf16_no_bias_long_k", 5, 300, 6, false),
   };
 }
 
