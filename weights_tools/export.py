@@ -12,10 +12,12 @@ Targets (docs/weights.md, "Export"):
                self-contained loader (weights_tools/export_loader.py with the model's settings) that
                rebuilds torchvision's DenseNet with our head and loads F: `import F; model = F.load()`.
   timm         Inception-ResNet-v2: the same for timm's inception_resnet_v2.
-  keras-h5     Keras 3: keras.applications' DenseNet / InceptionResNetV2 (include_top=False) in
-               Sequential([base, Flatten() | GlobalAveragePooling2D(), Dense(1, sigmoid)]), the study's
-               model, saved whole (F.h5: legacy HDF5; F.keras: Keras 3's format):
-               keras.models.load_model(F, compile=False). Its output is the probability (sigmoid).
+  keras-h5     Keras 3: F.h5, the weights in Keras's legacy HDF5 layout (that of the study's published
+               files), and F.py, the loader that builds the study's model (keras.applications' DenseNet /
+               InceptionResNetV2 without top in Sequential([base, Flatten() | GlobalAveragePooling2D(),
+               Dense(1, sigmoid)])) and calls model.load_weights(F.h5). Not a whole-model file: Keras 3
+               cannot load InceptionResNetV2 from one (its CustomScaleLayer is not registered for
+               deserialisation). The Keras model outputs the probability (sigmoid of our logit).
   onnx         the torchvision / timm model through torch.onnx.export (TorchScript exporter, opset 17),
                input "input" NCHW [N, 3, S, S] (N dynamic), output "logits" [N, 1]; metadata_props carry
                arch, head, flavor, input_size, preprocess.
@@ -34,7 +36,7 @@ import sys
 
 import numpy as np
 
-from weights_tools import archs, convert, export_loader, safetensors_io
+from weights_tools import archs, convert, export_loader, keras_h5, safetensors_io
 
 TARGETS = ("torchvision", "timm", "keras-h5", "onnx")
 CHECKPOINT_FORMAT = "mura-engine-checkpoint-v1"
@@ -114,18 +116,18 @@ def _same(back, tensors, what):
 # torchvision / timm
 # ---------------------------------------------------------------------------------------------------
 
-def _loader_settings(settings):
+def _loader_settings(settings, framework):
     grid = settings["grid"]
-    return {"framework": framework_of(settings["arch"]), "arch": settings["arch"], "head": settings["head"],
-            "grid": list(grid) if grid else None, "flavor": settings["flavor"]}
+    return {"framework": framework, "arch": settings["arch"], "head": settings["head"],
+            "grid": list(grid) if grid else None, "flavor": settings["flavor"], "input_size": settings["input_size"]}
 
 
 def torch_model(tensors, settings):
     """The torchvision / timm model (export_loader.build) holding our weights, in eval mode."""
     import torch
-    loader_settings = _loader_settings(settings)
-    framework, arch, head = loader_settings["framework"], settings["arch"], settings["head"]
-    model = export_loader.build(**loader_settings)
+    arch, head = settings["arch"], settings["head"]
+    framework = framework_of(arch)
+    model = export_loader.build(**_loader_settings(settings, framework))
     state = model.state_dict()
     head_weight = f"{archs.head_prefix(arch)}.weight"
     missing = []
@@ -157,8 +159,20 @@ def torch_model(tensors, settings):
 
 
 def loader_module_path(output):
-    """The loader module written next to a state dict: F.pt -> F.py."""
+    """The loader module written next to the weights: F.pt or F.h5 -> F.py."""
     return os.path.splitext(output)[0] + ".py"
+
+
+def write_loader_module(output, settings, framework, source):
+    """export_loader.py with SETTINGS, WEIGHTS and PREPROCESS filled in, at loader_module_path(output)."""
+    with open(export_loader.__file__, encoding="utf-8") as f:
+        template = f.read()
+    module = (f"{template}\n\n# Filled in by python -m weights_tools.export from {os.path.basename(source)}\n"
+              f"SETTINGS = {_loader_settings(settings, framework)!r}\n"
+              f"WEIGHTS = {os.path.basename(output)!r}\n"
+              f"PREPROCESS = {settings['preprocess']!r}\n")
+    _atomic(loader_module_path(output), lambda path: _write_text(path, module))
+    return loader_module_path(output)
 
 
 def export_torch(tensors, settings, output, target, source=""):
@@ -168,18 +182,11 @@ def export_torch(tensors, settings, output, target, source=""):
     if target != framework:
         raise ExportError(f"{settings['arch']} exports to {framework}, not {target} (torchvision has the "
                           "DenseNets, timm Inception-ResNet-v2)")
-    if output.endswith(".py"):
-        raise ExportError(f"{output}: the state dict needs another suffix (.pt): its loader is written to .py")
+    if not output.endswith((".pt", ".pth")):
+        raise ExportError(f"{output}: name the state dict F.pt (its loader module is written to F.py)")
     model = torch_model(tensors, settings)
     _atomic(output, lambda path: torch.save(model.state_dict(), path))
-    with open(export_loader.__file__, encoding="utf-8") as f:
-        template = f.read()
-    module = (f"{template}\n\n# Filled in by python -m weights_tools.export from {os.path.basename(source)}; "
-              f"inputs preprocessed as '{settings['preprocess']}' (docs/weights.md)\n"
-              f"SETTINGS = {_loader_settings(settings)!r}\n"
-              f"WEIGHTS = {os.path.basename(output)!r}\n")
-    _atomic(loader_module_path(output), lambda path: _write_text(path, module))
-    return [output, loader_module_path(output)]
+    return [output, write_loader_module(output, settings, framework, source)]
 
 
 def export_onnx(tensors, settings, output):
@@ -211,10 +218,6 @@ def export_onnx(tensors, settings, output):
 # Keras
 # ---------------------------------------------------------------------------------------------------
 
-KERAS_APPLICATIONS = {"densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201",
-                      "inception_resnet_v2": "InceptionResNetV2"}
-
-
 def _keras_key(variable):
     """(layer, kind) of a Keras 3 variable, from its path '[model/]layer/kind'."""
     parts = variable.path.split("/")
@@ -222,29 +225,14 @@ def _keras_key(variable):
 
 
 def keras_model(tensors, settings):
-    """The study's Keras model holding our weights: Sequential([application without top, Flatten() or
-    GlobalAveragePooling2D(), Dense(1, sigmoid)]) (the ImageNet head: the application with its top)."""
-    import keras
+    """The study's Keras model (export_loader.build_keras) holding our weights."""
     arch, head, size = settings["arch"], settings["head"], _require_input_size(settings, "keras-h5")
-    make = getattr(keras.applications, KERAS_APPLICATIONS[arch])
-    shape = (size, size, 3)
-    if head == "imagenet":
-        model = base = make(weights=None, include_top=True, input_shape=shape, classifier_activation="softmax")
-        dense = base.get_layer("predictions")
-    else:
-        base = make(weights=None, include_top=False, input_shape=shape)
-        if head == "flatten" and tuple(base.output.shape[1:3]) != tuple(settings["grid"]):
-            raise ExportError(f"the flatten head was trained on a {settings['grid']} feature grid, but {arch} at "
-                              f"{size}x{size} has {tuple(base.output.shape[1:3])}: check --input-size")
-        pool = keras.layers.Flatten() if head == "flatten" else keras.layers.GlobalAveragePooling2D()
-        dense = keras.layers.Dense(1, activation="sigmoid")
-        model = keras.Sequential([base, pool, dense], name=f"{arch}_{head}")
-    if settings["flavor"] == "torch":  # PyTorch's BN: eps 1e-5 (DenseNet; IRv2 keeps 1e-3), momentum 0.1
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
-                if arch != "inception_resnet_v2":
-                    layer.epsilon = 1e-5
+    model = export_loader.build(**_loader_settings(settings, "keras"))
+    base = model if head == "imagenet" else model.layers[0]
+    if head == "flatten" and tuple(base.output.shape[1:3]) != tuple(settings["grid"]):
+        raise ExportError(f"the flatten head was trained on a {settings['grid']} feature grid, but {arch} at "
+                          f"{size}x{size} has {tuple(base.output.shape[1:3])}: check --input-size")
+    dense = model.layers[-1]
     head_ids = {id(v) for v in dense.weights}
     backbone = [v for v in model.weights if id(v) not in head_ids]
     names = convert.keras_names(arch, [_keras_key(v) for v in backbone])  # the converter's own table
@@ -254,19 +242,39 @@ def keras_model(tensors, settings):
     prefix = archs.head_prefix(arch)
     dense.kernel.assign(np.ascontiguousarray(tensors[f"{prefix}.weight"].T))  # [out, in] -> (in, out)
     dense.bias.assign(tensors[f"{prefix}.bias"])
-    entries = [(*_keras_key(v), np.asarray(v.value, dtype=np.float32)) for v in model.weights]
-    back, _, _ = convert.keras_entries_to_ours(entries, arch, head)
+    back, _, _ = convert.keras_entries_to_ours(keras_entries(model), arch, head)
     _same(back, tensors, "Keras")
     return model
 
 
-def export_keras(tensors, settings, output):
-    if not (output.endswith(".h5") or output.endswith(".keras")) or output.endswith(".weights.h5"):
-        raise ExportError(f"{output}: a Keras model is written as .h5 (legacy HDF5, whole model) or .keras")
+def keras_entries(model):
+    """(layer, kind, array) of every variable of a Keras model, in file order."""
+    return [(*_keras_key(v), np.asarray(v.value, dtype=np.float32)) for v in model.weights]
+
+
+def write_keras_weights(path, model):
+    """The model's weights in Keras's legacy HDF5 layout (weights_tools.keras_h5.write), which Keras 3's
+    model.load_weights("F.h5") reads layer by layer in order, whatever the layers are named: a group per
+    layer with weights (a nested application is one group), its variables in Keras's legacy order
+    (trainable, then non-trainable), named '<inner layer>/<kind>:0'."""
+    import keras
+    layers = []
+    for layer in model.layers:
+        variables = layer.trainable_weights + layer.non_trainable_weights
+        if variables:
+            layers.append((layer.name, [(f"{'/'.join(_keras_key(v))}:0", np.asarray(v.value, dtype=np.float32))
+                                        for v in variables]))
+    keras_h5.write(path, layers, backend=keras.backend.backend(), keras_version=keras.__version__)
+
+
+def export_keras(tensors, settings, output, source=""):
+    """Writes the weights `output` (F.h5) and its loader module (F.py)."""
+    if not output.endswith(".h5") or output.endswith(".weights.h5"):
+        raise ExportError(f"{output}: name the Keras weights F.h5 (legacy HDF5 layout; its loader module is "
+                          "written to F.py)")
     model = keras_model(tensors, settings)
-    suffix = ".keras" if output.endswith(".keras") else ".h5"
-    _atomic(output, lambda path: model.save(path), suffix=suffix)
-    return [output]
+    _atomic(output, lambda path: write_keras_weights(path, model))
+    return [output, write_loader_module(output, settings, "keras", source)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -276,11 +284,11 @@ def _write_text(path, text):
         f.write(text)
 
 
-def _atomic(path, write, suffix=""):
-    """write(temporary path), then renamed over `path` (suffix: what the writer needs the name to end in)."""
+def _atomic(path, write):
+    """write(temporary path), then renamed over `path`."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}{suffix}")
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -299,18 +307,18 @@ def export(checkpoint, target, output, input_size=None):
         return export_torch(tensors, settings, output, target, checkpoint)
     if target == "onnx":
         return export_onnx(tensors, settings, output)
-    return export_keras(tensors, settings, output)
+    return export_keras(tensors, settings, output, checkpoint)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m weights_tools.export",
-        description="Export a checkpoint of ours to torchvision / timm (state dict + loader module), Keras 3 "
-                    "(.h5 or .keras) or ONNX.")
+        description="Export a checkpoint of ours to torchvision / timm (state dict) or Keras 3 (legacy HDF5 "
+                    "weights), each with a loader module, or to ONNX.")
     parser.add_argument("--checkpoint", required=True, help="a training checkpoint or a weights file of ours")
     parser.add_argument("--to", dest="target", required=True, choices=TARGETS)
     parser.add_argument("--output", required=True,
-                        help="F.pt (torchvision/timm; F.py is written beside it), F.h5 or F.keras, F.onnx")
+                        help="F.pt (torchvision/timm) or F.h5 (Keras), each with its loader F.py beside it; F.onnx")
     parser.add_argument("--input-size", type=int, help="input size for Keras / ONNX (default: the checkpoint's)")
     args = parser.parse_args(argv)
     if args.target == "keras-h5":
