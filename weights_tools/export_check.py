@@ -50,6 +50,14 @@ def run_torch(files, x_nhwc):
         return model(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy())).numpy()
 
 
+def torch_float64(files, x_nhwc):
+    """The exported PyTorch model's logits in float64: the truth that both float32 results are judged by."""
+    import torch
+    model = load_module(files[1]).load().double()
+    with torch.no_grad():
+        return model(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).astype(np.float64))).numpy()
+
+
 def run_keras(files, x_nhwc):
     import jax
     import keras
@@ -105,10 +113,15 @@ def check(checkpoint, work, targets):
                 n for n in tensors if n in back and not np.array_equal(back[n], tensors[n])]
             if differ:
                 problems.append(f"converted back, {len(differ)} tensors differ: {differ[:3]}")
+        note = ", weights back bit for bit" if back is not None and not problems else ""
+        if target in ("torchvision", "timm"):  # how far each float32 result is from the float64 truth
+            truth = torch_float64(files, x)
+            note += (f"; from float64: ours {relative_l2(ours, truth):.1e}, {target}'s "
+                     f"{relative_l2(theirs, truth):.1e}")
         failures += bool(problems)
         print(f"{'FAIL' if problems else 'ok  '} {case:28s} -> {target:11s} relative L2 {error:.2e} "
-              f"(<= {TOLERANCE[target]:.0e}){', weights back bit for bit' if back is not None and not problems else ''}"
-              f"  {time.time() - start:5.1f} s{'  ' + '; '.join(problems) if problems else ''}", flush=True)
+              f"(<= {TOLERANCE[target]:.0e}){note}  {time.time() - start:5.1f} s"
+              f"{'  ' + '; '.join(problems) if problems else ''}", flush=True)
     return failures
 
 
