@@ -29,8 +29,10 @@ SETTINGS = None    # {"framework", "arch", "head", "grid", "flavor", "input_size
 WEIGHTS = None     # the weights' file name, next to this file: filled in by the export
 PREPROCESS = None  # the input preprocessing the net was trained with (docs/weights.md): filled in by the export
 
+# archs.feature_channels (this file stands alone; weights_tools/tests/test_export_tools.py keeps them equal)
 FEATURE_CHANNELS = {"densenet121": 1024, "densenet169": 1664, "densenet201": 1920, "inception_resnet_v2": 1536}
 KERAS_DENSENET_EPS = 1.001e-5
+TORCH_DENSENET_EPS = 1e-5
 TORCH_KERAS_MOMENTUM = 0.01  # Keras's momentum 0.99 (moving = 0.99 moving + 0.01 batch) in PyTorch's convention
 KERAS_TORCH_MOMENTUM = 0.9   # PyTorch's momentum 0.1 in Keras's convention
 KERAS_APPLICATIONS = {"densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201",
@@ -70,7 +72,7 @@ def build_keras(arch, head, flavor="keras", input_size=None):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = KERAS_TORCH_MOMENTUM
                 if arch != "inception_resnet_v2":
-                    layer.epsilon = 1e-5
+                    layer.epsilon = TORCH_DENSENET_EPS
     return model
 
 

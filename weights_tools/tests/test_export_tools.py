@@ -12,7 +12,7 @@ import unittest
 
 import numpy as np
 
-from weights_tools import archs, convert, export, safetensors_io
+from weights_tools import archs, convert, export, export_loader, safetensors_io
 
 
 def spec_tensors(arch, head, flatten_features=None, seed=0):
@@ -34,6 +34,14 @@ class LayoutInversesTest(unittest.TestCase):
         self.assertEqual(chw[1, 5 * 6 + 2 * 2 + 1], ours[1, (2 * 2 + 1) * 7 + 5])
         with self.assertRaisesRegex(convert.ConversionError, "not a multiple of the grid 4x4"):
             convert.hwc_flatten_to_chw(ours, (4, 4))
+
+
+class LoaderTest(unittest.TestCase):
+    def test_the_standalone_loader_agrees_with_archs(self):
+        self.assertEqual(export_loader.FEATURE_CHANNELS, {a: archs.feature_channels(a) for a in archs.ARCHS})
+        self.assertEqual(set(export_loader.KERAS_APPLICATIONS), set(archs.ARCHS))
+        with self.assertRaisesRegex(RuntimeError, "this is the template"):
+            export_loader.load()
 
 
 class ReadCheckpointTest(unittest.TestCase):
