@@ -44,26 +44,46 @@ class ConversionError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Layouts
+# Layouts (each with its inverse, for weights_tools.export)
 # ---------------------------------------------------------------------------------------------------
 
 def hwio_to_ohwi(kernel):
     return np.ascontiguousarray(np.transpose(kernel, (3, 0, 1, 2)), dtype=np.float32)
 
 
+def ohwi_to_hwio(weight):
+    return np.ascontiguousarray(np.transpose(weight, (1, 2, 3, 0)), dtype=np.float32)
+
+
 def oihw_to_ohwi(weight):
     return np.ascontiguousarray(np.transpose(weight, (0, 2, 3, 1)), dtype=np.float32)
+
+
+def ohwi_to_oihw(weight):
+    return np.ascontiguousarray(np.transpose(weight, (0, 3, 1, 2)), dtype=np.float32)
+
+
+def _flatten_dims(weight, grid):
+    """(K, C, H, W) of a flatten head's Linear weight [K, C*H*W] over a feature grid H x W."""
+    h, w = grid
+    k, features = weight.shape
+    if features % (h * w):
+        raise ConversionError(f"flatten head: {features} in-features are not a multiple of the grid {h}x{w}")
+    return k, features // (h * w), h, w
 
 
 def chw_flatten_to_hwc(weight, grid):
     """A Linear after a PyTorch flatten of NCHW features ([K, C*H*W], index c*H*W + h*W + w) to ours
     ([K, H*W*C], index (h*W + w)*C + c)."""
-    h, w = grid
-    k, features = weight.shape
-    if features % (h * w):
-        raise ConversionError(f"flatten head: {features} in-features are not a multiple of the grid {h}x{w}")
-    c = features // (h * w)
-    return np.ascontiguousarray(weight.reshape(k, c, h, w).transpose(0, 2, 3, 1).reshape(k, features))
+    k, c, h, w = _flatten_dims(weight, grid)
+    return np.ascontiguousarray(weight.reshape(k, c, h, w).transpose(0, 2, 3, 1).reshape(k, c * h * w))
+
+
+def hwc_flatten_to_chw(weight, grid):
+    """The inverse of chw_flatten_to_hwc: our flatten head's Linear ([K, H*W*C]) for a PyTorch flatten of
+    NCHW features ([K, C*H*W])."""
+    k, c, h, w = _flatten_dims(weight, grid)
+    return np.ascontiguousarray(weight.reshape(k, h, w, c).transpose(0, 3, 1, 2).reshape(k, c * h * w))
 
 
 # ---------------------------------------------------------------------------------------------------

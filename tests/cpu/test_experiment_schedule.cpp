@@ -384,13 +384,13 @@ TEST(SummaryCsv, ValAurocAndKappaColumnsAndOlderFiles) {
   EXPECT_TRUE(contains(error_of([] { parse_summary_csv("epoch,train_loss\n1,0.5\n", "s.csv"); }),
                        "s.csv:1: no column 'train_acc'"));
   EXPECT_TRUE(contains(error_of([&] { parse_summary_csv(text + "2,0.5\n", "s.csv"); }), "s.csv:3: expected 10 fields, got 2"));
-  // TensorBoard: val/auroc and val/kappa after the seven, where known.
-  const std::vector<ScalarEvent> events = epoch_scalar_events({r, old[0]});
-  ASSERT_EQ(events[0].values.size(), 9u);
-  EXPECT_EQ(events[0].values[7].first, "val/auroc");
-  EXPECT_EQ(events[0].values[7].second, 0.8125f);
-  EXPECT_EQ(events[0].values[8].first, "val/kappa");
-  EXPECT_EQ(events[1].values.size(), 7u);
+  // TensorBoard: the validation run's auroc and kappa after loss and accuracy, where known.
+  const std::vector<ScalarEvent> events = epoch_scalar_events({r, old[0]}).validation;
+  ASSERT_EQ(events[0].values.size(), 4u);
+  EXPECT_EQ(events[0].values[2].first, "auroc");
+  EXPECT_EQ(events[0].values[2].second, 0.8125f);
+  EXPECT_EQ(events[0].values[3].first, "kappa");
+  EXPECT_EQ(events[1].values.size(), 2u);
 }
 
 // The flags: parsed into the options, with their ranges.
