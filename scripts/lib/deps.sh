@@ -5,7 +5,7 @@
 # (the training runs' args.json).
 # python3-sklearn: the independent check of our kappa/AUROC (tests/cpu/test_experiment_train.cpp).
 # chromium: the headless browser that renders the HTML reports in their tests (tests/support/browser.h).
-ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev nlohmann-json3-dev python3-sklearn chromium)
+ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev nlohmann-json3-dev libcli11-dev python3-sklearn chromium)
 
 engine_install_packages() {
   local missing=()
