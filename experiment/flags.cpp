@@ -97,7 +97,7 @@ class HelpFormatter : public CLI::Formatter {
   std::string make_help(const CLI::App* app, std::string name, CLI::AppFormatMode) const override {
     std::string text = make_usage(app, name) + "\n" + app->get_description() + "\n" + make_positionals(app) +
                        make_groups(app, CLI::AppFormatMode::Normal);
-    if (!app->get_footer().empty()) text += "\n" + app->get_footer() + "\n";
+    if (!app->get_footer().empty()) text += app->get_footer() + "\n";  // the flags end with a blank line
     return text;
   }
   std::string make_option_opts(const CLI::Option* opt) const override {
