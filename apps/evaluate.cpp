@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   flags.add("-o,--out", &out, "output folder", "DIR");
   flags.add("--device", &device, "auto | cpu | cuda", "D");
   flags.add("-b,--batch-size", &batch_size, "batch size");
-  flags.add("-j,--workers", &workers, "data loader threads");
+  flags.add("--workers", &workers, "data loader threads");
   flags.add_switch("--quiet", &quiet, "no progress display");
   try {
     if (!flags.parse(argc, argv)) return 0;

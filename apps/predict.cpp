@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
                                "study's images > 0.5 = abnormal). A folder argument is one study: its images are\n"
                                "averaged; single images passed together count as one study per parent folder.");
   flags.add("--checkpoint", &checkpoint, "a checkpoint written by train_densenet / train_irv2", "FILE");
-  flags.add("-o,--out", &out, "also write path,study,probability,predicted to this CSV", "FILE");
+  flags.add("--out", &out, "also write path,study,probability,predicted to this CSV", "FILE");
   flags.add("--device", &device, "auto | cpu | cuda", "D");
   flags.allow_positional("IMAGE|STUDY_FOLDER", "PNG/JPEG files, or folders whose images form one study");
   try {

@@ -46,12 +46,12 @@ bool is_file(const std::string& path) {
 // Flags
 
 void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::string>& archs) {
-  std::string arch_list;
-  for (const std::string& a : archs) arch_list += (arch_list.empty() ? "" : "|") + a;
-  if (archs.size() > 1) f.add("--arch", &o.arch, "architecture: " + arch_list + " (densenet_tiny: tests only)", "A");
   // Flags that apply to DenseNet only are not offered where no DenseNet is trained (train_irv2).
   if (std::none_of(archs.begin(), archs.end(), [](const std::string& a) { return a.rfind("densenet", 0) == 0; }))
     f.leave_out({"--memory-efficient"});
+  std::string arch_list;
+  for (const std::string& a : archs) arch_list += (arch_list.empty() ? "" : "|") + a;
+  if (archs.size() > 1) f.add("--arch", &o.arch, "architecture: " + arch_list + " (densenet_tiny: tests only)", "A");
   f.add("--data", &o.data, "a MURA-v1.1 root (the folder with train_image_paths.csv); absent = the synthetic set, "
                            "generated once into a cache folder", "DIR");
   f.add("--synthetic-dir", &o.synthetic_dir, "where the synthetic set is cached (default: "
@@ -669,7 +669,12 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
     if (arg == "--epoch-checkpoints" || arg == "--epoch-checkpoints=true") arg = "--checkpoint-hist=-1";
     else if (arg == "--epoch-checkpoints=false") arg = "--checkpoint-hist=0";
   }
-  if (!parse_flags_or_exit(flags, args)) return 0;
+  try {
+    if (!flags.parse(args)) return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
   try {
     // --resume: the run's own settings for every flag not given; a given one that may not change must match.
     make_paths_absolute(options);

@@ -20,10 +20,10 @@
 #                 CPU reference, slower)
 #   STB_ROOT      a prefix with include/stb/stb_image.h when libstb-dev is not installed (default
 #                 third_party_cache/stb)
-#   NLOHMANN_JSON_ROOT  a prefix with include/nlohmann/json.hpp when nlohmann-json3-dev is not installed
-#                 (default third_party_cache/nlohmann_json)
 #   CLI11_ROOT    a prefix with include/CLI/CLI.hpp when libcli11-dev is not installed
 #                 (default third_party_cache/cli11)
+#   NLOHMANN_JSON_ROOT  a prefix with include/nlohmann/json.hpp when nlohmann-json3-dev is not installed
+#                 (default third_party_cache/nlohmann_json)
 #   CUDNN_ROOT    a prefix with include/cudnn.h and lib/libcudnn.so* when cuDNN is neither in the CUDA
 #                 toolkit nor in the system nor in a pip wheel (python -c 'import nvidia.cudnn')
 #   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default "90a-real;90-virtual"; "native" works on the GPU box)
@@ -263,20 +263,6 @@ else
   fi
 fi
 
-# nlohmann-json (header-only; args.json of the training runs): the system, or NLOHMANN_JSON_ROOT.
-JSON_ARGS=()
-if [ -f /usr/include/nlohmann/json.hpp ] && [ -z "${NLOHMANN_JSON_ROOT:-}" ]; then
-  note "nlohmann-json: installed in the system"
-else
-  NLOHMANN_JSON_ROOT="${NLOHMANN_JSON_ROOT:-$(pwd)/third_party_cache/nlohmann_json}"
-  if [ -f "$NLOHMANN_JSON_ROOT/include/nlohmann/json.hpp" ]; then
-    JSON_ARGS=("-DNLOHMANN_JSON_ROOT=$NLOHMANN_JSON_ROOT")
-    note "nlohmann-json: NLOHMANN_JSON_ROOT=$NLOHMANN_JSON_ROOT"
-  else
-    note "nlohmann-json: not found (install nlohmann-json3-dev, or bring a prefix with include/nlohmann/json.hpp: NLOHMANN_JSON_ROOT=...)"
-  fi
-fi
-
 # CLI11 (header-only; the apps' command lines): the system, or CLI11_ROOT.
 CLI11_ARGS=()
 if [ -f /usr/include/CLI/CLI.hpp ] && [ -z "${CLI11_ROOT:-}" ]; then
@@ -291,15 +277,29 @@ else
   fi
 fi
 
+# nlohmann-json (header-only; args.json of the training runs): the system, or NLOHMANN_JSON_ROOT.
+JSON_ARGS=()
+if [ -f /usr/include/nlohmann/json.hpp ] && [ -z "${NLOHMANN_JSON_ROOT:-}" ]; then
+  note "nlohmann-json: installed in the system"
+else
+  NLOHMANN_JSON_ROOT="${NLOHMANN_JSON_ROOT:-$(pwd)/third_party_cache/nlohmann_json}"
+  if [ -f "$NLOHMANN_JSON_ROOT/include/nlohmann/json.hpp" ]; then
+    JSON_ARGS=("-DNLOHMANN_JSON_ROOT=$NLOHMANN_JSON_ROOT")
+    note "nlohmann-json: NLOHMANN_JSON_ROOT=$NLOHMANN_JSON_ROOT"
+  else
+    note "nlohmann-json: not found (install nlohmann-json3-dev, or bring a prefix with include/nlohmann/json.hpp: NLOHMANN_JSON_ROOT=...)"
+  fi
+fi
+
 # --- 2. Configure ------------------------------------------------------------------------------------
 # Warnings are errors on our build machines (one compiler); here another g++ may warn anew, and a new
 # warning must not hide what the GPU can tell us: ENGINE_WERROR=OFF unless the caller says otherwise
 # (build.log keeps the warnings).
 CMAKE_ARGS=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON
             "-DENGINE_WERROR=${ENGINE_WERROR:-OFF}"
-            "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}" "${STB_ARGS[@]}" "${JSON_ARGS[@]}"
-            "${CLI11_ARGS[@]}")
+            "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}" "${STB_ARGS[@]}" "${JSON_ARGS[@]}")
 [ -n "$NVCC" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$NVCC")
+CMAKE_ARGS+=("${CLI11_ARGS[@]}")
 if [ -n "$GTEST_PREFIX" ]; then
   CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$GTEST_PREFIX" "-DGTEST_ROOT=$GTEST_PREFIX")
   GTEST_CONFIG="$(find "$GTEST_PREFIX" -name GTestConfig.cmake 2>/dev/null | head -1)"

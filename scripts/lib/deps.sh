@@ -5,7 +5,10 @@
 # (the training runs' args.json).
 # python3-sklearn: the independent check of our kappa/AUROC (tests/cpu/test_experiment_train.cpp).
 # chromium: the headless browser that renders the HTML reports in their tests (tests/support/browser.h).
-ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev nlohmann-json3-dev libcli11-dev python3-sklearn chromium)
+ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libstb-dev nlohmann-json3-dev python3-sklearn chromium)
+
+# libcli11-dev: CLI11 (header-only), the apps' command lines (experiment/flags.h, kernels/bench/bench_args.h).
+ENGINE_DEBIAN_PACKAGES+=(libcli11-dev)
 
 engine_install_packages() {
   local missing=()
