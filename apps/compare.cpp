@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
   flags.add_switch("--no-cam", &no_cam, "skip the Grad-CAM pass over each run's test split (maps, gallery and, on "
                                         "the synthetic set, the localisation scores; docs/cam.md)");
   // Every run's training flags: train_densenet's, less those the comparison sets for each run.
-  flags.leave_out(kPerRunFlags);
+  flags.leave_out(kPerRunFlags, "the comparison sets it for each run (from --archs, --protocols, --sizes, "
+                                "--weights-densenet, --weights-irv2, --out)");
   add_train_flags(flags, base, options.archs);
   flags.set_epilog(
       "The training flags are train_densenet's, given to every run, except\n" + per_run_flags() +

@@ -249,6 +249,8 @@ void FlagParser::set_epilog(const std::string& text) { app_->footer(text); }
 
 std::string FlagParser::unknown_flag_message(const std::string& arg) const {
   const std::string name = arg.substr(0, arg.find('='));
+  if (auto it = left_out_.find(name); it != left_out_.end() && !it->second.empty())
+    return program_ + ": " + name + " is not taken here: " + it->second + " (see " + program_ + " --help)";
   std::string best;
   size_t best_distance = SIZE_MAX;
   for (const Flag& f : flags_) {

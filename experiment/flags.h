@@ -70,7 +70,10 @@ class FlagParser {
   void set_epilog(const std::string& text);
   // Flags (long names, or the positional's name) that later add*() / allow_positional calls skip: a program
   // that shares a set of flags (add_train_flags) but not all of them offers, lists and accepts only the rest.
-  void leave_out(const std::vector<std::string>& names) { left_out_.insert(names.begin(), names.end()); }
+  // `why` is told to a user who gives one: "compare: --images is not taken here: <why> (see compare --help)".
+  void leave_out(const std::vector<std::string>& names, const std::string& why = "") {
+    for (const std::string& name : names) left_out_[name] = why;
+  }
 
   // False when there is nothing to run: --help was printed (to stdout), or --check-args was given and the
   // command line is good. Throws engine::UserError on a bad command line.
@@ -97,7 +100,7 @@ class FlagParser {
   CLI::Option* positional_option_ = nullptr;
   std::vector<Flag> flags_;                   // by registration
   std::map<std::string, size_t> value_flags_; // "-e" and "--epochs" -> the index of a flag that takes a value
-  std::set<std::string> left_out_;
+  std::map<std::string, std::string> left_out_;  // name -> why
   std::vector<std::string> positional_;
   std::set<std::string> given_;
   bool check_args_ = false;

@@ -48,7 +48,7 @@ bool is_file(const std::string& path) {
 void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::string>& archs) {
   // Flags that apply to DenseNet only are not offered where no DenseNet is trained (train_irv2).
   if (std::none_of(archs.begin(), archs.end(), [](const std::string& a) { return a.rfind("densenet", 0) == 0; }))
-    f.leave_out({"--memory-efficient"});
+    f.leave_out({"--memory-efficient"}, "it applies to DenseNet only");
   std::string arch_list;
   for (const std::string& a : archs) arch_list += (arch_list.empty() ? "" : "|") + a;
   if (archs.size() > 1) f.add("--arch", &o.arch, "architecture: " + arch_list + " (densenet_tiny: tests only)", "A");

@@ -136,13 +136,14 @@ TEST(CliStyle, CheckArgsParsesChecksAndRunsNothing) {
 TEST(CliStyle, LeftOutFlagsAreNeitherOfferedNorTaken) {
   int64_t epochs = 10, images = 0;
   FlagParser f("compare", "test");
-  f.leave_out({"--images", "RUN_DIR"});
+  f.leave_out({"--images", "RUN_DIR"}, "set for each run");
   f.add("--epochs", &epochs, "epochs");
   f.add("--images", &images, "images");
   f.allow_positional("RUN_DIR", "a run");
   EXPECT_THAT(f.help(), Not(HasSubstr("--images")));
   EXPECT_THAT(f.help(), Not(HasSubstr("RUN_DIR")));
-  EXPECT_THAT(error_of([&] { f.parse(std::vector<std::string>{"--images", "3"}); }), HasSubstr("unknown flag --images"));
+  EXPECT_THAT(error_of([&] { f.parse(std::vector<std::string>{"--images", "3"}); }),
+              HasSubstr("compare: --images is not taken here: set for each run (see compare --help)"));
   EXPECT_THAT(error_of([&] { f.parse(std::vector<std::string>{"runs/x"}); }), HasSubstr("unexpected argument 'runs/x'"));
   EXPECT_FALSE(f.given("--images"));
 }
@@ -222,7 +223,10 @@ TEST(AppsCliUsage, CompareTakesTheTrainingFlagsItsHelpLists) {
   const Command c = run_app("compare", {"--optimizer", "adam-torch", "--augment", "--class-weights", "--preprocess",
                                         "torch", "--early-stopping", "2", "--check-args"});
   EXPECT_EQ(c.status, 0) << c.out << c.err;
-  EXPECT_EQ(run_app("compare", {"--images", "100"}).status, 2);  // --sizes says it
+  const Command images = run_app("compare", {"--images", "100"});
+  EXPECT_EQ(images.status, 2);
+  EXPECT_THAT(images.err, HasSubstr("error: compare: --images is not taken here: the comparison sets it for each run "
+                                    "(from --archs, --protocols, --sizes"));
 }
 
 // ... and gives them to each run: a tiny comparison (one DenseNet-tiny run on a 4-patient synthetic set,
@@ -259,7 +263,9 @@ TEST(AppsCliUsage, TrainIrv2OffersOnlyWhatAppliesToIt) {
   EXPECT_THAT(irv2, Not(HasSubstr("  --memory-efficient")));  // DenseNet only (the epilog may name it)
   EXPECT_THAT(irv2, Not(HasSubstr("--arch")));
   EXPECT_THAT(irv2, Not(HasSubstr("densenet")));
-  EXPECT_EQ(run_app("train_irv2", {"--memory-efficient", "--check-args"}).status, 2);
+  const Command irv2_me = run_app("train_irv2", {"--memory-efficient", "--check-args"});
+  EXPECT_EQ(irv2_me.status, 2);
+  EXPECT_THAT(irv2_me.err, HasSubstr("train_irv2: --memory-efficient is not taken here: it applies to DenseNet only"));
   const std::string densenet = run_app("train_densenet", {"--help"}).out;
   EXPECT_THAT(densenet, HasSubstr("  --memory-efficient"));
   EXPECT_THAT(densenet, HasSubstr("--arch A"));
