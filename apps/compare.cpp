@@ -6,6 +6,9 @@
 //
 //   compare --data MURA-v1.1 --weights-densenet D.safetensors --weights-irv2 I.safetensors --out results/
 //   compare --quick --out /tmp/cmp      (the synthetic set, small inputs, few epochs: minutes on a CPU)
+//
+// Its training flags are train_densenet's (add_train_flags), given to every run, less the ones it sets for
+// each run (kPerRunFlags): `compare --help` lists what it takes.
 #include <cstdio>
 #include <sstream>
 
