@@ -29,16 +29,17 @@ inline long parse_positive(const std::string& flag, const char* text, long max) 
   return v;
 }
 
-// A count flag (`--batch N`), its default shown in --help; the value goes through parse_positive.
-// `names` may carry a short form first ("-b,--batch"); messages name the long one.
+// A count flag (`--batch N`), its default shown in --help (the target's value, or `default_text`); the value
+// goes through parse_positive. `names` may carry a short form first ("-b,--batch"); messages name the long one.
 template <typename T>
-CLI::Option* add_count(CLI::App& app, const std::string& names, T& target, const std::string& help, long max = 1 << 20) {
+CLI::Option* add_count(CLI::App& app, const std::string& names, T& target, const std::string& help,
+                       const std::string& default_text = "", long max = 1 << 20) {
   const std::string flag = names.substr(names.rfind(',') + 1);  // npos + 1 == 0: the whole name
-  return app
-      .add_option_function<std::string>(
-          names, [&target, flag, max](const std::string& v) { target = static_cast<T>(parse_positive(flag, v.c_str(), max)); },
-          help + " [default: " + std::to_string(target) + "]")
-      ->type_name("N");
+  const auto set = [&target, flag, max](const std::string& v) {
+    target = static_cast<T>(parse_positive(flag, v.c_str(), max));
+  };
+  const std::string shown = default_text.empty() ? std::to_string(target) : default_text;
+  return app.add_option_function<std::string>(names, set, help + " [default: " + shown + "]")->type_name("N");
 }
 
 // Parses the command line: --help prints it and exits 0; a mistake prints one line, "error: ...", and

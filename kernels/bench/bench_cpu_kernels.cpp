@@ -42,10 +42,7 @@ Options parse(int argc, char** argv) {
   CLI::App app("Throughput of the CPU kernels: SGEMM, convolutions and pooling on the nets' layer shapes.",
                "bench_cpu_kernels");
   app.set_help_flag("-h,--help", "this text");
-  app.add_option_function<std::string>(
-         "-j,--threads", [&o](const std::string& v) { o.threads = int(kernels::bench::parse_positive("--threads", v.c_str(), 1 << 20)); },
-         "threads of the OpenMP loops and OpenBLAS [default: all cores]")
-      ->type_name("N");
+  kernels::bench::add_count(app, "-j,--threads", o.threads, "threads of the OpenMP loops and OpenBLAS", "all cores");
   kernels::bench::add_count(app, "-b,--batch", o.batch, "images per convolution");
   kernels::bench::add_count(app, "--reps", o.reps, "timed runs per measurement");
   app.add_flag("--quick", o.quick, "tiny sizes and 1 timed run: a smoke test that finishes in about a second");

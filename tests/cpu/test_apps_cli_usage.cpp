@@ -59,7 +59,8 @@ TEST(CliStyle, ShortFormsAreTheLongFlags) {
   EXPECT_TRUE(f.given("--epochs"));  // given() names the long form, whichever the user typed
   EXPECT_TRUE(f.given("--batch-size"));
   // The same strict values and messages (the long name) through the short form.
-  EXPECT_THAT(error_of([&] { f.parse(std::vector<std::string>{"-e", "0x10"}); }), HasSubstr("--epochs: '0x10' is not an integer"));
+  EXPECT_THAT(error_of([&] { f.parse(std::vector<std::string>{"-e", "0x10"}); }),
+              HasSubstr("--epochs: '0x10' is not an integer"));
   EXPECT_THAT(error_of([&] { f.parse(std::vector<std::string>{"-b", "-5"}); }),
               HasSubstr("--batch-size must be between 1 and 4096, got -5"));
   EXPECT_THAT(error_of([&] { f.parse(std::vector<std::string>{"-e"}); }), HasSubstr("app: --epochs needs a value"));
