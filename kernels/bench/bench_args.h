@@ -43,11 +43,17 @@ CLI::Option* add_count(CLI::App& app, const std::string& names, T& target, const
 }
 
 // Parses the command line: --help prints it and exits 0; a mistake prints one line, "error: ...", and
-// exits 2.
+// exits 2; --check-args (hidden, as in the apps) exits 0 once the command line is good, running nothing.
 inline void parse_or_exit(CLI::App& app, int argc, char** argv) {
   const std::string program = app.get_name();
+  bool check_args = false;
+  app.add_flag("--check-args", check_args, "parse and check the command line, then exit without running")->group("");
   try {
     app.parse(argc, argv);
+    if (check_args) {
+      std::printf("%s: the command line is good (--check-args: nothing run)\n", program.c_str());
+      std::exit(0);
+    }
   } catch (const CLI::CallForHelp&) {
     std::fputs(app.help().c_str(), stdout);
     std::exit(0);

@@ -212,6 +212,23 @@ TEST(AppsCliUsage, UserMistakesAreOneLineWithAHintAndStatus2) {
   EXPECT_THAT(bad.err, ::testing::StartsWith("error: --epochs: '1e9' is not an integer"));
 }
 
+// The kernel benchmarks (kernels/bench/, below experiment/) read their flags with CLI11 the same way.
+TEST(AppsCliUsage, KernelBenchmarksShareTheStyle) {
+  const Command bad = run_app("bench_cpu_kernels", {"--batch", "-5"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_THAT(bad.err, ::testing::StartsWith("error: --batch: '-5' is not a positive whole number"));
+  EXPECT_THAT(run_app("bench_cpu_kernels", {"-b", "0x10"}).err, HasSubstr("--batch: '0x10' is not a positive whole number"));
+  const Command unknown = run_app("bench_gpu_kernels", {"--bogus"});
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_THAT(unknown.err, ::testing::StartsWith("error: bench_gpu_kernels: "));
+  const Command help = run_app("bench_cpu_kernels", {"--help"});
+  EXPECT_EQ(help.status, 0);
+  EXPECT_THAT(help.out, HasSubstr("-b,--batch N"));
+  EXPECT_THAT(help.out, HasSubstr("[default: 8]"));
+  EXPECT_EQ(run_app("bench_cpu_kernels", {"-j", "2", "--reps", "3", "--check-args"}).status, 0);
+  EXPECT_EQ(run_app("bench_gpu_kernels", {"--runs", "3", "--no-tf32", "--check-args"}).status, 0);
+}
+
 // compare's help lists train_densenet's flags less the per-run ones, and it takes every one it lists.
 TEST(AppsCliUsage, CompareTakesTheTrainingFlagsItsHelpLists) {
   const std::string help = run_app("compare", {"--help"}).out;
