@@ -7,7 +7,8 @@
 //
 // CLI11 does the structure of the command line (`--name value`, `--name=value`, a short form such as `-e 3`
 // or `-e3` where one is named, switches, positional arguments, `--`), --help (-h: every flag with its
-// default) and the detection of unknown flags ("unknown flag --epoch; did you mean --epochs?"). A flag's
+// default) and finding the arguments it does not know; we name the nearest flag ("unknown flag --epoch;
+// did you mean --epochs?", by edit distance, which CLI11 2.1 does not offer). A flag's
 // value is the next argument verbatim, even when it starts with '-' (`--seed -1` reaches the check below).
 // Positional arguments are collected in positional() when allow_positional was called. A repeated flag:
 // the last value wins (a list flag appends). Errors (unknown flag, missing or malformed value) throw
