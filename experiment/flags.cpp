@@ -279,14 +279,18 @@ bool FlagParser::parse(int argc, char** argv) {
 bool FlagParser::parse(const std::vector<std::string>& args) {
   // A flag's value is the next argument verbatim (CLI11 takes the arguments a flag needs before it looks
   // at them): `--seed -1` and `--lr --` reach our parsers as written.
-  // `--name=` is an empty value (CLI11 would take the next argument): handed on as `--name ""`.
+  // `--name=` is an empty value (CLI11 would take the next argument): handed on as `--name ""`. After `--`,
+  // the end of the flags, every argument is positional.
+  const size_t end_of_flags = static_cast<size_t>(std::find(args.begin(), args.end(), "--") - args.begin());
   std::vector<std::string> reversed;  // CLI11 takes the arguments last first
-  for (auto arg = args.rbegin(); arg != args.rend(); ++arg) {
-    const bool empty_value = arg->size() > 1 && arg->back() == '=' && value_flags_.count(arg->substr(0, arg->size() - 1));
+  for (size_t i = args.size(); i-- > 0;) {
+    const std::string& arg = args[i];
+    const bool empty_value = i < end_of_flags && arg.size() > 1 && arg.back() == '=' &&
+                             value_flags_.count(arg.substr(0, arg.size() - 1));
     if (empty_value) reversed.emplace_back();
-    reversed.push_back(empty_value ? arg->substr(0, arg->size() - 1) : *arg);
+    reversed.push_back(empty_value ? arg.substr(0, arg.size() - 1) : arg);
   }
-  if (!args.empty()) {
+  if (!args.empty() && end_of_flags == args.size()) {
     auto last = value_flags_.find(args.back());
     ENGINE_USER_CHECK(last == value_flags_.end())
         << program_ << ": " << flags_[last->second].name << " needs a value (see " << program_ << " --help)";
@@ -301,6 +305,7 @@ bool FlagParser::parse(const std::vector<std::string>& args) {
     ENGINE_USER_FAIL() << program_ << ": " << e.what() << " (see " << program_ << " --help)";
   }
   for (const std::string& arg : app_->remaining()) {
+    if (arg == "--") continue;  // the end of the flags: what follows is positional
     ENGINE_USER_CHECK(arg.size() < 2 || arg[0] != '-') << unknown_flag_message(arg);
     ENGINE_USER_CHECK(!positional_name_.empty())
         << program_ << ": unexpected argument '" << arg << "' (flags start with -; see " << program_ << " --help)";

@@ -149,6 +149,17 @@ TEST(CliStyle, LeftOutFlagsAreNeitherOfferedNorTaken) {
   EXPECT_FALSE(f.given("--images"));
 }
 
+// `--` ends the flags: what follows is positional, even when it starts with '-'.
+TEST(CliStyle, DoubleDashEndsTheFlags) {
+  std::string checkpoint;
+  FlagParser f("predict", "test");
+  f.add("--checkpoint", &checkpoint, "a checkpoint", "FILE");
+  f.allow_positional("IMAGE", "images");
+  ASSERT_TRUE(f.parse(std::vector<std::string>{"--checkpoint", "c", "a.png", "--", "-b.png", "--checkpoint"}));
+  EXPECT_EQ(checkpoint, "c");
+  EXPECT_EQ(f.positional(), (std::vector<std::string>{"a.png", "-b.png", "--checkpoint"}));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The built apps
 
