@@ -20,10 +20,10 @@
 #                 CPU reference, slower)
 #   STB_ROOT      a prefix with include/stb/stb_image.h when libstb-dev is not installed (default
 #                 third_party_cache/stb)
-#   CLI11_ROOT    a prefix with include/CLI/CLI.hpp when libcli11-dev is not installed
-#                 (default third_party_cache/cli11)
 #   NLOHMANN_JSON_ROOT  a prefix with include/nlohmann/json.hpp when nlohmann-json3-dev is not installed
 #                 (default third_party_cache/nlohmann_json)
+#   CLI11_ROOT    a prefix with include/CLI/CLI.hpp when libcli11-dev is not installed
+#                 (default third_party_cache/cli11)
 #   CUDNN_ROOT    a prefix with include/cudnn.h and lib/libcudnn.so* when cuDNN is neither in the CUDA
 #                 toolkit nor in the system nor in a pip wheel (python -c 'import nvidia.cudnn')
 #   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default "90a-real;90-virtual"; "native" works on the GPU box)
@@ -263,20 +263,6 @@ else
   fi
 fi
 
-# CLI11 (header-only; the apps' command lines): the system, or CLI11_ROOT.
-CLI11_ARGS=()
-if [ -f /usr/include/CLI/CLI.hpp ] && [ -z "${CLI11_ROOT:-}" ]; then
-  note "CLI11: installed in the system"
-else
-  CLI11_ROOT="${CLI11_ROOT:-$(pwd)/third_party_cache/cli11}"
-  if [ -f "$CLI11_ROOT/include/CLI/CLI.hpp" ]; then
-    CLI11_ARGS=("-DCLI11_ROOT=$CLI11_ROOT")
-    note "CLI11: CLI11_ROOT=$CLI11_ROOT"
-  else
-    note "CLI11: not found (install libcli11-dev, or bring a prefix with include/CLI/CLI.hpp: CLI11_ROOT=...)"
-  fi
-fi
-
 # nlohmann-json (header-only; args.json of the training runs): the system, or NLOHMANN_JSON_ROOT.
 JSON_ARGS=()
 if [ -f /usr/include/nlohmann/json.hpp ] && [ -z "${NLOHMANN_JSON_ROOT:-}" ]; then
@@ -288,6 +274,20 @@ else
     note "nlohmann-json: NLOHMANN_JSON_ROOT=$NLOHMANN_JSON_ROOT"
   else
     note "nlohmann-json: not found (install nlohmann-json3-dev, or bring a prefix with include/nlohmann/json.hpp: NLOHMANN_JSON_ROOT=...)"
+  fi
+fi
+
+# CLI11 (header-only; the apps' command lines): the system, or CLI11_ROOT.
+CLI11_ARGS=()
+if [ -f /usr/include/CLI/CLI.hpp ] && [ -z "${CLI11_ROOT:-}" ]; then
+  note "CLI11: installed in the system"
+else
+  CLI11_ROOT="${CLI11_ROOT:-$(pwd)/third_party_cache/cli11}"
+  if [ -f "$CLI11_ROOT/include/CLI/CLI.hpp" ]; then
+    CLI11_ARGS=("-DCLI11_ROOT=$CLI11_ROOT")
+    note "CLI11: CLI11_ROOT=$CLI11_ROOT"
+  else
+    note "CLI11: not found (install libcli11-dev, or bring a prefix with include/CLI/CLI.hpp: CLI11_ROOT=...)"
   fi
 fi
 
