@@ -110,7 +110,7 @@ Args parse(int argc, char** argv) {
   flags.add("--warmup", &a.warmup, "untimed iterations before the timed ones", 0, 1000000);
   flags.add("--iters", &a.iters, "timed iterations (median, p10, p90 reported)", 1, 1000000);
   flags.add("--device", &a.device, "auto | cpu | cuda | cuda:N", "D");
-  flags.add("--threads", &a.threads, "CPU threads (0: OMP_NUM_THREADS or every core)", 0, 1024);
+  flags.add("-j,--threads", &a.threads, "CPU threads (0: OMP_NUM_THREADS or every core)", 0, 1024);
   flags.add("--max-batch-cap", &a.max_batch_cap, "the largest batch the `max` search tries", 1, 1 << 20);
   flags.add_switch("--memory-efficient", &a.memory_efficient,
                    "DenseNet: BN+ReLU recomputed in backward (nets/densenet.h); the rows' note says so");

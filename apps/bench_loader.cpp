@@ -60,9 +60,9 @@ int main(int argc, char** argv) {
   flags.add("--root", &a.root, "the MURA-v1.1 folder (default: a generated synthetic one)", "DIR");
   flags.add("--images", &a.images, "images sampled from the training split", 1, 1000000);
   flags.add("--size", &a.size, "image side the loader resizes to, in pixels", 8, 4096, "PX");
-  flags.add("--batch", &a.batch, "images per batch", 1, 65536);
-  flags.add("--workers", &a.workers, "loader threads", 1, 256);
-  flags.add("--epochs", &a.epochs, "cached epochs measured after the first", 1, 100000);
+  flags.add("-b,--batch", &a.batch, "images per batch", 1, 65536);
+  flags.add("-j,--workers", &a.workers, "loader threads", 1, 256);
+  flags.add("-e,--epochs", &a.epochs, "cached epochs measured after the first", 1, 100000);
   flags.add("--cache", &a.cache, "auto | memory | disk | off", "C");
   flags.add("--resize", &a.resize, "nearest | bilinear | area", "R");
   flags.add("--norm", &a.norm, "study | torch | tf", "M");

@@ -42,8 +42,8 @@ Args parse(int argc, char** argv) {
                                "(eval) and forward + backward (train) seconds per image, median of --reps. On a "
                                "shared machine set OMP_WAIT_POLICY=passive: spinning OpenMP threads lose badly to "
                                "other processes.");
-  flags.add("--threads", &a.threads, "CPU threads");
-  flags.add("--batch", &a.batch, "images per batch");
+  flags.add("-j,--threads", &a.threads, "CPU threads");
+  flags.add("-b,--batch", &a.batch, "images per batch");
   flags.add("--reps", &a.reps, "timed repetitions (the median is reported)");
   flags.add_switch("--quick", &a.quick, "batch 1, 1 rep, smaller inputs (a smoke run)");
   flags.add("--only", &a.only, "densenet201 | inception_resnet_v2", "ARCH");

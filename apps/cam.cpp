@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
                                          "data_root from args.json next to the split); without --split, every "
                                          "image of --subset", "DIR");
   flags.add("--subset", &inputs.subset, "with --data and no --split: valid | train | all", "S");
-  flags.add("--out", &out, "output folder (created once the inputs check out)", "DIR");
+  flags.add("-o,--out", &out, "output folder (created once the inputs check out)", "DIR");
   flags.add("--method", &options.method, "gradcam | cam (gap head only) | both | auto (both where the head allows CAM)", "M");
   flags.add("--top", &options.top, "gallery entries: the N highest probabilities of abnormality (0 = no gallery)");
   flags.add("--threshold", &options.threshold, "the map's box: pixels >= this fraction of the maximum (largest "
@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   flags.add_switch("--save-all", &options.save_all, "write every image's PNG and maps (default: the gallery's; "
                                                    "always all for explicit images)");
   flags.add("--device", &options.device, "auto | cpu | cuda | cuda:N", "D");
-  flags.add("--batch-size", &options.batch_size, "images per forward/backward pass");
+  flags.add("-b,--batch-size", &options.batch_size, "images per forward/backward pass");
   flags.add_switch("--quiet", &options.quiet, "no progress display");
   flags.allow_positional("IMAGE|STUDY_FOLDER", "PNG/JPEG files, or folders of them");
   try {
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     ENGINE_USER_CHECK(!inputs.images.empty() || !inputs.split.empty() || !inputs.data_root.empty())
         << "give images or study folders, --split (a run's split) or --data (a MURA root); see --help";
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cam: %s\n", e.what());
+    std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
   try {

@@ -6,6 +6,9 @@
 //
 //   compare --data MURA-v1.1 --weights-densenet D.safetensors --weights-irv2 I.safetensors --out results/
 //   compare --quick --out /tmp/cmp      (the synthetic set, small inputs, few epochs: minutes on a CPU)
+//
+// Its training flags are train_densenet's (add_train_flags), given to every run, less the ones it sets for
+// each run (kPerRunFlags): `compare --help` lists what it takes.
 #include <cstdio>
 #include <sstream>
 
@@ -26,6 +29,18 @@ std::vector<T> parse_list(const std::string& text, Parse parse) {
   for (std::string item; std::getline(ss, item, ',');)
     if (!item.empty()) items.push_back(parse(item));
   return items;
+}
+
+// The training flags that compare does not take: it sets them for each run (the run's net, protocol, size,
+// weights and folder; an interrupted run resumes by itself).
+const std::vector<std::string> kPerRunFlags = {"--arch", "--protocol", "--images", "--weights", "--out", "--resume",
+                                               "RUN_DIR"};
+
+std::string per_run_flags() {
+  std::string text;
+  const size_t n = kPerRunFlags.size() - 1;  // the last, RUN_DIR, is the positional argument
+  for (size_t i = 0; i < n; ++i) text += (i == 0 ? "" : i + 1 == n ? " and " : ", ") + kPerRunFlags[i];
+  return text;
 }
 
 // Grad-CAM over a finished run's test split with the checkpoint its test used: the maps and gallery in
@@ -69,11 +84,11 @@ int main(int argc, char** argv) {
   std::string sizes_text = "100,3000,10000,0", protocols_text = "seed", archs_text = "densenet201,inception_resnet_v2",
               weights_densenet, weights_irv2;
   bool quick = false, no_cam = false;
+  base.checkpoint_hist = 0;  // last and best only by default: Inception-ResNet-v2 checkpoints are 0.66 GB
   FlagParser flags("compare",
                    "Runs the study's comparison: both nets at 100, 3,000 and 10,000 images and the whole set, then\n"
-                   "writes results.md and results.html. Training flags are those of train_densenet (defaults: the\n"
-                   "study's: Adam 1e-5, batch 32, 10 epochs, flatten head, 224x224, x/255).");
-  flags.add("--out", &options.out, "output folder (an interrupted comparison resumes in it)", "DIR");
+                   "writes results.md and results.html.");
+  flags.add("-o,--out", &options.out, "output folder (an interrupted comparison resumes in it)", "DIR");
   flags.add("--sizes", &sizes_text, "image counts (0 = the whole set)", "LIST");
   flags.add("--protocols", &protocols_text, "seed and/or patient (e.g. seed,patient)", "LIST");
   flags.add("--archs", &archs_text, "the nets compared", "LIST");
@@ -82,29 +97,19 @@ int main(int argc, char** argv) {
   flags.add_switch("--quick", &quick,
                    "a small comparison on the synthetic set for the demo: sizes 100,0, 96x96 inputs (area "
                    "resizing), 3 epochs, batch 16, lr 1e-3, torch BN, gap head");
-  flags.add("--data", &base.data, "a MURA-v1.1 root; absent = the synthetic set", "DIR");
-  flags.add("--synthetic-dir", &base.synthetic_dir, "where the synthetic set is cached", "DIR");
-  flags.add("--synthetic-patients", &base.synthetic_patients, "train patients of the synthetic set");
-  flags.add("--epochs", &base.epochs, "training epochs");
-  flags.add("--batch-size", &base.batch_size, "batch size");
-  flags.add("--lr", &base.lr, "learning rate");
-  flags.add("--head", &base.head, "flatten | gap", "H");
-  flags.add("--flavor", &base.flavor, "batch-norm convention: keras | torch", "F");
-  flags.add("--input-size", &base.input_size, "input size");
-  flags.add("--resize", &base.resize, "nearest | bilinear | area", "R");
-  flags.add("--device", &base.device, "auto | cpu | cuda", "D");
-  flags.add("--seed", &base.seed, "seed");
-  flags.add("--workers", &base.workers, "data loader threads");
-  flags.add_switch("--quiet", &base.quiet, "no progress display");
   flags.add_switch("--no-cam", &no_cam, "skip the Grad-CAM pass over each run's test split (maps, gallery and, on "
                                         "the synthetic set, the localisation scores; docs/cam.md)");
-  try {
-    if (!flags.parse(argc, argv)) return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "compare: %s\n", e.what());
-    return 2;
-  }
-  base.checkpoint_hist = 0;  // last and best only: Inception-ResNet-v2 checkpoints are 0.66 GB
+  // Every run's training flags: train_densenet's, less those the comparison sets for each run.
+  flags.leave_out(kPerRunFlags, "the comparison sets it for each run (from --archs, --protocols, --sizes, "
+                                "--weights-densenet, --weights-irv2, --out)");
+  add_train_flags(flags, base, options.archs);
+  flags.set_epilog(
+      "The training flags are train_densenet's, given to every run, except\n" + per_run_flags() +
+      ", which the comparison sets for each run (from --archs,\n"
+      "--protocols, --sizes, --weights-densenet, --weights-irv2 and --out; an interrupted run resumes by itself).\n"
+      "Their defaults are the study's: Adam (Keras convention) 1e-5, batch 32, 10 epochs, a flatten head,\n"
+      "224x224 nearest-neighbour inputs, x/255; checkpoints: last and best (--checkpoint-hist 0).");
+  if (!parse_flags_or_exit(flags, argc, argv)) return 0;
   if (quick) {
     auto set = [&](const char* flag, auto* field, auto value) {
       if (!flags.given(flag)) *field = value;

@@ -31,13 +31,13 @@ Args parse(int argc, char** argv) {
       "Trains a small CNN on generated images (a bright square present or not) with Adam and prints the loss\n"
       "per epoch and the held-out accuracy (on 256 more images).");
   flags.add("--device", &a.device, "auto | cpu | cuda", "D");
-  flags.add("--epochs", &a.epochs, "training epochs", 1, 100000);
+  flags.add("-e,--epochs", &a.epochs, "training epochs", 1, 100000);
   flags.add("--images", &a.train_images, "training images (at least --batch)", 1, 1000000);
   flags.add("--size", &a.size, "image side, in pixels", 8, 1024, "PX");
-  flags.add("--batch", &a.batch, "images per batch", 1, 65536);
+  flags.add("-b,--batch", &a.batch, "images per batch", 1, 65536);
   flags.add("--lr", &a.lr, "Adam learning rate (greater than 0)", "X");
   flags.add("--seed", &a.seed, "seed of the images and the initialisation");
-  flags.add("--threads", &a.threads, "CPU threads (0: OMP_NUM_THREADS or every core)", 0, 1024);
+  flags.add("-j,--threads", &a.threads, "CPU threads (0: OMP_NUM_THREADS or every core)", 0, 1024);
   if (!experiment::parse_flags_or_exit(flags, argc, argv)) std::exit(0);
   std::string error;
   const float lr = static_cast<float>(a.lr);  // Adam's hyperparameters are floats

@@ -39,9 +39,9 @@ int main(int argc, char** argv) {
                                   "from args.json next to the split, else the synthetic cache); without --split, "
                                   "every image of --subset is evaluated", "DIR");
   flags.add("--subset", &subset, "with --data and no --split: valid (MURA's test set) | train | all", "S");
-  flags.add("--out", &out, "output folder", "DIR");
+  flags.add("-o,--out", &out, "output folder", "DIR");
   flags.add("--device", &device, "auto | cpu | cuda", "D");
-  flags.add("--batch-size", &batch_size, "batch size");
+  flags.add("-b,--batch-size", &batch_size, "batch size");
   flags.add("--workers", &workers, "data loader threads");
   flags.add("--tta", &tta_name, "test-time augmentation: none | flip (the mean probability of each image and its "
                                 "horizontal mirror)", "T");
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     ENGINE_USER_CHECK(!out.empty()) << "--out is required (see --help)";
     ENGINE_USER_CHECK(!split_dir.empty() || !data_root.empty()) << "pass --split (a run's split folder) or --data (a MURA root)";
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "evaluate: %s\n", e.what());
+    std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
   try {

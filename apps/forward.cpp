@@ -37,7 +37,7 @@ Args parse(int argc, char** argv) {
       "keeps its random initialisation (seed --seed): a test mode only.");
   flags.add("--arch", &a.arch, "densenet121 | densenet169 | densenet201 | inception_resnet_v2 (required)", "A");
   flags.add("--input", &a.input, "safetensors file holding \"input\" (required)", "X");
-  flags.add("--output", &a.output, "safetensors file to write (required)", "Y");
+  flags.add("-o,--output", &a.output, "safetensors file to write (required)", "Y");
   flags.add("--weights", &a.weights, "converted weights (safetensors)", "W");
   flags.add("--head", &a.head, "flatten | gap | imagenet", "H");
   flags.add("--mode", &a.mode, "eval | train", "M");

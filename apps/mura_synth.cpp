@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
       "Writes OUT/MURA-v1.1/ shaped like MURA-v1.1: train/ and valid/ folders of grayscale PNGs (some RGB or\n"
       "16-bit), the four CSVs and defect_boxes.csv. Deterministic per seed.");
   flags.allow_positional("OUT", "the folder to write MURA-v1.1/ into (or give --out)");
-  flags.add("--out", &out, "the folder to write MURA-v1.1/ into (the same as the positional OUT)", "DIR");
+  flags.add("-o,--out", &out, "the folder to write MURA-v1.1/ into (the same as the positional OUT)", "DIR");
   flags.add("--seed", &options.seed, "random seed");
   flags.add("--train-patients", &options.train_patients, "patients in train/", 1, 100000);
   flags.add("--valid-patients", &options.valid_patients, "patients in valid/", 0, 100000);
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   flags.add("--swelling", &options.swelling, "soft-tissue swelling around fractures (0 = none)", 0.0, 10.0);
   flags.add_switch("--quirks", &options.quirks, "add macOS ._* sidecars, a .DS_Store and CRLF line ends");
   flags.add("--truncated", &options.truncated_images, "train images cut short (unreadable files)", 0, 1000000);
-  flags.add("--threads", &options.threads, "writer threads", 1, 256);
+  flags.add("-j,--threads", &options.threads, "writer threads", 1, 256);
   if (!experiment::parse_flags_or_exit(flags, argc, argv)) return 0;
   if (const std::string error = experiment::take_positional_or_flag(flags, "--out", "output folder", "mura_synth OUT", out);
       !error.empty()) {

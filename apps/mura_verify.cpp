@@ -23,8 +23,8 @@ int main(int argc, char** argv) {
       "unreadable ones as CSV (path,error) to --out. Exit status 0 when every image decodes, 1 otherwise.");
   flags.allow_positional("ROOT", "the MURA root (or give --root)");
   flags.add("--root", &root, "the MURA root (the same as the positional ROOT)", "DIR");
-  flags.add("--out", &out, "the list of unreadable files (CSV: path,error)", "FILE");
-  flags.add("--threads", &threads, "decoding threads", 1, 256);
+  flags.add("-o,--out", &out, "the list of unreadable files (CSV: path,error)", "FILE");
+  flags.add("-j,--threads", &threads, "decoding threads", 1, 256);
   flags.add("--max-side", &limits.max_side, "the longest image side accepted, in pixels", 1, 65535, "PX");
   flags.add_switch("--strict", &index_options.strict, "fail on any index inconsistency");
   if (!experiment::parse_flags_or_exit(flags, argc, argv)) return 0;

@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
     experiment::parse_tta(tta_name);
     ENGINE_USER_CHECK(!flags.positional().empty()) << "give at least one image or study folder (see --help)";
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "predict: %s\n", e.what());
+    std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
   try {

@@ -35,7 +35,7 @@ struct RunLocalisation {
 };
 
 struct CompareOptions {
-  TrainOptions base;  // every run's training options (arch, protocol, images and out are set per run)
+  TrainOptions base;  // every run's training options (arch, protocol, images, weights, out and resume: per run)
   std::string out = "compare_results";
   std::vector<int64_t> sizes = {100, 3000, 10000, 0};  // 0 = the whole set
   std::vector<std::string> protocols = {"seed"};

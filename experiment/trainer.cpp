@@ -48,6 +48,9 @@ bool is_file(const std::string& path) {
 // Flags
 
 void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::string>& archs) {
+  // Flags that apply to DenseNet only are not offered where no DenseNet is trained (train_irv2).
+  if (std::none_of(archs.begin(), archs.end(), [](const std::string& a) { return a.rfind("densenet", 0) == 0; }))
+    f.leave_out({"--memory-efficient"}, "it applies to DenseNet only");
   std::string arch_list;
   for (const std::string& a : archs) arch_list += (arch_list.empty() ? "" : "|") + a;
   if (archs.size() > 1) f.add("--arch", &o.arch, "architecture: " + arch_list + " (densenet_tiny: tests only)", "A");
@@ -67,8 +70,8 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add("--protocol", &o.protocol, "split protocol: seed (the study's: image-level 80/10/10) | patient | official", "P");
   f.add("--images", &o.images, "images sampled before splitting (the study: 100, 3000, 10000); 0 = all");
   f.add("--parts", &o.parts, "body parts, e.g. hand,wrist (all = every part)", "LIST");
-  f.add("--epochs", &o.epochs, "training epochs");
-  f.add("--batch-size", &o.batch_size, "batch size");
+  f.add("-e,--epochs", &o.epochs, "training epochs");
+  f.add("-b,--batch-size", &o.batch_size, "batch size");
   f.add("--lr", &o.lr, "learning rate");
   f.add("--optimizer", &o.optimizer, "adam-keras (epsilon 1e-7 on sqrt(v), the study's) | adam-torch", "O");
   f.add("--weight-decay", &o.weight_decay, "decoupled weight decay (AdamW, as torch.optim.AdamW): every parameter "
@@ -93,8 +96,8 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add_switch("--class-weights", &o.class_weights, "MURA's per-body-part class weights in the loss (off in the study)");
   f.add("--device", &o.device, "auto | cpu | cuda | cuda:N", "D");
   f.add("--seed", &o.seed, "seed of the split, the initialisation, the data order and the augmentation");
-  f.add("--workers", &o.workers, "data loader threads");
-  f.add("--out", &o.out, "output folder (default: runs/<arch>-<protocol>-n<images>-s<seed>)", "DIR");
+  f.add("-j,--workers", &o.workers, "data loader threads");
+  f.add("-o,--out", &o.out, "output folder (default: runs/<arch>-<protocol>-n<images>-s<seed>)", "DIR");
   f.add_switch("--resume", &o.resume, "continue a run from its checkpoints/last.safetensors (exactly): the run "
                                       "named after it (--resume RUN_DIR) or the one in --out");
   f.allow_positional("RUN_DIR", "with --resume: the run folder to continue (the same as --out RUN_DIR)");
@@ -737,7 +740,7 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
   try {
     if (!flags.parse(args)) return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
+    std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
   try {

@@ -25,6 +25,8 @@
 #                 a build machine); STB_ROOT's include/stb/ then also needs stb_truetype.h
 #   NLOHMANN_JSON_ROOT  a prefix with include/nlohmann/json.hpp when nlohmann-json3-dev is not installed
 #                 (default third_party_cache/nlohmann_json)
+#   CLI11_ROOT    a prefix with include/CLI/CLI.hpp when libcli11-dev is not installed
+#                 (default third_party_cache/cli11)
 #   CUDNN_ROOT    a prefix with include/cudnn.h and lib/libcudnn.so* when cuDNN is neither in the CUDA
 #                 toolkit nor in the system nor in a pip wheel (python -c 'import nvidia.cudnn')
 #   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default "90a-real;90-virtual"; "native" works on the GPU box)
@@ -292,6 +294,20 @@ else
   fi
 fi
 
+# CLI11 (header-only; the apps' command lines): the system, or CLI11_ROOT.
+CLI11_ARGS=()
+if [ -f /usr/include/CLI/CLI.hpp ] && [ -z "${CLI11_ROOT:-}" ]; then
+  note "CLI11: installed in the system"
+else
+  CLI11_ROOT="${CLI11_ROOT:-$(pwd)/third_party_cache/cli11}"
+  if [ -f "$CLI11_ROOT/include/CLI/CLI.hpp" ]; then
+    CLI11_ARGS=("-DCLI11_ROOT=$CLI11_ROOT")
+    note "CLI11: CLI11_ROOT=$CLI11_ROOT"
+  else
+    note "CLI11: not found (install libcli11-dev, or bring a prefix with include/CLI/CLI.hpp: CLI11_ROOT=...)"
+  fi
+fi
+
 # --- 2. Configure ------------------------------------------------------------------------------------
 # Warnings are errors on our build machines (one compiler); here another g++ may warn anew, and a new
 # warning must not hide what the GPU can tell us: ENGINE_WERROR=OFF unless the caller says otherwise
@@ -301,6 +317,7 @@ CMAKE_ARGS=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CU
             "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}" "${STB_ARGS[@]}" "${JSON_ARGS[@]}")
 CMAKE_ARGS+=("${FONT_ARGS[@]}")
 [ -n "$NVCC" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$NVCC")
+CMAKE_ARGS+=("${CLI11_ARGS[@]}")
 if [ -n "$GTEST_PREFIX" ]; then
   CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$GTEST_PREFIX" "-DGTEST_ROOT=$GTEST_PREFIX")
   GTEST_CONFIG="$(find "$GTEST_PREFIX" -name GTestConfig.cmake 2>/dev/null | head -1)"

@@ -4,7 +4,7 @@
 // GFLOP/s = 2 * multiply-accumulates / seconds (the same count for the three convolution passes),
 // timed as the median of several runs after a warm-up run. Uses only the kernels library.
 //
-//   bench_cpu_kernels [--threads N] [--batch N] [--reps N] [--quick]
+//   bench_cpu_kernels [-j|--threads N] [-b|--batch N] [--reps N] [--quick]     (--help: the flags)
 //     --threads  threads of the OpenMP loops and OpenBLAS (default: all)
 //     --batch    images per convolution (default 8)
 //     --reps     timed runs per measurement (default 5)
@@ -37,38 +37,16 @@ struct Options {
   bool quick = false;
 };
 
-[[noreturn]] void usage(const char* message) {
-  std::fprintf(stderr,
-               "%s\nusage: bench_cpu_kernels [--threads N] [--batch N] [--reps N] [--quick]\n",
-               message);
-  std::exit(2);
-}
-
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> long {
-      if (i + 1 >= argc) usage(("missing value after " + arg).c_str());
-      try {
-        return kernels::bench::parse_positive(arg, argv[++i], 1 << 20);
-      } catch (const std::invalid_argument& e) {
-        usage(e.what());
-      }
-    };
-    if (arg == "--threads")
-      o.threads = int(value());
-    else if (arg == "--batch")
-      o.batch = value();
-    else if (arg == "--reps")
-      o.reps = int(value());
-    else if (arg == "--quick")
-      o.quick = true;
-    else if (arg == "--help" || arg == "-h")
-      usage("CPU kernel throughput");
-    else
-      usage(("unknown argument " + arg).c_str());
-  }
+  CLI::App app("Throughput of the CPU kernels: SGEMM, convolutions and pooling on the nets' layer shapes.",
+               "bench_cpu_kernels");
+  app.set_help_flag("-h,--help", "this text");
+  kernels::bench::add_count(app, "-j,--threads", o.threads, "threads of the OpenMP loops and OpenBLAS", "all cores");
+  kernels::bench::add_count(app, "-b,--batch", o.batch, "images per convolution");
+  kernels::bench::add_count(app, "--reps", o.reps, "timed runs per measurement");
+  app.add_flag("--quick", o.quick, "tiny sizes and 1 timed run: a smoke test that finishes in about a second");
+  kernels::bench::parse_or_exit(app, argc, argv);
   if (o.quick) {
     o.batch = std::min<int64_t>(o.batch, 1);
     o.reps = 1;

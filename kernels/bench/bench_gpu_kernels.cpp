@@ -3,7 +3,7 @@
 // a reduction, Adam over 20M parameters) and TFLOP/s for the cuDNN convolutions and cuBLAS GEMMs
 // (TF32 on by default), next to the device's peak.
 //
-//   bench_gpu_kernels [--quick] [--batch N] [--runs N] [--no-tf32]
+//   bench_gpu_kernels [--quick] [-b|--batch N] [--runs N] [--no-tf32]      (--help: the flags, with defaults)
 //
 // Each row is the median of --runs (default 20) timed runs after 3 warm-up runs, timed with CUDA events
 // on the kernels' stream. GB/s counts the minimum traffic: every input read once and every output
@@ -23,10 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "kernels/bench/bench_args.h"
+
 #ifdef ENGINE_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-#include "kernels/bench/bench_args.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv.h"
 #include "kernels/cuda/context.h"
@@ -48,28 +49,17 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](const char* name) {
-      if (i + 1 >= argc) throw std::invalid_argument(std::string(name) + " needs a value");
-      return kernels::bench::parse_positive(name, argv[++i], 1 << 20);
-    };
-    if (a == "--quick") {
-      o.quick = true;
-    } else if (a == "--batch") {
-      o.batch = value("--batch");
-    } else if (a == "--runs") {
-      o.runs = int(value("--runs"));
-    } else if (a == "--no-tf32") {
-      o.tf32 = false;
-    } else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_gpu_kernels [--quick] [--batch N] [--runs N] [--no-tf32]\n");
-      std::exit(0);
-    } else {
-      throw std::invalid_argument("unknown argument '" + a + "' (see --help)");
-    }
-  }
-  if (o.batch < 1 || o.runs < 1) throw std::invalid_argument("--batch and --runs must be >= 1");
+  bool no_tf32 = false;
+  CLI::App app("Micro-benchmark of the CUDA backend's kernels on DenseNet and Inception-ResNet-v2 shapes "
+               "(a Markdown table).",
+               "bench_gpu_kernels");
+  app.set_help_flag("-h,--help", "this text");
+  app.add_flag("--quick", o.quick, "batch at most 4, at most 5 timed runs");
+  kernels::bench::add_count(app, "-b,--batch", o.batch, "images per kernel call");
+  kernels::bench::add_count(app, "--runs", o.runs, "timed runs per row (the median is reported)");
+  app.add_flag("--no-tf32", no_tf32, "FP32 convolutions and GEMMs without TF32");
+  kernels::bench::parse_or_exit(app, argc, argv);
+  o.tf32 = !no_tf32;
   if (o.quick) o.batch = std::min<int64_t>(o.batch, 4), o.runs = std::min(o.runs, 5);
   return o;
 }

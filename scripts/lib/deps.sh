@@ -9,6 +9,9 @@ ENGINE_DEBIAN_PACKAGES=(g++ cmake ninja-build libopenblas-dev libgtest-dev libst
 # fonts-dejavu-core: DejaVuSans.ttf, the font compiled into the raster charts (CMakeLists.txt, ENGINE_CHART_FONT).
 ENGINE_DEBIAN_PACKAGES+=(fonts-dejavu-core)
 
+# libcli11-dev: CLI11 (header-only), the apps' command lines (experiment/flags.h, kernels/bench/bench_args.h).
+ENGINE_DEBIAN_PACKAGES+=(libcli11-dev)
+
 engine_install_packages() {
   local missing=()
   for pkg in "$@"; do
