@@ -108,8 +108,17 @@ int main(int argc, char** argv) {
       ", which the comparison sets for each run (from --archs,\n"
       "--protocols, --sizes, --weights-densenet, --weights-irv2 and --out; an interrupted run resumes by itself).\n"
       "Their defaults are the study's: Adam (Keras convention) 1e-5, batch 32, 10 epochs, a flatten head,\n"
-      "224x224 nearest-neighbour inputs, x/255; checkpoints: last and best (--checkpoint-hist 0).");
+      "224x224 nearest-neighbour inputs, x/255; checkpoints: last and best (--checkpoint-hist 0).\n"
+      "--recipe mura-paper sets every run's settings as train_densenet's does, except the net (--archs).");
   if (!parse_flags_or_exit(flags, argc, argv)) return 0;
+  if (quick && flags.given("--recipe")) {
+    std::fprintf(stderr, "compare: error: --quick and --recipe both set the runs' settings; give one of them\n");
+    return 2;
+  }
+  // A recipe's settings for the training flags not given, as train_densenet applies them; the net stays
+  // each run's (--archs).
+  if (flags.given("--recipe"))
+    base = apply_recipe(base, base.arch, {base.arch}, [&](const std::string& flag) { return flags.given(flag); });
   if (quick) {
     auto set = [&](const char* flag, auto* field, auto value) {
       if (!flags.given(flag)) *field = value;

@@ -43,14 +43,13 @@ bool is_file(const std::string& path) {
 }
 }  // namespace
 
-
 // ---------------------------------------------------------------------------------------------------
 // Flags
 
 void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::string>& archs) {
   // Flags that apply to DenseNet only are not offered where no DenseNet is trained (train_irv2).
-  if (std::none_of(archs.begin(), archs.end(), [](const std::string& a) { return a.rfind("densenet", 0) == 0; }))
-    f.leave_out({"--memory-efficient"}, "it applies to DenseNet only");
+  const bool densenet = std::any_of(archs.begin(), archs.end(), [](const std::string& a) { return a.rfind("densenet", 0) == 0; });
+  if (!densenet) f.leave_out({"--memory-efficient"}, "it applies to DenseNet only");
   std::string arch_list;
   for (const std::string& a : archs) arch_list += (arch_list.empty() ? "" : "|") + a;
   if (archs.size() > 1) f.add("--arch", &o.arch, "architecture: " + arch_list + " (densenet_tiny: tests only)", "A");
@@ -127,7 +126,8 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "predictions_studies.csv}, train.log (every message of the run, appended on --resume).\n"
       "--resume takes every setting not given on the command line from the run's args.json; of those given,\n"
       "only --epochs (not under --sched cosine), --workers, --quiet, --device, --early-stopping,\n"
-      "--test-checkpoint, --checkpoint-hist, --deterministic, --memory-efficient and --max-bad-fraction may\n"
+      "--test-checkpoint, --checkpoint-hist, --deterministic" + std::string(densenet ? ", --memory-efficient" : "") +
+      " and --max-bad-fraction may\n"
       "differ from the run's.\n"
       "--config FILE starts a new run (a new --out) with the settings of a saved args.json; flags override them.");
 }

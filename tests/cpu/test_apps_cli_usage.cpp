@@ -287,6 +287,30 @@ TEST(AppsCliUsage, CompareGivesTheTrainingFlagsToEachRun) {
   fs::remove_all(dir);
 }
 
+// compare --recipe mura-paper: every run gets the recipe's settings (as train_densenet would) except the net,
+// which is the run's own; a flag given beside the recipe wins; --quick with --recipe is refused.
+TEST(AppsCliUsage, CompareAppliesARecipeToEachRunButKeepsTheRunsNet) {
+  const std::string dir = temp_path("compare_recipe");
+  const Command c = run_app("compare", {"--archs", "densenet_tiny", "--sizes", "0", "--synthetic-patients", "4",
+                                        "--synthetic-dir", dir + "/synthetic", "--recipe", "mura-paper",
+                                        "--input-size", "32", "-e", "1", "--no-cam", "--quiet", "--device", "cpu",
+                                        "-j", "1", "-o", dir + "/out"});
+  ASSERT_EQ(c.status, 0) << c.out << c.err;
+  const experiment::TrainOptions o = experiment::read_train_options(dir + "/out/runs/seed/densenet_tiny-nall/args.json");
+  EXPECT_EQ(o.recipe, "mura-paper");
+  EXPECT_EQ(o.arch, "densenet_tiny");  // the run's net, not the recipe's DenseNet-169
+  EXPECT_EQ(o.input_size, 32);         // given beside the recipe
+  EXPECT_EQ(o.batch_size, 8);          // the recipe's
+  EXPECT_EQ(o.lr, 1e-4);
+  EXPECT_EQ(o.sched, "plateau");
+  EXPECT_TRUE(o.class_weights);
+  const Command both = run_app("compare", {"--quick", "--recipe", "mura-paper", "-o", dir + "/refused"});
+  EXPECT_EQ(both.status, 2);
+  EXPECT_THAT(both.err, HasSubstr("--quick and --recipe both set the runs' settings"));
+  EXPECT_FALSE(fs::exists(dir + "/refused"));
+  fs::remove_all(dir);
+}
+
 TEST(AppsCliUsage, TrainIrv2OffersOnlyWhatAppliesToIt) {
   const std::string irv2 = run_app("train_irv2", {"--help"}).out;
   EXPECT_THAT(irv2, Not(HasSubstr("  --memory-efficient")));  // DenseNet only (the epilog may name it)
