@@ -4,16 +4,15 @@
 // taken; `--rotation nan` was accepted; the README's `mura_verify ROOT` and `mura_synth OUT` did not run.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "experiment/flags.h"
+#include "support/error_of.h"
+#include "support/run_app.h"
 #include "support/temp_path.h"
 
 #ifndef ENGINE_APPS_DIR
@@ -26,15 +25,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using experiment::FlagParser;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using test_support::error_of;
 
 // ---------------------------------------------------------------------------------------------------
 // FlagParser
@@ -105,32 +96,14 @@ TEST(StrictFlags, FloatsAreFiniteAndInRange) {
 // ---------------------------------------------------------------------------------------------------
 // The built apps
 
-struct Command {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using Command = test_support::AppRun;
 
 std::string temp_path(const std::string& name) { return test_support::fresh_temp_path("apps_cli", name); }
 
 Command run_app(const std::string& app, const std::string& args) {
   static int counter = 0;
-  const std::string base = temp_path("cmd" + std::to_string(counter++));
-  const std::string command = std::string(ENGINE_APPS_DIR) + "/" + app + " " + args + " >" + base + ".out 2>" + base + ".err";
-  const int raw = std::system(command.c_str());
-  Command c;
-  c.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  c.out = read_text(base + ".out");
-  c.err = read_text(base + ".err");
-  fs::remove(base + ".out");
-  fs::remove(base + ".err");
-  return c;
+  return test_support::run_program(std::string(ENGINE_APPS_DIR) + "/" + app, " " + args,
+                                   temp_path("cmd" + std::to_string(counter++)));
 }
 
 // The README's forms: `mura_synth OUT`, then `mura_verify ROOT` on what it wrote (a tiny tree).

@@ -6,19 +6,19 @@
 // flags; train_irv2 --help listed the DenseNet-only --memory-efficient.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "experiment/flags.h"
 #include "experiment/run_files.h"
+#include "support/error_of.h"
+#include "support/run_app.h"
 #include "support/temp_path.h"
 
 #if !defined(ENGINE_APPS_DIR) || !defined(ENGINE_SOURCE_DIR)
@@ -32,15 +32,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using experiment::FlagParser;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using test_support::error_of;
 
 // ---------------------------------------------------------------------------------------------------
 // FlagParser
@@ -163,44 +155,16 @@ TEST(CliStyle, DoubleDashEndsTheFlags) {
 // ---------------------------------------------------------------------------------------------------
 // The built apps
 
-struct Command {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using Command = test_support::AppRun;
 
 std::string temp_path(const std::string& name) { return test_support::fresh_temp_path("apps_cli_usage", name); }
 
-// Each argument single-quoted for the shell: the docs' words reach the app as written.
-std::string quoted(const std::vector<std::string>& args) {
-  std::string text;
-  for (const std::string& a : args) {
-    text += " '";
-    for (char c : a) text += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    text += "'";
-  }
-  return text;
-}
+using test_support::shell_quoted;
 
 Command run_app(const std::string& app, const std::vector<std::string>& args) {
   static int counter = 0;
-  const std::string base = temp_path("cmd" + std::to_string(counter++));
-  const std::string command =
-      std::string(ENGINE_APPS_DIR) + "/" + app + quoted(args) + " </dev/null >" + base + ".out 2>" + base + ".err";
-  const int raw = std::system(command.c_str());
-  Command c;
-  c.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  c.out = read_text(base + ".out");
-  c.err = read_text(base + ".err");
-  fs::remove(base + ".out");
-  fs::remove(base + ".err");
-  return c;
+  return test_support::run_program(std::string(ENGINE_APPS_DIR) + "/" + app, shell_quoted(args),
+                                   temp_path("cmd" + std::to_string(counter++)));
 }
 
 TEST(AppsCliUsage, UserMistakesAreOneLineWithAHintAndStatus2) {
@@ -434,7 +398,7 @@ TEST(DocumentedUsages, EveryBuildCommandInTheDocsParses) {
       std::vector<std::string> args = u.args;
       args.push_back("--check-args");
       const Command c = run_app(u.app, args);
-      EXPECT_EQ(c.status, 0) << u.where << ": build/" << u.app << quoted(u.args) << "\n" << c.err;
+      EXPECT_EQ(c.status, 0) << u.where << ": build/" << u.app << shell_quoted(u.args) << "\n" << c.err;
       readme_and_apps = readme_and_apps || u.where.rfind("docs/apps.md", 0) == 0;
       ++checked;
     }
