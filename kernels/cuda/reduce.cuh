@@ -10,6 +10,7 @@
 //            grid-stride, each thread into its own double; each block sums its threads in a fixed
 //            shared-memory tree into partials[block];
 //   stage 2: one block sums the partials in the same fixed tree; the result is copied to the host.
+// reduce_to_device(total, load, result): the same two stages, the sum left in device memory (no sync).
 //
 // column_reduce<K>(rows, cols, load, finish): per column c, K sums s[k] = sum_r of what load(r, c, acc)
 // adds to acc[k] (e.g. K = 2 for BN backward: sum dy, sum dy * xhat):
@@ -69,15 +70,18 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) *result = total;
 }
 
-// Sum over i in [0, total) of load(i); synchronises (the result comes back to the host).
+// Sum over i in [0, total) of load(i) into *result (one double in device memory), asynchronous: no host
+// synchronisation, so a training step can keep its loss on the device. total <= 0 writes 0.
 template <typename Load>
-double reduce_to_host(int64_t total, Load load, const char* name) {
-  if (total <= 0) return 0.0;
+void reduce_to_device(int64_t total, Load load, double* result, const char* name) {
+  if (total <= 0) {
+    CHECK_CUDA(cudaMemsetAsync(result, 0, sizeof(double), stream()));
+    return;
+  }
   // The block count depends on the total only: the same partition on every run and every device.
   const int blocks = int(std::min<int64_t>(kReduceBlocks, (total + kReduceThreads - 1) / kReduceThreads));
-  ScopedBuffer partials(sizeof(double) * size_t(blocks + 1), name);
+  ScopedBuffer partials(sizeof(double) * size_t(blocks), name);
   double* partial = partials.as<double>();
-  double* result = partial + blocks;
   if (total < (int64_t(1) << 31))  // i + stride stays below 2^32: 32-bit indices are safe
     reduce_partials_kernel<uint32_t, Load>
         <<<blocks, kReduceThreads, 0, stream()>>>(uint32_t(total), load, partial);
@@ -86,8 +90,16 @@ double reduce_to_host(int64_t total, Load load, const char* name) {
   check_launch(name, __FILE__, __LINE__);
   reduce_final_kernel<kReduceThreads><<<1, kReduceThreads, 0, stream()>>>(partial, blocks, result);
   check_launch(name, __FILE__, __LINE__);
+}
+
+// Sum over i in [0, total) of load(i); synchronises (the result comes back to the host).
+template <typename Load>
+double reduce_to_host(int64_t total, Load load, const char* name) {
+  if (total <= 0) return 0.0;
+  ScopedBuffer result(sizeof(double), name);
+  reduce_to_device(total, load, result.as<double>(), name);
   double host_result = 0.0;
-  CHECK_CUDA(cudaMemcpyAsync(&host_result, result, sizeof(double), cudaMemcpyDeviceToHost, stream()));
+  CHECK_CUDA(cudaMemcpyAsync(&host_result, result.as<double>(), sizeof(double), cudaMemcpyDeviceToHost, stream()));
   CHECK_CUDA(cudaStreamSynchronize(stream()));
   return host_result;
 }
