@@ -18,7 +18,8 @@
 //            threads covers 32 columns x one chunk: thread (tx, ty) adds rows ty, ty + 8, ... of the
 //            chunk for column tx (a warp reads 32 consecutive floats of a row: coalesced), then the 8
 //            row-lanes are added in order into partials[chunk][k][c];
-//   stage 2: one thread per column adds its chunks' partials in chunk order and calls finish(c, s).
+//   stage 2: one thread per column adds its chunks' partials in chunk order and calls finish(c, s)
+//            (column_reduce_parallel_finish: kRowLanes threads per column, then the lanes in order).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -162,6 +163,62 @@ __global__ void column_finish_kernel(int64_t cols, int64_t chunks, const double*
 #pragma unroll
     for (int k = 0; k < K; ++k) s[k] += partials[(chunk * K + k) * cols + c];
   finish(c, s);
+}
+
+// The second stage with the chunks in parallel: a block of kColumnTile x kRowLanes threads per 32
+// columns; row-lane ty adds chunks ty, ty + kRowLanes, ... of its column, then lane 0 adds the lanes in
+// order and calls finish(c, s). Deterministic as the serial stage is (a fixed order that depends on the
+// chunk count only), but reading the partials kRowLanes wide instead of one chunk after another.
+template <int K, typename Finish>
+__global__ void __launch_bounds__(kColumnTile* kRowLanes)
+    column_finish_parallel_kernel(int64_t cols, int64_t chunks, const double* partials, Finish finish) {
+  __shared__ double shared[K][kRowLanes][kColumnTile + 1];
+  const int64_t c = int64_t(blockIdx.x) * kColumnTile + threadIdx.x;
+  double acc[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) acc[k] = 0.0;
+  if (c < cols)
+    for (int64_t chunk = threadIdx.y; chunk < chunks; chunk += kRowLanes)
+#pragma unroll
+      for (int k = 0; k < K; ++k) acc[k] += partials[(chunk * K + k) * cols + c];
+#pragma unroll
+  for (int k = 0; k < K; ++k) shared[k][threadIdx.y][threadIdx.x] = acc[k];
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= cols) return;
+  double s[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    s[k] = 0.0;
+    for (int lane = 0; lane < kRowLanes; ++lane) s[k] += shared[k][lane][threadIdx.x];
+  }
+  finish(c, s);
+}
+
+// Launches column_finish_parallel_kernel over `cols` columns.
+template <int K, typename Finish>
+void column_finish_parallel(int64_t cols, int64_t chunks, const double* partials, Finish finish, const char* name) {
+  if (cols <= 0) return;
+  const dim3 grid(unsigned((cols + kColumnTile - 1) / kColumnTile));
+  const dim3 block(kColumnTile, kRowLanes);
+  column_finish_parallel_kernel<K, Finish><<<grid, block, 0, stream()>>>(cols, chunks, partials, finish);
+  check_launch(name, __FILE__, __LINE__);
+}
+
+// column_reduce with the parallel second stage.
+template <int K, typename Load, typename Finish>
+void column_reduce_parallel_finish(int64_t rows, int64_t cols, Load load, Finish finish, const char* name) {
+  if (cols <= 0) return;
+  const ChunkPlan plan = chunk_plan(rows);
+  if (plan.chunks > 65535) throw_error("column reduction: too many row chunks", __FILE__, __LINE__);
+  ScopedBuffer partials(sizeof(double) * size_t((plan.chunks > 0 ? plan.chunks : 1) * K * cols), name);
+  if (plan.chunks > 0) {
+    const dim3 grid(unsigned((cols + kColumnTile - 1) / kColumnTile), unsigned(plan.chunks));
+    const dim3 block(kColumnTile, kRowLanes);
+    column_partials_kernel<K, Load>
+        <<<grid, block, 0, stream()>>>(rows, cols, plan.rows_per_chunk, load, partials.as<double>());
+    check_launch(name, __FILE__, __LINE__);
+  }
+  column_finish_parallel<K>(cols, plan.chunks, partials.as<double>(), finish, name);
 }
 
 // Per-column sums (see the top); asynchronous. rows may be 0 (finish then sees zero sums).
