@@ -4,6 +4,7 @@
 // on one thread's size and on the threaded path; the fused backward also against central finite
 // differences of a double forward y = max(BN(x), 0) (tolerance 1e-6 + 2e-3 |ref|, the differences'
 // own error at step 1e-4 in double, well away from ReLU's kink).
+// The engine op batch_norm_relu against relu(batch_norm(...)) too.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,8 +12,10 @@
 #include <random>
 #include <vector>
 
+#include "engine/engine.h"
 #include "kernels/batchnorm.h"
 #include "kernels/elementwise.h"
+#include "support/gradcheck.h"
 
 namespace {
 
@@ -198,6 +201,47 @@ TEST(BatchNormRelu, BackwardTrainingMatchesFiniteDifferences) {
     bm[c] -= step;
     expect_near(dgamma[c], (loss(x, gp, beta, nullptr) - loss(x, gm, beta, nullptr)) / (2 * step), "dgamma", c);
     expect_near(dbeta[c], (loss(x, gamma, bp, nullptr) - loss(x, gamma, bm, nullptr)) / (2 * step), "dbeta", c);
+  }
+}
+
+}  // namespace
+
+// The engine op: batch_norm_relu equals relu(batch_norm(...)) bit for bit, values and gradients
+// (x, gamma, beta through autograd), and updates the running statistics alike.
+
+namespace {
+
+TEST(BatchNormReluOp, EqualsReluOfBatchNormBitForBit) {
+  using engine::Tensor;
+  for (const bool training : {true, false}) {
+    engine::Generator gen(41);
+    const Tensor x0 = test_support::random_tensor({2, 5, 5, 12}, gen, -2.0f, 2.0f);
+    const Tensor g0 = test_support::random_tensor({12}, gen, 0.5f, 1.5f);
+    const Tensor b0 = test_support::random_tensor({12}, gen, -0.5f, 0.5f);
+    const Tensor w = test_support::random_tensor({2, 5, 5, 12}, gen, -1.0f, 1.0f);
+    struct Run {
+      std::vector<float> y, dx, dgamma, dbeta, running_mean, running_var;
+    };
+    const auto run = [&](bool fused) {
+      Tensor x = x0.clone(), gamma = g0.clone(), beta = b0.clone();
+      x.set_requires_grad(true);
+      gamma.set_requires_grad(true);
+      beta.set_requires_grad(true);
+      Tensor rm = Tensor::zeros({12}), rv = Tensor::ones({12});
+      const engine::BatchNormOptions o = engine::BatchNormOptions::torch();
+      const Tensor y = fused ? engine::batch_norm_relu(x, gamma, beta, rm, rv, training, o)
+                             : engine::relu(engine::batch_norm(x, gamma, beta, rm, rv, training, o));
+      y.backward(w);
+      return Run{y.to_vector(), x.grad().to_vector(), gamma.grad().to_vector(), beta.grad().to_vector(),
+                 rm.to_vector(), rv.to_vector()};
+    };
+    const Run fused = run(true), unfused = run(false);
+    EXPECT_EQ(fused.y, unfused.y) << "training " << training;
+    EXPECT_EQ(fused.dx, unfused.dx) << "training " << training;
+    EXPECT_EQ(fused.dgamma, unfused.dgamma) << "training " << training;
+    EXPECT_EQ(fused.dbeta, unfused.dbeta) << "training " << training;
+    EXPECT_EQ(fused.running_mean, unfused.running_mean);
+    EXPECT_EQ(fused.running_var, unfused.running_var);
   }
 }
 
