@@ -518,11 +518,9 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
   };
   for (data::Batch batch;;) {
     if (run.interrupt && run.interrupt->requested()) {  // between batches: nothing partial is written
-      if (!finish_previous()) {
-        loader.stop();
-        break;
-      }
+      const bool previous_finite = finish_previous();
       loader.stop();
+      if (!previous_finite) break;
       pass.interrupted = true;
       message("%s\n",
               interruption_message(run.interrupt->signal_number(), epoch + 1, batches + 1, run.progress.epoch).c_str());
