@@ -102,19 +102,25 @@ TEST(GpuTrainingStep, EnqueueMakesNoHostSynchronisation) {
 TEST(GpuTrainingStep, DeferredEqualsRunBitForBit) {
   SKIP_WITHOUT_CUDA();
 #ifdef ENGINE_WITH_CUDA
-  kernels::cuda::set_deterministic(true);
+  const gpu_test::SwitchesGuard switches;  // restored at the end
+  kernels::cuda::set_deterministic(true);   // the same cuDNN algorithms in both models
 #endif
   Model a = make_model(), b = make_model();
+  // b as the trainer runs it: step i's loss is read after step i + 1 is enqueued.
+  std::vector<engine::StepResult> expected, got;
   engine::PendingStep previous;
   for (uint64_t i = 0; i < 3; ++i) {
     const Batch batch = make_batch(10 + i);
-    const engine::StepResult expected = a.step->run(batch.images, batch.labels);
+    expected.push_back(a.step->run(batch.images, batch.labels));
     const engine::PendingStep current = b.step->enqueue(batch.images, batch.labels);
-    if (previous.defined()) b.step->finish(previous);
-    const engine::StepResult got = b.step->finish(current);
-    EXPECT_EQ(got.loss, expected.loss) << "step " << i;
-    EXPECT_EQ(got.logits.to_vector(), expected.logits.to_vector()) << "step " << i;
-    previous = engine::PendingStep();
+    if (previous.defined()) got.push_back(b.step->finish(previous));
+    previous = current;
+  }
+  got.push_back(b.step->finish(previous));
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].loss, expected[i].loss) << "step " << i;
+    EXPECT_EQ(got[i].logits.to_vector(), expected[i].logits.to_vector()) << "step " << i;
   }
   EXPECT_EQ(b.arena->values().to_vector(), a.arena->values().to_vector());
   EXPECT_EQ(b.adam->state()[0].second.to_vector(), a.adam->state()[0].second.to_vector());
