@@ -1,6 +1,8 @@
 // The registry of device tables (see backend.h). The one place that knows which backends this build has.
 #include "engine/backend.h"
 
+#include <atomic>
+
 #include "engine/check.h"
 
 namespace engine {
@@ -9,6 +11,13 @@ const DeviceBackend& cpu_backend();  // backend_cpu.cpp
 #ifdef ENGINE_WITH_CUDA
 const DeviceBackend& cuda_backend();  // backend_cuda.cpp, compiled only with the CUDA backend
 #endif
+
+namespace {
+std::atomic<int64_t> host_syncs{0};
+}  // namespace
+
+int64_t host_sync_count() { return host_syncs.load(std::memory_order_relaxed); }
+void count_host_sync() { host_syncs.fetch_add(1, std::memory_order_relaxed); }
 
 const DeviceBackend* find_backend(DeviceType type) {
   switch (type) {

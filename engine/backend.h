@@ -77,6 +77,13 @@ class DeviceBackend {
   virtual bool allow_tf32() const = 0;  // false where the device has no TF32
 };
 
+// Host synchronisations through the device tables: every backend's copy_to_host, copy_from_host and
+// synchronize add one (on a GPU each waits for the queued kernels; on the CPU they are counted all the
+// same, so a CPU test can check what a GPU step would wait for). Tests read the difference around a
+// training step, which must enqueue work only (engine/training_step.h).
+int64_t host_sync_count();
+void count_host_sync();  // called by the backends' entry points above
+
 // The table of `type`, or nullptr when this build has none (CUDA in a CPU-only build).
 const DeviceBackend* find_backend(DeviceType type);
 // The table of `device`'s type; a plain error when this build has none

@@ -104,8 +104,14 @@ class CpuBackend final : public DeviceBackend {
     return dynamic_cast<const std::bad_alloc*>(&e) != nullptr;
   }
 
-  void copy_from_host(void* dst, const void* src, size_t bytes) const override { copy_within(dst, src, bytes); }
-  void copy_to_host(void* dst, const void* src, size_t bytes) const override { copy_within(dst, src, bytes); }
+  void copy_from_host(void* dst, const void* src, size_t bytes) const override {
+    count_host_sync();
+    copy_within(dst, src, bytes);
+  }
+  void copy_to_host(void* dst, const void* src, size_t bytes) const override {
+    count_host_sync();
+    copy_within(dst, src, bytes);
+  }
   void copy_within(void* dst, const void* src, size_t bytes) const override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
@@ -130,7 +136,7 @@ class CpuBackend final : public DeviceBackend {
                             {static_cast<char*>(dst) + rows * kConvertRow * dtype_size(dst_dtype), 1, tail, tail,
                              dst_dtype});
   }
-  void synchronize() const override {}
+  void synchronize() const override { count_host_sync(); }
 
   // The CPU kernels are deterministic and have no TF32.
   void set_deterministic(bool /*deterministic*/) const override {}

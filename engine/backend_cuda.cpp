@@ -73,9 +73,11 @@ class CudaBackend final : public DeviceBackend {
   }
 
   void copy_from_host(void* dst, const void* src, size_t bytes) const override {
+    count_host_sync();
     kernels::cuda::copy_host_to_device(dst, src, bytes);
   }
   void copy_to_host(void* dst, const void* src, size_t bytes) const override {
+    count_host_sync();
     kernels::cuda::copy_device_to_host(dst, src, bytes);
   }
   void copy_within(void* dst, const void* src, size_t bytes) const override {
@@ -105,7 +107,10 @@ class CudaBackend final : public DeviceBackend {
     if (count > 0)
       kernels::cuda::convert({src, 1, count, count, src_dtype}, {dst, 1, count, count, dst_dtype});
   }
-  void synchronize() const override { kernels::cuda::synchronize(); }
+  void synchronize() const override {
+    count_host_sync();
+    kernels::cuda::synchronize();
+  }
 
   void set_deterministic(bool deterministic) const override { kernels::cuda::set_deterministic(deterministic); }
   bool deterministic() const override { return kernels::cuda::deterministic(); }

@@ -61,7 +61,7 @@ void Adam::step() {
   NoGradGuard no_grad;
   ++step_;
   ENGINE_KERNEL(arena_.device(), adam_update)(arena_.numel(), arena_.values().data(), arena_.grads().data(), m_.data(), v_.data(),
-                            step_, hyper_);
+                            step_, hyper_, skip_flag_data());
 }
 
 Sgd::Sgd(ParameterArena& arena, const kernels::SgdHyper& hyper)
@@ -70,7 +70,7 @@ Sgd::Sgd(ParameterArena& arena, const kernels::SgdHyper& hyper)
 void Sgd::step() {
   NoGradGuard no_grad;
   ++step_;
-  ENGINE_KERNEL(arena_.device(), sgd_update)(arena_.numel(), arena_.values().data(), arena_.grads().data(), buffer_.data(), hyper_);
+  ENGINE_KERNEL(arena_.device(), sgd_update)(arena_.numel(), arena_.values().data(), arena_.grads().data(), buffer_.data(), hyper_, skip_flag_data());
 }
 
 }  // namespace engine

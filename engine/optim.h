@@ -39,9 +39,17 @@ class Optimizer {
   virtual float learning_rate() const = 0;
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t step) { step_ = step; }
+  // A one-element f32 tensor on the arena's device (or undefined: none). While it holds a non-zero value
+  // step() changes nothing on the device: the guard a training step uses to skip the update of a
+  // non-finite loss without reading the loss on the host (engine/training_step.h). step() still counts
+  // the step; whoever sets the flag puts the count back when it learns of the skip.
+  void set_skip_flag(const Tensor& flag) { skip_flag_ = flag; }
+  const Tensor& skip_flag() const { return skip_flag_; }
 
  protected:
+  const float* skip_flag_data() const { return skip_flag_.defined() ? skip_flag_.data() : nullptr; }
   int64_t step_ = 0;
+  Tensor skip_flag_;
 };
 
 // Adam with the PyTorch or the Keras convention (kernels/optimizer.h):

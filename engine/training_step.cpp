@@ -5,6 +5,7 @@
 
 #include "engine/check.h"
 #include "engine/ops.h"
+#include "engine/ops/common.h"
 
 namespace engine {
 
@@ -18,7 +19,8 @@ std::string precision_name(Precision precision) {
 }
 
 TrainingStep::TrainingStep(Forward forward, ParameterArena& arena, Optimizer* optimizer, StepOptions options)
-    : forward_(std::move(forward)), arena_(arena), optimizer_(optimizer), options_(std::move(options)) {
+    : forward_(std::move(forward)), arena_(arena), optimizer_(optimizer), options_(std::move(options)),
+      nonfinite_(Tensor::zeros({1}, arena.device())) {
   ENGINE_CHECK(forward_) << "TrainingStep needs a forward function";
   ENGINE_CHECK(options_.precision == Precision::f32)
       << "training in " << precision_name(options_.precision) << " is not implemented; the engine trains in f32";
@@ -45,6 +47,39 @@ StepResult TrainingStep::run(const Tensor& images, const Tensor& labels, const T
   result.loss = read_loss(loss);
   result.finite = std::isfinite(result.loss);
   if (result.finite) backward_update(loss);
+  return result;
+}
+
+PendingStep TrainingStep::enqueue(const Tensor& images, const Tensor& labels, const Tensor& weights) {
+  PendingStep pending;
+  Tensor logits;
+  const Tensor loss = forward_loss(images, labels, weights, logits);
+  {
+    NoGradGuard no_grad;
+    ENGINE_CHECK(loss.numel() == 1 && loss.dtype() == DType::f32 && loss.device() == nonfinite_.device())
+        << "TrainingStep: the loss is " << loss.str() << "; expected one f32 value on " << nonfinite_.device().str();
+    const Tensor loss_value = loss.contiguous();
+    // Sets the flag on the device when the loss is not finite; the update below then does nothing.
+    ENGINE_KERNEL(nonfinite_.device(), flag_nonfinite)(1, loss_value.data(), nonfinite_.data());
+  }
+  if (optimizer_) {
+    optimizer_->set_skip_flag(nonfinite_);
+    pending.optimizer_steps_before = optimizer_->step_count();
+  }
+  backward_update(loss);
+  pending.loss = loss.detach();
+  pending.logits = logits.detach();
+  return pending;
+}
+
+StepResult TrainingStep::finish(const PendingStep& pending) {
+  ENGINE_CHECK(pending.defined()) << "TrainingStep::finish of a step that was not enqueued";
+  StepResult result;
+  result.loss = read_loss(pending.loss);
+  result.finite = std::isfinite(result.loss);
+  result.logits = pending.logits;
+  // The device skipped this step's update and every later one (the flag is sticky): the count goes back.
+  if (!result.finite && optimizer_) optimizer_->set_step_count(pending.optimizer_steps_before);
   return result;
 }
 

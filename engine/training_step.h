@@ -19,8 +19,22 @@
 //                                                        synchronisation of a step
 //        backward_update(loss)                   DEVICE  backward, reduce_gradients, optimizer update
 //      The device phases enqueue kernels only and never read memory back, so a capture can take them as
-//      one graph once the finiteness test also moves onto the device (the update kernels skip on a
-//      device-side flag); read_loss then reads the loss after the graph's replay.
+//      one graph. The deferred form below moves the finiteness test onto the device: no host
+//      synchronisation inside a step at all.
+//  (a') Deferred loss read. enqueue() runs the whole step on the device: forward, loss, a device-side
+//      test that sets a sticky non-finite flag (kernels flag_nonfinite), backward, reduce_gradients and an
+//      update that the optimizer's kernel skips while the flag is set (Optimizer::set_skip_flag). It reads
+//      nothing back. finish(pending) reads the loss when the caller chooses (the trainer: the previous
+//      step's, after enqueueing the next). A non-finite loss leaves the parameters and the optimizer's
+//      moments as they were, like run(); because the flag stays set, so does every step enqueued after
+//      it, and finish() of the non-finite step puts the optimizer's step count back to where it was
+//      before that step. clear_nonfinite() resets the flag (to go on training after one). Unlike run(),
+//      backward and reduce_gradients do run on a non-finite step (the host does not know yet): a
+//      data-parallel hook must reduce nonfinite_flag() too (a max over processes), so that every process
+//      skips the same update. Forward-only state (batch-norm running statistics) of the steps enqueued
+//      after a non-finite one is updated as their forward passes run.
+//        PendingStep previous = step.enqueue(images, labels);
+//        ... next batch: PendingStep current = step.enqueue(...); StepResult r = step.finish(previous);
 //  (b) Precision. StepOptions::precision chooses the arithmetic of the step; only f32 exists today and
 //      anything else is refused when the step is made. Mixed precision (a half-precision forward and
 //      backward over f32 master weights in the arena, with loss scaling) belongs in forward_loss and
@@ -55,6 +69,14 @@ struct StepResult {
   bool finite = true;  // false: the loss was NaN or infinite and nothing was updated
 };
 
+// A step enqueued by TrainingStep::enqueue whose loss the host has not read yet.
+struct PendingStep {
+  Tensor loss;    // the scalar loss, on the device, detached
+  Tensor logits;  // [N, 1], on the device, detached (the step's autograd graph is not kept alive)
+  int64_t optimizer_steps_before = 0;  // the optimizer's step count before this step
+  bool defined() const { return loss.defined(); }
+};
+
 class TrainingStep {
  public:
   using Forward = std::function<Tensor(const Tensor&)>;
@@ -76,6 +98,13 @@ class TrainingStep {
   static double read_loss(const Tensor& loss);
   void backward_update(const Tensor& loss);
 
+  // The deferred form (seam (a')): enqueue() synchronises nothing; finish() reads the loss (one copy).
+  PendingStep enqueue(const Tensor& images, const Tensor& labels, const Tensor& weights = Tensor());
+  StepResult finish(const PendingStep& pending);
+  // The sticky device flag [1] (1 once an enqueued loss was not finite) and its reset (a device fill).
+  const Tensor& nonfinite_flag() const { return nonfinite_; }
+  void clear_nonfinite() { nonfinite_.fill_(0.0f); }
+
   const StepOptions& options() const { return options_; }
   Optimizer* optimizer() const { return optimizer_; }
 
@@ -84,6 +113,7 @@ class TrainingStep {
   ParameterArena& arena_;
   Optimizer* optimizer_;
   StepOptions options_;
+  Tensor nonfinite_;  // [1] f32 on the arena's device
 };
 
 }  // namespace engine

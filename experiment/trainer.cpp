@@ -479,7 +479,10 @@ struct TrainPass {
   bool interrupted = false;  // a signal stopped the pass before a batch
 };
 
-// One pass of training steps over the train split (the running loss and accuracy on `progress`).
+// One pass of training steps over the train split (the running loss and accuracy on `progress`). The host
+// reads each step's loss after enqueueing the next (engine/training_step.h, seam (a')): no step waits for
+// the host in its middle. A non-finite loss is reported with its own epoch and batch; the device skipped
+// its update and that of the step enqueued after it.
 TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
   const TrainOptions& o = run.o;
   data::Loader& loader = *run.train_loader;
@@ -487,9 +490,37 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
   loader.start_epoch(epoch);
   TrainPass pass;
   int64_t batches = 0;
+  struct InFlight {
+    engine::PendingStep step;
+    data::Batch batch;
+  };
+  InFlight previous;
+  // Reads the previous step's loss; false when it was not finite (reported; the pass stops).
+  const auto finish_previous = [&]() {
+    if (!previous.step.defined()) return true;
+    const engine::StepResult step = run.step->finish(previous.step);
+    const data::Batch& batch = previous.batch;
+    if (!step.finite) {
+      pass.nonfinite = true;
+      report_nonfinite(run, epoch, batch, step);
+      run.step->clear_nonfinite();
+      return false;
+    }
+    const std::vector<float> z = step.logits.to_vector(), t = batch.labels.to_vector();
+    for (size_t i = 0; i < z.size(); ++i) pass.correct += (z[i] > 0) == (t[i] > 0.5f);
+    pass.loss_sum += step.loss * static_cast<double>(batch.size());
+    pass.seen += batch.size();
+    ++batches;
+    progress.update(batches, pass.seen, pass.loss_sum / static_cast<double>(pass.seen),
+                    static_cast<double>(pass.correct) / static_cast<double>(pass.seen));
+    previous = InFlight();
+    return true;
+  };
   for (data::Batch batch;;) {
     if (run.interrupt && run.interrupt->requested()) {  // between batches: nothing partial is written
+      const bool previous_finite = finish_previous();
       loader.stop();
+      if (!previous_finite) break;
       pass.interrupted = true;
       message("%s\n",
               interruption_message(run.interrupt->signal_number(), epoch + 1, batches + 1, run.progress.epoch).c_str());
@@ -499,23 +530,16 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
     const PlateauState plateau{run.progress.lr_reductions, run.progress.plateau_wait};
     run.adam->set_learning_rate(static_cast<float>(scheduled_lr(run.schedule, epoch, run.adam->step_count(),
                                                                 loader.batches_per_epoch(), plateau)));
-    const engine::StepResult step =
-        run.step->run(batch.images.to(run.device), batch.labels.to(run.device),
-                      o.class_weights ? batch.weights.to(run.device) : Tensor());
-    if (!step.finite) {
-      pass.nonfinite = true;
-      report_nonfinite(run, epoch, batch, step);
+    engine::PendingStep current =
+        run.step->enqueue(batch.images.to(run.device), batch.labels.to(run.device),
+                          o.class_weights ? batch.weights.to(run.device) : Tensor());
+    if (!finish_previous()) {
       loader.stop();
       break;
     }
-    const std::vector<float> z = step.logits.to_vector(), t = batch.labels.to_vector();
-    for (size_t i = 0; i < z.size(); ++i) pass.correct += (z[i] > 0) == (t[i] > 0.5f);
-    pass.loss_sum += step.loss * static_cast<double>(batch.size());
-    pass.seen += batch.size();
-    ++batches;
-    progress.update(batches, pass.seen, pass.loss_sum / static_cast<double>(pass.seen),
-                    static_cast<double>(pass.correct) / static_cast<double>(pass.seen));
+    previous = InFlight{std::move(current), batch};
   }
+  if (!pass.nonfinite && !pass.interrupted) finish_previous();
   return pass;
 }
 

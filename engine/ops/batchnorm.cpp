@@ -1,14 +1,20 @@
 // batch_norm over the last (channel) dimension. Training mode normalises with the batch statistics,
 // saves mean and 1/std for backward and updates the running statistics in place; eval mode uses the
 // running statistics. Maths in kernels/batchnorm.h, derivation in docs/derivations.md.
+// batch_norm_relu is max(batch_norm(...), 0) through the fused kernels (one pass less forward, ReLU's
+// mask folded into BN's backward; bit for bit the pair on the CPU). Eval mode with gradients wanted
+// (rare: CAM) runs the unfused pair.
 #include "engine/ops.h"
 #include "engine/ops/common.h"
 #include "kernels/batchnorm.h"
 
 namespace engine {
 
-Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
-                  const Tensor& running_var, bool training, const BatchNormOptions& options) {
+namespace {
+
+// batch_norm, and with `relu` batch_norm_relu (the fused kernels).
+Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                             const Tensor& running_var, bool training, const BatchNormOptions& options, bool relu) {
   detail::check_same_device("batch_norm", {x, gamma, beta, running_mean, running_var});
   ENGINE_CHECK(x.ndim() >= 2) << "batch_norm: input must be [..., C], got " << x.str();
   const int64_t channels = x.size(-1);
@@ -39,9 +45,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
     stats.saved_invstd = saved_invstd.data();
     stats.running_mean = running_mean.data();
     stats.running_var = running_var.data();
-    ENGINE_KERNEL(x.device(), batch_norm_forward_training)(xm, ym, ch, stats, hyper);
-    record(y, "batch_norm", {x, gamma, beta},
-           [xr, gamma, saved_mean, saved_invstd, need_dx, need_dgamma, need_dbeta](const Tensor& dy_in) {
+    if (relu)
+      ENGINE_KERNEL(x.device(), batch_norm_relu_forward_training)(xm, ym, ch, stats, hyper);
+    else
+      ENGINE_KERNEL(x.device(), batch_norm_forward_training)(xm, ym, ch, stats, hyper);
+    record(y, relu ? "batch_norm_relu" : "batch_norm", {x, gamma, beta},
+           [xr, gamma, beta, saved_mean, saved_invstd, need_dx, need_dgamma, need_dbeta, relu](const Tensor& dy_in) {
              const Tensor dy = detail::as_row_matrix(dy_in);
              const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
              Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
@@ -52,16 +61,27 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
              ch.saved_mean = saved_mean.data();
              ch.saved_invstd = saved_invstd.data();
              const kernels::MatrixView dxm = need_dx ? detail::as_rows(dx) : kernels::MatrixView();
-             ENGINE_KERNEL(dy.device(), batch_norm_backward_training)(
-                 xm, dym, ch, dxm, false, {detail::data_or_null(dgamma), detail::data_or_null(dbeta)});
+             const kernels::BatchNormParamGrads grads{detail::data_or_null(dgamma), detail::data_or_null(dbeta)};
+             if (relu) {
+               ch.beta = detail::data_or_null(beta);  // the mask's BN output
+               ENGINE_KERNEL(dy.device(), batch_norm_relu_backward_training)(xm, dym, ch, dxm, false, grads);
+             } else {
+               ENGINE_KERNEL(dy.device(), batch_norm_backward_training)(xm, dym, ch, dxm, false, grads);
+             }
              return std::vector<Tensor>{dx, dgamma, dbeta};
            });
   } else {
+    if (relu && needs_grad({x, gamma, beta}))
+      return engine::relu(batch_norm_maybe_relu(x, gamma, beta, running_mean, running_var, false, options, false));
     kernels::BatchNormChannels ch;
     ch.gamma = detail::data_or_null(gamma);
     ch.beta = detail::data_or_null(beta);
     ch.running_mean = running_mean.data();
     ch.running_var = running_var.data();
+    if (relu) {
+      ENGINE_KERNEL(x.device(), batch_norm_relu_forward_eval)(xm, ym, ch, hyper);
+      return y;  // no gradient wanted (above)
+    }
     ENGINE_KERNEL(x.device(), batch_norm_forward_eval)(xm, ym, ch, hyper);
     // The running statistics are constants of the eval-mode function; copies keep backward exact even
     // if training later updates them.
@@ -85,6 +105,18 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
            });
   }
   return y;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, const BatchNormOptions& options) {
+  return batch_norm_maybe_relu(x, gamma, beta, running_mean, running_var, training, options, false);
+}
+
+Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                       const Tensor& running_var, bool training, const BatchNormOptions& options) {
+  return batch_norm_maybe_relu(x, gamma, beta, running_mean, running_var, training, options, true);
 }
 
 }  // namespace engine

@@ -17,14 +17,16 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
   ENGINE_CHECK(n > 0) << "bce_with_logits: empty batch";
   const Tensor z = logits.contiguous(), t = targets.contiguous();
   const Tensor w = weights.defined() ? weights.contiguous() : Tensor();
-  const double loss = ENGINE_KERNEL(logits.device(), bce_with_logits_forward)(
-      detail::as_column(z), detail::as_column(t), detail::as_column(w));
-  Tensor y = Tensor::scalar(static_cast<float>(loss), logits.device());
+  // The loss stays on the device (no host synchronisation; a training step reads it when it chooses).
+  Tensor y = Tensor::empty({}, logits.device());
+  ENGINE_KERNEL(logits.device(), bce_with_logits_forward_to)(detail::as_column(z), detail::as_column(t),
+                                                             detail::as_column(w), y.data());
   record(y, "bce_with_logits", {logits}, [z, t, w, shape = logits.shape()](const Tensor& dy) {
     Tensor dz = Tensor::empty(shape, z.device());
-    ENGINE_KERNEL(z.device(), bce_with_logits_backward)(detail::as_column(z), detail::as_column(t),
-                                                        detail::as_column(w), dy.item(),
-                                                        detail::as_column(dz), false);
+    const Tensor dloss = dy.contiguous();
+    ENGINE_KERNEL(z.device(), bce_with_logits_backward_from)(detail::as_column(z), detail::as_column(t),
+                                                             detail::as_column(w), dloss.data(),
+                                                             detail::as_column(dz), false);
     return std::vector<Tensor>{dz};
   });
   return y;

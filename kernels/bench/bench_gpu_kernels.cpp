@@ -1,5 +1,5 @@
 // Micro-benchmark of the CUDA backend's kernels on DenseNet and Inception-ResNet-v2 shapes: achieved
-// GB/s for the memory-bound kernels (batch norm, ReLU, add, copy into a concatenation slice, pooling,
+// GB/s for the memory-bound kernels (batch norm, batch norm fused with ReLU, ReLU, add, copy into a concatenation slice, pooling,
 // a reduction, Adam over 20M parameters) and TFLOP/s for the cuDNN convolutions and cuBLAS GEMMs
 // (TF32 on by default), next to the device's peak.
 //
@@ -236,6 +236,30 @@ void run(const Options& options) {
                                        {gamma.ptr, nullptr, nullptr, nullptr, mean.ptr, invstd.ptr},
                                        {dx.ptr, rows, C, C}, false, {dgamma.ptr, dbeta.ptr});
     });
+    // Fused with the ReLU after it (minimum traffic as the unfused rows; the statistics' pass reads x once
+    // more, the backward's two passes read x and dy twice): forward 3 passes of traffic replace BN's 3
+    // plus ReLU's 2; backward 5 replace BN's 5 plus ReLU's 3. Napkin at 2.5 TB/s streaming: forward
+    // 2n / (3n / 2.5 TB/s) = 1.67 TB/s on this row's scale, backward 3n / (5n / 2.5) = 1.5 TB/s.
+    b.memory_row("batch_norm_relu_forward_training", shape, 2 * n, [&] {
+      kc::batch_norm_relu_forward_training({x.ptr, rows, C, C}, {y.ptr, rows, C, C}, {gamma.ptr, beta.ptr},
+                                           {mean.ptr, invstd.ptr, rm.ptr, rv.ptr}, {1e-3f, 0.01f, false});
+    });
+    b.memory_row("batch_norm_relu_forward_eval", shape, 2 * n, [&] {
+      kc::batch_norm_relu_forward_eval({x.ptr, rows, C, C}, {y.ptr, rows, C, C},
+                                       {gamma.ptr, beta.ptr, rm.ptr, rv.ptr}, {1e-3f});
+    });
+    b.memory_row("batch_norm_relu_backward_training", shape, 3 * n, [&] {
+      kc::batch_norm_relu_backward_training({x.ptr, rows, C, C}, {dy.ptr, rows, C, C},
+                                            {gamma.ptr, beta.ptr, nullptr, nullptr, mean.ptr, invstd.ptr},
+                                            {dx.ptr, rows, C, C}, false, {dgamma.ptr, dbeta.ptr});
+    });
+    // The statistics' scalar path (C not a multiple of 4: one float per load instead of float4).
+    b.memory_row("batch_norm_forward_training (C=255)", dims({N, 56, 56, 255}) + " of 256", 2 * n * 255 / 256,
+                 [&] {
+                   kc::batch_norm_forward_training({x.ptr, rows, 255, C}, {y.ptr, rows, 255, C},
+                                                   {gamma.ptr, beta.ptr}, {mean.ptr, invstd.ptr, rm.ptr, rv.ptr},
+                                                   {1e-3f, 0.01f, false});
+                 });
     b.memory_row("relu_forward", shape, 2 * n, [&] {
       kc::relu_forward({x.ptr, rows, C, C}, {y.ptr, rows, C, C});
     });

@@ -13,6 +13,11 @@
 // block's sum, then its centred sum of squares from cache, merged exactly as two passes would be
 // to double precision (channel_moments). Strided inputs (a channel prefix of DenseNet's block
 // buffer) are prefetched in software (row_prefetch.h).
+//
+// Fused with the ReLU after it (batch_norm_relu_*): forward y = max(z, 0) with z the BN output, in the
+// normalising loop; backward with dz = [z > 0] dy, z recomputed from x by the same expression as the
+// forward (bn_affine), so the mask is the forward's and nothing of z is stored. The reference for
+// the CUDA fused kernels; bit-equal to the unfused pair.
 #include "kernels/batchnorm.h"
 
 #include <algorithm>
@@ -135,12 +140,33 @@ void merge_moments(int64_t rows, int64_t channels, const RowBlocks& blocks, cons
   }
 }
 
+// The BN output z = gamma_c * xhat + beta_c (gamma/beta may be null): one expression for the forward
+// and for the fused backward's recomputed ReLU mask, so that both round (and contract) alike.
+inline float bn_affine(float xhat, const float* gamma, const float* beta, int64_t c) {
+  return (gamma ? gamma[c] : 1.0f) * xhat + (beta ? beta[c] : 0.0f);
+}
+
+// ReLU after BN, folded into the backward: where set, dy counts only where z > 0 (relu_backward's
+// [y > 0] on y = max(z, 0)). gamma/beta: the full [C] vectors (nullable).
+struct ReluMask {
+  bool on = false;
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+};
+
+// dz = dy, or [z > 0] dy under a ReLU mask (z from xhat at channel c).
+inline float masked_grad(float dy, float xhat, const ReluMask& relu, int64_t c) {
+  if (!relu.on) return dy;
+  return bn_affine(xhat, relu.gamma, relu.beta, c) > 0.0f ? dy : 0.0f;
+}
+
 // Per-task partial sums for the backward, in double:
 //   sum_dy[c] = sum_r dy[r, c],  sum_dy_xhat[c] = sum_r dy[r, c] * (x[r, c] - mean[c]) * invstd[c]
+// (dy masked by `relu` where it is on).
 void block_grad_sums(int64_t rows, int64_t channels, const float* x, int64_t ldx, const float* dy,
                      int64_t ldy, const float* mean, const float* invstd, const RowBlocks& blocks,
                      int64_t groups, const BlockPartials& partials, const RowPrefetcher& prefetch_x,
-                     const RowPrefetcher& prefetch_dy) {
+                     const RowPrefetcher& prefetch_dy, const ReluMask& relu = ReluMask()) {
 #pragma omp for schedule(static)
   for (int64_t task = 0; task < blocks.count * groups; ++task) {
     const int64_t b = task / groups, c0 = (task % groups) * kTaskChannels;
@@ -157,6 +183,15 @@ void block_grad_sums(int64_t rows, int64_t channels, const float* x, int64_t ldx
       const float* dyr = dy + r * ldy + c0;
       prefetch_x(r, c0, c0 + width);
       prefetch_dy(r, c0, c0 + width);
+      if (relu.on) {
+        for (int64_t c = 0; c < width; ++c) {
+          const float xhat = (xr[c] - mean_c[c]) * invstd_c[c];
+          const float g = masked_grad(dyr[c], xhat, relu, c0 + c);
+          acc_dy[c] += g;
+          acc_dy_xhat[c] += static_cast<double>(g) * xhat;
+        }
+        continue;
+      }
       for (int64_t c = 0; c < width; ++c) {
         const float xhat = (xr[c] - mean_c[c]) * invstd_c[c];
         acc_dy[c] += dyr[c];
@@ -216,11 +251,12 @@ void channel_grad_sums(int64_t rows, int64_t channels, const float* x, int64_t l
   }
 }
 
-// y = gamma_c * (x - mean_c) * invstd_c + beta_c over all rows (gamma/beta may be null). The last
-// loop of its region: no barrier of its own (the region's end waits for the team).
+// y = gamma_c * (x - mean_c) * invstd_c + beta_c over all rows (gamma/beta may be null), then with
+// `relu` y = max(y, 0) as relu_forward rounds it (NaN kept). The last loop of its region: no barrier of
+// its own (the region's end waits for the team).
 void normalise_rows(int64_t rows, int64_t channels, const float* x, int64_t ldx, const float* mean,
                     const float* invstd, const float* gamma, const float* beta, float* y, int64_t ldy,
-                    const RowPrefetcher& prefetch_x) {
+                    const RowPrefetcher& prefetch_x, bool relu = false) {
 #pragma omp for schedule(static) nowait
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * ldx;
@@ -228,7 +264,8 @@ void normalise_rows(int64_t rows, int64_t channels, const float* x, int64_t ldx,
     prefetch_x(r);
     for (int64_t c = 0; c < channels; ++c) {
       const float xhat = (xr[c] - mean[c]) * invstd[c];
-      yr[c] = (gamma ? gamma[c] : 1.0f) * xhat + (beta ? beta[c] : 0.0f);
+      const float z = bn_affine(xhat, gamma, beta, c);
+      yr[c] = relu && z < 0.0f ? 0.0f : z;
     }
   }
 }
@@ -251,13 +288,10 @@ void accumulate_param_grads(int64_t channels, const double* sum_dy, const double
     for (int64_t c = 0; c < channels; ++c) grads.dgamma[c] += static_cast<float>(sum_dy_xhat[c]);
 }
 
-}  // namespace
-
-void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
-                                 const BatchNormChannels& ch, const BatchNormStatsOut& stats,
-                                 const BatchNormHyper& h) {
-  const auto [rows, channels, x, ldx, y, ldy] =
-      batch_norm_forward_operands("batch_norm_forward_training", x_view, y_view);
+// batch_norm_forward_training, and with `relu` batch_norm_relu_forward_training.
+void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
+                      const BatchNormStatsOut& stats, const BatchNormHyper& h, bool relu) {
+  const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
   const double m = static_cast<double>(rows);
 
@@ -276,7 +310,7 @@ void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
     merge_moments(rows, channels, blocks, partials, h.eps, mean.data(), var.data(), mean_f.data(),
                   invstd_f.data());
     normalise_rows(rows, channels, x, ldx, mean_f.data(), invstd_f.data(), ch.gamma, ch.beta, y, ldy,
-                   prefetch_x);
+                   prefetch_x, relu);
   }
 
   if (stats.saved_mean) std::copy(mean_f.begin(), mean_f.end(), stats.saved_mean);
@@ -297,26 +331,28 @@ void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
   }
 }
 
-void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
-                             const BatchNormHyper& h) {
-  const auto [rows, channels, x, ldx, y, ldy] =
-      batch_norm_forward_operands("batch_norm_forward_eval", x_view, y_view);
+// batch_norm_forward_eval, and with `relu` batch_norm_relu_forward_eval.
+void forward_eval(const char* name, ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
+                  const BatchNormHyper& h, bool relu) {
+  const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
   if (rows <= 0 || channels <= 0) return;
   const std::vector<float> invstd = eval_invstd(channels, ch.running_var, h.eps);
   const RowPrefetcher prefetch_x(x, rows, channels, ldx);
 #pragma omp parallel if (rows * channels >= kParallelMinElements)
   normalise_rows(rows, channels, x, ldx, ch.running_mean, invstd.data(), ch.gamma, ch.beta, y, ldy,
-                 prefetch_x);
+                 prefetch_x, relu);
 }
 
-void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
-                                  const BatchNormChannels& ch, MatrixView dx_view,
-                                  bool accumulate_dx, const BatchNormParamGrads& grads) {
+// batch_norm_backward_training, and with `relu` batch_norm_relu_backward_training (dy masked by [z > 0]).
+void backward_training(const char* name, ConstMatrixView x_view, ConstMatrixView dy_view,
+                       const BatchNormChannels& ch, MatrixView dx_view, bool accumulate_dx,
+                       const BatchNormParamGrads& grads, bool relu_on) {
   const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
-      batch_norm_backward_operands("batch_norm_backward_training", x_view, dy_view, dx_view);
+      batch_norm_backward_operands(name, x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;
   if (!dx && !grads.dgamma && !grads.dbeta) return;
   const float *saved_mean = ch.saved_mean, *saved_invstd = ch.saved_invstd;
+  const ReluMask relu{relu_on, ch.gamma, ch.beta};
 
   // dx needs both sums, whatever dgamma/dbeta ask for. One parallel region: the sums, then
   //   dx = k_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c),  k_c = gamma_c * invstd_c.
@@ -334,7 +370,7 @@ void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_vie
 #pragma omp parallel if (rows * channels >= kParallelMinElements)
   {
     block_grad_sums(rows, channels, x, ldx, dy, ldy, saved_mean, saved_invstd, blocks, groups, partials,
-                    prefetch_x, prefetch_dy);
+                    prefetch_x, prefetch_dy, relu);
     merge_grad_sums(channels, blocks, partials, sum_dy.data(), sum_dy_xhat.data(), dx ? &terms : nullptr);
     if (dx) {
 #pragma omp for schedule(static) nowait  // the region's end waits for the team
@@ -346,13 +382,45 @@ void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_vie
         prefetch_dy(r);
         for (int64_t c = 0; c < channels; ++c) {
           const float xhat = (xr[c] - saved_mean[c]) * saved_invstd[c];
-          const float g = k[c] * (dyr[c] - mean_dy[c] - xhat * mean_dy_xhat[c]);
+          const float g = k[c] * (masked_grad(dyr[c], xhat, relu, c) - mean_dy[c] - xhat * mean_dy_xhat[c]);
           dxr[c] = accumulate_dx ? dxr[c] + g : g;
         }
       }
     }
   }
   accumulate_param_grads(channels, sum_dy.data(), sum_dy_xhat.data(), grads);
+}
+
+}  // namespace
+
+void batch_norm_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                                 const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  forward_training("batch_norm_forward_training", x, y, ch, stats, h, false);
+}
+
+void batch_norm_relu_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                                      const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  forward_training("batch_norm_relu_forward_training", x, y, ch, stats, h, true);
+}
+
+void batch_norm_forward_eval(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                             const BatchNormHyper& h) {
+  forward_eval("batch_norm_forward_eval", x, y, ch, h, false);
+}
+
+void batch_norm_relu_forward_eval(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                                  const BatchNormHyper& h) {
+  forward_eval("batch_norm_relu_forward_eval", x, y, ch, h, true);
+}
+
+void batch_norm_backward_training(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
+                                  MatrixView dx, bool accumulate_dx, const BatchNormParamGrads& grads) {
+  backward_training("batch_norm_backward_training", x, dy, ch, dx, accumulate_dx, grads, false);
+}
+
+void batch_norm_relu_backward_training(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
+                                       MatrixView dx, bool accumulate_dx, const BatchNormParamGrads& grads) {
+  backward_training("batch_norm_relu_backward_training", x, dy, ch, dx, accumulate_dx, grads, true);
 }
 
 void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,

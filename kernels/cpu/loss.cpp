@@ -53,4 +53,15 @@ void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targe
   }
 }
 
+void bce_with_logits_forward_to(ConstMatrixView logits, ConstMatrixView targets,
+                                ConstMatrixView weights, float* loss) {
+  *loss = static_cast<float>(bce_with_logits_forward(logits, targets, weights));
+}
+
+void bce_with_logits_backward_from(ConstMatrixView logits, ConstMatrixView targets,
+                                   ConstMatrixView weights, const float* dloss, MatrixView dlogits,
+                                   bool accumulate) {
+  bce_with_logits_backward(logits, targets, weights, *dloss, dlogits, accumulate);
+}
+
 }  // namespace kernels::cpu

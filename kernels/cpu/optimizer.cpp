@@ -24,8 +24,8 @@ constexpr int64_t kParallelMinElements = 1 << 15;
 }  // namespace
 
 void adam_update(int64_t n, float* params, const float* grads, float* m, float* v, int64_t step,
-                 const AdamHyper& h) {
-  if (n <= 0) return;
+                 const AdamHyper& h, const float* skip_flag) {
+  if (n <= 0 || (skip_flag && *skip_flag != 0.0f)) return;
   // step counts from 1; a smaller value is a caller error, treated as 1 (no division by zero).
   const double t = static_cast<double>(std::max<int64_t>(step, 1));
   const double b1 = h.beta1, b2 = h.beta2;
@@ -66,8 +66,8 @@ void adam_update(int64_t n, float* params, const float* grads, float* m, float* 
 }
 
 void sgd_update(int64_t n, float* params, const float* grads, float* momentum_buffer,
-                const SgdHyper& h) {
-  if (n <= 0) return;
+                const SgdHyper& h, const float* skip_flag) {
+  if (n <= 0 || (skip_flag && *skip_flag != 0.0f)) return;
   const float lr = h.lr, mu = h.momentum, wd = h.weight_decay;
   const bool nesterov = h.nesterov;
   // Without momentum the buffer is neither read nor written (it may be null): p -= lr * g'.
@@ -86,6 +86,14 @@ void sgd_update(int64_t n, float* params, const float* grads, float* momentum_bu
     }
     params[i] = p - lr * direction;
   }
+}
+
+void flag_nonfinite(int64_t n, const float* values, float* flag) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(values[i])) {
+      *flag = 1.0f;
+      return;
+    }
 }
 
 }  // namespace kernels::cpu

@@ -1,7 +1,7 @@
 // Batch normalisation on the GPU (contract in batchnorm.h; derivation of the backward in
 // docs/derivations.md), the same arithmetic as kernels/cpu/batchnorm.cpp. Per channel c over the
 // M = rows values of an NHWC activation [rows, C] (row stride ld):
-//   training forward:  mean_c = (1/M) sum x,  var_c = (1/M) sum (x - mean_c)^2 (two passes, double),
+//   training forward:  mean_c = (1/M) sum x,  var_c = (1/M) sum (x - mean_c)^2 (one pass, double: below),
 //                      invstd_c = 1 / sqrt(var_c + eps),  y = gamma_c (x - mean_c) invstd_c + beta_c,
 //                      running stats updated in double, saved_mean/saved_invstd written as float
 //   eval forward:      y = gamma_c (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c
@@ -12,9 +12,24 @@
 // The per-channel sums are the deterministic column reductions of reduce.cuh (row chunks in parallel,
 // each into its own double partial, then the chunks added in a fixed order per channel); the
 // per-channel finishing step (the statistics, the running-stat update, the backward coefficients) runs
-// in the reduction's second stage, one thread per channel. The per-element passes are grid-stride
+// in the reduction's parallel second stage (8 threads per channel over the chunks, then in order). The per-element passes are grid-stride
 // kernels over [rows, C]. Everything is ordered on the current stream; temporaries come from the
 // caching allocator.
+//
+// Training forward's statistics are one streaming pass over x (bn_moments_partials_kernel): per channel
+// the shifted sums S = sum (x - K_c) and Q = sum (x - K_c)^2 in double, K_c = x[0, c], each thread over
+// one row chunk and 4 channels with 16-byte loads where x allows them (C and ld multiples of 4, x
+// 16-byte aligned; else one channel); the chunks are merged by the parallel second stage of reduce.cuh:
+//   mean_c = K_c + S / M,  var_c = Q / M - (S / M)^2.
+// Why double sums of shifted values and not a Welford/Chan merge in float: the pass is memory-bound, so
+// the double adds cost nothing visible; E[(x-K)^2] - E[x-K]^2 loses about log2((mean - K)^2 / var) bits
+// to cancellation, and with K one of the channel's own values (mean - K)^2 / var is of order 1 (at worst
+// M for a pathological channel), leaving >= 30 of double's 53 bits: far below float rounding of var.
+// Welford in float rounds every update (error ~ sqrt(M) ulp of float) and needs a division per element.
+//
+// Fused with ReLU (batch_norm_relu_*): forward y = max(z, 0), z = gamma xhat + beta rounded without
+// contraction (bn_output, as the CPU); backward dz = [z > 0] dy with z recomputed from x by bn_output,
+// so the mask is the forward's and neither z nor y is read in backward.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -29,58 +44,6 @@ namespace detail {
 namespace {
 
 // --- Reductions: what each element adds, and the per-channel finishing step ----------------------
-
-struct SumLoad {  // acc += x
-  const float* x;
-  int64_t ldx;
-  __device__ void operator()(int64_t r, int64_t c, double (&acc)[1]) const {
-    acc[0] += double(x[r * ldx + c]);
-  }
-};
-
-struct MeanFinish {  // mean_c = sum / M (in double)
-  double rows;
-  double* mean;
-  __device__ void operator()(int64_t c, const double (&s)[1]) const { mean[c] = s[0] / rows; }
-};
-
-struct CentredSquaresLoad {  // acc += (x - mean_c)^2, in double
-  const float* x;
-  int64_t ldx;
-  const double* mean;
-  __device__ void operator()(int64_t r, int64_t c, double (&acc)[1]) const {
-    const double d = double(x[r * ldx + c]) - mean[c];
-    acc[0] += d * d;
-  }
-};
-
-struct StatisticsFinish {
-  double rows;
-  double eps;
-  double momentum;
-  double running_var_factor;  // M / (M - 1) for an unbiased running variance, else 1
-  const double* mean;
-  float* mean_f;    // [C] the float statistics the normalisation (and backward) uses
-  float* invstd_f;  // [C]
-  float* saved_mean;
-  float* saved_invstd;
-  float* running_mean;
-  float* running_var;
-  __device__ void operator()(int64_t c, const double (&s)[1]) const {
-    const double var = s[0] / rows;  // biased: the one used to normalise
-    const float m = float(mean[c]);
-    const float invstd = float(1.0 / sqrt(var + eps));
-    mean_f[c] = m;
-    invstd_f[c] = invstd;
-    if (saved_mean) saved_mean[c] = m;
-    if (saved_invstd) saved_invstd[c] = invstd;
-    if (running_mean)
-      running_mean[c] = float((1.0 - momentum) * double(running_mean[c]) + momentum * mean[c]);
-    if (running_var)
-      running_var[c] =
-          float((1.0 - momentum) * double(running_var[c]) + momentum * var * running_var_factor);
-  }
-};
 
 // acc[0] += dy, acc[1] += dy * xhat with xhat = (x - mean_c) * invstd_c computed in float (as the CPU).
 struct GradSumsLoad {
@@ -120,7 +83,178 @@ struct GradFinish {
   }
 };
 
+// --- Streaming statistics (training forward) ------------------------------------------------------
+
+// Per row chunk and channel, the shifted sums S = sum (x - K_c), Q = sum (x - K_c)^2 in double, K_c =
+// x[0, c]. V channels per thread (V = 4: one float4 load per row). partials: [chunk][2][cols].
+template <int V>
+__global__ void __launch_bounds__(kColumnTile* kRowLanes)
+    bn_moments_partials_kernel(int64_t rows, int64_t cols, int64_t rows_per_chunk, const float* x, int64_t ldx,
+                               double* partials) {
+  __shared__ double shared[2][kRowLanes][kColumnTile * V + 1];
+  const int64_t c0 = (int64_t(blockIdx.x) * kColumnTile + threadIdx.x) * V;
+  const int64_t chunk = blockIdx.y;
+  const int64_t r_begin = chunk * rows_per_chunk;
+  const int64_t r_end = r_begin + rows_per_chunk < rows ? r_begin + rows_per_chunk : rows;
+  double sum[V], squares[V], shift[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) sum[v] = squares[v] = shift[v] = 0.0;
+  if (c0 < cols) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) shift[v] = double(x[c0 + v]);
+    for (int64_t r = r_begin + threadIdx.y; r < r_end; r += kRowLanes) {
+      float values[V];
+      if constexpr (V == 4) {
+        const float4 q = *reinterpret_cast<const float4*>(x + r * ldx + c0);
+        values[0] = q.x;
+        values[1] = q.y;
+        values[2] = q.z;
+        values[3] = q.w;
+      } else {
+        values[0] = x[r * ldx + c0];
+      }
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        const double d = double(values[v]) - shift[v];
+        sum[v] += d;
+        squares[v] += d * d;
+      }
+    }
+  }
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    shared[0][threadIdx.y][threadIdx.x * V + v] = sum[v];
+    shared[1][threadIdx.y][threadIdx.x * V + v] = squares[v];
+  }
+  __syncthreads();
+  if (threadIdx.y != 0 || c0 >= cols) return;
+#pragma unroll
+  for (int v = 0; v < V; ++v)
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      double total = 0.0;
+      for (int lane = 0; lane < kRowLanes; ++lane) total += shared[k][lane][threadIdx.x * V + v];
+      partials[(chunk * 2 + k) * cols + c0 + v] = total;
+    }
+}
+
+// From the merged shifted sums: the statistics (as StatisticsFinish, from mean and var in double).
+struct StreamingStatisticsFinish {
+  double rows;
+  double eps;
+  double momentum;
+  double running_var_factor;
+  const float* x;  // row 0: the shifts K_c
+  float* mean_f;
+  float* invstd_f;
+  float* saved_mean;
+  float* saved_invstd;
+  float* running_mean;
+  float* running_var;
+  __device__ void operator()(int64_t c, const double (&s)[2]) const {
+    const double shifted_mean = s[0] / rows;
+    const double mean = double(x[c]) + shifted_mean;
+    const double centred = s[1] / rows - shifted_mean * shifted_mean;
+    const double var = centred > 0.0 ? centred : 0.0;  // biased: the one used to normalise
+    const float m = float(mean);
+    const float invstd = float(1.0 / sqrt(var + eps));
+    mean_f[c] = m;
+    invstd_f[c] = invstd;
+    if (saved_mean) saved_mean[c] = m;
+    if (saved_invstd) saved_invstd[c] = invstd;
+    if (running_mean) running_mean[c] = float((1.0 - momentum) * double(running_mean[c]) + momentum * mean);
+    if (running_var)
+      running_var[c] = float((1.0 - momentum) * double(running_var[c]) + momentum * var * running_var_factor);
+  }
+};
+
+// mean_f, invstd_f [C] (and the StatsOut pointers) of x [rows, C], rows > 0: one pass over x.
+void streaming_statistics(int64_t rows, int64_t channels, const float* x, int64_t ldx,
+                          const StreamingStatisticsFinish& finish, const char* name) {
+  const ChunkPlan plan = chunk_plan(rows);
+  if (plan.chunks > 65535) throw_error("batch-norm statistics: too many row chunks", __FILE__, __LINE__);
+  ScopedBuffer partials(sizeof(double) * size_t(plan.chunks * 2 * channels), name);
+  const bool vectorised =
+      channels % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const int64_t per_block = vectorised ? kColumnTile * 4 : kColumnTile;
+  const dim3 grid(unsigned((channels + per_block - 1) / per_block), unsigned(plan.chunks));
+  const dim3 block(kColumnTile, kRowLanes);
+  if (vectorised)
+    bn_moments_partials_kernel<4>
+        <<<grid, block, 0, stream()>>>(rows, channels, plan.rows_per_chunk, x, ldx, partials.as<double>());
+  else
+    bn_moments_partials_kernel<1>
+        <<<grid, block, 0, stream()>>>(rows, channels, plan.rows_per_chunk, x, ldx, partials.as<double>());
+  check_launch(name, __FILE__, __LINE__);
+  column_finish_parallel<2>(channels, plan.chunks, partials.as<double>(), finish, name);
+}
+
 // --- Per-element passes ---------------------------------------------------------------------------
+
+// z = gamma_c * xhat + beta_c rounded twice (no FMA contraction, as the CPU rounds it): the fused
+// kernels' BN output, the same in forward and in backward's recomputed ReLU mask.
+__device__ inline float bn_output(float xhat, const float* gamma, const float* beta, int64_t c) {
+  return __fadd_rn(__fmul_rn(gamma ? gamma[c] : 1.0f, xhat), beta ? beta[c] : 0.0f);
+}
+
+// y = max(bn_output, 0), NaN kept (as relu_forward).
+struct NormaliseReluOp {
+  const float* x;
+  int64_t ldx;
+  const float* mean;
+  const float* invstd;
+  const float* gamma;
+  const float* beta;
+  float* y;
+  int64_t ldy;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
+    const float z = bn_output(xhat, gamma, beta, c);
+    y[r * ldy + c] = z < 0.0f ? 0.0f : z;
+  }
+};
+
+// The fused backward's sums: as GradSumsLoad with dy masked by [z > 0].
+struct ReluGradSumsLoad {
+  const float* x;
+  int64_t ldx;
+  const float* dy;
+  int64_t ldy;
+  const float* mean;
+  const float* invstd;
+  const float* gamma;
+  const float* beta;
+  __device__ void operator()(int64_t r, int64_t c, double (&acc)[2]) const {
+    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
+    const float g = bn_output(xhat, gamma, beta, c) > 0.0f ? dy[r * ldy + c] : 0.0f;
+    acc[0] += double(g);
+    acc[1] += double(g) * double(xhat);
+  }
+};
+
+// dx (+)= k_c * ([z > 0] dy - mean_dy_c - xhat * mean_dy_xhat_c).
+struct ReluTrainingDxOp {
+  const float* x;
+  int64_t ldx;
+  const float* dy;
+  int64_t ldy;
+  const float* mean;
+  const float* invstd;
+  const float* gamma;
+  const float* beta;
+  const float* k;
+  const float* mean_dy;
+  const float* mean_dy_xhat;
+  float* dx;
+  int64_t ldx_grad;
+  bool accumulate;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
+    const float dz = bn_output(xhat, gamma, beta, c) > 0.0f ? dy[r * ldy + c] : 0.0f;
+    const float g = k[c] * (dz - mean_dy[c] - xhat * mean_dy_xhat[c]);
+    store(dx + r * ldx_grad + c, g, accumulate);
+  }
+};
 
 // y = gamma_c * (x - mean_c) * invstd_c + beta_c (gamma/beta nullable).
 struct NormaliseOp {
@@ -190,31 +324,81 @@ struct EvalInvstdOp {
 // This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
-void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
-                                 const BatchNormChannels& ch, const BatchNormStatsOut& stats,
-                                 const BatchNormHyper& h) {
-  const auto [rows, channels, x, ldx, y, ldy] =
-      batch_norm_forward_operands("batch_norm_forward_training", x_view, y_view);
+namespace {
+
+// batch_norm_forward_training, and with `relu` batch_norm_relu_forward_training: one pass for the
+// statistics (streaming_statistics), one for y.
+void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
+                      const BatchNormStatsOut& stats, const BatchNormHyper& h, bool relu) {
+  const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
   const double m = double(rows);
-  // Temporaries: mean in double [C], then the float mean and invstd [C] each.
-  detail::ScopedBuffer scratch(size_t(channels) * (sizeof(double) + 2 * sizeof(float)),
-                               "batch-norm statistics");
-  double* mean = scratch.as<double>();
-  float* mean_f = reinterpret_cast<float*>(mean + channels);
+  // Temporaries: the float mean and invstd [C] each.
+  detail::ScopedBuffer scratch(size_t(channels) * 2 * sizeof(float), "batch-norm statistics");
+  float* mean_f = scratch.as<float>();
   float* invstd_f = mean_f + channels;
-
-  detail::column_reduce<1>(rows, channels, SumLoad{x, ldx}, MeanFinish{m, mean},
-                           "batch_norm_forward_training (mean)");
   const double var_factor = (h.unbiased_running_var && rows > 1) ? m / (m - 1.0) : 1.0;
-  detail::column_reduce<1>(
-      rows, channels, CentredSquaresLoad{x, ldx, mean},
-      StatisticsFinish{m, double(h.eps), double(h.momentum), var_factor, mean, mean_f, invstd_f,
-                       stats.saved_mean, stats.saved_invstd, stats.running_mean, stats.running_var},
-      "batch_norm_forward_training (variance)");
+  streaming_statistics(rows, channels, x, ldx,
+                       StreamingStatisticsFinish{m, double(h.eps), double(h.momentum), var_factor, x, mean_f,
+                                                 invstd_f, stats.saved_mean, stats.saved_invstd, stats.running_mean,
+                                                 stats.running_var},
+                       name);
+  if (relu)
+    detail::for_each_element(rows, channels, NormaliseReluOp{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy},
+                             name);
+  else
+    detail::for_each_element(rows, channels, NormaliseOp{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy},
+                             name);
+}
+
+}  // namespace
+
+void batch_norm_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                                 const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  forward_training("batch_norm_forward_training", x, y, ch, stats, h, false);
+}
+
+void batch_norm_relu_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                                      const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  forward_training("batch_norm_relu_forward_training", x, y, ch, stats, h, true);
+}
+
+void batch_norm_relu_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
+                                  const BatchNormHyper& h) {
+  const auto [rows, channels, x, ldx, y, ldy] =
+      batch_norm_forward_operands("batch_norm_relu_forward_eval", x_view, y_view);
+  if (rows <= 0 || channels <= 0) return;
+  detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
+  float* invstd = scratch.as<float>();
+  detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd},
+                         "batch_norm_relu_forward_eval (invstd)");
   detail::for_each_element(rows, channels,
-                           NormaliseOp{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy},
-                           "batch_norm_forward_training (normalise)");
+                           NormaliseReluOp{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy},
+                           "batch_norm_relu_forward_eval (normalise)");
+}
+
+void batch_norm_relu_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
+                                       const BatchNormChannels& ch, MatrixView dx_view, bool accumulate_dx,
+                                       const BatchNormParamGrads& grads) {
+  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
+      batch_norm_backward_operands("batch_norm_relu_backward_training", x_view, dy_view, dx_view);
+  if (rows <= 0 || channels <= 0) return;
+  if (!dx && !grads.dgamma && !grads.dbeta) return;
+  const double m = double(rows);
+  detail::ScopedBuffer scratch(dx ? size_t(channels) * 3 * sizeof(float) : 0,
+                               "batch-norm backward coefficients");
+  float* k = scratch.as<float>();
+  float* mean_dy = k ? k + channels : nullptr;
+  float* mean_dy_xhat = k ? k + 2 * channels : nullptr;
+  detail::column_reduce_parallel_finish<2>(
+      rows, channels, ReluGradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta},
+      GradFinish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat},
+      "batch_norm_relu_backward_training (sums)");
+  if (!dx) return;
+  detail::for_each_element(rows, channels,
+                           ReluTrainingDxOp{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta, k,
+                                            mean_dy, mean_dy_xhat, dx, ldx_grad, accumulate_dx},
+                           "batch_norm_relu_backward_training (dx)");
 }
 
 void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
@@ -245,7 +429,7 @@ void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_vie
   float* k = scratch.as<float>();
   float* mean_dy = k ? k + channels : nullptr;
   float* mean_dy_xhat = k ? k + 2 * channels : nullptr;
-  detail::column_reduce<2>(
+  detail::column_reduce_parallel_finish<2>(
       rows, channels, GradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd},
       GradFinish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat},
       "batch_norm_backward_training (sums)");
@@ -268,7 +452,7 @@ void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
   detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd},
                          "batch_norm_backward_eval (invstd)");
   if (grads.dgamma || grads.dbeta)
-    detail::column_reduce<2>(
+    detail::column_reduce_parallel_finish<2>(
         rows, channels, GradSumsLoad{x, ldx, dy, ldy, ch.running_mean, invstd},
         GradFinish{double(rows), grads.dgamma, grads.dbeta, ch.gamma, invstd, nullptr, nullptr,
                    nullptr},

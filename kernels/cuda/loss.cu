@@ -44,11 +44,22 @@ struct BceBackwardOp {
   double scale;  // dloss / N
   float* dlogits;
   bool accumulate;
+  const float* dloss = nullptr;  // non-null: scale = *dloss / count, read on the device
+  double count = 1.0;
   __device__ void operator()(int64_t i) const {
+    const double scale = dloss ? double(*dloss) / count : this->scale;
     const double w = weights ? double(weights[i]) : 1.0;
     const float g = float(scale * w * sigmoid_minus_target(logits[i], targets[i]));
     detail::store(dlogits + i, g, accumulate);
   }
+};
+
+// *loss = float(*total / n): the mean, rounded as the host path rounds it.
+struct MeanToFloatOp {
+  const double* total;
+  double n;
+  float* loss;
+  __device__ void operator()(int64_t) const { *loss = float(*total / n); }
 };
 
 }  // namespace
@@ -77,6 +88,29 @@ void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targe
   const double scale = double(dloss) / double(n);
   detail::for_each_index(n, BceBackwardOp{logits, targets, weights, scale, dlogits, accumulate},
                          "bce_with_logits_backward");
+}
+
+void bce_with_logits_forward_to(ConstMatrixView logits_view, ConstMatrixView targets_view,
+                                ConstMatrixView weights_view, float* loss) {
+  const auto [n, logits, targets, weights] =
+      bce_with_logits_operands("bce_with_logits_forward_to", logits_view, targets_view, weights_view);
+  detail::ScopedBuffer total(sizeof(double), "bce_with_logits_forward_to");
+  detail::reduce_to_device(n, BceTerm{logits, targets, weights}, total.as<double>(),
+                           "bce_with_logits_forward_to");
+  detail::for_each_index(1, MeanToFloatOp{total.as<double>(), n > 0 ? double(n) : 1.0, loss},
+                         "bce_with_logits_forward_to (mean)");
+}
+
+void bce_with_logits_backward_from(ConstMatrixView logits_view, ConstMatrixView targets_view,
+                                   ConstMatrixView weights_view, const float* dloss,
+                                   MatrixView dlogits_view, bool accumulate) {
+  const auto [n, logits, targets, weights] = bce_with_logits_operands(
+      "bce_with_logits_backward_from", logits_view, targets_view, weights_view, &dlogits_view);
+  float* dlogits = dlogits_view.f32();
+  if (n <= 0) return;
+  detail::for_each_index(
+      n, BceBackwardOp{logits, targets, weights, 0.0, dlogits, accumulate, dloss, double(n)},
+      "bce_with_logits_backward_from");
 }
 
 }  // namespace kernels::cuda

@@ -37,7 +37,9 @@ struct AdamOp {
   bool pytorch;
   float step_size, sqrt_bc2;  // PyTorch: lr / bc1, sqrt(bc2)
   float alpha;                // Keras: lr * sqrt(bc2) / bc1
+  const float* skip_flag;     // nullable: non-zero skips the update
   __device__ void operator()(int64_t i) const {
+    if (skip_flag && *skip_flag != 0.0f) return;
     float p = params[i];
     if (decoupled) p = pytorch ? __fmul_rn(p, keep) : __fsub_rn(p, __fmul_rn(__fmul_rn(p, wd), lr));  // as the CPU rounds
     const float g = grads[i] + l2 * p;
@@ -59,7 +61,9 @@ struct SgdOp {
   float* momentum_buffer;  // null when momentum == 0
   float lr, mu, wd;
   bool nesterov;
+  const float* skip_flag;  // nullable: non-zero skips the update
   __device__ void operator()(int64_t i) const {
+    if (skip_flag && *skip_flag != 0.0f) return;
     const float p = params[i];
     const float g = grads[i] + wd * p;
     float direction = g;
@@ -72,6 +76,15 @@ struct SgdOp {
   }
 };
 
+// flag[0] = 1 where values[i] is not finite (every writer writes the same 1: no race on the result).
+struct FlagNonfiniteOp {
+  const float* values;
+  float* flag;
+  __device__ void operator()(int64_t i) const {
+    if (!isfinite(values[i])) *flag = 1.0f;
+  }
+};
+
 }  // namespace
 }  // namespace detail
 
@@ -79,7 +92,7 @@ struct SgdOp {
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void adam_update(int64_t n, float* params, const float* grads, float* m, float* v, int64_t step,
-                 const AdamHyper& h) {
+                 const AdamHyper& h, const float* skip_flag) {
   if (n <= 0) return;
   // step counts from 1; a smaller value is a caller error, treated as 1 (as on the CPU).
   const double t = double(std::max<int64_t>(step, 1));
@@ -105,18 +118,24 @@ void adam_update(int64_t n, float* params, const float* grads, float* m, float* 
   op.step_size = float(double(h.lr) / bias_correction1);
   op.sqrt_bc2 = float(std::sqrt(bias_correction2));
   op.alpha = float(double(h.lr) * std::sqrt(bias_correction2) / bias_correction1);
+  op.skip_flag = skip_flag;
   detail::for_each_index(n, op, "adam_update");
 }
 
 void sgd_update(int64_t n, float* params, const float* grads, float* momentum_buffer,
-                const SgdHyper& h) {
+                const SgdHyper& h, const float* skip_flag) {
   if (n <= 0) return;
   // Without momentum the buffer is neither read nor written (it may be null), as on the CPU.
   SgdOp op{params, grads, h.momentum != 0.0f ? momentum_buffer : nullptr, h.lr, h.momentum,
-           h.weight_decay, h.nesterov};
+           h.weight_decay, h.nesterov, skip_flag};
   if (h.momentum != 0.0f && momentum_buffer == nullptr)
     detail::throw_error("sgd_update: momentum != 0 needs a momentum buffer", __FILE__, __LINE__);
   detail::for_each_index(n, op, "sgd_update");
+}
+
+void flag_nonfinite(int64_t n, const float* values, float* flag) {
+  if (n <= 0) return;
+  detail::for_each_index(n, FlagNonfiniteOp{values, flag}, "flag_nonfinite");
 }
 
 }  // namespace kernels::cuda

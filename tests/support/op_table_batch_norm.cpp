@@ -3,7 +3,9 @@
 // NHWC and [N, C], and DenseNet's case of normalising a channel prefix of a block buffer in place.
 //   y = (x - mean) / sqrt(var + eps) * gamma + beta         (training: batch mean, biased batch var)
 //   running = (1 - momentum) running + momentum batch       (var: unbiased for PyTorch, biased for Keras)
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "support/op_table.h"
 
@@ -59,6 +61,26 @@ OpCase batch_norm_case(const std::string& name, OpInput x, bool training, bool g
   return c;
 }
 
+// batch_norm_relu: the fused op, y = max(batch_norm, 0) (the reference's y through max). Its gradients are
+// not finite-differenced here (a step of 1e-2 straddles ReLU's kink wherever a BN output is near 0); the
+// fused kernels' backward is checked against finite differences and, bit for bit, against the unfused
+// pair in tests/cpu/test_kernels_batchnorm_relu.cpp, and the GPU table compares its input gradients.
+OpCase batch_norm_relu_case(const std::string& name, OpInput x, bool training, bool gamma, bool beta,
+                            const BatchNormOptions& options) {
+  OpCase c = batch_norm_case(name, std::move(x), training, gamma, beta, options);
+  c.run = [training, options](const std::vector<Tensor>& in, OpRun&) {
+    const Tensor y = batch_norm_relu(in[0], in[1], in[2], in[3], in[4], training, options);
+    return std::vector<Tensor>{y, in[3], in[4]};
+  };
+  c.reference = [training, options](const std::vector<HostArray>& in) {
+    std::vector<HostArray> out = batch_norm_reference(in, training, options);
+    for (int64_t i = 0; i < out[0].numel(); ++i) out[0][i] = std::max(out[0][i], 0.0);
+    return out;
+  };
+  c.check_grad = false;
+  return c;
+}
+
 }  // namespace
 
 std::vector<OpCase> batch_norm_cases() {
@@ -77,6 +99,14 @@ std::vector<OpCase> batch_norm_cases() {
       batch_norm_case("eval_no_gamma", input({2, 4, 3, 6}), false, false, true, B::keras(1e-3f)),
       batch_norm_case("eval_channel_slice", input({2, 3, 3, 5}).channel_slice(9, 4), false, true, true,
                       B::torch()),
+      // Fused with the ReLU after it (DenseNet's BN-ReLU before each convolution; IRv2's conv-BN-ReLU).
+      batch_norm_relu_case("relu_densenet_training_block_prefix", input({4, 5, 5, 12}).channel_slice(20, 0), true,
+                           true, true, B::torch()),
+      batch_norm_relu_case("relu_irv2_training_keras_no_gamma", input({2, 8, 8, 24}), true, false, true,
+                           B::keras(1e-3f)),
+      batch_norm_relu_case("relu_training_no_affine_odd", input({3, 4, 3, 5}), true, false, false, B::torch()),
+      batch_norm_relu_case("relu_eval_keras_densenet_eps", input({2, 5, 5, 7}), false, true, true,
+                           B::keras(1.001e-5f)),
   };
 }
 
