@@ -1,6 +1,7 @@
 // batch_norm over the last (channel) dimension. Training mode normalises with the batch statistics,
 // saves mean and 1/std for backward and updates the running statistics in place; eval mode uses the
 // running statistics. Maths in kernels/batchnorm.h, derivation in docs/derivations.md.
+#include "engine/batch_norm_sync.h"
 #include "engine/ops.h"
 #include "engine/ops/common.h"
 #include "kernels/batchnorm.h"
@@ -18,6 +19,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   }
   ENGINE_CHECK(running_mean.defined() && running_var.defined())
       << "batch_norm: running statistics are required";
+  // --sync-bn: the statistics over every process of a data-parallel run (engine/batch_norm_sync.h).
+  if (training && batch_norm_sync())
+    return batch_norm_training_synced(x, gamma, beta, running_mean, running_var, options, *batch_norm_sync());
   const Tensor xr = detail::as_row_matrix(x);
   const detail::Rows xm = detail::as_rows(xr);
   ENGINE_CHECK(!training || xm.rows > 0) << "batch_norm: empty batch in training mode";
