@@ -893,8 +893,8 @@ int failed(const engine::Distributed& world, const std::string& program, const s
     return status;
   }
   print_error(program + ": " + world.name() + ": error: " + what + "\n" + program +
-              ": ending every process of the job (MPI_Abort); checkpoints/last.safetensors is the last finished "
-              "epoch's, and --resume continues from it on any number of processes");
+              ": ending every process of the job (MPI_Abort); a checkpoints/last.safetensors, if the run has one, "
+              "is its last finished epoch's, and --resume continues from it on any number of processes");
   engine::Distributed::world().abort(status);
 }
 }  // namespace

@@ -1,0 +1,159 @@
+// Data-parallel training as a user launches it: the built train_densenet under `mpirun -np 2` (the command
+// and its flags are tests/CMakeLists.txt's ENGINE_MPIRUN, one place), against the same command as one
+// process, on the tiny DenseNet at 32 px with 16 training images, so that an epoch is one step of the
+// global batch 16:
+//   (a) --sync-bn: two processes reproduce one process: each step's loss and every weight after 3 steps
+//       within 1e-5 relative;
+//   (b) without --sync-bn the two processes hold the same model bit for bit (the trainer hashes every state
+//       tensor on each process after each epoch and stops on a difference; the log says they agree);
+//   (c) a run started on 1 process and resumed on 2, and the reverse, equals the uninterrupted run;
+//   (d) a process killed mid-run ends the job within seconds, with a message, and checkpoints/last intact.
+// Registered only where CMake found MPI.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "data/csv.h"
+#include "data/io_util.h"
+#include "experiment/curves.h"
+#include "experiment/metrics.h"
+#include "experiment/run_files.h"
+#include "support/temp_path.h"
+
+#if !defined(ENGINE_APPS_DIR) || !defined(ENGINE_MPIRUN)
+#error "ENGINE_APPS_DIR and ENGINE_MPIRUN are set by tests/CMakeLists.txt"
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace experiment;
+
+std::string temp_path(const std::string& name) { return test_support::fresh_temp_path("experiment_distributed", name); }
+
+struct Command {
+  int status = -1;
+  std::string err;
+  double seconds = 0;
+};
+
+// train_densenet on `processes` processes (1: the plain command, no launcher) with the tiny run's flags.
+Command train(int processes, const std::string& args, const std::string& env = "") {
+  static int counter = 0;
+  const std::string log = temp_path("cmd" + std::to_string(counter++) + ".err");
+  const std::string app = std::string(ENGINE_APPS_DIR) + "/train_densenet";
+  const std::string launcher =
+      processes == 1 ? "" : std::string(ENGINE_MPIRUN) + " -np " + std::to_string(processes) + " ";
+  const std::string command = env + " " + launcher + app +
+                              " --arch densenet_tiny --input-size 32 --images 20 --synthetic-patients 12 " +
+                              (args.find("-b ") == std::string::npos ? "-b 16 " : "") + "--quiet -j 1 --synthetic-dir " + temp_path("synthetic") + " " + args + " >/dev/null 2>" + log;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int raw = std::system(command.c_str());
+  Command c;
+  c.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  c.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  c.err = data::read_file_text(log);
+  return c;
+}
+
+std::vector<double> train_losses(const std::string& run) {
+  std::vector<double> losses;
+  for (const EpochRow& r : parse_summary_csv(data::read_file_text(run + "/summary.csv"), run)) losses.push_back(r.train_loss);
+  return losses;
+}
+
+// Every model tensor of two checkpoints within `relative` of each other (per tensor: the largest difference
+// against the largest magnitude), and the epoch counts equal.
+void expect_same_model(const std::string& a_run, const std::string& b_run, double relative) {
+  const CheckpointInfo a = read_checkpoint(a_run + "/checkpoints/last.safetensors");
+  const CheckpointInfo b = read_checkpoint(b_run + "/checkpoints/last.safetensors");
+  EXPECT_EQ(a.metadata.at("epoch"), b.metadata.at("epoch"));
+  EXPECT_EQ(a.metadata.at("step"), b.metadata.at("step"));
+  ASSERT_EQ(a.model.size(), b.model.size());
+  for (const auto& [name, ta] : a.model) {
+    ASSERT_TRUE(b.model.count(name)) << name;
+    const std::vector<float> x = ta.to_vector(), y = b.model.at(name).to_vector();
+    ASSERT_EQ(x.size(), y.size()) << name;
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      diff = std::max(diff, static_cast<double>(std::fabs(x[i] - y[i])));
+      scale = std::max(scale, static_cast<double>(std::fabs(x[i])));
+    }
+    EXPECT_LE(diff, relative * std::max(scale, 1e-6)) << name << " (largest magnitude " << scale << ")";
+  }
+}
+
+void expect_losses_near(const std::vector<double>& a, const std::vector<double>& b, double relative) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], relative * std::fabs(a[i])) << "step " << i + 1;
+}
+
+// The uninterrupted single-process run of 3 steps, made once.
+const std::string& single_process_run() {
+  static const std::string out = [] {
+    const std::string run = temp_path("one");
+    const Command c = train(1, "-e 3 -o " + run);
+    EXPECT_EQ(c.status, 0) << c.err;
+    return run;
+  }();
+  return out;
+}
+
+TEST(Distributed, TwoProcessesWithSyncBnReproduceOneProcess) {
+  const std::string two = temp_path("two_sync_bn");
+  const Command c = train(2, "-e 3 --sync-bn -o " + two);
+  ASSERT_EQ(c.status, 0) << c.err;
+  expect_losses_near(train_losses(single_process_run()), train_losses(two), 1e-5);
+  expect_same_model(single_process_run(), two, 1e-5);
+  EXPECT_NE(data::read_file_text(two + "/args.json").find("\"processes\": \"2\""), std::string::npos);
+}
+
+TEST(Distributed, TwoProcessesWithoutSyncBnStayIdentical) {
+  const std::string two = temp_path("two");
+  const Command c = train(2, "-e 3 -o " + two);
+  ASSERT_EQ(c.status, 0) << c.err;
+  const std::string log = data::read_file_text(two + "/train.log");
+  for (int epoch = 1; epoch <= 3; ++epoch)
+    EXPECT_NE(log.find("epoch " + std::to_string(epoch) + ": the 2 processes hold the same model, bit for bit"),
+              std::string::npos)
+        << log;
+}
+
+TEST(Distributed, ResumeOnAnotherProcessCountEqualsTheUninterruptedRun) {
+  for (const auto& [first, second] : {std::pair<int, int>{1, 2}, std::pair<int, int>{2, 1}}) {
+    SCOPED_TRACE(std::to_string(first) + " then " + std::to_string(second) + " processes");
+    const std::string run = temp_path("resume" + std::to_string(first) + std::to_string(second));
+    Command c = train(first, "-e 1 --sync-bn -o " + run);
+    ASSERT_EQ(c.status, 0) << c.err;
+    c = train(second, "--resume " + run + " -e 3 --sync-bn");
+    ASSERT_EQ(c.status, 0) << c.err;
+    expect_losses_near(train_losses(single_process_run()), train_losses(run), 1e-5);
+    expect_same_model(single_process_run(), run, 1e-5);
+  }
+}
+
+TEST(Distributed, AKilledProcessEndsTheJobPromptlyWithLastIntact) {
+  const std::string run = temp_path("killed");
+  // Rank 1 dies (SIGKILL) before optimizer step 2: epochs 1 and 2 (one step each) are done, 3 is not.
+  const Command c = train(2, "-e 6 -o " + run, "MURA_ENGINE_TEST_KILL=1:2");
+  EXPECT_NE(c.status, 0);
+  EXPECT_LT(c.seconds, 60.0) << "the job should end within seconds of the kill";
+  EXPECT_NE(c.err.find("rank 1"), std::string::npos) << c.err;
+  const CheckpointInfo last = read_checkpoint(run + "/checkpoints/last.safetensors");
+  EXPECT_EQ(last.metadata.at("epoch"), "2");
+}
+
+TEST(Distributed, BatchThatDoesNotDivideIsRefusedNamingTheRemedy) {
+  const Command c = train(2, "-e 1 -b 15 -o " + temp_path("odd"));
+  EXPECT_NE(c.status, 0);
+  EXPECT_NE(c.err.find("pass a multiple of 2 (e.g. --batch-size 16)"), std::string::npos) << c.err;
+  EXPECT_FALSE(fs::exists(temp_path("odd")));
+}
+
+}  // namespace
