@@ -227,6 +227,52 @@ struct Run {
   bool writer() const { return world->is_root(); }
 };
 
+// Data parallelism: each process evaluates a consecutive share of an evaluation split, entries
+// [n r / N, n (r + 1) / N); a split of fewer images than processes is evaluated whole by each.
+bool evaluation_sharded(const Run& run, const std::vector<data::SplitEntry>& entries) {
+  return run.world->distributed() && entries.size() >= static_cast<size_t>(run.world->size());
+}
+size_t share_begin(const Run& run, size_t n, int rank) { return n * static_cast<size_t>(rank) / static_cast<size_t>(run.world->size()); }
+std::vector<data::SplitEntry> evaluation_share(const Run& run, const std::vector<data::SplitEntry>& entries) {
+  if (!evaluation_sharded(run, entries)) return entries;
+  const size_t n = entries.size(), r = static_cast<size_t>(run.world->rank());
+  return {entries.begin() + static_cast<std::ptrdiff_t>(share_begin(run, n, static_cast<int>(r))),
+          entries.begin() + static_cast<std::ptrdiff_t>(share_begin(run, n, static_cast<int>(r) + 1))};
+}
+
+// The whole split's evaluation from every process's share (on every process): the predictions gathered in
+// the split's order, the metrics computed over all of them, the time the slowest process's. Images a
+// process could not read are missing from its share, as they would be from one process's pass.
+EvaluationResult gathered_evaluation(const Run& run, const EvaluationResult& local,
+                                     const std::vector<data::SplitEntry>& entries) {
+  if (!evaluation_sharded(run, entries)) return local;
+  const size_t begin = share_begin(run, entries.size(), run.world->rank());
+  std::map<std::string, size_t> position;  // path -> index in the split, for this share
+  for (size_t i = begin; i < share_begin(run, entries.size(), run.world->rank() + 1); ++i) position[entries[i].path] = i;
+  std::vector<double> mine;  // [index, logit] per image
+  for (const ImagePrediction& p : local.images) {
+    mine.push_back(static_cast<double>(position.at(p.path)));
+    mine.push_back(p.logit);
+  }
+  const std::vector<double> all = run.world->allgather(mine);
+  EvaluationResult result;
+  for (size_t k = 0; k + 1 < all.size(); k += 2) {
+    const data::SplitEntry& e = entries[static_cast<size_t>(all[k])];
+    ImagePrediction p;
+    p.path = e.path;
+    p.study = e.study;
+    p.part = e.part;
+    p.label = e.label;
+    p.logit = all[k + 1];
+    p.probability = probability_of_logit(p.logit);
+    result.images.push_back(std::move(p));
+  }
+  const std::vector<double> seconds = run.world->allgather({local.seconds});
+  result.seconds = *std::max_element(seconds.begin(), seconds.end());
+  compute_metrics(result);
+  return result;
+}
+
 void check_choice(const std::string& flag, const std::string& value, const std::vector<std::string>& choices) {
   std::string list;
   for (const std::string& c : choices) {
@@ -393,7 +439,7 @@ void setup(Run& run) {
   load_data(run);
   build_model(run);
   run.train_loader = std::make_unique<data::Loader>(run.root, run.split.train, run.train_loader_options);
-  run.val_loader = std::make_unique<data::Loader>(run.root, run.split.validation, run.eval_loader_options);
+  run.val_loader = std::make_unique<data::Loader>(run.root, evaluation_share(run, run.split.validation), run.eval_loader_options);
   run.result.out = run.o.out;
   run.result.train_images = static_cast<int64_t>(run.split.train.size());
   run.result.validation_images = static_cast<int64_t>(run.split.validation.size());
@@ -646,6 +692,7 @@ void write_epoch_checkpoints(const Run& run, bool improved) {
 
 enum class EpochEnd { next, early_stop, nonfinite, interrupted };
 
+
 // Data parallelism without --sync-bn: each process's batch-norm running statistics saw its own share of the
 // batches; their mean over processes makes every process's model the same (the parameters already are:
 // the same all-reduced gradients, the same update). Then a check that they are: a hash of every state
@@ -695,10 +742,10 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   if (pass.interrupted) return EpochEnd::interrupted;
   const double train_seconds = now_seconds() - t0;
   agree_on_model(run, epoch);
-  const EvaluationResult val = naming_the_bad_fraction_flag(*run.val_loader, [&] {
+  const EvaluationResult val = gathered_evaluation(run, naming_the_bad_fraction_flag(*run.val_loader, [&] {
     return predict_with_loader(*run.net, *run.val_loader, run.device, std::string(label) + " val", o.quiet,
                                {Tta::none, &run.plan, "val"});
-  });
+  }), run.split.validation);
   report_skipped(*run.val_loader, "validation", run.val_bad_reported);
 
   EpochRow row;
@@ -756,9 +803,10 @@ void run_test(Run& run) {
   const std::string best = run.checkpoint_dir + "best.safetensors";
   if (o.test_checkpoint == "best" && is_file(best)) run.net->load_state(read_checkpoint(best).model);
   TrainResult& result = run.result;
-  const auto loader = evaluation_loader(run.root, run.split.test, run.eval_loader_options, "test");
-  result.test = naming_the_bad_fraction_flag(
-      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet, {Tta::none, &run.plan, "test"}); });
+  const auto loader = evaluation_loader(run.root, evaluation_share(run, run.split.test), run.eval_loader_options, "test");
+  result.test = gathered_evaluation(run, naming_the_bad_fraction_flag(
+      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet, {Tta::none, &run.plan, "test"}); }),
+      run.split.test);
   size_t reported = 0;
   report_skipped(*loader, "test", reported);
   result.tested = true;

@@ -2,8 +2,8 @@
 // and its flags are tests/CMakeLists.txt's ENGINE_MPIRUN, one place), against the same command as one
 // process, on the tiny DenseNet at 32 px with 16 training images, so that an epoch is one step of the
 // global batch 16:
-//   (a) --sync-bn: two processes reproduce one process: each step's loss and every weight after 3 steps
-//       within 1e-5 relative;
+//   (a) --sync-bn: two processes reproduce one process: each step's loss, the validation loss (sharded and
+//       gathered) and every weight after 3 steps within 1e-5 relative;
 //   (b) without --sync-bn the two processes hold the same model bit for bit (the trainer hashes every state
 //       tensor on each process after each epoch and stops on a difference; the log says they agree);
 //   (c) a run started on 1 process and resumed on 2, and the reverse, equals the uninterrupted run;
@@ -62,9 +62,13 @@ Command train(int processes, const std::string& args, const std::string& env = "
   return c;
 }
 
-std::vector<double> train_losses(const std::string& run) {
+// Each epoch's train loss (one step each) and validation loss (sharded, gathered) from summary.csv.
+std::vector<double> losses(const std::string& run) {
   std::vector<double> losses;
-  for (const EpochRow& r : parse_summary_csv(data::read_file_text(run + "/summary.csv"), run)) losses.push_back(r.train_loss);
+  for (const EpochRow& r : parse_summary_csv(data::read_file_text(run + "/summary.csv"), run)) {
+    losses.push_back(r.train_loss);
+    losses.push_back(r.val_loss);
+  }
   return losses;
 }
 
@@ -91,7 +95,7 @@ void expect_same_model(const std::string& a_run, const std::string& b_run, doubl
 
 void expect_losses_near(const std::vector<double>& a, const std::vector<double>& b, double relative) {
   ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], relative * std::fabs(a[i])) << "step " << i + 1;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], relative * std::fabs(a[i])) << (i % 2 ? "validation loss" : "train loss") << " of epoch " << i / 2 + 1;
 }
 
 // The uninterrupted single-process run of 3 steps, made once.
@@ -109,9 +113,12 @@ TEST(Distributed, TwoProcessesWithSyncBnReproduceOneProcess) {
   const std::string two = temp_path("two_sync_bn");
   const Command c = train(2, "-e 3 --sync-bn -o " + two);
   ASSERT_EQ(c.status, 0) << c.err;
-  expect_losses_near(train_losses(single_process_run()), train_losses(two), 1e-5);
+  expect_losses_near(losses(single_process_run()), losses(two), 1e-5);
   expect_same_model(single_process_run(), two, 1e-5);
   EXPECT_NE(data::read_file_text(two + "/args.json").find("\"processes\": \"2\""), std::string::npos);
+  // The test split, sharded and gathered: the same report.
+  EXPECT_EQ(data::read_file_text(single_process_run() + "/test/predictions_images.csv").size(),
+            data::read_file_text(two + "/test/predictions_images.csv").size());
 }
 
 TEST(Distributed, TwoProcessesWithoutSyncBnStayIdentical) {
@@ -133,7 +140,7 @@ TEST(Distributed, ResumeOnAnotherProcessCountEqualsTheUninterruptedRun) {
     ASSERT_EQ(c.status, 0) << c.err;
     c = train(second, "--resume " + run + " -e 3 --sync-bn");
     ASSERT_EQ(c.status, 0) << c.err;
-    expect_losses_near(train_losses(single_process_run()), train_losses(run), 1e-5);
+    expect_losses_near(losses(single_process_run()), losses(run), 1e-5);
     expect_same_model(single_process_run(), run, 1e-5);
   }
 }
