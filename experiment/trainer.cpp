@@ -1,15 +1,15 @@
 // The shared trainer (see trainer.h): data, split, net, epochs, checkpoints, resume, the test report.
 #include "experiment/trainer.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <csignal>
-#include <fcntl.h>
 #include <functional>
 #include <set>
 #include <sstream>
