@@ -21,6 +21,10 @@
 
 #include "data/csv.h"
 #include "data/io_util.h"
+#include "data/loader.h"
+#include "data/mura_index.h"
+#include "data/splits.h"
+#include "data/synth_mura.h"
 #include "experiment/curves.h"
 #include "experiment/metrics.h"
 #include "experiment/run_files.h"
@@ -202,6 +206,53 @@ TEST(Distributed, AKilledProcessEndsTheJobPromptlyWithLastIntact) {
   EXPECT_NE(c.err.find("rank 1"), std::string::npos) << c.err;
   const CheckpointInfo last = read_checkpoint(run + "/checkpoints/last.safetensors");
   EXPECT_EQ(last.metadata.at("epoch"), "2");
+}
+
+// The loader's shards (in one process): shard r of N takes the r-th consecutive share of each batch, so the
+// shards together are the single-process batches in its order; a last batch smaller than N is dropped.
+TEST(Distributed, LoaderShardsTogetherAreTheSingleProcessBatches) {
+  const std::string root = temp_path("loader_synthetic");
+  data::SynthOptions so;
+  so.train_patients = 6;
+  so.valid_patients = 2;
+  so.min_side = 32;
+  so.max_side = 40;
+  data::make_synthetic_mura(root, so);
+  const data::MuraIndex index = data::load_mura_index(root + "/MURA-v1.1");
+  data::SplitOptions split_options;
+  const std::vector<data::SplitEntry> entries = data::make_split(index, split_options).train;
+  ASSERT_GE(entries.size(), 9u);
+  for (const int64_t batch_size : {int64_t(4), int64_t(6)}) {
+    data::LoaderOptions lo;
+    lo.batch_size = batch_size;
+    lo.height = lo.width = 16;
+    lo.seed = 3;
+    lo.workers = 1;
+    data::Loader single(index.root, entries, lo);
+    std::vector<std::unique_ptr<data::Loader>> shards;
+    for (int r = 0; r < 2; ++r) {
+      data::LoaderOptions shard = lo;
+      shard.shard_rank = r;
+      shard.shard_count = 2;
+      shards.push_back(std::make_unique<data::Loader>(index.root, entries, shard));
+    }
+    const int64_t n = single.size(), last = n % batch_size;
+    EXPECT_EQ(shards[0]->batches_per_epoch(), single.batches_per_epoch() - (last == 1 ? 1 : 0));
+    for (int64_t epoch = 0; epoch < 2; ++epoch) {
+      single.start_epoch(epoch);
+      for (auto& shard : shards) shard->start_epoch(epoch);
+      for (int64_t k = 0; k < shards[0]->batches_per_epoch(); ++k) {
+        data::Batch whole, a, b;
+        ASSERT_TRUE(single.next(whole) && shards[0]->next(a) && shards[1]->next(b));
+        std::vector<int64_t> joined = a.indices;
+        joined.insert(joined.end(), b.indices.begin(), b.indices.end());
+        EXPECT_EQ(joined, whole.indices) << "batch " << k << " of epoch " << epoch;
+        EXPECT_EQ(a.size(), whole.size() / 2);
+      }
+      data::Batch extra;
+      EXPECT_FALSE(shards[0]->next(extra));
+    }
+  }
 }
 
 TEST(Distributed, BatchThatDoesNotDivideIsRefusedNamingTheRemedy) {
