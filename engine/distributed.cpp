@@ -12,6 +12,8 @@
 #include "engine/tensor.h"
 
 #ifdef ENGINE_WITH_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
 #ifdef ENGINE_WITH_NCCL
@@ -116,6 +118,8 @@ void Distributed::allreduce_sum(float* data, int64_t n) {
     const int count = static_cast<int>(std::min<int64_t>(n - at, INT32_MAX / 2));
     mpi_check(MPI_Allreduce(MPI_IN_PLACE, data + at, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
   }
+#else
+  (void)data;
 #endif
 }
 
@@ -126,6 +130,8 @@ void Distributed::allreduce_sum(double* data, int64_t n) {
     const int count = static_cast<int>(std::min<int64_t>(n - at, INT32_MAX / 2));
     mpi_check(MPI_Allreduce(MPI_IN_PLACE, data + at, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
   }
+#else
+  (void)data;
 #endif
 }
 
