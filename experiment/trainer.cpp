@@ -635,8 +635,14 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
     if (world.distributed()) step.loss = step.finite ? after[0] : (finite ? NAN : step.loss);
     if (!step.finite) {
       pass.nonfinite = true;
-      if (world.distributed() && finite)
-        message("another process's share of the loss was not finite: every process stops at this step\n");
+      if (world.distributed()) {  // which processes' shares were not finite (every process asks)
+        const std::vector<double> bad = world.allgather({finite ? 0.0 : 1.0});
+        std::string ranks;
+        for (size_t r = 0; r < bad.size(); ++r)
+          if (bad[r] != 0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+        message("the share of the loss of rank(s) %s of %d was not finite: every process stops at this step\n",
+                ranks.c_str(), world.size());
+      }
       report_nonfinite(run, epoch, batch, step);
       loader.stop();
       break;

@@ -55,7 +55,7 @@ Command train(int processes, const std::string& args, const std::string& env = "
   const std::string launcher =
       processes == 1 ? "" : std::string(ENGINE_MPIRUN) + " -np " + std::to_string(processes) + " ";
   const std::string command = env + " " + launcher + app +
-                              " --images 20 --synthetic-patients 12 " +
+                              (args.find("--images ") == std::string::npos ? " --images 20" : "") + " --synthetic-patients 12 " +
                               (args.find("--arch ") == std::string::npos ? "--arch densenet_tiny --input-size 32 " : "") +
                               (args.find("-b ") == std::string::npos ? "-b 16 " : "") + "--quiet -j 1 --synthetic-dir " + temp_path("synthetic") + " " + args + " >/dev/null 2>" + log;
   const auto t0 = std::chrono::steady_clock::now();
@@ -206,6 +206,16 @@ TEST(Distributed, AKilledProcessEndsTheJobPromptlyWithLastIntact) {
   EXPECT_NE(c.err.find("rank 1"), std::string::npos) << c.err;
   const CheckpointInfo last = read_checkpoint(run + "/checkpoints/last.safetensors");
   EXPECT_EQ(last.metadata.at("epoch"), "2");
+}
+
+TEST(Distributed, ANonFiniteLossStopsEveryProcessAtTheSameStep) {
+  const std::string run = temp_path("nonfinite");
+  // --lr 1e30: the first update makes the weights non-finite, so the second step's loss is NaN on both.
+  const Command c = train(2, "--images 36 -e 2 --lr 1e30 -o " + run);
+  EXPECT_EQ(c.status, 3) << c.err;  // the trainer's status for a non-finite loss, from every process
+  const std::string log = data::read_file_text(run + "/train.log");
+  EXPECT_NE(log.find("the share of the loss of rank(s) 0, 1 of 2 was not finite"), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(run + "/checkpoints/debug_nonfinite.safetensors"));
 }
 
 // The loader's shards (in one process): shard r of N takes the r-th consecutive share of each batch, so the
