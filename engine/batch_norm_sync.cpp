@@ -2,6 +2,7 @@
 // (see batch_norm_sync.h). Host loops; the forward saves the float statistics backward uses.
 #include "engine/batch_norm_sync.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -15,6 +16,19 @@ const ChannelSumAllReduce* installed = nullptr;
 
 // A host, dense copy (or the tensor itself) of x as rows x channels.
 Tensor host_rows(const Tensor& x) { return x.to(Device::cpu()).contiguous(); }
+
+// Per-channel sums over the rows, each channel's in row order (the same bits for any thread count):
+// sums[c] += term(i, c) for the element i = r * C + c of every row r. Threads take blocks of channels.
+template <typename Term>
+void channel_sums(int64_t rows, int64_t channels, double* sums, const Term& term) {
+  constexpr int64_t kBlock = 16;
+#pragma omp parallel for schedule(static) if (rows * channels >= 32768)
+  for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
+    const int64_t c1 = std::min(channels, c0 + kBlock);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = c0; c < c1; ++c) sums[c] += term(static_cast<size_t>(r * channels + c), static_cast<size_t>(c));
+  }
+}
 }  // namespace
 
 BatchNormSyncScope::BatchNormSyncScope(ChannelSumAllReduce allreduce)
@@ -38,8 +52,7 @@ Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Te
 
   // Pass 1: the sums and the row count over every process -> the mean.
   std::vector<double> sums(C + 1, 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < channels; ++c) sums[static_cast<size_t>(c)] += xp[r * channels + c];
+  channel_sums(rows, channels, sums.data(), [xp](size_t i, size_t) { return static_cast<double>(xp[i]); });
   sums[C] = static_cast<double>(rows);
   allreduce(sums.data(), channels + 1);
   const double m = sums[C];
@@ -47,11 +60,10 @@ Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Te
   std::vector<double> mean(C), var(C, 0.0);
   for (size_t c = 0; c < C; ++c) mean[c] = sums[c] / m;
   // Pass 2: the squared deviations from the global mean -> the (biased) variance.
-  for (int64_t r = 0; r < rows; ++r)
-    for (size_t c = 0; c < C; ++c) {
-      const double d = xp[static_cast<size_t>(r) * C + c] - mean[c];
-      var[c] += d * d;
-    }
+  channel_sums(rows, channels, var.data(), [xp, &mean](size_t i, size_t c) {
+    const double d = xp[i] - mean[c];
+    return d * d;
+  });
   allreduce(var.data(), channels);
   Tensor saved_mean = Tensor::empty({channels}), saved_invstd = Tensor::empty({channels});
   float* mean_f = saved_mean.data();
@@ -63,6 +75,7 @@ Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Te
   }
   Tensor yh = Tensor::empty(x.shape());
   float* yp = yh.data();
+#pragma omp parallel for schedule(static) if (rows * channels >= 32768)
   for (int64_t r = 0; r < rows; ++r)
     for (size_t c = 0; c < C; ++c) {
       const size_t i = static_cast<size_t>(r) * C + c;
@@ -95,19 +108,18 @@ Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Te
            const float* g = gh.defined() ? gh.data() : nullptr;
            // [sum_dy | sum_dy_xhat]: this process's (the parameter gradients), then every process's.
            std::vector<double> local(2 * C, 0.0);
-           for (int64_t r = 0; r < rows; ++r)
-             for (size_t c = 0; c < C; ++c) {
-               const size_t i = static_cast<size_t>(r) * C + c;
-               const float xhat = (xp[i] - mean[c]) * invstd[c];
-               local[c] += dy[i];
-               local[C + c] += static_cast<double>(dy[i]) * xhat;
-             }
+           channel_sums(rows, channels, local.data(), [dy](size_t i, size_t) { return static_cast<double>(dy[i]); });
+           channel_sums(rows, channels, local.data() + C, [xp, dy, mean, invstd](size_t i, size_t c) {
+             const float xhat = (xp[i] - mean[c]) * invstd[c];
+             return static_cast<double>(dy[i]) * xhat;
+           });
            std::vector<double> global = local;
            allreduce(global.data(), 2 * channels);
            Tensor dx, dgamma, dbeta;
            if (need_dx) {
              Tensor dxh = Tensor::empty(xh.shape());
              float* dxp = dxh.data();
+#pragma omp parallel for schedule(static) if (rows * channels >= 32768)
              for (int64_t r = 0; r < rows; ++r)
                for (size_t c = 0; c < C; ++c) {
                  const size_t i = static_cast<size_t>(r) * C + c;
