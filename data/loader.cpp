@@ -24,6 +24,8 @@ void LoaderOptions::validate() const {
   ENGINE_USER_CHECK(height >= 1 && width >= 1 && height <= 4096 && width <= 4096)
       << "loader image size " << height << "x" << width << " must be within 1..4096";
   ENGINE_USER_CHECK(workers >= 1) << "loader needs at least one worker, got " << workers;
+  ENGINE_USER_CHECK(shard_count >= 1 && shard_rank >= 0 && shard_rank < shard_count)
+      << "loader shard " << shard_rank << " of " << shard_count << " is out of range";
   ENGINE_USER_CHECK(prefetch_batches >= 1) << "prefetch_batches must be >= 1, got " << prefetch_batches;
   ENGINE_USER_CHECK(max_bad_fraction >= 0 && max_bad_fraction <= 1)
       << "max_bad_fraction must be in [0, 1], got " << max_bad_fraction;
@@ -51,6 +53,8 @@ std::string Loader::file_path(int64_t index) const {
 
 int64_t Loader::batches_per_epoch() const {
   const int64_t n = size(), b = options_.batch_size;
+  // Sharded: a last batch smaller than the shard count would leave a shard empty; every shard drops it.
+  if (options_.shard_count > 1 && n % b != 0 && n % b < options_.shard_count) return n / b;
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 
@@ -121,7 +125,12 @@ engine::Tensor Loader::acquire_buffer(std::shared_ptr<engine::Storage>& hold) {
 
 Batch Loader::build_batch(int64_t k) {
   const int64_t b = options_.batch_size, n = size();
-  const int64_t begin = k * b, end = std::min(begin + b, n);
+  int64_t begin = k * b, end = std::min(begin + b, n);
+  if (options_.shard_count > 1) {  // this shard's share of the global batch: [m r / N, m (r + 1) / N)
+    const int64_t m = end - begin, r = options_.shard_rank, count = options_.shard_count;
+    end = begin + m * (r + 1) / count;
+    begin += m * r / count;
+  }
   const int h = options_.height, w = options_.width;
   const int64_t image_floats = static_cast<int64_t>(h) * w * 3;
 

@@ -48,6 +48,10 @@ struct LoaderOptions {
   bool shuffle = true;
   bool drop_last = false;  // leave out the last, smaller batch
   uint64_t seed = 0;
+  // Data parallelism: this process's shard of every batch. batch_size stays the global batch; shard r of
+  // N takes positions [m r / N, m (r + 1) / N) of each batch of m images, so the N shards together are the
+  // single process's batches in its order. A last batch of fewer than N images is dropped by every shard.
+  int shard_rank = 0, shard_count = 1;
   int workers = 2;
   int prefetch_batches = 4;  // the bounded queue: batches prepared ahead of the consumer
   CacheMode cache = CacheMode::automatic;

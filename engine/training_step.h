@@ -41,7 +41,8 @@
 //      backward_update.
 //  (c) Data parallelism. StepOptions::reduce_gradients is called with the arena after backward and before
 //      the update: arena.grads() holds every gradient in one buffer, so one all-reduce (or an average
-//      over processes) serves. Null = a single process.
+//      over processes) serves. Null = a single process. The trainer sets it under an MPI launcher to
+//      engine::Distributed's sum (docs/distributed.md).
 #pragma once
 #include <functional>
 #include <string>

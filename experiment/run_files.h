@@ -84,6 +84,9 @@ struct TrainOptions {
   int64_t checkpoint_hist = 0;
   bool quiet = false;  // no progress display
   double max_bad_fraction = 0;  // share of a split's images that may be unreadable (skipped and counted)
+  // Data parallelism: batch-norm statistics over every process (engine/batch_norm_sync.h). A setting of
+  // the launch, like workers: not in args.json (a resumed run may use another process count).
+  bool sync_bn = false;
 };
 
 // The path made absolute (against the current folder) and lexically normal; "" stays "".

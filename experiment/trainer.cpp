@@ -1,14 +1,17 @@
 // The shared trainer (see trainer.h): data, split, net, epochs, checkpoints, resume, the test report.
 #include "experiment/trainer.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <set>
 #include <sstream>
 
 #include "data/csv.h"
@@ -16,6 +19,8 @@
 #include "data/io_util.h"
 #include "data/splits.h"
 #include "data/synth_mura.h"
+#include "engine/batch_norm_sync.h"
+#include "engine/distributed.h"
 #include "engine/engine.h"
 #include "engine/serialize.h"
 #include "engine/training_step.h"
@@ -93,7 +98,9 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add_switch("--augment", &o.augment, "random horizontal flips and rotations (off in the study)");
   f.add("--rotation", &o.rotation, "largest rotation in degrees with --augment", 0.0, 180.0, "DEG");
   f.add_switch("--class-weights", &o.class_weights, "MURA's per-body-part class weights in the loss (off in the study)");
-  f.add("--device", &o.device, "auto | cpu | cuda | cuda:N", "D");
+  f.add("--device", &o.device, "auto | cpu | cuda | cuda:N (under mpirun / srun, cuda is the local rank's GPU)", "D");
+  f.add_switch("--sync-bn", &o.sync_bn, "data parallelism (mpirun -np N): batch-norm statistics over every "
+               "process's images, so that N processes compute one process's step (docs/distributed.md)");
   f.add("--seed", &o.seed, "seed of the split, the initialisation, the data order and the augmentation");
   f.add("-j,--workers", &o.workers, "data loader threads");
   f.add("-o,--out", &o.out, "output folder (default: runs/<arch>-<protocol>-n<images>-s<seed>)", "DIR");
@@ -215,7 +222,56 @@ struct Run {
   LrScheduleOptions schedule;                   // the learning-rate schedule of the options
   TrainResult result;
   RunPlan plan;  // the batches of the whole run, for the progress bars' run ETA
+  // Data parallelism (docs/distributed.md): this process's group; rank 0 alone writes the run folder.
+  engine::Distributed* world = &engine::Distributed::world();
+  bool writer() const { return world->is_root(); }
 };
+
+// Data parallelism: each process evaluates a consecutive share of an evaluation split, entries
+// [n r / N, n (r + 1) / N); a split of fewer images than processes is evaluated whole by each.
+bool evaluation_sharded(const Run& run, const std::vector<data::SplitEntry>& entries) {
+  return run.world->distributed() && entries.size() >= static_cast<size_t>(run.world->size());
+}
+size_t share_begin(const Run& run, size_t n, int rank) { return n * static_cast<size_t>(rank) / static_cast<size_t>(run.world->size()); }
+std::vector<data::SplitEntry> evaluation_share(const Run& run, const std::vector<data::SplitEntry>& entries) {
+  if (!evaluation_sharded(run, entries)) return entries;
+  const size_t n = entries.size(), r = static_cast<size_t>(run.world->rank());
+  return {entries.begin() + static_cast<std::ptrdiff_t>(share_begin(run, n, static_cast<int>(r))),
+          entries.begin() + static_cast<std::ptrdiff_t>(share_begin(run, n, static_cast<int>(r) + 1))};
+}
+
+// The whole split's evaluation from every process's share (on every process): the predictions gathered in
+// the split's order, the metrics computed over all of them, the time the slowest process's. Images a
+// process could not read are missing from its share, as they would be from one process's pass.
+EvaluationResult gathered_evaluation(const Run& run, const EvaluationResult& local,
+                                     const std::vector<data::SplitEntry>& entries) {
+  if (!evaluation_sharded(run, entries)) return local;
+  const size_t begin = share_begin(run, entries.size(), run.world->rank());
+  std::map<std::string, size_t> position;  // path -> index in the split, for this share
+  for (size_t i = begin; i < share_begin(run, entries.size(), run.world->rank() + 1); ++i) position[entries[i].path] = i;
+  std::vector<double> mine;  // [index, logit] per image
+  for (const ImagePrediction& p : local.images) {
+    mine.push_back(static_cast<double>(position.at(p.path)));
+    mine.push_back(p.logit);
+  }
+  const std::vector<double> all = run.world->allgather(mine);
+  EvaluationResult result;
+  for (size_t k = 0; k + 1 < all.size(); k += 2) {
+    const data::SplitEntry& e = entries[static_cast<size_t>(all[k])];
+    ImagePrediction p;
+    p.path = e.path;
+    p.study = e.study;
+    p.part = e.part;
+    p.label = e.label;
+    p.logit = all[k + 1];
+    p.probability = probability_of_logit(p.logit);
+    result.images.push_back(std::move(p));
+  }
+  const std::vector<double> seconds = run.world->allgather({local.seconds});
+  result.seconds = *std::max_element(seconds.begin(), seconds.end());
+  compute_metrics(result);
+  return result;
+}
 
 void check_choice(const std::string& flag, const std::string& value, const std::vector<std::string>& choices) {
   std::string list;
@@ -273,6 +329,17 @@ void check_options(Run& run) {
   run.eval_loader_options = lo;
   run.eval_loader_options.shuffle = false;
   run.eval_loader_options.augment = {};
+  // Data parallelism: --batch-size is the global batch, each process a 1/N share of it.
+  const int processes = run.world->size();
+  ENGINE_USER_CHECK(o.batch_size % processes == 0)
+      << "--batch-size " << o.batch_size << " (the global batch) does not divide evenly over " << processes
+      << " processes; pass a multiple of " << processes << " (e.g. --batch-size "
+      << (o.batch_size / processes + 1) * processes << ") or launch another number of processes";
+  ENGINE_USER_CHECK(!(o.sync_bn && o.memory_efficient))
+      << "--sync-bn and --memory-efficient cannot be combined yet (the recomputed batch norms would gather "
+         "their statistics again); leave one out";
+  lo.shard_rank = run.world->rank();
+  lo.shard_count = processes;
 
   if (o.out.empty()) o.out = default_out(o);
   run.checkpoint_dir = o.out + "/checkpoints/";
@@ -294,7 +361,10 @@ void check_options(Run& run) {
 // The data root and the split (made, or read back when resuming), with class weights when asked for.
 void load_data(Run& run) {
   const TrainOptions& o = run.o;
-  run.root = resolve_data_root(o.data, o.synthetic_dir, o.synthetic_patients);
+  // The synthetic set is generated once, by rank 0, before the others look for it.
+  if (run.writer()) run.root = resolve_data_root(o.data, o.synthetic_dir, o.synthetic_patients);
+  run.world->barrier();
+  if (!run.writer()) run.root = resolve_data_root(o.data, o.synthetic_dir, o.synthetic_patients);
   if (o.resume) {
     run.split = data::read_split(o.out + "/split");
   } else {
@@ -341,13 +411,25 @@ void build_model(Run& run) {
       *run.arena, engine::Adam::decoupled_weight_decay(
                       o.optimizer == "adam-keras" ? engine::Adam::keras(lr) : engine::Adam::pytorch(lr),
                       static_cast<float>(o.weight_decay)));
-  run.step = std::make_unique<engine::TrainingStep>(*run.net, *run.arena, run.adam.get());
+  engine::StepOptions step_options;
+  if (run.world->distributed()) {
+    // The gradients of the global batch's loss: each process's loss is its share of the global mean (the
+    // loss weights of train_pass), so the sum over processes is the single-process gradient.
+    engine::Distributed* world = run.world;
+    step_options.reduce_gradients = [world](engine::ParameterArena& arena) { world->allreduce_sum(arena.grads()); };
+  }
+  run.step = std::make_unique<engine::TrainingStep>(*run.net, *run.arena, run.adam.get(), std::move(step_options));
 }
 
 // Stage 1, setup: everything that can fail on bad input, before --out is touched.
 void setup(Run& run) {
   check_options(run);
-  run.device = engine::select_device(run.o.device);
+  std::string device = run.o.device;
+  // One process per GPU: "cuda" (or "auto" where CUDA is) is the local rank's GPU.
+  const int gpus = engine::probe_devices().cuda_devices;
+  if (run.world->distributed() && gpus > 0 && (device == "cuda" || device == "auto"))
+    device = "cuda:" + std::to_string(run.world->local_rank() % gpus);
+  run.device = engine::select_device(device);
   if (run.o.deterministic) {
     if (run.device.is_cuda()) {
       engine::set_deterministic(true);
@@ -357,7 +439,7 @@ void setup(Run& run) {
   load_data(run);
   build_model(run);
   run.train_loader = std::make_unique<data::Loader>(run.root, run.split.train, run.train_loader_options);
-  run.val_loader = std::make_unique<data::Loader>(run.root, run.split.validation, run.eval_loader_options);
+  run.val_loader = std::make_unique<data::Loader>(run.root, evaluation_share(run, run.split.validation), run.eval_loader_options);
   run.result.out = run.o.out;
   run.result.train_images = static_cast<int64_t>(run.split.train.size());
   run.result.validation_images = static_cast<int64_t>(run.split.validation.size());
@@ -413,6 +495,8 @@ void open_output(const Run& run) {
   data::write_file_atomic(o.out + "/args.json",
                           train_options_json(o, {{"data_root", run.root},
                                                  {"device_used", run.device.str()},
+                                                 {"processes", std::to_string(run.world->size())},
+                                                 {"sync_bn", o.sync_bn ? "true" : "false"},
                                                  {"weights_used", run.weights_note},
                                                  {"train_images", std::to_string(run.split.train.size())},
                                                  {"validation_images", std::to_string(run.split.validation.size())},
@@ -425,6 +509,7 @@ void open_output(const Run& run) {
 
 // The model, the batch and its logits where the loss stopped being finite, and the message that says so.
 void report_nonfinite(const Run& run, int64_t epoch, const data::Batch& batch, const engine::StepResult& step) {
+  if (!run.writer()) return;  // every process stopped at the same step; rank 0 writes its share
   const std::string& ckpt = run.checkpoint_dir;
   engine::NamedTensors debug;
   for (const auto& [name, t] : run.net->state()) debug.emplace_back("model." + name, t);
@@ -479,15 +564,59 @@ struct TrainPass {
   bool interrupted = false;  // a signal stopped the pass before a batch
 };
 
-// One pass of training steps over the train split (the running loss and accuracy on `progress`). The host
-// reads each step's loss after enqueueing the next (engine/training_step.h, seam (a')): no step waits for
-// the host in its middle. A non-finite loss is reported with its own epoch and batch; the device skipped
-// its update and that of the step enqueued after it.
-TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
+// Test hook (fault injection): MURA_ENGINE_TEST_KILL=RANK:STEP kills process RANK (SIGKILL) before the
+// optimizer step STEP, as a crashed node would; the distributed tests check that the job ends promptly.
+void maybe_killed_for_test(const Run& run) {
+  const char* spec = std::getenv("MURA_ENGINE_TEST_KILL");
+  if (!spec) return;
+  int rank = -1;
+  long long step = -1;
+  if (std::sscanf(spec, "%d:%lld", &rank, &step) == 2 && rank == run.world->rank() && run.adam->step_count() == step)
+    std::raise(SIGKILL);
+}
+
+// The loss weights that make this process's mean loss its share of the global batch's mean:
+// w_i * n_local / n_global (w_i = the class weight, or 1), on the host.
+Tensor shard_loss_weights(const data::Batch& batch, bool class_weights, double global_images) {
+  const int64_t n = batch.size();
+  Tensor w = Tensor::empty({n});
+  const std::vector<float> given = class_weights ? batch.weights.to_vector() : std::vector<float>();
+  const double share = static_cast<double>(n) / global_images;
+  for (int64_t i = 0; i < n; ++i)
+    w.data()[i] = static_cast<float>((class_weights ? given[static_cast<size_t>(i)] : 1.0) * share);
+  return w;
+}
+
+// The scheduled learning rate of the next step (experiment/lr_schedule.h).
+void set_scheduled_lr(Run& run, int64_t epoch) {
+  const PlateauState plateau{run.progress.lr_reductions, run.progress.plateau_wait};
+  run.adam->set_learning_rate(static_cast<float>(scheduled_lr(run.schedule, epoch, run.adam->step_count(),
+                                                              run.train_loader->batches_per_epoch(), plateau)));
+}
+
+// A finished step in the pass's running figures and on its bar.
+void count_step(TrainPass& pass, Progress& progress, int64_t batches, double mean_loss, int64_t images,
+                int64_t correct) {
+  pass.correct += correct;
+  pass.loss_sum += mean_loss * static_cast<double>(images);
+  pass.seen += images;
+  progress.update(batches, pass.seen, pass.loss_sum / static_cast<double>(pass.seen),
+                  static_cast<double>(pass.correct) / static_cast<double>(pass.seen));
+}
+
+int64_t correct_predictions(const Tensor& logits, const data::Batch& batch) {
+  const std::vector<float> z = logits.to_vector(), t = batch.labels.to_vector();
+  int64_t correct = 0;
+  for (size_t i = 0; i < z.size(); ++i) correct += (z[i] > 0) == (t[i] > 0.5f);
+  return correct;
+}
+
+// One process: the host reads each step's loss after enqueueing the next (engine/training_step.h, seam
+// (a')): no step waits for the host in its middle. A non-finite loss is reported with its own epoch and
+// batch; the device skipped its update and that of the step enqueued after it.
+TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
   const TrainOptions& o = run.o;
   data::Loader& loader = *run.train_loader;
-  run.net->train();
-  loader.start_epoch(epoch);
   TrainPass pass;
   int64_t batches = 0;
   struct InFlight {
@@ -506,13 +635,7 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
       run.step->clear_nonfinite();
       return false;
     }
-    const std::vector<float> z = step.logits.to_vector(), t = batch.labels.to_vector();
-    for (size_t i = 0; i < z.size(); ++i) pass.correct += (z[i] > 0) == (t[i] > 0.5f);
-    pass.loss_sum += step.loss * static_cast<double>(batch.size());
-    pass.seen += batch.size();
-    ++batches;
-    progress.update(batches, pass.seen, pass.loss_sum / static_cast<double>(pass.seen),
-                    static_cast<double>(pass.correct) / static_cast<double>(pass.seen));
+    count_step(pass, progress, ++batches, step.loss, batch.size(), correct_predictions(step.logits, batch));
     previous = InFlight();
     return true;
   };
@@ -527,9 +650,8 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
       break;
     }
     if (!loader.next(batch)) break;
-    const PlateauState plateau{run.progress.lr_reductions, run.progress.plateau_wait};
-    run.adam->set_learning_rate(static_cast<float>(scheduled_lr(run.schedule, epoch, run.adam->step_count(),
-                                                                loader.batches_per_epoch(), plateau)));
+    maybe_killed_for_test(run);
+    set_scheduled_lr(run, epoch);
     engine::PendingStep current =
         run.step->enqueue(batch.images.to(run.device), batch.labels.to(run.device),
                           o.class_weights ? batch.weights.to(run.device) : Tensor());
@@ -541,6 +663,73 @@ TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
   }
   if (!pass.nonfinite && !pass.interrupted) finish_previous();
   return pass;
+}
+
+// Several processes: each step adds two small all-reduces beside the gradients': before it, the images of
+// the global batch and any process's stop request; after the loss, the global loss, its finiteness and the
+// correct predictions, so that every process stops at the same step for the same reason. The step reads
+// its loss before backward here (a deferred read would need the device's non-finite flag all-reduced as
+// well: left for the GPU work, docs/distributed.md).
+TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
+  const TrainOptions& o = run.o;
+  data::Loader& loader = *run.train_loader;
+  engine::Distributed& world = *run.world;
+  TrainPass pass;
+  int64_t batches = 0;
+  for (data::Batch batch;;) {
+    bool stop = run.interrupt && run.interrupt->requested();
+    const bool have = !stop && loader.next(batch);
+    double before[3] = {have ? static_cast<double>(batch.size()) : 0.0, stop ? 1.0 : 0.0, have ? 1.0 : 0.0};
+    world.allreduce_sum(before, 3);
+    stop = before[1] > 0;
+    if (stop) {  // between batches: nothing partial is written
+      loader.stop();
+      pass.interrupted = true;
+      const int signal = run.interrupt && run.interrupt->requested() ? run.interrupt->signal_number() : SIGTERM;
+      message("%s\n", interruption_message(signal, epoch + 1, batches + 1, run.progress.epoch).c_str());
+      break;
+    }
+    if (before[2] < world.size()) break;  // the epoch is over (on every process: the same batch count)
+    maybe_killed_for_test(run);
+    set_scheduled_lr(run, epoch);
+    const double global_images = before[0];
+    const Tensor weights = shard_loss_weights(batch, o.class_weights, global_images).to(run.device);
+    engine::StepResult step;
+    const Tensor loss = run.step->forward_loss(batch.images.to(run.device), batch.labels.to(run.device), weights,
+                                               step.logits);
+    step.loss = engine::TrainingStep::read_loss(loss);
+    const bool finite = std::isfinite(step.loss);
+    double after[3] = {finite ? step.loss : 0.0, finite ? 0.0 : 1.0,
+                       static_cast<double>(correct_predictions(step.logits, batch))};
+    world.allreduce_sum(after, 3);  // the sum of the shares: the global batch's mean loss
+    step.finite = after[1] == 0;
+    step.loss = step.finite ? after[0] : (finite ? NAN : step.loss);
+    if (!step.finite) {
+      pass.nonfinite = true;
+      // Which processes' shares were not finite (every process asks).
+      const std::vector<double> bad = world.allgather({finite ? 0.0 : 1.0});
+      std::string ranks;
+      for (size_t r = 0; r < bad.size(); ++r)
+        if (bad[r] != 0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+      message("the share of the loss of rank(s) %s of %d was not finite: every process stops at this step\n",
+              ranks.c_str(), world.size());
+      report_nonfinite(run, epoch, batch, step);
+      loader.stop();
+      break;
+    }
+    run.step->backward_update(loss);  // the gradients all-reduced between backward and the update
+    count_step(pass, progress, ++batches, step.loss, static_cast<int64_t>(global_images),
+               static_cast<int64_t>(after[2]));
+  }
+  return pass;
+}
+
+// One pass of training steps over the train split (the running loss and accuracy on `progress`).
+TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
+  run.net->train();
+  run.train_loader->start_epoch(epoch);
+  return run.world->distributed() ? train_pass_distributed(run, epoch, progress)
+                                  : train_pass_deferred(run, epoch, progress);
 }
 
 // checkpoints/<name> = this epoch's last: a hard link (no second copy on disk), swapped in atomically (a
@@ -583,6 +772,42 @@ void write_epoch_checkpoints(const Run& run, bool improved) {
 
 enum class EpochEnd { next, early_stop, nonfinite, interrupted };
 
+
+// Data parallelism without --sync-bn: each process's batch-norm running statistics saw its own share of the
+// batches; their mean over processes makes every process's model the same (the parameters already are:
+// the same all-reduced gradients, the same update). Then a check that they are: a hash of every state
+// tensor's bytes on every process, compared with rank 0's; a difference is an error naming the process.
+void agree_on_model(Run& run, int64_t epoch) {
+  engine::Distributed& world = *run.world;
+  if (!world.distributed()) return;
+  std::set<std::string> parameters;
+  for (const auto& [name, t] : run.net->named_parameters()) parameters.insert(name);
+  if (!run.o.sync_bn) {
+    const float inverse = 1.0f / static_cast<float>(world.size());
+    for (const auto& [name, t] : run.net->state()) {
+      if (parameters.count(name)) continue;
+      const Tensor host = t.to(engine::Device::cpu()).contiguous().clone();
+      world.allreduce_sum(host.data(), host.numel());
+      for (int64_t i = 0; i < host.numel(); ++i) host.data()[i] *= inverse;
+      t.copy_from(host);
+    }
+  }
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a over the bytes of every state tensor, in order
+  for (const auto& [name, t] : run.net->state()) {
+    const Tensor host = t.to(engine::Device::cpu()).contiguous();
+    const auto* bytes = reinterpret_cast<const unsigned char*>(host.data());
+    for (size_t i = 0; i < static_cast<size_t>(host.numel()) * sizeof(float); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+  }
+  // Two 32-bit halves: exact in a double.
+  const std::vector<double> all = world.allgather({static_cast<double>(hash >> 32), static_cast<double>(hash & 0xffffffffu)});
+  for (int r = 1; r < world.size(); ++r)
+    ENGINE_CHECK(all[2 * static_cast<size_t>(r)] == all[0] && all[2 * static_cast<size_t>(r) + 1] == all[1])
+        << "data parallelism: the model of rank " << r << " differs from rank 0's after epoch " << epoch + 1
+        << " (the processes diverged)";
+  message("epoch %lld: the %d processes hold the same model, bit for bit (%s)\n", static_cast<long long>(epoch + 1),
+          world.size(), run.o.sync_bn ? "--sync-bn" : "batch-norm statistics averaged");
+}
+
 // Stage 3, one epoch: the train pass, the validation pass, the summary row, the checkpoints, summary.csv
 // and the curves, and the early-stopping decision.
 EpochEnd run_epoch(Run& run, int64_t epoch) {
@@ -596,10 +821,11 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   if (pass.nonfinite) return EpochEnd::nonfinite;
   if (pass.interrupted) return EpochEnd::interrupted;
   const double train_seconds = now_seconds() - t0;
-  const EvaluationResult val = naming_the_bad_fraction_flag(*run.val_loader, [&] {
+  agree_on_model(run, epoch);
+  const EvaluationResult val = gathered_evaluation(run, naming_the_bad_fraction_flag(*run.val_loader, [&] {
     return predict_with_loader(*run.net, *run.val_loader, run.device, std::string(label) + " val", o.quiet,
                                {Tta::none, &run.plan, "val"});
-  });
+  }), run.split.validation);
   report_skipped(*run.val_loader, "validation", run.val_bad_reported);
 
   EpochRow row;
@@ -638,9 +864,11 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
             static_cast<long long>(epoch + 2));
   p.lr_reductions = plateau.reductions;
   p.plateau_wait = plateau.wait;
-  write_epoch_checkpoints(run, improved);
-  data::write_file_atomic(o.out + "/summary.csv", summary_csv(run.result.rows));
-  write_run_curves(o.out, run.result.rows, o.arch + " training curves", run.start_wall_time);
+  if (run.writer()) {  // rank 0 alone writes the run folder
+    write_epoch_checkpoints(run, improved);
+    data::write_file_atomic(o.out + "/summary.csv", summary_csv(run.result.rows));
+    write_run_curves(o.out, run.result.rows, o.arch + " training curves", run.start_wall_time);
+  }
   if (o.early_stopping > 0 && p.bad_epochs >= o.early_stopping && epoch + 1 < o.epochs) {
     message("early stopping: no better %s in %lld epochs (best %.4f)\n", o.best_metric.c_str(),
             static_cast<long long>(p.bad_epochs), p.best_value);
@@ -655,12 +883,14 @@ void run_test(Run& run) {
   const std::string best = run.checkpoint_dir + "best.safetensors";
   if (o.test_checkpoint == "best" && is_file(best)) run.net->load_state(read_checkpoint(best).model);
   TrainResult& result = run.result;
-  const auto loader = evaluation_loader(run.root, run.split.test, run.eval_loader_options, "test");
-  result.test = naming_the_bad_fraction_flag(
-      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet, {Tta::none, &run.plan, "test"}); });
+  const auto loader = evaluation_loader(run.root, evaluation_share(run, run.split.test), run.eval_loader_options, "test");
+  result.test = gathered_evaluation(run, naming_the_bad_fraction_flag(
+      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet, {Tta::none, &run.plan, "test"}); }),
+      run.split.test);
   size_t reported = 0;
   report_skipped(*loader, "test", reported);
   result.tested = true;
+  if (!run.writer()) return;
   write_evaluation(o.out + "/test", result.test, o.arch + " on the test split",
                    {{"arch", o.arch},
                     {"head", o.head},
@@ -688,17 +918,26 @@ TrainResult run_logged(const TrainOptions& options, RunLog& log) {
   run.o = options;
   run.start_wall_time = wall_clock_seconds();
   setup(run);                          // 1. options, data, split, net, weights: before --out is touched
-  // One writer per run folder, from here to the end (the lock creates --out when it is new).
+  // --sync-bn: every training batch norm of this run takes its statistics over the processes.
+  std::unique_ptr<engine::BatchNormSyncScope> sync_bn;
+  if (run.o.sync_bn && run.world->distributed())
+    sync_bn = std::make_unique<engine::BatchNormSyncScope>(
+        [world = run.world](double* sums, int64_t n) { world->allreduce_sum(sums, n); });
+  // One writer per run folder, from here to the end (the lock creates --out when it is new): rank 0 of a
+  // data-parallel run; the other processes only read the folder (the checkpoint they resume from).
   std::error_code ec;
   const bool out_existed = fs::exists(run.o.out, ec);
-  const RunFolderLock lock(run.o.out);
-  try {
+  std::unique_ptr<RunFolderLock> lock;
+  if (!run.writer()) {
+    if (run.o.resume) resume(run);
+  } else try {
+    lock = std::make_unique<RunFolderLock>(run.o.out);
     // Another run may have started here between the checks of setup and the lock.
     ENGINE_USER_CHECK(run.o.resume || !is_file(run.last_path))
         << "--out " << run.o.out << " already holds a run (checkpoints/last.safetensors); pass --resume to continue "
         << "it, or choose another --out";
     log.open(run.o.out + "/train.log");
-    const std::vector<std::string> stale = remove_stale_temporaries(lock);
+    const std::vector<std::string> stale = remove_stale_temporaries(*lock);
     if (!stale.empty())
       message("removed %zu temporary file(s) left by an interrupted write in %s (e.g. %s)\n", stale.size(),
               run.o.out.c_str(), stale.front().c_str());
@@ -721,14 +960,16 @@ TrainResult run_logged(const TrainOptions& options, RunLog& log) {
       if (end == EpochEnd::next) continue;
       run.result.nonfinite = end == EpochEnd::nonfinite;
       run.result.early_stopped = end == EpochEnd::early_stop;
-      if (end == EpochEnd::interrupted) run.result.interrupted_exit_status = interrupt.exit_status();
+      // Another process's signal stops this one too (the exit status of SIGTERM).
+      if (end == EpochEnd::interrupted)
+        run.result.interrupted_exit_status = interrupt.exit_status() != 0 ? interrupt.exit_status() : 128 + SIGTERM;
       break;
     }
     run.interrupt = nullptr;
   }
   if (run.result.interrupted_exit_status != 0) return run.result;
   if (run.result.nonfinite) {
-    if (!run.result.rows.empty()) data::write_file_atomic(run.o.out + "/summary.csv", summary_csv(run.result.rows));
+    if (!run.result.rows.empty() && run.writer()) data::write_file_atomic(run.o.out + "/summary.csv", summary_csv(run.result.rows));
     return run.result;
   }
   run_test(run);                       // 4. the test split
@@ -746,8 +987,50 @@ TrainResult run_training(const TrainOptions& options) {
   }
 }
 
+namespace {
+// Where this process's errors go: stderr, or for ranks other than 0 of a data-parallel run (whose messages
+// would repeat rank 0's), the stderr they had before it was silenced.
+int error_fd = 2;
+
+// Rank 0 speaks for the run: the other processes' messages and progress go nowhere, their errors still
+// reach the terminal (error_fd).
+void silence_other_ranks(const engine::Distributed& world) {
+  if (world.is_root() || std::getenv("MURA_ENGINE_ALL_RANKS_LOG")) return;
+  std::fflush(stderr);
+  error_fd = ::dup(2);
+  const int null_fd = ::open("/dev/null", O_WRONLY);
+  if (error_fd < 0 || null_fd < 0) {
+    error_fd = 2;
+    return;
+  }
+  ::dup2(null_fd, 2);
+  ::close(null_fd);
+}
+
+void print_error(const std::string& text) {
+  std::fflush(stderr);
+  const std::string line = text + "\n";
+  if (::write(error_fd, line.data(), line.size()) < 0) std::perror("write");
+}
+
+// A failure of one process of a data-parallel run ends them all (MPI_Abort), after its message, which
+// names the process; alone, the exit status is returned as before.
+int failed(const engine::Distributed& world, const std::string& program, const std::string& what, int status) {
+  if (!world.distributed()) {
+    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), what.c_str());
+    return status;
+  }
+  print_error(program + ": " + world.name() + ": error: " + what + "\n" + program +
+              ": ending every process of the job (MPI_Abort); a checkpoints/last.safetensors, if the run has one, "
+              "is its last finished epoch's, and --resume continues from it on any number of processes");
+  engine::Distributed::world().abort(status);
+}
+}  // namespace
+
 int train_main(int argc, char** argv, const std::string& program, const std::string& description,
                const std::string& default_arch, const std::vector<std::string>& archs) {
+  engine::Distributed& world = engine::Distributed::world();  // MPI_Init when launched by mpirun / srun
+  silence_other_ranks(world);
   TrainOptions options;
   options.arch = default_arch;
   std::string config;
@@ -816,8 +1099,7 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
     if (r.interrupted_exit_status != 0) return r.interrupted_exit_status;
     return r.nonfinite ? 3 : 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), e.what());
-    return 1;
+    return failed(world, program, e.what(), 1);
   }
 }
 

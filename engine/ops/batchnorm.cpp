@@ -4,6 +4,7 @@
 // batch_norm_relu is max(batch_norm(...), 0) through the fused kernels (one pass less forward, ReLU's
 // mask folded into BN's backward; bit for bit the pair on the CPU). Eval mode with gradients wanted
 // (rare: CAM) runs the unfused pair.
+#include "engine/batch_norm_sync.h"
 #include "engine/ops.h"
 #include "engine/ops/common.h"
 #include "kernels/batchnorm.h"
@@ -24,6 +25,12 @@ Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor&
   }
   ENGINE_CHECK(running_mean.defined() && running_var.defined())
       << "batch_norm: running statistics are required";
+  // --sync-bn: the statistics over every process of a data-parallel run (engine/batch_norm_sync.h).
+  // (With `relu`, the ReLU after it: the synced path has no fused kernel.)
+  if (training && batch_norm_sync()) {
+    const Tensor y = batch_norm_training_synced(x, gamma, beta, running_mean, running_var, options, *batch_norm_sync());
+    return relu ? engine::relu(y) : y;
+  }
   const Tensor xr = detail::as_row_matrix(x);
   const detail::Rows xm = detail::as_rows(xr);
   ENGINE_CHECK(!training || xm.rows > 0) << "batch_norm: empty batch in training mode";

@@ -12,6 +12,9 @@ ENGINE_DEBIAN_PACKAGES+=(fonts-dejavu-core)
 # libcli11-dev: CLI11 (header-only), the apps' command lines (experiment/flags.h, kernels/bench/bench_args.h).
 ENGINE_DEBIAN_PACKAGES+=(libcli11-dev)
 
+# openmpi-bin, libopenmpi-dev: Open MPI, data-parallel training over processes (engine/distributed.h, docs/distributed.md).
+ENGINE_DEBIAN_PACKAGES+=(openmpi-bin libopenmpi-dev)
+
 engine_install_packages() {
   local missing=()
   for pkg in "$@"; do

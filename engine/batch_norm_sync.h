@@ -1,0 +1,44 @@
+// Synchronised batch norm (--sync-bn): while a BatchNormSyncScope is alive, training-mode batch_norm
+// (engine/ops.h) takes its statistics over every process of a data-parallel run, not over this process's
+// share of the batch, so that N processes compute the step of one process over the whole batch:
+//
+//   forward   mean_c = (sum over processes of sum_r x[r, c]) / M,   M = the rows of every process
+//             var_c  = (sum over processes of sum_r (x[r, c] - mean_c)^2) / M     (two passes, as one process)
+//   backward  dx = gamma_c * invstd_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c), the two means over
+//             every process's rows; dgamma, dbeta stay this process's sums (the gradient all-reduce adds them)
+//
+// Each batch norm calls `allreduce` (a sum over processes, in place) twice in forward and once in backward,
+// in the net's order, the same on every process. The running statistics see the global mean and variance,
+// so they stay equal across processes. Computed on the host (a device tensor is copied there and back).
+#pragma once
+#include <cstdint>
+#include <functional>
+
+#include "engine/ops.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+using ChannelSumAllReduce = std::function<void(double* sums, int64_t n)>;
+
+class BatchNormSyncScope {
+ public:
+  explicit BatchNormSyncScope(ChannelSumAllReduce allreduce);
+  ~BatchNormSyncScope();
+  BatchNormSyncScope(const BatchNormSyncScope&) = delete;
+  BatchNormSyncScope& operator=(const BatchNormSyncScope&) = delete;
+
+ private:
+  const ChannelSumAllReduce* previous_;
+  ChannelSumAllReduce allreduce_;
+};
+
+// The installed all-reduce, or null (batch_norm then uses this process's statistics).
+const ChannelSumAllReduce* batch_norm_sync();
+
+// Training-mode batch_norm with statistics over every process (called by batch_norm under a scope).
+Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                                  const Tensor& running_var, const BatchNormOptions& options,
+                                  const ChannelSumAllReduce& allreduce);
+
+}  // namespace engine

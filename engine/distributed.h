@@ -1,0 +1,79 @@
+// The process group of a data-parallel run: N processes (one per GPU, or per CPU socket), each holding a
+// full copy of the model and a 1/N share of every batch. The trainer reaches MPI (and NCCL) only through
+// this header.
+//
+//   Distributed& world = Distributed::world();   // MPI when launched by mpirun / srun, else one process
+//   world.allreduce_sum(grads, n);               // every process ends with the sum of every process's grads
+//   if (world.is_root()) write_checkpoint(...);  // rank 0 alone writes the run folder
+//
+// A process counts as launched by an MPI launcher when its environment says so (OMPI_COMM_WORLD_SIZE,
+// PMI_SIZE, PMIX_RANK; Slurm's srun sets PMI_SIZE / PMIX_RANK with --mpi=pmi2/pmix); then MPI is
+// initialised on first use and finalised at exit. Otherwise, and in a build without MPI, the group is
+// this process alone: rank 0 of 1, every collective a no-op (a sum of one is itself), as a trainer ran
+// before data parallelism.
+//
+// A collective is called by every process in the same order, with the same count; a process that stops
+// calling them (an exception, a crash) must end the others: abort() prints nothing itself, the caller
+// prints its message (naming the rank) first, and MPI_Abort ends every process of the job.
+//
+// Sums are in the order MPI chooses, identical on every process (Open MPI's reductions give every rank
+// the same bits), so processes that start equal stay bit-equal.
+//
+// GPU gradients: with NCCL (built when nccl.h and libnccl are found: ENGINE_WITH_NCCL), a device buffer is
+// all-reduced on the device; without it, it is copied to the host, summed by MPI and copied back.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace engine {
+
+class Tensor;
+
+class Distributed {
+ public:
+  // This process's group, made on the first call (MPI_Init when launched by an MPI launcher).
+  static Distributed& world();
+  // True when this binary was built with MPI (ENGINE_WITH_MPI) / NCCL (ENGINE_WITH_NCCL).
+  static bool built_with_mpi();
+  static bool built_with_nccl();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int local_rank() const { return local_rank_; }  // the rank among this node's processes (picks the GPU)
+  bool is_root() const { return rank_ == 0; }
+  bool distributed() const { return size_ > 1; }
+  // "rank 1 of 4": names this process in messages.
+  std::string name() const;
+
+  // In place, on every process: data[i] = the sum over processes of data[i].
+  void allreduce_sum(float* data, int64_t n);
+  void allreduce_sum(double* data, int64_t n);
+  // A contiguous f32 tensor on any device, summed in place (NCCL on a CUDA device when built with it).
+  void allreduce_sum(const Tensor& tensor);
+  // root's data[0..n) to every process.
+  void broadcast(float* data, int64_t n, int root = 0);
+  void broadcast(double* data, int64_t n, int root = 0);
+  // Every process's `local` (counts may differ), concatenated in rank order, on every process.
+  std::vector<double> allgather(const std::vector<double>& local);
+  void barrier();
+  // Ends every process of the job with `exit_status` (MPI_Abort); a single process exits.
+  [[noreturn]] void abort(int exit_status);
+
+ private:
+  Distributed();
+  ~Distributed();
+  Distributed(const Distributed&) = delete;
+  Distributed& operator=(const Distributed&) = delete;
+  void allreduce_on_device(const Tensor& tensor);
+
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  bool mpi_ = false;
+  void* nccl_ = nullptr;  // the NCCL communicator (ncclComm_t), made on the first device all-reduce
+};
+
+// True when the environment says an MPI launcher (mpirun, srun) started this process.
+bool launched_by_mpi();
+
+}  // namespace engine
