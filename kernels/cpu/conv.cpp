@@ -24,6 +24,7 @@
 // loop writes disjoint elements and sums in a fixed order: every GEMM call and every sum is the same
 // run to run and for any number of threads, so are the results, bit for bit.
 #include "kernels/conv.h"
+#include "kernels/cpu/bf16_emulation.h"
 
 #include <omp.h>
 
@@ -298,6 +299,7 @@ void flip_and_swap_channels(const Conv2dGeometry& g, const float* w, float* w_t)
 
 void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w,
                     const float* bias, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&conv2d_forward, g, x_view, w, bias, y_view);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
   const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_forward", g, x_view, y_view);
@@ -312,6 +314,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
 
 void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,
                           MatrixView dx_view, bool accumulate) {
+  if (any_bf16(dy_view, dx_view)) return run_widened(&conv2d_backward_data, g, dy_view, w, dx_view, accumulate);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t input_rows = g.batch * g.in_h;  // rows of pixels
   if (input_rows <= 0 || g.in_w <= 0 || g.in_c <= 0) return;
@@ -349,6 +352,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
 
 void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
                             ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
+  if (any_bf16(x_view, dy_view)) return run_widened(&conv2d_backward_filter, g, x_view, dy_view, dw, dbias, accumulate);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t cols = patch_cols(g);
   if (g.out_c <= 0 || cols <= 0) return;
