@@ -21,7 +21,7 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
       detail::as_column(z), detail::as_column(t), detail::as_column(w));
   Tensor y = Tensor::scalar(static_cast<float>(loss), logits.device());
   record(y, "bce_with_logits", {logits}, [z, t, w, shape = logits.shape()](const Tensor& dy) {
-    Tensor dz = Tensor::empty(shape, z.device());
+    Tensor dz = Tensor::empty(shape, z.device(), z.dtype());  // a bf16 gradient for bf16 logits
     ENGINE_KERNEL(z.device(), bce_with_logits_backward)(detail::as_column(z), detail::as_column(t),
                                                         detail::as_column(w), dy.item(),
                                                         detail::as_column(dz), false);
@@ -34,8 +34,8 @@ Tensor sum(const Tensor& x) {
   detail::check_same_device("sum", {x});
   const Tensor xr = detail::as_row_matrix(x);
   Tensor y = Tensor::scalar(static_cast<float>(ENGINE_KERNEL(x.device(), sum)(detail::as_rows(xr))), x.device());
-  record(y, "sum", {x}, [shape = x.shape(), device = x.device()](const Tensor& dy) {
-    return std::vector<Tensor>{Tensor::full(shape, dy.item(), device)};
+  record(y, "sum", {x}, [shape = x.shape(), device = x.device(), dtype = x.dtype()](const Tensor& dy) {
+    return std::vector<Tensor>{Tensor::full(shape, dy.item(), device, dtype)};
   });
   return y;
 }
