@@ -14,7 +14,7 @@
 // to double precision (channel_moments). Strided inputs (a channel prefix of DenseNet's block
 // buffer) are prefetched in software (row_prefetch.h).
 #include "kernels/batchnorm.h"
-#include "kernels/cpu/bf16_emulation.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <algorithm>
 #include <cmath>

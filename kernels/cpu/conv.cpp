@@ -24,7 +24,7 @@
 // loop writes disjoint elements and sums in a fixed order: every GEMM call and every sum is the same
 // run to run and for any number of threads, so are the results, bit for bit.
 #include "kernels/conv.h"
-#include "kernels/cpu/bf16_emulation.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <omp.h>
 

@@ -6,7 +6,7 @@
 // Every loop walks rows (threaded) and touches the first `cols` elements of each row only, never
 // the gap up to the row stride. In-place calls (dst == src with the same stride) are allowed.
 #include "kernels/elementwise.h"
-#include "kernels/cpu/bf16_emulation.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <algorithm>
 #include <cmath>

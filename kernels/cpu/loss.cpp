@@ -6,7 +6,7 @@
 // (z = +-1e4 included). Everything is computed in double; N is a batch size, so the loops are
 // serial (and therefore deterministic). N == 0 gives a loss of 0 and writes nothing.
 #include "kernels/loss.h"
-#include "kernels/cpu/bf16_emulation.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <algorithm>
 #include <cmath>

@@ -10,7 +10,7 @@
 // Every parallel loop writes disjoint elements and sums in a fixed order: deterministic results for
 // any thread count.
 #include "kernels/pool.h"
-#include "kernels/cpu/bf16_emulation.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <algorithm>
 #include <cstring>

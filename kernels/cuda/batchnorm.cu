@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "kernels/batchnorm.h"
+#include "kernels/cuda/bf16_widen.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -193,6 +194,7 @@ using namespace detail;  // NOLINT(google-build-using-namespace)
 void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
                                  const BatchNormChannels& ch, const BatchNormStatsOut& stats,
                                  const BatchNormHyper& h) {
+  if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_forward_training, x_view, y_view, ch, stats, h);
   const auto [rows, channels, x, ldx, y, ldy] =
       batch_norm_forward_operands("batch_norm_forward_training", x_view, y_view);
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
@@ -219,6 +221,7 @@ void batch_norm_forward_training(ConstMatrixView x_view, MatrixView y_view,
 
 void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                              const BatchNormHyper& h) {
+  if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_forward_eval, x_view, y_view, ch, h);
   const auto [rows, channels, x, ldx, y, ldy] =
       batch_norm_forward_operands("batch_norm_forward_eval", x_view, y_view);
   if (rows <= 0 || channels <= 0) return;
@@ -234,6 +237,7 @@ void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const Ba
 void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
                                   const BatchNormChannels& ch, MatrixView dx_view,
                                   bool accumulate_dx, const BatchNormParamGrads& grads) {
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_backward_training, x_view, dy_view, ch, dx_view, accumulate_dx, grads);
   const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
       batch_norm_backward_operands("batch_norm_backward_training", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;
@@ -260,6 +264,7 @@ void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
                               const BatchNormChannels& ch, const BatchNormHyper& h,
                               MatrixView dx_view, bool accumulate_dx,
                               const BatchNormParamGrads& grads) {
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_backward_eval, x_view, dy_view, ch, h, dx_view, accumulate_dx, grads);
   const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
       batch_norm_backward_operands("batch_norm_backward_eval", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;

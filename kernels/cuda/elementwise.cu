@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/bf16_widen.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/internal.h"
 #include "kernels/cuda/launch.cuh"
@@ -189,30 +190,35 @@ struct StridedCopyOp {
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void fill(MatrixView dst_view, float value) {
+  if (any_bf16(dst_view)) return run_widened(&fill, dst_view, value);
   const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_dst = dst_view.ld;
   float* dst = dst_view.f32();
   for_each_element(rows, cols, FillOp{value, dst, ld_dst}, "fill");
 }
 
 void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  if (any_bf16(src_view, dst_view)) return run_widened(&copy, src_view, dst_view, accumulate);
   const auto [rows, cols, src, ld_src, dst, ld_dst] =
       unary_operands("copy", src_view, dst_view);
   for_each_element(rows, cols, CopyOp{src, ld_src, dst, ld_dst, accumulate}, "copy");
 }
 
 void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
+  if (any_bf16(a_view, b_view, dst_view)) return run_widened(&add, a_view, b_view, dst_view);
   const auto [rows, cols, a, lda, b, ldb, dst, ld_dst] =
       binary_operands("add", a_view, b_view, dst_view);
   for_each_element(rows, cols, AddOp{a, lda, b, ldb, dst, ld_dst}, "add");
 }
 
 void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  if (any_bf16(src_view, dst_view)) return run_widened(&scale, alpha, src_view, dst_view, accumulate);
   const auto [rows, cols, src, ld_src, dst, ld_dst] =
       unary_operands("scale", src_view, dst_view);
   for_each_element(rows, cols, ScaleOp{alpha, src, ld_src, dst, ld_dst, accumulate}, "scale");
 }
 
 void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&relu_forward, x_view, y_view);
   const auto [rows, cols, x, ldx, y, ldy] =
       unary_operands("relu_forward", x_view, y_view);
   for_each_element(rows, cols, ReluForwardOp{x, ldx, y, ldy}, "relu_forward");
@@ -220,6 +226,7 @@ void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
 
 void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                    bool accumulate) {
+  if (any_bf16(y_view, dy_view, dx_view)) return run_widened(&relu_backward, y_view, dy_view, dx_view, accumulate);
   const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
       binary_operands("relu_backward", y_view, dy_view, dx_view);
   for_each_element(rows, cols, ReluBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
@@ -227,6 +234,7 @@ void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView d
 }
 
 void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&sigmoid_forward, x_view, y_view);
   const auto [rows, cols, x, ldx, y, ldy] =
       unary_operands("sigmoid_forward", x_view, y_view);
   for_each_element(rows, cols, SigmoidForwardOp{x, ldx, y, ldy}, "sigmoid_forward");
@@ -234,6 +242,7 @@ void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
 
 void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                       bool accumulate) {
+  if (any_bf16(y_view, dy_view, dx_view)) return run_widened(&sigmoid_backward, y_view, dy_view, dx_view, accumulate);
   const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
       binary_operands("sigmoid_backward", y_view, dy_view, dx_view);
   for_each_element(rows, cols, SigmoidBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
@@ -241,6 +250,7 @@ void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixVie
 }
 
 double sum(ConstMatrixView x_view) {
+  if (any_bf16(x_view)) return run_widened(&sum, x_view);
   const int64_t rows = x_view.rows, cols = x_view.cols, ldx = x_view.ld;
   const float* x = x_view.f32();
   if (rows <= 0 || cols <= 0) return 0.0;
@@ -248,6 +258,7 @@ double sum(ConstMatrixView x_view) {
 }
 
 void column_sums(ConstMatrixView x_view, float* out, bool accumulate) {
+  if (any_bf16(x_view)) return run_widened(&column_sums, x_view, out, accumulate);
   int64_t rows = x_view.rows;
   const int64_t cols = x_view.cols, ldx = x_view.ld;
   const float* x = x_view.f32();

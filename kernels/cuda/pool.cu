@@ -21,6 +21,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/bf16_widen.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/pool.h"
@@ -225,6 +226,7 @@ struct GlobalAvgBackwardOp {
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&max_pool2d_forward, g, x_view, y_view);
   const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
@@ -234,6 +236,7 @@ void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixV
 
 void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&max_pool2d_backward, g, x_view, dy_view, dx_view, accumulate);
   const auto [x, ldx, dy, ldy, dx, ldx_grad] =
       max_pool_backward_operands("max_pool2d_backward", g, x_view, dy_view, dx_view);
   const Geometry d = device_geometry(g);
@@ -244,6 +247,7 @@ void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstM
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,
                         MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&avg_pool2d_forward, g, count_include_pad, x_view, y_view);
   const auto [x, ldx, y, ldy] = window_forward_operands("avg_pool2d_forward", g, x_view, y_view);
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
@@ -253,6 +257,7 @@ void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMa
 
 void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
+  if (any_bf16(dy_view, dx_view)) return run_widened(&avg_pool2d_backward, g, count_include_pad, dy_view, dx_view, accumulate);
   const auto [dy, ldy, dx, ldx] = pool_backward_operands("avg_pool2d_backward", g, dy_view, dx_view);
   const Geometry d = device_geometry(g);
   detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
@@ -261,6 +266,7 @@ void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstM
 }
 
 void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&global_avg_pool_forward, hw, x_view, y_view);
   const auto [batch, channels, x, ldx, y, ldy] =
       global_avg_pool_forward_operands("global_avg_pool_forward", hw, x_view, y_view);
   detail::for_each_element(batch, channels, GlobalAvgForwardOp{hw, channels, x, ldx, y},
@@ -269,6 +275,7 @@ void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_vi
 
 void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view,
                               bool accumulate) {
+  if (any_bf16(dy_view, dx_view)) return run_widened(&global_avg_pool_backward, hw, dy_view, dx_view, accumulate);
   const auto [batch, channels, dy, ldy, dx, ldx] =
       global_avg_pool_backward_operands("global_avg_pool_backward", hw, dy_view, dx_view);
   if (hw <= 0) return;
