@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <map>
 
+#include "engine/optim.h"
+#include "engine/training_step.h"
 #include "nets/registry.h"
 #include "support/gradcheck.h"
 
@@ -108,6 +110,80 @@ void compare(bool training) {
 TEST(Bf16Net, DenseNetTinyForwardAndBackwardFollowF32) {
   compare(true);
   compare(false);
+}
+
+}  // namespace
+
+// ---- Training in bf16 --------------------------------------------------------------------------------
+
+namespace {
+
+// A learnable task: label 1 images carry a brighter red channel (+0.25 on average, under noise).
+struct Batch {
+  Tensor images, labels;
+};
+Batch make_batch(Generator& gen, int64_t n, int64_t size) {
+  std::vector<float> labels(static_cast<size_t>(n));
+  const Tensor noise = test_support::random_tensor({n, size, size, 3}, gen, 0.0f, 1.0f);
+  std::vector<float> pixels = noise.to_vector();
+  for (int64_t i = 0; i < n; ++i) {
+    labels[static_cast<size_t>(i)] = static_cast<float>(i % 2);
+    if (i % 2 == 1)
+      for (int64_t p = 0; p < size * size; ++p) pixels[static_cast<size_t>((i * size * size + p) * 3)] += 0.25f;
+  }
+  return {Tensor::from_vector({n, size, size, 3}, pixels), Tensor::from_vector({n}, labels)};
+}
+
+std::vector<double> loss_curve(Precision precision, const std::vector<Batch>& batches, int steps) {
+  Generator gen(31);
+  auto net = nets::make_net("densenet_tiny", Head::gap, Flavor::torch, 32, gen);
+  net->train(true);
+  ParameterArena arena(net->named_parameters());
+  Adam adam(arena, Adam::pytorch(1e-3f));
+  StepOptions options;
+  options.precision = precision;
+  TrainingStep step(*net, arena, &adam, options);
+  std::vector<double> losses;
+  for (int s = 0; s < steps; ++s) {
+    const Batch& b = batches[static_cast<size_t>(s) % batches.size()];
+    const StepResult r = step.run(b.images, b.labels);
+    EXPECT_TRUE(r.finite) << "step " << s;
+    EXPECT_EQ(r.logits.dtype(), precision == Precision::bf16 ? DType::bf16 : DType::f32);
+    losses.push_back(r.loss);
+  }
+  for (const auto& [name, t] : net->named_parameters())
+    EXPECT_EQ(t.dtype(), DType::f32) << name << ": the master weights stay f32";
+  return losses;
+}
+
+double mean_of(const std::vector<double>& v, size_t begin, size_t end) {
+  double s = 0;
+  for (size_t i = begin; i < end; ++i) s += v[i];
+  return s / static_cast<double>(end - begin);
+}
+
+// densenet_tiny, 50 Adam steps (lr 1e-3) over 5 cycled batches of 8 images 32x32, from the same
+// initialisation, in f32 and in bf16 mixed precision. Bound: the bf16 curve learns as the f32 one does
+// (the mean loss of the last 10 steps falls below half the first 10 steps' in both; measured 0.63 ->
+// 0.11), its last-10 mean is within 0.05 (absolute) of f32's (measured 0.005), and step by step the two
+// stay within 0.15 of each other (measured 0.10: rounding changes the trajectory, not where it goes).
+TEST(Bf16Training, DenseNetTinyFollowsTheF32LossCurve) {
+  Generator data(32);
+  std::vector<Batch> batches;
+  for (int i = 0; i < 5; ++i) batches.push_back(make_batch(data, 8, 32));
+  const int steps = 50;
+  const std::vector<double> f32 = loss_curve(Precision::f32, batches, steps);
+  const std::vector<double> bf16 = loss_curve(Precision::bf16, batches, steps);
+  const double f32_first = mean_of(f32, 0, 10), f32_last = mean_of(f32, steps - 10, steps);
+  const double bf16_first = mean_of(bf16, 0, 10), bf16_last = mean_of(bf16, steps - 10, steps);
+  double worst = 0;
+  for (int s = 0; s < steps; ++s) worst = std::max(worst, std::abs(bf16[s] - f32[s]));
+  std::printf("loss, first 10 / last 10 steps: f32 %.4f / %.4f, bf16 %.4f / %.4f; largest step difference %.4f\n",
+              f32_first, f32_last, bf16_first, bf16_last, worst);
+  EXPECT_LT(f32_last, 0.5 * f32_first) << "the f32 run learns";
+  EXPECT_LT(bf16_last, 0.5 * bf16_first) << "the bf16 run learns";
+  EXPECT_NEAR(bf16_last, f32_last, 0.05);
+  EXPECT_LT(worst, 0.15);
 }
 
 }  // namespace
