@@ -63,9 +63,14 @@ class WidenedCall {
     if (v.rows > 0 && v.cols > 0) convert(v, wide);
     return wide;
   }
-  ConstMatrixView widen_input(ConstMatrixView v) { return is_bf16_view(v) ? ConstMatrixView(widen(v)) : v; }
+  ConstMatrixView widen_input(ConstMatrixView v) {
+    if (v.dtype != DType::bf16) return v;
+    if (v.data == nullptr) return {static_cast<const float*>(nullptr), v.rows, v.cols, v.ld};  // absent or empty
+    return widen(v);
+  }
   MatrixView widen_output(MatrixView v) {
-    if (!is_bf16_view(v)) return v;
+    if (v.dtype != DType::bf16) return v;
+    if (v.data == nullptr) return {static_cast<float*>(nullptr), v.rows, v.cols, v.ld};  // not wanted, or empty
     const MatrixView wide = widen(v);
     outputs_.emplace_back(wide, v);
     return wide;

@@ -389,32 +389,23 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
   }
 }
 
-// The reference of the mixed-precision forward: widen bf16 x and w into f32 copies (exact), run the f32
-// forward, round a bf16 y once.
+namespace {
+
+// The f32 forward with the weight as a view (dense [out_c, kh * kw * in_c]) and no bias: what
+// conv2d_forward_mixed runs on its widened operands.
+void conv2d_forward_view_weight(const Conv2dGeometry& g, ConstMatrixView x, ConstMatrixView w, MatrixView y) {
+  conv2d_forward(g, x, w.f32(), nullptr, y);
+}
+
+}  // namespace
+
+// The reference of the mixed-precision forward: bf16 x and w widened (exact), the f32 forward, a bf16 y
+// rounded once (kernels/bf16_emulation.h).
 void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView w_view,
                           MatrixView y_view) {
-  const MixedConvOperands m = conv_forward_mixed_operands("conv2d_forward_mixed", g, x_view, w_view, y_view);
-  const int64_t pixels = g.output_rows(), w_cols = g.kernel_h * g.kernel_w * g.in_c;
-  if (pixels <= 0 || g.out_c <= 0) return;
-  std::vector<float> x32, w32, y32;
-  ConstMatrixView x = x_view, w = w_view;
-  if (m.inputs == DType::bf16) {
-    x32.resize(size_t(g.input_rows() * g.in_c));
-    w32.resize(size_t(g.out_c * w_cols));
-    const MatrixView x_dense(x32.data(), g.input_rows(), g.in_c, g.in_c), w_dense(w32.data(), g.out_c, w_cols, w_cols);
-    convert(x_view, x_dense);
-    convert(w_view, w_dense);
-    x = x_dense;
-    w = w_dense;
-  }
-  if (m.output == DType::f32) {
-    conv2d_forward(g, x, w.f32(), nullptr, y_view);
-    return;
-  }
-  y32.resize(size_t(pixels * g.out_c));
-  const MatrixView y(y32.data(), pixels, g.out_c, g.out_c);
-  conv2d_forward(g, x, w.f32(), nullptr, y);
-  convert(y, y_view);
+  conv_forward_mixed_operands("conv2d_forward_mixed", g, x_view, w_view, y_view);
+  if (g.output_rows() <= 0 || g.out_c <= 0) return;
+  run_widened(&conv2d_forward_view_weight, g, x_view, w_view, y_view);
 }
 
 }  // namespace kernels::cpu
