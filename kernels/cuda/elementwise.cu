@@ -9,6 +9,9 @@
 // One grid-stride kernel per operation (launch.cuh): thread i handles element (i / cols, i % cols) and
 // touches only the first `cols` elements of every row, never the gap up to the row stride.
 // In-place calls (dst == src with the same stride) are allowed.
+// bf16: copy, add, scale and relu are templated on the storage type and run on all-bf16 operands
+// directly (load widens, f32 arithmetic, one rounding per stored value: the CPU emulation's results);
+// the other kernels, and calls that mix f32 and bf16, go through kernels/cuda/bf16_widen.h.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -38,65 +41,92 @@ struct FillOp {
   __device__ void operator()(int64_t r, int64_t c) const { dst[r * ld + c] = value; }
 };
 
+// Storage type T (float, or BFloat16: bf16 storage, f32 arithmetic, one rounding per stored value,
+// exactly the CPU's emulation of kernels/bf16_emulation.h): load widens, put rounds once.
+__device__ inline float load(const float* p) { return *p; }
+__device__ inline float load(const BFloat16* p) { return f32_from_bf16_bits(p->bits); }
+__device__ inline void put(float* p, float value, bool accumulate) { store(p, value, accumulate); }
+__device__ inline void put(BFloat16* p, float value, bool accumulate) {
+  *p = BFloat16(accumulate ? load(p) + value : value);
+}
+
+template <typename T>
 struct CopyOp {
-  const float* src;
+  const T* src;
   int64_t ld_src;
-  float* dst;
+  T* dst;
   int64_t ld_dst;
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
-    store(dst + r * ld_dst + c, src[r * ld_src + c], accumulate);
+    if constexpr (sizeof(T) == 2) {
+      if (!accumulate) {  // a bf16 copy keeps every bit, as the conversion kernel's
+        dst[r * ld_dst + c] = src[r * ld_src + c];
+        return;
+      }
+    }
+    put(dst + r * ld_dst + c, load(src + r * ld_src + c), accumulate);
   }
 };
 
+template <typename T>
 struct AddOp {
-  const float* a;
+  const T* a;
   int64_t lda;
-  const float* b;
+  const T* b;
   int64_t ldb;
-  float* dst;
+  T* dst;
   int64_t ld_dst;
   __device__ void operator()(int64_t r, int64_t c) const {
-    dst[r * ld_dst + c] = a[r * lda + c] + b[r * ldb + c];
+    put(dst + r * ld_dst + c, load(a + r * lda + c) + load(b + r * ldb + c), false);
   }
 };
 
+template <typename T>
 struct ScaleOp {
   float alpha;
-  const float* src;
+  const T* src;
   int64_t ld_src;
-  float* dst;
+  T* dst;
   int64_t ld_dst;
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
-    store(dst + r * ld_dst + c, alpha * src[r * ld_src + c], accumulate);
+    put(dst + r * ld_dst + c, alpha * load(src + r * ld_src + c), accumulate);
   }
 };
 
+template <typename T>
 struct ReluForwardOp {
-  const float* x;
+  const T* x;
   int64_t ldx;
-  float* y;
+  T* y;
   int64_t ldy;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float v = x[r * ldx + c];
-    y[r * ldy + c] = v < 0.0f ? 0.0f : v;  // NaN stays NaN, as on the CPU
+    const float v = load(x + r * ldx + c);
+    put(y + r * ldy + c, v < 0.0f ? 0.0f : v, false);  // NaN stays NaN, as on the CPU
   }
 };
 
+template <typename T>
 struct ReluBackwardOp {
-  const float* y;
+  const T* y;
   int64_t ldy;
-  const float* dy;
+  const T* dy;
   int64_t ld_dy;
-  float* dx;
+  T* dx;
   int64_t ldx;
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float g = y[r * ldy + c] > 0.0f ? dy[r * ld_dy + c] : 0.0f;
-    store(dx + r * ldx + c, g, accumulate);
+    const float g = load(y + r * ldy + c) > 0.0f ? load(dy + r * ld_dy + c) : 0.0f;
+    put(dx + r * ldx + c, g, accumulate);
   }
 };
+
+// Every view bf16 (the engine's bf16 activations): the bf16 kernels above run directly; a call that
+// mixes f32 and bf16 goes through the emulation.
+template <typename... Views>
+bool all_bf16(const Views&... views) {
+  return ((views.dtype == DType::bf16 && views.data != nullptr) && ...);
+}
 
 struct SigmoidForwardOp {
   const float* x;
@@ -197,39 +227,73 @@ void fill(MatrixView dst_view, float value) {
 }
 
 void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  if (all_bf16(src_view, dst_view)) {
+    check_same_shape("copy", src_view, dst_view);
+    return for_each_element(dst_view.rows, dst_view.cols,
+                            CopyOp<BFloat16>{src_view.bf16(), src_view.ld, dst_view.bf16(), dst_view.ld, accumulate},
+                            "copy_bf16");
+  }
   if (any_bf16(src_view, dst_view)) return run_widened(&copy, src_view, dst_view, accumulate);
   const auto [rows, cols, src, ld_src, dst, ld_dst] =
       unary_operands("copy", src_view, dst_view);
-  for_each_element(rows, cols, CopyOp{src, ld_src, dst, ld_dst, accumulate}, "copy");
+  for_each_element(rows, cols, CopyOp<float>{src, ld_src, dst, ld_dst, accumulate}, "copy");
 }
 
 void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
+  if (all_bf16(a_view, b_view, dst_view)) {
+    check_same_shape("add", a_view, dst_view);
+    check_same_shape("add", b_view, dst_view);
+    return for_each_element(dst_view.rows, dst_view.cols,
+                            AddOp<BFloat16>{a_view.bf16(), a_view.ld, b_view.bf16(), b_view.ld, dst_view.bf16(),
+                                            dst_view.ld},
+                            "add_bf16");
+  }
   if (any_bf16(a_view, b_view, dst_view)) return run_widened(&add, a_view, b_view, dst_view);
   const auto [rows, cols, a, lda, b, ldb, dst, ld_dst] =
       binary_operands("add", a_view, b_view, dst_view);
-  for_each_element(rows, cols, AddOp{a, lda, b, ldb, dst, ld_dst}, "add");
+  for_each_element(rows, cols, AddOp<float>{a, lda, b, ldb, dst, ld_dst}, "add");
 }
 
 void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  if (all_bf16(src_view, dst_view)) {
+    check_same_shape("scale", src_view, dst_view);
+    return for_each_element(
+        dst_view.rows, dst_view.cols,
+        ScaleOp<BFloat16>{alpha, src_view.bf16(), src_view.ld, dst_view.bf16(), dst_view.ld, accumulate}, "scale_bf16");
+  }
   if (any_bf16(src_view, dst_view)) return run_widened(&scale, alpha, src_view, dst_view, accumulate);
   const auto [rows, cols, src, ld_src, dst, ld_dst] =
       unary_operands("scale", src_view, dst_view);
-  for_each_element(rows, cols, ScaleOp{alpha, src, ld_src, dst, ld_dst, accumulate}, "scale");
+  for_each_element(rows, cols, ScaleOp<float>{alpha, src, ld_src, dst, ld_dst, accumulate}, "scale");
 }
 
 void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
+  if (all_bf16(x_view, y_view)) {
+    check_same_shape("relu_forward", x_view, y_view);
+    return for_each_element(y_view.rows, y_view.cols,
+                            ReluForwardOp<BFloat16>{x_view.bf16(), x_view.ld, y_view.bf16(), y_view.ld},
+                            "relu_forward_bf16");
+  }
   if (any_bf16(x_view, y_view)) return run_widened(&relu_forward, x_view, y_view);
   const auto [rows, cols, x, ldx, y, ldy] =
       unary_operands("relu_forward", x_view, y_view);
-  for_each_element(rows, cols, ReluForwardOp{x, ldx, y, ldy}, "relu_forward");
+  for_each_element(rows, cols, ReluForwardOp<float>{x, ldx, y, ldy}, "relu_forward");
 }
 
 void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                    bool accumulate) {
+  if (all_bf16(y_view, dy_view, dx_view)) {
+    check_same_shape("relu_backward", y_view, dx_view);
+    check_same_shape("relu_backward", dy_view, dx_view);
+    return for_each_element(dx_view.rows, dx_view.cols,
+                            ReluBackwardOp<BFloat16>{y_view.bf16(), y_view.ld, dy_view.bf16(), dy_view.ld,
+                                                     dx_view.bf16(), dx_view.ld, accumulate},
+                            "relu_backward_bf16");
+  }
   if (any_bf16(y_view, dy_view, dx_view)) return run_widened(&relu_backward, y_view, dy_view, dx_view, accumulate);
   const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
       binary_operands("relu_backward", y_view, dy_view, dx_view);
-  for_each_element(rows, cols, ReluBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
+  for_each_element(rows, cols, ReluBackwardOp<float>{y, ldy, dy, ld_dy, dx, ldx, accumulate},
                    "relu_backward");
 }
 
