@@ -217,3 +217,26 @@ TEST(Bf16Net, InceptionResNetV2ForwardAndBackwardFollowF32) {
 }
 
 }  // namespace
+
+namespace {
+
+// The memory-efficient DenseNet (every BN+ReLU recomputed in backward) in bf16: the recompute repeats
+// the forward's bf16 roundings, so logits and every gradient equal the plain graph's bit for bit.
+TEST(Bf16Net, MemoryEfficientDenseNetTinyEqualsThePlainGraph) {
+  Generator gen_a(51), gen_b(51), data(52);
+  nets::NetOptions efficient;
+  efficient.memory_efficient = true;
+  auto plain = nets::make_net("densenet_tiny", Head::gap, Flavor::torch, 32, gen_a);
+  auto recomputing = nets::make_net("densenet_tiny", Head::gap, Flavor::torch, 32, gen_b, efficient);
+  plain->train(true);
+  recomputing->train(true);
+  const Tensor images = test_support::random_tensor({4, 32, 32, 3}, data, 0.0f, 1.0f);
+  const Tensor targets = Tensor::from_vector({4}, {1, 0, 0, 1});
+  const Pass a = run(*plain, images, targets, DType::bf16);
+  const Pass b = run(*recomputing, images, targets, DType::bf16);
+  EXPECT_EQ(a.logits, b.logits);
+  EXPECT_EQ(a.image_grad, b.image_grad);
+  for (const auto& [name, g] : a.grads) EXPECT_EQ(g, b.grads.at(name)) << name;
+}
+
+}  // namespace
