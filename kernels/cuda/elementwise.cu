@@ -21,6 +21,7 @@
 #include "kernels/cuda/internal.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/elementwise.h"
 
 namespace kernels::cuda {
@@ -40,15 +41,6 @@ struct FillOp {
   int64_t ld;
   __device__ void operator()(int64_t r, int64_t c) const { dst[r * ld + c] = value; }
 };
-
-// Storage type T (float, or BFloat16: bf16 storage, f32 arithmetic, one rounding per stored value,
-// exactly the CPU's emulation of kernels/bf16_emulation.h): load widens, put rounds once.
-__device__ inline float load(const float* p) { return *p; }
-__device__ inline float load(const BFloat16* p) { return f32_from_bf16_bits(p->bits); }
-__device__ inline void put(float* p, float value, bool accumulate) { store(p, value, accumulate); }
-__device__ inline void put(BFloat16* p, float value, bool accumulate) {
-  *p = BFloat16(accumulate ? load(p) + value : value);
-}
 
 template <typename T>
 struct CopyOp {
@@ -121,12 +113,7 @@ struct ReluBackwardOp {
   }
 };
 
-// Every view bf16 (the engine's bf16 activations): the bf16 kernels above run directly; a call that
-// mixes f32 and bf16 goes through the emulation.
-template <typename... Views>
-bool all_bf16(const Views&... views) {
-  return ((views.dtype == DType::bf16 && views.data != nullptr) && ...);
-}
+
 
 struct SigmoidForwardOp {
   const float* x;
