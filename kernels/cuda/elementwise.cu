@@ -9,7 +9,7 @@
 // One grid-stride kernel per operation (launch.cuh): thread i handles element (i / cols, i % cols) and
 // touches only the first `cols` elements of every row, never the gap up to the row stride.
 // In-place calls (dst == src with the same stride) are allowed.
-// bf16: copy, add, scale and relu are templated on the storage type and run on all-bf16 operands
+// bf16: copy, add, scale, relu and sigmoid are templated on the storage type and run on all-bf16 operands
 // directly (load widens, f32 arithmetic, one rounding per stored value: the CPU emulation's results);
 // the other kernels, and calls that mix f32 and bf16, go through kernels/cuda/bf16_widen.h.
 #include <cuda_runtime.h>
@@ -115,27 +115,29 @@ struct ReluBackwardOp {
 
 
 
+template <typename T>
 struct SigmoidForwardOp {
-  const float* x;
+  const T* x;
   int64_t ldx;
-  float* y;
+  T* y;
   int64_t ldy;
   __device__ void operator()(int64_t r, int64_t c) const {
-    y[r * ldy + c] = stable_sigmoid(x[r * ldx + c]);
+    put(y + r * ldy + c, stable_sigmoid(load(x + r * ldx + c)), false);
   }
 };
 
+template <typename T>
 struct SigmoidBackwardOp {
-  const float* y;
+  const T* y;
   int64_t ldy;
-  const float* dy;
+  const T* dy;
   int64_t ld_dy;
-  float* dx;
+  T* dx;
   int64_t ldx;
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float s = y[r * ldy + c];
-    store(dx + r * ldx + c, dy[r * ld_dy + c] * s * (1.0f - s), accumulate);
+    const float s = load(y + r * ldy + c);
+    put(dx + r * ldx + c, load(dy + r * ld_dy + c) * s * (1.0f - s), accumulate);
   }
 };
 
@@ -285,18 +287,32 @@ void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView d
 }
 
 void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
+  if (all_bf16(x_view, y_view)) {
+    check_same_shape("sigmoid_forward", x_view, y_view);
+    return for_each_element(y_view.rows, y_view.cols,
+                            SigmoidForwardOp<BFloat16>{x_view.bf16(), x_view.ld, y_view.bf16(), y_view.ld},
+                            "sigmoid_forward_bf16");
+  }
   if (any_bf16(x_view, y_view)) return run_widened(&sigmoid_forward, x_view, y_view);
   const auto [rows, cols, x, ldx, y, ldy] =
       unary_operands("sigmoid_forward", x_view, y_view);
-  for_each_element(rows, cols, SigmoidForwardOp{x, ldx, y, ldy}, "sigmoid_forward");
+  for_each_element(rows, cols, SigmoidForwardOp<float>{x, ldx, y, ldy}, "sigmoid_forward");
 }
 
 void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                       bool accumulate) {
+  if (all_bf16(y_view, dy_view, dx_view)) {
+    check_same_shape("sigmoid_backward", y_view, dx_view);
+    check_same_shape("sigmoid_backward", dy_view, dx_view);
+    return for_each_element(dx_view.rows, dx_view.cols,
+                            SigmoidBackwardOp<BFloat16>{y_view.bf16(), y_view.ld, dy_view.bf16(), dy_view.ld,
+                                                        dx_view.bf16(), dx_view.ld, accumulate},
+                            "sigmoid_backward_bf16");
+  }
   if (any_bf16(y_view, dy_view, dx_view)) return run_widened(&sigmoid_backward, y_view, dy_view, dx_view, accumulate);
   const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
       binary_operands("sigmoid_backward", y_view, dy_view, dx_view);
-  for_each_element(rows, cols, SigmoidBackwardOp{y, ldy, dy, ld_dy, dx, ldx, accumulate},
+  for_each_element(rows, cols, SigmoidBackwardOp<float>{y, ldy, dy, ld_dy, dx, ldx, accumulate},
                    "sigmoid_backward");
 }
 
