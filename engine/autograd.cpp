@@ -68,8 +68,8 @@ void record(const Tensor& output, const char* op_name, std::vector<Tensor> input
 void accumulate_leaf_grad(const Tensor& leaf, const Tensor& g) {
   Tensor current = leaf.grad();
   if (!current.defined()) {
-    Tensor fresh = Tensor::empty(leaf.shape(), leaf.device());
-    fresh.copy_from(g);
+    Tensor fresh = Tensor::empty(leaf.shape(), leaf.device(), leaf.dtype());
+    fresh.copy_from(g.dtype() == leaf.dtype() ? g : g.to(leaf.dtype()));
     leaf.set_grad(fresh);
     return;
   }

@@ -109,10 +109,10 @@ Tensor Tensor::empty_pinned(const Shape& shape, DType dtype) {
   return Tensor(impl);
 }
 
-Tensor Tensor::zeros(const Shape& shape, Device device) { return full(shape, 0.0f, device); }
+Tensor Tensor::zeros(const Shape& shape, Device device, DType dtype) { return full(shape, 0.0f, device, dtype); }
 
-Tensor Tensor::full(const Shape& shape, float value, Device device) {
-  Tensor t = empty(shape, device);
+Tensor Tensor::full(const Shape& shape, float value, Device device, DType dtype) {
+  Tensor t = empty(shape, device, dtype);
   t.fill_(value);
   return t;
 }

@@ -56,9 +56,11 @@ class Tensor {
 
   // --- Creation (contiguous, row-major) ---
   static Tensor empty(const Shape& shape, Device device = Device::cpu(), DType dtype = DType::f32);
-  static Tensor zeros(const Shape& shape, Device device = Device::cpu());
-  static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
-  static Tensor ones(const Shape& shape, Device device = Device::cpu()) { return full(shape, 1.0f, device); }
+  static Tensor zeros(const Shape& shape, Device device = Device::cpu(), DType dtype = DType::f32);
+  static Tensor full(const Shape& shape, float value, Device device = Device::cpu(), DType dtype = DType::f32);
+  static Tensor ones(const Shape& shape, Device device = Device::cpu(), DType dtype = DType::f32) {
+    return full(shape, 1.0f, device, dtype);
+  }
   // The values (row-major) as a tensor of `dtype`: rounded to nearest even for bf16.
   static Tensor from_vector(const Shape& shape, const std::vector<float>& values,
                             Device device = Device::cpu(), DType dtype = DType::f32);

@@ -22,13 +22,20 @@ TrainingStep::TrainingStep(Forward forward, ParameterArena& arena, Optimizer* op
     : forward_(std::move(forward)), arena_(arena), optimizer_(optimizer), options_(std::move(options)),
       nonfinite_(Tensor::zeros({1}, arena.device())) {
   ENGINE_CHECK(forward_) << "TrainingStep needs a forward function";
-  ENGINE_CHECK(options_.precision == Precision::f32)
-      << "training in " << precision_name(options_.precision) << " is not implemented; the engine trains in f32";
+  ENGINE_CHECK(options_.precision != Precision::f16)
+      << "training in " << precision_name(options_.precision)
+      << " is not implemented; the engine trains in f32 or bf16 mixed precision";
+}
+
+// The images as the net's first activation: bf16 in a bf16 step (seam (b)), from which every op keeps
+// bf16 activations; as they are otherwise.
+Tensor TrainingStep::activation_input(const Tensor& images) const {
+  return options_.precision == Precision::bf16 ? images.to(DType::bf16) : images;
 }
 
 Tensor TrainingStep::forward_loss(const Tensor& images, const Tensor& labels, const Tensor& weights, Tensor& logits) {
   arena_.zero_grad();
-  logits = forward_(images);
+  logits = forward_(activation_input(images));
   return bce_with_logits(logits, labels, weights);
 }
 

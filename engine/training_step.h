@@ -35,10 +35,13 @@
 //      after a non-finite one is updated as their forward passes run.
 //        PendingStep previous = step.enqueue(images, labels);
 //        ... next batch: PendingStep current = step.enqueue(...); StepResult r = step.finish(previous);
-//  (b) Precision. StepOptions::precision chooses the arithmetic of the step; only f32 exists today and
-//      anything else is refused when the step is made. Mixed precision (a half-precision forward and
-//      backward over f32 master weights in the arena, with loss scaling) belongs in forward_loss and
-//      backward_update.
+//  (b) Precision. StepOptions::precision chooses the arithmetic of the step (docs/precision.md): f32, or
+//      bf16 mixed precision: the images enter the net as bf16, so every activation and activation
+//      gradient is stored in bf16 while the arithmetic stays f32; the f32 master weights stay in the
+//      arena and every op reads a weight as its bf16 working copy (rounded from the master, so it follows
+//      each update); the loss is f32 from the bf16 logits; weight gradients, BN statistics and the
+//      optimizer's update stay f32 (bf16 has f32's range: no loss scaling). f16 is refused when the step
+//      is made.
 //  (c) Data parallelism. StepOptions::reduce_gradients is called with the arena after backward and before
 //      the update: arena.grads() holds every gradient in one buffer, so one all-reduce (or an average
 //      over processes) serves. Null = a single process. The trainer sets it under an MPI launcher to
@@ -53,8 +56,8 @@
 
 namespace engine {
 
-// The arithmetic of a step. Only f32 is implemented; the others are named so that asking for one is a
-// clear error rather than a silent f32 run.
+// The arithmetic of a step: f32, or bf16 mixed precision (seam (b)). f16 is named so that asking for it
+// is a clear error rather than a silent f32 run.
 enum class Precision { f32, bf16, f16 };
 std::string precision_name(Precision precision);
 
@@ -107,6 +110,8 @@ class TrainingStep {
   void clear_nonfinite() { nonfinite_.fill_(0.0f); }
 
   const StepOptions& options() const { return options_; }
+  // What the net is given for `images`: a bf16 copy in a bf16 step, the images themselves otherwise.
+  Tensor activation_input(const Tensor& images) const;
   Optimizer* optimizer() const { return optimizer_; }
 
  private:

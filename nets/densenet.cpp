@@ -112,7 +112,7 @@ Tensor DenseBlock::forward(const Tensor& x) const {
   Tensor buffer;
   if (block_buffers_) {
     // [N, H, W, out_channels]: channels [0, in) = the block input, then growth_ channels per layer.
-    buffer = Tensor::empty({n, h, w, out_channels_}, x.device());
+    buffer = Tensor::empty({n, h, w, out_channels_}, x.device(), x.dtype());  // bf16 activations: a bf16 buffer
     features = copy_into(x, buffer.slice(-1, 0, in_channels_));
   } else {
     features = x;

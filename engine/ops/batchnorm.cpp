@@ -34,7 +34,7 @@ Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor&
   const Tensor xr = detail::as_row_matrix(x);
   const detail::Rows xm = detail::as_rows(xr);
   ENGINE_CHECK(!training || xm.rows > 0) << "batch_norm: empty batch in training mode";
-  Tensor y = Tensor::empty(x.shape(), x.device());
+  Tensor y = Tensor::empty(x.shape(), x.device(), x.dtype());  // bf16 x: bf16 y, f32 statistics
   const detail::Rows ym = detail::as_rows(y);
   const kernels::BatchNormHyper hyper{options.eps, options.momentum, options.unbiased_running_var};
 
@@ -60,7 +60,7 @@ Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor&
            [xr, gamma, beta, saved_mean, saved_invstd, need_dx, need_dgamma, need_dbeta, relu](const Tensor& dy_in) {
              const Tensor dy = detail::as_row_matrix(dy_in);
              const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
-             Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
+             Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device(), xr.dtype()) : Tensor();
              Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              kernels::BatchNormChannels ch;
@@ -98,7 +98,7 @@ Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor&
            [xr, gamma, mean_copy, var_copy, hyper, need_dx, need_dgamma, need_dbeta](const Tensor& dy_in) {
              const Tensor dy = detail::as_row_matrix(dy_in);
              const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
-             Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
+             Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device(), xr.dtype()) : Tensor();
              Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              kernels::BatchNormChannels ch;

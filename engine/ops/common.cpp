@@ -53,7 +53,6 @@ void check_same_device(const char* op, const std::vector<Tensor>& tensors) {
   const Tensor* first = nullptr;
   for (const Tensor& t : tensors) {
     if (!t.defined()) continue;
-    ENGINE_CHECK(t.dtype() == DType::f32) << op << ": expects f32 tensors, got " << t.str();
     if (!first) {
       first = &t;
       continue;

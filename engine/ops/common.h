@@ -25,7 +25,8 @@ inline float* data_or_null(const Tensor& t) { return t.defined() ? t.data() : nu
 // t itself when it is a row matrix, a dense copy otherwise.
 Tensor as_row_matrix(const Tensor& t);
 
-// All defined tensors are f32 on the device of the first; names the op in the error.
+// All defined tensors are on the device of the first; names the op in the error. Activations may be
+// f32 or bf16 (docs/precision.md); per-channel parameters are read with data(), which takes f32 only.
 void check_same_device(const char* op, const std::vector<Tensor>& tensors);
 
 [[noreturn]] void no_cuda_kernel(const char* op);

@@ -1,10 +1,24 @@
 // conv2d: forward through the device's conv2d_forward (im2col + GEMM on the CPU, cuDNN on the GPU); backward gives dx (backward-data), dweight
 // (backward-filter) and dbias. Shapes: x [N, H, W, I], weight [O, KH, KW, I], out [N, OH, OW, O].
+// A bf16 x (docs/precision.md) gives a bf16 y and dx: the kernels read the weight as its bf16 working copy
+// (an f32 weight is rounded once per call, exactly as the training step's bf16 copy would be), accumulate
+// in f32, add the f32 bias and round y once; dweight and dbias stay f32.
 #include "engine/ops.h"
 #include "engine/ops/common.h"
 #include "kernels/conv.h"
 
 namespace engine {
+namespace {
+
+// The weight the kernels read: for a bf16 input its bf16 working copy, held widened (exactly) in f32
+// because the conv kernels take f32 weights; for an f32 input the weight itself, dense.
+Tensor bf16_working_weight(const Tensor& weight, DType input_dtype) {
+  const Tensor w = weight.contiguous();
+  if (w.dtype() == DType::bf16) return w.to(DType::f32);
+  return input_dtype == DType::bf16 ? w.to(DType::bf16).to(DType::f32) : w;
+}
+
+}  // namespace
 
 Conv2dOptions Conv2dOptions::same(int64_t in_h, int64_t in_w, int64_t kernel_h, int64_t kernel_w,
                                   int64_t stride) {
@@ -39,13 +53,15 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   ENGINE_CHECK(!bias.defined() || (bias.ndim() == 1 && bias.size(0) == g.out_c))
       << "conv2d: bias must be [" << g.out_c << "], got " << bias.str();
   const Shape out_shape{g.batch, g.out_h(), g.out_w(), g.out_c};
-  Tensor y = out.defined() ? out : Tensor::empty(out_shape, x.device());
+  Tensor y = out.defined() ? out : Tensor::empty(out_shape, x.device(), x.dtype());
+  ENGINE_CHECK(y.dtype() == x.dtype()) << "conv2d: out is " << y.str() << " for a " << dtype_name(x.dtype())
+                                       << " input; give it the input's dtype";
   ENGINE_CHECK(y.shape() == out_shape) << "conv2d: out has shape " << shape_str(y.shape()) << ", expected "
                                        << shape_str(out_shape);
   ENGINE_CHECK(detail::is_row_matrix(y)) << "conv2d: out must be dense or a channel slice";
 
   const Tensor xr = detail::as_row_matrix(x);
-  const Tensor w = weight.contiguous();
+  const Tensor w = bf16_working_weight(weight, x.dtype());
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   ENGINE_KERNEL(x.device(), conv2d_forward)(g, detail::as_rows(xr), w.data(), detail::data_or_null(b),
                                             detail::as_rows(y));
@@ -56,7 +72,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
          [g, xr, w, has_bias = bias.defined(), need_dx, need_dw](const Tensor& dy_in) {
            const Tensor dy = detail::as_row_matrix(dy_in);
            const detail::Rows dym = detail::as_rows(dy);
-           Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device()) : Tensor();
+           Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device(), xr.dtype()) : Tensor();
            Tensor dw = need_dw ? Tensor::empty(w.shape(), w.device()) : Tensor();
            Tensor db = need_dw && has_bias ? Tensor::empty({g.out_c}, w.device()) : Tensor();
            if (need_dx)

@@ -15,11 +15,11 @@ using BackwardKernel = void (*)(kernels::ConstMatrixView y, kernels::ConstMatrix
 Tensor unary_from_output(const char* op, const Tensor& x, ForwardKernel forward, BackwardKernel backward) {
   detail::check_same_device(op, {x});
   const Tensor xr = detail::as_row_matrix(x);
-  Tensor y = Tensor::empty(x.shape(), x.device());
+  Tensor y = Tensor::empty(x.shape(), x.device(), x.dtype());
   forward(detail::as_rows(xr), detail::as_rows(y));
   record(y, op, {x}, [saved_y = y.detach(), backward](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    Tensor dx = Tensor::empty(saved_y.shape(), saved_y.device());
+    Tensor dx = Tensor::empty(saved_y.shape(), saved_y.device(), saved_y.dtype());
     backward(detail::as_rows(saved_y), detail::as_rows(dy), detail::as_rows(dx), false);
     return std::vector<Tensor>{dx};
   });
@@ -43,21 +43,24 @@ Tensor add(const Tensor& a, const Tensor& b) {
   ENGINE_CHECK(a.shape() == b.shape()) << "add: shapes " << shape_str(a.shape()) << " and "
                                        << shape_str(b.shape()) << " differ (no broadcasting)";
   const Tensor ar = detail::as_row_matrix(a), br = detail::as_row_matrix(b);
-  Tensor y = Tensor::empty(a.shape(), a.device());
+  Tensor y = Tensor::empty(a.shape(), a.device(), a.dtype());
   ENGINE_KERNEL(a.device(), add)(detail::as_rows(ar), detail::as_rows(br), detail::as_rows(y));
-  // d(a + b) = (dy, dy): the same gradient goes to both (the engine never mutates a handed-out gradient).
-  record(y, "add", {a, b}, [](const Tensor& dy) { return std::vector<Tensor>{dy, dy}; });
+  // d(a + b) = (dy, dy): the same gradient goes to both (the engine never mutates a handed-out gradient),
+  // each in its input's dtype.
+  record(y, "add", {a, b}, [a_dtype = a.dtype(), b_dtype = b.dtype()](const Tensor& dy) {
+    return std::vector<Tensor>{dy.dtype() == a_dtype ? dy : dy.to(a_dtype), dy.dtype() == b_dtype ? dy : dy.to(b_dtype)};
+  });
   return y;
 }
 
 Tensor scale(const Tensor& x, float alpha) {
   detail::check_same_device("scale", {x});
   const Tensor xr = detail::as_row_matrix(x);
-  Tensor y = Tensor::empty(x.shape(), x.device());
+  Tensor y = Tensor::empty(x.shape(), x.device(), x.dtype());
   ENGINE_KERNEL(x.device(), scale)(alpha, detail::as_rows(xr), detail::as_rows(y), false);
-  record(y, "scale", {x}, [alpha](const Tensor& dy_in) {
+  record(y, "scale", {x}, [alpha, x_dtype = x.dtype()](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    Tensor dx = Tensor::empty(dy.shape(), dy.device());
+    Tensor dx = Tensor::empty(dy.shape(), dy.device(), x_dtype);
     ENGINE_KERNEL(dy.device(), scale)(alpha, detail::as_rows(dy), detail::as_rows(dx), false);
     return std::vector<Tensor>{dx};
   });

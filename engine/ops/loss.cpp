@@ -22,7 +22,7 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
   ENGINE_KERNEL(logits.device(), bce_with_logits_forward_to)(detail::as_column(z), detail::as_column(t),
                                                              detail::as_column(w), y.data());
   record(y, "bce_with_logits", {logits}, [z, t, w, shape = logits.shape()](const Tensor& dy) {
-    Tensor dz = Tensor::empty(shape, z.device());
+    Tensor dz = Tensor::empty(shape, z.device(), z.dtype());  // a bf16 gradient for bf16 logits
     const Tensor dloss = dy.contiguous();
     ENGINE_KERNEL(z.device(), bce_with_logits_backward_from)(detail::as_column(z), detail::as_column(t),
                                                              detail::as_column(w), dloss.data(),
@@ -36,8 +36,8 @@ Tensor sum(const Tensor& x) {
   detail::check_same_device("sum", {x});
   const Tensor xr = detail::as_row_matrix(x);
   Tensor y = Tensor::scalar(static_cast<float>(ENGINE_KERNEL(x.device(), sum)(detail::as_rows(xr))), x.device());
-  record(y, "sum", {x}, [shape = x.shape(), device = x.device()](const Tensor& dy) {
-    return std::vector<Tensor>{Tensor::full(shape, dy.item(), device)};
+  record(y, "sum", {x}, [shape = x.shape(), device = x.device(), dtype = x.dtype()](const Tensor& dy) {
+    return std::vector<Tensor>{Tensor::full(shape, dy.item(), device, dtype)};
   });
   return y;
 }

@@ -30,11 +30,11 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   detail::check_same_device("max_pool2d", {x});
   const kernels::Pool2dGeometry g = pool_geometry("max_pool2d", x, options);
   const Tensor xr = detail::as_row_matrix(x);
-  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device());
+  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device(), x.dtype());
   ENGINE_KERNEL(x.device(), max_pool2d_forward)(g, detail::as_rows(xr), detail::as_rows(y));
   record(y, "max_pool2d", {x}, [g, xr](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    Tensor dx = Tensor::empty(xr.shape(), xr.device());
+    Tensor dx = Tensor::empty(xr.shape(), xr.device(), xr.dtype());
     ENGINE_KERNEL(dy.device(), max_pool2d_backward)(g, detail::as_rows(xr), detail::as_rows(dy), detail::as_rows(dx),
                                                     false);
     return std::vector<Tensor>{dx};
@@ -46,13 +46,13 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_incl
   detail::check_same_device("avg_pool2d", {x});
   const kernels::Pool2dGeometry g = pool_geometry("avg_pool2d", x, options);
   const Tensor xr = detail::as_row_matrix(x);
-  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device());
+  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device(), x.dtype());
   ENGINE_KERNEL(x.device(), avg_pool2d_forward)(g, count_include_pad, detail::as_rows(xr), detail::as_rows(y));
   const Shape x_shape = x.shape();
   const Device device = x.device();
-  record(y, "avg_pool2d", {x}, [g, count_include_pad, x_shape, device](const Tensor& dy_in) {
+  record(y, "avg_pool2d", {x}, [g, count_include_pad, x_shape, device, dtype = x.dtype()](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    Tensor dx = Tensor::empty(x_shape, device);
+    Tensor dx = Tensor::empty(x_shape, device, dtype);
     ENGINE_KERNEL(dy.device(), avg_pool2d_backward)(g, count_include_pad, detail::as_rows(dy), detail::as_rows(dx),
                                                     false);
     return std::vector<Tensor>{dx};
@@ -66,13 +66,13 @@ Tensor global_avg_pool(const Tensor& x) {
   const int64_t n = x.size(0), hw = x.size(1) * x.size(2), c = x.size(3);
   ENGINE_CHECK(hw > 0) << "global_avg_pool: empty spatial extent in " << x.str();
   const Tensor xr = detail::as_row_matrix(x);
-  Tensor y = Tensor::empty({n, c}, x.device());
+  Tensor y = Tensor::empty({n, c}, x.device(), x.dtype());
   ENGINE_KERNEL(x.device(), global_avg_pool_forward)(hw, detail::as_rows(xr), detail::as_rows(y));
   const Shape x_shape = x.shape();
   const Device device = x.device();
-  record(y, "global_avg_pool", {x}, [hw, x_shape, device](const Tensor& dy_in) {
+  record(y, "global_avg_pool", {x}, [hw, x_shape, device, dtype = x.dtype()](const Tensor& dy_in) {
     const Tensor dy = dy_in.contiguous();
-    Tensor dx = Tensor::empty(x_shape, device);
+    Tensor dx = Tensor::empty(x_shape, device, dtype);
     ENGINE_KERNEL(dy.device(), global_avg_pool_backward)(hw, detail::as_rows(dy), detail::as_rows(dx), false);
     return std::vector<Tensor>{dx};
   });

@@ -31,9 +31,9 @@ Tensor slice_channels(const Tensor& x, int64_t begin, int64_t end) {
   Tensor y = x.slice(-1, begin, end);
   const Shape x_shape = x.shape();
   const Device device = x.device();
-  record(y, "slice_channels", {x}, [x_shape, device, begin, end](const Tensor& dy_in) {
+  record(y, "slice_channels", {x}, [x_shape, device, dtype = x.dtype(), begin, end](const Tensor& dy_in) {
     // Zeros outside [begin, end), dy inside.
-    Tensor dx = Tensor::zeros(x_shape, device);
+    Tensor dx = Tensor::zeros(x_shape, device, dtype);
     dx.slice(-1, begin, end).copy_from(dy_in);
     return std::vector<Tensor>{dx};
   });
@@ -97,7 +97,7 @@ Tensor concat_channels(const std::vector<Tensor>& inputs) {
     if (!fits) y = Tensor();
   }
   if (!y.defined()) {
-    y = Tensor::empty(out_shape, first.device());
+    y = Tensor::empty(out_shape, first.device(), first.dtype());
     for (size_t i = 0; i < inputs.size(); ++i) {
       const Tensor part = detail::as_row_matrix(inputs[i]);
       const detail::Rows src = detail::as_rows(part);

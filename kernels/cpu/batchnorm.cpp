@@ -19,6 +19,7 @@
 // forward (bn_affine), so the mask is the forward's and nothing of z is stored. The reference for
 // the CUDA fused kernels; bit-equal to the unfused pair.
 #include "kernels/batchnorm.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <algorithm>
 #include <cmath>
@@ -395,31 +396,37 @@ void backward_training(const char* name, ConstMatrixView x_view, ConstMatrixView
 
 void batch_norm_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
                                  const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  if (any_bf16(x, y)) return run_widened(&batch_norm_forward_training, x, y, ch, stats, h);
   forward_training("batch_norm_forward_training", x, y, ch, stats, h, false);
 }
 
 void batch_norm_relu_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
                                       const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  if (any_bf16(x, y)) return run_widened(&batch_norm_relu_forward_training, x, y, ch, stats, h);
   forward_training("batch_norm_relu_forward_training", x, y, ch, stats, h, true);
 }
 
 void batch_norm_forward_eval(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
                              const BatchNormHyper& h) {
+  if (any_bf16(x, y)) return run_widened(&batch_norm_forward_eval, x, y, ch, h);
   forward_eval("batch_norm_forward_eval", x, y, ch, h, false);
 }
 
 void batch_norm_relu_forward_eval(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
                                   const BatchNormHyper& h) {
+  if (any_bf16(x, y)) return run_widened(&batch_norm_relu_forward_eval, x, y, ch, h);
   forward_eval("batch_norm_relu_forward_eval", x, y, ch, h, true);
 }
 
 void batch_norm_backward_training(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
                                   MatrixView dx, bool accumulate_dx, const BatchNormParamGrads& grads) {
+  if (any_bf16(x, dy, dx)) return run_widened(&batch_norm_backward_training, x, dy, ch, dx, accumulate_dx, grads);
   backward_training("batch_norm_backward_training", x, dy, ch, dx, accumulate_dx, grads, false);
 }
 
 void batch_norm_relu_backward_training(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
                                        MatrixView dx, bool accumulate_dx, const BatchNormParamGrads& grads) {
+  if (any_bf16(x, dy, dx)) return run_widened(&batch_norm_relu_backward_training, x, dy, ch, dx, accumulate_dx, grads);
   backward_training("batch_norm_relu_backward_training", x, dy, ch, dx, accumulate_dx, grads, true);
 }
 
@@ -427,6 +434,7 @@ void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
                               const BatchNormChannels& ch, const BatchNormHyper& h,
                               MatrixView dx_view, bool accumulate_dx,
                               const BatchNormParamGrads& grads) {
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_backward_eval, x_view, dy_view, ch, h, dx_view, accumulate_dx, grads);
   const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
       batch_norm_backward_operands("batch_norm_backward_eval", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;

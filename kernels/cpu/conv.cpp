@@ -24,6 +24,7 @@
 // loop writes disjoint elements and sums in a fixed order: every GEMM call and every sum is the same
 // run to run and for any number of threads, so are the results, bit for bit.
 #include "kernels/conv.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <omp.h>
 
@@ -298,6 +299,7 @@ void flip_and_swap_channels(const Conv2dGeometry& g, const float* w, float* w_t)
 
 void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w,
                     const float* bias, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&conv2d_forward, g, x_view, w, bias, y_view);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
   const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_forward", g, x_view, y_view);
@@ -312,6 +314,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
 
 void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,
                           MatrixView dx_view, bool accumulate) {
+  if (any_bf16(dy_view, dx_view)) return run_widened(&conv2d_backward_data, g, dy_view, w, dx_view, accumulate);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t input_rows = g.batch * g.in_h;  // rows of pixels
   if (input_rows <= 0 || g.in_w <= 0 || g.in_c <= 0) return;
@@ -349,6 +352,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
 
 void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
                             ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
+  if (any_bf16(x_view, dy_view)) return run_widened(&conv2d_backward_filter, g, x_view, dy_view, dw, dbias, accumulate);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t cols = patch_cols(g);
   if (g.out_c <= 0 || cols <= 0) return;
@@ -385,32 +389,23 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
   }
 }
 
-// The reference of the mixed-precision forward: widen bf16 x and w into f32 copies (exact), run the f32
-// forward, round a bf16 y once.
+namespace {
+
+// The f32 forward with the weight as a view (dense [out_c, kh * kw * in_c]) and no bias: what
+// conv2d_forward_mixed runs on its widened operands.
+void conv2d_forward_view_weight(const Conv2dGeometry& g, ConstMatrixView x, ConstMatrixView w, MatrixView y) {
+  conv2d_forward(g, x, w.f32(), nullptr, y);
+}
+
+}  // namespace
+
+// The reference of the mixed-precision forward: bf16 x and w widened (exact), the f32 forward, a bf16 y
+// rounded once (kernels/bf16_emulation.h).
 void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView w_view,
                           MatrixView y_view) {
-  const MixedConvOperands m = conv_forward_mixed_operands("conv2d_forward_mixed", g, x_view, w_view, y_view);
-  const int64_t pixels = g.output_rows(), w_cols = g.kernel_h * g.kernel_w * g.in_c;
-  if (pixels <= 0 || g.out_c <= 0) return;
-  std::vector<float> x32, w32, y32;
-  ConstMatrixView x = x_view, w = w_view;
-  if (m.inputs == DType::bf16) {
-    x32.resize(size_t(g.input_rows() * g.in_c));
-    w32.resize(size_t(g.out_c * w_cols));
-    const MatrixView x_dense(x32.data(), g.input_rows(), g.in_c, g.in_c), w_dense(w32.data(), g.out_c, w_cols, w_cols);
-    convert(x_view, x_dense);
-    convert(w_view, w_dense);
-    x = x_dense;
-    w = w_dense;
-  }
-  if (m.output == DType::f32) {
-    conv2d_forward(g, x, w.f32(), nullptr, y_view);
-    return;
-  }
-  y32.resize(size_t(pixels * g.out_c));
-  const MatrixView y(y32.data(), pixels, g.out_c, g.out_c);
-  conv2d_forward(g, x, w.f32(), nullptr, y);
-  convert(y, y_view);
+  conv_forward_mixed_operands("conv2d_forward_mixed", g, x_view, w_view, y_view);
+  if (g.output_rows() <= 0 || g.out_c <= 0) return;
+  run_widened(&conv2d_forward_view_weight, g, x_view, w_view, y_view);
 }
 
 }  // namespace kernels::cpu

@@ -6,6 +6,7 @@
 // Every loop walks rows (threaded) and touches the first `cols` elements of each row only, never
 // the gap up to the row stride. In-place calls (dst == src with the same stride) are allowed.
 #include "kernels/elementwise.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <algorithm>
 #include <cmath>
@@ -40,6 +41,7 @@ inline float stable_sigmoid(float x) {
 }  // namespace
 
 void fill(MatrixView dst_view, float value) {
+  if (any_bf16(dst_view)) return run_widened(&fill, dst_view, value);
   const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_dst = dst_view.ld;
   float* dst = dst_view.f32();
   for_each_row(rows, cols, [=](int64_t r) {
@@ -50,6 +52,7 @@ void fill(MatrixView dst_view, float value) {
 }
 
 void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  if (any_bf16(src_view, dst_view)) return run_widened(&copy, src_view, dst_view, accumulate);
   const auto [rows, cols, src, ld_src, dst, ld_dst] =
       unary_operands("copy", src_view, dst_view);
   for_each_row(rows, cols, [=](int64_t r) {
@@ -65,6 +68,7 @@ void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
 }
 
 void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
+  if (any_bf16(a_view, b_view, dst_view)) return run_widened(&add, a_view, b_view, dst_view);
   const auto [rows, cols, a, lda, b, ldb, dst, ld_dst] =
       binary_operands("add", a_view, b_view, dst_view);
   for_each_row(rows, cols, [=](int64_t r) {
@@ -77,6 +81,7 @@ void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
 }
 
 void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
+  if (any_bf16(src_view, dst_view)) return run_widened(&scale, alpha, src_view, dst_view, accumulate);
   const auto [rows, cols, src, ld_src, dst, ld_dst] =
       unary_operands("scale", src_view, dst_view);
   for_each_row(rows, cols, [=](int64_t r) {
@@ -93,6 +98,7 @@ void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accu
 }
 
 void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&relu_forward, x_view, y_view);
   const auto [rows, cols, x, ldx, y, ldy] =
       unary_operands("relu_forward", x_view, y_view);
   for_each_row(rows, cols, [=](int64_t r) {
@@ -108,6 +114,7 @@ void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
 
 void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                    bool accumulate) {
+  if (any_bf16(y_view, dy_view, dx_view)) return run_widened(&relu_backward, y_view, dy_view, dx_view, accumulate);
   const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
       binary_operands("relu_backward", y_view, dy_view, dx_view);
   for_each_row(rows, cols, [=](int64_t r) {
@@ -131,6 +138,7 @@ void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView d
 }
 
 void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&sigmoid_forward, x_view, y_view);
   const auto [rows, cols, x, ldx, y, ldy] =
       unary_operands("sigmoid_forward", x_view, y_view);
   for_each_row(rows, cols, [=](int64_t r) {
@@ -142,6 +150,7 @@ void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
 
 void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                       bool accumulate) {
+  if (any_bf16(y_view, dy_view, dx_view)) return run_widened(&sigmoid_backward, y_view, dy_view, dx_view, accumulate);
   const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
       binary_operands("sigmoid_backward", y_view, dy_view, dx_view);
   for_each_row(rows, cols, [=](int64_t r) {
@@ -158,6 +167,7 @@ void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixVie
 }
 
 double sum(ConstMatrixView x_view) {
+  if (any_bf16(x_view)) return run_widened(&sum, x_view);
   const int64_t rows = x_view.rows, cols = x_view.cols, ldx = x_view.ld;
   const float* x = x_view.f32();
   if (rows <= 0 || cols <= 0) return 0.0;

@@ -10,7 +10,7 @@
 // Every element of C is still computed by one sequential k loop, and no block is small enough to
 // switch OpenBLAS to its small-matrix kernels (split_block), so results do not depend on the thread
 // count.
-// gemm_mixed widens bf16 operands into f32 copies (convert.h), runs gemm, and rounds a bf16 C once.
+// gemm_mixed widens bf16 operands into f32 copies, runs gemm, and rounds a bf16 C once (bf16_widen.h).
 #include "kernels/gemm.h"
 
 #include <omp.h>
@@ -18,7 +18,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/convert.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #ifdef ENGINE_HAVE_OPENBLAS
 #include <cblas.h>
@@ -95,16 +95,11 @@ int64_t split_block(int64_t length, double macs_per_unit, int threads) {
   return length;
 }
 
-// A matrix as f32: the view itself when it is f32, else a dense widened copy (exact) in `storage`.
-struct F32Matrix {
-  const float* data;
-  int64_t ld;
-};
-F32Matrix as_f32(ConstMatrixView m, std::vector<float>& storage) {
-  if (m.dtype == DType::f32) return {m.f32(), m.ld};
-  storage.resize(size_t(m.rows * m.cols));
-  convert(m, MatrixView(storage.data(), m.rows, m.cols, m.cols));
-  return {storage.data(), m.cols};
+// gemm over f32 views (sizes from the views): what gemm_mixed runs on its widened operands.
+void gemm_views(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView a, ConstMatrixView b, float beta,
+                MatrixView c) {
+  const int64_t k = transpose_a ? a.rows : a.cols;
+  gemm(transpose_a, transpose_b, c.rows, c.cols, k, alpha, a.f32(), a.ld, b.f32(), b.ld, beta, c.f32(), c.ld);
 }
 
 }  // namespace
@@ -113,18 +108,10 @@ void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView
                 float beta, MatrixView c_view) {
   const auto [m, n, k] = gemm_mixed_operands("gemm_mixed", transpose_a, transpose_b, a_view, b_view, c_view);
   if (m == 0 || n == 0) return;
-  std::vector<float> a_storage, b_storage;
-  const F32Matrix a = as_f32(a_view, a_storage), b = as_f32(b_view, b_storage);
-  if (c_view.dtype == DType::f32) {
-    gemm(transpose_a, transpose_b, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c_view.f32(), c_view.ld);
-    return;
-  }
-  // A bf16 C: the f32 result alpha op(A) op(B) + beta C (C read widened), then rounded once.
-  std::vector<float> c(size_t(m * n), 0.0f);
-  const MatrixView c_f32(c.data(), m, n, n);
-  if (beta != 0.0f) convert(c_view, c_f32);
-  gemm(transpose_a, transpose_b, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c.data(), n);
-  convert(c_f32, c_view);
+  (void)k;
+  // bf16 operands widened (a bf16 C read widened), f32 products and sums, a bf16 C rounded once
+  // (kernels/bf16_emulation.h).
+  run_widened(&gemm_views, transpose_a, transpose_b, alpha, a_view, b_view, beta, c_view);
 }
 
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,

@@ -6,6 +6,7 @@
 // (z = +-1e4 included). Everything is computed in double; N is a batch size, so the loops are
 // serial (and therefore deterministic). N == 0 gives a loss of 0 and writes nothing.
 #include "kernels/loss.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,6 +26,7 @@ double sigmoid_minus_target(double z, double t) {
 
 double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targets_view,
                                ConstMatrixView weights_view) {
+  if (any_bf16(logits_view, targets_view, weights_view)) return run_widened(&bce_with_logits_forward, logits_view, targets_view, weights_view);
   const auto [n, logits, targets, weights] =
       bce_with_logits_operands("bce_with_logits_forward", logits_view, targets_view, weights_view);
   if (n <= 0) return 0.0;
@@ -41,6 +43,7 @@ double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targ
 void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targets_view,
                               ConstMatrixView weights_view, float dloss, MatrixView dlogits_view,
                               bool accumulate) {
+  if (any_bf16(logits_view, targets_view, weights_view, dlogits_view)) return run_widened(&bce_with_logits_backward, logits_view, targets_view, weights_view, dloss, dlogits_view, accumulate);
   const auto [n, logits, targets, weights] = bce_with_logits_operands(
       "bce_with_logits_backward", logits_view, targets_view, weights_view, &dlogits_view);
   float* dlogits = dlogits_view.f32();

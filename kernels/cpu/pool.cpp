@@ -10,6 +10,7 @@
 // Every parallel loop writes disjoint elements and sums in a fixed order: deterministic results for
 // any thread count.
 #include "kernels/pool.h"
+#include "kernels/cpu/bf16_widen.h"
 
 #include <algorithm>
 #include <cstring>
@@ -50,6 +51,7 @@ constexpr int64_t kChannelBlock = 64;
 }  // namespace
 
 void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&max_pool2d_forward, g, x_view, y_view);
   const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
   constexpr float kLowest = -std::numeric_limits<float>::infinity();
@@ -78,6 +80,7 @@ void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixV
 
 void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&max_pool2d_backward, g, x_view, dy_view, dx_view, accumulate);
   const auto [x, ldx, dy, ldy, dx, ldx_grad] =
       max_pool_backward_operands("max_pool2d_backward", g, x_view, dy_view, dx_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
@@ -122,6 +125,7 @@ void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstM
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,
                         MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&avg_pool2d_forward, g, count_include_pad, x_view, y_view);
   const auto [x, ldx, y, ldy] = window_forward_operands("avg_pool2d_forward", g, x_view, y_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
 #pragma omp parallel for schedule(static)
@@ -145,6 +149,7 @@ void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMa
 
 void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
+  if (any_bf16(dy_view, dx_view)) return run_widened(&avg_pool2d_backward, g, count_include_pad, dy_view, dx_view, accumulate);
   const auto [dy, ldy, dx, ldx] = pool_backward_operands("avg_pool2d_backward", g, dy_view, dx_view);
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
   // Gather: input pixel (h, w) is in the windows of outputs oh in [oh0, oh1], ow in [ow0, ow1] with
@@ -180,6 +185,7 @@ void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstM
 }
 
 void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&global_avg_pool_forward, hw, x_view, y_view);
   const auto [batch, channels, x, ldx, y, ldy] =
       global_avg_pool_forward_operands("global_avg_pool_forward", hw, x_view, y_view);
   const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
@@ -199,6 +205,7 @@ void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_vi
 
 void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view,
                               bool accumulate) {
+  if (any_bf16(dy_view, dx_view)) return run_widened(&global_avg_pool_backward, hw, dy_view, dx_view, accumulate);
   const auto [batch, channels, dy, ldy, dx, ldx] =
       global_avg_pool_backward_operands("global_avg_pool_backward", hw, dy_view, dx_view);
   const float scale = hw > 0 ? 1.0f / float(hw) : 0.0f;

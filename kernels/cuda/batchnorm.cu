@@ -35,6 +35,7 @@
 #include <cstdint>
 
 #include "kernels/batchnorm.h"
+#include "kernels/cuda/bf16_widen.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -355,16 +356,19 @@ void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_vie
 
 void batch_norm_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
                                  const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  if (any_bf16(x, y)) return run_widened(&batch_norm_forward_training, x, y, ch, stats, h);
   forward_training("batch_norm_forward_training", x, y, ch, stats, h, false);
 }
 
 void batch_norm_relu_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
                                       const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  if (any_bf16(x, y)) return run_widened(&batch_norm_relu_forward_training, x, y, ch, stats, h);
   forward_training("batch_norm_relu_forward_training", x, y, ch, stats, h, true);
 }
 
 void batch_norm_relu_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                                   const BatchNormHyper& h) {
+  if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_relu_forward_eval, x_view, y_view, ch, h);
   const auto [rows, channels, x, ldx, y, ldy] =
       batch_norm_forward_operands("batch_norm_relu_forward_eval", x_view, y_view);
   if (rows <= 0 || channels <= 0) return;
@@ -380,6 +384,7 @@ void batch_norm_relu_forward_eval(ConstMatrixView x_view, MatrixView y_view, con
 void batch_norm_relu_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
                                        const BatchNormChannels& ch, MatrixView dx_view, bool accumulate_dx,
                                        const BatchNormParamGrads& grads) {
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_relu_backward_training, x_view, dy_view, ch, dx_view, accumulate_dx, grads);
   const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
       batch_norm_backward_operands("batch_norm_relu_backward_training", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;
@@ -403,6 +408,7 @@ void batch_norm_relu_backward_training(ConstMatrixView x_view, ConstMatrixView d
 
 void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                              const BatchNormHyper& h) {
+  if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_forward_eval, x_view, y_view, ch, h);
   const auto [rows, channels, x, ldx, y, ldy] =
       batch_norm_forward_operands("batch_norm_forward_eval", x_view, y_view);
   if (rows <= 0 || channels <= 0) return;
@@ -418,6 +424,7 @@ void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const Ba
 void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
                                   const BatchNormChannels& ch, MatrixView dx_view,
                                   bool accumulate_dx, const BatchNormParamGrads& grads) {
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_backward_training, x_view, dy_view, ch, dx_view, accumulate_dx, grads);
   const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
       batch_norm_backward_operands("batch_norm_backward_training", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;
@@ -444,6 +451,7 @@ void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
                               const BatchNormChannels& ch, const BatchNormHyper& h,
                               MatrixView dx_view, bool accumulate_dx,
                               const BatchNormParamGrads& grads) {
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_backward_eval, x_view, dy_view, ch, h, dx_view, accumulate_dx, grads);
   const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
       batch_norm_backward_operands("batch_norm_backward_eval", x_view, dy_view, dx_view);
   if (rows <= 0 || channels <= 0) return;

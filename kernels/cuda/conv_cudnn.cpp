@@ -40,6 +40,7 @@
 
 #include "kernels/conv.h"
 #include "kernels/convert.h"
+#include "kernels/cuda/bf16_widen.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/internal.h"
 #include "kernels/elementwise.h"
@@ -548,6 +549,7 @@ using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w,
                     const float* bias, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&conv2d_forward, g, x_view, w, bias, y_view);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
   const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_forward", g, x_view, y_view);
@@ -571,6 +573,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
 
 void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,
                           MatrixView dx_view, bool accumulate) {
+  if (any_bf16(dy_view, dx_view)) return run_widened(&conv2d_backward_data, g, dy_view, w, dx_view, accumulate);
   const int64_t input_rows = g.batch * g.in_h * g.in_w;
   if (input_rows <= 0 || g.in_c <= 0) return;
   const auto [dy, ldy, dx, ldx] =
@@ -603,6 +606,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
 
 void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
                             ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
+  if (any_bf16(x_view, dy_view)) return run_widened(&conv2d_backward_filter, g, x_view, dy_view, dw, dbias, accumulate);
   const int64_t cols = g.kernel_h * g.kernel_w * g.in_c;
   if (g.out_c <= 0 || cols <= 0) return;
   const int64_t pixels = g.batch * g.out_h() * g.out_w();

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/bf16_widen.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -70,6 +71,7 @@ using namespace detail;  // NOLINT(google-build-using-namespace)
 
 double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targets_view,
                                ConstMatrixView weights_view) {
+  if (any_bf16(logits_view, targets_view, weights_view)) return run_widened(&bce_with_logits_forward, logits_view, targets_view, weights_view);
   const auto [n, logits, targets, weights] =
       bce_with_logits_operands("bce_with_logits_forward", logits_view, targets_view, weights_view);
   if (n <= 0) return 0.0;
@@ -81,6 +83,7 @@ double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targ
 void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targets_view,
                               ConstMatrixView weights_view, float dloss, MatrixView dlogits_view,
                               bool accumulate) {
+  if (any_bf16(logits_view, targets_view, weights_view, dlogits_view)) return run_widened(&bce_with_logits_backward, logits_view, targets_view, weights_view, dloss, dlogits_view, accumulate);
   const auto [n, logits, targets, weights] = bce_with_logits_operands(
       "bce_with_logits_backward", logits_view, targets_view, weights_view, &dlogits_view);
   float* dlogits = dlogits_view.f32();
@@ -92,6 +95,8 @@ void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targe
 
 void bce_with_logits_forward_to(ConstMatrixView logits_view, ConstMatrixView targets_view,
                                 ConstMatrixView weights_view, float* loss) {
+  if (any_bf16(logits_view, targets_view, weights_view))
+    return run_widened(&bce_with_logits_forward_to, logits_view, targets_view, weights_view, loss);
   const auto [n, logits, targets, weights] =
       bce_with_logits_operands("bce_with_logits_forward_to", logits_view, targets_view, weights_view);
   detail::ScopedBuffer total(sizeof(double), "bce_with_logits_forward_to");
@@ -104,6 +109,9 @@ void bce_with_logits_forward_to(ConstMatrixView logits_view, ConstMatrixView tar
 void bce_with_logits_backward_from(ConstMatrixView logits_view, ConstMatrixView targets_view,
                                    ConstMatrixView weights_view, const float* dloss,
                                    MatrixView dlogits_view, bool accumulate) {
+  if (any_bf16(logits_view, targets_view, weights_view, dlogits_view))
+    return run_widened(&bce_with_logits_backward_from, logits_view, targets_view, weights_view, dloss, dlogits_view,
+                       accumulate);
   const auto [n, logits, targets, weights] = bce_with_logits_operands(
       "bce_with_logits_backward_from", logits_view, targets_view, weights_view, &dlogits_view);
   float* dlogits = dlogits_view.f32();

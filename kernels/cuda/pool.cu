@@ -17,12 +17,17 @@
 // The input cell (ih, iw) lies in the windows of outputs oh in [oh0, oh1] with
 //   oh0 = ceil((ih + pad_top - kh + 1) / sh) (at least 0),  oh1 = min(out_h - 1, (ih + pad_top) / sh)
 // and the same for ow.
+// Every kernel is templated on the storage type (storage.cuh): all-bf16 calls run natively (loads widen,
+// f32 arithmetic, one rounding per stored value, the CPU emulation's results); calls mixing f32 and bf16
+// go through kernels/cuda/bf16_widen.h.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "kernels/cuda/bf16_widen.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/pool.h"
 
 namespace kernels::cuda {
@@ -88,11 +93,12 @@ __device__ inline int64_t last_window(int64_t i, int64_t pad, int64_t stride, in
   return o < out - 1 ? o : out - 1;
 }
 
+template <typename T>
 struct MaxForwardOp {
   Geometry g;
-  const float* x;
+  const T* x;
   int64_t ldx;
-  float* y;
+  T* y;
   int64_t ldy;
   __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, oh, ow)
     const int64_t image_row = divide(row, g.out_w), ow = row - image_row * g.out_w;
@@ -101,27 +107,28 @@ struct MaxForwardOp {
     float best = -INFINITY;
     for (int64_t h = win.h0; h < win.h1; ++h)
       for (int64_t w = win.w0; w < win.w1; ++w) {
-        const float v = x[((n * g.in_h + h) * g.in_w + w) * ldx + c];
+        const float v = load(x + ((n * g.in_h + h) * g.in_w + w) * ldx + c);
         best = v > best ? v : best;
       }
-    y[row * ldy + c] = best;
+    put(y + row * ldy + c, best, false);
   }
 };
 
+template <typename T>
 struct MaxBackwardOp {
   Geometry g;
-  const float* x;
+  const T* x;
   int64_t ldx;
-  const float* dy;
+  const T* dy;
   int64_t ldy;
-  float* dx;
+  T* dx;
   int64_t ldx_grad;
   bool accumulate;
   __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, ih, iw): an input cell
     const int64_t image_row = divide(row, g.in_w), iw = row - image_row * g.in_w;
     const int64_t n = divide(image_row, g.in_h), ih = image_row - n * g.in_h;
-    const float* x_image = x + n * g.in_h * g.in_w * ldx + c;
-    float acc = accumulate ? dx[row * ldx_grad + c] : 0.0f;
+    const T* x_image = x + n * g.in_h * g.in_w * ldx + c;
+    float acc = accumulate ? load(dx + row * ldx_grad + c) : 0.0f;
     const int64_t oh0 = first_window(ih, g.pad_top, g.kernel_h, g.stride_h);
     const int64_t oh1 = last_window(ih, g.pad_top, g.stride_h, g.out_h);
     const int64_t ow0 = first_window(iw, g.pad_left, g.kernel_w, g.stride_w);
@@ -130,29 +137,30 @@ struct MaxBackwardOp {
       for (int64_t ow = ow0; ow <= ow1; ++ow) {
         const Window win = window_of(g, oh, ow);  // contains (ih, iw), so it is not empty
         // The first maximal cell in row-major window order (strictly greater replaces).
-        float best = x_image[(win.h0 * g.in_w + win.w0) * ldx];
+        float best = load(x_image + (win.h0 * g.in_w + win.w0) * ldx);
         int64_t best_h = win.h0, best_w = win.w0;
         for (int64_t h = win.h0; h < win.h1; ++h)
           for (int64_t w = win.w0; w < win.w1; ++w) {
-            const float v = x_image[(h * g.in_w + w) * ldx];
+            const float v = load(x_image + (h * g.in_w + w) * ldx);
             if (v > best) {
               best = v;
               best_h = h;
               best_w = w;
             }
           }
-        if (best_h == ih && best_w == iw) acc += dy[((n * g.out_h + oh) * g.out_w + ow) * ldy + c];
+        if (best_h == ih && best_w == iw) acc += load(dy + ((n * g.out_h + oh) * g.out_w + ow) * ldy + c);
       }
-    dx[row * ldx_grad + c] = acc;
+    put(dx + row * ldx_grad + c, acc, false);
   }
 };
 
+template <typename T>
 struct AvgForwardOp {
   Geometry g;
   bool count_include_pad;
-  const float* x;
+  const T* x;
   int64_t ldx;
-  float* y;
+  T* y;
   int64_t ldy;
   __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, oh, ow)
     const int64_t image_row = divide(row, g.out_w), ow = row - image_row * g.out_w;
@@ -160,61 +168,64 @@ struct AvgForwardOp {
     const Window win = window_of(g, oh, ow);
     float sum = 0.0f;
     for (int64_t h = win.h0; h < win.h1; ++h)
-      for (int64_t w = win.w0; w < win.w1; ++w) sum += x[((n * g.in_h + h) * g.in_w + w) * ldx + c];
-    y[row * ldy + c] = sum * average_scale(g, count_include_pad, oh, ow);
+      for (int64_t w = win.w0; w < win.w1; ++w) sum += load(x + ((n * g.in_h + h) * g.in_w + w) * ldx + c);
+    put(y + row * ldy + c, sum * average_scale(g, count_include_pad, oh, ow), false);
   }
 };
 
+template <typename T>
 struct AvgBackwardOp {
   Geometry g;
   bool count_include_pad;
-  const float* dy;
+  const T* dy;
   int64_t ldy;
-  float* dx;
+  T* dx;
   int64_t ldx;
   bool accumulate;
   __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, ih, iw)
     const int64_t image_row = divide(row, g.in_w), iw = row - image_row * g.in_w;
     const int64_t n = divide(image_row, g.in_h), ih = image_row - n * g.in_h;
-    float acc = accumulate ? dx[row * ldx + c] : 0.0f;
+    float acc = accumulate ? load(dx + row * ldx + c) : 0.0f;
     const int64_t oh0 = first_window(ih, g.pad_top, g.kernel_h, g.stride_h);
     const int64_t oh1 = last_window(ih, g.pad_top, g.stride_h, g.out_h);
     const int64_t ow0 = first_window(iw, g.pad_left, g.kernel_w, g.stride_w);
     const int64_t ow1 = last_window(iw, g.pad_left, g.stride_w, g.out_w);
     for (int64_t oh = oh0; oh <= oh1; ++oh)
       for (int64_t ow = ow0; ow <= ow1; ++ow) {
-        const float grad = dy[((n * g.out_h + oh) * g.out_w + ow) * ldy + c];
+        const float grad = load(dy + ((n * g.out_h + oh) * g.out_w + ow) * ldy + c);
         acc += __fmul_rn(grad, average_scale(g, count_include_pad, oh, ow));  // no FMA: as the CPU
       }
-    dx[row * ldx + c] = acc;
+    put(dx + row * ldx + c, acc, false);
   }
 };
 
+template <typename T>
 struct GlobalAvgForwardOp {
   int64_t hw;
   int64_t channels;
-  const float* x;
+  const T* x;
   int64_t ldx;
-  float* y;
+  T* y;
   __device__ void operator()(int64_t n, int64_t c) const {
     const double scale = hw > 0 ? 1.0 / double(hw) : 0.0;
     double sum = 0.0;
-    for (int64_t p = 0; p < hw; ++p) sum += double(x[(n * hw + p) * ldx + c]);
-    y[n * channels + c] = float(sum * scale);
+    for (int64_t p = 0; p < hw; ++p) sum += double(load(x + (n * hw + p) * ldx + c));
+    put(y + n * channels + c, float(sum * scale), false);
   }
 };
 
+template <typename T>
 struct GlobalAvgBackwardOp {
   int64_t hw;
   int64_t channels;
-  const float* dy;
-  float* dx;
+  const T* dy;
+  T* dx;
   int64_t ldx;
   bool accumulate;
   __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, p)
     const float scale = hw > 0 ? 1.0f / float(hw) : 0.0f;
-    const float g = __fmul_rn(dy[divide(row, hw) * channels + c], scale);
-    store(dx + row * ldx + c, g, accumulate);
+    const float g = __fmul_rn(load(dy + divide(row, hw) * channels + c), scale);
+    put(dx + row * ldx + c, g, accumulate);
   }
 };
 
@@ -225,55 +236,114 @@ struct GlobalAvgBackwardOp {
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
+  if (all_bf16(x_view, y_view)) {
+    check_input("max_pool2d_forward", g, x_view);
+    check_output("max_pool2d_forward", g, y_view);
+    const Geometry d = device_geometry(g);
+    if (d.out_h <= 0 || d.out_w <= 0) return;
+    return detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels,
+                                    MaxForwardOp<BFloat16>{d, x_view.bf16(), x_view.ld, y_view.bf16(), y_view.ld},
+                                    "max_pool2d_forward_bf16");
+  }
+  if (any_bf16(x_view, y_view)) return run_widened(&max_pool2d_forward, g, x_view, y_view);
   const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
-  detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels, MaxForwardOp{d, x, ldx, y, ldy},
+  detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels, MaxForwardOp<float>{d, x, ldx, y, ldy},
                            "max_pool2d_forward");
 }
 
 void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
+  if (all_bf16(x_view, dy_view, dx_view)) {
+    check_input("max_pool2d_backward", g, x_view);
+    check_output("max_pool2d_backward", g, dy_view);
+    check_input("max_pool2d_backward", g, dx_view);
+    return detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
+                                    MaxBackwardOp<BFloat16>{device_geometry(g), x_view.bf16(), x_view.ld, dy_view.bf16(),
+                                                            dy_view.ld, dx_view.bf16(), dx_view.ld, accumulate},
+                                    "max_pool2d_backward_bf16");
+  }
+  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&max_pool2d_backward, g, x_view, dy_view, dx_view, accumulate);
   const auto [x, ldx, dy, ldy, dx, ldx_grad] =
       max_pool_backward_operands("max_pool2d_backward", g, x_view, dy_view, dx_view);
   const Geometry d = device_geometry(g);
   detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
-                           MaxBackwardOp{d, x, ldx, dy, ldy, dx, ldx_grad, accumulate},
+                           MaxBackwardOp<float>{d, x, ldx, dy, ldy, dx, ldx_grad, accumulate},
                            "max_pool2d_backward");
 }
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,
                         MatrixView y_view) {
+  if (all_bf16(x_view, y_view)) {
+    check_input("avg_pool2d_forward", g, x_view);
+    check_output("avg_pool2d_forward", g, y_view);
+    const Geometry d = device_geometry(g);
+    if (d.out_h <= 0 || d.out_w <= 0) return;
+    return detail::for_each_element(
+        g.batch * d.out_h * d.out_w, g.channels,
+        AvgForwardOp<BFloat16>{d, count_include_pad, x_view.bf16(), x_view.ld, y_view.bf16(), y_view.ld},
+        "avg_pool2d_forward_bf16");
+  }
+  if (any_bf16(x_view, y_view)) return run_widened(&avg_pool2d_forward, g, count_include_pad, x_view, y_view);
   const auto [x, ldx, y, ldy] = window_forward_operands("avg_pool2d_forward", g, x_view, y_view);
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
   detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels,
-                           AvgForwardOp{d, count_include_pad, x, ldx, y, ldy}, "avg_pool2d_forward");
+                           AvgForwardOp<float>{d, count_include_pad, x, ldx, y, ldy}, "avg_pool2d_forward");
 }
 
 void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
+  if (all_bf16(dy_view, dx_view)) {
+    check_output("avg_pool2d_backward", g, dy_view);
+    check_input("avg_pool2d_backward", g, dx_view);
+    return detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
+                                    AvgBackwardOp<BFloat16>{device_geometry(g), count_include_pad, dy_view.bf16(),
+                                                            dy_view.ld, dx_view.bf16(), dx_view.ld, accumulate},
+                                    "avg_pool2d_backward_bf16");
+  }
+  if (any_bf16(dy_view, dx_view)) return run_widened(&avg_pool2d_backward, g, count_include_pad, dy_view, dx_view, accumulate);
   const auto [dy, ldy, dx, ldx] = pool_backward_operands("avg_pool2d_backward", g, dy_view, dx_view);
   const Geometry d = device_geometry(g);
   detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
-                           AvgBackwardOp{d, count_include_pad, dy, ldy, dx, ldx, accumulate},
+                           AvgBackwardOp<float>{d, count_include_pad, dy, ldy, dx, ldx, accumulate},
                            "avg_pool2d_backward");
 }
 
 void global_avg_pool_forward(int64_t hw, ConstMatrixView x_view, MatrixView y_view) {
+  if (all_bf16(x_view, y_view)) {
+    check_shape("global_avg_pool_forward", x_view, y_view.rows * hw, y_view.cols);
+    check_dense("global_avg_pool_forward", y_view);
+    return detail::for_each_element(
+        y_view.rows, y_view.cols,
+        GlobalAvgForwardOp<BFloat16>{hw, y_view.cols, x_view.bf16(), x_view.ld, y_view.bf16()},
+        "global_avg_pool_forward_bf16");
+  }
+  if (any_bf16(x_view, y_view)) return run_widened(&global_avg_pool_forward, hw, x_view, y_view);
   const auto [batch, channels, x, ldx, y, ldy] =
       global_avg_pool_forward_operands("global_avg_pool_forward", hw, x_view, y_view);
-  detail::for_each_element(batch, channels, GlobalAvgForwardOp{hw, channels, x, ldx, y},
+  detail::for_each_element(batch, channels, GlobalAvgForwardOp<float>{hw, channels, x, ldx, y},
                            "global_avg_pool_forward");
 }
 
 void global_avg_pool_backward(int64_t hw, ConstMatrixView dy_view, MatrixView dx_view,
                               bool accumulate) {
+  if (all_bf16(dy_view, dx_view)) {
+    check_shape("global_avg_pool_backward", dx_view, dy_view.rows * hw, dy_view.cols);
+    check_dense("global_avg_pool_backward", dy_view);
+    if (hw <= 0) return;
+    return detail::for_each_element(
+        dy_view.rows * hw, dy_view.cols,
+        GlobalAvgBackwardOp<BFloat16>{hw, dy_view.cols, dy_view.bf16(), dx_view.bf16(), dx_view.ld, accumulate},
+        "global_avg_pool_backward_bf16");
+  }
+  if (any_bf16(dy_view, dx_view)) return run_widened(&global_avg_pool_backward, hw, dy_view, dx_view, accumulate);
   const auto [batch, channels, dy, ldy, dx, ldx] =
       global_avg_pool_backward_operands("global_avg_pool_backward", hw, dy_view, dx_view);
   if (hw <= 0) return;
   detail::for_each_element(batch * hw, channels,
-                           GlobalAvgBackwardOp{hw, channels, dy, dx, ldx, accumulate},
+                           GlobalAvgBackwardOp<float>{hw, channels, dy, dx, ldx, accumulate},
                            "global_avg_pool_backward");
 }
 

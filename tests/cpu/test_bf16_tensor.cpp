@@ -137,7 +137,7 @@ TEST(Bf16Tensor, FillRoundsTheValue) {
   EXPECT_EQ(t.to_vector(), (std::vector<float>{1, -3, -3, 1, 1, 1, -3, -3, 1, 1}));
 }
 
-TEST(Bf16Tensor, F32OnlyMethodsAndOpsSayToConvert) {
+TEST(Bf16Tensor, F32OnlyMethodsSayToConvert) {
   const Tensor t = Tensor::from_vector({2, 2}, {1, -2, 3, -4}, Device::cpu(), DType::bf16);
   EXPECT_NE(error_of([&] { (void)t.data(); }).find("data() needs an f32 tensor, this one is bf16"),
             std::string::npos);
@@ -145,13 +145,27 @@ TEST(Bf16Tensor, F32OnlyMethodsAndOpsSayToConvert) {
   EXPECT_NE(copy_error.find("copy_from: a bf16 tensor into a f32 one; convert it with to(DType) first"),
             std::string::npos)
       << copy_error;
-  const std::string relu_error = error_of([&] { (void)relu(t); });
-  EXPECT_NE(relu_error.find("expects f32 tensors, got Tensor[2, 2] bf16 cpu"), std::string::npos) << relu_error;
-  const Tensor w = Tensor::from_vector({1, 2}, {1, 1});
-  const std::string linear_error = error_of([&] { (void)linear(t, w, Tensor()); });
-  EXPECT_NE(linear_error.find("bf16"), std::string::npos) << linear_error;
-  // Converted, the same op runs.
-  EXPECT_EQ(relu(t.to(DType::f32)).to_vector(), (std::vector<float>{1, 0, 3, 0}));
+  // Per-channel parameters stay f32: a bf16 gamma is refused by name.
+  const Tensor x = Tensor::from_vector({2, 2}, {1, 2, 3, 4}, Device::cpu(), DType::bf16);
+  const std::string bn_error = error_of([&] {
+    (void)batch_norm(x, Tensor::ones({2}, Device::cpu(), DType::bf16), Tensor(), Tensor::zeros({2}),
+                     Tensor::ones({2}), true, {});
+  });
+  EXPECT_NE(bn_error.find("bf16"), std::string::npos) << bn_error;
+}
+
+TEST(Bf16Tensor, OpsTakeBf16ActivationsAndKeepTheirDtype) {
+  const Tensor t = Tensor::from_vector({2, 2}, {1, -2, 3, -4}, Device::cpu(), DType::bf16);
+  const Tensor r = relu(t);
+  EXPECT_EQ(r.dtype(), DType::bf16);
+  EXPECT_EQ(r.to_vector(), (std::vector<float>{1, 0, 3, 0}));
+  // linear: bf16 x, the f32 weight's bf16 working copy, f32 accumulation, y rounded once.
+  const Tensor w = Tensor::from_vector({1, 2}, {1.0f, 1.0f / 3.0f});
+  const Tensor y = linear(t, w, Tensor());
+  EXPECT_EQ(y.dtype(), DType::bf16);
+  const float third = static_cast<float>(kernels::BFloat16(1.0f / 3.0f));
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{static_cast<float>(kernels::BFloat16(1.0f - 2.0f * third)),
+                                               static_cast<float>(kernels::BFloat16(3.0f - 4.0f * third))}));
 }
 
 TEST(Bf16Tensor, DeviceCopiesKeepTheDtype) {

@@ -437,23 +437,44 @@ TEST(BatchNorm, ResultsDoNotDependOnThreadCount) {
   }
 }
 
-// Batch norm takes f32 only for now: a bf16 input or output is refused with a clear error.
-TEST(BatchNorm, RefusesBf16Matrices) {
+// bf16 matrices run by emulation (kernels/bf16_emulation.h, docs/precision.md): a bf16 x gives bit for
+// bit what the f32 kernel gives on its widened values (y, the saved and running statistics), and a bf16
+// y is that f32 y rounded once.
+TEST(BatchNorm, Bf16MatricesRunByEmulation) {
   const int64_t rows = 4, channels = 3;
-  std::vector<uint16_t> bf16_storage(rows * channels, 0);
-  const kernels::ConstMatrixView bf16_x(bf16_storage.data(), rows, channels, channels,
-                                        kernels::DType::bf16);
-  Strided x(rows, channels, channels), y(rows, channels, channels);
-  std::vector<float> mean(channels), invstd(channels);
-  kernels::BatchNormStatsOut stats;
-  stats.saved_mean = mean.data();
-  stats.saved_invstd = invstd.data();
-  EXPECT_THROW(cpu::batch_norm_forward_training(bf16_x, y.view(), {}, stats, {}),
-               std::invalid_argument);
-  const kernels::MatrixView bf16_y(bf16_storage.data(), rows, channels, channels,
-                                   kernels::DType::bf16);
-  EXPECT_THROW(cpu::batch_norm_forward_training(x.view(), bf16_y, {}, stats, {}),
-               std::invalid_argument);
+  std::vector<uint16_t> x_bits(rows * channels);
+  std::vector<float> x_wide(rows * channels);
+  for (size_t i = 0; i < x_bits.size(); ++i) {
+    x_bits[i] = kernels::bf16_bits_from_f32(0.37f * float(i) - 1.3f);
+    x_wide[i] = kernels::f32_from_bf16_bits(x_bits[i]);
+  }
+  const kernels::ConstMatrixView bf16_x(x_bits.data(), rows, channels, channels, kernels::DType::bf16);
+  const kernels::ConstMatrixView f32_x(x_wide.data(), rows, channels, channels);
+  struct Run {
+    std::vector<float> y, mean, invstd, rm, rv;
+  };
+  auto run = [&](kernels::ConstMatrixView x) {
+    Run r{std::vector<float>(rows * channels), std::vector<float>(channels), std::vector<float>(channels),
+          std::vector<float>(channels, 0.0f), std::vector<float>(channels, 1.0f)};
+    kernels::BatchNormStatsOut stats;
+    stats.saved_mean = r.mean.data();
+    stats.saved_invstd = r.invstd.data();
+    stats.running_mean = r.rm.data();
+    stats.running_var = r.rv.data();
+    cpu::batch_norm_forward_training(x, {r.y.data(), rows, channels, channels}, {}, stats, {1e-5f, 0.1f, true});
+    return r;
+  };
+  const Run narrow = run(bf16_x), wide = run(f32_x);
+  EXPECT_EQ(narrow.y, wide.y);
+  EXPECT_EQ(narrow.mean, wide.mean);
+  EXPECT_EQ(narrow.invstd, wide.invstd);
+  EXPECT_EQ(narrow.rm, wide.rm);
+  EXPECT_EQ(narrow.rv, wide.rv);
+  std::vector<uint16_t> y_bits(rows * channels);
+  kernels::BatchNormStatsOut no_stats;
+  cpu::batch_norm_forward_training(bf16_x, {y_bits.data(), rows, channels, channels, kernels::DType::bf16}, {},
+                                   no_stats, {1e-5f, 0.1f, true});
+  for (size_t i = 0; i < y_bits.size(); ++i) EXPECT_EQ(y_bits[i], kernels::bf16_bits_from_f32(wide.y[i])) << i;
 }
 
 }  // namespace

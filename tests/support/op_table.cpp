@@ -14,10 +14,10 @@ namespace test_support {
 
 using namespace engine;
 
-Tensor OpRun::output_slice(const Shape& shape, int64_t buffer_channels, int64_t offset) {
+Tensor OpRun::output_slice(const Shape& shape, int64_t buffer_channels, int64_t offset, DType dtype) {
   Shape buffer_shape = shape;
   buffer_shape.back() = buffer_channels;
-  const Tensor buffer = poisoned_tensor(buffer_shape, device_);
+  const Tensor buffer = poisoned_tensor(buffer_shape, device_).to(dtype);
   slices_.push_back({buffer, offset, offset + shape.back()});
   return buffer.slice(-1, offset, offset + shape.back());
 }
@@ -49,6 +49,12 @@ namespace {
 }
 
 namespace {
+
+bool has_bf16_input(const OpCase& c) {
+  for (const OpInput& in : c.inputs)
+    if (in.present && in.dtype == DType::bf16) return true;
+  return false;
+}
 
 uint64_t name_seed(const std::string& name) {  // FNV-1a: the same inputs for an entry on every run
   uint64_t h = 1469598103934665603ull;
@@ -89,7 +95,9 @@ struct Inputs {
         leaf_shapes.emplace_back();
         continue;
       }
-      const std::vector<float> values = draw(in, gen);
+      std::vector<float> values = draw(in, gen);
+      if (in.dtype == DType::bf16 || in.bf16_values)
+        for (float& v : values) v = static_cast<float>(kernels::BFloat16(v));
       HostArray d(in.shape);
       for (size_t i = 0; i < values.size(); ++i) d.values[i] = values[i];
       dense.push_back(d);
@@ -123,7 +131,7 @@ struct Inputs {
         out.emplace_back();
         continue;
       }
-      Tensor t = Tensor::from_vector(leaf_shapes[k], leaf_values[k], device);
+      Tensor t = Tensor::from_vector(leaf_shapes[k], leaf_values[k], device, c.inputs[k].dtype);
       if (c.inputs[k].grad) t.set_requires_grad();
       out.push_back(t);
     }
@@ -156,6 +164,10 @@ void expect_input_gaps_untouched(const OpCase& c, const std::vector<Tensor>& lea
 
 }  // namespace
 
+namespace {
+void check_bf16_backward_against_f32(const OpCase& c);
+}  // namespace
+
 void check_cpu_against_reference(const OpCase& c) {
   const Inputs inputs(c, /*poison_gaps=*/true);
   const std::vector<Tensor> leaves = inputs.make_leaves(c, Device::cpu());
@@ -172,6 +184,7 @@ void check_cpu_against_reference(const OpCase& c) {
         << "output " << k << " against the double reference";
   EXPECT_TRUE(run.gaps_untouched());
   expect_input_gaps_untouched(c, leaves);
+  if (has_bf16_input(c)) check_bf16_backward_against_f32(c);
 }
 
 namespace {
@@ -182,7 +195,9 @@ struct DeviceResult {
   std::vector<Tensor> grads;
 };
 
-DeviceResult run_forward_backward(const OpCase& c, const Inputs& inputs, Device device) {
+// The output gradient R is drawn in f32 and, for an entry with bf16 inputs, rounded to bf16, so that
+// the f32 op run on the same values for comparison (check_bf16_backward_against_f32) sees the same R.
+DeviceResult run_forward_backward(const OpCase& c, const Inputs& inputs, Device device, bool bf16_seed = false) {
   DeviceResult r;
   const std::vector<Tensor> leaves = inputs.make_leaves(c, device);
   OpRun run(device);
@@ -192,7 +207,9 @@ DeviceResult run_forward_backward(const OpCase& c, const Inputs& inputs, Device 
   const Tensor& y = r.outputs.at(0);
   if (y.requires_grad()) {
     Generator gen(name_seed(c.name), 11);
-    y.backward(random_tensor(y.shape(), gen, 0.5f, 1.5f).to(device));
+    Tensor seed = random_tensor(y.shape(), gen, 0.5f, 1.5f);
+    if (bf16_seed || has_bf16_input(c)) seed = seed.to(DType::bf16).to(DType::f32);
+    y.backward(seed.to(device).to(y.dtype()));
   }
   for (size_t k = 0; k < leaves.size(); ++k)
     r.grads.push_back(leaves[k].defined() && leaves[k].requires_grad() ? leaves[k].grad() : Tensor());
@@ -219,6 +236,45 @@ class NoTf32 {
 };
 
 }  // namespace
+
+namespace {
+
+// A bf16 entry's input gradients on the CPU against the f32 op's on the same inputs (the bf16 values,
+// widened) and the same output gradient: what bf16 storage of the activations and their gradients costs.
+void check_bf16_backward_against_f32(const OpCase& c) {
+  OpCase f32 = c;
+  for (OpInput& in : f32.inputs) in.dtype = DType::f32;
+  const Inputs bf16_inputs(c, /*poison_gaps=*/true), f32_inputs(c, /*poison_gaps=*/true);
+  const DeviceResult narrow = run_forward_backward(c, bf16_inputs, Device::cpu());
+  const DeviceResult wide = run_forward_backward(f32, f32_inputs, Device::cpu(), /*bf16_seed=*/true);
+  for (size_t k = 0; k < wide.grads.size(); ++k) {
+    if (!wide.grads[k].defined()) continue;
+    ASSERT_TRUE(narrow.grads[k].defined()) << "input " << k << " got no gradient in bf16";
+    EXPECT_EQ(narrow.grads[k].dtype(), c.inputs[k].dtype) << "the gradient of input " << k << " has its dtype";
+    EXPECT_TRUE(allclose(narrow.grads[k], wide.grads[k], c.bf16_backward.atol, c.bf16_backward.rtol))
+        << "bf16 gradient of input " << k << " against the f32 op's";
+  }
+}
+
+}  // namespace
+
+OpCase bf16_variant(OpCase c, const std::vector<size_t>& activations, Tolerance forward, Tolerance backward,
+                    Tolerance gpu, const std::vector<size_t>& weights) {
+  c.name = "bf16_" + c.name;
+  for (size_t k : activations) c.inputs.at(k).dtype = DType::bf16;
+  for (size_t k : weights) c.inputs.at(k).bf16_values = true;
+  c.forward = forward;
+  c.bf16_backward = backward;
+  c.gpu = gpu;
+  c.check_grad = false;  // finite differences stay with the f32 entry
+  return c;
+}
+
+const OpCase& entry_named(const std::vector<OpCase>& cases, const std::string& name) {
+  for (const OpCase& c : cases)
+    if (c.name == name) return c;
+  throw std::invalid_argument("op table: no entry named " + name);
+}
 
 void check_gpu_against_cpu(const OpCase& c) {
   const NoTf32 full_float32;

@@ -55,6 +55,8 @@ struct OpInput {
   std::vector<float> fixed;        // Values::fixed
   bool grad = true;
   bool present = true;  // false: the op is given an undefined tensor
+  engine::DType dtype = engine::DType::f32;  // bf16: the values are rounded, the op sees a bf16 tensor
+  bool bf16_values = false;  // f32 values that bf16 represents exactly (a weight whose bf16 working copy is exact)
   int64_t buffer_channels = 0;  // > 0: a channel slice of a [..., buffer_channels] buffer
   int64_t channel_offset = 0;
 
@@ -84,7 +86,8 @@ class OpRun {
   engine::Device device() const { return device_; }
   // Channels [offset, offset + shape.back()) of a NaN-poisoned [..., buffer_channels] buffer; the
   // harness checks afterwards that the channels around the slice are still NaN.
-  Tensor output_slice(const Shape& shape, int64_t buffer_channels, int64_t offset);
+  Tensor output_slice(const Shape& shape, int64_t buffer_channels, int64_t offset,
+                      engine::DType dtype = engine::DType::f32);
   // Every output buffer's channels outside its slice are untouched NaN.
   ::testing::AssertionResult gaps_untouched() const;
 
@@ -114,7 +117,22 @@ struct OpCase {
   Tolerance gpu{1e-5, 1e-5};      // GPU op (forward and input gradients) against the CPU op
   bool check_grad = true;
   GradcheckOptions grad;
+  // Entries with bf16 inputs (bf16_variant): the CPU's bf16 input gradients against the f32 op's on
+  // the same (bf16-representable) inputs and output gradient.
+  Tolerance bf16_backward{1e-5, 8e-3};
 };
+
+// The bf16 version of an f32 entry (docs/precision.md): the inputs numbered in `activations` are bf16
+// tensors (values rounded to bf16; the reference sees the rounded values), the others stay f32 (weights,
+// BN parameters, targets). Named "bf16_" + c.name; check_cpu_against_reference compares its outputs
+// with the double reference within `forward` and its input gradients with the f32 op's within
+// `backward`; the GPU is held to `gpu` against the CPU; finite differences stay with the f32 entry.
+// `weights`: f32 inputs that the op reads as their bf16 working copy; drawn bf16-representable, so that
+// the reference computes with the values the op uses.
+OpCase bf16_variant(OpCase c, const std::vector<size_t>& activations, Tolerance forward, Tolerance backward,
+                    Tolerance gpu, const std::vector<size_t>& weights = {});
+// The entry named `name` of a family's list (to derive a bf16 variant from it).
+const OpCase& entry_named(const std::vector<OpCase>& cases, const std::string& name);
 
 // One family's entries (tests/support/op_table_<family>.cpp).
 std::vector<OpCase> conv_cases();

@@ -85,7 +85,7 @@ OpCase batch_norm_relu_case(const std::string& name, OpInput x, bool training, b
 
 std::vector<OpCase> batch_norm_cases() {
   using B = BatchNormOptions;
-  return {
+  std::vector<OpCase> cases = {
       // DenseNet (torchvision): BN of the first C channels of a block buffer, read in place.
       batch_norm_case("densenet_training_block_prefix", input({4, 5, 5, 12}).channel_slice(20, 0), true, true,
                       true, B::torch()),
@@ -108,6 +108,15 @@ std::vector<OpCase> batch_norm_cases() {
       batch_norm_relu_case("relu_eval_keras_densenet_eps", input({2, 5, 5, 7}), false, true, true,
                            B::keras(1.001e-5f)),
   };
+  // bf16 x, y, dy, dx (docs/precision.md); statistics, gamma, beta and their gradients f32. y and dx are
+  // rounded once from f32 arithmetic on the same values: half a bf16 ulp (rtol 4e-3); the statistics and
+  // the f32 parameter gradients differ from the f32 op's by summation order only, well inside that.
+  // GPU against CPU: one ulp (rtol 8e-3).
+  const Tolerance once{1e-5, 4e-3}, gpu{1e-5, 8e-3};
+  for (const char* name : {"densenet_training_block_prefix", "irv2_training_keras_no_gamma", "training_2d",
+                           "eval_keras_densenet_eps", "eval_channel_slice"})
+    cases.push_back(bf16_variant(entry_named(cases, name), {0}, once, once, gpu));
+  return cases;
 }
 
 }  // namespace test_support

@@ -66,7 +66,7 @@ OpCase conv(const std::string& name, OpInput x, int64_t out_c, int64_t kh, int64
     if (out.buffer_channels > 0) {
       const int64_t oh = (in[0].size(1) + options.pad_top + options.pad_bottom - in[1].size(1)) / options.stride_h + 1;
       const int64_t ow = (in[0].size(2) + options.pad_left + options.pad_right - in[1].size(2)) / options.stride_w + 1;
-      y = run.output_slice({in[0].size(0), oh, ow, in[1].size(0)}, out.buffer_channels, out.offset);
+      y = run.output_slice({in[0].size(0), oh, ow, in[1].size(0)}, out.buffer_channels, out.offset, in[0].dtype());
     }
     return std::vector<Tensor>{conv2d(in[0], in[1], in[2], options, y)};
   };
@@ -119,7 +119,7 @@ OpCase conv_bf16(const std::string& name, OpInput x, int64_t out_c, int64_t kh, 
 
 std::vector<OpCase> conv_cases() {
   using O = Conv2dOptions;
-  return {
+  std::vector<OpCase> cases = {
       // DenseNet: the stem (224x224x3 -> 64 in the net), a bottleneck 1x1 reading the prefix of a block
       // buffer in place, the 3x3 growth conv writing its channels into the block buffer, a transition.
       conv("densenet_stem_7x7_s2_p3", input({1, 17, 16, 3}), 8, 7, 7, O::symmetric(3, 2), false),
@@ -154,6 +154,16 @@ std::vector<OpCase> conv_cases() {
       conv_bf16("bf16_same_3x3_s2_even_input", input({1, 8, 8, 3}), 4, 3, 3, O::same(8, 8, 3, 3, 2)),
       conv_bf16("bf16_in_f32_out_3x3_p1", input({2, 5, 6, 3}), 4, 3, 3, O::symmetric(1), DType::f32),
   };
+  // The engine op with a bf16 x, forward and backward (docs/precision.md): the f32 weight read as its bf16
+  // working copy (drawn bf16-representable here), f32 accumulation, the f32 bias added before y's one
+  // rounding (rtol 4e-3). Backward: dx (backward-data) rounded once; dW and db (backward-filter) f32 from
+  // the same bf16 values, summation order only. GPU against CPU: one ulp (rtol 8e-3).
+  const Tolerance once{1e-5, 4e-3}, gpu{1e-5, 8e-3};
+  for (const char* name : {"densenet_stem_7x7_s2_p3", "slice_in_and_out_3x3",
+                           "densenet_growth_3x3_p1_slice_out", "irv2_block17_1x7_same", "irv2_block_1x1_bias",
+                           "odd_3x3_p1_bias", "asymmetric_pad_2x2_s2_bias"})
+    cases.push_back(bf16_variant(entry_named(cases, name), {0}, once, once, gpu, {1}));
+  return cases;
 }
 
 }  // namespace test_support

@@ -39,7 +39,7 @@ double relu_ref(const std::vector<double>& a) { return std::max(a[0], 0.0); }
 
 std::vector<OpCase> elementwise_cases() {
   // ReLU's inputs stay away from its kink, so that finite differences do not straddle it.
-  return {
+  std::vector<OpCase> cases = {
       elementwise("relu_odd", {input({2, 3, 4, 5}).away_from_zero(0.05f)}, relu_of, relu_ref),
       elementwise("relu_densenet_block", {input({2, 7, 7, 24}).away_from_zero(0.05f)}, relu_of, relu_ref),
       elementwise("relu_channel_slice", {input({2, 3, 3, 5}).away_from_zero(0.05f).channel_slice(9, 3)}, relu_of,
@@ -63,6 +63,21 @@ std::vector<OpCase> elementwise_cases() {
                   [](const std::vector<Tensor>& in) { return add(in[0], scale(in[1], 0.17f)); },
                   [](const std::vector<double>& a) { return a[0] + double(0.17f) * a[1]; }),
   };
+  // bf16 activations (docs/precision.md), every input bf16. relu and its backward select values: exact.
+  // add, scale and sigmoid round once: half a bf16 ulp, 2^-9 relative (rtol 4e-3 leaves a factor 2).
+  // The residual x + s up rounds s up first: its error, relative to |s up| <= 0.1 |up| < 0.1, can
+  // dominate where x cancels s up (atol 1e-3). Backward (against the f32 op on the same values): relu
+  // and add pass dy through (exact), scale rounds once; sigmoid's dx = dy y (1 - y) reads the bf16 y,
+  // whose rounding error |dy| 2^-9 |1 - 2y| <= 1.5 * 2^-9 is absolute, not relative, where y nears 1
+  // (atol 3e-3). GPU against CPU: one ulp (rtol 8e-3).
+  const Tolerance exact{0, 0}, once{1e-6, 4e-3}, gpu{1e-6, 8e-3};
+  for (const char* name : {"relu_odd", "relu_channel_slice"})
+    cases.push_back(bf16_variant(entry_named(cases, name), {0}, exact, exact, exact));
+  cases.push_back(bf16_variant(entry_named(cases, "sigmoid_logits"), {0}, once, {3e-3, 4e-3}, {3e-3, 8e-3}));
+  cases.push_back(bf16_variant(entry_named(cases, "add_channel_slices"), {0, 1}, once, exact, gpu));
+  cases.push_back(bf16_variant(entry_named(cases, "scale_odd"), {0}, once, once, gpu));
+  cases.push_back(bf16_variant(entry_named(cases, "irv2_residual_block17"), {0, 1}, {1e-3, 4e-3}, once, {1e-3, 8e-3}));
+  return cases;
 }
 
 }  // namespace test_support

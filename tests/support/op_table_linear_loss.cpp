@@ -136,7 +136,7 @@ OpCase reduction(const std::string& name, Shape shape, bool mean_of) {
 }  // namespace
 
 std::vector<OpCase> linear_cases() {
-  return {
+  std::vector<OpCase> cases = {
       // The binary classifier heads: DenseNet's 1024 -> 1 (scaled), Inception-ResNet-v2's 1536 -> 1.
       linear_case("densenet_head", input({4, 64}), 1, true, false),
       linear_case("odd_3x20_to_4", input({3, 20}), 4, true, false),
@@ -147,6 +147,14 @@ std::vector<OpCase> linear_cases() {
       linear_bf16_case("bf16_odd_7x45_to_9", 7, 45, 9, true),
       linear_bf16_case("bf16_no_bias_long_k", 5, 300, 6, false),
   };
+  // The engine op with a bf16 x (docs/precision.md): the f32 weight read as its bf16 working copy (drawn
+  // bf16-representable here, so that the reference sees the op's values), f32 accumulation, the f32 bias
+  // added before y's one rounding: half a bf16 ulp (rtol 4e-3). Backward: dx rounded once; dW and db f32
+  // from the same bf16 values, summation order only. GPU against CPU: one ulp (rtol 8e-3).
+  const Tolerance once{1e-5, 4e-3}, gpu{1e-5, 8e-3};
+  for (const char* name : {"odd_3x20_to_4", "no_bias", "flatten_then_linear"})
+    cases.push_back(bf16_variant(entry_named(cases, name), {0}, once, once, gpu, {1}));
+  return cases;
 }
 
 std::vector<OpCase> loss_cases() {
@@ -158,6 +166,12 @@ std::vector<OpCase> loss_cases() {
       reduction("mean_channel_slice", {2, 3, 3, 4}, true),
   };
   cases.back().inputs[0].channel_slice(7, 2);
+  // bf16 logits and inputs of the reductions (docs/precision.md): the loss and the sums are f32 (the
+  // kernels sum in double) from the bf16 values, so the forward keeps f32 tolerances; the gradients into
+  // bf16 are rounded once (rtol 4e-3). GPU against CPU: one ulp (rtol 8e-3).
+  const Tolerance f32_forward{1e-6, 1e-5}, once{1e-7, 4e-3}, gpu{1e-6, 8e-3};
+  for (const char* name : {"bce_weighted", "bce_unweighted", "sum_odd", "mean_channel_slice"})
+    cases.push_back(bf16_variant(entry_named(cases, name), {0}, f32_forward, once, gpu));
   return cases;
 }
 

@@ -92,6 +92,15 @@ std::vector<OpCase> pool_cases() {
     c.gpu = {1e-6, 1e-5};
     cases.push_back(c);
   }
+  // bf16 x, y, dy, dx (docs/precision.md). Max pooling selects: forward exact, and its backward sums dy
+  // where windows overlap, rounded once; averages round once: half a bf16 ulp (rtol 4e-3). GPU against
+  // CPU: one ulp (rtol 8e-3).
+  const Tolerance exact{0, 0}, once{1e-6, 4e-3}, gpu{1e-6, 8e-3};
+  for (const char* name : {"densenet_max_3x3_s2_p1", "max_channel_slice"})
+    cases.push_back(bf16_variant(entry_named(cases, name), {0}, exact, once, gpu));
+  for (const char* name : {"densenet_avg_2x2_s2", "irv2_avg_3x3_s1_same_exclude_pad", "avg_channel_slice",
+                           "global_avg_densenet_head", "global_avg_channel_slice"})
+    cases.push_back(bf16_variant(entry_named(cases, name), {0}, once, once, gpu));
   return cases;
 }
 

@@ -54,7 +54,7 @@ OpCase shape_case(const std::string& name, std::vector<OpInput> inputs,
 }  // namespace
 
 std::vector<OpCase> shape_cases() {
-  return {
+  std::vector<OpCase> cases = {
       // Inception's branch concatenation: separate tensors, copied; one input used twice (its
       // gradients add up), then a slice of the result.
       shape_case("concat_copy_then_slice", {input({2, 3, 3, 2}), input({2, 3, 3, 5})},
@@ -101,6 +101,18 @@ std::vector<OpCase> shape_cases() {
                    return y;
                  }),
   };
+  // bf16 concatenation and slices (DenseNet's block buffers in bf16): copies and views, exact forward; the
+  // gradient of an input used twice is the sum of two slices, rounded once (rtol 4e-3), the rest exact.
+  const Tolerance exact{0, 0}, once{0, 4e-3};
+  for (const char* name : {"concat_copy_then_slice", "concat_of_channel_slices", "concat_adjacent_slices_is_a_view",
+                           "slice_channels_odd", "flatten_channel_slice"})
+  {
+    const OpCase& c = entry_named(cases, name);
+    std::vector<size_t> all(c.inputs.size());
+    for (size_t k = 0; k < all.size(); ++k) all[k] = k;
+    cases.push_back(bf16_variant(c, all, exact, once, once));
+  }
+  return cases;
 }
 
 }  // namespace test_support
