@@ -27,8 +27,10 @@
 // Batch "max" (CUDA only): the largest batch whose first step runs: 16, 32, 64, ... until the allocator
 // reports out of memory (or --max-batch-cap), then bisection down to a multiple of 8. Should the timed run
 // at that batch still run out of memory, the batch shrinks by an eighth and the case is run again.
-// bf16: the engine has no bf16 kernels yet (engine/dtype.h reserves the type), so those rows say
-// "not implemented" and carry no figures.
+// bf16: mixed precision (docs/precision.md): the training step with Precision::bf16 (bf16 activations,
+// f32 master weights, gradients and Adam) and inference on bf16 activations (the batch converted to bf16
+// on the device before each forward, as the training step does; the conversion is timed). On the CPU the
+// bf16 kernels are emulated (widened to f32 and rounded), so CPU bf16 rows time the emulation.
 // Projected (compute only, data loading excluded): 10 epochs over MURA's 36,808 training images at the
 // training throughput plus one pass over its 3,197 validation images at the inference throughput of the
 // same batch (at the training throughput when inference was not measured: an upper bound).
@@ -87,6 +89,7 @@ struct Case {
   std::string arch;
   int64_t size = 0;
   bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward
+  engine::Precision precision = engine::Precision::f32;
 };
 
 Args parse(int argc, char** argv) {
@@ -104,8 +107,8 @@ Args parse(int argc, char** argv) {
                                       "--arch x --input-size)", "A@S");
   flags.add_list("--batch-sizes", &a.batches, "batch sizes, and `max` for the largest that fits (CUDA only; default "
                                               "32,128)", "B");
-  flags.add_list("--precision", &a.precisions, "f32 (TF32 convolutions on CUDA) | bf16 (not implemented yet: reported "
-                                               "as such); default f32", "P");
+  flags.add_list("--precision", &a.precisions, "f32 (TF32 convolutions on CUDA) | bf16 (mixed precision: bf16 "
+                                               "activations, f32 weights; emulated on the CPU); default f32", "P");
   flags.add("--mode", &a.mode, "train | infer | both", "M");
   flags.add("--warmup", &a.warmup, "untimed iterations before the timed ones", 0, 1000000);
   flags.add("--iters", &a.iters, "timed iterations (median, p10, p90 reported)", 1, 1000000);
@@ -254,8 +257,9 @@ struct Bench {
   std::unique_ptr<engine::TrainingStep> step;
   Tensor images, labels;
   Device device;
+  engine::Precision precision;
 
-  Bench(const Case& c, const Device& d, bool train) : device(d) {
+  Bench(const Case& c, const Device& d, bool train) : device(d), precision(c.precision) {
     net = experiment::build_net(c.arch, nets::Head::flatten, nets::Flavor::keras, c.size, /*seed=*/1,
                                 c.memory_efficient);
     net->to(device);
@@ -263,7 +267,9 @@ struct Bench {
     if (train) {
       arena = std::make_unique<engine::ParameterArena>(net->named_parameters());
       adam = std::make_unique<engine::Adam>(*arena, engine::Adam::keras(kStudyLearningRate));
-      step = std::make_unique<engine::TrainingStep>(*net, *arena, adam.get());
+      engine::StepOptions options;
+      options.precision = c.precision;
+      step = std::make_unique<engine::TrainingStep>(*net, *arena, adam.get(), std::move(options));
     }
   }
   void set_batch(int64_t batch, int64_t size) {
@@ -284,7 +290,7 @@ struct Bench {
   }
   void infer_step() {
     engine::NoGradGuard no_grad;
-    (void)net->forward(images);
+    (void)net->forward(precision == engine::Precision::bf16 ? images.to(engine::DType::bf16) : images);
   }
   // One iteration of `mode`, ended by a device synchronisation.
   void iteration(bool train) {
@@ -492,22 +498,21 @@ int main(int argc, char** argv) {
           for (const std::string& mode : modes) {
             const bool train = mode == "train";
             Row row;
-            if (precision == "bf16") {
-              row.status = "not implemented";
-              row.note = "the engine has no bf16 kernels yet (engine/dtype.h reserves the type)";
-            } else if (request == "max" && !device.is_cuda()) {
+            Case pc = c;
+            pc.precision = precision == "bf16" ? engine::Precision::bf16 : engine::Precision::f32;
+            if (request == "max" && !device.is_cuda()) {
               row.status = "skipped";
               row.note = "batch max needs CUDA (the CPU has no out-of-memory signal to search by)";
             } else {
               try {
-                int64_t batch = request == "max" ? find_max_batch(c, device, train, args.max_batch_cap)
+                int64_t batch = request == "max" ? find_max_batch(pc, device, train, args.max_batch_cap)
                                                  : experiment::parse_int("--batch-sizes", request, 1);
-                row = measure(c, device, batch, train, args);
+                row = measure(pc, device, batch, train, args);
                 for (int retry = 0; request == "max" && row.status == "oom" && retry < 3 && batch > 8; ++retry) {
                   batch -= std::max<int64_t>(1, batch / 8);
                   std::fprintf(stderr, "out of memory in the timed run; again at batch %lld\n",
                                static_cast<long long>(batch));
-                  row = measure(c, device, batch, train, args);
+                  row = measure(pc, device, batch, train, args);
                 }
               } catch (const std::exception& e) {  // the other rows still run; the exit status says so
                 row.status = "error";

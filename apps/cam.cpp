@@ -12,11 +12,13 @@
 #include "experiment/cam.h"
 #include "experiment/flags.h"
 #include "experiment/metrics.h"
+#include "experiment/run_files.h"
 
 int main(int argc, char** argv) {
   std::string checkpoint, out;
   experiment::CamInputs inputs;
   experiment::CamOptions options;
+  bool amp = false;
   experiment::FlagParser flags(
       "cam",
       "Class activation maps of a checkpoint (Grad-CAM on the last convolutional block; CAM for the gap head):\n"
@@ -41,10 +43,12 @@ int main(int argc, char** argv) {
                                                    "always all for explicit images)");
   flags.add("--device", &options.device, "auto | cpu | cuda | cuda:N", "D");
   flags.add("-b,--batch-size", &options.batch_size, "images per forward/backward pass");
+  experiment::add_precision_flags(flags, &options.precision, &amp);
   flags.add_switch("--quiet", &options.quiet, "no progress display");
   flags.allow_positional("IMAGE|STUDY_FOLDER", "PNG/JPEG files, or folders of them");
   try {
     if (!flags.parse(argc, argv)) return 0;
+    experiment::resolve_precision_flag(flags, options.precision, amp);
     ENGINE_USER_CHECK(!checkpoint.empty()) << "--checkpoint is required (see --help)";
     ENGINE_USER_CHECK(!out.empty()) << "--out is required (see --help)";
     inputs.images = flags.positional();

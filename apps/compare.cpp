@@ -111,6 +111,12 @@ int main(int argc, char** argv) {
       "224x224 nearest-neighbour inputs, x/255; checkpoints: last and best (--checkpoint-hist 0).\n"
       "--recipe mura-paper sets every run's settings as train_densenet's does, except the net (--archs).");
   if (!parse_flags_or_exit(flags, argc, argv)) return 0;
+  try {
+    experiment::resolve_precision_flag(flags, base.precision, base.amp);  // --amp: --precision bf16
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "compare: error: %s\n", e.what());
+    return 2;
+  }
   if (quick && flags.given("--recipe")) {
     std::fprintf(stderr, "compare: error: --quick and --recipe both set the runs' settings; give one of them\n");
     return 2;

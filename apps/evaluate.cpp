@@ -5,6 +5,7 @@
 //   evaluate --checkpoint C --data MURA-v1.1 --out DIR          (every image of valid/)
 //   evaluate --checkpoint A --checkpoint B ... --split S --out DIR  (an ensemble: the mean probability)
 //   [--tta flip]  (each image's probability: the mean of the image's and its mirror's)
+//   [--precision bf16 | --amp]  (the net on bf16 activations; recorded in metrics.json)
 //
 // Writes DIR/metrics.json, report.md, predictions_images.csv, predictions_studies.csv (atomically) and
 // prints the overall table. Image level: accuracy, loss, AUROC, sensitivity, specificity, confusion
@@ -28,6 +29,8 @@ int main(int argc, char** argv) {
   int64_t batch_size = 32;
   int workers = 2;
   bool quiet = false;
+  std::string precision = "f32";
+  bool amp = false;
   experiment::FlagParser flags("evaluate",
                                "Evaluates a training checkpoint on a split or a MURA root: image- and study-level\n"
                                "accuracy, loss, AUROC, kappa, sensitivity, specificity, per body part and overall.");
@@ -45,9 +48,11 @@ int main(int argc, char** argv) {
   flags.add("--workers", &workers, "data loader threads");
   flags.add("--tta", &tta_name, "test-time augmentation: none | flip (the mean probability of each image and its "
                                 "horizontal mirror)", "T");
+  experiment::add_precision_flags(flags, &precision, &amp);
   flags.add_switch("--quiet", &quiet, "no progress display");
   try {
     if (!flags.parse(argc, argv)) return 0;
+    experiment::resolve_precision_flag(flags, precision, amp);
     ENGINE_USER_CHECK(!checkpoints.empty()) << "--checkpoint is required (see --help)";
     experiment::parse_tta(tta_name);
     ENGINE_USER_CHECK(!out.empty()) << "--out is required (see --help)";
@@ -103,13 +108,15 @@ int main(int argc, char** argv) {
     pass.device = dev;
     pass.quiet = quiet;
     pass.tta = tta;
+    pass.precision = experiment::parse_precision(precision);
     std::vector<experiment::EvaluationResult> members;
     const experiment::EvaluationResult r = experiment::predict_checkpoints(ckpts, root, entries, pass, &members);
     const std::string images_from = split_dir.empty() ? root + " (" + subset + ")" : split_dir + " (" + list + ")";
     // The context of one checkpoint's evaluation (a member's, or the single one's).
     const auto context_of = [&](const experiment::CheckpointInfo& c) -> std::vector<std::pair<std::string, std::string>> {
       return {{"arch", c.metadata.at("arch")},    {"checkpoint", c.path},         {"epoch", c.metadata.at("epoch")},
-              {"images from", images_from},       {"tta", experiment::tta_name(tta)}, {"device", dev.str()}};
+              {"images from", images_from},       {"tta", experiment::tta_name(tta)}, {"precision", precision},
+              {"device", dev.str()}};
     };
     std::string title = ckpts.front().metadata.at("arch") + " evaluated";
     std::vector<std::pair<std::string, std::string>> context = context_of(ckpts.front());
@@ -124,6 +131,7 @@ int main(int argc, char** argv) {
                  {"checkpoints", paths},
                  {"images from", images_from},
                  {"tta", experiment::tta_name(tta)},
+                 {"precision", precision},
                  {"device", dev.str()}};
     }
     experiment::write_evaluation(out, r, title, context);

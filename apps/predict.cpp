@@ -7,6 +7,7 @@
 //   [--out predictions.csv] (path,study,probability,predicted, written atomically)
 //   [--checkpoint C2 ...]  (an ensemble: each image's mean probability over the checkpoints)
 //   [--tta flip]           (each image's probability: the mean of the image's and its mirror's)
+//   [--precision bf16 | --amp]  (the net on bf16 activations)
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -22,7 +23,8 @@ namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
   std::vector<std::string> checkpoints;
-  std::string out, device = "auto", tta_name = "none";
+  std::string out, device = "auto", tta_name = "none", precision = "f32";
+  bool amp = false;
   experiment::FlagParser flags("predict",
                                "Probabilities of abnormality for radiographs and the study verdict (mean over the\n"
                                "study's images > 0.5 = abnormal). A folder argument is one study: its images are\n"
@@ -33,9 +35,11 @@ int main(int argc, char** argv) {
                                 "horizontal mirror)", "T");
   flags.add("--out", &out, "also write path,study,probability,predicted to this CSV", "FILE");
   flags.add("--device", &device, "auto | cpu | cuda", "D");
+  experiment::add_precision_flags(flags, &precision, &amp);
   flags.allow_positional("IMAGE|STUDY_FOLDER", "PNG/JPEG files, or folders whose images form one study");
   try {
     if (!flags.parse(argc, argv)) return 0;
+    experiment::resolve_precision_flag(flags, precision, amp);
     ENGINE_USER_CHECK(!checkpoints.empty()) << "--checkpoint is required (see --help)";
     experiment::parse_tta(tta_name);
     ENGINE_USER_CHECK(!flags.positional().empty()) << "give at least one image or study folder (see --help)";
@@ -71,7 +75,9 @@ int main(int argc, char** argv) {
     pass.label = "predict";
     pass.quiet = true;
     pass.tta = experiment::parse_tta(tta_name);
+    pass.precision = experiment::parse_precision(precision);
     const experiment::EvaluationResult r = experiment::predict_checkpoints(ckpts, "", entries, pass);
+    if (pass.precision == engine::Precision::bf16) std::printf("precision bf16: the net ran on bf16 activations\n");
     if (ckpts.size() > 1)
       std::printf("ensemble of %zu checkpoints: each p is the mean of their probabilities\n", ckpts.size());
     ENGINE_USER_CHECK(r.images.size() == entries.size()) << "some images could not be read (see the messages above)";

@@ -230,6 +230,8 @@ CamSummary run_cam_batch(const std::string& checkpoint, const CamInputs& inputs,
   s.arch = net->arch();
   s.head = nets::head_name(net->head());
   s.device = device.str();
+  s.precision = options.precision;
+  const bool bf16 = parse_precision(options.precision) == engine::Precision::bf16;
   s.out_dir = out_dir;
   s.input_size = size;
   s.grid_h = grid_h;
@@ -269,7 +271,7 @@ CamSummary run_cam_batch(const std::string& checkpoint, const CamInputs& inputs,
     Tensor features;
     {
       engine::NoGradGuard no_grad;
-      features = net->features(images);
+      features = bf16 ? net->features(images.to(engine::DType::bf16)).to(engine::DType::f32) : net->features(images);
     }
     std::vector<double> logits;
     const Tensor gradient = logit_gradient(*net, features, options.class_index, &logits);

@@ -42,6 +42,9 @@ struct CamOptions {
                                 // explicit images)
   int64_t class_index = 0;
   bool quiet = false;
+  // bf16: the feature pass runs on bf16 activations (the batch converted before it); the features are
+  // widened to f32 for the head, the gradient and the maps.
+  std::string precision = "f32";
 };
 
 // The images of `inputs` with labels and (synthetic set) true boxes. Throws on an empty list, a missing

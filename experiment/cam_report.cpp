@@ -96,6 +96,7 @@ std::vector<std::pair<std::string, std::string>> summary_context(const CamSummar
                            " x its maximum, in the image's own pixels"},
           {"maps with no positive value (nothing to point at; a miss where there is a box)", empty},
           {"device", s.device},
+          {"precision", s.precision},
           {"seconds", fmt(s.seconds, 1)}};
 }
 
@@ -121,6 +122,7 @@ std::string cam_summary_json(const CamSummary& s) {
   j += "  \"input_size\": " + std::to_string(s.input_size) + ",\n";
   j += "  \"grid\": [" + std::to_string(s.grid_h) + ", " + std::to_string(s.grid_w) + "],\n";
   j += "  \"device\": " + json_string(s.device) + ",\n";
+  j += "  \"precision\": " + json_string(s.precision) + ",\n";
   j += "  \"images\": " + std::to_string(s.images) + ",\n  \"boxed_images\": " + std::to_string(s.boxed) + ",\n";
   j += "  \"threshold\": " + json_number(s.threshold) + ",\n  \"seconds\": " + json_number(s.seconds) + ",\n";
   j += "  \"gallery\": " + json_string(s.gallery_path) + ",\n";

@@ -41,6 +41,7 @@ struct CamImage {
 
 struct CamSummary {
   std::string checkpoint, arch, head, device, out_dir, gallery_path;  // gallery: <out>/gallery.html
+  std::string precision = "f32";  // of the net's feature pass: f32 | bf16
   int64_t input_size = 0, grid_h = 0, grid_w = 0;
   int64_t images = 0, boxed = 0;
   double threshold = 0.5, seconds = 0;

@@ -45,10 +45,16 @@ EvaluationResult predict_with_loader(nets::Net& net, data::Loader& loader, engin
   const double start = now_seconds();
   loader.start_epoch(0);
   int64_t done = 0;
+  // The logits [N] of a host batch; in bf16 the images enter the net as bf16 and the logits widen exactly.
+  const auto logits_of = [&](const engine::Tensor& images) {
+    engine::Tensor x = images.to(device);
+    if (pass.precision == engine::Precision::bf16) x = x.to(engine::DType::bf16);
+    return net.forward(x).to_vector();
+  };
   for (data::Batch batch; loader.next(batch);) {
-    const std::vector<float> logits = net.forward(batch.images.to(device)).to_vector();
+    const std::vector<float> logits = logits_of(batch.images);
     std::vector<float> mirrored_logits;
-    if (pass.tta == Tta::flip) mirrored_logits = net.forward(mirror_horizontally(batch.images).to(device)).to_vector();
+    if (pass.tta == Tta::flip) mirrored_logits = logits_of(mirror_horizontally(batch.images));
     for (int64_t i = 0; i < batch.size(); ++i) {
       const data::SplitEntry& e = loader.entries()[static_cast<size_t>(batch.indices[static_cast<size_t>(i)])];
       ImagePrediction p;
@@ -135,6 +141,7 @@ EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoi
                                                             std::to_string(checkpoints.size());
     PassOptions options;
     options.tta = pass.tta;
+    options.precision = pass.precision;
     if (checkpoints.size() > 1) {
       options.plan = &plan;
       options.phase = phase(m);

@@ -34,6 +34,9 @@ struct PassOptions {
   Tta tta = Tta::none;
   RunPlan* plan = nullptr;        // the run's plan (the trainer's), fed this pass as `phase`
   std::string phase = "evaluate";
+  // bf16: the net runs on bf16 activations (the batch converted before forward, as the training step's
+  // activation_input does); the logits are read back as f32.
+  engine::Precision precision = engine::Precision::f32;
 };
 
 // The loader of one evaluation pass: split order, no augmentation, images cached in memory.
@@ -73,6 +76,7 @@ struct CheckpointPass {
   std::string label = "evaluate";
   bool quiet = false;
   Tta tta = Tta::none;
+  engine::Precision precision = engine::Precision::f32;
 };
 EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoints, const std::string& root,
                                      const std::vector<data::SplitEntry>& entries, const CheckpointPass& pass,

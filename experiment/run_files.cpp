@@ -69,6 +69,7 @@ void visit_options(Options& o, Visit&& visit) {
   visit("early_stopping", o.early_stopping);
   visit("best_metric", o.best_metric);
   visit("deterministic", o.deterministic);
+  visit("precision", o.precision);
   visit("memory_efficient", o.memory_efficient);
   visit("test_checkpoint", o.test_checkpoint);
   visit("checkpoint_hist", o.checkpoint_hist);
@@ -125,6 +126,34 @@ bool parse_file_double(const std::string& text, double& value) {
   const char *begin = text.data(), *end = begin + text.size();
   const auto [ptr, ec] = std::from_chars(begin, end, value, std::chars_format::general);
   return !text.empty() && ec == std::errc() && ptr == end;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Precision
+
+engine::Precision parse_precision(const std::string& name) {
+  if (name == "f32") return engine::Precision::f32;
+  if (name == "bf16") return engine::Precision::bf16;
+  ENGINE_USER_FAIL() << "--precision '" << name << "' is not one of: f32, bf16";
+}
+
+void add_precision_flags(FlagParser& flags, std::string* precision, bool* amp) {
+  flags.add("--precision", precision, "arithmetic: f32 | bf16 (mixed precision: bf16 activations, f32 weights and "
+            "statistics; docs/precision.md)", "P");
+  flags.add_switch("--amp", amp, "bf16 mixed precision: the same as --precision bf16");
+}
+
+void resolve_precision_flag(const FlagParser& flags, std::string& precision, bool amp) {
+  if (amp) {
+    ENGINE_USER_CHECK(!flags.given("--precision") || precision == "bf16")
+        << "--amp means --precision bf16, but --precision " << precision << " was given too; pass one of them";
+    precision = "bf16";
+  }
+  parse_precision(precision);  // a plain error for an unknown one
+}
+
+bool precision_aware_given(const FlagParser& flags, const std::string& flag) {
+  return flags.given(flag) || (flag == "--precision" && flags.given("--amp"));
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@
 
 #include "data/loader.h"
 #include "engine/optim.h"
+#include "engine/training_step.h"
+#include "experiment/flags.h"
 #include "nets/net.h"
 
 namespace experiment {
@@ -76,6 +78,10 @@ struct TrainOptions {
   // val_loss | val_auroc | val_kappa (experiment/lr_schedule.h).
   std::string best_metric = "val_loss";
   bool deterministic = false;
+  // The arithmetic of the training step and of the evaluation passes: f32 | bf16 (mixed precision:
+  // bf16 activations, f32 master weights; docs/precision.md). An older args.json without it: f32.
+  std::string precision = "f32";
+  bool amp = false;  // --amp, the switch form of --precision bf16 (resolve_precision_flag); not in args.json
   bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward (nets/densenet.h)
   std::string test_checkpoint = "last";  // which weights the final test uses: last | best
   // checkpoints/epoch_NNN.safetensors kept: the last N epochs (older ones deleted after each epoch); 0 = none
@@ -93,6 +99,18 @@ struct TrainOptions {
 std::string absolute_path(const std::string& path);
 // data, synthetic_dir and weights made absolute, so that args.json names them from any folder.
 void make_paths_absolute(TrainOptions& options);
+
+// --- Precision (--precision f32|bf16, and --amp = --precision bf16) ---
+
+// The step's precision of "f32" | "bf16"; a plain error naming --precision otherwise.
+engine::Precision parse_precision(const std::string& name);
+// Adds --precision (into *precision) and the switch --amp (into *amp).
+void add_precision_flags(FlagParser& flags, std::string* precision, bool* amp);
+// After parsing: --amp sets *precision to bf16; a plain error when --precision names another one, or an
+// unknown one.
+void resolve_precision_flag(const FlagParser& flags, std::string& precision, bool amp);
+// flags.given(flag), --precision counting as given when --amp was.
+bool precision_aware_given(const FlagParser& flags, const std::string& flag);
 
 // --- args.json ---
 

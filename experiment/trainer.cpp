@@ -112,6 +112,7 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
         "--early-stopping and --sched plateau: val_loss (lower is better) | val_auroc (image level) | val_kappa "
         "(study level, MURA's)", "M");
   f.add_switch("--deterministic", &o.deterministic, "deterministic GPU algorithms, no TF32 (the CPU always is)");
+  add_precision_flags(f, &o.precision, &o.amp);
   f.add_switch("--memory-efficient", &o.memory_efficient,
                "DenseNet: recompute each BN+ReLU in backward instead of keeping it (about 15% of the activation "
                "memory at 224 px, about 10% more time on the CPU; the same numbers bit for bit)");
@@ -135,7 +136,7 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "only --epochs (not under --sched cosine), --workers, --quiet, --device, --early-stopping,\n"
       "--test-checkpoint, --checkpoint-hist, --deterministic" + std::string(densenet ? ", --memory-efficient" : "") +
       " and --max-bad-fraction may\n"
-      "differ from the run's.\n"
+      "differ from the run's (not --precision: a bf16 run resumes in bf16).\n"
       "--config FILE starts a new run (a new --out) with the settings of a saved args.json; flags override them.");
 }
 
@@ -295,6 +296,7 @@ void check_options(Run& run) {
   check_choice("--test-checkpoint", o.test_checkpoint, {"last", "best"});
   check_choice("--best-metric", o.best_metric, best_metric_names());
   check_choice("--recipe", o.recipe, recipe_names());
+  check_choice("--precision", o.precision, {"f32", "bf16"});
   ENGINE_USER_CHECK(nets::parse_head(o.head) != nets::Head::imagenet)
       << "--head imagenet has 1000 classes; use flatten or gap for MURA";
   nets::parse_flavor(o.flavor);  // throws, naming the flavours, for an unknown one
@@ -412,6 +414,7 @@ void build_model(Run& run) {
                       o.optimizer == "adam-keras" ? engine::Adam::keras(lr) : engine::Adam::pytorch(lr),
                       static_cast<float>(o.weight_decay)));
   engine::StepOptions step_options;
+  step_options.precision = parse_precision(o.precision);
   if (run.world->distributed()) {
     // The gradients of the global batch's loss: each process's loss is its share of the global mean (the
     // loss weights of train_pass), so the sum over processes is the single-process gradient.
@@ -824,7 +827,7 @@ EpochEnd run_epoch(Run& run, int64_t epoch) {
   agree_on_model(run, epoch);
   const EvaluationResult val = gathered_evaluation(run, naming_the_bad_fraction_flag(*run.val_loader, [&] {
     return predict_with_loader(*run.net, *run.val_loader, run.device, std::string(label) + " val", o.quiet,
-                               {Tta::none, &run.plan, "val"});
+                               {Tta::none, &run.plan, "val", parse_precision(o.precision)});
   }), run.split.validation);
   report_skipped(*run.val_loader, "validation", run.val_bad_reported);
 
@@ -885,7 +888,8 @@ void run_test(Run& run) {
   TrainResult& result = run.result;
   const auto loader = evaluation_loader(run.root, evaluation_share(run, run.split.test), run.eval_loader_options, "test");
   result.test = gathered_evaluation(run, naming_the_bad_fraction_flag(
-      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet, {Tta::none, &run.plan, "test"}); }),
+      *loader, [&] { return predict_with_loader(*run.net, *loader, run.device, "test", o.quiet,
+                                                {Tta::none, &run.plan, "test", parse_precision(o.precision)}); }),
       run.split.test);
   size_t reported = 0;
   report_skipped(*loader, "test", reported);
@@ -1053,11 +1057,12 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
   try {
     // --recipe: its settings for the flags not given. They count as given against --config's file below;
     // on --resume they are not (the run's own settings stand, and the recipe must be the run's).
-    const auto given = [&](const std::string& flag) { return flags.given(flag); };
+    resolve_precision_flag(flags, options.precision, options.amp);  // --amp: --precision bf16
+    const auto given = [&](const std::string& flag) { return precision_aware_given(flags, flag); };
     if (flags.given("--recipe")) options = apply_recipe(options, default_arch, archs, given);
     const Recipe recipe = recipe_settings(options.recipe, default_arch, archs);
     const auto given_or_recipe = [&](const std::string& flag) {
-      return flags.given(flag) || (flags.given("--recipe") &&
+      return given(flag) || (flags.given("--recipe") &&
                                    std::any_of(recipe.keys.begin(), recipe.keys.end(),
                                                [&](const std::string& key) { return option_flag(key) == flag; }));
     };
@@ -1083,7 +1088,7 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
       if (options.out.empty()) options.out = default_out(options);
       const std::string args = options.out + "/args.json";
       if (is_file(args))
-        options = resumed_options(options, read_train_options(args), [&](const std::string& flag) { return flags.given(flag); });
+        options = resumed_options(options, read_train_options(args), given);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", program.c_str(), e.what());
