@@ -1055,16 +1055,16 @@ int train_main(int argc, char** argv, const std::string& program, const std::str
     return 2;
   }
   try {
-    // --recipe: its settings for the flags not given. They count as given against --config's file below;
-    // on --resume they are not (the run's own settings stand, and the recipe must be the run's).
     resolve_precision_flag(flags, options.precision, options.amp);  // --amp: --precision bf16
     const auto given = [&](const std::string& flag) { return precision_aware_given(flags, flag); };
+    // --recipe: its settings for the flags not given. They count as given against --config's file below;
+    // on --resume they are not (the run's own settings stand, and the recipe must be the run's).
     if (flags.given("--recipe")) options = apply_recipe(options, default_arch, archs, given);
     const Recipe recipe = recipe_settings(options.recipe, default_arch, archs);
     const auto given_or_recipe = [&](const std::string& flag) {
       return given(flag) || (flags.given("--recipe") &&
-                                   std::any_of(recipe.keys.begin(), recipe.keys.end(),
-                                               [&](const std::string& key) { return option_flag(key) == flag; }));
+                             std::any_of(recipe.keys.begin(), recipe.keys.end(),
+                                         [&](const std::string& key) { return option_flag(key) == flag; }));
     };
     // --resume: the run's own settings for every flag not given; a given one that may not change must match.
     make_paths_absolute(options);
