@@ -28,6 +28,8 @@
 #include "experiment/compare.h"
 #include "experiment/trainer.h"
 #include "support/browser.h"
+#include "support/prediction_csv.h"
+#include "support/run_app.h"
 #include "support/temp_path.h"
 
 #ifndef ENGINE_APPS_DIR
@@ -41,26 +43,14 @@ using namespace experiment;
 
 std::string temp_path(const std::string& name) { return test_support::fresh_temp_path("experiment_apps", name); }
 
-struct Command {
-  int status = -1;
-  std::string out, err;
-};
+using Command = test_support::AppRun;
 
 // Runs an app of the build with `args` (already shell-quoted where needed), in the folder `cwd` when one is
 // given; captures stdout and stderr.
 Command run_app(const std::string& app, const std::string& args, const std::string& cwd = "") {
   static int counter = 0;
-  const std::string base = temp_path("cmd" + std::to_string(counter++));
-  const std::string command = (cwd.empty() ? "" : "cd " + cwd + " && ") + std::string(ENGINE_APPS_DIR) + "/" + app +
-                              " " + args + " >" + base + ".out 2>" + base + ".err";
-  Command c;
-  const int raw = std::system(command.c_str());
-  c.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  c.out = data::read_file_text(base + ".out");
-  c.err = data::read_file_text(base + ".err");
-  fs::remove(base + ".out");
-  fs::remove(base + ".err");
-  return c;
+  return test_support::run_program((cwd.empty() ? "" : "cd " + cwd + " && ") + std::string(ENGINE_APPS_DIR) + "/" + app,
+                                   " " + args, temp_path("cmd" + std::to_string(counter++)));
 }
 
 // The synthetic set (56 train patients, about 210 images) and one short run of the tiny DenseNet on it,
@@ -90,16 +80,7 @@ const Fixture& fixture() {
   return f;
 }
 
-// path -> probability of a predictions CSV (ours: predictions_images.csv or predict's --out).
-std::map<std::string, double> probabilities(const std::string& csv_path) {
-  const auto rows = data::parse_csv(data::read_file_text(csv_path), csv_path);
-  std::map<std::string, double> p;
-  size_t column = 0;
-  for (size_t i = 0; i < rows[0].fields.size(); ++i)
-    if (rows[0].fields[i] == "probability") column = i;
-  for (size_t r = 1; r < rows.size(); ++r) p[rows[r].fields[0]] = std::stod(rows[r].fields[column]);
-  return p;
-}
+using test_support::probabilities_by_path;
 
 TEST(EvaluateApp, ReproducesTheRunsOwnTestReport) {
   const Fixture& f = fixture();
@@ -109,8 +90,8 @@ TEST(EvaluateApp, ReproducesTheRunsOwnTestReport) {
   ASSERT_EQ(c.status, 0) << c.err;
   EXPECT_NE(c.out.find("| kappa |"), std::string::npos) << c.out;  // the printed report has the kappa column
   // The same checkpoint on the same images: the same predictions as the end of training wrote.
-  const auto ours = probabilities(out + "/predictions_images.csv");
-  const auto run = probabilities(f.run + "/test/predictions_images.csv");
+  const auto ours = probabilities_by_path(out + "/predictions_images.csv");
+  const auto run = probabilities_by_path(f.run + "/test/predictions_images.csv");
   ASSERT_EQ(ours.size(), run.size());
   ASSERT_FALSE(ours.empty());
   for (const auto& [path, p] : run) {
@@ -149,7 +130,7 @@ TEST(EvaluateApp, BadInputFailsClearlyAndWritesNothing) {
 
 TEST(PredictApp, AStudyFolderAgreesWithTheEvaluation) {
   const Fixture& f = fixture();
-  const auto run = probabilities(f.run + "/test/predictions_images.csv");
+  const auto run = probabilities_by_path(f.run + "/test/predictions_images.csv");
   ASSERT_FALSE(run.empty());
   // The first test study, given as a folder.
   const std::string first = run.begin()->first;  // e.g. train/XR_HAND/patient00004/study1_positive/image2.png
@@ -160,7 +141,7 @@ TEST(PredictApp, AStudyFolderAgreesWithTheEvaluation) {
                                            " --out " + csv);
   ASSERT_EQ(c.status, 0) << c.err;
   EXPECT_NE(c.out.find("mean p ="), std::string::npos) << c.out;
-  const auto ours = probabilities(csv);
+  const auto ours = probabilities_by_path(csv);
   int compared = 0;
   for (const auto& [path, p] : ours) {
     const std::string relative = path.substr(root.size());

@@ -14,6 +14,7 @@
 #include "engine/serialize.h"
 #include "experiment/trainer.h"
 #include "support/run_app.h"
+#include "support/prediction_csv.h"
 #include "support/temp_path.h"
 
 #ifndef ENGINE_APPS_DIR
@@ -59,15 +60,7 @@ TrainOptions tiny_options(const std::string& out, const std::string& precision) 
   return o;
 }
 
-std::map<std::string, double> probabilities(const std::string& csv_path) {
-  const auto rows = data::parse_csv(data::read_file_text(csv_path), csv_path);
-  std::map<std::string, double> p;
-  size_t column = 0;
-  for (size_t i = 0; i < rows[0].fields.size(); ++i)
-    if (rows[0].fields[i] == "probability") column = i;
-  for (size_t r = 1; r < rows.size(); ++r) p[rows[r].fields[0]] = std::stod(rows[r].fields[column]);
-  return p;
-}
+using test_support::probabilities_by_path;
 
 TEST(Bf16Training, ResumeEqualsUninterruptedAndArgsJsonSaysBf16) {
   TrainOptions straight_options = tiny_options(temp_dir("straight"), "bf16");
@@ -156,8 +149,8 @@ TEST(Bf16Evaluation, ProbabilitiesAreCloseToF32AndMetricsJsonSaysBf16) {
   ASSERT_EQ(bf16.status, 0) << bf16.err;
   EXPECT_NE(data::read_file_text(f32_out + "/metrics.json").find("\"precision\": \"f32\""), std::string::npos);
   EXPECT_NE(data::read_file_text(bf16_out + "/metrics.json").find("\"precision\": \"bf16\""), std::string::npos);
-  const auto p32 = probabilities(f32_out + "/predictions_images.csv");
-  const auto p16 = probabilities(bf16_out + "/predictions_images.csv");
+  const auto p32 = probabilities_by_path(f32_out + "/predictions_images.csv");
+  const auto p16 = probabilities_by_path(bf16_out + "/predictions_images.csv");
   ASSERT_EQ(p32.size(), p16.size());
   ASSERT_FALSE(p32.empty());
   double largest = 0;
