@@ -352,6 +352,58 @@ void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_vie
                              name);
 }
 
+// batch_norm_forward_eval, and with `relu` batch_norm_relu_forward_eval.
+void forward_eval(const char* name, ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
+                  const BatchNormHyper& h, bool relu) {
+  const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
+  if (rows <= 0 || channels <= 0) return;
+  detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
+  float* invstd = scratch.as<float>();
+  detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd}, name);
+  if (relu)
+    detail::for_each_element(rows, channels,
+                             NormaliseReluOp{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy}, name);
+  else
+    detail::for_each_element(rows, channels, NormaliseOp{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy},
+                             name);
+}
+
+// batch_norm_backward_training, and with `relu` batch_norm_relu_backward_training (dy masked by [z > 0],
+// z recomputed from x): the per-channel sums, then dx.
+void backward_training(const char* name, ConstMatrixView x_view, ConstMatrixView dy_view, const BatchNormChannels& ch,
+                       MatrixView dx_view, bool accumulate_dx, const BatchNormParamGrads& grads, bool relu) {
+  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
+      batch_norm_backward_operands(name, x_view, dy_view, dx_view);
+  if (rows <= 0 || channels <= 0) return;
+  if (!dx && !grads.dgamma && !grads.dbeta) return;
+  const double m = double(rows);
+  // dx coefficients k, mean_dy, mean_dy_xhat [C] each (only when dx is wanted).
+  detail::ScopedBuffer scratch(dx ? size_t(channels) * 3 * sizeof(float) : 0,
+                               "batch-norm backward coefficients");
+  float* k = scratch.as<float>();
+  float* mean_dy = k ? k + channels : nullptr;
+  float* mean_dy_xhat = k ? k + 2 * channels : nullptr;
+  const GradFinish finish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat};
+  if (relu)
+    detail::column_reduce_parallel_finish<2>(
+        rows, channels, ReluGradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta},
+        finish, name);
+  else
+    detail::column_reduce_parallel_finish<2>(
+        rows, channels, GradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd}, finish, name);
+  if (!dx) return;
+  if (relu)
+    detail::for_each_element(rows, channels,
+                             ReluTrainingDxOp{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta, k,
+                                              mean_dy, mean_dy_xhat, dx, ldx_grad, accumulate_dx},
+                             name);
+  else
+    detail::for_each_element(rows, channels,
+                             TrainingDxOp{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, k, mean_dy, mean_dy_xhat,
+                                          dx, ldx_grad, accumulate_dx},
+                             name);
+}
+
 }  // namespace
 
 void batch_norm_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
@@ -369,82 +421,27 @@ void batch_norm_relu_forward_training(ConstMatrixView x, MatrixView y, const Bat
 void batch_norm_relu_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                                   const BatchNormHyper& h) {
   if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_relu_forward_eval, x_view, y_view, ch, h);
-  const auto [rows, channels, x, ldx, y, ldy] =
-      batch_norm_forward_operands("batch_norm_relu_forward_eval", x_view, y_view);
-  if (rows <= 0 || channels <= 0) return;
-  detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
-  float* invstd = scratch.as<float>();
-  detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd},
-                         "batch_norm_relu_forward_eval (invstd)");
-  detail::for_each_element(rows, channels,
-                           NormaliseReluOp{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy},
-                           "batch_norm_relu_forward_eval (normalise)");
+  forward_eval("batch_norm_relu_forward_eval", x_view, y_view, ch, h, true);
 }
 
 void batch_norm_relu_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
                                        const BatchNormChannels& ch, MatrixView dx_view, bool accumulate_dx,
                                        const BatchNormParamGrads& grads) {
   if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_relu_backward_training, x_view, dy_view, ch, dx_view, accumulate_dx, grads);
-  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
-      batch_norm_backward_operands("batch_norm_relu_backward_training", x_view, dy_view, dx_view);
-  if (rows <= 0 || channels <= 0) return;
-  if (!dx && !grads.dgamma && !grads.dbeta) return;
-  const double m = double(rows);
-  detail::ScopedBuffer scratch(dx ? size_t(channels) * 3 * sizeof(float) : 0,
-                               "batch-norm backward coefficients");
-  float* k = scratch.as<float>();
-  float* mean_dy = k ? k + channels : nullptr;
-  float* mean_dy_xhat = k ? k + 2 * channels : nullptr;
-  detail::column_reduce_parallel_finish<2>(
-      rows, channels, ReluGradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta},
-      GradFinish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat},
-      "batch_norm_relu_backward_training (sums)");
-  if (!dx) return;
-  detail::for_each_element(rows, channels,
-                           ReluTrainingDxOp{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta, k,
-                                            mean_dy, mean_dy_xhat, dx, ldx_grad, accumulate_dx},
-                           "batch_norm_relu_backward_training (dx)");
+  backward_training("batch_norm_relu_backward_training", x_view, dy_view, ch, dx_view, accumulate_dx, grads, true);
 }
 
 void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                              const BatchNormHyper& h) {
   if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_forward_eval, x_view, y_view, ch, h);
-  const auto [rows, channels, x, ldx, y, ldy] =
-      batch_norm_forward_operands("batch_norm_forward_eval", x_view, y_view);
-  if (rows <= 0 || channels <= 0) return;
-  detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
-  float* invstd = scratch.as<float>();
-  detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd},
-                         "batch_norm_forward_eval (invstd)");
-  detail::for_each_element(rows, channels,
-                           NormaliseOp{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy},
-                           "batch_norm_forward_eval (normalise)");
+  forward_eval("batch_norm_forward_eval", x_view, y_view, ch, h, false);
 }
 
 void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
                                   const BatchNormChannels& ch, MatrixView dx_view,
                                   bool accumulate_dx, const BatchNormParamGrads& grads) {
   if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_backward_training, x_view, dy_view, ch, dx_view, accumulate_dx, grads);
-  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
-      batch_norm_backward_operands("batch_norm_backward_training", x_view, dy_view, dx_view);
-  if (rows <= 0 || channels <= 0) return;
-  if (!dx && !grads.dgamma && !grads.dbeta) return;
-  const double m = double(rows);
-  // dx coefficients k, mean_dy, mean_dy_xhat [C] each (only when dx is wanted).
-  detail::ScopedBuffer scratch(dx ? size_t(channels) * 3 * sizeof(float) : 0,
-                               "batch-norm backward coefficients");
-  float* k = scratch.as<float>();
-  float* mean_dy = k ? k + channels : nullptr;
-  float* mean_dy_xhat = k ? k + 2 * channels : nullptr;
-  detail::column_reduce_parallel_finish<2>(
-      rows, channels, GradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd},
-      GradFinish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat},
-      "batch_norm_backward_training (sums)");
-  if (!dx) return;
-  detail::for_each_element(rows, channels,
-                           TrainingDxOp{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, k, mean_dy,
-                                        mean_dy_xhat, dx, ldx_grad, accumulate_dx},
-                           "batch_norm_backward_training (dx)");
+  backward_training("batch_norm_backward_training", x_view, dy_view, ch, dx_view, accumulate_dx, grads, false);
 }
 
 void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,

@@ -13,24 +13,13 @@
 #include "engine/training_step.h"
 #include "kernels/optimizer.h"
 #include "support/gradcheck.h"
+#include "support/small_net.h"
 
 namespace {
 
 using namespace engine;
 
-// A two-layer perceptron over flattened images [N, 4, 4, 3] -> logits [N, 1].
-class SmallNet : public Module {
- public:
-  explicit SmallNet(uint64_t seed) {
-    Generator gen(seed);
-    hidden_ = register_module("hidden", std::make_shared<Linear>(48, 8, true, gen));
-    out_ = register_module("out", std::make_shared<Linear>(8, 1, true, gen));
-  }
-  Tensor forward(const Tensor& images) const { return out_->forward(relu(hidden_->forward(flatten(images)))); }
-
- private:
-  std::shared_ptr<Linear> hidden_, out_;
-};
+using test_support::SmallNet;
 
 struct Batch {
   Tensor images, labels;
