@@ -67,4 +67,9 @@ void no_cuda_kernel(const char* op) {
   ENGINE_FAIL() << op << " has no CUDA kernel in this build; run on the CPU device";
 }
 
+Tensor bf16_working_copy(const Tensor& weight) {
+  const Tensor w = weight.contiguous();
+  return w.dtype() == DType::bf16 ? w : w.to(DType::bf16);
+}
+
 }  // namespace engine::detail

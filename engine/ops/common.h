@@ -31,6 +31,11 @@ void check_same_device(const char* op, const std::vector<Tensor>& tensors);
 
 [[noreturn]] void no_cuda_kernel(const char* op);
 
+// The bf16 working copy of a weight, as the kernels of an op on bf16 activations read it: the weight
+// itself (dense) when it is bf16, else its f32 values rounded to nearest even (docs/precision.md).
+// One function so that a cached per-step copy can take the place of the rounding in every op at once.
+Tensor bf16_working_copy(const Tensor& weight);
+
 }  // namespace engine::detail
 
 // The kernel `fn` for `device`: kernels::cpu::fn or kernels::cuda::fn (same signature), e.g.

@@ -13,9 +13,9 @@ namespace {
 // The weight the kernels read: for a bf16 input its bf16 working copy, held widened (exactly) in f32
 // because the conv kernels take f32 weights; for an f32 input the weight itself, dense.
 Tensor bf16_working_weight(const Tensor& weight, DType input_dtype) {
-  const Tensor w = weight.contiguous();
-  if (w.dtype() == DType::bf16) return w.to(DType::f32);
-  return input_dtype == DType::bf16 ? w.to(DType::bf16).to(DType::f32) : w;
+  if (weight.dtype() == DType::bf16 || input_dtype == DType::bf16)
+    return detail::bf16_working_copy(weight).to(DType::f32);
+  return weight.contiguous();
 }
 
 }  // namespace

@@ -16,7 +16,7 @@ Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bias, in
   const Device device = x.device();
   const auto gemm_mixed = ENGINE_KERNEL(device, gemm_mixed);
   const Tensor xr = detail::as_row_matrix(x);
-  const Tensor w = weight.contiguous().to(DType::bf16);  // the working copy [out, in]
+  const Tensor w = detail::bf16_working_copy(weight);  // [out, in]
   const kernels::MatrixView wm(w.raw_data(), out, in, in, DType::bf16);
   Tensor y32 = bias.defined() ? Tensor::empty({n, out}, device) : Tensor::zeros({n, out}, device);
   if (bias.defined()) {  // y = 1_n b^T in f32, then y += x w^T, then one rounding
