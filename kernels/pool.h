@@ -6,9 +6,13 @@
 //   global average: y[n, c] = mean over (h, w) of x[n, h, w, c]
 // The window of output (oh, ow) starts at (oh*sh - pad_top, ow*sw - pad_left).
 // Max-pool backward sends dy to the first maximal cell of the window in row-major window order, so it
-// is deterministic and agrees with a recomputation of the forward.
+// is deterministic and agrees with a recomputation of the forward. Training saves that cell per output
+// element in the forward (max_pool2d_forward_argmax: an int32 ih * in_w + iw per element of y) and
+// the backward reads it instead of x (max_pool2d_backward_argmax).
 #pragma once
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/layout.h"
 
@@ -52,6 +56,13 @@ inline ReadReadWrite max_pool_backward_operands(const char* kernel, const Pool2d
   return {x.f32(), x.ld, dy.f32(), dy.ld, dx.f32(), dx.ld};
 }
 
+// The arg-max a max-pool saves names a cell inside one sample as an int32.
+inline void check_argmax_fits(const char* kernel, const Pool2dGeometry& g) {
+  if (g.in_h * g.in_w > int64_t(INT32_MAX))
+    throw std::invalid_argument(std::string(kernel) + ": an image of " + std::to_string(g.in_h) + "x" +
+                                std::to_string(g.in_w) + " cells has more than 2^31 - 1 arg-max positions");
+}
+
 // Global average pooling: x (forward) / dx (backward) [batch * hw, C]; y / dy [batch, C] dense.
 // Bound as [batch, channels, x, ldx, y, ldy] / [batch, channels, dy, ldy, dx, ldx].
 inline MatrixReadWrite global_avg_pool_forward_operands(const char* kernel, int64_t hw,
@@ -76,7 +87,7 @@ namespace kernels::cpu {
 // The CUDA versions (kernels/cuda/*.cu) take the same arguments, device pointers, and run on the current
 // stream of the CUDA context (kernels/cuda/context.h), asynchronously.
 namespace kernels::cuda {
-// Max-pool backward is deterministic: each input cell gathers from the outputs whose window it is the
-// first maximum of.
+// Max-pool backward is deterministic: each input cell gathers, in (oh, ow) order, dy of the outputs
+// whose saved arg-max it is (no atomics).
 #include "kernels/pool_api.inc"
 }  // namespace kernels::cuda

@@ -1,4 +1,6 @@
 // Pooling ops: max, average (with or without padded cells), global average. Maths in kernels/pool.h.
+#include <cstdint>
+
 #include "engine/ops.h"
 #include "engine/ops/common.h"
 #include "kernels/pool.h"
@@ -26,17 +28,27 @@ kernels::Pool2dGeometry pool_geometry(const char* op, const Tensor& x, const Poo
 
 }  // namespace
 
+// Training saves the forward's arg-max (an int32 per output element, kernels/pool.h) and the backward
+// scatters dy through it: x is not kept for the backward. The engine has no integer dtype, so the
+// indices live in the bytes of an f32-typed tensor of y's shape (4 bytes an element; never read as
+// floats).
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   detail::check_same_device("max_pool2d", {x});
   const kernels::Pool2dGeometry g = pool_geometry("max_pool2d", x, options);
   const Tensor xr = detail::as_row_matrix(x);
   Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device(), x.dtype());
-  ENGINE_KERNEL(x.device(), max_pool2d_forward)(g, detail::as_rows(xr), detail::as_rows(y));
-  record(y, "max_pool2d", {x}, [g, xr](const Tensor& dy_in) {
+  if (!needs_grad({x})) {
+    ENGINE_KERNEL(x.device(), max_pool2d_forward)(g, detail::as_rows(xr), detail::as_rows(y));
+    return y;
+  }
+  const Tensor argmax = Tensor::empty(y.shape(), x.device(), DType::f32);
+  auto* const argmax_data = static_cast<int32_t*>(argmax.raw_data());
+  ENGINE_KERNEL(x.device(), max_pool2d_forward_argmax)(g, detail::as_rows(xr), detail::as_rows(y), argmax_data);
+  record(y, "max_pool2d", {x}, [g, argmax, x_shape = x.shape(), dtype = x.dtype()](const Tensor& dy_in) {
     const Tensor dy = detail::as_row_matrix(dy_in);
-    Tensor dx = Tensor::empty(xr.shape(), xr.device(), xr.dtype());
-    ENGINE_KERNEL(dy.device(), max_pool2d_backward)(g, detail::as_rows(xr), detail::as_rows(dy), detail::as_rows(dx),
-                                                    false);
+    Tensor dx = Tensor::empty(x_shape, dy.device(), dtype);
+    ENGINE_KERNEL(dy.device(), max_pool2d_backward_argmax)(g, static_cast<const int32_t*>(argmax.raw_data()),
+                                                           detail::as_rows(dy), detail::as_rows(dx), false);
     return std::vector<Tensor>{dx};
   });
   return y;

@@ -289,10 +289,23 @@ void run(const Options& options) {
       kc::max_pool2d_forward(g, {x.ptr, g.input_rows(), g.channels, 64},
                              {y.ptr, g.output_rows(), g.channels, 64});
     });
-    b.memory_row("max_pool2d_backward (gather)", shape, double(2 * in + out) * 4, [&] {
+    b.memory_row("max_pool2d_backward (recompute)", shape, double(2 * in + out) * 4, [&] {
       kc::max_pool2d_backward(g, {x.ptr, g.input_rows(), g.channels, 64},
                               {dy.ptr, g.output_rows(), g.channels, 64},
                               {dx.ptr, g.input_rows(), g.channels, 64}, false);
+    });
+    // Training's pair: the forward also writes an int32 arg-max per output (in + 2 out), the backward
+    // reads it and dy once and writes dx (in + 2 out). Napkin at ~2.5 TB/s: N=32 moves 103 + 2 x 26 MB =
+    // 0.155 GB in ~0.065 ms each (the recomputing backward above reads x's 9 cells per window again).
+    Buffer argmax(out, 0.0f);
+    auto* const cells = reinterpret_cast<int32_t*>(argmax.ptr);
+    b.memory_row("max_pool2d_forward_argmax", shape, double(in + 2 * out) * 4, [&] {
+      kc::max_pool2d_forward_argmax(g, {x.ptr, g.input_rows(), g.channels, 64},
+                                    {y.ptr, g.output_rows(), g.channels, 64}, cells);
+    });
+    b.memory_row("max_pool2d_backward_argmax", shape, double(in + 2 * out) * 4, [&] {
+      kc::max_pool2d_backward_argmax(g, cells, {dy.ptr, g.output_rows(), g.channels, 64},
+                                     {dx.ptr, g.input_rows(), g.channels, 64}, false);
     });
   }
   {

@@ -3,7 +3,8 @@
 // The window of output (oh, ow) covers input rows [oh*sh - pad_top, oh*sh - pad_top + kh) and
 // columns [ow*sw - pad_left, ow*sw - pad_left + kw); only its part inside the input is read (padded
 // cells are -inf for max, zero for average).
-//   max:      y = max over the window;  backward: dx[first arg-max cell in row-major order] += dy
+//   max:      y = max over the window;  backward: dx[first arg-max cell in row-major order] += dy, the
+//             cell saved by the forward (argmax, int32 ih * in_w + iw) or found again from x
 //   average:  y = sum over the window / count;  backward: dx[cell] += dy / count for every cell,
 //             count = kh*kw (count_include_pad) or the number of window cells inside the input
 //   global:   y[n, c] = sum_hw x[n, hw, c] / hw;  backward: dx[n, hw, c] += dy[n, c] / hw
@@ -50,9 +51,13 @@ constexpr int64_t kChannelBlock = 64;
 
 }  // namespace
 
-void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
-  if (any_bf16(x_view, y_view)) return run_widened(&max_pool2d_forward, g, x_view, y_view);
-  const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
+namespace {
+
+// y = the window maxima and, with argmax non-null, the cell each came from (pool_api.inc). Starts from
+// the first inside cell and replaces on strictly greater (the first maximum wins; NaN in the first cell
+// stays, a later NaN never wins), in branch-free loops that vectorise.
+void max_pool_forward(const Pool2dGeometry& g, const float* x, int64_t ldx, float* y, int64_t ldy,
+                      int32_t* argmax) {
   const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
   constexpr float kLowest = -std::numeric_limits<float>::infinity();
 #pragma omp parallel for schedule(static)
@@ -60,22 +65,79 @@ void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixV
     const int64_t n = row / out_h, oh = row % out_h;
     for (int64_t ow = 0; ow < out_w; ++ow) {
       float* out = y + (row * out_w + ow) * ldy;
+      int32_t* cells = argmax ? argmax + (row * out_w + ow) * channels : nullptr;
       const Window win = window_of(g, oh, ow);
-      if (win.h0 >= win.h1 || win.w0 >= win.w1) {  // only padding
+      if (win.h0 >= win.h1 || win.w0 >= win.w1) {  // only padding: no arg-max
         std::fill(out, out + channels, kLowest);
+        if (cells) std::fill(cells, cells + channels, int32_t(-1));
         continue;
       }
-      // Start from the first inside cell, as the backward's arg-max search does (the two agree
-      // even on NaN inputs).
-      std::memcpy(out, x + ((n * g.in_h + win.h0) * g.in_w + win.w0) * ldx,
-                  size_t(channels) * sizeof(float));
+      const float* image = x + n * g.in_h * g.in_w * ldx;
+      const int32_t first_cell = int32_t(win.h0 * g.in_w + win.w0);
+      std::memcpy(out, image + first_cell * ldx, size_t(channels) * sizeof(float));
+      if (cells) std::fill(cells, cells + channels, first_cell);
       for (int64_t h = win.h0; h < win.h1; ++h)
         for (int64_t w = win.w0; w < win.w1; ++w) {
-          const float* in = x + ((n * g.in_h + h) * g.in_w + w) * ldx;
-          for (int64_t c = 0; c < channels; ++c) out[c] = in[c] > out[c] ? in[c] : out[c];
+          const int32_t cell = int32_t(h * g.in_w + w);
+          const float* in = image + cell * ldx;
+          if (cells)
+            for (int64_t c = 0; c < channels; ++c) {
+              const int32_t take = -int32_t(in[c] > out[c]);  // all ones or zero
+              cells[c] += (cell - cells[c]) & take;
+              out[c] = in[c] > out[c] ? in[c] : out[c];
+            }
+          else
+            for (int64_t c = 0; c < channels; ++c) out[c] = in[c] > out[c] ? in[c] : out[c];
         }
     }
   }
+}
+
+// dx (+)= dy at the saved arg-max cells, in (oh, ow) order per image.
+void max_pool_backward(const Pool2dGeometry& g, const int32_t* argmax, const float* dy, int64_t ldy,
+                       float* dx, int64_t ldx, bool accumulate) {
+  const int64_t out_hw = g.out_h() * g.out_w(), channels = g.channels;
+  const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
+  // Windows overlap, so a task owns one image and one block of channels and scatters into it alone.
+#pragma omp parallel for schedule(static)
+  for (int64_t task = 0; task < g.batch * blocks; ++task) {
+    const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock;
+    const int64_t width = std::min(kChannelBlock, channels - c0);
+    float* dx_image = dx + n * g.in_h * g.in_w * ldx + c0;
+    if (!accumulate)
+      for (int64_t p = 0; p < g.in_h * g.in_w; ++p)
+        std::memset(dx_image + p * ldx, 0, size_t(width) * sizeof(float));
+    for (int64_t o = n * out_hw; o < (n + 1) * out_hw; ++o) {
+      const int32_t* cells = argmax + o * channels + c0;
+      const float* grad = dy + o * ldy + c0;
+      for (int64_t c = 0; c < width; ++c)
+        if (cells[c] >= 0) dx_image[cells[c] * ldx + c] += grad[c];
+    }
+  }
+}
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&max_pool2d_forward, g, x_view, y_view);
+  const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
+  max_pool_forward(g, x, ldx, y, ldy, nullptr);
+}
+
+void max_pool2d_forward_argmax(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view,
+                               int32_t* argmax) {
+  if (any_bf16(x_view, y_view)) return run_widened(&max_pool2d_forward_argmax, g, x_view, y_view, argmax);
+  const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward_argmax", g, x_view, y_view);
+  check_argmax_fits("max_pool2d_forward_argmax", g);
+  max_pool_forward(g, x, ldx, y, ldy, argmax);
+}
+
+void max_pool2d_backward_argmax(const Pool2dGeometry& g, const int32_t* argmax, ConstMatrixView dy_view,
+                                MatrixView dx_view, bool accumulate) {
+  if (any_bf16(dy_view, dx_view))
+    return run_widened(&max_pool2d_backward_argmax, g, argmax, dy_view, dx_view, accumulate);
+  const auto [dy, ldy, dx, ldx] = pool_backward_operands("max_pool2d_backward_argmax", g, dy_view, dx_view);
+  max_pool_backward(g, argmax, dy, ldy, dx, ldx, accumulate);
 }
 
 void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
@@ -83,44 +145,13 @@ void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstM
   if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&max_pool2d_backward, g, x_view, dy_view, dx_view, accumulate);
   const auto [x, ldx, dy, ldy, dx, ldx_grad] =
       max_pool_backward_operands("max_pool2d_backward", g, x_view, dy_view, dx_view);
-  const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
-  const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
-  // Windows overlap, so a task owns one image and one block of channels and scatters into it alone.
-#pragma omp parallel for schedule(static)
-  for (int64_t task = 0; task < g.batch * blocks; ++task) {
-    const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock;
-    const int64_t width = std::min(kChannelBlock, channels - c0);
-    float* dx_image = dx + n * g.in_h * g.in_w * ldx_grad + c0;
-    if (!accumulate)
-      for (int64_t p = 0; p < g.in_h * g.in_w; ++p)
-        std::memset(dx_image + p * ldx_grad, 0, size_t(width) * sizeof(float));
-    const float* x_image = x + n * g.in_h * g.in_w * ldx + c0;
-    float best[kChannelBlock];
-    int32_t best_cell[kChannelBlock];  // arg-max: input pixel index inside the image
-    for (int64_t oh = 0; oh < out_h; ++oh)
-      for (int64_t ow = 0; ow < out_w; ++ow) {
-        const Window win = window_of(g, oh, ow);
-        if (win.h0 >= win.h1 || win.w0 >= win.w1) continue;  // only padding: no arg-max
-        // The first inside cell, then strictly greater ones: the first maximal cell wins.
-        const int32_t first_cell = int32_t(win.h0 * g.in_w + win.w0);
-        for (int64_t c = 0; c < width; ++c) {
-          best[c] = x_image[first_cell * ldx + c];
-          best_cell[c] = first_cell;
-        }
-        for (int64_t h = win.h0; h < win.h1; ++h)
-          for (int64_t w = win.w0; w < win.w1; ++w) {
-            const int32_t cell = int32_t(h * g.in_w + w);
-            const float* in = x_image + cell * ldx;
-            for (int64_t c = 0; c < width; ++c) {              // branch-free so that it vectorises
-              const int32_t take = -int32_t(in[c] > best[c]);  // all ones or zero
-              best_cell[c] += (cell - best_cell[c]) & take;
-              best[c] = in[c] > best[c] ? in[c] : best[c];
-            }
-          }
-        const float* grad = dy + ((n * out_h + oh) * out_w + ow) * ldy + c0;
-        for (int64_t c = 0; c < width; ++c) dx_image[best_cell[c] * ldx_grad + c] += grad[c];
-      }
-  }
+  check_argmax_fits("max_pool2d_backward", g);
+  // The arg-max again (with a scratch y), then the scatter.
+  const size_t outputs = size_t(std::max<int64_t>(g.output_rows(), 0) * g.channels);
+  std::vector<float> y(outputs);
+  std::vector<int32_t> argmax(outputs);
+  max_pool_forward(g, x, ldx, y.data(), g.channels, argmax.data());
+  max_pool_backward(g, argmax.data(), dy, ldy, dx, ldx_grad, accumulate);
 }
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,

@@ -3,12 +3,14 @@
 //
 // The window of output (oh, ow) covers input rows [oh*sh - pad_top, oh*sh - pad_top + kh) and columns
 // [ow*sw - pad_left, ow*sw - pad_left + kw); only its part inside the input is read.
-//   max forward:  one thread per output element: max over the window (padded cells never win).
+//   max forward:  one thread per output element: the first maximum of the window in row-major order
+//                 (padded cells never win), and optionally its cell ih * in_w + iw (the arg-max, int32).
 //   max backward: one thread per INPUT element gathers (no atomics, deterministic): for every output
-//                 whose window contains the cell, in (oh, ow) order, it recomputes that window's first
-//                 maximum in row-major order (as the forward and the CPU do) and adds dy when the
-//                 maximum is this cell. The additions happen in the CPU's order, so the result is
-//                 bitwise the CPU's.
+//                 whose window contains the cell, in (oh, ow) order, it adds dy when that output's
+//                 saved arg-max is this cell (one int32 read per window instead of recomputing the
+//                 window's maximum: kh*kw loads of x). The additions happen in the CPU's order, so the
+//                 result is bitwise the CPU's. Without saved indices (max_pool2d_backward) the arg-max
+//                 pass runs first into scratch.
 //   avg forward:  sum over the window in row-major order, times 1 / count, count = kh*kw (clipped to
 //                 the padded input) with count_include_pad, else the inside cells.
 //   avg backward: gather: dx = sum over the windows containing the cell of dy / count, in (oh, ow)
@@ -93,6 +95,8 @@ __device__ inline int64_t last_window(int64_t i, int64_t pad, int64_t stride, in
   return o < out - 1 ? o : out - 1;
 }
 
+// The first maximum of the window in row-major order (strictly greater replaces, as on the CPU) and,
+// with argmax non-null, its cell ih * in_w + iw; -inf and -1 for a window of padding only.
 template <typename T>
 struct MaxForwardOp {
   Geometry g;
@@ -100,57 +104,58 @@ struct MaxForwardOp {
   int64_t ldx;
   T* y;
   int64_t ldy;
+  int32_t* argmax;  // nullable: [rows, channels] dense
   __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, oh, ow)
     const int64_t image_row = divide(row, g.out_w), ow = row - image_row * g.out_w;
     const int64_t n = divide(image_row, g.out_h), oh = image_row - n * g.out_h;
     const Window win = window_of(g, oh, ow);
+    const T* x_image = x + n * g.in_h * g.in_w * ldx + c;
     float best = -INFINITY;
-    for (int64_t h = win.h0; h < win.h1; ++h)
-      for (int64_t w = win.w0; w < win.w1; ++w) {
-        const float v = load(x + ((n * g.in_h + h) * g.in_w + w) * ldx + c);
-        best = v > best ? v : best;
-      }
+    int32_t best_cell = -1;
+    if (win.h0 < win.h1 && win.w0 < win.w1) {
+      best_cell = int32_t(win.h0 * g.in_w + win.w0);
+      best = load(x_image + best_cell * ldx);
+      for (int64_t h = win.h0; h < win.h1; ++h)
+        for (int64_t w = win.w0; w < win.w1; ++w) {
+          const int32_t cell = int32_t(h * g.in_w + w);
+          const float v = load(x_image + cell * ldx);
+          if (v > best) {
+            best = v;
+            best_cell = cell;
+          }
+        }
+    }
     put(y + row * ldy + c, best, false);
+    if (argmax) argmax[row * g.channels + c] = best_cell;
   }
 };
 
+// One thread per INPUT element: dx (+)= the dy of every output whose saved arg-max is this cell, in
+// (oh, ow) order (the CPU's order of additions, no atomics).
 template <typename T>
 struct MaxBackwardOp {
   Geometry g;
-  const T* x;
-  int64_t ldx;
+  const int32_t* argmax;
   const T* dy;
   int64_t ldy;
   T* dx;
-  int64_t ldx_grad;
+  int64_t ldx;
   bool accumulate;
   __device__ void operator()(int64_t row, int64_t c) const {  // row = (n, ih, iw): an input cell
     const int64_t image_row = divide(row, g.in_w), iw = row - image_row * g.in_w;
     const int64_t n = divide(image_row, g.in_h), ih = image_row - n * g.in_h;
-    const T* x_image = x + n * g.in_h * g.in_w * ldx + c;
-    float acc = accumulate ? load(dx + row * ldx_grad + c) : 0.0f;
+    const int32_t cell = int32_t(ih * g.in_w + iw);
+    float acc = accumulate ? load(dx + row * ldx + c) : 0.0f;
     const int64_t oh0 = first_window(ih, g.pad_top, g.kernel_h, g.stride_h);
     const int64_t oh1 = last_window(ih, g.pad_top, g.stride_h, g.out_h);
     const int64_t ow0 = first_window(iw, g.pad_left, g.kernel_w, g.stride_w);
     const int64_t ow1 = last_window(iw, g.pad_left, g.stride_w, g.out_w);
     for (int64_t oh = oh0; oh <= oh1; ++oh)
       for (int64_t ow = ow0; ow <= ow1; ++ow) {
-        const Window win = window_of(g, oh, ow);  // contains (ih, iw), so it is not empty
-        // The first maximal cell in row-major window order (strictly greater replaces).
-        float best = load(x_image + (win.h0 * g.in_w + win.w0) * ldx);
-        int64_t best_h = win.h0, best_w = win.w0;
-        for (int64_t h = win.h0; h < win.h1; ++h)
-          for (int64_t w = win.w0; w < win.w1; ++w) {
-            const float v = load(x_image + (h * g.in_w + w) * ldx);
-            if (v > best) {
-              best = v;
-              best_h = h;
-              best_w = w;
-            }
-          }
-        if (best_h == ih && best_w == iw) acc += load(dy + ((n * g.out_h + oh) * g.out_w + ow) * ldy + c);
+        const int64_t o = (n * g.out_h + oh) * g.out_w + ow;
+        if (argmax[o * g.channels + c] == cell) acc += load(dy + o * ldy + c);
       }
-    put(dx + row * ldx_grad + c, acc, false);
+    put(dx + row * ldx + c, acc, false);
   }
 };
 
@@ -235,42 +240,72 @@ struct GlobalAvgBackwardOp {
 // This file's helpers and the backend's shared ones (kernels/cuda/internal.h).
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
-void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
-  if (all_bf16(x_view, y_view)) {
-    check_input("max_pool2d_forward", g, x_view);
-    check_output("max_pool2d_forward", g, y_view);
-    const Geometry d = device_geometry(g);
-    if (d.out_h <= 0 || d.out_w <= 0) return;
-    return detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels,
-                                    MaxForwardOp<BFloat16>{d, x_view.bf16(), x_view.ld, y_view.bf16(), y_view.ld},
-                                    "max_pool2d_forward_bf16");
-  }
-  if (any_bf16(x_view, y_view)) return run_widened(&max_pool2d_forward, g, x_view, y_view);
-  const auto [x, ldx, y, ldy] = window_forward_operands("max_pool2d_forward", g, x_view, y_view);
+namespace {
+
+// max_pool2d_forward(_argmax) on typed operands (argmax nullable).
+template <typename T>
+void max_forward(const Pool2dGeometry& g, const T* x, int64_t ldx, T* y, int64_t ldy, int32_t* argmax,
+                 const char* name) {
   const Geometry d = device_geometry(g);
   if (d.out_h <= 0 || d.out_w <= 0) return;
-  detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels, MaxForwardOp<float>{d, x, ldx, y, ldy},
-                           "max_pool2d_forward");
+  detail::for_each_element(g.batch * d.out_h * d.out_w, g.channels, MaxForwardOp<T>{d, x, ldx, y, ldy, argmax},
+                           name);
 }
 
+template <typename T>
+void max_backward(const Pool2dGeometry& g, const int32_t* argmax, const T* dy, int64_t ldy, T* dx, int64_t ldx,
+                  bool accumulate, const char* name) {
+  detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
+                           MaxBackwardOp<T>{device_geometry(g), argmax, dy, ldy, dx, ldx, accumulate}, name);
+}
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view) {
+  max_pool2d_forward_argmax(g, x_view, y_view, nullptr);
+}
+
+void max_pool2d_forward_argmax(const Pool2dGeometry& g, ConstMatrixView x_view, MatrixView y_view,
+                               int32_t* argmax) {
+  const char* name = argmax ? "max_pool2d_forward_argmax" : "max_pool2d_forward";
+  if (argmax) check_argmax_fits(name, g);
+  if (all_bf16(x_view, y_view)) {
+    check_input(name, g, x_view);
+    check_output(name, g, y_view);
+    return max_forward(g, x_view.bf16(), x_view.ld, y_view.bf16(), y_view.ld, argmax, name);
+  }
+  if (any_bf16(x_view, y_view)) return run_widened(&max_pool2d_forward_argmax, g, x_view, y_view, argmax);
+  const auto [x, ldx, y, ldy] = window_forward_operands(name, g, x_view, y_view);
+  max_forward(g, x, ldx, y, ldy, argmax, name);
+}
+
+void max_pool2d_backward_argmax(const Pool2dGeometry& g, const int32_t* argmax, ConstMatrixView dy_view,
+                                MatrixView dx_view, bool accumulate) {
+  constexpr const char* name = "max_pool2d_backward_argmax";
+  if (all_bf16(dy_view, dx_view)) {
+    check_output(name, g, dy_view);
+    check_input(name, g, dx_view);
+    return max_backward(g, argmax, dy_view.bf16(), dy_view.ld, dx_view.bf16(), dx_view.ld, accumulate, name);
+  }
+  if (any_bf16(dy_view, dx_view)) return run_widened(&max_pool2d_backward_argmax, g, argmax, dy_view, dx_view, accumulate);
+  const auto [dy, ldy, dx, ldx] = pool_backward_operands(name, g, dy_view, dx_view);
+  max_backward(g, argmax, dy, ldy, dx, ldx, accumulate, name);
+}
+
+// The arg-max again, into scratch (with a scratch y of x's type), then the gather.
 void max_pool2d_backward(const Pool2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view,
                          MatrixView dx_view, bool accumulate) {
-  if (all_bf16(x_view, dy_view, dx_view)) {
-    check_input("max_pool2d_backward", g, x_view);
-    check_output("max_pool2d_backward", g, dy_view);
-    check_input("max_pool2d_backward", g, dx_view);
-    return detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
-                                    MaxBackwardOp<BFloat16>{device_geometry(g), x_view.bf16(), x_view.ld, dy_view.bf16(),
-                                                            dy_view.ld, dx_view.bf16(), dx_view.ld, accumulate},
-                                    "max_pool2d_backward_bf16");
-  }
-  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&max_pool2d_backward, g, x_view, dy_view, dx_view, accumulate);
-  const auto [x, ldx, dy, ldy, dx, ldx_grad] =
-      max_pool_backward_operands("max_pool2d_backward", g, x_view, dy_view, dx_view);
-  const Geometry d = device_geometry(g);
-  detail::for_each_element(g.batch * g.in_h * g.in_w, g.channels,
-                           MaxBackwardOp<float>{d, x, ldx, dy, ldy, dx, ldx_grad, accumulate},
-                           "max_pool2d_backward");
+  constexpr const char* name = "max_pool2d_backward";
+  check_input(name, g, x_view);
+  check_output(name, g, dy_view);
+  check_input(name, g, dx_view);
+  check_argmax_fits(name, g);
+  const int64_t outputs = g.output_rows() > 0 ? g.output_rows() * g.channels : 0;
+  detail::ScopedBuffer argmax(size_t(outputs) * sizeof(int32_t), "max_pool2d_backward arg-max");
+  detail::ScopedBuffer y(size_t(outputs) * dtype_size(x_view.dtype), "max_pool2d_backward scratch y");
+  max_pool2d_forward_argmax(g, x_view, MatrixView(y.as<float>(), g.output_rows(), g.channels, g.channels, x_view.dtype),
+                            argmax.as<int32_t>());
+  max_pool2d_backward_argmax(g, argmax.as<int32_t>(), dy_view, dx_view, accumulate);
 }
 
 void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, ConstMatrixView x_view,

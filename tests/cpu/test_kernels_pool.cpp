@@ -233,6 +233,58 @@ TEST(MaxPool, ManyTiesMatchTheFirstMaxReference) {
   EXPECT_TRUE(matches(dx, reference_pool_backward(g, PoolKind::kMax, x, dy)));
 }
 
+// The arg-max the forward saves (training) names the first maximal cell of every window, y is the
+// plain forward's bit for bit, and the backward through it is bitwise the backward that finds the
+// arg-max again from x (overwrite and accumulate): inputs with many ties, padded windows, row strides.
+TEST(MaxPool, SavedArgmaxGivesTheSameForwardAndBackward) {
+  for (const Pool2dGeometry& g : {pool_geometry(2, 9, 8, 70, 3, 3, 2, 2, 1, 1, 1, 1),
+                                  pool_geometry(1, 7, 6, 3, 2, 3, 1, 2, 0, 1, 1, 0),
+                                  pool_geometry(1, 8, 8, 5, 2, 2, 2, 2, 0, 0, 0, 0)}) {
+    std::mt19937 rng(4321);
+    std::uniform_int_distribution<int> level(-1, 1);
+    const int64_t in_rows = g.input_rows(), out_rows = g.output_rows();
+    Matrix x(in_rows, g.channels, g.channels + 3, kNaN);
+    for (int64_t i = 0; i < in_rows; ++i)
+      for (int64_t c = 0; c < g.channels; ++c) x.at(i, c) = float(level(rng));
+    const Matrix dy = random_matrix(out_rows, g.channels, g.channels + 1, rng);
+    Matrix y_plain(out_rows, g.channels, g.channels + 2, kNaN), y_saved = y_plain;
+    std::vector<int32_t> argmax(size_t(out_rows * g.channels), 12345);
+    kernels::cpu::max_pool2d_forward(g, {x.ptr(), in_rows, g.channels, x.ld},
+                                     {y_plain.ptr(), out_rows, g.channels, y_plain.ld});
+    kernels::cpu::max_pool2d_forward_argmax(g, {x.ptr(), in_rows, g.channels, x.ld},
+                                            {y_saved.ptr(), out_rows, g.channels, y_saved.ld}, argmax.data());
+    EXPECT_TRUE(bitwise_equal(y_plain, y_saved));
+    // Every index is the first cell, in row-major window order, that holds the window's maximum.
+    for (int64_t n = 0; n < g.batch; ++n)
+      for (int64_t oh = 0; oh < g.out_h(); ++oh)
+        for (int64_t ow = 0; ow < g.out_w(); ++ow) {
+          const int64_t o = (n * g.out_h() + oh) * g.out_w() + ow;
+          const PoolWindow win = pool_window(g, oh, ow);
+          for (int64_t c = 0; c < g.channels; ++c) {
+            int64_t first = -1;
+            for (int64_t h = win.h0; h < win.h1 && first < 0; ++h)
+              for (int64_t w = win.w0; w < win.w1 && first < 0; ++w)
+                if (x.at(pool_input_row(g, n, h, w), c) == y_saved.at(o, c)) first = h * g.in_w + w;
+            ASSERT_EQ(argmax[size_t(o * g.channels + c)], first) << "output " << o << " channel " << c;
+          }
+        }
+    for (bool accumulate : {false, true}) {
+      const Matrix start = accumulate ? random_matrix(in_rows, g.channels, g.channels + 2, rng)
+                                      : Matrix(in_rows, g.channels, g.channels + 2, kNaN);
+      Matrix dx_found = start, dx_saved = start;
+      kernels::cpu::max_pool2d_backward(g, {x.ptr(), in_rows, g.channels, x.ld},
+                                        {dy.ptr(), out_rows, g.channels, dy.ld},
+                                        {dx_found.ptr(), in_rows, g.channels, dx_found.ld}, accumulate);
+      kernels::cpu::max_pool2d_backward_argmax(g, argmax.data(), {dy.ptr(), out_rows, g.channels, dy.ld},
+                                               {dx_saved.ptr(), in_rows, g.channels, dx_saved.ld}, accumulate);
+      EXPECT_TRUE(bitwise_equal(dx_found, dx_saved)) << "accumulate " << accumulate;
+      if (!accumulate) {
+        EXPECT_TRUE(matches(dx_saved, reference_pool_backward(g, PoolKind::kMax, x, dy)));
+      }
+    }
+  }
+}
+
 // Pooling results do not depend on the thread count, bit for bit.
 TEST(PoolDeterminism, SameBitsForOneAndTwoThreads) {
   const Pool2dGeometry g = pool_geometry(3, 11, 9, 70, 3, 3, 2, 2, 1, 1, 1, 1);

@@ -1,6 +1,7 @@
 // GPU pooling (kernels/cuda/pool.cu) against the CPU reference (kernels/cpu/pool.cpp): max and
 // average pooling forward/backward (count_include_pad both ways, asymmetric 'same' padding, strided
-// channel slices), global average pooling, and determinism of the max-pool backward (two runs are
+// channel slices), the saved arg-max (indices and the backward through them, bitwise the CPU's), bf16
+// operands against the CPU emulation, global average pooling, and determinism of the max-pool backward (two runs are
 // bitwise equal; ties resolved to the first maximum in both implementations). Inputs are NaN in their
 // row-stride gaps; outputs are NaN before an overwrite and carry a sentinel in their gaps.
 // Tolerances (atol + rtol |ref|):
@@ -12,7 +13,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
+
+#include "engine/tensor.h"
 
 #include "gpu_test_util.h"
 #include "kernels/pool.h"
@@ -149,6 +153,113 @@ TEST_P(CudaPool, AverageForwardBackward) {
           << "accumulate " << accumulate;
       EXPECT_TRUE(gaps_untouched(dx_got, dx_start, s.in_rows, s.channels, c.ldx));
     }
+  }
+}
+
+// int32 values of a device buffer (4 bytes an element, as the arg-max is stored).
+std::vector<int32_t> as_int32(const std::vector<float>& raw) {
+  std::vector<int32_t> v(raw.size());
+  std::memcpy(v.data(), raw.data(), raw.size() * sizeof(float));
+  return v;
+}
+
+// The saved arg-max (training): the GPU's indices are the CPU's, y is exact, and the backward through
+// the indices is bitwise the CPU's (and the CPU's recomputing backward), overwriting and accumulating.
+TEST_P(CudaPool, SavedArgmaxForwardBackward) {
+  SKIP_WITHOUT_CUDA();
+  const PoolCase c = GetParam();
+  const Sizes s(c.g);
+  for (bool ties : {false, true}) {
+    SCOPED_TRACE(ties ? "with ties" : "distinct values");
+    const std::vector<float> x_host = pool_input(c, ties ? 27 : 28, ties);
+    const std::vector<float> y_start = strided(std::vector<float>(size_t(s.out_rows * s.channels), kNaN),
+                                               s.out_rows, s.channels, c.ldy, kGapSentinel);
+    std::vector<float> y_ref = y_start;
+    std::vector<int32_t> argmax_ref(size_t(s.out_rows * s.channels));
+    kernels::cpu::max_pool2d_forward_argmax(c.g, {x_host.data(), s.in_rows, s.channels, c.ldx},
+                                            {y_ref.data(), s.out_rows, s.channels, c.ldy}, argmax_ref.data());
+    DeviceBuffer x(x_host), y(y_start), argmax(size_t(s.out_rows * s.channels));
+    auto* const argmax_device = reinterpret_cast<int32_t*>(argmax.get());
+    kernels::cuda::max_pool2d_forward_argmax(c.g, {x.get(), s.in_rows, s.channels, c.ldx},
+                                             {y.get(), s.out_rows, s.channels, c.ldy}, argmax_device);
+    const std::vector<float> y_got = y.download();
+    EXPECT_TRUE(close(dense_part(y_got, s.out_rows, s.channels, c.ldy),
+                      dense_part(y_ref, s.out_rows, s.channels, c.ldy), 0, 0));
+    EXPECT_TRUE(gaps_untouched(y_got, y_start, s.out_rows, s.channels, c.ldy));
+    EXPECT_EQ(as_int32(argmax.download()), argmax_ref);
+
+    const auto& [dy_host, dx_prior, dx_poison] = BackwardOperands(c, 29);
+    for (bool accumulate : {false, true}) {
+      const std::vector<float>& dx_start = accumulate ? dx_prior : dx_poison;
+      std::vector<float> dx_ref = dx_start, dx_recomputed = dx_start;
+      kernels::cpu::max_pool2d_backward_argmax(c.g, argmax_ref.data(), {dy_host.data(), s.out_rows, s.channels, c.ldy},
+                                               {dx_ref.data(), s.in_rows, s.channels, c.ldx}, accumulate);
+      kernels::cpu::max_pool2d_backward(c.g, {x_host.data(), s.in_rows, s.channels, c.ldx},
+                                        {dy_host.data(), s.out_rows, s.channels, c.ldy},
+                                        {dx_recomputed.data(), s.in_rows, s.channels, c.ldx}, accumulate);
+      EXPECT_TRUE(bitwise_equal(dx_ref, dx_recomputed));
+      DeviceBuffer dy(dy_host), dx(dx_start);
+      kernels::cuda::max_pool2d_backward_argmax(c.g, argmax_device, {dy.get(), s.out_rows, s.channels, c.ldy},
+                                                {dx.get(), s.in_rows, s.channels, c.ldx}, accumulate);
+      const std::vector<float> dx_got = dx.download();
+      EXPECT_TRUE(close(dense_part(dx_got, s.in_rows, s.channels, c.ldx),
+                        dense_part(dx_ref, s.in_rows, s.channels, c.ldx), 0, 0))
+          << "accumulate " << accumulate;
+      EXPECT_TRUE(gaps_untouched(dx_got, dx_start, s.in_rows, s.channels, c.ldx));
+    }
+  }
+}
+
+// A bf16 matrix [rows, cols] (row stride ld) holding `values` rounded, on `device`, and its view.
+engine::Tensor bf16_matrix(const std::vector<float>& values, int64_t rows, int64_t ld, engine::Device device) {
+  return engine::Tensor::from_vector({rows, ld}, values, device, kernels::DType::bf16);
+}
+kernels::MatrixView view_of(const engine::Tensor& t, int64_t cols) {
+  return {t.raw_data(), t.size(0), cols, t.size(1), kernels::DType::bf16};
+}
+
+// All-bf16 pooling runs natively on the GPU (pool.cu); it must give the CPU emulation's values: max
+// forward (with the arg-max) and backward bitwise, averages within one bf16 ulp (the f32 kernels agree
+// to 1e-6, so a rounding boundary may fall differently).
+TEST_P(CudaPool, Bf16MatchesCpuEmulation) {
+  SKIP_WITHOUT_CUDA();
+  const PoolCase c = GetParam();
+  const Sizes s(c.g);
+  const engine::Device cpu = engine::Device::cpu(), gpu = engine::Device::cuda();
+  const std::vector<float> x_host = pool_input(c, 37, true);
+  const auto& [dy_host, dx_prior, dx_poison] = BackwardOperands(c, 38);
+  auto run = [&](engine::Device device, bool accumulate) {
+    const engine::Tensor x = bf16_matrix(x_host, s.in_rows, c.ldx, device);
+    const engine::Tensor dy = bf16_matrix(dy_host, s.out_rows, c.ldy, device);
+    const engine::Tensor y = bf16_matrix(std::vector<float>(size_t(s.out_rows * c.ldy), 0.0f), s.out_rows, c.ldy, device);
+    const engine::Tensor y_avg = y.clone();
+    const engine::Tensor dx = bf16_matrix(accumulate ? dx_prior : dx_poison, s.in_rows, c.ldx, device);
+    const engine::Tensor dx_avg = dx.clone();
+    const engine::Tensor argmax = engine::Tensor::empty({s.out_rows, s.channels}, device);
+    auto* const cells = static_cast<int32_t*>(argmax.raw_data());
+    if (device.is_cpu()) {
+      kernels::cpu::max_pool2d_forward_argmax(c.g, view_of(x, s.channels), view_of(y, s.channels), cells);
+      kernels::cpu::max_pool2d_backward_argmax(c.g, cells, view_of(dy, s.channels), view_of(dx, s.channels), accumulate);
+      kernels::cpu::avg_pool2d_forward(c.g, false, view_of(x, s.channels), view_of(y_avg, s.channels));
+      kernels::cpu::avg_pool2d_backward(c.g, true, view_of(dy, s.channels), view_of(dx_avg, s.channels), accumulate);
+    } else {
+      kernels::cuda::max_pool2d_forward_argmax(c.g, view_of(x, s.channels), view_of(y, s.channels), cells);
+      kernels::cuda::max_pool2d_backward_argmax(c.g, cells, view_of(dy, s.channels), view_of(dx, s.channels), accumulate);
+      kernels::cuda::avg_pool2d_forward(c.g, false, view_of(x, s.channels), view_of(y_avg, s.channels));
+      kernels::cuda::avg_pool2d_backward(c.g, true, view_of(dy, s.channels), view_of(dx_avg, s.channels), accumulate);
+    }
+    return std::vector<std::vector<float>>{dense_part(y.to_vector(), s.out_rows, s.channels, c.ldy),
+                                           dense_part(dx.to_vector(), s.in_rows, s.channels, c.ldx),
+                                           dense_part(y_avg.to_vector(), s.out_rows, s.channels, c.ldy),
+                                           dense_part(dx_avg.to_vector(), s.in_rows, s.channels, c.ldx)};
+  };
+  for (bool accumulate : {false, true}) {
+    SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
+    const auto ref = run(cpu, accumulate), got = run(gpu, accumulate);
+    EXPECT_TRUE(bitwise_equal(got[0], ref[0])) << "max forward";
+    EXPECT_TRUE(bitwise_equal(got[1], ref[1])) << "max backward";
+    EXPECT_TRUE(close(got[2], ref[2], 1e-6, 8e-3)) << "average forward";
+    EXPECT_TRUE(close(got[3], ref[3], 1e-6, 8e-3)) << "average backward";
   }
 }
 
