@@ -6,12 +6,16 @@
 //   sum: all elements, in double, deterministic (reduce.cuh);  column_sums: out[c] (+)= sum_r x[r, c],
 //        in double, deterministic, written as float(sum + old) like the CPU bias gradient
 //   strided_copy: dst[i] (+)= src[i] over an N-d index space (N <= 8) with arbitrary strides
-// One grid-stride kernel per operation (launch.cuh): thread i handles element (i / cols, i % cols) and
-// touches only the first `cols` elements of every row, never the gap up to the row stride.
+// fill, copy (accumulating), add, scale, relu and sigmoid are one map, dst (+)= f(inputs), on a
+// grid-stride launch (launch.cuh, no division per element) that touches only the first `cols` elements
+// of every row, never the gap up to the row stride: a dense call (every row stride == cols) runs as one
+// long row; 16-byte loads and stores (4 f32 or 8 bf16 a thread) where every row stride is a multiple of
+// the pack and every pointer 16-byte aligned (a dense call's last partial pack element by element), one
+// element a thread otherwise. A plain copy is cudaMemcpy2DAsync (every bit kept).
 // In-place calls (dst == src with the same stride) are allowed.
-// bf16: copy, add, scale, relu and sigmoid are templated on the storage type and run on all-bf16 operands
-// directly (load widens, f32 arithmetic, one rounding per stored value: the CPU emulation's results);
-// the other kernels, and calls that mix f32 and bf16, go through kernels/cuda/bf16_widen.h.
+// bf16: the maps are templated on the storage type and run on all-bf16 operands directly (load widens,
+// f32 arithmetic, one rounding per stored value: the CPU emulation's results); sum and column_sums, and
+// calls that mix f32 and bf16, go through kernels/cuda/bf16_widen.h.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -35,111 +39,139 @@ __device__ inline float stable_sigmoid(float x) {
   return e / (1.0f + e);
 }
 
-struct FillOp {
+// --- The maps: dst (+)= f(in_0, ..., in_{K-1}) elementwise, K = 0, 1 or 2 ---------------------------
+
+// The functions (f32 arithmetic on widened values).
+struct Constant {
   float value;
-  float* dst;
-  int64_t ld;
-  __device__ void operator()(int64_t r, int64_t c) const { dst[r * ld + c] = value; }
+  __device__ float operator()() const { return value; }
 };
-
-template <typename T>
-struct CopyOp {
-  const T* src;
-  int64_t ld_src;
-  T* dst;
-  int64_t ld_dst;
-  bool accumulate;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    if constexpr (sizeof(T) == 2) {
-      if (!accumulate) {  // a bf16 copy keeps every bit, as the conversion kernel's
-        dst[r * ld_dst + c] = src[r * ld_src + c];
-        return;
-      }
-    }
-    put(dst + r * ld_dst + c, load(src + r * ld_src + c), accumulate);
-  }
+struct Identity {
+  __device__ float operator()(float v) const { return v; }
 };
-
-template <typename T>
-struct AddOp {
-  const T* a;
-  int64_t lda;
-  const T* b;
-  int64_t ldb;
-  T* dst;
-  int64_t ld_dst;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    put(dst + r * ld_dst + c, load(a + r * lda + c) + load(b + r * ldb + c), false);
-  }
+struct Sum {
+  __device__ float operator()(float a, float b) const { return a + b; }
 };
-
-template <typename T>
-struct ScaleOp {
+struct Times {
   float alpha;
-  const T* src;
-  int64_t ld_src;
+  __device__ float operator()(float v) const { return alpha * v; }
+};
+struct Relu {
+  __device__ float operator()(float v) const { return v < 0.0f ? 0.0f : v; }  // NaN stays NaN, as on the CPU
+};
+struct ReluGrad {  // (y, dy)
+  __device__ float operator()(float y, float dy) const { return y > 0.0f ? dy : 0.0f; }
+};
+struct Sigmoid {
+  __device__ float operator()(float v) const { return stable_sigmoid(v); }
+};
+struct SigmoidGrad {  // (y, dy)
+  __device__ float operator()(float s, float dy) const { return dy * s * (1.0f - s); }
+};
+
+template <typename T, int K>
+struct MapOperands {
+  const T* in[K > 0 ? K : 1];
+  int64_t ld_in[K > 0 ? K : 1];
   T* dst;
   int64_t ld_dst;
   bool accumulate;
+};
+
+template <int K, typename F>
+__device__ inline float apply(const F& f, const float (&v)[K > 0 ? K : 1]) {
+  if constexpr (K == 0)
+    return f();
+  else if constexpr (K == 1)
+    return f(v[0]);
+  else
+    return f(v[0], v[1]);
+}
+
+// One element (r, c).
+template <typename T, int K, typename F>
+struct MapOp {
+  MapOperands<T, K> m;
+  F f;
   __device__ void operator()(int64_t r, int64_t c) const {
-    put(dst + r * ld_dst + c, alpha * load(src + r * ld_src + c), accumulate);
+    float v[K > 0 ? K : 1];
+#pragma unroll
+    for (int k = 0; k < K; ++k) v[k] = load(m.in[k] + r * m.ld_in[k] + c);
+    put(m.dst + r * m.ld_dst + c, apply<K>(f, v), m.accumulate);
   }
 };
 
-template <typename T>
-struct ReluForwardOp {
-  const T* x;
-  int64_t ldx;
-  T* y;
-  int64_t ldy;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    const float v = load(x + r * ldx + c);
-    put(y + r * ldy + c, v < 0.0f ? 0.0f : v, false);  // NaN stays NaN, as on the CPU
+// One 16-byte pack: elements (r, p * N) .. (r, p * N + N - 1), N = kPack<T>; every row start and
+// pointer 16-byte aligned.
+template <typename T, int K, typename F>
+struct MapPackOp {
+  MapOperands<T, K> m;
+  F f;
+  __device__ void operator()(int64_t r, int64_t p) const {
+    constexpr int N = kPack<T>;
+    float in[K > 0 ? K : 1][N];
+#pragma unroll
+    for (int k = 0; k < K; ++k) load_pack(m.in[k] + r * m.ld_in[k] + p * N, in[k]);
+    T* dst = m.dst + r * m.ld_dst + p * N;
+    float out[N];
+    if (m.accumulate) load_pack(dst, out);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      float v[K > 0 ? K : 1];
+#pragma unroll
+      for (int k = 0; k < K; ++k) v[k] = in[k][j];
+      const float value = apply<K>(f, v);
+      out[j] = m.accumulate ? out[j] + value : value;
+    }
+    store_pack(dst, out);
   }
 };
 
-template <typename T>
-struct ReluBackwardOp {
-  const T* y;
-  int64_t ldy;
-  const T* dy;
-  int64_t ld_dy;
-  T* dx;
-  int64_t ldx;
-  bool accumulate;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    const float g = load(y + r * ldy + c) > 0.0f ? load(dy + r * ld_dy + c) : 0.0f;
-    put(dx + r * ldx + c, g, accumulate);
+// dst (+)= f(in...) over [rows, cols]. A dense call (every row stride == cols) is one long row; 16-byte
+// packs where every row stride is a multiple of the pack and every pointer 16-byte aligned (a dense
+// call's tail that does not fill a pack runs element by element), else one element per thread.
+template <typename T, int K, typename F>
+void map(int64_t rows, int64_t cols, MapOperands<T, K> m, F f, const char* name) {
+  if (rows <= 0 || cols <= 0) return;
+  constexpr int N = kPack<T>;
+  bool dense = m.ld_dst == cols, aligned = pack_aligned(m.dst), packed_rows = m.ld_dst % N == 0;
+  for (int k = 0; k < K; ++k) {
+    dense = dense && m.ld_in[k] == cols;
+    aligned = aligned && pack_aligned(m.in[k]);
+    packed_rows = packed_rows && m.ld_in[k] % N == 0;
   }
-};
-
-
-
-template <typename T>
-struct SigmoidForwardOp {
-  const T* x;
-  int64_t ldx;
-  T* y;
-  int64_t ldy;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    put(y + r * ldy + c, stable_sigmoid(load(x + r * ldx + c)), false);
+  if (dense && rows > 1) {
+    cols *= rows;
+    rows = 1;
   }
-};
+  if (!aligned || (rows > 1 && (!packed_rows || cols % N != 0)))
+    return for_each_element(rows, cols, MapOp<T, K, F>{m, f}, name);
+  const int64_t packs = cols / N;
+  for_each_element(rows, packs, MapPackOp<T, K, F>{m, f}, name);
+  if (cols % N == 0) return;
+  // rows == 1: the tail
+  MapOperands<T, K> tail = m;
+  for (int k = 0; k < K; ++k) tail.in[k] += packs * N;
+  tail.dst += packs * N;
+  for_each_element(1, cols - packs * N, MapOp<T, K, F>{tail, f}, name);
+}
 
-template <typename T>
-struct SigmoidBackwardOp {
-  const T* y;
-  int64_t ldy;
-  const T* dy;
-  int64_t ld_dy;
-  T* dx;
-  int64_t ldx;
-  bool accumulate;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    const float s = load(y + r * ldy + c);
-    put(dx + r * ldx + c, load(dy + r * ld_dy + c) * s * (1.0f - s), accumulate);
+// The all-bf16 call or the all-f32 call of a map over dst's shape (shapes checked by the caller).
+template <int K, typename F>
+void map_views(const ConstMatrixView (&in)[K > 0 ? K : 1], MatrixView dst, bool accumulate, F f,
+               const char* name) {
+  if (dst.dtype == DType::bf16) {
+    MapOperands<BFloat16, K> m{};
+    for (int k = 0; k < K; ++k) m.in[k] = in[k].bf16(), m.ld_in[k] = in[k].ld;
+    m.dst = dst.bf16(), m.ld_dst = dst.ld, m.accumulate = accumulate;
+    map(dst.rows, dst.cols, m, f, name);
+  } else {
+    MapOperands<float, K> m{};
+    for (int k = 0; k < K; ++k) m.in[k] = in[k].f32(), m.ld_in[k] = in[k].ld;
+    m.dst = dst.f32(), m.ld_dst = dst.ld, m.accumulate = accumulate;
+    map(dst.rows, dst.cols, m, f, name);
   }
-};
+}
 
 struct AddRowVectorOp {
   const float* v;
@@ -209,111 +241,71 @@ struct StridedCopyOp {
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void fill(MatrixView dst_view, float value) {
-  if (any_bf16(dst_view)) return run_widened(&fill, dst_view, value);
-  const int64_t rows = dst_view.rows, cols = dst_view.cols, ld_dst = dst_view.ld;
-  float* dst = dst_view.f32();
-  for_each_element(rows, cols, FillOp{value, dst, ld_dst}, "fill");
+  const ConstMatrixView none[1] = {};
+  map_views<0>(none, dst_view, false, Constant{value}, dst_view.dtype == DType::bf16 ? "fill_bf16" : "fill");
 }
 
 void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
-  if (all_bf16(src_view, dst_view)) {
-    check_same_shape("copy", src_view, dst_view);
-    return for_each_element(dst_view.rows, dst_view.cols,
-                            CopyOp<BFloat16>{src_view.bf16(), src_view.ld, dst_view.bf16(), dst_view.ld, accumulate},
-                            "copy_bf16");
+  const bool native = all_bf16(src_view, dst_view) || !any_bf16(src_view, dst_view);
+  if (!native) return run_widened(&copy, src_view, dst_view, accumulate);
+  check_same_shape("copy", src_view, dst_view);
+  if (!accumulate) {  // every bit kept (a bf16 NaN's payload too, as the conversion kernel's copy)
+    if (dst_view.rows <= 0 || dst_view.cols <= 0) return;
+    if (src_view.data == dst_view.data && src_view.ld == dst_view.ld) return;  // in place
+    const size_t element = dtype_size(dst_view.dtype);
+    CHECK_CUDA(cudaMemcpy2DAsync(dst_view.data, size_t(dst_view.ld) * element, src_view.data,
+                                 size_t(src_view.ld) * element, size_t(dst_view.cols) * element,
+                                 size_t(dst_view.rows), cudaMemcpyDeviceToDevice, stream()));
+    return;
   }
-  if (any_bf16(src_view, dst_view)) return run_widened(&copy, src_view, dst_view, accumulate);
-  const auto [rows, cols, src, ld_src, dst, ld_dst] =
-      unary_operands("copy", src_view, dst_view);
-  for_each_element(rows, cols, CopyOp<float>{src, ld_src, dst, ld_dst, accumulate}, "copy");
+  map_views<1>({src_view}, dst_view, true, Identity{}, "copy");
 }
 
 void add(ConstMatrixView a_view, ConstMatrixView b_view, MatrixView dst_view) {
-  if (all_bf16(a_view, b_view, dst_view)) {
-    check_same_shape("add", a_view, dst_view);
-    check_same_shape("add", b_view, dst_view);
-    return for_each_element(dst_view.rows, dst_view.cols,
-                            AddOp<BFloat16>{a_view.bf16(), a_view.ld, b_view.bf16(), b_view.ld, dst_view.bf16(),
-                                            dst_view.ld},
-                            "add_bf16");
-  }
-  if (any_bf16(a_view, b_view, dst_view)) return run_widened(&add, a_view, b_view, dst_view);
-  const auto [rows, cols, a, lda, b, ldb, dst, ld_dst] =
-      binary_operands("add", a_view, b_view, dst_view);
-  for_each_element(rows, cols, AddOp<float>{a, lda, b, ldb, dst, ld_dst}, "add");
+  const bool native = all_bf16(a_view, b_view, dst_view) || !any_bf16(a_view, b_view, dst_view);
+  if (!native) return run_widened(&add, a_view, b_view, dst_view);
+  check_same_shape("add", a_view, dst_view);
+  check_same_shape("add", b_view, dst_view);
+  map_views<2>({a_view, b_view}, dst_view, false, Sum{}, "add");
 }
 
 void scale(float alpha, ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
-  if (all_bf16(src_view, dst_view)) {
-    check_same_shape("scale", src_view, dst_view);
-    return for_each_element(
-        dst_view.rows, dst_view.cols,
-        ScaleOp<BFloat16>{alpha, src_view.bf16(), src_view.ld, dst_view.bf16(), dst_view.ld, accumulate}, "scale_bf16");
-  }
-  if (any_bf16(src_view, dst_view)) return run_widened(&scale, alpha, src_view, dst_view, accumulate);
-  const auto [rows, cols, src, ld_src, dst, ld_dst] =
-      unary_operands("scale", src_view, dst_view);
-  for_each_element(rows, cols, ScaleOp<float>{alpha, src, ld_src, dst, ld_dst, accumulate}, "scale");
+  const bool native = all_bf16(src_view, dst_view) || !any_bf16(src_view, dst_view);
+  if (!native) return run_widened(&scale, alpha, src_view, dst_view, accumulate);
+  check_same_shape("scale", src_view, dst_view);
+  map_views<1>({src_view}, dst_view, accumulate, Times{alpha}, "scale");
 }
 
 void relu_forward(ConstMatrixView x_view, MatrixView y_view) {
-  if (all_bf16(x_view, y_view)) {
-    check_same_shape("relu_forward", x_view, y_view);
-    return for_each_element(y_view.rows, y_view.cols,
-                            ReluForwardOp<BFloat16>{x_view.bf16(), x_view.ld, y_view.bf16(), y_view.ld},
-                            "relu_forward_bf16");
-  }
-  if (any_bf16(x_view, y_view)) return run_widened(&relu_forward, x_view, y_view);
-  const auto [rows, cols, x, ldx, y, ldy] =
-      unary_operands("relu_forward", x_view, y_view);
-  for_each_element(rows, cols, ReluForwardOp<float>{x, ldx, y, ldy}, "relu_forward");
+  const bool native = all_bf16(x_view, y_view) || !any_bf16(x_view, y_view);
+  if (!native) return run_widened(&relu_forward, x_view, y_view);
+  check_same_shape("relu_forward", x_view, y_view);
+  map_views<1>({x_view}, y_view, false, Relu{}, "relu_forward");
 }
 
 void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                    bool accumulate) {
-  if (all_bf16(y_view, dy_view, dx_view)) {
-    check_same_shape("relu_backward", y_view, dx_view);
-    check_same_shape("relu_backward", dy_view, dx_view);
-    return for_each_element(dx_view.rows, dx_view.cols,
-                            ReluBackwardOp<BFloat16>{y_view.bf16(), y_view.ld, dy_view.bf16(), dy_view.ld,
-                                                     dx_view.bf16(), dx_view.ld, accumulate},
-                            "relu_backward_bf16");
-  }
-  if (any_bf16(y_view, dy_view, dx_view)) return run_widened(&relu_backward, y_view, dy_view, dx_view, accumulate);
-  const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
-      binary_operands("relu_backward", y_view, dy_view, dx_view);
-  for_each_element(rows, cols, ReluBackwardOp<float>{y, ldy, dy, ld_dy, dx, ldx, accumulate},
-                   "relu_backward");
+  const bool native = all_bf16(y_view, dy_view, dx_view) || !any_bf16(y_view, dy_view, dx_view);
+  if (!native) return run_widened(&relu_backward, y_view, dy_view, dx_view, accumulate);
+  check_same_shape("relu_backward", y_view, dx_view);
+  check_same_shape("relu_backward", dy_view, dx_view);
+  map_views<2>({y_view, dy_view}, dx_view, accumulate, ReluGrad{}, "relu_backward");
 }
 
 void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
-  if (all_bf16(x_view, y_view)) {
-    check_same_shape("sigmoid_forward", x_view, y_view);
-    return for_each_element(y_view.rows, y_view.cols,
-                            SigmoidForwardOp<BFloat16>{x_view.bf16(), x_view.ld, y_view.bf16(), y_view.ld},
-                            "sigmoid_forward_bf16");
-  }
-  if (any_bf16(x_view, y_view)) return run_widened(&sigmoid_forward, x_view, y_view);
-  const auto [rows, cols, x, ldx, y, ldy] =
-      unary_operands("sigmoid_forward", x_view, y_view);
-  for_each_element(rows, cols, SigmoidForwardOp<float>{x, ldx, y, ldy}, "sigmoid_forward");
+  const bool native = all_bf16(x_view, y_view) || !any_bf16(x_view, y_view);
+  if (!native) return run_widened(&sigmoid_forward, x_view, y_view);
+  check_same_shape("sigmoid_forward", x_view, y_view);
+  map_views<1>({x_view}, y_view, false, Sigmoid{}, "sigmoid_forward");
 }
 
 void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
                       bool accumulate) {
-  if (all_bf16(y_view, dy_view, dx_view)) {
-    check_same_shape("sigmoid_backward", y_view, dx_view);
-    check_same_shape("sigmoid_backward", dy_view, dx_view);
-    return for_each_element(dx_view.rows, dx_view.cols,
-                            SigmoidBackwardOp<BFloat16>{y_view.bf16(), y_view.ld, dy_view.bf16(), dy_view.ld,
-                                                        dx_view.bf16(), dx_view.ld, accumulate},
-                            "sigmoid_backward_bf16");
-  }
-  if (any_bf16(y_view, dy_view, dx_view)) return run_widened(&sigmoid_backward, y_view, dy_view, dx_view, accumulate);
-  const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
-      binary_operands("sigmoid_backward", y_view, dy_view, dx_view);
-  for_each_element(rows, cols, SigmoidBackwardOp<float>{y, ldy, dy, ld_dy, dx, ldx, accumulate},
-                   "sigmoid_backward");
+  const bool native = all_bf16(y_view, dy_view, dx_view) || !any_bf16(y_view, dy_view, dx_view);
+  if (!native) return run_widened(&sigmoid_backward, y_view, dy_view, dx_view, accumulate);
+  check_same_shape("sigmoid_backward", y_view, dx_view);
+  check_same_shape("sigmoid_backward", dy_view, dx_view);
+  map_views<2>({y_view, dy_view}, dx_view, accumulate, SigmoidGrad{}, "sigmoid_backward");
 }
 
 double sum(ConstMatrixView x_view) {

@@ -1,8 +1,9 @@
 // Internal to kernels/cuda/: the grid-stride launcher shared by the elementwise-style kernels.
 // for_each_element(rows, cols, op, name) runs op(r, c) for every element of a [rows, cols] matrix on
 // the current stream: thread i handles (r, c) = (i / cols, i % cols), so a warp covers consecutive
-// columns of a row (coalesced for NHWC rows). Index arithmetic is 32-bit when the element count
-// allows it (64-bit division is slow on the GPU).
+// columns of a row (coalesced for NHWC rows). The grid is capped (grid_size) and strides: each thread
+// divides once for its first element and then steps (r, c) by the stride without dividing. Index
+// arithmetic is 32-bit when the element count allows it (64-bit division is slow on the GPU).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -14,13 +15,23 @@ namespace kernels::cuda::detail {
 
 constexpr int kElementwiseThreads = 256;
 
+// The thread's first (r, c) takes one division; after that it steps by the grid's stride, which is
+// stride_rows rows and stride_cols columns, with one compare-and-carry: no division per element.
 template <typename Index, typename Op>
 __global__ void __launch_bounds__(kElementwiseThreads)
-    for_each_kernel(Index cols, Index total, Op op) {
-  for (Index i = Index(blockIdx.x) * kElementwiseThreads + threadIdx.x; i < total;
-       i += Index(gridDim.x) * kElementwiseThreads) {
-    const Index r = i / cols;
-    op(int64_t(r), int64_t(i - r * cols));
+    for_each_kernel(Index cols, Index total, Index stride_rows, Index stride_cols, Op op) {
+  const Index stride = Index(gridDim.x) * kElementwiseThreads;
+  Index i = Index(blockIdx.x) * kElementwiseThreads + threadIdx.x;
+  if (i >= total) return;
+  Index r = i / cols, c = i - r * cols;
+  for (; i < total; i += stride) {
+    op(int64_t(r), int64_t(c));
+    r += stride_rows;
+    c += stride_cols;
+    if (c >= cols) {
+      c -= cols;
+      ++r;
+    }
   }
 }
 
@@ -29,11 +40,14 @@ void for_each_element(int64_t rows, int64_t cols, Op op, const char* name) {
   if (rows <= 0 || cols <= 0) return;
   const int64_t total = rows * cols;
   const unsigned grid = grid_size(total, kElementwiseThreads);
+  const int64_t stride = int64_t(grid) * kElementwiseThreads;
+  const int64_t stride_rows = stride / cols, stride_cols = stride % cols;
   if (total < (int64_t(1) << 31))  // i + stride stays below 2^32: 32-bit indices are safe
-    for_each_kernel<uint32_t, Op>
-        <<<grid, kElementwiseThreads, 0, stream()>>>(uint32_t(cols), uint32_t(total), op);
+    for_each_kernel<uint32_t, Op><<<grid, kElementwiseThreads, 0, stream()>>>(
+        uint32_t(cols), uint32_t(total), uint32_t(stride_rows), uint32_t(stride_cols), op);
   else
-    for_each_kernel<int64_t, Op><<<grid, kElementwiseThreads, 0, stream()>>>(cols, total, op);
+    for_each_kernel<int64_t, Op>
+        <<<grid, kElementwiseThreads, 0, stream()>>>(cols, total, stride_rows, stride_cols, op);
   check_launch(name, __FILE__, __LINE__);
 }
 

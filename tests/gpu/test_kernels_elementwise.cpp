@@ -8,12 +8,17 @@
 //     the multiply-add into one FMA where the CPU rounds twice)
 //   sigmoid: 1e-7 + 2e-6 |ref| (expf differs by an ulp or two)
 //   sum (double): 1e-12 relative (summation order);  column_sums: 1e-6 + 1e-6 |ref| (float result)
+// The maps take 16-byte loads where operands are aligned (the shapes below have dense, strided with a
+// packable stride, odd and tail cases), element loads where not (MisalignedOperandsMatchCpu); all-bf16
+// operands run natively and must give the CPU emulation's values (Bf16MatchesCpuEmulation).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
 
+#include "engine/tensor.h"
 #include "gpu_test_util.h"
 #include "kernels/elementwise.h"
 #include "support/kernel_cases.h"
@@ -32,6 +37,35 @@ struct MatrixCase {
 void PrintTo(const MatrixCase& c, std::ostream* os) { *os << c.name; }
 
 class CudaElementwise : public ::testing::TestWithParam<MatrixCase> {};
+
+// The two backends' maps behind one interface (the bf16 test runs the same calls on both).
+#define ELEMENTWISE_BACKEND(Name, ns)                                                                    \
+  struct Name {                                                                                          \
+    void fill(kernels::MatrixView y, float v) const { ns::fill(y, v); }                                 \
+    void copy(kernels::ConstMatrixView x, kernels::MatrixView y, bool acc) const { ns::copy(x, y, acc); } \
+    void scale(float a, kernels::ConstMatrixView x, kernels::MatrixView y, bool acc) const {            \
+      ns::scale(a, x, y, acc);                                                                           \
+    }                                                                                                    \
+    void add(kernels::ConstMatrixView a, kernels::ConstMatrixView b, kernels::MatrixView y) const {     \
+      ns::add(a, b, y);                                                                                  \
+    }                                                                                                    \
+    void relu_forward(kernels::ConstMatrixView x, kernels::MatrixView y) const { ns::relu_forward(x, y); } \
+    void relu_backward(kernels::ConstMatrixView y, kernels::ConstMatrixView dy, kernels::MatrixView dx,  \
+                       bool acc) const {                                                                 \
+      ns::relu_backward(y, dy, dx, acc);                                                                 \
+    }                                                                                                    \
+    void sigmoid_forward(kernels::ConstMatrixView x, kernels::MatrixView y) const {                      \
+      ns::sigmoid_forward(x, y);                                                                         \
+    }                                                                                                    \
+    void sigmoid_backward(kernels::ConstMatrixView y, kernels::ConstMatrixView dy, kernels::MatrixView dx, \
+                          bool acc) const {                                                              \
+      ns::sigmoid_backward(y, dy, dx, acc);                                                              \
+    }                                                                                                    \
+  }
+ELEMENTWISE_BACKEND(CpuKernels, kernels::cpu);
+ELEMENTWISE_BACKEND(CudaKernels, kernels::cuda);
+#undef ELEMENTWISE_BACKEND
+
 
 // Inputs (NaN gaps) and outputs (sentinel gaps) for one case.
 struct Operands {
@@ -174,6 +208,82 @@ TEST_P(CudaElementwise, ColumnSums) {
     out.upload(accumulate ? prior : std::vector<float>(size_t(c.cols), kNaN));
     kernels::cuda::column_sums({x.get(), c.rows, c.cols, c.ld}, out.get(), accumulate);
     EXPECT_TRUE(bitwise_equal(out.download(), first));
+  }
+}
+
+// Operands that start 4 bytes past a 16-byte boundary cannot take the 16-byte loads: the element path
+// must give the same results (and leave the gaps alone).
+TEST_P(CudaElementwise, MisalignedOperandsMatchCpu) {
+  SKIP_WITHOUT_CUDA();
+  const MatrixCase c = GetParam();
+  const Operands o(c, 71);
+  const int64_t R = c.rows, C = c.cols, L = c.ld;
+  auto shifted = [](const std::vector<float>& v) {
+    std::vector<float> w(v.size() + 1, kGapSentinel);
+    std::copy(v.begin(), v.end(), w.begin() + 1);
+    return w;
+  };
+  const std::vector<float> start = shifted(o.out_prior);
+  DeviceBuffer a(shifted(o.a)), b(shifted(o.b)), out(start);
+  kernels::cuda::add({a.get() + 1, R, C, L}, {b.get() + 1, R, C, L}, {out.get() + 1, R, C, L});
+  kernels::cuda::relu_backward({a.get() + 1, R, C, L}, {b.get() + 1, R, C, L}, {out.get() + 1, R, C, L}, true);
+  std::vector<float> expected = o.out_prior;
+  kernels::cpu::add({o.a.data(), R, C, L}, {o.b.data(), R, C, L}, {expected.data(), R, C, L});
+  kernels::cpu::relu_backward({o.a.data(), R, C, L}, {o.b.data(), R, C, L}, {expected.data(), R, C, L}, true);
+  const std::vector<float> got_shifted = out.download();
+  const std::vector<float> got(got_shifted.begin() + 1, got_shifted.end());
+  EXPECT_EQ(got_shifted[0], kGapSentinel);
+  EXPECT_TRUE(close(dense_part(got, R, C, L), dense_part(expected, R, C, L), 0, 0));
+  EXPECT_TRUE(gaps_untouched(got, o.out_prior, R, C, L));
+}
+
+// All-bf16 operands run the maps natively (8 bf16 a thread where aligned): the CPU emulation's values
+// (widen, f32, one rounding): bitwise for fill, copy, add, scale and relu; sigmoid within one bf16 ulp
+// (expf differs by an ulp, which may move a rounding); accumulating backward within one bf16 ulp (FMA).
+TEST_P(CudaElementwise, Bf16MatchesCpuEmulation) {
+  SKIP_WITHOUT_CUDA();
+  const MatrixCase c = GetParam();
+  const Operands o(c, 83);
+  const int64_t R = c.rows, C = c.cols, L = c.ld;
+  using engine::Tensor;
+  auto bf16 = [&](const std::vector<float>& v, engine::Device d) {
+    return Tensor::from_vector({R, L}, v, d, kernels::DType::bf16);
+  };
+  auto view = [&](const Tensor& t) { return kernels::MatrixView(t.raw_data(), R, C, L, kernels::DType::bf16); };
+  // Every map once, each into its own output, on `device`.
+  auto run = [&](engine::Device d, bool accumulate) {
+    const Tensor a = bf16(o.a, d), b = bf16(o.b, d);
+    const std::vector<float> start = accumulate ? o.out_prior : o.poisoned_output();
+    std::vector<Tensor> outs;
+    for (int i = 0; i < 9; ++i) outs.push_back(bf16(start, d));
+    auto run_on = [&](auto backend) {
+      backend.fill(view(outs[0]), 0.3f);
+      backend.copy(view(a), view(outs[1]), accumulate);
+      backend.scale(-1.75f, view(a), view(outs[2]), accumulate);
+      backend.add(view(a), view(b), view(outs[3]));
+      backend.relu_forward(view(a), view(outs[4]));
+      backend.relu_backward(view(a), view(b), view(outs[5]), accumulate);
+      backend.sigmoid_forward(view(a), view(outs[6]));
+      backend.sigmoid_backward(view(a), view(b), view(outs[7]), accumulate);
+    };
+    if (d.is_cpu())
+      run_on(CpuKernels{});
+    else
+      run_on(CudaKernels{});
+    std::vector<std::vector<float>> values;
+    for (const Tensor& t : outs) values.push_back(dense_part(t.to_vector(), R, C, L));
+    return values;
+  };
+  for (bool accumulate : {false, true}) {
+    SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
+    const auto ref = run(engine::Device::cpu(), accumulate), got = run(engine::Device::cuda(), accumulate);
+    const char* names[8] = {"fill", "copy", "scale", "add", "relu_forward", "relu_backward", "sigmoid_forward",
+                            "sigmoid_backward"};
+    for (int i = 0; i < 8; ++i) {
+      const bool one_ulp = i >= 6 || (accumulate && (i == 2 || i == 5));
+      EXPECT_TRUE(one_ulp ? close(got[size_t(i)], ref[size_t(i)], 1e-6, 8e-3) : bitwise_equal(got[size_t(i)], ref[size_t(i)]))
+          << names[i];
+    }
   }
 }
 
