@@ -27,6 +27,12 @@
 // M for a pathological channel), leaving >= 30 of double's 53 bits: far below float rounding of var.
 // Welford in float rounds every update (error ~ sqrt(M) ulp of float) and needs a division per element.
 //
+// Storage types: every kernel is templated on the type of x, y, dy and dx (storage.cuh). All-bf16
+// activations (dx may be absent) run natively: loads widen, the arithmetic above is the f32 kernel's,
+// each stored y or dx is rounded once, the statistics, parameters and their gradients stay f32 (the
+// CPU emulation's results, kernels/bf16_emulation.h); the statistics pass loads 8 bf16 (16 bytes) a
+// row where x allows it. Calls mixing f32 and bf16 activations go through kernels/cuda/bf16_widen.h.
+//
 // Fused with ReLU (batch_norm_relu_*): forward y = max(z, 0), z = gamma xhat + beta rounded without
 // contraction (bn_output, as the CPU); backward dz = [z > 0] dy with z recomputed from x by bn_output,
 // so the mask is the forward's and neither z nor y is read in backward.
@@ -39,6 +45,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace kernels::cuda {
 namespace detail {
@@ -47,16 +54,17 @@ namespace {
 // --- Reductions: what each element adds, and the per-channel finishing step ----------------------
 
 // acc[0] += dy, acc[1] += dy * xhat with xhat = (x - mean_c) * invstd_c computed in float (as the CPU).
+template <typename T>
 struct GradSumsLoad {
-  const float* x;
+  const T* x;
   int64_t ldx;
-  const float* dy;
+  const T* dy;
   int64_t ldy;
   const float* mean;
   const float* invstd;
   __device__ void operator()(int64_t r, int64_t c, double (&acc)[2]) const {
-    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
-    const float g = dy[r * ldy + c];
+    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
+    const float g = load(dy + r * ldy + c);
     acc[0] += double(g);
     acc[1] += double(g) * double(xhat);
   }
@@ -88,9 +96,9 @@ struct GradFinish {
 
 // Per row chunk and channel, the shifted sums S = sum (x - K_c), Q = sum (x - K_c)^2 in double, K_c =
 // x[0, c]. V channels per thread (V = 4: one float4 load per row). partials: [chunk][2][cols].
-template <int V>
+template <typename T, int V>
 __global__ void __launch_bounds__(kColumnTile* kRowLanes)
-    bn_moments_partials_kernel(int64_t rows, int64_t cols, int64_t rows_per_chunk, const float* x, int64_t ldx,
+    bn_moments_partials_kernel(int64_t rows, int64_t cols, int64_t rows_per_chunk, const T* x, int64_t ldx,
                                double* partials) {
   __shared__ double shared[2][kRowLanes][kColumnTile * V + 1];
   const int64_t c0 = (int64_t(blockIdx.x) * kColumnTile + threadIdx.x) * V;
@@ -102,18 +110,13 @@ __global__ void __launch_bounds__(kColumnTile* kRowLanes)
   for (int v = 0; v < V; ++v) sum[v] = squares[v] = shift[v] = 0.0;
   if (c0 < cols) {
 #pragma unroll
-    for (int v = 0; v < V; ++v) shift[v] = double(x[c0 + v]);
+    for (int v = 0; v < V; ++v) shift[v] = double(load(x + c0 + v));
     for (int64_t r = r_begin + threadIdx.y; r < r_end; r += kRowLanes) {
       float values[V];
-      if constexpr (V == 4) {
-        const float4 q = *reinterpret_cast<const float4*>(x + r * ldx + c0);
-        values[0] = q.x;
-        values[1] = q.y;
-        values[2] = q.z;
-        values[3] = q.w;
-      } else {
-        values[0] = x[r * ldx + c0];
-      }
+      if constexpr (V > 1)
+        load_pack(x + r * ldx + c0, values);  // V == kPack<T>: one 16-byte load
+      else
+        values[0] = load(x + r * ldx + c0);
 #pragma unroll
       for (int v = 0; v < V; ++v) {
         const double d = double(values[v]) - shift[v];
@@ -140,12 +143,13 @@ __global__ void __launch_bounds__(kColumnTile* kRowLanes)
 }
 
 // From the merged shifted sums: the statistics (as StatisticsFinish, from mean and var in double).
+template <typename T>
 struct StreamingStatisticsFinish {
   double rows;
   double eps;
   double momentum;
   double running_var_factor;
-  const float* x;  // row 0: the shifts K_c
+  const T* x;  // row 0: the shifts K_c
   float* mean_f;
   float* invstd_f;
   float* saved_mean;
@@ -154,7 +158,7 @@ struct StreamingStatisticsFinish {
   float* running_var;
   __device__ void operator()(int64_t c, const double (&s)[2]) const {
     const double shifted_mean = s[0] / rows;
-    const double mean = double(x[c]) + shifted_mean;
+    const double mean = double(load(x + c)) + shifted_mean;
     const double centred = s[1] / rows - shifted_mean * shifted_mean;
     const double var = centred > 0.0 ? centred : 0.0;  // biased: the one used to normalise
     const float m = float(mean);
@@ -170,21 +174,22 @@ struct StreamingStatisticsFinish {
 };
 
 // mean_f, invstd_f [C] (and the StatsOut pointers) of x [rows, C], rows > 0: one pass over x.
-void streaming_statistics(int64_t rows, int64_t channels, const float* x, int64_t ldx,
-                          const StreamingStatisticsFinish& finish, const char* name) {
+template <typename T>
+void streaming_statistics(int64_t rows, int64_t channels, const T* x, int64_t ldx,
+                          const StreamingStatisticsFinish<T>& finish, const char* name) {
+  constexpr int V = kPack<T>;
   const ChunkPlan plan = chunk_plan(rows);
   if (plan.chunks > 65535) throw_error("batch-norm statistics: too many row chunks", __FILE__, __LINE__);
   ScopedBuffer partials(sizeof(double) * size_t(plan.chunks * 2 * channels), name);
-  const bool vectorised =
-      channels % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const int64_t per_block = vectorised ? kColumnTile * 4 : kColumnTile;
+  const bool vectorised = channels % V == 0 && ldx % V == 0 && pack_aligned(x);
+  const int64_t per_block = vectorised ? kColumnTile * V : kColumnTile;
   const dim3 grid(unsigned((channels + per_block - 1) / per_block), unsigned(plan.chunks));
   const dim3 block(kColumnTile, kRowLanes);
   if (vectorised)
-    bn_moments_partials_kernel<4>
+    bn_moments_partials_kernel<T, V>
         <<<grid, block, 0, stream()>>>(rows, channels, plan.rows_per_chunk, x, ldx, partials.as<double>());
   else
-    bn_moments_partials_kernel<1>
+    bn_moments_partials_kernel<T, 1>
         <<<grid, block, 0, stream()>>>(rows, channels, plan.rows_per_chunk, x, ldx, partials.as<double>());
   check_launch(name, __FILE__, __LINE__);
   column_finish_parallel<2>(channels, plan.chunks, partials.as<double>(), finish, name);
@@ -199,45 +204,48 @@ __device__ inline float bn_output(float xhat, const float* gamma, const float* b
 }
 
 // y = max(bn_output, 0), NaN kept (as relu_forward).
+template <typename T>
 struct NormaliseReluOp {
-  const float* x;
+  const T* x;
   int64_t ldx;
   const float* mean;
   const float* invstd;
   const float* gamma;
   const float* beta;
-  float* y;
+  T* y;
   int64_t ldy;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
+    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
     const float z = bn_output(xhat, gamma, beta, c);
-    y[r * ldy + c] = z < 0.0f ? 0.0f : z;
+    put(y + r * ldy + c, z < 0.0f ? 0.0f : z, false);
   }
 };
 
 // The fused backward's sums: as GradSumsLoad with dy masked by [z > 0].
+template <typename T>
 struct ReluGradSumsLoad {
-  const float* x;
+  const T* x;
   int64_t ldx;
-  const float* dy;
+  const T* dy;
   int64_t ldy;
   const float* mean;
   const float* invstd;
   const float* gamma;
   const float* beta;
   __device__ void operator()(int64_t r, int64_t c, double (&acc)[2]) const {
-    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
-    const float g = bn_output(xhat, gamma, beta, c) > 0.0f ? dy[r * ldy + c] : 0.0f;
+    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
+    const float g = bn_output(xhat, gamma, beta, c) > 0.0f ? load(dy + r * ldy + c) : 0.0f;
     acc[0] += double(g);
     acc[1] += double(g) * double(xhat);
   }
 };
 
 // dx (+)= k_c * ([z > 0] dy - mean_dy_c - xhat * mean_dy_xhat_c).
+template <typename T>
 struct ReluTrainingDxOp {
-  const float* x;
+  const T* x;
   int64_t ldx;
-  const float* dy;
+  const T* dy;
   int64_t ldy;
   const float* mean;
   const float* invstd;
@@ -246,66 +254,69 @@ struct ReluTrainingDxOp {
   const float* k;
   const float* mean_dy;
   const float* mean_dy_xhat;
-  float* dx;
+  T* dx;
   int64_t ldx_grad;
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
-    const float dz = bn_output(xhat, gamma, beta, c) > 0.0f ? dy[r * ldy + c] : 0.0f;
+    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
+    const float dz = bn_output(xhat, gamma, beta, c) > 0.0f ? load(dy + r * ldy + c) : 0.0f;
     const float g = k[c] * (dz - mean_dy[c] - xhat * mean_dy_xhat[c]);
-    store(dx + r * ldx_grad + c, g, accumulate);
+    put(dx + r * ldx_grad + c, g, accumulate);
   }
 };
 
 // y = gamma_c * (x - mean_c) * invstd_c + beta_c (gamma/beta nullable).
+template <typename T>
 struct NormaliseOp {
-  const float* x;
+  const T* x;
   int64_t ldx;
   const float* mean;
   const float* invstd;
   const float* gamma;
   const float* beta;
-  float* y;
+  T* y;
   int64_t ldy;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
-    y[r * ldy + c] = (gamma ? gamma[c] : 1.0f) * xhat + (beta ? beta[c] : 0.0f);
+    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
+    put(y + r * ldy + c, (gamma ? gamma[c] : 1.0f) * xhat + (beta ? beta[c] : 0.0f), false);
   }
 };
 
 // dx (+)= k_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c).
+template <typename T>
 struct TrainingDxOp {
-  const float* x;
+  const T* x;
   int64_t ldx;
-  const float* dy;
+  const T* dy;
   int64_t ldy;
   const float* mean;
   const float* invstd;
   const float* k;
   const float* mean_dy;
   const float* mean_dy_xhat;
-  float* dx;
+  T* dx;
   int64_t ldx_grad;
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float xhat = (x[r * ldx + c] - mean[c]) * invstd[c];
-    const float g = k[c] * (dy[r * ldy + c] - mean_dy[c] - xhat * mean_dy_xhat[c]);
-    store(dx + r * ldx_grad + c, g, accumulate);
+    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
+    const float g = k[c] * (load(dy + r * ldy + c) - mean_dy[c] - xhat * mean_dy_xhat[c]);
+    put(dx + r * ldx_grad + c, g, accumulate);
   }
 };
 
 // dx (+)= dy * gamma_c * invstd_c.
+template <typename T>
 struct EvalDxOp {
-  const float* dy;
+  const T* dy;
   int64_t ldy;
   const float* gamma;
   const float* invstd;
-  float* dx;
+  T* dx;
   int64_t ldx_grad;
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
     const float k = (gamma ? gamma[c] : 1.0f) * invstd[c];
-    store(dx + r * ldx_grad + c, dy[r * ldy + c] * k, accumulate);
+    put(dx + r * ldx_grad + c, load(dy + r * ldy + c) * k, accumulate);
   }
 };
 
@@ -327,11 +338,36 @@ using namespace detail;  // NOLINT(google-build-using-namespace)
 
 namespace {
 
+// A view's elements as T (nullptr for a view without data: an output not wanted).
+template <typename T>
+const T* typed(const ConstMatrixView& v) {
+  if (v.data == nullptr) return nullptr;
+  if constexpr (sizeof(T) == 2)
+    return v.bf16();
+  else
+    return v.f32();
+}
+template <typename T>
+T* typed(const MatrixView& v) {
+  return const_cast<T*>(typed<T>(ConstMatrixView(v)));
+}
+
+// Runs body(T{}) with T = BFloat16 when every view with data is bf16, T = float when none is (shapes
+// checked by the caller); a call mixing the two goes through the emulation (bf16_widen.h), which
+// calls back here with f32 views.
+template <typename Body, typename Widened, typename... Views>
+void by_storage_type(Body body, Widened widened, const Views&... views) {
+  if (bf16_or_absent(views...)) return body(BFloat16{});
+  if (any_bf16(views...)) return widened();
+  body(float{});
+}
+
 // batch_norm_forward_training, and with `relu` batch_norm_relu_forward_training: one pass for the
 // statistics (streaming_statistics), one for y.
-void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
-                      const BatchNormStatsOut& stats, const BatchNormHyper& h, bool relu) {
-  const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
+template <typename T>
+void forward_training(const char* name, int64_t rows, int64_t channels, const T* x, int64_t ldx, T* y, int64_t ldy,
+                      const BatchNormChannels& ch, const BatchNormStatsOut& stats, const BatchNormHyper& h,
+                      bool relu) {
   if (rows <= 0 || channels <= 0) return;  // no statistics to take; nothing is written
   const double m = double(rows);
   // Temporaries: the float mean and invstd [C] each.
@@ -340,40 +376,40 @@ void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_vie
   float* invstd_f = mean_f + channels;
   const double var_factor = (h.unbiased_running_var && rows > 1) ? m / (m - 1.0) : 1.0;
   streaming_statistics(rows, channels, x, ldx,
-                       StreamingStatisticsFinish{m, double(h.eps), double(h.momentum), var_factor, x, mean_f,
-                                                 invstd_f, stats.saved_mean, stats.saved_invstd, stats.running_mean,
-                                                 stats.running_var},
+                       StreamingStatisticsFinish<T>{m, double(h.eps), double(h.momentum), var_factor, x, mean_f,
+                                                    invstd_f, stats.saved_mean, stats.saved_invstd,
+                                                    stats.running_mean, stats.running_var},
                        name);
   if (relu)
-    detail::for_each_element(rows, channels, NormaliseReluOp{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy},
-                             name);
+    detail::for_each_element(rows, channels,
+                             NormaliseReluOp<T>{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy}, name);
   else
-    detail::for_each_element(rows, channels, NormaliseOp{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy},
+    detail::for_each_element(rows, channels, NormaliseOp<T>{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy},
                              name);
 }
 
 // batch_norm_forward_eval, and with `relu` batch_norm_relu_forward_eval.
-void forward_eval(const char* name, ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
-                  const BatchNormHyper& h, bool relu) {
-  const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
+template <typename T>
+void forward_eval(const char* name, int64_t rows, int64_t channels, const T* x, int64_t ldx, T* y, int64_t ldy,
+                  const BatchNormChannels& ch, const BatchNormHyper& h, bool relu) {
   if (rows <= 0 || channels <= 0) return;
   detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
   float* invstd = scratch.as<float>();
   detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd}, name);
   if (relu)
     detail::for_each_element(rows, channels,
-                             NormaliseReluOp{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy}, name);
+                             NormaliseReluOp<T>{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy}, name);
   else
-    detail::for_each_element(rows, channels, NormaliseOp{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy},
-                             name);
+    detail::for_each_element(rows, channels,
+                             NormaliseOp<T>{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy}, name);
 }
 
 // batch_norm_backward_training, and with `relu` batch_norm_relu_backward_training (dy masked by [z > 0],
-// z recomputed from x): the per-channel sums, then dx.
-void backward_training(const char* name, ConstMatrixView x_view, ConstMatrixView dy_view, const BatchNormChannels& ch,
-                       MatrixView dx_view, bool accumulate_dx, const BatchNormParamGrads& grads, bool relu) {
-  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
-      batch_norm_backward_operands(name, x_view, dy_view, dx_view);
+// z recomputed from x): the per-channel sums, then dx (nullable).
+template <typename T>
+void backward_training(const char* name, int64_t rows, int64_t channels, const T* x, int64_t ldx, const T* dy,
+                       int64_t ldy, T* dx, int64_t ldx_grad, const BatchNormChannels& ch, bool accumulate_dx,
+                       const BatchNormParamGrads& grads, bool relu) {
   if (rows <= 0 || channels <= 0) return;
   if (!dx && !grads.dgamma && !grads.dbeta) return;
   const double m = double(rows);
@@ -386,71 +422,28 @@ void backward_training(const char* name, ConstMatrixView x_view, ConstMatrixView
   const GradFinish finish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat};
   if (relu)
     detail::column_reduce_parallel_finish<2>(
-        rows, channels, ReluGradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta},
+        rows, channels, ReluGradSumsLoad<T>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta},
         finish, name);
   else
     detail::column_reduce_parallel_finish<2>(
-        rows, channels, GradSumsLoad{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd}, finish, name);
+        rows, channels, GradSumsLoad<T>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd}, finish, name);
   if (!dx) return;
   if (relu)
     detail::for_each_element(rows, channels,
-                             ReluTrainingDxOp{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta, k,
-                                              mean_dy, mean_dy_xhat, dx, ldx_grad, accumulate_dx},
+                             ReluTrainingDxOp<T>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta,
+                                                 k, mean_dy, mean_dy_xhat, dx, ldx_grad, accumulate_dx},
                              name);
   else
     detail::for_each_element(rows, channels,
-                             TrainingDxOp{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, k, mean_dy, mean_dy_xhat,
-                                          dx, ldx_grad, accumulate_dx},
+                             TrainingDxOp<T>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, k, mean_dy,
+                                             mean_dy_xhat, dx, ldx_grad, accumulate_dx},
                              name);
 }
 
-}  // namespace
-
-void batch_norm_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
-                                 const BatchNormStatsOut& stats, const BatchNormHyper& h) {
-  if (any_bf16(x, y)) return run_widened(&batch_norm_forward_training, x, y, ch, stats, h);
-  forward_training("batch_norm_forward_training", x, y, ch, stats, h, false);
-}
-
-void batch_norm_relu_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
-                                      const BatchNormStatsOut& stats, const BatchNormHyper& h) {
-  if (any_bf16(x, y)) return run_widened(&batch_norm_relu_forward_training, x, y, ch, stats, h);
-  forward_training("batch_norm_relu_forward_training", x, y, ch, stats, h, true);
-}
-
-void batch_norm_relu_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
-                                  const BatchNormHyper& h) {
-  if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_relu_forward_eval, x_view, y_view, ch, h);
-  forward_eval("batch_norm_relu_forward_eval", x_view, y_view, ch, h, true);
-}
-
-void batch_norm_relu_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
-                                       const BatchNormChannels& ch, MatrixView dx_view, bool accumulate_dx,
-                                       const BatchNormParamGrads& grads) {
-  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_relu_backward_training, x_view, dy_view, ch, dx_view, accumulate_dx, grads);
-  backward_training("batch_norm_relu_backward_training", x_view, dy_view, ch, dx_view, accumulate_dx, grads, true);
-}
-
-void batch_norm_forward_eval(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
-                             const BatchNormHyper& h) {
-  if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_forward_eval, x_view, y_view, ch, h);
-  forward_eval("batch_norm_forward_eval", x_view, y_view, ch, h, false);
-}
-
-void batch_norm_backward_training(ConstMatrixView x_view, ConstMatrixView dy_view,
-                                  const BatchNormChannels& ch, MatrixView dx_view,
-                                  bool accumulate_dx, const BatchNormParamGrads& grads) {
-  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_backward_training, x_view, dy_view, ch, dx_view, accumulate_dx, grads);
-  backward_training("batch_norm_backward_training", x_view, dy_view, ch, dx_view, accumulate_dx, grads, false);
-}
-
-void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
-                              const BatchNormChannels& ch, const BatchNormHyper& h,
-                              MatrixView dx_view, bool accumulate_dx,
-                              const BatchNormParamGrads& grads) {
-  if (any_bf16(x_view, dy_view, dx_view)) return run_widened(&batch_norm_backward_eval, x_view, dy_view, ch, h, dx_view, accumulate_dx, grads);
-  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
-      batch_norm_backward_operands("batch_norm_backward_eval", x_view, dy_view, dx_view);
+template <typename T>
+void backward_eval(int64_t rows, int64_t channels, const T* x, int64_t ldx, const T* dy, int64_t ldy, T* dx,
+                   int64_t ldx_grad, const BatchNormChannels& ch, const BatchNormHyper& h, bool accumulate_dx,
+                   const BatchNormParamGrads& grads) {
   if (rows <= 0 || channels <= 0) return;
   detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
   float* invstd = scratch.as<float>();
@@ -458,14 +451,93 @@ void batch_norm_backward_eval(ConstMatrixView x_view, ConstMatrixView dy_view,
                          "batch_norm_backward_eval (invstd)");
   if (grads.dgamma || grads.dbeta)
     detail::column_reduce_parallel_finish<2>(
-        rows, channels, GradSumsLoad{x, ldx, dy, ldy, ch.running_mean, invstd},
-        GradFinish{double(rows), grads.dgamma, grads.dbeta, ch.gamma, invstd, nullptr, nullptr,
-                   nullptr},
+        rows, channels, GradSumsLoad<T>{x, ldx, dy, ldy, ch.running_mean, invstd},
+        GradFinish{double(rows), grads.dgamma, grads.dbeta, ch.gamma, invstd, nullptr, nullptr, nullptr},
         "batch_norm_backward_eval (sums)");
   if (!dx) return;
-  detail::for_each_element(rows, channels,
-                           EvalDxOp{dy, ldy, ch.gamma, invstd, dx, ldx_grad, accumulate_dx},
+  detail::for_each_element(rows, channels, EvalDxOp<T>{dy, ldy, ch.gamma, invstd, dx, ldx_grad, accumulate_dx},
                            "batch_norm_backward_eval (dx)");
+}
+
+// The forwards and backwards on views: the shapes checked once, then the typed body on the views'
+// storage type (by_storage_type).
+template <typename Widened>
+void forward_views(const char* name, ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                   const BatchNormStatsOut* stats, const BatchNormHyper& h, bool relu, Widened widened) {
+  check_same_shape(name, x, y);
+  by_storage_type(
+      [&](auto type) {
+        using T = decltype(type);
+        if (stats)
+          forward_training(name, x.rows, x.cols, typed<T>(x), x.ld, typed<T>(y), y.ld, ch, *stats, h, relu);
+        else
+          forward_eval(name, x.rows, x.cols, typed<T>(x), x.ld, typed<T>(y), y.ld, ch, h, relu);
+      },
+      widened, x, y);
+}
+
+template <typename Widened>
+void backward_views(const char* name, ConstMatrixView x, ConstMatrixView dy, MatrixView dx,
+                    const BatchNormChannels& ch, const BatchNormHyper* eval, bool accumulate_dx,
+                    const BatchNormParamGrads& grads, bool relu, Widened widened) {
+  check_same_shape(name, x, dy);
+  if (dx.data) check_same_shape(name, x, dx);
+  by_storage_type(
+      [&](auto type) {
+        using T = decltype(type);
+        if (eval)
+          backward_eval(x.rows, x.cols, typed<T>(x), x.ld, typed<T>(dy), dy.ld, typed<T>(dx), dx.ld, ch, *eval,
+                        accumulate_dx, grads);
+        else
+          backward_training(name, x.rows, x.cols, typed<T>(x), x.ld, typed<T>(dy), dy.ld, typed<T>(dx), dx.ld, ch,
+                            accumulate_dx, grads, relu);
+      },
+      widened, x, dy, dx);
+}
+
+}  // namespace
+
+void batch_norm_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                                 const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  forward_views("batch_norm_forward_training", x, y, ch, &stats, h, false,
+                [&] { run_widened(&batch_norm_forward_training, x, y, ch, stats, h); });
+}
+
+void batch_norm_relu_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                                      const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  forward_views("batch_norm_relu_forward_training", x, y, ch, &stats, h, true,
+                [&] { run_widened(&batch_norm_relu_forward_training, x, y, ch, stats, h); });
+}
+
+void batch_norm_forward_eval(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                             const BatchNormHyper& h) {
+  forward_views("batch_norm_forward_eval", x, y, ch, nullptr, h, false,
+                [&] { run_widened(&batch_norm_forward_eval, x, y, ch, h); });
+}
+
+void batch_norm_relu_forward_eval(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
+                                  const BatchNormHyper& h) {
+  forward_views("batch_norm_relu_forward_eval", x, y, ch, nullptr, h, true,
+                [&] { run_widened(&batch_norm_relu_forward_eval, x, y, ch, h); });
+}
+
+void batch_norm_backward_training(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
+                                  MatrixView dx, bool accumulate_dx, const BatchNormParamGrads& grads) {
+  backward_views("batch_norm_backward_training", x, dy, dx, ch, nullptr, accumulate_dx, grads, false,
+                 [&] { run_widened(&batch_norm_backward_training, x, dy, ch, dx, accumulate_dx, grads); });
+}
+
+void batch_norm_relu_backward_training(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
+                                       MatrixView dx, bool accumulate_dx, const BatchNormParamGrads& grads) {
+  backward_views("batch_norm_relu_backward_training", x, dy, dx, ch, nullptr, accumulate_dx, grads, true,
+                 [&] { run_widened(&batch_norm_relu_backward_training, x, dy, ch, dx, accumulate_dx, grads); });
+}
+
+void batch_norm_backward_eval(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
+                              const BatchNormHyper& h, MatrixView dx, bool accumulate_dx,
+                              const BatchNormParamGrads& grads) {
+  backward_views("batch_norm_backward_eval", x, dy, dx, ch, &h, accumulate_dx, grads, false,
+                 [&] { run_widened(&batch_norm_backward_eval, x, dy, ch, h, dx, accumulate_dx, grads); });
 }
 
 }  // namespace kernels::cuda

@@ -2,13 +2,16 @@
 // Tolerances (atol + rtol |ref|):
 //   BCE loss (double, reduction order differs):  1e-12 relative
 //   BCE gradient (double maths, float result):   1e-10 + 1e-6 |ref|
+//   bf16 operands against the CPU emulation:     loss 1e-12 relative, gradient one bf16 ulp (8e-3 |ref|)
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "engine/tensor.h"
 #include "gpu_test_util.h"
 #include "kernels/loss.h"
 #include "support/kernel_cases.h"
@@ -67,6 +70,58 @@ TEST_P(CudaBce, ForwardBackward) {
                                             accumulate);
     EXPECT_TRUE(close(dz.download(), ref, 1e-10, 1e-6)) << "accumulate " << accumulate;
   }
+}
+
+// bf16 operands are read natively, in any mix (bf16 logits and dlogits beside f32 targets and weights:
+// the mixed-precision head; or everything bf16): the CPU emulation's loss (the same double maths on
+// the same widened values: 1e-12 relative) and gradient (one rounding to bf16 of the f32 result: one
+// bf16 ulp, 1e-10 + 8e-3 |ref|), through both entry points (host dloss, and device loss / dloss).
+TEST_P(CudaBce, Bf16OperandsMatchCpuEmulation) {
+  SKIP_WITHOUT_CUDA();
+  const BceCase c = GetParam();
+  const size_t n = size_t(c.n);
+  const std::vector<float> logits = away_from_zero(n, 81, 0.05f, 6.0f);
+  const std::vector<float> targets = uniform(n, 82, 0.0f, 1.0f), weights = uniform(n, 83, 0.25f, 2.0f);
+  const std::vector<float> prior = away_from_zero(n, 84);
+  using engine::Tensor;
+  using kernels::DType;
+  for (bool all_bf16 : {false, true})
+    for (bool accumulate : {false, true}) {
+      SCOPED_TRACE(std::string(all_bf16 ? "all bf16" : "bf16 logits, f32 targets") +
+                   (accumulate ? ", accumulate" : ""));
+      const DType other = all_bf16 ? DType::bf16 : DType::f32;
+      auto run = [&](engine::Device d, double* loss, std::vector<float>* dz_host, std::vector<float>* dz_from_host) {
+        const Tensor z = Tensor::from_vector({c.n, 1}, logits, d, DType::bf16);
+        const Tensor t = Tensor::from_vector({c.n, 1}, targets, d, other);
+        const Tensor w = Tensor::from_vector({c.n, 1}, weights, d, other);
+        const Tensor dz = Tensor::from_vector({c.n, 1}, accumulate ? prior : std::vector<float>(n, kNaN), d, DType::bf16);
+        const Tensor dz_from = dz.clone();
+        const Tensor loss_out = Tensor::zeros({1}, d), dloss = Tensor::full({1}, 0.75f, d);
+        const kernels::ConstMatrixView zv(z.raw_data(), c.n, 1, 1, DType::bf16), tv(t.raw_data(), c.n, 1, 1, other);
+        const kernels::ConstMatrixView wv(c.weights ? w.raw_data() : nullptr, c.n, 1, 1, other);
+        const kernels::MatrixView dzv(dz.raw_data(), c.n, 1, 1, DType::bf16), dz_fromv(dz_from.raw_data(), c.n, 1, 1, DType::bf16);
+        if (d.is_cpu()) {
+          *loss = kernels::cpu::bce_with_logits_forward(zv, tv, wv);
+          kernels::cpu::bce_with_logits_backward(zv, tv, wv, 0.75f, dzv, accumulate);
+          kernels::cpu::bce_with_logits_backward_from(zv, tv, wv, dloss.data(), dz_fromv, accumulate);
+        } else {
+          *loss = kernels::cuda::bce_with_logits_forward(zv, tv, wv);
+          kernels::cuda::bce_with_logits_forward_to(zv, tv, wv, loss_out.data());
+          EXPECT_NEAR(loss_out.to_vector()[0], *loss, 1e-6 * std::fabs(*loss)) << "forward_to";
+          kernels::cuda::bce_with_logits_backward(zv, tv, wv, 0.75f, dzv, accumulate);
+          kernels::cuda::bce_with_logits_backward_from(zv, tv, wv, dloss.data(), dz_fromv, accumulate);
+        }
+        *dz_host = dz.to_vector();
+        *dz_from_host = dz_from.to_vector();
+      };
+      double cpu_loss = 0, gpu_loss = 0;
+      std::vector<float> cpu_dz, cpu_dz_from, gpu_dz, gpu_dz_from;
+      run(engine::Device::cpu(), &cpu_loss, &cpu_dz, &cpu_dz_from);
+      run(engine::Device::cuda(), &gpu_loss, &gpu_dz, &gpu_dz_from);
+      EXPECT_NEAR(gpu_loss, cpu_loss, 1e-12 * std::fabs(cpu_loss));
+      EXPECT_TRUE(close(gpu_dz, cpu_dz, 1e-10, 8e-3)) << "backward";
+      EXPECT_TRUE(close(gpu_dz_from, cpu_dz_from, 1e-10, 8e-3)) << "backward_from";
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(
