@@ -1,6 +1,6 @@
 // Micro-benchmark of the CUDA backend's kernels on DenseNet and Inception-ResNet-v2 shapes: achieved
 // GB/s for the memory-bound kernels (batch norm, batch norm fused with ReLU, ReLU, add, copy into a concatenation slice, pooling,
-// a reduction, Adam over 20M parameters) and TFLOP/s for the cuDNN convolutions and cuBLAS GEMMs
+// a reduction, binary cross-entropy, Adam over 20M parameters; f32 and bf16 activations) and TFLOP/s for the cuDNN convolutions and cuBLAS GEMMs
 // (TF32 on by default), next to the device's peak.
 //
 //   bench_gpu_kernels [--quick] [-b|--batch N] [--runs N] [--no-tf32]      (--help: the flags, with defaults)
@@ -34,6 +34,7 @@
 #include "kernels/cuda/runtime.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/loss.h"
 #include "kernels/optimizer.h"
 #include "kernels/pool.h"
 #endif
@@ -127,6 +128,23 @@ struct Buffer {
   ~Buffer() { kc::release(ptr); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
+};
+
+// A device buffer of bf16 values, set to a constant (rounded once).
+struct Bf16Buffer {
+  void* ptr = nullptr;
+  int64_t size = 0;
+  Bf16Buffer(int64_t n, float value) : size(n) {
+    ptr = kc::allocate(size_t(n) * 2, "benchmark buffer");
+    kc::fill(view(n, 1, 1), value);
+  }
+  ~Bf16Buffer() { kc::release(ptr); }
+  Bf16Buffer(const Bf16Buffer&) = delete;
+  Bf16Buffer& operator=(const Bf16Buffer&) = delete;
+  // [rows, cols] with row stride ld, from element `offset` on.
+  kernels::MatrixView view(int64_t rows, int64_t cols, int64_t ld, int64_t offset = 0) const {
+    return {static_cast<uint16_t*>(ptr) + offset, rows, cols, ld, kernels::DType::bf16};
+  }
 };
 
 double median_ms(const std::function<void()>& f, int runs) {
@@ -277,6 +295,79 @@ void run(const Options& options) {
     b.memory_row("column_sums (bias gradient)", shape, n, [&] {
       kc::column_sums({x.ptr, rows, C, C}, dgamma.ptr, false);
     });
+    // The element path of the maps (an odd row stride: no 16-byte loads), beside add's 16-byte one.
+    b.memory_row("add (ld 255: element path)", dims({N, 56, 56, 254}) + " of 255", 3 * n * 254 / 256, [&] {
+      kc::add({x.ptr, rows, 254, 255}, {dy.ptr, rows, 254, 255}, {y.ptr, rows, 254, 255});
+    });
+
+    // bf16 activations, native (half the bytes of the f32 rows above: at the same GB/s, half the time).
+    // Napkin at ~2.5 TB/s: relu_forward N=32 moves 2 x 51 MB = 0.10 GB in ~0.04 ms; batch-norm training
+    // forward reads x twice and writes y (3 x 51 MB) in ~0.06 ms, its backward 5 passes in ~0.1 ms.
+    const double h = double(rows * C) * 2;
+    Bf16Buffer x16(rows * C, 0.5f), y16(rows * C, 0.0f), dy16(rows * C, 0.25f), dx16(rows * C, 0.0f);
+    b.memory_row("relu_forward bf16", shape, 2 * h, [&] { kc::relu_forward(x16.view(rows, C, C), y16.view(rows, C, C)); });
+    b.memory_row("relu_backward bf16", shape, 3 * h, [&] {
+      kc::relu_backward(x16.view(rows, C, C), dy16.view(rows, C, C), dx16.view(rows, C, C), false);
+    });
+    b.memory_row("add bf16", shape, 3 * h, [&] {
+      kc::add(x16.view(rows, C, C), dy16.view(rows, C, C), y16.view(rows, C, C));
+    });
+    b.memory_row("scale bf16 (accumulate)", shape, 3 * h, [&] {
+      kc::scale(0.5f, x16.view(rows, C, C), y16.view(rows, C, C), true);
+    });
+    b.memory_row("copy 32 channels into a slice bf16", dims({N, 56, 56, 32}) + " of 256",
+                 2.0 * double(rows * 32) * 2, [&] {
+                   kc::copy(dy16.view(rows, 32, 32), y16.view(rows, 32, C, 224), false);
+                 });
+    b.memory_row("batch_norm_forward_training bf16", shape, 2 * h, [&] {
+      kc::batch_norm_forward_training(x16.view(rows, C, C), y16.view(rows, C, C), {gamma.ptr, beta.ptr},
+                                      {mean.ptr, invstd.ptr, rm.ptr, rv.ptr}, {1e-3f, 0.01f, false});
+    });
+    b.memory_row("batch_norm_forward_eval bf16", shape, 2 * h, [&] {
+      kc::batch_norm_forward_eval(x16.view(rows, C, C), y16.view(rows, C, C), {gamma.ptr, beta.ptr, rm.ptr, rv.ptr},
+                                  {1e-3f});
+    });
+    b.memory_row("batch_norm_backward_training bf16", shape, 3 * h, [&] {
+      kc::batch_norm_backward_training(x16.view(rows, C, C), dy16.view(rows, C, C),
+                                       {gamma.ptr, nullptr, nullptr, nullptr, mean.ptr, invstd.ptr},
+                                       dx16.view(rows, C, C), false, {dgamma.ptr, dbeta.ptr});
+    });
+    b.memory_row("batch_norm_backward_eval bf16", shape, 3 * h, [&] {
+      kc::batch_norm_backward_eval(x16.view(rows, C, C), dy16.view(rows, C, C),
+                                   {gamma.ptr, beta.ptr, rm.ptr, rv.ptr}, {1e-3f}, dx16.view(rows, C, C), false,
+                                   {dgamma.ptr, dbeta.ptr});
+    });
+    b.memory_row("batch_norm_relu_forward_training bf16", shape, 2 * h, [&] {
+      kc::batch_norm_relu_forward_training(x16.view(rows, C, C), y16.view(rows, C, C), {gamma.ptr, beta.ptr},
+                                           {mean.ptr, invstd.ptr, rm.ptr, rv.ptr}, {1e-3f, 0.01f, false});
+    });
+    b.memory_row("batch_norm_relu_forward_eval bf16", shape, 2 * h, [&] {
+      kc::batch_norm_relu_forward_eval(x16.view(rows, C, C), y16.view(rows, C, C),
+                                       {gamma.ptr, beta.ptr, rm.ptr, rv.ptr}, {1e-3f});
+    });
+    b.memory_row("batch_norm_relu_backward_training bf16", shape, 3 * h, [&] {
+      kc::batch_norm_relu_backward_training(x16.view(rows, C, C), dy16.view(rows, C, C),
+                                            {gamma.ptr, beta.ptr, nullptr, nullptr, mean.ptr, invstd.ptr},
+                                            dx16.view(rows, C, C), false, {dgamma.ptr, dbeta.ptr});
+    });
+  }
+  {  // Binary cross-entropy over 1M logits (bandwidth, not the batch-size latency): f32, and bf16 logits
+     // and gradient beside f32 targets (the mixed-precision head). Backward reads z, t, w, writes dz.
+    const int64_t n = 1 << 20;
+    Buffer z(n, 0.5f), t(n, 1.0f), w(n, 1.0f), dz(n, 0.0f), dloss(1, 1.0f);
+    Bf16Buffer z16(n, 0.5f), dz16(n, 0.0f);
+    const std::string shape = std::to_string(n) + " logits";
+    b.memory_row("bce_with_logits_backward_from", shape, 4.0 * double(n) * 4, [&] {
+      kc::bce_with_logits_backward_from({z.ptr, n, 1, 1}, {t.ptr, n, 1, 1}, {w.ptr, n, 1, 1}, dloss.ptr,
+                                        {dz.ptr, n, 1, 1}, false);
+    });
+    b.memory_row("bce_with_logits_backward_from bf16", shape, double(n) * (2 + 4 + 4 + 2), [&] {
+      kc::bce_with_logits_backward_from(z16.view(n, 1, 1), {t.ptr, n, 1, 1}, {w.ptr, n, 1, 1}, dloss.ptr,
+                                        dz16.view(n, 1, 1), false);
+    });
+    b.memory_row("bce_with_logits_forward_to bf16", shape, double(n) * (2 + 4 + 4), [&] {
+      kc::bce_with_logits_forward_to(z16.view(n, 1, 1), {t.ptr, n, 1, 1}, {w.ptr, n, 1, 1}, dz.ptr);
+    });
   }
   {  // Pools: DenseNet stem max pool, transition average pool; global average pool
     kernels::Pool2dGeometry g;
@@ -306,6 +397,14 @@ void run(const Options& options) {
     b.memory_row("max_pool2d_backward_argmax", shape, double(in + 2 * out) * 4, [&] {
       kc::max_pool2d_backward_argmax(g, cells, {dy.ptr, g.output_rows(), g.channels, 64},
                                      {dx.ptr, g.input_rows(), g.channels, 64}, false);
+    });
+    Bf16Buffer x16(in, 0.5f), dx16(in, 0.0f), y16(out, 0.0f), dy16(out, 0.25f);
+    b.memory_row("max_pool2d_forward_argmax bf16", shape, double(in + out) * 2 + double(out) * 4, [&] {
+      kc::max_pool2d_forward_argmax(g, x16.view(g.input_rows(), 64, 64), y16.view(g.output_rows(), 64, 64), cells);
+    });
+    b.memory_row("max_pool2d_backward_argmax bf16", shape, double(in + out) * 2 + double(out) * 4, [&] {
+      kc::max_pool2d_backward_argmax(g, cells, dy16.view(g.output_rows(), 64, 64), dx16.view(g.input_rows(), 64, 64),
+                                     false);
     });
   }
   {
