@@ -180,13 +180,14 @@ struct AddRowVectorOp {
   __device__ void operator()(int64_t r, int64_t c) const { dst[r * ld + c] += v[c]; }
 };
 
-// Element i of a [rows, cols] row-strided matrix, as a double (for sum).
+// Element i of a [rows, cols] row-strided matrix, as a double (for sum); a division only when strided.
 struct MatrixElement {
   const float* x;
   int64_t cols;
   int64_t ld;
   template <typename Index>
   __device__ double operator()(Index i) const {
+    if (cols == ld) return double(x[int64_t(i)]);  // dense: no division
     const Index r = i / Index(cols);
     return double(x[int64_t(r) * ld + int64_t(i - r * Index(cols))]);
   }
