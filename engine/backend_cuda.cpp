@@ -49,7 +49,8 @@ class CudaBackend final : public DeviceBackend {
   std::vector<std::pair<std::string, std::string>> runtime_info() const override {
     return {{"cuda_runtime", kernels::cuda::runtime_version()},
             {"cudnn", kernels::cuda::cudnn_version()},
-            {"tf32", kernels::cuda::allow_tf32() ? "on" : "off"}};
+            {"tf32", kernels::cuda::allow_tf32() ? "on" : "off"},
+            {"conv_algo_search", kernels::cuda::conv_algo_search_name(kernels::cuda::conv_algo_search())}};
   }
 
   void* allocate(size_t bytes) const override { return bytes ? kernels::cuda::allocate(bytes) : nullptr; }

@@ -35,6 +35,10 @@ struct Conv2dOptions {
 // block buffer) that receives the result; it is also what is returned.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options,
               const Tensor& out = Tensor());
+// Inference: relu(conv2d(x, weight, bias, options)) in one kernel (one cuDNN call on the GPU, the same
+// values as the two ops on the CPU); bias may be undefined (zeros). It has no backward: it refuses inputs
+// that require a gradient while grad mode is on.
+Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options);
 
 // ---- Batch normalisation --------------------------------------------------------------------------
 struct BatchNormOptions {

@@ -8,10 +8,16 @@
 //   dw[o, kh, kw, i] = sum over (n, oh, ow) of dy[n, oh, ow, o] * x[n, oh*sh - pt + kh, ow*sw - pl + kw, i]
 //   dbias[o]         = sum over (n, oh, ow) of dy[n, oh, ow, o]
 //
-// conv2d_forward_mixed is the forward over mixed element types (docs/precision.md): x and w both f32 or
-// both bf16, y f32 or bf16, no bias; inputs widened exactly, products and sums in f32, y rounded once
-// to its type (nearest even). The CPU widens into f32 copies and runs conv2d_forward (the reference);
-// CUDA runs cuDNN on bf16 x, w and y directly (f32 compute), and f32 copies otherwise.
+// conv2d_forward_mixed and conv2d_backward_data_mixed are the forward and backward data over mixed
+// element types (docs/precision.md), the weight a dense [out_c, kh * kw * in_c] view of f32 or bf16
+// (the bf16 working copy of the engine's ops): inputs widened exactly, products and sums in f32, each
+// bf16 output rounded once to nearest even (on the GPU the forward's bias is added after cuDNN's rounding
+// and rounded again: kernels/cuda/conv_cudnn.cpp). The CPU widens into f32 copies and runs the f32
+// kernels (the reference); CUDA runs cuDNN on bf16 operands directly (f32 compute) where all are bf16,
+// and f32 copies otherwise. conv2d_backward_filter takes bf16 x and dy as they are (f32 dw and dbias).
+//
+// conv2d_bias_relu_forward is the inference forward y = max(conv(x, w) + bias, 0): on the CPU the
+// forward then ReLU (the same values), on the GPU one fused cuDNN call (f32).
 #pragma once
 #include <cstdint>
 #include <stdexcept>
@@ -73,6 +79,22 @@ inline MixedConvOperands conv_forward_mixed_operands(const char* kernel, const C
   check_dense(kernel, w);
   check_output(kernel, g, y);
   return {x.dtype, y.dtype};
+}
+
+// conv2d_backward_data_mixed's checks: dy [output_rows, out_c], w [out_c, kh * kw * in_c] dense, dx
+// [input_rows, in_c]; each f32 or bf16.
+inline void conv_backward_data_mixed_operands(const char* kernel, const Conv2dGeometry& g, ConstMatrixView dy,
+                                              ConstMatrixView w, MatrixView dx) {
+  check_input(kernel, g, dx);
+  if (g.output_rows() > 0) check_output(kernel, g, dy);
+  check_shape(kernel, w, g.out_c, g.kernel_h * g.kernel_w * g.in_c);
+  check_dense(kernel, w);
+}
+
+// The fused forward needs its bias (a convolution without one passes zeros).
+inline void conv_bias_relu_check(const char* kernel, const float* bias) {
+  if (bias == nullptr)
+    throw std::invalid_argument(std::string("kernels: ") + kernel + ": bias is null; pass zeros for no bias");
 }
 
 }  // namespace kernels

@@ -1,8 +1,11 @@
 // conv2d: forward through the device's conv2d_forward (im2col + GEMM on the CPU, cuDNN on the GPU); backward gives dx (backward-data), dweight
 // (backward-filter) and dbias. Shapes: x [N, H, W, I], weight [O, KH, KW, I], out [N, OH, OW, O].
-// A bf16 x (docs/precision.md) gives a bf16 y and dx: the kernels read the weight as its bf16 working copy
-// (an f32 weight is rounded once per call, exactly as the training step's bf16 copy would be), accumulate
-// in f32, add the f32 bias and round y once; dweight and dbias stay f32.
+// A bf16 x (docs/precision.md) gives a bf16 y and dx through the mixed-precision kernels: they read the
+// weight as its bf16 working copy (detail::bf16_working_copy), accumulate in f32, add the f32 bias and round
+// y once (cuDNN bf16 on the GPU); dweight and dbias stay f32.
+// conv2d_bias_relu: the inference forward relu(conv2d(x, w, b)) through conv2d_bias_relu_forward (one
+// cuDNN call on the GPU), no backward.
+#include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/common.h"
 #include "kernels/conv.h"
@@ -10,12 +13,37 @@
 namespace engine {
 namespace {
 
-// The weight the kernels read: for a bf16 input its bf16 working copy, held widened (exactly) in f32
-// because the conv kernels take f32 weights; for an f32 input the weight itself, dense.
-Tensor bf16_working_weight(const Tensor& weight, DType input_dtype) {
-  if (weight.dtype() == DType::bf16 || input_dtype == DType::bf16)
-    return detail::bf16_working_copy(weight).to(DType::f32);
-  return weight.contiguous();
+// The weight the kernels read: for a bf16 input its bf16 working copy (the mixed-precision kernels take it
+// as it is); for an f32 input the weight in f32, dense (a bf16 weight widened exactly).
+Tensor kernel_weight(const Tensor& weight, DType input_dtype) {
+  if (input_dtype == DType::bf16) return detail::bf16_working_copy(weight);
+  return weight.dtype() == DType::bf16 ? weight.to(DType::f32) : weight.contiguous();
+}
+
+// A dense weight [O, KH, KW, I] as the kernels' dense [O, KH * KW * I] view.
+kernels::ConstMatrixView weight_rows(const Tensor& w) {
+  const int64_t cols = w.size(1) * w.size(2) * w.size(3);
+  return {w.raw_data(), w.size(0), cols, cols, w.dtype()};
+}
+
+// The geometry of conv2d(x, weight, options), checked.
+kernels::Conv2dGeometry conv_geometry(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                      const Conv2dOptions& options) {
+  ENGINE_CHECK(x.ndim() == 4) << op << ": input must be NHWC [N, H, W, C], got " << x.str();
+  ENGINE_CHECK(weight.ndim() == 4 && weight.size(3) == x.size(3))
+      << op << ": weight must be OHWI [O, KH, KW, " << x.size(3) << "], got " << weight.str();
+  ENGINE_CHECK(options.stride_h > 0 && options.stride_w > 0) << op << ": strides must be positive";
+  kernels::Conv2dGeometry g;
+  g.batch = x.size(0), g.in_h = x.size(1), g.in_w = x.size(2), g.in_c = x.size(3);
+  g.out_c = weight.size(0), g.kernel_h = weight.size(1), g.kernel_w = weight.size(2);
+  g.stride_h = options.stride_h, g.stride_w = options.stride_w;
+  g.pad_top = options.pad_top, g.pad_bottom = options.pad_bottom;
+  g.pad_left = options.pad_left, g.pad_right = options.pad_right;
+  ENGINE_CHECK(g.in_h + g.pad_top + g.pad_bottom >= g.kernel_h && g.in_w + g.pad_left + g.pad_right >= g.kernel_w)
+      << op << ": kernel " << g.kernel_h << "x" << g.kernel_w << " larger than the padded input " << x.str();
+  ENGINE_CHECK(!bias.defined() || (bias.ndim() == 1 && bias.size(0) == g.out_c))
+      << op << ": bias must be [" << g.out_c << "], got " << bias.str();
+  return g;
 }
 
 }  // namespace
@@ -37,21 +65,7 @@ Conv2dOptions Conv2dOptions::same(int64_t in_h, int64_t in_w, int64_t kernel_h, 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options,
               const Tensor& out) {
   detail::check_same_device("conv2d", {x, weight, bias, out});
-  ENGINE_CHECK(x.ndim() == 4) << "conv2d: input must be NHWC [N, H, W, C], got " << x.str();
-  ENGINE_CHECK(weight.ndim() == 4 && weight.size(3) == x.size(3))
-      << "conv2d: weight must be OHWI [O, KH, KW, " << x.size(3) << "], got " << weight.str();
-  ENGINE_CHECK(options.stride_h > 0 && options.stride_w > 0) << "conv2d: strides must be positive";
-  kernels::Conv2dGeometry g;
-  g.batch = x.size(0), g.in_h = x.size(1), g.in_w = x.size(2), g.in_c = x.size(3);
-  g.out_c = weight.size(0), g.kernel_h = weight.size(1), g.kernel_w = weight.size(2);
-  g.stride_h = options.stride_h, g.stride_w = options.stride_w;
-  g.pad_top = options.pad_top, g.pad_bottom = options.pad_bottom;
-  g.pad_left = options.pad_left, g.pad_right = options.pad_right;
-  ENGINE_CHECK(g.in_h + g.pad_top + g.pad_bottom >= g.kernel_h && g.in_w + g.pad_left + g.pad_right >= g.kernel_w)
-      << "conv2d: kernel " << g.kernel_h << "x" << g.kernel_w << " larger than the padded input "
-      << x.str();
-  ENGINE_CHECK(!bias.defined() || (bias.ndim() == 1 && bias.size(0) == g.out_c))
-      << "conv2d: bias must be [" << g.out_c << "], got " << bias.str();
+  const kernels::Conv2dGeometry g = conv_geometry("conv2d", x, weight, bias, options);
   const Shape out_shape{g.batch, g.out_h(), g.out_w(), g.out_c};
   Tensor y = out.defined() ? out : Tensor::empty(out_shape, x.device(), x.dtype());
   ENGINE_CHECK(y.dtype() == x.dtype()) << "conv2d: out is " << y.str() << " for a " << dtype_name(x.dtype())
@@ -61,27 +75,51 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   ENGINE_CHECK(detail::is_row_matrix(y)) << "conv2d: out must be dense or a channel slice";
 
   const Tensor xr = detail::as_row_matrix(x);
-  const Tensor w = bf16_working_weight(weight, x.dtype());
+  const bool mixed = x.dtype() == DType::bf16;
+  const Tensor w = kernel_weight(weight, x.dtype());
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
-  ENGINE_KERNEL(x.device(), conv2d_forward)(g, detail::as_rows(xr), w.data(), detail::data_or_null(b),
-                                            detail::as_rows(y));
+  if (mixed)
+    ENGINE_KERNEL(x.device(), conv2d_forward_mixed)(g, detail::as_rows(xr), weight_rows(w), detail::data_or_null(b),
+                                                    detail::as_rows(y));
+  else
+    ENGINE_KERNEL(x.device(), conv2d_forward)(g, detail::as_rows(xr), w.data(), detail::data_or_null(b),
+                                              detail::as_rows(y));
 
   const bool need_dx = x.requires_grad();
   const bool need_dw = weight.requires_grad() || (bias.defined() && bias.requires_grad());
   record(y, "conv2d", {x, weight, bias},
-         [g, xr, w, has_bias = bias.defined(), need_dx, need_dw](const Tensor& dy_in) {
+         [g, xr, w, mixed, has_bias = bias.defined(), need_dx, need_dw](const Tensor& dy_in) {
            const Tensor dy = detail::as_row_matrix(dy_in);
            const detail::Rows dym = detail::as_rows(dy);
            Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device(), xr.dtype()) : Tensor();
-           Tensor dw = need_dw ? Tensor::empty(w.shape(), w.device()) : Tensor();
+           Tensor dw = need_dw ? Tensor::empty(w.shape(), w.device()) : Tensor();  // f32
            Tensor db = need_dw && has_bias ? Tensor::empty({g.out_c}, w.device()) : Tensor();
-           if (need_dx)
+           if (need_dx && mixed)
+             ENGINE_KERNEL(dy.device(), conv2d_backward_data_mixed)(g, dym, weight_rows(w), detail::as_rows(dx), false);
+           else if (need_dx)
              ENGINE_KERNEL(dy.device(), conv2d_backward_data)(g, dym, w.data(), detail::as_rows(dx), false);
            if (need_dw)
              ENGINE_KERNEL(dy.device(), conv2d_backward_filter)(g, detail::as_rows(xr), dym, dw.data(),
                                                                 detail::data_or_null(db), false);
            return std::vector<Tensor>{dx, dw, db};
          });
+  return y;
+}
+
+Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) {
+  detail::check_same_device("conv2d_bias_relu", {x, weight, bias});
+  const bool wants_grad = x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad());
+  ENGINE_USER_CHECK(!(grad_enabled() && wants_grad))
+      << "conv2d_bias_relu is for inference and has no backward; call it under a NoGradGuard, or use "
+         "relu(conv2d(x, weight, bias, options)) when training";
+  const kernels::Conv2dGeometry g = conv_geometry("conv2d_bias_relu", x, weight, bias, options);
+  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.out_c}, x.device(), x.dtype());
+  const Tensor xr = detail::as_row_matrix(x);
+  // The fused kernel reads an f32 weight: for a bf16 x the bf16 working copy widened exactly, as conv2d reads it.
+  const Tensor w = x.dtype() == DType::bf16 ? detail::bf16_working_copy(weight).to(DType::f32)
+                                            : kernel_weight(weight, DType::f32);
+  const Tensor b = bias.defined() ? bias.contiguous() : Tensor::zeros({g.out_c}, x.device());
+  ENGINE_KERNEL(x.device(), conv2d_bias_relu_forward)(g, detail::as_rows(xr), w.data(), b.data(), detail::as_rows(y));
   return y;
 }
 

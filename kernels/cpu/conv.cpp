@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "kernels/convert.h"
+#include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 
 namespace kernels::cpu {
@@ -389,23 +390,41 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
   }
 }
 
+void conv2d_bias_relu_forward(const Conv2dGeometry& g, ConstMatrixView x, const float* w, const float* bias,
+                              MatrixView y) {
+  conv_bias_relu_check("conv2d_bias_relu_forward", bias);
+  conv2d_forward(g, x, w, bias, y);
+  relu_forward(y, y);  // a bf16 y: max(round(v), 0) == round(max(v, 0))
+}
+
 namespace {
 
-// The f32 forward with the weight as a view (dense [out_c, kh * kw * in_c]) and no bias: what
-// conv2d_forward_mixed runs on its widened operands.
-void conv2d_forward_view_weight(const Conv2dGeometry& g, ConstMatrixView x, ConstMatrixView w, MatrixView y) {
-  conv2d_forward(g, x, w.f32(), nullptr, y);
+// The f32 passes with the weight as a view (dense [out_c, kh * kw * in_c]): what the mixed-precision
+// kernels run on their widened operands.
+void conv2d_forward_view_weight(const Conv2dGeometry& g, ConstMatrixView x, ConstMatrixView w, const float* bias,
+                                MatrixView y) {
+  conv2d_forward(g, x, w.f32(), bias, y);
+}
+void conv2d_backward_data_view_weight(const Conv2dGeometry& g, ConstMatrixView dy, ConstMatrixView w, MatrixView dx,
+                                      bool accumulate) {
+  conv2d_backward_data(g, dy, w.f32(), dx, accumulate);
 }
 
 }  // namespace
 
-// The reference of the mixed-precision forward: bf16 x and w widened (exact), the f32 forward, a bf16 y
-// rounded once (kernels/bf16_emulation.h).
-void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView w_view,
+// The references of the mixed-precision kernels: bf16 operands widened (exact), the f32 kernel, each bf16
+// output rounded once (kernels/bf16_emulation.h).
+void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView w_view, const float* bias,
                           MatrixView y_view) {
   conv_forward_mixed_operands("conv2d_forward_mixed", g, x_view, w_view, y_view);
   if (g.output_rows() <= 0 || g.out_c <= 0) return;
-  run_widened(&conv2d_forward_view_weight, g, x_view, w_view, y_view);
+  run_widened(&conv2d_forward_view_weight, g, x_view, w_view, bias, y_view);
+}
+
+void conv2d_backward_data_mixed(const Conv2dGeometry& g, ConstMatrixView dy_view, ConstMatrixView w_view,
+                                MatrixView dx_view, bool accumulate) {
+  conv_backward_data_mixed_operands("conv2d_backward_data_mixed", g, dy_view, w_view, dx_view);
+  run_widened(&conv2d_backward_data_view_weight, g, dy_view, w_view, dx_view, accumulate);
 }
 
 }  // namespace kernels::cpu

@@ -248,6 +248,18 @@ std::atomic<bool> g_allow_tf32{true};
 std::atomic<bool> g_deterministic{false};
 std::atomic<size_t> g_conv_workspace_limit{size_t(1) << 30};
 
+// The convolution algorithm search, starting from ENGINE_CONV_ALGO_SEARCH (timed when unset).
+std::atomic<ConvAlgoSearch>& conv_algo_search_setting() {
+  static std::atomic<ConvAlgoSearch> setting{[] {
+    const char* value = std::getenv("ENGINE_CONV_ALGO_SEARCH");
+    if (value == nullptr || *value == '\0' || std::strcmp(value, "timed") == 0) return ConvAlgoSearch::timed;
+    if (std::strcmp(value, "heuristic") == 0) return ConvAlgoSearch::heuristic;
+    throw std::invalid_argument(std::string("ENGINE_CONV_ALGO_SEARCH=") + value +
+                                ": expected 'timed' or 'heuristic' (or leave it unset for timed)");
+  }()};
+  return setting;
+}
+
 }  // namespace
 }  // namespace detail
 
@@ -313,6 +325,11 @@ void set_deterministic(bool deterministic) { g_deterministic = deterministic; }
 bool deterministic() { return g_deterministic; }
 void set_conv_workspace_limit(size_t bytes) { g_conv_workspace_limit = bytes; }
 size_t conv_workspace_limit() { return g_conv_workspace_limit; }
+void set_conv_algo_search(ConvAlgoSearch search) { conv_algo_search_setting() = search; }
+ConvAlgoSearch conv_algo_search() { return conv_algo_search_setting(); }
+const char* conv_algo_search_name(ConvAlgoSearch search) {
+  return search == ConvAlgoSearch::timed ? "timed" : "heuristic";
+}
 
 bool sync_after_every_launch() {
   static const bool enabled = [] {

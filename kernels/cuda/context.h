@@ -52,6 +52,16 @@ void set_deterministic(bool deterministic);  // deterministic cuDNN algorithms o
 bool deterministic();
 void set_conv_workspace_limit(size_t bytes);  // per convolution call (default 1 GiB)
 size_t conv_workspace_limit();
+// How a convolution picks its cuDNN algorithm, once per shape (kernels/cuda/conv_cudnn.cpp): `timed` (the
+// default) runs each candidate that the heuristics offer and the filters allow (determinism, workspace
+// limit, TF32 policy) on the first call's inputs and keeps the fastest; `heuristic` takes the heuristics'
+// order as it is. The deterministic mode keeps the heuristics' order either way (a timed choice may differ
+// from run to run, and with it the bits), and nothing is timed during CUDA graph capture. The environment
+// variable ENGINE_CONV_ALGO_SEARCH=timed|heuristic sets the starting value.
+enum class ConvAlgoSearch { heuristic, timed };
+void set_conv_algo_search(ConvAlgoSearch search);
+ConvAlgoSearch conv_algo_search();
+const char* conv_algo_search_name(ConvAlgoSearch search);  // "heuristic" or "timed"
 
 // --- Launch checking ------------------------------------------------------------------------------------
 // After every kernel launch: cudaGetLastError, and with ENGINE_CUDA_SYNC=1 in the environment also a

@@ -13,27 +13,36 @@
 // convolution runs unpadded on it; backward data computes the padded input's gradient into a
 // temporary and adds/copies its interior into dx.
 //
-// Algorithms. For each (pass, geometry, strides, device, TF32, deterministic, workspace limit) the
-// candidates come once from cuDNN's heuristics (cudnnGet*Algorithm_v7, best first), are filtered
-// (status OK; CUDNN_DETERMINISTIC in deterministic mode; workspace within conv_workspace_limit();
-// FMA math, i.e. no TF32, when TF32 is off) and cached with the workspace each needs. A call runs the
-// candidate that worked last time first, then the others in order: one whose workspace cannot be
+// Algorithms. For each (pass, geometry, strides, element type, device, TF32, deterministic, workspace
+// limit, search mode) a plan is made once: the descriptors, and the candidates from cuDNN's heuristics
+// (cudnnGet*Algorithm_v7, best first), filtered (status OK; CUDNN_DETERMINISTIC in deterministic mode;
+// workspace within conv_workspace_limit(); FMA math, i.e. no TF32, when TF32 is off) with the workspace
+// each needs. In the timed search mode (context.h: set_conv_algo_search, the default) the first call
+// outside CUDA graph capture then runs every candidate on its own inputs into a scratch output (one
+// warm-up, then kTimedRuns runs between two CUDA events) and orders them fastest first; the
+// deterministic mode keeps the heuristics' order (a timed choice may change from run to run, and with it
+// the bits), and so does a call made during graph capture (the plan is timed by the next call outside
+// it). A call runs the candidate that worked last time first, then the others in order: one whose workspace cannot be
 // allocated (OutOfMemory from the caching allocator) or that cuDNN rejects for these descriptors
 // (a NOT_SUPPORTED or BAD_PARAM status, e.g. for a row stride ld > C) is skipped. If every candidate
 // fails on strided descriptors, the call falls back to dense temporaries (copies in and out), and the
 // plan remembers that. Any other cuDNN status throws with the pass, the algorithm and the geometry.
 //
 // Semantics as the CPU: forward overwrites y (beta 0; cuDNN does not read y then) and adds the bias
-// with a kernel; backward data and filter overwrite or accumulate (beta 0 or 1); dbias is the
+// with a kernel (the f32 conv + bias + ReLU inference forward is one cudnnConvolutionBiasActivationForward
+// call instead, with alpha2 = 0 so that its z input, y itself, is not read); backward data and filter overwrite or accumulate (beta 0 or 1); dbias is the
 // deterministic column sum of dy (elementwise.h), accumulated like dw.
 // Every call is serialised by one mutex (cuDNN handles are not thread-safe) and runs on the stream
 // of context.h.
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
+#include <limits>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -70,41 +79,28 @@ std::string geometry_text(const Conv2dGeometry& g) {
 
 // --- Descriptors (RAII) ------------------------------------------------------------------------------
 
-class TensorDescriptor {
+// One cuDNN descriptor object, created and destroyed with its type's pair of functions.
+template <typename Handle, cudnnStatus_t (*create)(Handle*), cudnnStatus_t (*destroy)(Handle)>
+class Descriptor {
  public:
-  TensorDescriptor() { CHECK_CUDNN(cudnnCreateTensorDescriptor(&desc_)); }
-  ~TensorDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
-  TensorDescriptor(const TensorDescriptor&) = delete;
-  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
-  cudnnTensorDescriptor_t get() const { return desc_; }
+  Descriptor() { CHECK_CUDNN(create(&desc_)); }
+  ~Descriptor() { destroy(desc_); }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+  Handle get() const { return desc_; }
 
  private:
-  cudnnTensorDescriptor_t desc_ = nullptr;
+  Handle desc_ = nullptr;
 };
 
-class FilterDescriptor {
- public:
-  FilterDescriptor() { CHECK_CUDNN(cudnnCreateFilterDescriptor(&desc_)); }
-  ~FilterDescriptor() { cudnnDestroyFilterDescriptor(desc_); }
-  FilterDescriptor(const FilterDescriptor&) = delete;
-  FilterDescriptor& operator=(const FilterDescriptor&) = delete;
-  cudnnFilterDescriptor_t get() const { return desc_; }
-
- private:
-  cudnnFilterDescriptor_t desc_ = nullptr;
-};
-
-class ConvolutionDescriptor {
- public:
-  ConvolutionDescriptor() { CHECK_CUDNN(cudnnCreateConvolutionDescriptor(&desc_)); }
-  ~ConvolutionDescriptor() { cudnnDestroyConvolutionDescriptor(desc_); }
-  ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
-  ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
-  cudnnConvolutionDescriptor_t get() const { return desc_; }
-
- private:
-  cudnnConvolutionDescriptor_t desc_ = nullptr;
-};
+using TensorDescriptor =
+    Descriptor<cudnnTensorDescriptor_t, &cudnnCreateTensorDescriptor, &cudnnDestroyTensorDescriptor>;
+using FilterDescriptor =
+    Descriptor<cudnnFilterDescriptor_t, &cudnnCreateFilterDescriptor, &cudnnDestroyFilterDescriptor>;
+using ConvolutionDescriptor = Descriptor<cudnnConvolutionDescriptor_t, &cudnnCreateConvolutionDescriptor,
+                                         &cudnnDestroyConvolutionDescriptor>;
+using ActivationDescriptor = Descriptor<cudnnActivationDescriptor_t, &cudnnCreateActivationDescriptor,
+                                        &cudnnDestroyActivationDescriptor>;
 
 int to_int(int64_t value, const char* what, const Conv2dGeometry& g) {
   if (value < 0 || value > INT_MAX) {
@@ -134,10 +130,13 @@ void set_nhwc(const TensorDescriptor& desc, int64_t n, int64_t h, int64_t w, int
                                            int(w), int(h * w * ld), 1, int(w * ld), int(ld)));
 }
 
+// A problem's descriptors, made once per plan (the plan cache below keeps them with the algorithms).
+// bias ([1, out_c, 1, 1]) and relu serve the fused conv + bias + ReLU forward only.
 struct Descriptors {
-  TensorDescriptor x, y;
+  TensorDescriptor x, y, bias;
   FilterDescriptor w;
   ConvolutionDescriptor conv;
+  ActivationDescriptor relu;
 
   explicit Descriptors(const Problem& p) {
     const Conv2dGeometry& g = p.g;
@@ -151,6 +150,9 @@ struct Descriptors {
         conv.get(), to_int(g.pad_top, "pad", g), to_int(g.pad_left, "pad", g),
         to_int(g.stride_h, "stride", g), to_int(g.stride_w, "stride", g), 1, 1,
         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CHECK_CUDNN(cudnnSetTensor4dDescriptor(bias.get(), CUDNN_TENSOR_NCHW, cudnn_type(p.dtype), 1,
+                                           to_int(g.out_c, "out_c", g), 1, 1));
+    CHECK_CUDNN(cudnnSetActivationDescriptor(relu.get(), CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0));
     int n = 0, c = 0, h = 0, w_out = 0;
     CHECK_CUDNN(cudnnGetConvolution2dForwardOutputDim(conv.get(), x.get(), w.get(), &n, &c, &h, &w_out));
     if (n != g.batch || c != g.out_c || h != g.out_h() || w_out != g.out_w()) {
@@ -165,13 +167,16 @@ struct Descriptors {
 
 // --- Algorithm plans -----------------------------------------------------------------------------------
 
-enum class Pass : int { forward = 0, backward_data = 1, backward_filter = 2 };
+// forward_bias_relu: the forward with the bias and ReLU fused into it (its own plans, the forward's
+// algorithms).
+enum class Pass : int { forward = 0, backward_data = 1, backward_filter = 2, forward_bias_relu = 3 };
 
 const char* pass_name(Pass pass) {
   switch (pass) {
     case Pass::forward: return "forward";
     case Pass::backward_data: return "backward data";
     case Pass::backward_filter: return "backward filter";
+    case Pass::forward_bias_relu: return "forward with bias and ReLU";
   }
   return "?";
 }
@@ -180,23 +185,27 @@ struct Candidate {
   int algo = 0;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
   size_t workspace = 0;
+  float milliseconds = -1.0f;  // the timed search's measurement (infinity: it failed); -1 untimed
 };
 
 struct Plan {
-  std::vector<Candidate> candidates;  // best first
-  size_t preferred = 0;               // the candidate that worked last
-  bool dense_fallback = false;        // strided descriptors failed: use dense temporaries
-  std::string rejected;               // why heuristics' algorithms were left out (for errors)
+  std::unique_ptr<Descriptors> descriptors;  // the problem's, made once
+  std::vector<Candidate> candidates;         // best first: by measured time once timed
+  size_t preferred = 0;                      // the candidate that worked last
+  bool dense_fallback = false;               // strided descriptors failed: use dense temporaries
+  bool timed = false;                        // the timed search has ordered the candidates
+  std::string rejected;                      // why heuristics' algorithms were left out (for errors)
 };
 
-using PlanKey = std::array<int64_t, 21>;
+using PlanKey = std::array<int64_t, 22>;
 
 PlanKey plan_key(Pass pass, const Problem& p, int device) {
   const Conv2dGeometry& g = p.g;
   return {int64_t(pass), device,     g.batch,      g.in_h,      g.in_w,         g.in_c,
           g.out_c,       g.kernel_h, g.kernel_w,   g.stride_h,  g.stride_w,     g.pad_top,
           g.pad_bottom,  g.pad_left, g.pad_right,  p.ldx,       p.ldy,          int64_t(allow_tf32()),
-          int64_t(deterministic()), int64_t(conv_workspace_limit()), int64_t(p.dtype)};
+          int64_t(deterministic()), int64_t(conv_workspace_limit()), int64_t(p.dtype),
+          int64_t(conv_algo_search())};
 }
 
 std::mutex g_conv_mutex;                 // serialises every convolution call
@@ -207,6 +216,7 @@ cudnnHandle_t handle() { return static_cast<cudnnHandle_t>(cudnn_handle()); }
 cudnnStatus_t workspace_size(Pass pass, const Descriptors& d, int algo, size_t* bytes) {
   switch (pass) {
     case Pass::forward:
+    case Pass::forward_bias_relu:
       return cudnnGetConvolutionForwardWorkspaceSize(handle(), d.x.get(), d.w.get(), d.conv.get(),
                                                      d.y.get(), cudnnConvolutionFwdAlgo_t(algo), bytes);
     case Pass::backward_data:
@@ -240,7 +250,8 @@ std::vector<Heuristic> to_heuristics(const std::vector<Perf>& perf, int returned
 std::vector<Heuristic> query_heuristics(Pass pass, const Descriptors& d) {
   int max_count = 0, returned = 0;
   switch (pass) {
-    case Pass::forward: {
+    case Pass::forward:
+    case Pass::forward_bias_relu: {
       CHECK_CUDNN(cudnnGetConvolutionForwardAlgorithmMaxCount(handle(), &max_count));
       std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(std::max(max_count, 1)));
       CHECK_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(handle(), d.x.get(), d.w.get(), d.conv.get(),
@@ -267,8 +278,9 @@ std::vector<Heuristic> query_heuristics(Pass pass, const Descriptors& d) {
   return {};
 }
 
-Plan build_plan(Pass pass, const Descriptors& d, DType dtype) {
-  Plan plan;
+// The plan's candidates from the heuristics, filtered (see the file comment).
+void find_candidates(Pass pass, DType dtype, Plan& plan) {
+  const Descriptors& d = *plan.descriptors;
   // bf16 data: tensor cores multiply bf16 exactly and accumulate in f32, which is the contract, so
   // they are allowed as TF32 would be (TF32 itself does not apply).
   const bool tf32 = allow_tf32() || dtype == DType::bf16;
@@ -305,7 +317,6 @@ Plan build_plan(Pass pass, const Descriptors& d, DType dtype) {
     }
     plan.candidates.push_back({h.algo, math, bytes});
   }
-  return plan;
 }
 
 // --- Running --------------------------------------------------------------------------------------
@@ -318,6 +329,7 @@ struct Operands {
   void* y = nullptr;         // forward (output)
   const void* w = nullptr;   // forward, backward data
   void* dw = nullptr;        // backward filter (output)
+  const float* bias = nullptr;  // forward_bias_relu
   float beta = 0.0f;         // 0: overwrite the output, 1: accumulate into it
 };
 
@@ -342,6 +354,13 @@ cudnnStatus_t launch(Pass pass, const Descriptors& d, const Candidate& c, void* 
       return cudnnConvolutionBackwardFilter(handle(), &alpha, d.x.get(), o.x, d.y.get(), o.dy,
                                             d.conv.get(), cudnnConvolutionBwdFilterAlgo_t(c.algo),
                                             workspace, c.workspace, &o.beta, d.w.get(), o.dw);
+    case Pass::forward_bias_relu: {
+      // y = relu(conv(x, w) + bias); z is y with weight alpha2 = 0, which cuDNN does not read.
+      const float alpha2 = 0.0f;
+      return cudnnConvolutionBiasActivationForward(
+          handle(), &alpha, d.x.get(), o.x, d.w.get(), o.w, d.conv.get(), cudnnConvolutionFwdAlgo_t(c.algo),
+          workspace, c.workspace, &alpha2, d.y.get(), o.y, d.bias.get(), o.bias, d.relu.get(), d.y.get(), o.y);
+    }
   }
   return CUDNN_STATUS_BAD_PARAM;
 }
@@ -356,7 +375,7 @@ bool try_next_after(cudnnStatus_t status) {
 bool run_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o,
                     std::string* failures) {
   if (plan.candidates.empty()) return false;
-  const Descriptors d(p);
+  const Descriptors& d = *plan.descriptors;
   std::vector<size_t> order{plan.preferred};
   for (size_t i = 0; i < plan.candidates.size(); ++i)
     if (i != plan.preferred) order.push_back(i);
@@ -394,7 +413,92 @@ bool run_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o,
   return false;
 }
 
-Plan& plan_for(Pass pass, const Problem& p) {
+// --- Timed algorithm search ------------------------------------------------------------------------
+
+constexpr int kTimedRuns = 3;  // timed runs per candidate, after one warm-up run
+
+class Event {
+ public:
+  Event() { CHECK_CUDA(cudaEventCreate(&event_)); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+bool stream_is_capturing() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  CHECK_CUDA(cudaStreamIsCapturing(detail::stream(), &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// Bytes of the pass's output: y (forward), dx (backward data) with their row strides, dw (backward filter).
+size_t output_bytes(Pass pass, const Problem& p) {
+  const Conv2dGeometry& g = p.g;
+  const int64_t elements = pass == Pass::backward_data     ? g.batch * g.in_h * g.in_w * p.ldx
+                           : pass == Pass::backward_filter ? g.out_c * g.kernel_h * g.kernel_w * g.in_c
+                                                           : g.batch * g.out_h() * g.out_w() * p.ldy;
+  return dtype_size(p.dtype) * size_t(elements);
+}
+
+// Milliseconds per run of candidate c on the operands o, or infinity when its workspace cannot be had or
+// cuDNN rejects it.
+float time_candidate(Pass pass, const Descriptors& d, const Candidate& c, const Operands& o,
+                     const Event& start, const Event& stop) {
+  constexpr float kFailed = std::numeric_limits<float>::infinity();
+  CHECK_CUDNN(cudnnSetConvolutionMathType(d.conv.get(), c.math));
+  void* workspace = nullptr;
+  if (c.workspace > 0) {
+    try {
+      workspace = allocate(c.workspace, "cuDNN convolution workspace (algorithm timing)");
+    } catch (const OutOfMemory&) {
+      return kFailed;
+    }
+  }
+  float milliseconds = kFailed;
+  if (launch(pass, d, c, workspace, o) == CUDNN_STATUS_SUCCESS) {  // warm-up
+    CHECK_CUDA(cudaEventRecord(start.get(), detail::stream()));
+    cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
+    for (int run = 0; run < kTimedRuns && status == CUDNN_STATUS_SUCCESS; ++run)
+      status = launch(pass, d, c, workspace, o);
+    CHECK_CUDA(cudaEventRecord(stop.get(), detail::stream()));
+    CHECK_CUDA(cudaEventSynchronize(stop.get()));
+    if (status == CUDNN_STATUS_SUCCESS) {
+      CHECK_CUDA(cudaEventElapsedTime(&milliseconds, start.get(), stop.get()));
+      milliseconds /= float(kTimedRuns);
+    }
+  }
+  release(workspace);
+  return milliseconds;
+}
+
+// Orders the plan's candidates by their time on this call's inputs, fastest first (those that failed
+// last, in the heuristics' order), writing into a scratch output, never the call's own.
+void time_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o) {
+  plan.timed = true;
+  if (plan.candidates.size() < 2) return;
+  detail::ScopedBuffer output(output_bytes(pass, p), "convolution output (algorithm timing)");
+  Operands scratch = o;
+  scratch.beta = 0.0f;
+  if (pass == Pass::backward_data)
+    scratch.dx = output.as<void>();
+  else if (pass == Pass::backward_filter)
+    scratch.dw = output.as<void>();
+  else
+    scratch.y = output.as<void>();
+  const Event start, stop;
+  for (Candidate& c : plan.candidates)
+    c.milliseconds = time_candidate(pass, *plan.descriptors, c, scratch, start, stop);
+  std::stable_sort(plan.candidates.begin(), plan.candidates.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.milliseconds < b.milliseconds; });
+  plan.preferred = 0;
+}
+
+// The plan of the problem (made on first use), timed first where the search mode asks for it.
+Plan& plan_for(Pass pass, const Problem& p, const Operands& o) {
   const int device = [] {
     int d = 0;
     CHECK_CUDA(cudaGetDevice(&d));
@@ -403,10 +507,15 @@ Plan& plan_for(Pass pass, const Problem& p) {
   const PlanKey key = plan_key(pass, p, device);
   auto it = g_plans.find(key);
   if (it == g_plans.end()) {
-    const Descriptors d(p);
-    it = g_plans.emplace(key, build_plan(pass, d, p.dtype)).first;
+    Plan plan;
+    plan.descriptors = std::make_unique<Descriptors>(p);
+    find_candidates(pass, p.dtype, plan);
+    it = g_plans.emplace(key, std::move(plan)).first;
   }
-  return it->second;
+  Plan& plan = it->second;
+  if (!plan.timed && conv_algo_search() == ConvAlgoSearch::timed && !deterministic() && !stream_is_capturing())
+    time_candidates(pass, p, plan, o);
+  return plan;
 }
 
 // Runs the pass on the problem: strided descriptors first, dense temporaries if every algorithm
@@ -414,7 +523,7 @@ Plan& plan_for(Pass pass, const Problem& p) {
 void run(Pass pass, const Problem& p, const Operands& o) {
   const Conv2dGeometry& g = p.g;
   std::string failures;
-  Plan& plan = plan_for(pass, p);
+  Plan& plan = plan_for(pass, p, o);
   if (!plan.dense_fallback && run_candidates(pass, p, plan, o, &failures)) return;
 
   const bool strided = p.ldx != g.in_c || p.ldy != g.out_c;
@@ -454,7 +563,7 @@ void run(Pass pass, const Problem& p, const Operands& o) {
       }
     }
     std::string dense_failures;
-    Plan& dense_plan = plan_for(pass, dense);
+    Plan& dense_plan = plan_for(pass, dense, od);
     if (run_candidates(pass, dense, dense_plan, od, &dense_failures)) {
       if (copy_x && o.dx) copy_rows(p.dtype, od.dx, x_rows, g.in_c, g.in_c, o.dx, p.ldx);
       if (copy_y && o.y) copy_rows(p.dtype, od.y, y_rows, g.out_c, g.out_c, o.y, p.ldy);
@@ -516,29 +625,64 @@ PaddedView padded_view(const Conv2dGeometry& g, int64_t ld) {
           {g.in_h * g.in_w * ld, g.in_w * ld, ld, 1}};
 }
 
-// x_padded = zeros [N, Hp, Wp, C] with x copied into the interior.
-void pad_input(const Conv2dGeometry& g, const float* x, int64_t ldx, float* x_padded) {
-  const PaddedView v = padded_view(g, ldx);
-  const size_t bytes = sizeof(float) * size_t(v.shape[0] * v.padded_strides[0]);
-  CHECK_CUDA(cudaMemsetAsync(x_padded, 0, bytes, detail::stream()));
-  detail::strided_copy(4, v.shape, x, v.strides, x_padded + v.offset, v.padded_strides, false);
-}
-
-size_t padded_bytes(const Conv2dGeometry& g, DType dtype = DType::f32) {
+size_t padded_bytes(const Conv2dGeometry& g, DType dtype) {
   return dtype_size(dtype) * size_t(g.batch * (g.in_h + g.pad_top + g.pad_bottom) *
                                     (g.in_w + g.pad_left + g.pad_right) * g.in_c);
 }
 
-// pad_input for bf16: zeros, then every input row (n, h), [in_w, C] pixels, copied into the interior,
-// one copy per row (2-byte elements have no strided_copy kernel; this path is the asymmetric
-// padding of the mixed-precision forward only).
-void pad_input_bf16(const Conv2dGeometry& g, const BFloat16* x, int64_t ldx, BFloat16* x_padded) {
+// Every input row (n, h), [in_w, C] pixels, of a bf16 tensor with row stride ld, copied into the interior
+// of the dense padded buffer (into_padded) or out of it, one copy per row (2-byte elements have no
+// strided_copy kernel).
+void copy_interior_bf16(const Conv2dGeometry& g, BFloat16* x, int64_t ldx, BFloat16* padded, bool into_padded) {
   const int64_t hp = g.in_h + g.pad_top + g.pad_bottom, wp = g.in_w + g.pad_left + g.pad_right, c = g.in_c;
-  CHECK_CUDA(cudaMemsetAsync(x_padded, 0, padded_bytes(g, DType::bf16), detail::stream()));
   for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t h = 0; h < g.in_h; ++h)
-      copy_rows(DType::bf16, x + (n * g.in_h + h) * g.in_w * ldx, g.in_w, c, ldx,
-                x_padded + ((n * hp + h + g.pad_top) * wp + g.pad_left) * c, c);
+    for (int64_t h = 0; h < g.in_h; ++h) {
+      BFloat16* row = x + (n * g.in_h + h) * g.in_w * ldx;
+      BFloat16* padded_row = padded + ((n * hp + h + g.pad_top) * wp + g.pad_left) * c;
+      if (into_padded)
+        copy_rows(DType::bf16, row, g.in_w, c, ldx, padded_row, c);
+      else
+        copy_rows(DType::bf16, padded_row, g.in_w, c, c, row, ldx);
+    }
+}
+
+// x_padded = zeros [N, Hp, Wp, C] with x (element type dtype, row stride ldx) copied into the interior.
+void pad_input(const Conv2dGeometry& g, DType dtype, const void* x, int64_t ldx, void* x_padded) {
+  CHECK_CUDA(cudaMemsetAsync(x_padded, 0, padded_bytes(g, dtype), detail::stream()));
+  if (dtype == DType::bf16) {
+    copy_interior_bf16(g, const_cast<BFloat16*>(static_cast<const BFloat16*>(x)), ldx,
+                       static_cast<BFloat16*>(x_padded), true);
+    return;
+  }
+  const PaddedView v = padded_view(g, ldx);
+  detail::strided_copy(4, v.shape, static_cast<const float*>(x), v.strides, static_cast<float*>(x_padded) + v.offset,
+                       v.padded_strides, false);
+}
+
+// Runs a pass that reads x (forward, fused forward, backward filter; g's input of element type dtype,
+// row stride ldx) with the other operands o: directly when the padding is symmetric, else on a
+// zero-padded copy of x with the padding folded into the geometry.
+void run_on_input(Pass pass, const Conv2dGeometry& g, DType dtype, const void* x, int64_t ldx, int64_t ldy,
+                  Operands o) {
+  if (symmetric(g)) {
+    o.x = x;
+    run(pass, Problem{g, ldx, ldy, dtype}, o);
+    return;
+  }
+  detail::ScopedBuffer x_padded(padded_bytes(g, dtype), "zero-padded convolution input");
+  pad_input(g, dtype, x, ldx, x_padded.as<void>());
+  o.x = x_padded.as<void>();
+  run(pass, Problem{padded_geometry(g), g.in_c, ldy, dtype}, o);
+}
+
+// y += bias on every row, in f32 (a bf16 y widened and rounded again: kernels/bf16_emulation.h).
+void add_bias(MatrixView y, const float* bias) { detail::add_row_vector(y.rows, y.cols, bias, y.f32(), y.ld); }
+
+// The f32 backward data with the weight as a dense view: what conv2d_backward_data_mixed runs on
+// widened operands.
+void backward_data_view_weight(const Conv2dGeometry& g, ConstMatrixView dy, ConstMatrixView w, MatrixView dx,
+                               bool accumulate) {
+  conv2d_backward_data(g, dy, w.f32(), dx, accumulate);
 }
 
 }  // namespace
@@ -559,16 +703,25 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
   o.w = w;
   o.y = y;
   o.beta = 0.0f;
-  if (symmetric(g)) {
-    o.x = x;
-    run(Pass::forward, Problem{g, ldx, ldy}, o);
-  } else {
-    detail::ScopedBuffer x_padded(padded_bytes(g), "zero-padded convolution input");
-    pad_input(g, x, ldx, x_padded.as<float>());
-    o.x = x_padded.as<float>();
-    run(Pass::forward, Problem{padded_geometry(g), g.in_c, ldy}, o);
-  }
+  run_on_input(Pass::forward, g, DType::f32, x, ldx, ldy, o);
   if (bias) detail::add_row_vector(pixels, g.out_c, bias, y, ldy);
+}
+
+void conv2d_bias_relu_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w, const float* bias,
+                              MatrixView y_view) {
+  if (any_bf16(x_view, y_view)) return run_widened(&conv2d_bias_relu_forward, g, x_view, w, bias, y_view);
+  conv_bias_relu_check("conv2d_bias_relu_forward", bias);
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  if (pixels <= 0 || g.out_c <= 0) return;
+  const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_bias_relu_forward", g, x_view, y_view);
+  validate(g);
+  std::lock_guard<std::mutex> lock(g_conv_mutex);
+  Operands o;
+  o.w = w;
+  o.y = y;
+  o.bias = bias;
+  o.beta = 0.0f;
+  run_on_input(Pass::forward_bias_relu, g, DType::f32, x, ldx, ldy, o);
 }
 
 void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,
@@ -595,7 +748,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
     return;
   }
   // The padded input's gradient, then its interior into dx.
-  detail::ScopedBuffer dx_padded(padded_bytes(g), "zero-padded convolution input gradient");
+  detail::ScopedBuffer dx_padded(padded_bytes(g, DType::f32), "zero-padded convolution input gradient");
   o.dx = dx_padded.as<float>();
   o.beta = 0.0f;
   run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, ldy}, o);
@@ -606,6 +759,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
 
 void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
                             ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
+  // bf16 x and dy: widened, as cuDNN's bf16 configuration would give a bf16 dw, and dw is f32.
   if (any_bf16(x_view, dy_view)) return run_widened(&conv2d_backward_filter, g, x_view, dy_view, dw, dbias, accumulate);
   const int64_t cols = g.kernel_h * g.kernel_w * g.in_c;
   if (g.out_c <= 0 || cols <= 0) return;
@@ -625,19 +779,11 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
   o.dy = dy;
   o.dw = dw;
   o.beta = accumulate ? 1.0f : 0.0f;
-  if (symmetric(g)) {
-    o.x = x;
-    run(Pass::backward_filter, Problem{g, ldx, ldy}, o);
-    return;
-  }
-  detail::ScopedBuffer x_padded(padded_bytes(g), "zero-padded convolution input");
-  pad_input(g, x, ldx, x_padded.as<float>());
-  o.x = x_padded.as<float>();
-  run(Pass::backward_filter, Problem{padded_geometry(g), g.in_c, ldy}, o);
+  run_on_input(Pass::backward_filter, g, DType::f32, x, ldx, ldy, o);
 }
 
 void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView w_view,
-                          MatrixView y_view) {
+                          const float* bias, MatrixView y_view) {
   const MixedConvOperands m = conv_forward_mixed_operands("conv2d_forward_mixed", g, x_view, w_view, y_view);
   const int64_t pixels = g.output_rows();
   if (pixels <= 0 || g.out_c <= 0) return;
@@ -657,26 +803,53 @@ void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, Const
       convert(w_view, MatrixView(w32.as<float>(), g.out_c, w_cols, w_cols));
     }
     const MatrixView y = m.output == DType::bf16 ? MatrixView(y32.as<float>(), pixels, g.out_c, g.out_c) : y_view;
-    conv2d_forward(g, x, w.f32(), nullptr, y);
+    conv2d_forward(g, x, w.f32(), bias, y);
     if (m.output == DType::bf16) convert(y, y_view);
     return;
   }
-  // bf16 x, w and y: cuDNN on the bf16 data, f32 compute.
+  // bf16 x, w and y: cuDNN on the bf16 data, f32 compute, y rounded once; a bias is then added in f32
+  // and y rounded a second time (cuDNN's bf16 configuration has no f32 output to add it to first).
+  validate(g);
+  {
+    std::lock_guard<std::mutex> lock(g_conv_mutex);
+    Operands o;
+    o.w = w_view.data;
+    o.y = y_view.data;
+    o.beta = 0.0f;
+    run_on_input(Pass::forward, g, DType::bf16, x_view.data, x_view.ld, y_view.ld, o);
+  }
+  if (bias) run_widened(&add_bias, y_view, bias);
+}
+
+void conv2d_backward_data_mixed(const Conv2dGeometry& g, ConstMatrixView dy_view, ConstMatrixView w_view,
+                                MatrixView dx_view, bool accumulate) {
+  conv_backward_data_mixed_operands("conv2d_backward_data_mixed", g, dy_view, w_view, dx_view);
+  if (g.input_rows() <= 0 || g.in_c <= 0) return;
+  // cuDNN on bf16 data needs dy, w and dx all bf16; with asymmetric padding it computes the padded
+  // input's gradient (rounded) whose interior is then copied, so accumulating there would round twice.
+  const bool native = dy_view.dtype == DType::bf16 && w_view.dtype == DType::bf16 && dx_view.dtype == DType::bf16 &&
+                      (symmetric(g) || !accumulate);
+  if (!native) return run_widened(&backward_data_view_weight, g, dy_view, w_view, dx_view, accumulate);
+  if (g.output_rows() <= 0 || g.out_c <= 0) {  // no output reads x: its gradient is zero
+    if (!accumulate) fill(dx_view, 0.0f);
+    return;
+  }
   validate(g);
   std::lock_guard<std::mutex> lock(g_conv_mutex);
   Operands o;
+  o.dy = dy_view.data;
   o.w = w_view.data;
-  o.y = y_view.data;
-  o.beta = 0.0f;
   if (symmetric(g)) {
-    o.x = x_view.data;
-    run(Pass::forward, Problem{g, x_view.ld, y_view.ld, DType::bf16}, o);
+    o.dx = dx_view.data;
+    o.beta = accumulate ? 1.0f : 0.0f;
+    run(Pass::backward_data, Problem{g, dx_view.ld, dy_view.ld, DType::bf16}, o);
     return;
   }
-  detail::ScopedBuffer x_padded(padded_bytes(g, DType::bf16), "zero-padded convolution input");
-  pad_input_bf16(g, x_view.bf16(), x_view.ld, x_padded.as<BFloat16>());
-  o.x = x_padded.as<BFloat16>();
-  run(Pass::forward, Problem{padded_geometry(g), g.in_c, y_view.ld, DType::bf16}, o);
+  detail::ScopedBuffer dx_padded(padded_bytes(g, DType::bf16), "zero-padded convolution input gradient");
+  o.dx = dx_padded.as<void>();
+  o.beta = 0.0f;
+  run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, dy_view.ld, DType::bf16}, o);
+  copy_interior_bf16(g, dx_view.bf16(), dx_view.ld, dx_padded.as<BFloat16>(), false);
 }
 
 }  // namespace kernels::cuda

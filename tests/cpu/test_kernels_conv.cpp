@@ -196,6 +196,34 @@ TEST_P(ConvTest, BackwardFilterMatchesDirectLoops) {
   EXPECT_TRUE(matches(dw_only, ref_dw)) << "dw without dbias";
 }
 
+// The fused inference forward is the forward then ReLU, bit for bit (output gaps untouched).
+TEST_P(ConvTest, BiasReluForwardIsTheForwardThenRelu) {
+  std::mt19937 rng(4567);
+  ConvData d(geometry(), strided(), rng);
+  Matrix expected(d.out_rows, d.g.out_c, d.ldy, kNaN);
+  kernels::cpu::conv2d_forward(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx}, d.w.ptr(), d.bias.ptr(),
+                               expected.view());
+  for (int64_t r = 0; r < expected.rows; ++r)
+    for (int64_t c = 0; c < expected.cols; ++c) expected.at(r, c) = std::max(expected.at(r, c), 0.0f);
+  Matrix got(d.out_rows, d.g.out_c, d.ldy, kNaN);
+  kernels::cpu::conv2d_bias_relu_forward(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx}, d.w.ptr(),
+                                         d.bias.ptr(), got.view());
+  EXPECT_TRUE(bitwise_equal(got, expected));
+}
+
+TEST(ConvBiasRelu, ANullBiasIsRefused) {
+  const Conv2dGeometry g = conv_geometry(1, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  Matrix x(9, 2, 2, 1.0f), w(2, 2, 2, 1.0f), y(9, 2, 2, kNaN);
+  try {
+    kernels::cpu::conv2d_bias_relu_forward(g, x.view(), w.ptr(), nullptr, y.view());
+    ADD_FAILURE() << "a null bias was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("conv2d_bias_relu_forward: bias is null; pass zeros for no bias"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // Geometries: (batch, in_h, in_w, in_c, out_c, kh, kw, sh, sw, pad top, bottom, left, right).
 const ConvCase kConvCases[] = {
     {"pointwise_1x1", conv_geometry(3, 9, 7, 5, 6, 1, 1, 1, 1, 0, 0, 0, 0)},

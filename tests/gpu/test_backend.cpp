@@ -97,9 +97,10 @@ TEST(CudaBackend, MemoryStatsFollowAllocations) {
   EXPECT_EQ(device_memory_stats(cuda).peak_bytes, before);
   empty_device_cache(cuda);
   const auto info = device_runtime_info(cuda);
-  ASSERT_EQ(info.size(), 3u);
+  ASSERT_EQ(info.size(), 4u);
   EXPECT_EQ(info[0].first, "cuda_runtime");
   EXPECT_EQ(info[2].first, "tf32");
+  EXPECT_EQ(info[3].first, "conv_algo_search");
 }
 
 }  // namespace

@@ -3,16 +3,26 @@
 // backward filter (+ bias gradient), overwrite and accumulate, on DenseNet and Inception-ResNet-v2
 // shapes, asymmetric TF 'same' padding, channel slices of wider buffers (row strides with NaN in the
 // input gaps and a sentinel in the output gaps), the deterministic mode (two runs bitwise equal) and a
-// zero workspace limit. Outputs are NaN before an overwrite.
+// zero workspace limit. Outputs are NaN before an overwrite. Both algorithm searches (timed, the
+// default, and heuristic), including a timed first call that accumulates. The fused conv + bias + ReLU
+// inference forward (f32, its output NaN beforehand: cuDNN must not read it as z). bf16 operands through
+// the mixed-precision kernels (forward with and without bias, backward data overwrite and accumulate,
+// backward filter of bf16 x and dy), the CPU's widen-compute-round-once as the reference.
 // Tolerances (atol + rtol |ref|), scaled by the largest reference magnitude R of the output:
 //   TF32 off (true FP32, any cuDNN algorithm incl. FFT/Winograd): 1e-4 R + 1e-4 |ref|
 //   TF32 on (inputs rounded to 10 mantissa bits):                 1e-2 R + 1e-2 |ref|
+//   bf16 outputs: 1e-4 R + 8e-3 |ref| (f32 sums in another order may cross a rounding boundary: one bf16
+//     ulp, at most 2^-7 = 7.8e-3 of the value); the forward with a bias 8e-3 (R + B) + 8e-3 |ref|, B the
+//     largest |bias|, as the GPU rounds cuDNN's bf16 result and then its sum with the f32 bias
+//   f32 dw and dbias from bf16 x and dy (exact in f32 and TF32): as TF32 off
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "engine/ops/common.h"
+#include "engine/tensor.h"
 #include "gpu_test_util.h"
 #include "kernels/conv.h"
 #include "support/kernel_cases.h"
@@ -182,6 +192,189 @@ INSTANTIATE_TEST_SUITE_P(
         // 1x1 stride 2: a quarter of the input cells are read by nobody (their gradient is 0)
         ConvCase{"odd_1x1s2_uncovered_cells", geometry(3, 9, 9, 5, 7, 1, 1, 2, 2, 0, 0, 0, 0), 5, 7}),
     test_support::case_name<ConvCase>);
+
+void check_bias_relu_forward(const ConvCase& c) {
+  SwitchesGuard guard;
+  kernels::cuda::set_allow_tf32(false);
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> y_start =
+      strided(std::vector<float>(size_t(o.y_rows * g.out_c), kNaN), o.y_rows, g.out_c, c.ldy, kGapSentinel);
+  std::vector<float> ref = y_start;
+  kernels::cpu::conv2d_bias_relu_forward(g, {o.x.data(), g.input_rows(), g.in_c, c.ldx}, o.w.data(), o.bias.data(),
+                                         {ref.data(), g.output_rows(), g.out_c, c.ldy});
+  DeviceBuffer x(o.x), w(o.w), bias(o.bias), y(y_start);
+  kernels::cuda::conv2d_bias_relu_forward(g, {x.get(), g.input_rows(), g.in_c, c.ldx}, w.get(), bias.get(),
+                                          {y.get(), g.output_rows(), g.out_c, c.ldy});
+  const std::vector<float> got = y.download();
+  EXPECT_TRUE(conv_close(dense_part(got, o.y_rows, g.out_c, c.ldy), dense_part(ref, o.y_rows, g.out_c, c.ldy), false));
+  EXPECT_TRUE(gaps_untouched(got, y_start, o.y_rows, g.out_c, c.ldy));
+}
+
+// --- bf16 through the mixed-precision kernels, on both devices ----------------------------------------
+
+using engine::Device;
+using engine::DType;
+using engine::Tensor;
+
+// A [rows, ld] buffer of `dtype` on `device` from host values (already strided), and its first `cols`
+// columns as the operand.
+struct Strided {
+  Tensor buffer, view;
+  Strided(const std::vector<float>& values, int64_t rows, int64_t cols, int64_t ld, Device device, DType dtype)
+      : buffer(Tensor::from_vector({rows, ld}, values, Device::cpu(), dtype).to(device)),
+        view(buffer.slice(1, 0, cols)) {}
+};
+
+const Device kDevices[] = {Device::cpu(), Device::cuda()};  // the reference first
+
+void check_bf16_forward(const ConvCase& c) {
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> y_start =
+      strided(std::vector<float>(size_t(o.y_rows * g.out_c), kNaN), o.y_rows, g.out_c, c.ldy, kGapSentinel);
+  for (bool with_bias : {false, true}) {
+    SCOPED_TRACE(with_bias ? "bias" : "no bias");
+    std::vector<std::vector<float>> outputs, buffers;
+    for (const Device device : kDevices) {
+      const Strided x(o.x, o.x_rows, g.in_c, c.ldx, device, DType::bf16);
+      const Tensor w = Tensor::from_vector({g.out_c, o.taps}, o.w, Device::cpu(), DType::bf16).to(device);
+      const Tensor bias = Tensor::from_vector({g.out_c}, o.bias).to(device);
+      const Strided y(y_start, o.y_rows, g.out_c, c.ldy, device, DType::bf16);
+      ENGINE_KERNEL(device, conv2d_forward_mixed)(g, engine::detail::as_rows(x.view), engine::detail::as_rows(w),
+                                                  with_bias ? bias.data() : nullptr, engine::detail::as_rows(y.view));
+      outputs.push_back(y.view.to_vector());
+      buffers.push_back(y.buffer.to_vector());
+    }
+    const double atol = with_bias ? 8e-3 * (max_abs(outputs[0]) + max_abs(o.bias)) : 1e-4 * max_abs(outputs[0]);
+    EXPECT_TRUE(close(outputs[1], outputs[0], atol, 8e-3));
+    EXPECT_TRUE(gaps_untouched(buffers[1], buffers[0], o.y_rows, g.out_c, c.ldy));
+  }
+}
+
+void check_bf16_backward_data(const ConvCase& c) {
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> prior =
+      strided(away_from_zero(size_t(o.x_rows * g.in_c), 5), o.x_rows, g.in_c, c.ldx, kGapSentinel);
+  const std::vector<float> poison =
+      strided(std::vector<float>(size_t(o.x_rows * g.in_c), kNaN), o.x_rows, g.in_c, c.ldx, kGapSentinel);
+  for (bool accumulate : {false, true}) {
+    SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
+    std::vector<std::vector<float>> outputs, buffers;
+    for (const Device device : kDevices) {
+      const Strided dy(o.dy, o.y_rows, g.out_c, c.ldy, device, DType::bf16);
+      const Tensor w = Tensor::from_vector({g.out_c, o.taps}, o.w, Device::cpu(), DType::bf16).to(device);
+      const Strided dx(accumulate ? prior : poison, o.x_rows, g.in_c, c.ldx, device, DType::bf16);
+      ENGINE_KERNEL(device, conv2d_backward_data_mixed)(g, engine::detail::as_rows(dy.view), engine::detail::as_rows(w),
+                                                        engine::detail::as_rows(dx.view), accumulate);
+      outputs.push_back(dx.view.to_vector());
+      buffers.push_back(dx.buffer.to_vector());
+    }
+    EXPECT_TRUE(close(outputs[1], outputs[0], 1e-4 * max_abs(outputs[0]), 8e-3));
+    EXPECT_TRUE(gaps_untouched(buffers[1], buffers[0], o.x_rows, g.in_c, c.ldx));
+  }
+}
+
+void check_bf16_backward_filter(const ConvCase& c) {
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> dw_prior = away_from_zero(size_t(g.out_c * o.taps), 6);
+  const std::vector<float> db_prior = away_from_zero(size_t(g.out_c), 7);
+  for (bool accumulate : {false, true}) {
+    SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
+    std::vector<std::vector<float>> dws, dbs;
+    for (const Device device : kDevices) {
+      const Strided x(o.x, o.x_rows, g.in_c, c.ldx, device, DType::bf16);
+      const Strided dy(o.dy, o.y_rows, g.out_c, c.ldy, device, DType::bf16);
+      const Tensor dw = Tensor::from_vector({g.out_c, o.taps}, accumulate ? dw_prior : std::vector<float>(dw_prior.size(), kNaN)).to(device);
+      const Tensor db = Tensor::from_vector({g.out_c}, accumulate ? db_prior : std::vector<float>(db_prior.size(), kNaN)).to(device);
+      ENGINE_KERNEL(device, conv2d_backward_filter)(g, engine::detail::as_rows(x.view), engine::detail::as_rows(dy.view),
+                                                    dw.data(), db.data(), accumulate);
+      dws.push_back(dw.to_vector());
+      dbs.push_back(db.to_vector());
+    }
+    EXPECT_TRUE(close(dws[1], dws[0], 1e-4 * max_abs(dws[0]), 1e-4)) << "dw";
+    EXPECT_TRUE(close(dbs[1], dbs[0], 1e-5 * max_abs(dbs[0]), 1e-5)) << "dbias";
+  }
+}
+
+TEST_P(CudaConv, BiasReluForwardFp32) {
+  SKIP_WITHOUT_CUDA();
+  check_bias_relu_forward(GetParam());
+}
+TEST_P(CudaConv, Bf16Forward) {
+  SKIP_WITHOUT_CUDA();
+  check_bf16_forward(GetParam());
+}
+TEST_P(CudaConv, Bf16BackwardData) {
+  SKIP_WITHOUT_CUDA();
+  check_bf16_backward_data(GetParam());
+}
+TEST_P(CudaConv, Bf16BackwardFilter) {
+  SKIP_WITHOUT_CUDA();
+  check_bf16_backward_filter(GetParam());
+}
+
+// Restores the algorithm search mode (SwitchesGuard keeps the other switches).
+class SearchGuard {
+ public:
+  SearchGuard() : search_(kernels::cuda::conv_algo_search()) {}
+  ~SearchGuard() { kernels::cuda::set_conv_algo_search(search_); }
+  SearchGuard(const SearchGuard&) = delete;
+  SearchGuard& operator=(const SearchGuard&) = delete;
+
+ private:
+  kernels::cuda::ConvAlgoSearch search_;
+};
+
+// Both searches give right results on every pass; the switch reads back with its name.
+TEST(CudaConvModes, HeuristicAndTimedSearchesBothMatchTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  SearchGuard search;
+  using kernels::cuda::ConvAlgoSearch;
+  for (ConvAlgoSearch mode : {ConvAlgoSearch::heuristic, ConvAlgoSearch::timed}) {
+    kernels::cuda::set_conv_algo_search(mode);
+    ASSERT_EQ(kernels::cuda::conv_algo_search(), mode);
+    SCOPED_TRACE(kernels::cuda::conv_algo_search_name(mode));
+    const ConvCase c{"3x3_search", geometry(2, 19, 19, 24, 40, 3, 3, 1, 1, 1, 1, 1, 1), 32, 40};
+    check_forward(c, false);
+    check_backward_data(c, false);
+    check_backward_filter(c, false);
+    check_bias_relu_forward(c);
+  }
+  EXPECT_STREQ(kernels::cuda::conv_algo_search_name(ConvAlgoSearch::timed), "timed");
+  EXPECT_STREQ(kernels::cuda::conv_algo_search_name(ConvAlgoSearch::heuristic), "heuristic");
+}
+
+// The timed search runs the candidates into a scratch output: a first call (a new plan) that
+// accumulates adds its result once.
+TEST(CudaConvModes, TimedFirstCallThatAccumulatesAddsOnce) {
+  SKIP_WITHOUT_CUDA();
+  SwitchesGuard guard;
+  SearchGuard search;
+  kernels::cuda::set_conv_algo_search(kernels::cuda::ConvAlgoSearch::timed);
+  kernels::cuda::set_allow_tf32(false);
+  const ConvCase c{"first_call_accumulates", geometry(3, 13, 11, 20, 28, 3, 3, 1, 1, 1, 1, 1, 1), 20, 28};
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> dx_prior =
+      strided(away_from_zero(size_t(o.x_rows * g.in_c), 8), o.x_rows, g.in_c, c.ldx, kGapSentinel);
+  const std::vector<float> dw_prior = away_from_zero(size_t(g.out_c * o.taps), 9);
+  std::vector<float> dx_ref = dx_prior, dw_ref = dw_prior;
+  kernels::cpu::conv2d_backward_data(g, {o.dy.data(), g.output_rows(), g.out_c, c.ldy}, o.w.data(),
+                                     {dx_ref.data(), g.input_rows(), g.in_c, c.ldx}, true);
+  kernels::cpu::conv2d_backward_filter(g, {o.x.data(), g.input_rows(), g.in_c, c.ldx},
+                                       {o.dy.data(), g.output_rows(), g.out_c, c.ldy}, dw_ref.data(), nullptr, true);
+  DeviceBuffer x(o.x), w(o.w), dy(o.dy), dx(dx_prior), dw(dw_prior);
+  kernels::cuda::conv2d_backward_data(g, {dy.get(), g.output_rows(), g.out_c, c.ldy}, w.get(),
+                                      {dx.get(), g.input_rows(), g.in_c, c.ldx}, true);
+  kernels::cuda::conv2d_backward_filter(g, {x.get(), g.input_rows(), g.in_c, c.ldx},
+                                        {dy.get(), g.output_rows(), g.out_c, c.ldy}, dw.get(), nullptr, true);
+  EXPECT_TRUE(conv_close(dense_part(dx.download(), o.x_rows, g.in_c, c.ldx),
+                         dense_part(dx_ref, o.x_rows, g.in_c, c.ldx), false)) << "dx";
+  EXPECT_TRUE(conv_close(dw.download(), dw_ref, false)) << "dw";
+}
 
 // Deterministic mode: backward data and filter give bitwise the same results twice.
 TEST(CudaConvModes, DeterministicBackwardIsBitwiseRepeatable) {

@@ -88,7 +88,8 @@ Tensor conv2d_bf16(const Tensor& x, const Tensor& weight, const Conv2dOptions& o
   const Tensor x16 = x.to(DType::bf16);
   const Tensor w16 = weight.to(DType::bf16).view({g.out_c, g.kernel_h * g.kernel_w * g.in_c});
   const Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.out_c}, x.device(), out);
-  ENGINE_KERNEL(x.device(), conv2d_forward_mixed)(g, detail::as_rows(x16), detail::as_rows(w16), detail::as_rows(y));
+  ENGINE_KERNEL(x.device(), conv2d_forward_mixed)(g, detail::as_rows(x16), detail::as_rows(w16), nullptr,
+                                                  detail::as_rows(y));
   return y;
 }
 
