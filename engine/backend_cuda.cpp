@@ -1,5 +1,6 @@
 // The CUDA device table (see backend.h), compiled only in builds with the CUDA backend: the caching
-// allocator, stream-ordered copies and fills, and the math switches of kernels/cuda/context.h.
+// allocator, stream-ordered copies and fills, and the math switches of kernels/cuda/context.h; also the
+// CUDA graphs behind engine/runtime.h's graph capture.
 // This file is the engine's only caller of kernels/cuda's runtime and context.
 #include <cstdint>
 #include <memory>
