@@ -60,6 +60,7 @@
 
 #include "data/io_util.h"
 #include "engine/engine.h"
+#include "engine/graph_step.h"
 #include "engine/training_step.h"
 #include "experiment/flags.h"
 #include "experiment/metrics.h"
@@ -83,6 +84,7 @@ struct Args {
   int warmup = 3, iters = 10, threads = 0;
   int64_t max_batch_cap = 4096;
   bool memory_efficient = false;
+  bool no_graph = false;
 };
 
 struct Case {
@@ -90,6 +92,7 @@ struct Case {
   int64_t size = 0;
   bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward
   engine::Precision precision = engine::Precision::f32;
+  bool graph = true;  // training steps replayed as a CUDA graph (engine/graph_step.h); false: --no-graph
 };
 
 Args parse(int argc, char** argv) {
@@ -117,6 +120,9 @@ Args parse(int argc, char** argv) {
   flags.add("--max-batch-cap", &a.max_batch_cap, "the largest batch the `max` search tries", 1, 1 << 20);
   flags.add_switch("--memory-efficient", &a.memory_efficient,
                    "DenseNet: BN+ReLU recomputed in backward (nets/densenet.h); the rows' note says so");
+  flags.add_switch("--no-graph", &a.no_graph,
+                   "CUDA: training steps eager, kernel by kernel, instead of one CUDA graph replay each (the rows' "
+                   "note says which ran)");
   flags.add("--json", &a.json, "also write the rows to this JSON file (atomically)", "FILE");
   if (!experiment::parse_flags_or_exit(flags, argc, argv)) std::exit(0);
   if (a.archs.empty() && a.cases.empty()) a.archs = {"densenet201", "inception_resnet_v2"};
@@ -152,7 +158,10 @@ std::vector<Case> make_cases(const Args& a) {
     if (a.sizes.empty()) cases.push_back({arch, nets::default_input_size(arch)});
     for (const std::string& s : a.sizes) cases.push_back({arch, experiment::parse_int("--input-size", s)});
   }
-  for (Case& c : cases) c.memory_efficient = a.memory_efficient && c.arch.rfind("densenet", 0) == 0;
+  for (Case& c : cases) {
+    c.memory_efficient = a.memory_efficient && c.arch.rfind("densenet", 0) == 0;
+    c.graph = !a.no_graph;
+  }
   const auto& names = nets::arch_names();
   for (const Case& c : cases) {
     ENGINE_USER_CHECK(std::find(names.begin(), names.end(), c.arch) != names.end())
@@ -255,6 +264,7 @@ struct Bench {
   std::unique_ptr<engine::ParameterArena> arena;
   std::unique_ptr<engine::Adam> adam;
   std::unique_ptr<engine::TrainingStep> step;
+  std::unique_ptr<engine::GraphedTrainingStep> graphed;
   Tensor images, labels;
   Device device;
   engine::Precision precision;
@@ -270,6 +280,9 @@ struct Bench {
       engine::StepOptions options;
       options.precision = c.precision;
       step = std::make_unique<engine::TrainingStep>(*net, *arena, adam.get(), std::move(options));
+      engine::GraphOptions graph_options;
+      graph_options.enabled = c.graph;
+      graphed = std::make_unique<engine::GraphedTrainingStep>(*step, std::move(graph_options));
     }
   }
   void set_batch(int64_t batch, int64_t size) {
@@ -283,9 +296,9 @@ struct Bench {
     images = host.to(device);
     labels = Tensor::from_vector({batch}, targets).to(device);
   }
-  // The trainer's step (engine/training_step.h), without its bookkeeping.
+  // The trainer's step (engine/training_step.h, engine/graph_step.h), without its bookkeeping.
   void train_step() {
-    const engine::StepResult result = step->run(images, labels);
+    const engine::StepResult result = graphed->finish(graphed->enqueue(images, labels));
     ENGINE_CHECK(result.finite) << "the training loss became " << result.loss;
   }
   void infer_step() {
@@ -368,6 +381,11 @@ Row measure(const Case& c, const Device& device, int64_t batch, bool train, cons
         const double t0 = now();
         bench.iteration(train);
         times.push_back(now() - t0);
+      }
+      if (train && device.is_cuda()) {
+        const std::string& why = bench.graphed->off_reason();
+        row.note = bench.graphed->recorded() ? "one CUDA graph per step"
+                                             : "eager steps" + (why.empty() ? std::string() : " (" + why + ")");
       }
     }
     row.peak_bytes = memory.peak_bytes();
@@ -525,7 +543,8 @@ int main(int argc, char** argv) {
             row.batch_request = request;
             row.precision = precision;
             row.mode = mode;
-            if (c.memory_efficient && train && row.status == "ok") row.note = "memory-efficient dense blocks";
+            if (c.memory_efficient && train && row.status == "ok")
+              row.note += (row.note.empty() ? "" : "; ") + std::string("memory-efficient dense blocks");
             print_row(row);
             rows.push_back(row);
             write_json(false);

@@ -1,11 +1,15 @@
 // The CUDA device table (see backend.h), compiled only in builds with the CUDA backend: the caching
-// allocator, stream-ordered copies and fills, and the math switches of kernels/cuda/context.h.
+// allocator, stream-ordered copies and fills, and the math switches of kernels/cuda/context.h; also the
+// CUDA graphs behind engine/runtime.h's graph capture.
 // This file is the engine's only caller of kernels/cuda's runtime and context.
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "engine/backend.h"
 #include "engine/check.h"
+#include "engine/runtime.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/convert.h"
@@ -119,11 +123,41 @@ class CudaBackend final : public DeviceBackend {
   bool allow_tf32() const override { return kernels::cuda::allow_tf32(); }
 };
 
+// A CUDA graph (engine/runtime.h: graph capture) and the pool of its allocations, both given back with it.
+class CudaGraph final : public DeviceGraph {
+ public:
+  explicit CudaGraph(kernels::cuda::Graph* graph) : graph_(graph) {}
+  ~CudaGraph() override { kernels::cuda::destroy_graph(graph_); }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  void replay() const override { kernels::cuda::launch_graph(graph_); }
+
+ private:
+  kernels::cuda::Graph* graph_;
+};
+
 }  // namespace
 
 const DeviceBackend& cuda_backend() {
   static const CudaBackend backend;
   return backend;
 }
+
+namespace detail {  // engine/runtime.cpp's graph capture on CUDA
+
+bool cuda_graphs_supported(std::string* reason) {
+  if (kernels::cuda::sync_after_every_launch()) {
+    if (reason) *reason = "ENGINE_CUDA_SYNC=1 synchronises after every launch (debugging)";
+    return false;
+  }
+  return true;
+}
+void cuda_begin_graph_capture() { kernels::cuda::begin_graph_capture(); }
+std::unique_ptr<DeviceGraph> cuda_end_graph_capture() {
+  return std::make_unique<CudaGraph>(kernels::cuda::end_graph_capture());
+}
+void cuda_abort_graph_capture() noexcept { kernels::cuda::abort_graph_capture(); }
+
+}  // namespace detail
 
 }  // namespace engine

@@ -2,7 +2,19 @@
 // backend.h. The CPU's thread count and machine description live with the CPU table (backend_cpu.cpp).
 #include "engine/runtime.h"
 
+#include "engine/check.h"
+
 namespace engine {
+
+#ifdef ENGINE_WITH_CUDA
+namespace detail {  // CUDA graphs, in backend_cuda.cpp (the engine's one door to kernels/cuda)
+bool cuda_graphs_supported(std::string* reason);
+void cuda_begin_graph_capture();
+std::unique_ptr<DeviceGraph> cuda_end_graph_capture();
+void cuda_abort_graph_capture() noexcept;
+}  // namespace detail
+#endif
+
 namespace {
 
 // Every backend this build has, the CPU first.
@@ -48,6 +60,38 @@ bool is_device_out_of_memory(const std::exception& e) {
 
 std::vector<std::pair<std::string, std::string>> device_runtime_info(Device device) {
   return backend_for(device).runtime_info();
+}
+
+bool device_graphs_supported(Device device, std::string* reason) {
+#ifdef ENGINE_WITH_CUDA
+  if (device.is_cuda()) return detail::cuda_graphs_supported(reason);
+#endif
+  if (reason) *reason = device.is_cpu() ? "the CPU runs kernels as they are called" : "this build has no CUDA backend";
+  return false;
+}
+
+void begin_device_graph_capture(Device device) {
+  ENGINE_CHECK(device.is_cuda()) << "graph capture on " << device.str() << ": only CUDA devices record graphs";
+#ifdef ENGINE_WITH_CUDA
+  detail::cuda_begin_graph_capture();
+#endif
+}
+
+std::unique_ptr<DeviceGraph> end_device_graph_capture(Device device) {
+  ENGINE_CHECK(device.is_cuda()) << "graph capture on " << device.str() << ": only CUDA devices record graphs";
+#ifdef ENGINE_WITH_CUDA
+  return detail::cuda_end_graph_capture();
+#else
+  return nullptr;
+#endif
+}
+
+void abort_device_graph_capture(Device device) noexcept {
+#ifdef ENGINE_WITH_CUDA
+  if (device.is_cuda()) detail::cuda_abort_graph_capture();
+#else
+  (void)device;
+#endif
 }
 
 }  // namespace engine

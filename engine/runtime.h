@@ -9,9 +9,12 @@
 //   device_synchronize(device) waits for the device's queued work (a no-op on the CPU).
 //   device_runtime_info(device): ("cuda_runtime", "13.0"), ("cudnn", "91000"), ("tf32", "on") ... for
 //                    benchmark reports; empty on the CPU.
+//   graph capture:   begin_device_graph_capture / end_device_graph_capture record a device's queued work
+//                    once as a DeviceGraph that replay() runs again (CUDA graphs; engine/graph_step.h).
 #pragma once
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,5 +48,26 @@ void device_synchronize(Device device);
 // Whether `e` is a device allocator's out-of-memory error (of any backend of this build).
 bool is_device_out_of_memory(const std::exception& e);
 std::vector<std::pair<std::string, std::string>> device_runtime_info(Device device);
+
+// --- Graph capture (CUDA graphs; engine/graph_step.h) ---------------------------------------------
+// Between begin_device_graph_capture(device) and end_device_graph_capture(device), the work queued on the
+// device is recorded, not run; replay() of the DeviceGraph then runs it, as often as wanted, with the same
+// kernels, arguments and addresses, in one launch. While recording, the device's allocations come from a
+// pool owned by the graph, and memory released goes back to it, so no address the graph uses is handed to
+// anything else while the graph lives (kernels/cuda/context.h). A recording fails, with a
+// std::runtime_error from end_device_graph_capture or from the call that was illegal, when the work
+// synchronises with the host (a copy to or from the host, a synchronisation); after an exception in the
+// middle, abort_device_graph_capture closes the recording. Nothing recorded has run: the caller runs it
+// again without a graph. Only CUDA devices record; device_graphs_supported says why not otherwise (the
+// CPU, a build without CUDA, ENGINE_CUDA_SYNC=1 debugging, which wants every launch on its own).
+class DeviceGraph {
+ public:
+  virtual ~DeviceGraph() = default;
+  virtual void replay() const = 0;  // queued on the device like a kernel
+};
+bool device_graphs_supported(Device device, std::string* reason);
+void begin_device_graph_capture(Device device);
+std::unique_ptr<DeviceGraph> end_device_graph_capture(Device device);
+void abort_device_graph_capture(Device device) noexcept;
 
 }  // namespace engine

@@ -71,6 +71,7 @@ void visit_options(Options& o, Visit&& visit) {
   visit("deterministic", o.deterministic);
   visit("precision", o.precision);
   visit("memory_efficient", o.memory_efficient);
+  visit("no_graph", o.no_graph);
   visit("test_checkpoint", o.test_checkpoint);
   visit("checkpoint_hist", o.checkpoint_hist);
   visit("quiet", o.quiet);
@@ -216,7 +217,7 @@ bool resume_may_change(const std::string& key) {
   static const std::set<std::string> keys = {"epochs",           "workers",          "quiet",
                                              "device",           "early_stopping",   "test_checkpoint",
                                              "checkpoint_hist",  "deterministic", "memory_efficient",
-                                             "max_bad_fraction", "out",              "resume"};
+                                             "no_graph",         "max_bad_fraction", "out",              "resume"};
   return keys.count(key) > 0;
 }
 

@@ -83,6 +83,7 @@ struct TrainOptions {
   std::string precision = "f32";
   bool amp = false;  // --amp, the switch form of --precision bf16 (resolve_precision_flag); not in args.json
   bool memory_efficient = false;  // DenseNet: BN+ReLU recomputed in backward (nets/densenet.h)
+  bool no_graph = false;  // CUDA: every training step eager, not replayed as a CUDA graph (engine/graph_step.h)
   std::string test_checkpoint = "last";  // which weights the final test uses: last | best
   // checkpoints/epoch_NNN.safetensors kept: the last N epochs (older ones deleted after each epoch); 0 = none
   // (last and best only); -1 = every epoch. An older args.json's "keep_epoch_checkpoints" (true: every
@@ -125,7 +126,7 @@ TrainOptions read_train_options(const std::string& path);
 // The command-line flag of an args.json key ("batch_size" -> "--batch-size").
 std::string option_flag(const std::string& key);
 // True for the settings a resumed run may change: epochs (to extend a run), workers, quiet, device,
-// early_stopping, test_checkpoint, checkpoint_hist, deterministic, memory_efficient,
+// early_stopping, test_checkpoint, checkpoint_hist, deterministic, memory_efficient, no_graph,
 // max_bad_fraction (and out, resume themselves). Every other setting shapes the run and must stay.
 bool resume_may_change(const std::string& key);
 // On --resume: `command` with every setting whose flag was not given (`given(flag)` false) taken from

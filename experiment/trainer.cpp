@@ -22,6 +22,7 @@
 #include "engine/batch_norm_sync.h"
 #include "engine/distributed.h"
 #include "engine/engine.h"
+#include "engine/graph_step.h"
 #include "engine/serialize.h"
 #include "engine/training_step.h"
 #include "experiment/chart_png.h"
@@ -116,6 +117,9 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add_switch("--memory-efficient", &o.memory_efficient,
                "DenseNet: recompute each BN+ReLU in backward instead of keeping it (about 15% of the activation "
                "memory at 224 px, about 10% more time on the CPU; the same numbers bit for bit)");
+  f.add_switch("--no-graph", &o.no_graph,
+               "CUDA: run every training step's kernels one by one instead of replaying the step as one recorded "
+               "CUDA graph (debugging; the same numbers, slower with small batches)");
   f.add("--test-checkpoint", &o.test_checkpoint, "weights evaluated on the test split: last | best", "W");
   f.add("--checkpoint-hist", &o.checkpoint_hist,
         "keep checkpoints/epoch_NNN.safetensors of the last N epochs (older ones are deleted after each epoch); "
@@ -135,7 +139,7 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
       "--resume takes every setting not given on the command line from the run's args.json; of those given,\n"
       "only --epochs (not under --sched cosine), --workers, --quiet, --device, --early-stopping,\n"
       "--test-checkpoint, --checkpoint-hist, --deterministic" + std::string(densenet ? ", --memory-efficient" : "") +
-      " and --max-bad-fraction may\n"
+      ", --no-graph and --max-bad-fraction may\n"
       "differ from the run's (not --precision: a bf16 run resumes in bf16).\n"
       "--config FILE starts a new run (a new --out) with the settings of a saved args.json; flags override them.");
 }
@@ -214,6 +218,8 @@ struct Run {
   std::unique_ptr<engine::ParameterArena> arena;
   std::unique_ptr<engine::Adam> adam;
   std::unique_ptr<engine::TrainingStep> step;
+  // One process: `step` replayed as a CUDA graph on a GPU, eager otherwise (engine/graph_step.h).
+  std::unique_ptr<engine::GraphedTrainingStep> graphed;
   std::unique_ptr<data::Loader> train_loader, val_loader;
   size_t train_bad_reported = 0, val_bad_reported = 0;  // unreadable images already reported
   const InterruptGuard* interrupt = nullptr;             // set while the epochs run
@@ -422,6 +428,12 @@ void build_model(Run& run) {
     step_options.reduce_gradients = [world](engine::ParameterArena& arena) { world->allreduce_sum(arena.grads()); };
   }
   run.step = std::make_unique<engine::TrainingStep>(*run.net, *run.arena, run.adam.get(), std::move(step_options));
+  if (!run.world->distributed()) {
+    engine::GraphOptions graph_options;
+    graph_options.enabled = !o.no_graph;
+    graph_options.log = [](const std::string& line) { message("%s\n", line.c_str()); };
+    run.graphed = std::make_unique<engine::GraphedTrainingStep>(*run.step, std::move(graph_options));
+  }
 }
 
 // Stage 1, setup: everything that can fail on bad input, before --out is touched.
@@ -616,7 +628,8 @@ int64_t correct_predictions(const Tensor& logits, const data::Batch& batch) {
 
 // One process: the host reads each step's loss after enqueueing the next (engine/training_step.h, seam
 // (a')): no step waits for the host in its middle. A non-finite loss is reported with its own epoch and
-// batch; the device skipped its update and that of the step enqueued after it.
+// batch; the device skipped its update and that of the step enqueued after it. On a GPU each step after the
+// warm-up is one CUDA graph replay (engine/graph_step.h; --no-graph: eager), the last smaller batch eager.
 TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
   const TrainOptions& o = run.o;
   data::Loader& loader = *run.train_loader;
@@ -630,12 +643,12 @@ TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
   // Reads the previous step's loss; false when it was not finite (reported; the pass stops).
   const auto finish_previous = [&]() {
     if (!previous.step.defined()) return true;
-    const engine::StepResult step = run.step->finish(previous.step);
+    const engine::StepResult step = run.graphed->finish(previous.step);
     const data::Batch& batch = previous.batch;
     if (!step.finite) {
       pass.nonfinite = true;
       report_nonfinite(run, epoch, batch, step);
-      run.step->clear_nonfinite();
+      run.graphed->clear_nonfinite();
       return false;
     }
     count_step(pass, progress, ++batches, step.loss, batch.size(), correct_predictions(step.logits, batch));
@@ -656,7 +669,7 @@ TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
     maybe_killed_for_test(run);
     set_scheduled_lr(run, epoch);
     engine::PendingStep current =
-        run.step->enqueue(batch.images.to(run.device), batch.labels.to(run.device),
+        run.graphed->enqueue(batch.images.to(run.device), batch.labels.to(run.device),
                           o.class_weights ? batch.weights.to(run.device) : Tensor());
     if (!finish_previous()) {
       loader.stop();

@@ -13,6 +13,11 @@
 // When cudaMalloc fails, every free block of the device is returned to the driver and the call retried
 // once; if it fails again, OutOfMemory names the allocation, its size, the allocator's in-use and
 // cached bytes, the device's free/total memory, and suggests a smaller --batch-size.
+// Graph pools (context.h: CUDA graphs): while a capture is open, its device's allocations come from a pool
+// of the graph's (its free list, then blocks taken over from the device's free list, then cudaMalloc with
+// the thread's capture mode relaxed around it) and every release goes to that pool; a block keeps its
+// pool's id, so a pool block released later returns to the pool. Retiring the pool (the graph destroyed)
+// moves its free blocks to the device's free list; a block whose pool is gone goes there when released.
 // The allocator and the per-device contexts are never destroyed (their memory and handles live until
 // the process ends): destroying them from static destructors would race the CUDA runtime's teardown.
 #include "kernels/cuda/context.h"
@@ -108,7 +113,27 @@ std::string mib(size_t bytes) {
 struct Block {
   size_t size = 0;
   int device = 0;
+  int pool = 0;  // the graph pool it belongs to; 0: the device's cache
 };
+
+// A graph's private blocks (see the top): those free now, by size.
+struct GraphPool {
+  int device = 0;
+  std::multimap<size_t, void*> free;
+};
+
+// Takes the smallest block of `free_list` that fits the size class `rounded` with bounded waste; false
+// when none does.
+bool take_fitting(std::multimap<size_t, void*>& free_list, size_t rounded, void** ptr, size_t* size) {
+  const auto it = free_list.lower_bound(rounded);
+  if (it == free_list.end() || it->first > largest_acceptable(rounded) ||
+      (rounded <= kSmallLimit) != (it->first <= kSmallLimit))
+    return false;
+  *ptr = it->second;
+  *size = it->first;
+  free_list.erase(it);
+  return true;
+}
 
 class CachingAllocator {
  public:
@@ -119,19 +144,31 @@ class CachingAllocator {
     const size_t rounded = size_class(bytes);
     if (rounded == 0) throw_out_of_memory(bytes, what, device, cudaErrorMemoryAllocation);
 
-    // Smallest free block of this device that fits the size class with bounded waste.
-    auto& free_list = free_[device];
-    const auto it = free_list.lower_bound(rounded);
-    if (it != free_list.end() && it->first <= largest_acceptable(rounded) &&
-        (rounded <= kSmallLimit) == (it->first <= kSmallLimit)) {
-      void* ptr = it->second;
-      const size_t size = it->first;
-      free_list.erase(it);
-      hand_out(ptr, size, device);
+    // Smallest free block that fits the size class with bounded waste: while a capture is open on this
+    // device, the graph pool's first, then the device's (the pool takes it over).
+    const int pool = capturing_pool(device);
+    void* ptr = nullptr;
+    size_t size = 0;
+    if ((pool != 0 && take_fitting(pools_.at(pool).free, rounded, &ptr, &size)) ||
+        take_fitting(free_[device], rounded, &ptr, &size)) {
+      hand_out(ptr, size, device, pool);
       return ptr;
     }
 
-    void* ptr = nullptr;
+    if (pool != 0) {  // capturing: cudaMalloc is not stream work; relax this thread's mode around it
+      cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+      cudaThreadExchangeStreamCaptureMode(&mode);
+      const cudaError_t status = cudaMalloc(&ptr, rounded);
+      cudaThreadExchangeStreamCaptureMode(&mode);
+      if (status != cudaSuccess) {  // no retry: emptying the cache (cudaFree) is illegal while capturing
+        cudaGetLastError();
+        throw_out_of_memory(bytes, what, device, status);
+      }
+      ++stats_.device_mallocs;
+      stats_.cached += rounded;
+      hand_out(ptr, rounded, device, pool);
+      return ptr;
+    }
     cudaError_t status = cudaMalloc(&ptr, rounded);
     if (status != cudaSuccess) {
       cudaGetLastError();  // an allocation failure is not sticky; clear it
@@ -144,7 +181,7 @@ class CachingAllocator {
     }
     ++stats_.device_mallocs;
     stats_.cached += rounded;
-    hand_out(ptr, rounded, device);
+    hand_out(ptr, rounded, device, 0);
     return ptr;
   }
 
@@ -159,7 +196,44 @@ class CachingAllocator {
     const Block block = it->second;
     in_use_.erase(it);
     stats_.in_use -= block.size;
-    free_[block.device].emplace(block.size, ptr);
+    // While capturing, every block released on the device joins the graph's pool: the graph may use it.
+    const int capturing = capturing_pool(block.device);
+    const int pool = capturing != 0 ? capturing : block.pool;
+    const auto owner = pools_.find(pool);
+    if (owner != pools_.end()) {
+      owner->second.free.emplace(block.size, ptr);
+    } else {
+      free_[block.device].emplace(block.size, ptr);
+    }
+  }
+
+  // Graph pools (context.h: CUDA graphs). open_pool starts routing the device's allocations to a new pool
+  // (one capture at a time), close_pool stops it, retire_pool gives the pool's free blocks to the
+  // device's cache and forgets the pool.
+  int open_pool(int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (open_pool_ != 0)
+      throw std::runtime_error("kernels::cuda::begin_graph_capture: a capture is open already (one at a time)");
+    const int id = next_pool_++;
+    pools_[id].device = device;
+    open_pool_ = id;
+    return id;
+  }
+  void close_pool(int id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (open_pool_ == id) open_pool_ = 0;
+  }
+  void retire_pool(int id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (open_pool_ == id) open_pool_ = 0;
+    const auto it = pools_.find(id);
+    if (it == pools_.end()) return;
+    for (const auto& [size, ptr] : it->second.free) free_[it->second.device].emplace(size, ptr);
+    pools_.erase(it);
+  }
+  bool capture_open() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return open_pool_ != 0;
   }
 
   MemoryStats stats() {
@@ -178,8 +252,14 @@ class CachingAllocator {
   }
 
  private:
-  void hand_out(void* ptr, size_t size, int device) {
-    in_use_[ptr] = Block{size, device};
+  // The open pool when a capture is open on `device`, else 0. Caller holds the mutex.
+  int capturing_pool(int device) const {
+    if (open_pool_ == 0) return 0;
+    return pools_.at(open_pool_).device == device ? open_pool_ : 0;
+  }
+
+  void hand_out(void* ptr, size_t size, int device, int pool) {
+    in_use_[ptr] = Block{size, device, pool};
     stats_.in_use += size;
     stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
   }
@@ -220,6 +300,9 @@ class CachingAllocator {
   std::mutex mutex_;
   std::unordered_map<void*, Block> in_use_;
   std::multimap<size_t, void*> free_[kMaxDevices];
+  std::unordered_map<int, GraphPool> pools_;
+  int open_pool_ = 0;  // the pool of the open capture; 0: none
+  int next_pool_ = 1;
   MemoryStats stats_;
 };
 
@@ -235,6 +318,7 @@ struct DeviceContext {
   std::once_flag stream_once, cublas_once, cudnn_once, properties_once;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  void* cublas_workspace = nullptr;  // cublasSetWorkspace's (see cublas_handle)
   cudnnHandle_t cudnn = nullptr;
   int multiprocessors = 0;
 };
@@ -283,10 +367,18 @@ void* cublas_handle() {
   const int device = current_device();
   cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
   DeviceContext& context = device_context(device);
-  std::call_once(context.cublas_once, [&context, stream] {
+  std::call_once(context.cublas_once, [&context, stream, device] {
     cublasHandle_t handle = nullptr;
     CHECK_CUBLAS_HERE(cublasCreate(&handle));
     CHECK_CUBLAS_HERE(cublasSetStream(handle, stream));
+    // A fixed workspace of our own, so that cuBLAS allocates nothing inside a CUDA graph capture and every
+    // GEMM, captured or not, sees the same one: 32 MiB on sm_90 and later, 4 MiB before (cuBLAS's
+    // recommendation for cublasSetWorkspace). Never freed, like the handle.
+    int major = 0;
+    CHECK_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    const size_t workspace_bytes = (major >= 9 ? size_t(32) : size_t(4)) << 20;
+    CHECK_CUDA(cudaMalloc(&context.cublas_workspace, workspace_bytes));
+    CHECK_CUBLAS_HERE(cublasSetWorkspace(handle, context.cublas_workspace, workspace_bytes));
     context.cublas = handle;
   });
   return context.cublas;
@@ -336,7 +428,8 @@ bool sync_after_every_launch() {
     const char* value = std::getenv("ENGINE_CUDA_SYNC");
     return value != nullptr && *value != '\0' && std::strcmp(value, "0") != 0;
   }();
-  return enabled;
+  // A synchronisation is illegal while a graph records (context.h: CUDA graphs).
+  return enabled && !graph_capture_open();
 }
 
 void check_launch(const char* kernel, const char* file, int line) {
@@ -357,6 +450,107 @@ void check_launch(const char* kernel, const char* file, int line) {
     detail::throw_error(message.c_str(), file, line);
   }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// CUDA graphs (context.h)
+
+struct Graph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  int pool = 0;
+  int device = 0;
+};
+
+namespace detail {
+namespace {
+
+struct OpenCapture {
+  int pool = 0;  // 0: none open
+  int device = 0;
+  cudaStream_t stream = nullptr;
+};
+OpenCapture g_capture;  // guarded by g_capture_mutex
+std::mutex g_capture_mutex;
+
+std::string cuda_reason(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
+// Ends the open capture, if any, discarding what it recorded; returns what it was (pool 0: none).
+OpenCapture close_capture(cudaGraph_t* recorded, cudaError_t* status) {
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  const OpenCapture capture = g_capture;
+  g_capture = OpenCapture();
+  if (capture.pool == 0) return capture;
+  *status = cudaStreamEndCapture(capture.stream, recorded);
+  allocator().close_pool(capture.pool);
+  return capture;
+}
+
+}  // namespace
+}  // namespace detail
+
+void begin_graph_capture() {
+  const int device = current_device();
+  cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  const int pool = allocator().open_pool(device);  // throws when one is open
+  const cudaError_t status = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    allocator().retire_pool(pool);
+    throw std::runtime_error("cudaStreamBeginCapture failed: " + cuda_reason(status));
+  }
+  g_capture = OpenCapture{pool, device, stream};
+}
+
+Graph* end_graph_capture() {
+  cudaGraph_t recorded = nullptr;
+  cudaError_t status = cudaSuccess;
+  const OpenCapture capture = close_capture(&recorded, &status);
+  if (capture.pool == 0) throw std::runtime_error("kernels::cuda::end_graph_capture: no capture is open");
+  const auto fail = [&](const std::string& what) {
+    cudaGetLastError();  // the capture's errors are not sticky; clear them for later calls
+    if (recorded != nullptr) cudaGraphDestroy(recorded);
+    allocator().retire_pool(capture.pool);
+    throw std::runtime_error(what + ": " + cuda_reason(status));
+  };
+  if (status != cudaSuccess || recorded == nullptr) fail("CUDA graph capture failed (cudaStreamEndCapture)");
+  cudaGraphExec_t exec = nullptr;
+  status = cudaGraphInstantiate(&exec, recorded, 0);
+  if (status != cudaSuccess) fail("CUDA graph instantiation failed (cudaGraphInstantiate)");
+  return new Graph{recorded, exec, capture.pool, capture.device};
+}
+
+void abort_graph_capture() noexcept {
+  cudaGraph_t recorded = nullptr;
+  cudaError_t status = cudaSuccess;
+  const OpenCapture capture = close_capture(&recorded, &status);
+  if (capture.pool == 0) return;
+  if (recorded != nullptr) cudaGraphDestroy(recorded);
+  cudaGetLastError();
+  allocator().retire_pool(capture.pool);
+}
+
+void launch_graph(Graph* graph) {
+  if (graph == nullptr) detail::throw_error("launch_graph: no graph", __FILE__, __LINE__);
+  if (current_device() != graph->device)
+    detail::throw_error("launch_graph: the graph was captured on another device", __FILE__, __LINE__);
+  CHECK_CUDA(cudaGraphLaunch(graph->exec, static_cast<cudaStream_t>(current_stream())));
+  if (sync_after_every_launch()) stream_synchronize();
+}
+
+void destroy_graph(Graph* graph) {
+  if (graph == nullptr) return;
+  // An executable graph still running is freed when it completes; work queued after it on the stream
+  // may reuse the pool's blocks.
+  cudaGraphExecDestroy(graph->exec);
+  cudaGraphDestroy(graph->graph);
+  allocator().retire_pool(graph->pool);
+  delete graph;
+}
+
+bool graph_capture_open() { return allocator().capture_open(); }
 
 namespace detail {
 

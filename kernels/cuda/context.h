@@ -69,6 +69,34 @@ const char* conv_algo_search_name(ConvAlgoSearch search);  // "heuristic" or "ti
 void check_launch(const char* kernel, const char* file, int line);
 bool sync_after_every_launch();
 
+// --- CUDA graphs: capture into a private allocator pool --------------------------------------------------
+// A graph records the work queued on current_stream() between begin_graph_capture() and
+// end_graph_capture() (nothing runs while it records) and launch_graph() replays it: the same kernels, the
+// same arguments, the same addresses, one launch. While a capture is open, allocate() and release() on the
+// capturing device use a pool owned by the graph: allocate() hands out the pool's own free blocks, then
+// blocks of the device's cache (which the pool takes over), then fresh cudaMalloc memory; release() of any
+// block returns it to the pool. A block of the pool released after the capture goes back to the pool too.
+// So no address the graph's kernels use is handed to anything else while the graph lives. destroy_graph()
+// gives the pool's free blocks to the device's cache; its blocks still in use go there when released.
+// The capture runs in cudaStreamCaptureModeThreadLocal: a call that is illegal while capturing (a
+// synchronisation, a host copy, cudaFree) on the capturing thread makes the capture fail; other threads
+// (data loaders allocating pinned memory) are not affected. While capturing, an allocation that does not
+// fit is not retried after emptying the cache (cudaFree is illegal then): OutOfMemory, and the capture
+// fails. With ENGINE_CUDA_SYNC=1 the per-launch synchronisation is skipped while capturing.
+//
+//   begin_graph_capture();
+//   try { ... queue the work ...; graph = end_graph_capture(); } catch (...) { abort_graph_capture(); throw; }
+//   launch_graph(graph); ... launch_graph(graph); destroy_graph(graph);
+struct Graph;                         // opaque: the executable graph and its pool
+void begin_graph_capture();           // std::runtime_error when a capture is open already or CUDA refuses
+// Ends the capture and instantiates the graph. On failure (an illegal call while capturing, instantiation)
+// throws std::runtime_error with CUDA's reason; the capture is closed and its pool given back then.
+Graph* end_graph_capture();
+void abort_graph_capture() noexcept;  // closes an open capture after an exception; no-op when none is open
+void launch_graph(Graph* graph);      // on current_stream() of the graph's device
+void destroy_graph(Graph* graph);     // nullptr: nothing
+bool graph_capture_open();            // begin_graph_capture() without its end yet, on any thread
+
 }  // namespace kernels::cuda
 
 #define KERNELS_CHECK_LAUNCH(name) ::kernels::cuda::check_launch(name, __FILE__, __LINE__)

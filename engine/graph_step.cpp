@@ -1,0 +1,150 @@
+// A training step as one CUDA graph (see graph_step.h): eager warm-up steps, one recording of the device
+// work of TrainingStep::enqueue up to the update, replays behind device-to-device copies of the batch, the
+// optimizer's update queued eagerly after each replay; eager steps for other shapes and after a failure.
+#include "engine/graph_step.h"
+
+#include <cstdio>
+#include <exception>
+#include <utility>
+
+#include "engine/check.h"
+#include "engine/ops.h"
+#include "engine/ops/common.h"
+
+namespace engine {
+
+bool GraphedTrainingStep::Signature::operator==(const Signature& other) const {
+  return images == other.images && labels == other.labels && weights == other.weights &&
+         images_dtype == other.images_dtype && has_weights == other.has_weights;
+}
+
+GraphedTrainingStep::Signature GraphedTrainingStep::signature(const Tensor& images, const Tensor& labels,
+                                                              const Tensor& weights) {
+  Signature s;
+  s.images = images.shape();
+  s.labels = labels.shape();
+  s.has_weights = weights.defined();
+  if (s.has_weights) s.weights = weights.shape();
+  s.images_dtype = static_cast<int>(images.dtype());
+  return s;
+}
+
+GraphedTrainingStep::GraphedTrainingStep(TrainingStep& step, GraphOptions options)
+    : step_(step), options_(std::move(options)) {
+  ENGINE_CHECK(options_.warmup_steps >= 1) << "GraphedTrainingStep: warmup_steps must be at least 1";
+  const Device device = step_.nonfinite_flag().device();
+  std::string reason;
+  if (!options_.enabled) {
+    off_reason_ = "turned off (--no-graph)";
+  } else if (step_.options().reduce_gradients) {
+    off_reason_ = "a gradient all-reduce runs between backward and the update (data parallelism)";
+  } else if (!device_graphs_supported(device, &reason)) {
+    off_reason_ = reason;
+    if (device.is_cuda()) turn_off(reason);  // worth a line: the user may expect graphs on a GPU
+  } else {
+    on_ = true;
+  }
+}
+
+GraphedTrainingStep::~GraphedTrainingStep() = default;
+
+void GraphedTrainingStep::turn_off(const std::string& reason) {
+  on_ = false;
+  off_reason_ = reason;
+  graph_.reset();  // gives the graph's memory pool back
+  static_images_ = static_labels_ = static_weights_ = static_loss_ = static_logits_ = Tensor();
+  const std::string line = "note: CUDA graphs off (" + reason + "); training steps run eagerly";
+  if (options_.log) {
+    options_.log(line);
+  } else {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+}
+
+PendingStep GraphedTrainingStep::eager(const Tensor& images, const Tensor& labels, const Tensor& weights) {
+  ++eager_;
+  return step_.enqueue(images, labels, weights);
+}
+
+PendingStep GraphedTrainingStep::enqueue(const Tensor& images, const Tensor& labels, const Tensor& weights) {
+  const Device device = step_.nonfinite_flag().device();
+  if (!on_ || images.device() != device || labels.device() != device ||
+      (weights.defined() && weights.device() != device))
+    return eager(images, labels, weights);
+  const Signature shapes = signature(images, labels, weights);
+  if (graph_) return shapes == graph_signature_ ? replay(images, labels, weights) : eager(images, labels, weights);
+  if (shapes != warm_signature_) {
+    warm_signature_ = shapes;
+    warm_steps_ = 0;
+  }
+  if (warm_steps_ < options_.warmup_steps) {
+    ++warm_steps_;
+    return eager(images, labels, weights);
+  }
+  if (!record(images, labels, weights)) return eager(images, labels, weights);
+  graph_signature_ = shapes;
+  return replay(images, labels, weights);
+}
+
+// Records zero_grad, forward, loss, the non-finite flag and backward on the static inputs: what
+// TrainingStep::enqueue queues before reduce_gradients and the update, through its public phases.
+bool GraphedTrainingStep::record(const Tensor& images, const Tensor& labels, const Tensor& weights) {
+  const Device device = step_.nonfinite_flag().device();
+  try {
+    {
+      NoGradGuard no_grad;  // the static inputs are allocated outside the graph's pool, before it records
+      static_images_ = images.clone();
+      static_labels_ = labels.clone();
+      static_weights_ = weights.defined() ? weights.clone() : Tensor();
+    }
+    begin_device_graph_capture(device);
+    try {
+      Tensor logits;
+      const Tensor loss = step_.forward_loss(static_images_, static_labels_, static_weights_, logits);
+      {
+        NoGradGuard no_grad;
+        ENGINE_CHECK(loss.numel() == 1 && loss.dtype() == DType::f32 && loss.device() == device)
+            << "GraphedTrainingStep: the loss is " << loss.str() << "; expected one f32 value on " << device.str();
+        const Tensor loss_value = loss.contiguous();
+        ENGINE_KERNEL(device, flag_nonfinite)(1, loss_value.data(), step_.nonfinite_flag().data());
+      }
+      loss.backward();
+      static_loss_ = loss.detach();
+      static_logits_ = logits.detach();
+    } catch (...) {
+      abort_device_graph_capture(device);
+      throw;
+    }
+    graph_ = end_device_graph_capture(device);
+    return true;
+  } catch (const std::exception& e) {
+    turn_off(std::string("recording the step failed: ") + e.what());
+    return false;
+  }
+}
+
+PendingStep GraphedTrainingStep::replay(const Tensor& images, const Tensor& labels, const Tensor& weights) {
+  PendingStep pending;
+  try {
+    static_images_.copy_from(images);
+    static_labels_.copy_from(labels);
+    if (weights.defined()) static_weights_.copy_from(weights);
+    graph_->replay();
+  } catch (const std::exception& e) {
+    turn_off(std::string("replaying the step failed: ") + e.what());
+    return eager(images, labels, weights);
+  }
+  // The update, as TrainingStep::enqueue queues it: skipped on the device while the flag is set.
+  if (Optimizer* optimizer = step_.optimizer()) {
+    optimizer->set_skip_flag(step_.nonfinite_flag());
+    pending.optimizer_steps_before = optimizer->step_count();
+    optimizer->step();
+  }
+  NoGradGuard no_grad;
+  pending.loss = static_loss_.clone();  // the next replay overwrites the static outputs
+  pending.logits = static_logits_.clone();
+  ++replayed_;
+  return pending;
+}
+
+}  // namespace engine
