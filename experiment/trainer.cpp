@@ -21,6 +21,7 @@
 #include "data/synth_mura.h"
 #include "engine/batch_norm_sync.h"
 #include "engine/distributed.h"
+#include "engine/grad_buckets.h"
 #include "engine/engine.h"
 #include "engine/serialize.h"
 #include "engine/training_step.h"
@@ -101,6 +102,8 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add("--device", &o.device, "auto | cpu | cuda | cuda:N (under mpirun / srun, cuda is the local rank's GPU)", "D");
   f.add_switch("--sync-bn", &o.sync_bn, "data parallelism (mpirun -np N): batch-norm statistics over every "
                "process's images, so that N processes compute one process's step (docs/distributed.md)");
+  f.add("--bucket-mb", &o.bucket_mb, "data parallelism: the gradients are summed over the processes in buckets of "
+        "this many MB, each started while backward still runs; 0 = one sum after backward", 0.0, 1e6, "MB");
   f.add("--seed", &o.seed, "seed of the split, the initialisation, the data order and the augmentation");
   f.add("-j,--workers", &o.workers, "data loader threads");
   f.add("-o,--out", &o.out, "output folder (default: runs/<arch>-<protocol>-n<images>-s<seed>)", "DIR");
@@ -225,6 +228,7 @@ struct Run {
   RunPlan plan;  // the batches of the whole run, for the progress bars' run ETA
   // Data parallelism (docs/distributed.md): this process's group; rank 0 alone writes the run folder.
   engine::Distributed* world = &engine::Distributed::world();
+  std::shared_ptr<engine::GradientBuckets> buckets;  // the gradient all-reduce, when distributed
   bool writer() const { return world->is_root(); }
 };
 
@@ -418,8 +422,14 @@ void build_model(Run& run) {
   if (run.world->distributed()) {
     // The gradients of the global batch's loss: each process's loss is its share of the global mean (the
     // loss weights of train_pass), so the sum over processes is the single-process gradient.
+    // The sums run in buckets started during backward (engine/grad_buckets.h), waited before the update.
     engine::Distributed* world = run.world;
-    step_options.reduce_gradients = [world](engine::ParameterArena& arena) { world->allreduce_sum(arena.grads()); };
+    auto buckets = run.buckets = std::make_shared<engine::GradientBuckets>(
+        *run.arena, *world, static_cast<int64_t>(o.bucket_mb * (1 << 20)));
+    step_options.begin_backward = [buckets](engine::ParameterArena&) { buckets->begin_backward(); };
+    step_options.reduce_gradients = [buckets](engine::ParameterArena&) { buckets->finish_backward(); };
+    // The deferred step's non-finite flag: set on every process when set on one (engine/training_step.h).
+    step_options.reduce_nonfinite_flag = [world](const Tensor& flag) { world->allreduce_max(flag); };
   }
   run.step = std::make_unique<engine::TrainingStep>(*run.net, *run.arena, run.adam.get(), std::move(step_options));
 }
@@ -500,6 +510,7 @@ void open_output(const Run& run) {
                                                  {"device_used", run.device.str()},
                                                  {"processes", std::to_string(run.world->size())},
                                                  {"sync_bn", o.sync_bn ? "true" : "false"},
+                                                 {"bucket_mb", g9(o.bucket_mb)},
                                                  {"weights_used", run.weights_note},
                                                  {"train_images", std::to_string(run.split.train.size())},
                                                  {"validation_images", std::to_string(run.split.validation.size())},
@@ -809,6 +820,11 @@ void agree_on_model(Run& run, int64_t epoch) {
         << " (the processes diverged)";
   message("epoch %lld: the %d processes hold the same model, bit for bit (%s)\n", static_cast<long long>(epoch + 1),
           world.size(), run.o.sync_bn ? "--sync-bn" : "batch-norm statistics averaged");
+  if (run.buckets)
+    message("epoch %lld: gradients summed in %lld bucket(s) of --bucket-mb %s; in the last step %lld started "
+            "during backward\n",
+            static_cast<long long>(epoch + 1), static_cast<long long>(run.buckets->bucket_count()),
+            g9(run.o.bucket_mb).c_str(), static_cast<long long>(run.buckets->started_during_backward()));
 }
 
 // Stage 3, one epoch: the train pass, the validation pass, the summary row, the checkpoints, summary.csv
