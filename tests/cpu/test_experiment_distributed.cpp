@@ -7,7 +7,9 @@
 //   (b) without --sync-bn the two processes hold the same model bit for bit (the trainer hashes every state
 //       tensor on each process after each epoch and stops on a difference; the log says they agree);
 //   (c) a run started on 1 process and resumed on 2, and the reverse, equals the uninterrupted run;
-//   (d) a process killed mid-run ends the job within seconds, with a message, and checkpoints/last intact.
+//   (d) a process killed mid-run ends the job within seconds, with a message, and checkpoints/last intact;
+//   (e) the gradient sums in buckets started during backward (--bucket-mb) equal one sum after backward
+//       (--bucket-mb 0) bit for bit, also on the memory-efficient path (parameters read in recomputed regions).
 // Registered only where CMake found MPI.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -17,6 +19,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <regex>
 #include <string>
 
 #include "data/csv.h"
@@ -182,6 +185,31 @@ TEST(Distributed, TwoProcessesWithoutSyncBnStayIdentical) {
     EXPECT_NE(log.find("epoch " + std::to_string(epoch) + ": the 2 processes hold the same model, bit for bit"),
               std::string::npos)
         << log;
+}
+
+TEST(Distributed, BucketedGradientSumsEqualOneSumAfterBackwardBitForBit) {
+  for (const std::string flags : {"", "--memory-efficient "}) {
+    SCOPED_TRACE(flags);
+    const std::string one = temp_path("unbucketed" + std::to_string(flags.size()));
+    const std::string many = temp_path("bucketed" + std::to_string(flags.size()));
+    Command c = train(2, flags + "-e 3 --bucket-mb 0 -o " + one);
+    ASSERT_EQ(c.status, 0) << c.err;
+    c = train(2, flags + "-e 3 --bucket-mb 0.01 -o " + many);  // 10 KB: several buckets of the tiny net
+    ASSERT_EQ(c.status, 0) << c.err;
+    expect_losses_near(losses(one), losses(many), 0.0);
+    expect_same_model(one, many, 0.0);
+    // The first step learns each parameter's contribution count; from the second every bucket starts
+    // while backward runs.
+    const std::string log = data::read_file_text(many + "/train.log");
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(log, m, std::regex("epoch 3: gradients summed in ([0-9]+) bucket\\(s\\) of "
+                                                     "--bucket-mb 0.01; in the last step ([0-9]+) started during backward")))
+        << log;
+    EXPECT_GT(std::stoi(m[1]), 2);
+    EXPECT_EQ(m[1], m[2]);
+    EXPECT_NE(data::read_file_text(one + "/train.log").find("epoch 3: gradients summed in 1 bucket(s) of --bucket-mb 0;"),
+              std::string::npos);
+  }
 }
 
 TEST(Distributed, ResumeOnAnotherProcessCountEqualsTheUninterruptedRun) {
