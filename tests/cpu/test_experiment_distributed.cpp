@@ -28,6 +28,7 @@
 #include "data/mura_index.h"
 #include "data/splits.h"
 #include "data/synth_mura.h"
+#include "engine/serialize.h"
 #include "experiment/curves.h"
 #include "experiment/metrics.h"
 #include "experiment/run_files.h"
@@ -244,6 +245,29 @@ TEST(Distributed, ANonFiniteLossStopsEveryProcessAtTheSameStep) {
   const std::string log = data::read_file_text(run + "/train.log");
   EXPECT_NE(log.find("the share of the loss of rank(s) 0, 1 of 2 was not finite"), std::string::npos) << log;
   EXPECT_TRUE(fs::exists(run + "/checkpoints/debug_nonfinite.safetensors"));
+}
+
+// One process's share alone is NaN (a test hook, before optimizer step 2 = the third step): the deferred
+// step's non-finite flag, a maximum over the processes, makes both skip that update and stop with it.
+TEST(Distributed, ANonFiniteShareOnOneProcessStopsEveryProcessWithoutItsUpdate) {
+  const std::string run = temp_path("nonfinite_one_rank");
+  const Command c = train(2, "-e 4 -o " + run, "MURA_ENGINE_TEST_NAN=1:2");
+  EXPECT_EQ(c.status, 3) << c.err;
+  const std::string log = data::read_file_text(run + "/train.log");
+  EXPECT_NE(log.find("the share of the loss of rank(s) 1 of 2 was not finite"), std::string::npos) << log;
+  // Rank 0's weights in the debug file are those after epoch 2 (the last checkpoint): its own finite share
+  // did not update them. (The running statistics moved in the third forward pass; not compared.)
+  const CheckpointInfo last = read_checkpoint(run + "/checkpoints/last.safetensors");
+  EXPECT_EQ(last.metadata.at("epoch"), "2");
+  const auto debug = engine::load_tensors(run + "/checkpoints/debug_nonfinite.safetensors");
+  int compared = 0;
+  for (const auto& [name, t] : debug) {
+    if (name.rfind("model.", 0) != 0 || name.find("running") != std::string::npos) continue;
+    ASSERT_TRUE(last.model.count(name.substr(6))) << name;
+    EXPECT_EQ(t.to_vector(), last.model.at(name.substr(6)).to_vector()) << name;
+    ++compared;
+  }
+  EXPECT_GT(compared, 10);
 }
 
 // The loader's shards (in one process): shard r of N takes the r-th consecutive share of each batch, so the
