@@ -172,23 +172,24 @@ bool Distributed::device_collectives_active() const {
 }
 
 void Distributed::allreduce_sum(const Tensor& tensor) {
+  if (size_ == 1 && !(tensor.device().is_cuda() && device_collectives_active())) return;  // a sum of one
   ENGINE_CHECK(tensor.is_contiguous()) << "allreduce_sum: the tensor must be contiguous, got " << tensor.str();
-  if (tensor.device().is_cuda() && (size_ > 1 || device_collectives_active())) {
+  if (tensor.device().is_cuda()) {
     allreduce_on_device(tensor, /*maximum=*/false);
     return;
   }
-  if (size_ == 1) return;
   allreduce_sum(tensor.data(), tensor.numel());
 }
 
 void Distributed::allreduce_max(const Tensor& tensor) {
+  if (size_ == 1 && !(tensor.device().is_cuda() && device_collectives_active())) return;  // a maximum of one
   ENGINE_CHECK(tensor.is_contiguous() && tensor.dtype() == DType::f32)
       << "allreduce_max: the tensor must be contiguous f32, got " << tensor.str();
-  if (tensor.device().is_cuda() && (size_ > 1 || device_collectives_active())) {
+  if (tensor.device().is_cuda()) {
     allreduce_on_device(tensor, /*maximum=*/true);
     return;
   }
-  if (!mpi_ || size_ == 1 || tensor.numel() == 0) return;
+  if (!mpi_ || tensor.numel() == 0) return;
 #ifdef ENGINE_WITH_MPI
   mpi_allreduce(tensor.data(), tensor.numel(), MPI_FLOAT, sizeof(float), MPI_MAX, MPI_COMM_WORLD);
 #endif
@@ -243,6 +244,7 @@ void Distributed::start_allreduce_sum(const Tensor& tensor) {
       << "start_allreduce_sum: the tensor must be contiguous f32, got " << tensor.str();
   if (tensor.numel() == 0) return;
   Started& state = *started_state_;
+  (void)state;  // a build without MPI and NCCL starts nothing
   if (tensor.device().is_cuda()) {
     if (!device_collectives_active()) {
       if (size_ == 1) return;

@@ -2,6 +2,7 @@
 #include "engine/grad_buckets.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "engine/check.h"
 
@@ -92,11 +93,14 @@ void GradientBuckets::start(size_t bucket) {
 
 void GradientBuckets::finish_backward() {
   if (!in_backward_) begin_backward();  // called without begin: one all-reduce of everything, as before
+  const auto t0 = std::chrono::steady_clock::now();
   const bool watched = hook_ != nullptr;
   hook_.reset();
   in_backward_ = false;
   while (next_to_start_ < buckets_.size()) start(next_to_start_++);
   group_.wait_allreduces();
+  finish_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ++backwards_;
   // What this step's graph gave each parameter is what the next steps' will (the largest count seen).
   if (watched)
     for (size_t p = 0; p < expected_.size(); ++p) expected_[p] = std::max(expected_[p], seen_[p]);

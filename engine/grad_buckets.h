@@ -55,6 +55,10 @@ class GradientBuckets {
   std::pair<int64_t, int64_t> bucket_range(int64_t i) const;
   // Of the last backward: how many buckets were started while it ran (the rest after it).
   int64_t started_during_backward() const { return started_during_backward_; }
+  // Host seconds finish_backward spent, summed over the backwards so far, and their count: on the CPU the
+  // sums' time left after backward (what the overlap did not hide); on a GPU only the enqueueing.
+  double finish_seconds() const { return finish_seconds_; }
+  int64_t backwards() const { return backwards_; }
 
  private:
   struct Bucket {
@@ -77,6 +81,8 @@ class GradientBuckets {
   size_t next_to_start_ = 0;
   int64_t started_during_backward_ = 0;
   bool in_backward_ = false;
+  double finish_seconds_ = 0;
+  int64_t backwards_ = 0;
   std::unique_ptr<LeafGradHookScope> hook_;
 };
 

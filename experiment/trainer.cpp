@@ -852,9 +852,11 @@ void agree_on_model(Run& run, int64_t epoch) {
           world.size(), run.o.sync_bn ? "--sync-bn" : "batch-norm statistics averaged");
   if (run.buckets)
     message("epoch %lld: gradients summed in %lld bucket(s) of --bucket-mb %s; in the last step %lld started "
-            "during backward\n",
+            "during backward; after backward %.1f ms a step on the host (the mean of %lld)\n",
             static_cast<long long>(epoch + 1), static_cast<long long>(run.buckets->bucket_count()),
-            g9(run.o.bucket_mb).c_str(), static_cast<long long>(run.buckets->started_during_backward()));
+            g9(run.o.bucket_mb).c_str(), static_cast<long long>(run.buckets->started_during_backward()),
+            1e3 * run.buckets->finish_seconds() / static_cast<double>(std::max<int64_t>(1, run.buckets->backwards())),
+            static_cast<long long>(run.buckets->backwards()));
 }
 
 // Stage 3, one epoch: the train pass, the validation pass, the summary row, the checkpoints, summary.csv
