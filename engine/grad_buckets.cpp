@@ -92,7 +92,10 @@ void GradientBuckets::start(size_t bucket) {
 }
 
 void GradientBuckets::finish_backward() {
-  if (!in_backward_) begin_backward();  // called without begin: one all-reduce of everything, as before
+  if (!in_backward_) {  // called without begin_backward: nothing was watched, every bucket starts now
+    next_to_start_ = 0;
+    started_during_backward_ = 0;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const bool watched = hook_ != nullptr;
   hook_.reset();

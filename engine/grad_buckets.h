@@ -47,7 +47,8 @@ class GradientBuckets {
 
   // Before backward: watch the gradients' accumulations (until finish_backward).
   void begin_backward();
-  // After backward: start the buckets not started yet, wait for every sum (see the file comment).
+  // After backward: start the buckets not started yet, wait for every sum (see the file comment). Without
+  // begin_backward before it, every bucket starts here, in order, and nothing is learned.
   void finish_backward();
 
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }

@@ -72,6 +72,21 @@ TEST(GradientBuckets, StartDuringBackwardFromTheSecondStepWithTheGradientsUntouc
   }
 }
 
+TEST(GradientBuckets, FinishWithoutBeginStartsEverythingAndLearnsNothing) {
+  Params p;
+  ParameterArena arena(p.named());
+  GradientBuckets buckets(arena, Distributed::world(), 5 * sizeof(float));
+  arena.zero_grad();
+  loss_of(p).backward();
+  buckets.finish_backward();  // no begin_backward: nothing watched
+  EXPECT_EQ(buckets.started_during_backward(), 0);
+  step(arena, buckets, loss_of(p));  // so this step still learns: nothing starts early
+  EXPECT_EQ(buckets.started_during_backward(), 0);
+  EXPECT_EQ(arena.grads().to_vector(), (std::vector<float>{2, 2, 2, 2, 1, 1, 1, 1, 4, 4, 4, 4}));
+  step(arena, buckets, loss_of(p));
+  EXPECT_EQ(buckets.started_during_backward(), 2);
+}
+
 TEST(GradientBuckets, AContributionAfterItsBucketStartedIsAnError) {
   Params p;
   ParameterArena arena(p.named());

@@ -73,6 +73,15 @@ TEST(DistributedGpu, ArenaAllReduceOnTheDeviceEqualsTheCpuSum) {
   int64_t wrong = 0;
   for (int64_t i = 0; i < n; ++i) wrong += got[static_cast<size_t>(i)] != expected[static_cast<size_t>(i)];
   EXPECT_EQ(wrong, 0) << "of " << n << " elements on " << world.name();
+  // The same sum in 4 MB buckets (slices of the arena, on the communication stream, in bucket order).
+  arena.grads().copy_from(host);
+  engine::GradientBuckets buckets(arena, world, 4 << 20);
+  EXPECT_GE(buckets.bucket_count(), 2);
+  buckets.finish_backward();
+  const std::vector<float> bucketed = arena.grads().to_vector();
+  wrong = 0;
+  for (int64_t i = 0; i < n; ++i) wrong += bucketed[static_cast<size_t>(i)] != expected[static_cast<size_t>(i)];
+  EXPECT_EQ(wrong, 0) << "bucketed: of " << n << " elements on " << world.name();
 }
 
 // One process, one GPU: the device path through NCCL with a one-rank communicator.
