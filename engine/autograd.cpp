@@ -15,6 +15,13 @@ namespace {
 
 std::atomic<uint64_t> next_sequence{1};
 thread_local bool grad_mode = true;
+thread_local const LeafGradHook* leaf_grad_hook = nullptr;
+
+// A leaf's accumulation, then the observer (LeafGradHookScope).
+void accumulate_and_report(const Tensor& leaf, const Tensor& g) {
+  accumulate_leaf_grad(leaf, g);
+  if (leaf_grad_hook) (*leaf_grad_hook)(leaf);
+}
 
 }  // namespace
 
@@ -48,6 +55,11 @@ NoGradGuard::NoGradGuard() : previous_(grad_mode) { grad_mode = false; }
 NoGradGuard::~NoGradGuard() { grad_mode = previous_; }
 EnableGradGuard::EnableGradGuard() : previous_(grad_mode) { grad_mode = true; }
 EnableGradGuard::~EnableGradGuard() { grad_mode = previous_; }
+
+LeafGradHookScope::LeafGradHookScope(LeafGradHook hook) : hook_(std::move(hook)), previous_(leaf_grad_hook) {
+  leaf_grad_hook = &hook_;
+}
+LeafGradHookScope::~LeafGradHookScope() { leaf_grad_hook = previous_; }
 
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!grad_mode) return false;
@@ -88,7 +100,7 @@ void run_backward(const Tensor& root, const Tensor& root_gradient, bool retain_g
   ENGINE_CHECK(seed.shape() == root.shape())
       << "root gradient " << shape_str(seed.shape()) << " for root " << shape_str(root.shape());
   if (root.is_leaf()) {
-    accumulate_leaf_grad(root, seed);
+    accumulate_and_report(root, seed);
     return;
   }
 
@@ -124,7 +136,7 @@ void run_backward(const Tensor& root, const Tensor& root_gradient, bool retain_g
       const Tensor& input = inputs[i];
       if (!grads[i].defined() || !input.defined() || !input.requires_grad()) continue;
       if (input.is_leaf()) {
-        accumulate_leaf_grad(input, grads[i]);
+        accumulate_and_report(input, grads[i]);
         continue;
       }
       Node* producer = input.grad_fn().get();

@@ -88,4 +88,21 @@ void run_backward(const Tensor& root, const Tensor& root_gradient, bool retain_g
 // grad += g for a leaf's .grad (allocated on first use; never aliases g).
 void accumulate_leaf_grad(const Tensor& leaf, const Tensor& g);
 
+// Observes the backward walk: while a scope is alive (on this thread), `hook(leaf)` is called after each
+// accumulation into a leaf's .grad by run_backward, nested walks included (engine/recompute.cpp's
+// recomputed regions), with the work that accumulated queued on the device. The data-parallel gradient
+// buckets (engine/grad_buckets.h) count these to learn when a parameter's gradient is final.
+using LeafGradHook = std::function<void(const Tensor& leaf)>;
+class LeafGradHookScope {
+ public:
+  explicit LeafGradHookScope(LeafGradHook hook);
+  ~LeafGradHookScope();
+  LeafGradHookScope(const LeafGradHookScope&) = delete;
+  LeafGradHookScope& operator=(const LeafGradHookScope&) = delete;
+
+ private:
+  LeafGradHook hook_;
+  const LeafGradHook* previous_;
+};
+
 }  // namespace engine

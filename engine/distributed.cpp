@@ -17,6 +17,7 @@
 #include <mpi.h>
 #endif
 #ifdef ENGINE_WITH_NCCL
+#include <cuda_runtime.h>
 #include <nccl.h>
 
 #include "kernels/cuda/context.h"
@@ -44,14 +45,41 @@ void finalize_mpi() {
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
 }
+
+// In place over `comm`; MPI counts are int, so large buffers go in pieces.
+void mpi_allreduce(void* data, int64_t n, MPI_Datatype type, int type_size, MPI_Op op, MPI_Comm comm) {
+  for (int64_t at = 0; at < n; at += INT32_MAX / 2) {
+    const int count = static_cast<int>(std::min<int64_t>(n - at, INT32_MAX / 2));
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, static_cast<char*>(data) + at * type_size, count, type, op, comm),
+              "MPI_Allreduce");
+  }
+}
 #endif
 
 #ifdef ENGINE_WITH_NCCL
 void nccl_check(ncclResult_t code, const char* what) {
   ENGINE_CHECK(code == ncclSuccess) << what << " failed: " << ncclGetErrorString(code);
 }
+void cuda_check(cudaError_t code, const char* what) {
+  ENGINE_CHECK(code == cudaSuccess) << what << " failed: " << cudaGetErrorString(code);
+}
 #endif
 }  // namespace
+
+// The started sums: on the CPU their requests, on a communicator of their own (so that the blocking
+// collectives of the same step, --sync-bn's, never wait behind them); on a device the communication
+// stream and its two events.
+struct Distributed::Started {
+#ifdef ENGINE_WITH_MPI
+  MPI_Comm gradients = MPI_COMM_NULL;
+  std::vector<MPI_Request> requests;
+#endif
+#ifdef ENGINE_WITH_NCCL
+  cudaStream_t stream = nullptr;
+  cudaEvent_t queued = nullptr, reduced = nullptr;
+  bool device_pending = false;
+#endif
+};
 
 bool launched_by_mpi() {
   return env("OMPI_COMM_WORLD_SIZE") || env("PMI_SIZE") || env("PMIX_RANK") || env("MPI_LOCALNRANKS");
@@ -78,7 +106,7 @@ Distributed& Distributed::world() {
   return group;
 }
 
-Distributed::Distributed() {
+Distributed::Distributed() : started_state_(std::make_unique<Started>()) {
 #ifdef ENGINE_WITH_MPI
   if (!launched_by_mpi()) return;
   int provided = 0;
@@ -103,6 +131,13 @@ Distributed::Distributed() {
 Distributed::~Distributed() {
 #ifdef ENGINE_WITH_NCCL
   if (nccl_) ncclCommDestroy(static_cast<ncclComm_t>(nccl_));
+  if (nccl_started_) ncclCommDestroy(static_cast<ncclComm_t>(nccl_started_));
+  // The stream and events are left to the process's end (the CUDA runtime may be torn down already).
+#endif
+#ifdef ENGINE_WITH_MPI
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && started_state_->gradients != MPI_COMM_NULL) MPI_Comm_free(&started_state_->gradients);
 #endif
 }
 
@@ -113,11 +148,7 @@ std::string Distributed::name() const {
 void Distributed::allreduce_sum(float* data, int64_t n) {
   if (!mpi_ || size_ == 1 || n == 0) return;
 #ifdef ENGINE_WITH_MPI
-  // MPI counts are int: large buffers go in pieces.
-  for (int64_t at = 0; at < n; at += INT32_MAX / 2) {
-    const int count = static_cast<int>(std::min<int64_t>(n - at, INT32_MAX / 2));
-    mpi_check(MPI_Allreduce(MPI_IN_PLACE, data + at, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
-  }
+  mpi_allreduce(data, n, MPI_FLOAT, sizeof(float), MPI_SUM, MPI_COMM_WORLD);
 #else
   (void)data;
 #endif
@@ -126,50 +157,164 @@ void Distributed::allreduce_sum(float* data, int64_t n) {
 void Distributed::allreduce_sum(double* data, int64_t n) {
   if (!mpi_ || size_ == 1 || n == 0) return;
 #ifdef ENGINE_WITH_MPI
-  for (int64_t at = 0; at < n; at += INT32_MAX / 2) {
-    const int count = static_cast<int>(std::min<int64_t>(n - at, INT32_MAX / 2));
-    mpi_check(MPI_Allreduce(MPI_IN_PLACE, data + at, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
-  }
+  mpi_allreduce(data, n, MPI_DOUBLE, sizeof(double), MPI_SUM, MPI_COMM_WORLD);
 #else
   (void)data;
 #endif
 }
 
+bool Distributed::device_collectives_active() const {
+#ifdef ENGINE_WITH_NCCL
+  return (mpi_ && size_ > 1) || device_collectives_in_one_process_;
+#else
+  return false;
+#endif
+}
+
 void Distributed::allreduce_sum(const Tensor& tensor) {
-  if (size_ == 1) return;
+  if (size_ == 1 && !(tensor.device().is_cuda() && device_collectives_active())) return;  // a sum of one
   ENGINE_CHECK(tensor.is_contiguous()) << "allreduce_sum: the tensor must be contiguous, got " << tensor.str();
   if (tensor.device().is_cuda()) {
-    allreduce_on_device(tensor);
+    allreduce_on_device(tensor, /*maximum=*/false);
     return;
   }
   allreduce_sum(tensor.data(), tensor.numel());
 }
 
-void Distributed::allreduce_on_device(const Tensor& tensor) {
-#ifdef ENGINE_WITH_NCCL
-  if (mpi_) {
-    if (!nccl_) {
-      // One NCCL communicator over the MPI group: rank 0 makes the id, MPI hands it to the others.
-      ncclUniqueId id;
-      if (rank_ == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+void Distributed::allreduce_max(const Tensor& tensor) {
+  if (size_ == 1 && !(tensor.device().is_cuda() && device_collectives_active())) return;  // a maximum of one
+  ENGINE_CHECK(tensor.is_contiguous() && tensor.dtype() == DType::f32)
+      << "allreduce_max: the tensor must be contiguous f32, got " << tensor.str();
+  if (tensor.device().is_cuda()) {
+    allreduce_on_device(tensor, /*maximum=*/true);
+    return;
+  }
+  if (!mpi_ || tensor.numel() == 0) return;
 #ifdef ENGINE_WITH_MPI
-      mpi_check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
+  mpi_allreduce(tensor.data(), tensor.numel(), MPI_FLOAT, sizeof(float), MPI_MAX, MPI_COMM_WORLD);
 #endif
-      ncclComm_t comm = nullptr;
-      nccl_check(ncclCommInitRank(&comm, size_, id, rank_), "ncclCommInitRank");
-      nccl_ = comm;
-    }
-    // On the kernels' stream: ordered after backward, before the optimizer's update; no host wait.
-    nccl_check(ncclAllReduce(tensor.data(), tensor.data(), static_cast<size_t>(tensor.numel()), ncclFloat, ncclSum,
-                             static_cast<ncclComm_t>(nccl_), static_cast<cudaStream_t>(kernels::cuda::current_stream())),
+}
+
+void* Distributed::nccl_communicator(bool for_started_sums) {
+  void*& slot = for_started_sums ? nccl_started_ : nccl_;
+#ifdef ENGINE_WITH_NCCL
+  if (slot) return slot;
+  ncclComm_t comm = nullptr;
+  if (mpi_ && size_ > 1) {
+    // One NCCL communicator over the MPI group: rank 0 makes the id, MPI hands it to the others.
+    ncclUniqueId id;
+    if (rank_ == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+#ifdef ENGINE_WITH_MPI
+    mpi_check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
+#endif
+    nccl_check(ncclCommInitRank(&comm, size_, id, rank_), "ncclCommInitRank");
+  } else {
+    // A group of one (set_device_collectives_in_one_process): a one-rank communicator on this device.
+    int device = 0;
+    cuda_check(cudaGetDevice(&device), "cudaGetDevice");
+    nccl_check(ncclCommInitAll(&comm, 1, &device), "ncclCommInitAll");
+  }
+  slot = comm;
+#endif
+  return slot;
+}
+
+void Distributed::allreduce_on_device(const Tensor& tensor, bool maximum) {
+#ifdef ENGINE_WITH_NCCL
+  if (device_collectives_active()) {
+    // On the kernels' stream: ordered after the work that made the values, before their readers; no host wait.
+    nccl_check(ncclAllReduce(tensor.data(), tensor.data(), static_cast<size_t>(tensor.numel()), ncclFloat,
+                             maximum ? ncclMax : ncclSum, static_cast<ncclComm_t>(nccl_communicator(false)),
+                             static_cast<cudaStream_t>(kernels::cuda::current_stream())),
                "ncclAllReduce");
     return;
   }
 #endif
   // Without NCCL: through the host.
   const Tensor host = tensor.to(Device::cpu());
-  allreduce_sum(host.data(), host.numel());
+  if (maximum)
+    allreduce_max(host);
+  else
+    allreduce_sum(host.data(), host.numel());
   tensor.copy_from(host);
+}
+
+void Distributed::start_allreduce_sum(const Tensor& tensor) {
+  ENGINE_CHECK(tensor.is_contiguous() && tensor.dtype() == DType::f32)
+      << "start_allreduce_sum: the tensor must be contiguous f32, got " << tensor.str();
+  if (tensor.numel() == 0) return;
+  Started& state = *started_state_;
+  (void)state;  // a build without MPI and NCCL starts nothing
+  if (tensor.device().is_cuda()) {
+    if (!device_collectives_active()) {
+      if (size_ == 1) return;
+      allreduce_on_device(tensor, /*maximum=*/false);  // through the host, at once
+      ++started_;
+      return;
+    }
+#ifdef ENGINE_WITH_NCCL
+    if (!state.stream) {
+      cuda_check(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+      cuda_check(cudaEventCreateWithFlags(&state.queued, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+      cuda_check(cudaEventCreateWithFlags(&state.reduced, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    }
+    // The communication stream waits for what the kernels' stream has queued so far (the slice's last
+    // accumulation), then sums while backward goes on on the kernels' stream.
+    const auto kernels_stream = static_cast<cudaStream_t>(kernels::cuda::current_stream());
+    cuda_check(cudaEventRecord(state.queued, kernels_stream), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(state.stream, state.queued, 0), "cudaStreamWaitEvent");
+    nccl_check(ncclAllReduce(tensor.data(), tensor.data(), static_cast<size_t>(tensor.numel()), ncclFloat, ncclSum,
+                             static_cast<ncclComm_t>(nccl_communicator(true)), state.stream),
+               "ncclAllReduce");
+    state.device_pending = true;
+    ++started_;
+#endif
+    return;
+  }
+  if (!mpi_ || size_ == 1) return;
+#ifdef ENGINE_WITH_MPI
+  if (state.gradients == MPI_COMM_NULL) mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &state.gradients), "MPI_Comm_dup");
+  const int64_t n = tensor.numel();
+  for (int64_t at = 0; at < n; at += INT32_MAX / 2) {
+    const int count = static_cast<int>(std::min<int64_t>(n - at, INT32_MAX / 2));
+    MPI_Request request;
+    mpi_check(MPI_Iallreduce(MPI_IN_PLACE, tensor.data() + at, count, MPI_FLOAT, MPI_SUM, state.gradients, &request),
+              "MPI_Iallreduce");
+    state.requests.push_back(request);
+  }
+  ++started_;
+#endif
+}
+
+void Distributed::progress_allreduces() {
+#ifdef ENGINE_WITH_MPI
+  std::vector<MPI_Request>& requests = started_state_->requests;
+  if (requests.empty()) return;
+  int done = 0;
+  mpi_check(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+  if (done) requests.clear();
+#endif
+}
+
+void Distributed::wait_allreduces() {
+  Started& state = *started_state_;
+  (void)state;
+#ifdef ENGINE_WITH_MPI
+  if (!state.requests.empty()) {
+    mpi_check(MPI_Waitall(static_cast<int>(state.requests.size()), state.requests.data(), MPI_STATUSES_IGNORE),
+              "MPI_Waitall");
+    state.requests.clear();
+  }
+#endif
+#ifdef ENGINE_WITH_NCCL
+  if (state.device_pending) {
+    // The kernels' stream (the optimizer's update next) waits for the sums: ordered on the device only.
+    cuda_check(cudaEventRecord(state.reduced, state.stream), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(static_cast<cudaStream_t>(kernels::cuda::current_stream()), state.reduced, 0),
+               "cudaStreamWaitEvent");
+    state.device_pending = false;
+  }
+#endif
 }
 
 void Distributed::broadcast(float* data, int64_t n, int root) {

@@ -21,9 +21,18 @@
 //
 // GPU gradients: with NCCL (built when nccl.h and libnccl are found: ENGINE_WITH_NCCL), a device buffer is
 // all-reduced on the device; without it, it is copied to the host, summed by MPI and copied back.
+//
+// Started sums (the gradient buckets of engine/grad_buckets.h, overlapped with backward):
+//   world.start_allreduce_sum(slice);   // CPU: MPI_Iallreduce (in place) on a communicator of their own;
+//                                       // CUDA + NCCL: ncclAllReduce on a communication stream that first
+//                                       // waits for the work queued so far on the kernels' stream
+//   world.wait_allreduces();            // CPU: MPI_Waitall; CUDA: the kernels' stream waits for the
+//                                       // communication stream (an event: no host wait)
+// Every process starts the same slices in the same order.
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,6 +61,22 @@ class Distributed {
   void allreduce_sum(double* data, int64_t n);
   // A contiguous f32 tensor on any device, summed in place (NCCL on a CUDA device when built with it).
   void allreduce_sum(const Tensor& tensor);
+  // The element-wise maximum over processes, in place (a device tensor on the device, as allreduce_sum).
+  void allreduce_max(const Tensor& tensor);
+
+  // Started, not waited: a contiguous f32 tensor (a slice of the gradient arena) summed in place over the
+  // processes once wait_allreduces() returns (see the file comment). It must not be read or written until
+  // then. A group of one starts nothing, except on a device with set_device_collectives_in_one_process.
+  void start_allreduce_sum(const Tensor& tensor);
+  // Lets MPI progress the started sums (MPI_Testall); cheap, called while backward runs.
+  void progress_allreduces();
+  void wait_allreduces();
+  int64_t started_allreduces() const { return started_; }  // how many were started so far (tests)
+
+  // Testing: device collectives go through NCCL also in a group of one (a one-rank communicator,
+  // ncclCommInitAll over the current device), so one GPU exercises the device path. False by default.
+  void set_device_collectives_in_one_process(bool on) { device_collectives_in_one_process_ = on; }
+  bool device_collectives_active() const;  // NCCL would serve a device collective now
   // root's data[0..n) to every process.
   void broadcast(float* data, int64_t n, int root = 0);
   void broadcast(double* data, int64_t n, int root = 0);
@@ -66,11 +91,19 @@ class Distributed {
   ~Distributed();
   Distributed(const Distributed&) = delete;
   Distributed& operator=(const Distributed&) = delete;
-  void allreduce_on_device(const Tensor& tensor);
+  void allreduce_on_device(const Tensor& tensor, bool maximum);
+  // ncclComm_t, made on first use: one for the kernels' stream, one for the started sums' stream (NCCL
+  // wants a communicator per stream whose operations may run at the same time).
+  void* nccl_communicator(bool for_started_sums);
+  struct Started;              // the started sums' MPI requests and the device's stream and events
 
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool mpi_ = false;
-  void* nccl_ = nullptr;  // the NCCL communicator (ncclComm_t), made on the first device all-reduce
+  bool device_collectives_in_one_process_ = false;
+  void* nccl_ = nullptr;            // the NCCL communicators (ncclComm_t), made on first use
+  void* nccl_started_ = nullptr;
+  std::unique_ptr<Started> started_state_;
+  int64_t started_ = 0;
 };
 
 // True when the environment says an MPI launcher (mpirun, srun) started this process.

@@ -42,6 +42,7 @@ Tensor TrainingStep::forward_loss(const Tensor& images, const Tensor& labels, co
 double TrainingStep::read_loss(const Tensor& loss) { return loss.item(); }
 
 void TrainingStep::backward_update(const Tensor& loss) {
+  if (options_.begin_backward) options_.begin_backward(arena_);
   loss.backward();
   if (options_.reduce_gradients) options_.reduce_gradients(arena_);
   if (optimizer_) optimizer_->step();
@@ -68,6 +69,8 @@ PendingStep TrainingStep::enqueue(const Tensor& images, const Tensor& labels, co
     const Tensor loss_value = loss.contiguous();
     // Sets the flag on the device when the loss is not finite; the update below then does nothing.
     ENGINE_KERNEL(nonfinite_.device(), flag_nonfinite)(1, loss_value.data(), nonfinite_.data());
+    // Data parallelism: set on every process when it is set on one, so that all skip the same updates.
+    if (options_.reduce_nonfinite_flag) options_.reduce_nonfinite_flag(nonfinite_);
   }
   if (optimizer_) {
     optimizer_->set_skip_flag(nonfinite_);

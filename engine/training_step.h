@@ -29,9 +29,9 @@
 //      moments as they were, like run(); because the flag stays set, so does every step enqueued after
 //      it, and finish() of the non-finite step puts the optimizer's step count back to where it was
 //      before that step. clear_nonfinite() resets the flag (to go on training after one). Unlike run(),
-//      backward and reduce_gradients do run on a non-finite step (the host does not know yet): a
-//      data-parallel hook must reduce nonfinite_flag() too (a max over processes), so that every process
-//      skips the same update. Forward-only state (batch-norm running statistics) of the steps enqueued
+//      backward and reduce_gradients do run on a non-finite step (the host does not know yet). In a
+//      data-parallel run StepOptions::reduce_nonfinite_flag takes the flag's maximum over the processes
+//      right after the test (before backward), so that every process skips the same updates. Forward-only state (batch-norm running statistics) of the steps enqueued
 //      after a non-finite one is updated as their forward passes run.
 //        PendingStep previous = step.enqueue(images, labels);
 //        ... next batch: PendingStep current = step.enqueue(...); StepResult r = step.finish(previous);
@@ -44,8 +44,10 @@
 //      is made.
 //  (c) Data parallelism. StepOptions::reduce_gradients is called with the arena after backward and before
 //      the update: arena.grads() holds every gradient in one buffer, so one all-reduce (or an average
-//      over processes) serves. Null = a single process. The trainer sets it under an MPI launcher to
-//      engine::Distributed's sum (docs/distributed.md).
+//      over processes) serves. begin_backward, when set, is called just before backward: the trainer
+//      under an MPI launcher sets the pair to engine::GradientBuckets (engine/grad_buckets.h), which
+//      starts the all-reduce of each bucket of gradients while backward still runs and waits for them
+//      in reduce_gradients (docs/distributed.md). Null = a single process.
 #pragma once
 #include <functional>
 #include <string>
@@ -65,6 +67,11 @@ struct StepOptions {
   Precision precision = Precision::f32;
   // Called between backward and the update with the arena whose grads() are complete (seam (c)).
   std::function<void(ParameterArena&)> reduce_gradients;
+  // Called just before backward (seam (c): the gradient buckets start watching the accumulations).
+  std::function<void(ParameterArena&)> begin_backward;
+  // enqueue(): the sticky non-finite flag [1], reduced in place over the processes (a maximum) before
+  // backward and the update (seam (a')).
+  std::function<void(const Tensor& flag)> reduce_nonfinite_flag;
 };
 
 struct StepResult {

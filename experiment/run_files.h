@@ -94,6 +94,9 @@ struct TrainOptions {
   // Data parallelism: batch-norm statistics over every process (engine/batch_norm_sync.h). A setting of
   // the launch, like workers: not in args.json (a resumed run may use another process count).
   bool sync_bn = false;
+  // Data parallelism: the gradient all-reduce in buckets of this many MB, started during backward
+  // (engine/grad_buckets.h); 0 = one all-reduce after backward. A launch setting too: not in args.json.
+  double bucket_mb = 25;
 };
 
 // The path made absolute (against the current folder) and lexically normal; "" stays "".

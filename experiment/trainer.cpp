@@ -21,6 +21,7 @@
 #include "data/synth_mura.h"
 #include "engine/batch_norm_sync.h"
 #include "engine/distributed.h"
+#include "engine/grad_buckets.h"
 #include "engine/engine.h"
 #include "engine/graph_step.h"
 #include "engine/serialize.h"
@@ -102,6 +103,8 @@ void add_train_flags(FlagParser& f, TrainOptions& o, const std::vector<std::stri
   f.add("--device", &o.device, "auto | cpu | cuda | cuda:N (under mpirun / srun, cuda is the local rank's GPU)", "D");
   f.add_switch("--sync-bn", &o.sync_bn, "data parallelism (mpirun -np N): batch-norm statistics over every "
                "process's images, so that N processes compute one process's step (docs/distributed.md)");
+  f.add("--bucket-mb", &o.bucket_mb, "data parallelism: the gradients are summed over the processes in buckets of "
+        "this many MB, each started while backward still runs; 0 = one sum after backward", 0.0, 1e6, "MB");
   f.add("--seed", &o.seed, "seed of the split, the initialisation, the data order and the augmentation");
   f.add("-j,--workers", &o.workers, "data loader threads");
   f.add("-o,--out", &o.out, "output folder (default: runs/<arch>-<protocol>-n<images>-s<seed>)", "DIR");
@@ -231,6 +234,7 @@ struct Run {
   RunPlan plan;  // the batches of the whole run, for the progress bars' run ETA
   // Data parallelism (docs/distributed.md): this process's group; rank 0 alone writes the run folder.
   engine::Distributed* world = &engine::Distributed::world();
+  std::shared_ptr<engine::GradientBuckets> buckets;  // the gradient all-reduce, when distributed
   bool writer() const { return world->is_root(); }
 };
 
@@ -424,8 +428,14 @@ void build_model(Run& run) {
   if (run.world->distributed()) {
     // The gradients of the global batch's loss: each process's loss is its share of the global mean (the
     // loss weights of train_pass), so the sum over processes is the single-process gradient.
+    // The sums run in buckets started during backward (engine/grad_buckets.h), waited before the update.
     engine::Distributed* world = run.world;
-    step_options.reduce_gradients = [world](engine::ParameterArena& arena) { world->allreduce_sum(arena.grads()); };
+    auto buckets = run.buckets = std::make_shared<engine::GradientBuckets>(
+        *run.arena, *world, static_cast<int64_t>(o.bucket_mb * (1 << 20)));
+    step_options.begin_backward = [buckets](engine::ParameterArena&) { buckets->begin_backward(); };
+    step_options.reduce_gradients = [buckets](engine::ParameterArena&) { buckets->finish_backward(); };
+    // The deferred step's non-finite flag: set on every process when set on one (engine/training_step.h).
+    step_options.reduce_nonfinite_flag = [world](const Tensor& flag) { world->allreduce_max(flag); };
   }
   run.step = std::make_unique<engine::TrainingStep>(*run.net, *run.arena, run.adam.get(), std::move(step_options));
   if (!run.world->distributed()) {
@@ -512,6 +522,7 @@ void open_output(const Run& run) {
                                                  {"device_used", run.device.str()},
                                                  {"processes", std::to_string(run.world->size())},
                                                  {"sync_bn", o.sync_bn ? "true" : "false"},
+                                                 {"bucket_mb", g9(o.bucket_mb)},
                                                  {"weights_used", run.weights_note},
                                                  {"train_images", std::to_string(run.split.train.size())},
                                                  {"validation_images", std::to_string(run.split.validation.size())},
@@ -579,15 +590,19 @@ struct TrainPass {
   bool interrupted = false;  // a signal stopped the pass before a batch
 };
 
-// Test hook (fault injection): MURA_ENGINE_TEST_KILL=RANK:STEP kills process RANK (SIGKILL) before the
-// optimizer step STEP, as a crashed node would; the distributed tests check that the job ends promptly.
-void maybe_killed_for_test(const Run& run) {
-  const char* spec = std::getenv("MURA_ENGINE_TEST_KILL");
-  if (!spec) return;
+// Test hooks (fault injection), VARIABLE=RANK:STEP: true on process RANK before the optimizer step STEP.
+// MURA_ENGINE_TEST_KILL kills that process (SIGKILL), as a crashed node would: the distributed tests check
+// that the job ends promptly. MURA_ENGINE_TEST_NAN makes that process's share of the loss NaN: every
+// process must skip that update and stop.
+bool test_hook_fires(const Run& run, const char* variable) {
+  const char* spec = std::getenv(variable);
   int rank = -1;
   long long step = -1;
-  if (std::sscanf(spec, "%d:%lld", &rank, &step) == 2 && rank == run.world->rank() && run.adam->step_count() == step)
-    std::raise(SIGKILL);
+  return spec && std::sscanf(spec, "%d:%lld", &rank, &step) == 2 && rank == run.world->rank() &&
+         run.adam->step_count() == step;
+}
+void maybe_killed_for_test(const Run& run) {
+  if (test_hook_fires(run, "MURA_ENGINE_TEST_KILL")) std::raise(SIGKILL);
 }
 
 // The loss weights that make this process's mean loss its share of the global batch's mean:
@@ -681,17 +696,57 @@ TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
   return pass;
 }
 
-// Several processes: each step adds two small all-reduces beside the gradients': before it, the images of
-// the global batch and any process's stop request; after the loss, the global loss, its finiteness and the
-// correct predictions, so that every process stops at the same step for the same reason. The step reads
-// its loss before backward here (a deferred read would need the device's non-finite flag all-reduced as
-// well: left for the GPU work, docs/distributed.md).
+// Several processes: each step adds small all-reduces beside the gradients': before it, the images of the
+// global batch and any process's stop request; the device's non-finite flag (a maximum, inside enqueue: so
+// every process skips the same updates); and after the loss is read, the global loss, its finiteness and
+// the correct predictions, so that every process stops at the same step for the same reason. As on one
+// process the step is deferred (engine/training_step.h, seam (a')): the host reads step k's loss after
+// enqueueing step k + 1, so no step waits for the host in its middle.
 TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
   const TrainOptions& o = run.o;
   data::Loader& loader = *run.train_loader;
   engine::Distributed& world = *run.world;
   TrainPass pass;
   int64_t batches = 0;
+  struct InFlight {
+    engine::PendingStep step;
+    data::Batch batch;
+    double global_images = 0;
+  };
+  InFlight previous;
+  // Reads the previous step's loss and sums it over the processes; false when it was not finite on some
+  // process (reported; every process stops).
+  const auto finish_previous = [&]() {
+    if (!previous.step.defined()) return true;
+    engine::StepResult step = run.step->finish(previous.step);
+    const data::Batch& batch = previous.batch;
+    const bool finite = step.finite;
+    double after[3] = {finite ? step.loss : 0.0, finite ? 0.0 : 1.0,
+                       static_cast<double>(correct_predictions(step.logits, batch))};
+    world.allreduce_sum(after, 3);  // the sum of the shares: the global batch's mean loss
+    step.finite = after[1] == 0;
+    step.loss = step.finite ? after[0] : (finite ? NAN : step.loss);
+    if (!step.finite) {
+      pass.nonfinite = true;
+      // Every process skipped this update (the flag is a maximum over them): the step count goes back on
+      // the processes whose own share was finite too.
+      run.adam->set_step_count(previous.step.optimizer_steps_before);
+      // Which processes' shares were not finite (every process asks).
+      const std::vector<double> bad = world.allgather({finite ? 0.0 : 1.0});
+      std::string ranks;
+      for (size_t r = 0; r < bad.size(); ++r)
+        if (bad[r] != 0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+      message("the share of the loss of rank(s) %s of %d was not finite: every process stops at this step\n",
+              ranks.c_str(), world.size());
+      report_nonfinite(run, epoch, batch, step);
+      run.step->clear_nonfinite();
+      return false;
+    }
+    count_step(pass, progress, ++batches, step.loss, static_cast<int64_t>(previous.global_images),
+               static_cast<int64_t>(after[2]));
+    previous = InFlight();
+    return true;
+  };
   for (data::Batch batch;;) {
     bool stop = run.interrupt && run.interrupt->requested();
     const bool have = !stop && loader.next(batch);
@@ -699,7 +754,9 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     world.allreduce_sum(before, 3);
     stop = before[1] > 0;
     if (stop) {  // between batches: nothing partial is written
+      const bool previous_finite = finish_previous();
       loader.stop();
+      if (!previous_finite) break;
       pass.interrupted = true;
       const int signal = run.interrupt && run.interrupt->requested() ? run.interrupt->signal_number() : SIGTERM;
       message("%s\n", interruption_message(signal, epoch + 1, batches + 1, run.progress.epoch).c_str());
@@ -709,34 +766,18 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     maybe_killed_for_test(run);
     set_scheduled_lr(run, epoch);
     const double global_images = before[0];
-    const Tensor weights = shard_loss_weights(batch, o.class_weights, global_images).to(run.device);
-    engine::StepResult step;
-    const Tensor loss = run.step->forward_loss(batch.images.to(run.device), batch.labels.to(run.device), weights,
-                                               step.logits);
-    step.loss = engine::TrainingStep::read_loss(loss);
-    const bool finite = std::isfinite(step.loss);
-    double after[3] = {finite ? step.loss : 0.0, finite ? 0.0 : 1.0,
-                       static_cast<double>(correct_predictions(step.logits, batch))};
-    world.allreduce_sum(after, 3);  // the sum of the shares: the global batch's mean loss
-    step.finite = after[1] == 0;
-    step.loss = step.finite ? after[0] : (finite ? NAN : step.loss);
-    if (!step.finite) {
-      pass.nonfinite = true;
-      // Which processes' shares were not finite (every process asks).
-      const std::vector<double> bad = world.allgather({finite ? 0.0 : 1.0});
-      std::string ranks;
-      for (size_t r = 0; r < bad.size(); ++r)
-        if (bad[r] != 0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
-      message("the share of the loss of rank(s) %s of %d was not finite: every process stops at this step\n",
-              ranks.c_str(), world.size());
-      report_nonfinite(run, epoch, batch, step);
+    Tensor weights = shard_loss_weights(batch, o.class_weights, global_images);
+    if (test_hook_fires(run, "MURA_ENGINE_TEST_NAN")) weights.fill_(NAN);
+    weights = weights.to(run.device);
+    // The gradients are summed over the processes during and after backward, before the update.
+    engine::PendingStep current = run.step->enqueue(batch.images.to(run.device), batch.labels.to(run.device), weights);
+    if (!finish_previous()) {
       loader.stop();
       break;
     }
-    run.step->backward_update(loss);  // the gradients all-reduced between backward and the update
-    count_step(pass, progress, ++batches, step.loss, static_cast<int64_t>(global_images),
-               static_cast<int64_t>(after[2]));
+    previous = InFlight{std::move(current), batch, global_images};
   }
+  if (!pass.nonfinite && !pass.interrupted) finish_previous();
   return pass;
 }
 
@@ -822,6 +863,13 @@ void agree_on_model(Run& run, int64_t epoch) {
         << " (the processes diverged)";
   message("epoch %lld: the %d processes hold the same model, bit for bit (%s)\n", static_cast<long long>(epoch + 1),
           world.size(), run.o.sync_bn ? "--sync-bn" : "batch-norm statistics averaged");
+  if (run.buckets)
+    message("epoch %lld: gradients summed in %lld bucket(s) of --bucket-mb %s; in the last step %lld started "
+            "during backward; after backward %.1f ms a step on the host (the mean of %lld)\n",
+            static_cast<long long>(epoch + 1), static_cast<long long>(run.buckets->bucket_count()),
+            g9(run.o.bucket_mb).c_str(), static_cast<long long>(run.buckets->started_during_backward()),
+            1e3 * run.buckets->finish_seconds() / static_cast<double>(std::max<int64_t>(1, run.buckets->backwards())),
+            static_cast<long long>(run.buckets->backwards()));
 }
 
 // Stage 3, one epoch: the train pass, the validation pass, the summary row, the checkpoints, summary.csv

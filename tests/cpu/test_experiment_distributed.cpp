@@ -7,7 +7,9 @@
 //   (b) without --sync-bn the two processes hold the same model bit for bit (the trainer hashes every state
 //       tensor on each process after each epoch and stops on a difference; the log says they agree);
 //   (c) a run started on 1 process and resumed on 2, and the reverse, equals the uninterrupted run;
-//   (d) a process killed mid-run ends the job within seconds, with a message, and checkpoints/last intact.
+//   (d) a process killed mid-run ends the job within seconds, with a message, and checkpoints/last intact;
+//   (e) the gradient sums in buckets started during backward (--bucket-mb) equal one sum after backward
+//       (--bucket-mb 0) bit for bit, also on the memory-efficient path (parameters read in recomputed regions).
 // Registered only where CMake found MPI.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -17,6 +19,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <regex>
 #include <string>
 
 #include "data/csv.h"
@@ -25,6 +28,7 @@
 #include "data/mura_index.h"
 #include "data/splits.h"
 #include "data/synth_mura.h"
+#include "engine/serialize.h"
 #include "experiment/curves.h"
 #include "experiment/metrics.h"
 #include "experiment/run_files.h"
@@ -184,6 +188,31 @@ TEST(Distributed, TwoProcessesWithoutSyncBnStayIdentical) {
         << log;
 }
 
+TEST(Distributed, BucketedGradientSumsEqualOneSumAfterBackwardBitForBit) {
+  for (const std::string flags : {"", "--memory-efficient "}) {
+    SCOPED_TRACE(flags);
+    const std::string one = temp_path("unbucketed" + std::to_string(flags.size()));
+    const std::string many = temp_path("bucketed" + std::to_string(flags.size()));
+    Command c = train(2, flags + "-e 3 --bucket-mb 0 -o " + one);
+    ASSERT_EQ(c.status, 0) << c.err;
+    c = train(2, flags + "-e 3 --bucket-mb 0.01 -o " + many);  // 10 KB: several buckets of the tiny net
+    ASSERT_EQ(c.status, 0) << c.err;
+    expect_losses_near(losses(one), losses(many), 0.0);
+    expect_same_model(one, many, 0.0);
+    // The first step learns each parameter's contribution count; from the second every bucket starts
+    // while backward runs.
+    const std::string log = data::read_file_text(many + "/train.log");
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(log, m, std::regex("epoch 3: gradients summed in ([0-9]+) bucket\\(s\\) of "
+                                                     "--bucket-mb 0.01; in the last step ([0-9]+) started during backward")))
+        << log;
+    EXPECT_GT(std::stoi(m[1]), 2);
+    EXPECT_EQ(m[1], m[2]);
+    EXPECT_NE(data::read_file_text(one + "/train.log").find("epoch 3: gradients summed in 1 bucket(s) of --bucket-mb 0;"),
+              std::string::npos);
+  }
+}
+
 TEST(Distributed, ResumeOnAnotherProcessCountEqualsTheUninterruptedRun) {
   for (const auto& [first, second] : {std::pair<int, int>{1, 2}, std::pair<int, int>{2, 1}}) {
     SCOPED_TRACE(std::to_string(first) + " then " + std::to_string(second) + " processes");
@@ -216,6 +245,29 @@ TEST(Distributed, ANonFiniteLossStopsEveryProcessAtTheSameStep) {
   const std::string log = data::read_file_text(run + "/train.log");
   EXPECT_NE(log.find("the share of the loss of rank(s) 0, 1 of 2 was not finite"), std::string::npos) << log;
   EXPECT_TRUE(fs::exists(run + "/checkpoints/debug_nonfinite.safetensors"));
+}
+
+// One process's share alone is NaN (a test hook, before optimizer step 2 = the third step): the deferred
+// step's non-finite flag, a maximum over the processes, makes both skip that update and stop with it.
+TEST(Distributed, ANonFiniteShareOnOneProcessStopsEveryProcessWithoutItsUpdate) {
+  const std::string run = temp_path("nonfinite_one_rank");
+  const Command c = train(2, "-e 4 -o " + run, "MURA_ENGINE_TEST_NAN=1:2");
+  EXPECT_EQ(c.status, 3) << c.err;
+  const std::string log = data::read_file_text(run + "/train.log");
+  EXPECT_NE(log.find("the share of the loss of rank(s) 1 of 2 was not finite"), std::string::npos) << log;
+  // Rank 0's weights in the debug file are those after epoch 2 (the last checkpoint): its own finite share
+  // did not update them. (The running statistics moved in the third forward pass; not compared.)
+  const CheckpointInfo last = read_checkpoint(run + "/checkpoints/last.safetensors");
+  EXPECT_EQ(last.metadata.at("epoch"), "2");
+  const auto debug = engine::load_tensors(run + "/checkpoints/debug_nonfinite.safetensors");
+  int compared = 0;
+  for (const auto& [name, t] : debug) {
+    if (name.rfind("model.", 0) != 0 || name.find("running") != std::string::npos) continue;
+    ASSERT_TRUE(last.model.count(name.substr(6))) << name;
+    EXPECT_EQ(t.to_vector(), last.model.at(name.substr(6)).to_vector()) << name;
+    ++compared;
+  }
+  EXPECT_GT(compared, 10);
 }
 
 // The loader's shards (in one process): shard r of N takes the r-th consecutive share of each batch, so the

@@ -4,6 +4,12 @@
 //
 // The test binary relaunches itself under mpirun with one process per GPU (two at least; NCCL refuses two
 // processes on one GPU), so it skips on a machine with fewer than two GPUs, or without MPI, or without CUDA.
+//
+// On one GPU, one process: the NCCL path itself (a one-rank communicator, forced by
+// Distributed::set_device_collectives_in_one_process) on the same 20 M-float arena: the all-reduce and the
+// maximum leave the values as they are (a sum of one), and the gradient buckets (engine/grad_buckets.h),
+// started on their communication stream during backward and waited by the kernels' stream, leave every
+// gradient as backward made it. Skips without NCCL in the build.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,8 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "engine/autograd.h"
 #include "engine/distributed.h"
+#include "engine/grad_buckets.h"
 #include "engine/module.h"
+#include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/tensor.h"
 #include "gpu_test_util.h"
@@ -64,6 +73,72 @@ TEST(DistributedGpu, ArenaAllReduceOnTheDeviceEqualsTheCpuSum) {
   int64_t wrong = 0;
   for (int64_t i = 0; i < n; ++i) wrong += got[static_cast<size_t>(i)] != expected[static_cast<size_t>(i)];
   EXPECT_EQ(wrong, 0) << "of " << n << " elements on " << world.name();
+  // The same sum in 4 MB buckets (slices of the arena, on the communication stream, in bucket order).
+  arena.grads().copy_from(host);
+  engine::GradientBuckets buckets(arena, world, 4 << 20);
+  EXPECT_GE(buckets.bucket_count(), 2);
+  buckets.finish_backward();
+  const std::vector<float> bucketed = arena.grads().to_vector();
+  wrong = 0;
+  for (int64_t i = 0; i < n; ++i) wrong += bucketed[static_cast<size_t>(i)] != expected[static_cast<size_t>(i)];
+  EXPECT_EQ(wrong, 0) << "bucketed: of " << n << " elements on " << world.name();
+}
+
+// One process, one GPU: the device path through NCCL with a one-rank communicator.
+TEST(DistributedGpu, OneRankNcclAllReduceAndBucketsOnOneGpu) {
+  SKIP_WITHOUT_CUDA();
+  if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
+  engine::Distributed& world = engine::Distributed::world();
+  if (world.distributed()) GTEST_SKIP() << "one process only (the test above covers several)";
+  world.set_device_collectives_in_one_process(true);
+  ASSERT_TRUE(world.device_collectives_active());
+  const engine::Device device = engine::Device::cuda(0);
+  // 20 M floats in 22 parameters: buckets of 4 MB hold one 1 M-float parameter each (and the small ones).
+  engine::NamedTensors parameters;
+  std::vector<int64_t> sizes = {7};
+  for (int k = 0; k < 20; ++k) sizes.push_back(1'000'000);
+  sizes.push_back(1);
+  for (int64_t size : sizes) {
+    engine::Tensor p = engine::Tensor::zeros({size}, device);
+    p.set_requires_grad(true);
+    parameters.emplace_back("p" + std::to_string(parameters.size()), p);
+  }
+  engine::ParameterArena arena(parameters);
+  const int64_t n = arena.numel();
+
+  // The whole arena: a sum of one is the values themselves; so is the maximum.
+  std::vector<float> mine(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) mine[static_cast<size_t>(i)] = gradient_value(0, i);
+  engine::Tensor host = engine::Tensor::empty({n});
+  std::copy(mine.begin(), mine.end(), host.data());
+  arena.grads().copy_from(host);
+  world.allreduce_sum(arena.grads());
+  EXPECT_EQ(arena.grads().to_vector(), mine);
+  world.allreduce_max(arena.grads());
+  EXPECT_EQ(arena.grads().to_vector(), mine);
+
+  // Buckets: loss = sum_k (k + 1) sum(p_k), so p_k's gradient is k + 1 everywhere (exact). The first step
+  // learns the contribution counts; the next two start every bucket during backward.
+  engine::GradientBuckets buckets(arena, world, 4 << 20);
+  EXPECT_GE(buckets.bucket_count(), 20);
+  std::vector<float> expected;
+  for (size_t k = 0; k < sizes.size(); ++k) expected.insert(expected.end(), static_cast<size_t>(sizes[k]), float(k + 1));
+  const int64_t started_before = world.started_allreduces();
+  for (int step = 0; step < 3; ++step) {
+    arena.zero_grad();
+    engine::Tensor loss;
+    for (size_t k = 0; k < parameters.size(); ++k) {
+      const engine::Tensor term = engine::scale(engine::sum(parameters[k].second), static_cast<float>(k + 1));
+      loss = loss.defined() ? engine::add(loss, term) : term;
+    }
+    buckets.begin_backward();
+    loss.backward();
+    buckets.finish_backward();
+    EXPECT_EQ(buckets.started_during_backward(), step == 0 ? 0 : buckets.bucket_count()) << "step " << step;
+    EXPECT_EQ(arena.grads().to_vector(), expected) << "step " << step;
+  }
+  EXPECT_EQ(world.started_allreduces() - started_before, 3 * buckets.bucket_count());
+  world.set_device_collectives_in_one_process(false);
 }
 
 }  // namespace
