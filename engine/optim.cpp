@@ -1,10 +1,17 @@
 #include "engine/optim.h"
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/check.h"
 #include "engine/ops/common.h"
 
 namespace engine {
+namespace {
+
+// The arena of this thread's innermost Bf16WorkingCopyScope, or null.
+thread_local const ParameterArena* scoped_arena = nullptr;
+
+}  // namespace
 
 ParameterArena::ParameterArena(const NamedTensors& parameters) : parameters_(parameters) {
   ENGINE_CHECK(!parameters.empty()) << "ParameterArena: no parameters";
@@ -31,6 +38,51 @@ ParameterArena::ParameterArena(const NamedTensors& parameters) : parameters_(par
   }
 }
 
+void ParameterArena::enable_bf16_copy() {
+  if (has_bf16_copy()) return;
+  bf16_values_ = Tensor::empty({numel()}, device(), DType::bf16);
+  bf16_current_ = false;
+  int64_t offset = 0;
+  for (const auto& [name, p] : parameters_) {
+    const int64_t n = p.numel();
+    bf16_parameters_.emplace_back(name, bf16_values_.slice(0, offset, offset + n).view(p.shape()));
+    offset += n;
+  }
+}
+
+void ParameterArena::refresh_bf16_copy() {
+  ENGINE_CHECK(has_bf16_copy()) << "ParameterArena::refresh_bf16_copy without enable_bf16_copy()";
+  // The conversion Tensor::to(DType::bf16) runs, into the copy's buffer.
+  backend_for(device()).convert(values_.raw_data(), DType::f32, bf16_values_.raw_data(), DType::bf16, numel());
+  bf16_current_ = true;
+  ++bf16_refreshes_;
+}
+
+kernels::BFloat16* ParameterArena::bf16_copy_data() const {
+  return has_bf16_copy() ? static_cast<kernels::BFloat16*>(bf16_values_.raw_data()) : nullptr;
+}
+
+Tensor ParameterArena::bf16_view(const Tensor& weight) const {
+  if (!bf16_current_ || !weight.defined() || weight.dtype() != DType::f32 || !weight.is_contiguous() ||
+      weight.storage() != values_.storage())
+    return Tensor();
+  const int64_t start = weight.offset() - values_.offset(), n = weight.numel();
+  if (start < 0 || start + n > numel()) return Tensor();
+  return bf16_values_.slice(0, start, start + n).view(weight.shape());
+}
+
+Bf16WorkingCopyScope::Bf16WorkingCopyScope(ParameterArena& arena) : previous_(scoped_arena) {
+  if (!arena.has_bf16_copy()) return;
+  if (!arena.bf16_copy_current()) arena.refresh_bf16_copy();
+  scoped_arena = &arena;
+}
+
+Bf16WorkingCopyScope::~Bf16WorkingCopyScope() { scoped_arena = previous_; }
+
+Tensor cached_bf16_working_copy(const Tensor& weight) {
+  return scoped_arena ? scoped_arena->bf16_view(weight) : Tensor();
+}
+
 kernels::AdamHyper Adam::pytorch(float lr) {
   kernels::AdamHyper h;
   h.lr = lr;
@@ -54,23 +106,24 @@ kernels::AdamHyper Adam::decoupled_weight_decay(kernels::AdamHyper hyper, float 
 }
 
 Adam::Adam(ParameterArena& arena, const kernels::AdamHyper& hyper)
-    : arena_(arena), hyper_(hyper), m_(Tensor::zeros({arena.numel()}, arena.device())),
+    : Optimizer(arena), hyper_(hyper), m_(Tensor::zeros({arena.numel()}, arena.device())),
       v_(Tensor::zeros({arena.numel()}, arena.device())) {}
 
 void Adam::step() {
   NoGradGuard no_grad;
   ++step_;
   ENGINE_KERNEL(arena_.device(), adam_update)(arena_.numel(), arena_.values().data(), arena_.grads().data(), m_.data(), v_.data(),
-                            step_, hyper_, skip_flag_data());
+                            step_, hyper_, skip_flag_data(), arena_.bf16_copy_data());
 }
 
 Sgd::Sgd(ParameterArena& arena, const kernels::SgdHyper& hyper)
-    : arena_(arena), hyper_(hyper), buffer_(Tensor::zeros({arena.numel()}, arena.device())) {}
+    : Optimizer(arena), hyper_(hyper), buffer_(Tensor::zeros({arena.numel()}, arena.device())) {}
 
 void Sgd::step() {
   NoGradGuard no_grad;
   ++step_;
-  ENGINE_KERNEL(arena_.device(), sgd_update)(arena_.numel(), arena_.values().data(), arena_.grads().data(), buffer_.data(), hyper_, skip_flag_data());
+  ENGINE_KERNEL(arena_.device(), sgd_update)(arena_.numel(), arena_.values().data(), arena_.grads().data(), buffer_.data(),
+                                             hyper_, skip_flag_data(), arena_.bf16_copy_data());
 }
 
 }  // namespace engine

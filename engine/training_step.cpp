@@ -25,6 +25,8 @@ TrainingStep::TrainingStep(Forward forward, ParameterArena& arena, Optimizer* op
   ENGINE_CHECK(options_.precision != Precision::f16)
       << "training in " << precision_name(options_.precision)
       << " is not implemented; the engine trains in f32 or bf16 mixed precision";
+  // The weights' bf16 working copy, made once per step and kept by the optimizer's update (optim.h).
+  if (options_.precision == Precision::bf16) arena_.enable_bf16_copy();
 }
 
 // The images as the net's first activation: bf16 in a bf16 step (seam (b)), from which every op keeps
@@ -35,6 +37,7 @@ Tensor TrainingStep::activation_input(const Tensor& images) const {
 
 Tensor TrainingStep::forward_loss(const Tensor& images, const Tensor& labels, const Tensor& weights, Tensor& logits) {
   arena_.zero_grad();
+  const Bf16WorkingCopyScope working_copy(arena_);  // bf16 steps: refreshed here unless current
   logits = forward_(activation_input(images));
   return bce_with_logits(logits, labels, weights);
 }
@@ -42,7 +45,10 @@ Tensor TrainingStep::forward_loss(const Tensor& images, const Tensor& labels, co
 double TrainingStep::read_loss(const Tensor& loss) { return loss.item(); }
 
 void TrainingStep::backward_update(const Tensor& loss) {
-  loss.backward();
+  {
+    const Bf16WorkingCopyScope working_copy(arena_);  // for a forward recomputed in the backward pass
+    loss.backward();
+  }
   if (options_.reduce_gradients) options_.reduce_gradients(arena_);
   if (optimizer_) optimizer_->step();
 }

@@ -38,8 +38,9 @@
 //  (b) Precision. StepOptions::precision chooses the arithmetic of the step (docs/precision.md): f32, or
 //      bf16 mixed precision: the images enter the net as bf16, so every activation and activation
 //      gradient is stored in bf16 while the arithmetic stays f32; the f32 master weights stay in the
-//      arena and every op reads a weight as its bf16 working copy (rounded from the master, so it follows
-//      each update); the loss is f32 from the bf16 logits; weight gradients, BN statistics and the
+//      arena and every op reads a weight as its bf16 working copy: the arena's bf16 copy, which the step
+//      refreshes before its forward unless it is current and the optimizer's fused update keeps current
+//      (engine/optim.h); the loss is f32 from the bf16 logits; weight gradients, BN statistics and the
 //      optimizer's update stay f32 (bf16 has f32's range: no loss scaling). f16 is refused when the step
 //      is made.
 //  (c) Data parallelism. StepOptions::reduce_gradients is called with the arena after backward and before
