@@ -1,5 +1,11 @@
 #include "engine/optim.h"
 
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
 #include "engine/autograd.h"
 #include "engine/backend.h"
 #include "engine/check.h"
@@ -10,6 +16,23 @@ namespace {
 
 // The arena of this thread's innermost Bf16WorkingCopyScope, or null.
 thread_local const ParameterArena* scoped_arena = nullptr;
+
+// ENGINE_CHECK_BF16_COPY set (and not "0"): every scope checks a current copy against the masters.
+bool check_bf16_copy_on_use() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("ENGINE_CHECK_BF16_COPY");
+    return value != nullptr && std::string(value) != "0" && std::string(value) != "";
+  }();
+  return enabled;
+}
+
+// A bf16 tensor's bytes, on the host.
+std::vector<uint16_t> host_bits(const Tensor& t) {
+  const Tensor host = t.to(Device::cpu()).contiguous();
+  std::vector<uint16_t> bits(static_cast<size_t>(host.numel()));
+  if (!bits.empty()) std::memcpy(bits.data(), host.raw_data(), bits.size() * sizeof(uint16_t));
+  return bits;
+}
 
 }  // namespace
 
@@ -58,6 +81,15 @@ void ParameterArena::refresh_bf16_copy() {
   ++bf16_refreshes_;
 }
 
+void ParameterArena::check_bf16_copy() const {
+  ENGINE_CHECK(has_bf16_copy()) << "ParameterArena::check_bf16_copy without enable_bf16_copy()";
+  const std::vector<uint16_t> copy = host_bits(bf16_values_), fresh = host_bits(values_.to(DType::bf16));
+  for (size_t i = 0; i < copy.size(); ++i)
+    ENGINE_CHECK(copy[i] == fresh[i])
+        << "the arena's bf16 working copy is stale at element " << i << " of " << copy.size()
+        << ": the master weights were written other than by the optimizer without invalidate_bf16_copy()";
+}
+
 kernels::BFloat16* ParameterArena::bf16_copy_data() const {
   return has_bf16_copy() ? static_cast<kernels::BFloat16*>(bf16_values_.raw_data()) : nullptr;
 }
@@ -73,7 +105,10 @@ Tensor ParameterArena::bf16_view(const Tensor& weight) const {
 
 Bf16WorkingCopyScope::Bf16WorkingCopyScope(ParameterArena& arena) : previous_(scoped_arena) {
   if (!arena.has_bf16_copy()) return;
-  if (!arena.bf16_copy_current()) arena.refresh_bf16_copy();
+  if (!arena.bf16_copy_current())
+    arena.refresh_bf16_copy();
+  else if (check_bf16_copy_on_use())
+    arena.check_bf16_copy();
   scoped_arena = &arena;
 }
 

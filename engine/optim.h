@@ -5,6 +5,25 @@
 // and its .grad a view into the second, so the backward pass accumulates straight into the arena. One
 // fused kernel then updates every parameter (kernels/optimizer.h), a checkpoint is one buffer per
 // arena, and zeroing the gradients is one fill. The arena, owned by the trainer, owns that memory.
+//
+// The bf16 working copy (mixed precision, docs/precision.md). A bf16 training step has the arena keep a
+// third buffer, bf16, in the same order: the master weights rounded to nearest even, read by the ops on
+// bf16 activations (conv2d, linear) in place of rounding each weight on every call. It is converted once
+// at most per step, and never read stale:
+//   - it is *current* only from refresh_bf16_copy() (one conversion kernel over the whole arena) on;
+//   - the optimizers' fused update writes it in the same pass as the masters (kernels/optimizer.h), so an
+//     update keeps a current copy current (a skipped update leaves both as they were) and never makes a
+//     stale one current (the host does not know whether the device skipped);
+//   - the ops read it only inside a training step, and only while it is current: TrainingStep opens a
+//     Bf16WorkingCopyScope around its forward and its backward, which refreshes the copy first unless it
+//     is current; outside such a scope every op rounds the master itself;
+//   - every other write to the masters (initialisation, weights or a checkpoint loaded, a broadcast,
+//     copy_from, a test) happens outside a step. One that runs between two steps of the same arena calls
+//     invalidate_bf16_copy(), and the next step refreshes the copy; Optimizer::set_step_count (--resume
+//     restores it with the weights and the moments) does so itself, and a new copy starts stale.
+// With ENGINE_CHECK_BF16_COPY=1 in the environment every scope that finds the copy current compares it
+// with a fresh rounding of the masters and fails on a difference (a writer that did not invalidate it):
+// a debugging aid that costs a conversion and a host copy per step.
 #pragma once
 #include <string>
 #include <vector>
@@ -35,6 +54,8 @@ class ParameterArena {
   int64_t bf16_refresh_count() const { return bf16_refreshes_; }  // refresh_bf16_copy calls so far
   // values() rounded into the copy by one conversion kernel (the one Tensor::to(DType::bf16) runs); current.
   void refresh_bf16_copy();
+  // Throws unless the copy is bit for bit the rounding of values() (ENGINE_CHECK_BF16_COPY, above).
+  void check_bf16_copy() const;
   // The masters were written other than by the optimizer: the next scope refreshes the copy first.
   void invalidate_bf16_copy() { bf16_current_ = false; }
   // The optimizers' output pointer for the copy (null without one): their update keeps it as current as

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <memory>
 #include <string>
@@ -110,9 +111,17 @@ TEST(Bf16WorkingCopy, ArenaCopyViewsRefreshAndInvalidation) {
   EXPECT_FALSE(arena.bf16_view(weight.clone()).defined());
   EXPECT_FALSE(arena.bf16_view(weight.to(DType::bf16)).defined());
 
+  // A write the arena is not told of: check_bf16_copy (ENGINE_CHECK_BF16_COPY) finds it.
+  arena.check_bf16_copy();
+  Generator gen(3);
+  weight.copy_from(test_support::random_tensor(weight.shape(), gen));
+  EXPECT_THROW(arena.check_bf16_copy(), std::exception);
+
   arena.invalidate_bf16_copy();
   EXPECT_FALSE(arena.bf16_copy_current());
   EXPECT_FALSE(arena.bf16_view(weight).defined()) << "invalidated: the ops round the master";
+  arena.refresh_bf16_copy();
+  arena.check_bf16_copy();
 }
 
 TEST(Bf16WorkingCopy, TheScopeLendsTheCopyToTheOps) {
