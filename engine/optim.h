@@ -75,7 +75,7 @@ class ParameterArena {
 };
 
 // While one is alive on this thread, ops that want a weight's bf16 working copy take it from `arena`'s
-// copy (bf16_working_copy_of below), which the scope refreshes first unless it is current. Nothing when
+// copy (cached_bf16_working_copy below), which the scope refreshes first unless it is current. Nothing when
 // the arena has no copy. Scopes nest (the innermost arena is asked).
 class Bf16WorkingCopyScope {
  public:
