@@ -36,7 +36,8 @@ GraphedTrainingStep::GraphedTrainingStep(TrainingStep& step, GraphOptions option
   std::string reason;
   if (!options_.enabled) {
     off_reason_ = "turned off (--no-graph)";
-  } else if (step_.options().reduce_gradients) {
+  } else if (step_.options().reduce_gradients || step_.options().begin_backward ||
+             step_.options().reduce_nonfinite_flag) {
     off_reason_ = "a gradient all-reduce runs between backward and the update (data parallelism)";
   } else if (!device_graphs_supported(device, &reason)) {
     off_reason_ = reason;
@@ -100,15 +101,8 @@ bool GraphedTrainingStep::record(const Tensor& images, const Tensor& labels, con
     begin_device_graph_capture(device);
     try {
       Tensor logits;
-      const Tensor loss = step_.forward_loss(static_images_, static_labels_, static_weights_, logits);
-      {
-        NoGradGuard no_grad;
-        ENGINE_CHECK(loss.numel() == 1 && loss.dtype() == DType::f32 && loss.device() == device)
-            << "GraphedTrainingStep: the loss is " << loss.str() << "; expected one f32 value on " << device.str();
-        const Tensor loss_value = loss.contiguous();
-        ENGINE_KERNEL(device, flag_nonfinite)(1, loss_value.data(), step_.nonfinite_flag().data());
-      }
-      loss.backward();
+      const Tensor loss = step_.forward_loss_flagged(static_images_, static_labels_, static_weights_, logits);
+      step_.backward(loss);
       static_loss_ = loss.detach();
       static_logits_ = logits.detach();
     } catch (...) {
@@ -138,8 +132,8 @@ PendingStep GraphedTrainingStep::replay(const Tensor& images, const Tensor& labe
   if (Optimizer* optimizer = step_.optimizer()) {
     optimizer->set_skip_flag(step_.nonfinite_flag());
     pending.optimizer_steps_before = optimizer->step_count();
-    optimizer->step();
   }
+  step_.reduce_update();
   NoGradGuard no_grad;
   pending.loss = static_loss_.clone();  // the next replay overwrites the static outputs
   pending.logits = static_logits_.clone();

@@ -22,7 +22,7 @@
 //
 // Eager steps (TrainingStep::enqueue itself): a batch of another shape than the graph's (an epoch's last,
 // smaller batch), the CPU, GraphOptions::enabled false (the trainer's --no-graph), a StepOptions::
-// reduce_gradients hook (data parallelism: its all-reduce is driven from the host), ENGINE_CUDA_SYNC=1
+// data-parallel hook (reduce_gradients, begin_backward, reduce_nonfinite_flag: driven from the host), ENGINE_CUDA_SYNC=1
 // (debugging), and every step after a recording or a replay that failed: the failure is logged in one
 // line and the run goes on eagerly, with the numbers it would have had anyway (nothing recorded has run).
 //

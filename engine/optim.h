@@ -5,6 +5,25 @@
 // and its .grad a view into the second, so the backward pass accumulates straight into the arena. One
 // fused kernel then updates every parameter (kernels/optimizer.h), a checkpoint is one buffer per
 // arena, and zeroing the gradients is one fill. The arena, owned by the trainer, owns that memory.
+//
+// The bf16 working copy (mixed precision, docs/precision.md). A bf16 training step has the arena keep a
+// third buffer, bf16, in the same order: the master weights rounded to nearest even, read by the ops on
+// bf16 activations (conv2d, linear) in place of rounding each weight on every call. It is converted once
+// at most per step, and never read stale:
+//   - it is *current* only from refresh_bf16_copy() (one conversion kernel over the whole arena) on;
+//   - the optimizers' fused update writes it in the same pass as the masters (kernels/optimizer.h), so an
+//     update keeps a current copy current (a skipped update leaves both as they were) and never makes a
+//     stale one current (the host does not know whether the device skipped);
+//   - the ops read it only inside a training step, and only while it is current: TrainingStep opens a
+//     Bf16WorkingCopyScope around its forward and its backward, which refreshes the copy first unless it
+//     is current; outside such a scope every op rounds the master itself;
+//   - every other write to the masters (initialisation, weights or a checkpoint loaded, a broadcast,
+//     copy_from, a test) happens outside a step. One that runs between two steps of the same arena calls
+//     invalidate_bf16_copy(), and the next step refreshes the copy; Optimizer::set_step_count (--resume
+//     restores it with the weights and the moments) does so itself, and a new copy starts stale.
+// With ENGINE_CHECK_BF16_COPY=1 in the environment every scope that finds the copy current compares it
+// with a fresh rounding of the masters and fails on a difference (a writer that did not invalidate it):
+// a debugging aid that costs a conversion and a host copy per step.
 #pragma once
 #include <string>
 #include <vector>
@@ -25,20 +44,70 @@ class ParameterArena {
   const NamedTensors& parameters() const { return parameters_; }
   void zero_grad() const { grads_.fill_(0.0f); }
 
+  // --- The bf16 working copy (file comment) ---
+  // Allocates it ([numel] bf16, not yet current); again: nothing. TrainingStep does this for bf16 steps.
+  void enable_bf16_copy();
+  bool has_bf16_copy() const { return bf16_values_.defined(); }
+  const Tensor& bf16_values() const { return bf16_values_; }            // [numel] bf16, values()' order
+  const NamedTensors& bf16_parameters() const { return bf16_parameters_; }  // each parameter's bf16 view
+  bool bf16_copy_current() const { return bf16_current_; }
+  int64_t bf16_refresh_count() const { return bf16_refreshes_; }  // refresh_bf16_copy calls so far
+  // values() rounded into the copy by one conversion kernel (the one Tensor::to(DType::bf16) runs); current.
+  void refresh_bf16_copy();
+  // Throws unless the copy is bit for bit the rounding of values() (ENGINE_CHECK_BF16_COPY, above).
+  void check_bf16_copy() const;
+  // The masters were written other than by the optimizer: the next scope refreshes the copy first.
+  void invalidate_bf16_copy() { bf16_current_ = false; }
+  // The optimizers' output pointer for the copy (null without one): their update keeps it as current as
+  // it was before.
+  kernels::BFloat16* bf16_copy_data() const;
+  // `weight`'s bf16 working copy from this arena: its view of the copy when weight is a dense f32 view of
+  // values() and the copy is current, an undefined tensor otherwise.
+  Tensor bf16_view(const Tensor& weight) const;
+
  private:
   NamedTensors parameters_;
   Tensor values_, grads_;
+  Tensor bf16_values_;
+  NamedTensors bf16_parameters_;
+  bool bf16_current_ = false;
+  int64_t bf16_refreshes_ = 0;
 };
+
+// While one is alive on this thread, ops that want a weight's bf16 working copy take it from `arena`'s
+// copy (cached_bf16_working_copy below), which the scope refreshes first unless it is current. Nothing when
+// the arena has no copy. Scopes nest (the innermost arena is asked).
+class Bf16WorkingCopyScope {
+ public:
+  explicit Bf16WorkingCopyScope(ParameterArena& arena);
+  ~Bf16WorkingCopyScope();
+  Bf16WorkingCopyScope(const Bf16WorkingCopyScope&) = delete;
+  Bf16WorkingCopyScope& operator=(const Bf16WorkingCopyScope&) = delete;
+
+ private:
+  const ParameterArena* previous_;
+};
+
+// The cached bf16 working copy of `weight` from the arena of this thread's innermost
+// Bf16WorkingCopyScope (ParameterArena::bf16_view), or an undefined tensor: none open, weight not one of
+// its parameters, or its copy not current. engine/ops/common.h's bf16_working_copy asks it first.
+Tensor cached_bf16_working_copy(const Tensor& weight);
 
 class Optimizer {
  public:
+  explicit Optimizer(ParameterArena& arena) : arena_(arena) {}
   virtual ~Optimizer() = default;
   virtual void step() = 0;
   virtual NamedTensors state() const = 0;  // state arrays for checkpoints (moments, step count)
   virtual void set_learning_rate(float lr) = 0;
   virtual float learning_rate() const = 0;
   int64_t step_count() const { return step_; }
-  void set_step_count(int64_t step) { step_ = step; }
+  // Restoring a count goes with restoring state and weights (--resume): the arena's bf16 copy, if any,
+  // is refreshed before it is read again.
+  void set_step_count(int64_t step) {
+    step_ = step;
+    arena_.invalidate_bf16_copy();
+  }
   // A one-element f32 tensor on the arena's device (or undefined: none). While it holds a non-zero value
   // step() changes nothing on the device: the guard a training step uses to skip the update of a
   // non-finite loss without reading the loss on the host (engine/training_step.h). step() still counts
@@ -48,6 +117,7 @@ class Optimizer {
 
  protected:
   const float* skip_flag_data() const { return skip_flag_.defined() ? skip_flag_.data() : nullptr; }
+  ParameterArena& arena_;
   int64_t step_ = 0;
   Tensor skip_flag_;
 };
@@ -73,7 +143,6 @@ class Adam : public Optimizer {
   const kernels::AdamHyper& hyper() const { return hyper_; }
 
  private:
-  ParameterArena& arena_;
   kernels::AdamHyper hyper_;
   Tensor m_, v_;
 };
@@ -87,7 +156,6 @@ class Sgd : public Optimizer {
   float learning_rate() const override { return hyper_.lr; }
 
  private:
-  ParameterArena& arena_;
   kernels::SgdHyper hyper_;
   Tensor buffer_;
 };

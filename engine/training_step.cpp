@@ -25,6 +25,8 @@ TrainingStep::TrainingStep(Forward forward, ParameterArena& arena, Optimizer* op
   ENGINE_CHECK(options_.precision != Precision::f16)
       << "training in " << precision_name(options_.precision)
       << " is not implemented; the engine trains in f32 or bf16 mixed precision";
+  // The weights' bf16 working copy, made once per step and kept by the optimizer's update (optim.h).
+  if (options_.precision == Precision::bf16) arena_.enable_bf16_copy();
 }
 
 // The images as the net's first activation: bf16 in a bf16 step (seam (b)), from which every op keeps
@@ -35,17 +37,27 @@ Tensor TrainingStep::activation_input(const Tensor& images) const {
 
 Tensor TrainingStep::forward_loss(const Tensor& images, const Tensor& labels, const Tensor& weights, Tensor& logits) {
   arena_.zero_grad();
+  const Bf16WorkingCopyScope working_copy(arena_);  // bf16 steps: refreshed here unless current
   logits = forward_(activation_input(images));
   return bce_with_logits(logits, labels, weights);
 }
 
 double TrainingStep::read_loss(const Tensor& loss) { return loss.item(); }
 
-void TrainingStep::backward_update(const Tensor& loss) {
+void TrainingStep::backward(const Tensor& loss) {
   if (options_.begin_backward) options_.begin_backward(arena_);
+  const Bf16WorkingCopyScope working_copy(arena_);  // for a forward recomputed in the backward pass
   loss.backward();
+}
+
+void TrainingStep::reduce_update() {
   if (options_.reduce_gradients) options_.reduce_gradients(arena_);
   if (optimizer_) optimizer_->step();
+}
+
+void TrainingStep::backward_update(const Tensor& loss) {
+  backward(loss);
+  reduce_update();
 }
 
 StepResult TrainingStep::run(const Tensor& images, const Tensor& labels, const Tensor& weights) {
@@ -58,20 +70,24 @@ StepResult TrainingStep::run(const Tensor& images, const Tensor& labels, const T
   return result;
 }
 
+Tensor TrainingStep::forward_loss_flagged(const Tensor& images, const Tensor& labels, const Tensor& weights,
+                                          Tensor& logits) {
+  const Tensor loss = forward_loss(images, labels, weights, logits);
+  NoGradGuard no_grad;
+  ENGINE_CHECK(loss.numel() == 1 && loss.dtype() == DType::f32 && loss.device() == nonfinite_.device())
+      << "TrainingStep: the loss is " << loss.str() << "; expected one f32 value on " << nonfinite_.device().str();
+  const Tensor loss_value = loss.contiguous();
+  // Sets the flag on the device when the loss is not finite; the update then does nothing.
+  ENGINE_KERNEL(nonfinite_.device(), flag_nonfinite)(1, loss_value.data(), nonfinite_.data());
+  // Data parallelism: set on every process when it is set on one, so that all skip the same updates.
+  if (options_.reduce_nonfinite_flag) options_.reduce_nonfinite_flag(nonfinite_);
+  return loss;
+}
+
 PendingStep TrainingStep::enqueue(const Tensor& images, const Tensor& labels, const Tensor& weights) {
   PendingStep pending;
   Tensor logits;
-  const Tensor loss = forward_loss(images, labels, weights, logits);
-  {
-    NoGradGuard no_grad;
-    ENGINE_CHECK(loss.numel() == 1 && loss.dtype() == DType::f32 && loss.device() == nonfinite_.device())
-        << "TrainingStep: the loss is " << loss.str() << "; expected one f32 value on " << nonfinite_.device().str();
-    const Tensor loss_value = loss.contiguous();
-    // Sets the flag on the device when the loss is not finite; the update below then does nothing.
-    ENGINE_KERNEL(nonfinite_.device(), flag_nonfinite)(1, loss_value.data(), nonfinite_.data());
-    // Data parallelism: set on every process when it is set on one, so that all skip the same updates.
-    if (options_.reduce_nonfinite_flag) options_.reduce_nonfinite_flag(nonfinite_);
-  }
+  const Tensor loss = forward_loss_flagged(images, labels, weights, logits);
   if (optimizer_) {
     optimizer_->set_skip_flag(nonfinite_);
     pending.optimizer_steps_before = optimizer_->step_count();

@@ -38,8 +38,9 @@
 //  (b) Precision. StepOptions::precision chooses the arithmetic of the step (docs/precision.md): f32, or
 //      bf16 mixed precision: the images enter the net as bf16, so every activation and activation
 //      gradient is stored in bf16 while the arithmetic stays f32; the f32 master weights stay in the
-//      arena and every op reads a weight as its bf16 working copy (rounded from the master, so it follows
-//      each update); the loss is f32 from the bf16 logits; weight gradients, BN statistics and the
+//      arena and every op reads a weight as its bf16 working copy: the arena's bf16 copy, which the step
+//      refreshes before its forward unless it is current and the optimizer's fused update keeps current
+//      (engine/optim.h); the loss is f32 from the bf16 logits; weight gradients, BN statistics and the
 //      optimizer's update stay f32 (bf16 has f32's range: no loss scaling). f16 is refused when the step
 //      is made.
 //  (c) Data parallelism. StepOptions::reduce_gradients is called with the arena after backward and before
@@ -107,7 +108,15 @@ class TrainingStep {
   // The phases of run() (seam (a)). forward_loss returns the scalar loss tensor and sets `logits`.
   Tensor forward_loss(const Tensor& images, const Tensor& labels, const Tensor& weights, Tensor& logits);
   static double read_loss(const Tensor& loss);
-  void backward_update(const Tensor& loss);
+  void backward_update(const Tensor& loss);  // backward, then reduce_update
+  // backward_update in its two halves: the device work of the backward pass (with the data-parallel
+  // begin_backward hook), and the gradient reduction hook followed by the optimizer's update. A CUDA graph
+  // (engine/graph_step.h) records the first and runs the second eagerly.
+  void backward(const Tensor& loss);
+  void reduce_update();
+  // forward_loss, then the device-side non-finite test of enqueue (seam (a')): sets the sticky flag when
+  // the loss is not finite (and reduces it over processes when the hook is set). Reads nothing back.
+  Tensor forward_loss_flagged(const Tensor& images, const Tensor& labels, const Tensor& weights, Tensor& logits);
 
   // The deferred form (seam (a')): enqueue() synchronises nothing; finish() reads the loss (one copy).
   PendingStep enqueue(const Tensor& images, const Tensor& labels, const Tensor& weights = Tensor());

@@ -14,8 +14,14 @@
 //
 // SGD with momentum (PyTorch convention, no dampening):
 //   g' = g + weight_decay * p;  buf = momentum * buf + g';  p -= lr * (nesterov ? g' + momentum * buf : buf)
+//
+// Mixed precision (docs/precision.md): either update may also write the bf16 working copy of the new
+// parameters in the same pass (params_bf16, optimizer_api.inc), so a bf16 step reads weights that
+// nothing converts again.
 #pragma once
 #include <cstdint>
+
+#include "kernels/bf16.h"
 
 namespace kernels {
 

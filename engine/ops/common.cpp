@@ -1,5 +1,7 @@
 #include "engine/ops/common.h"
 
+#include "engine/optim.h"
+
 namespace engine::detail {
 namespace {
 
@@ -68,6 +70,9 @@ void no_cuda_kernel(const char* op) {
 }
 
 Tensor bf16_working_copy(const Tensor& weight) {
+  // Inside a training step: the arena's copy, made once per step (engine/optim.h). The same bits as
+  // the rounding below, which every other call does.
+  if (Tensor cached = cached_bf16_working_copy(weight); cached.defined()) return cached;
   const Tensor w = weight.contiguous();
   return w.dtype() == DType::bf16 ? w : w.to(DType::bf16);
 }

@@ -33,7 +33,9 @@ void check_same_device(const char* op, const std::vector<Tensor>& tensors);
 
 // The bf16 working copy of a weight, as the kernels of an op on bf16 activations read it: the weight
 // itself (dense) when it is bf16, else its f32 values rounded to nearest even (docs/precision.md).
-// One function so that a cached per-step copy can take the place of the rounding in every op at once.
+// Inside a training step whose arena keeps a bf16 copy of its weights (engine/optim.h:
+// Bf16WorkingCopyScope), a parameter's view of that copy, made once per step; elsewhere the rounding
+// is done per call. The bits are the same either way.
 Tensor bf16_working_copy(const Tensor& weight);
 
 }  // namespace engine::detail

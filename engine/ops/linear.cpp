@@ -3,8 +3,9 @@
 // The bias broadcast and its gradient are rank-1 GEMMs with a ones vector, so the op is the same three
 // GEMM calls on every device.
 // A bf16 x (docs/precision.md) runs the same three products through gemm_mixed: bf16 operands (the weight's
-// bf16 working copy, rounded once per call), f32 accumulation; y = x w^T + b is summed in f32 and rounded
-// once, dx is rounded once into bf16, dw and db stay f32.
+// bf16 working copy: in a training step the arena's copy made once per step, else rounded once per call),
+// f32 accumulation; y = x w^T + b is summed in f32 and rounded once, dx is rounded once into bf16, dw and
+// db stay f32.
 #include "engine/ops.h"
 #include "engine/ops/common.h"
 #include "kernels/gemm.h"

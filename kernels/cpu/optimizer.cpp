@@ -9,7 +9,8 @@
 //   SGD (PyTorch):  g' = g + wd p;  buf = mu buf + g';  p -= lr * (nesterov ? g' + mu buf : buf)
 // The per-step factors (bias corrections, step sizes) are computed once in double; the per-element
 // arithmetic is float, in the order the reference framework uses. Every element is independent, so
-// the threaded loops are deterministic.
+// the threaded loops are deterministic. A bf16 working copy (params_bf16, optional) gets each new
+// parameter rounded to nearest even in the same loop.
 #include "kernels/optimizer.h"
 
 #include <algorithm>
@@ -24,7 +25,7 @@ constexpr int64_t kParallelMinElements = 1 << 15;
 }  // namespace
 
 void adam_update(int64_t n, float* params, const float* grads, float* m, float* v, int64_t step,
-                 const AdamHyper& h, const float* skip_flag) {
+                 const AdamHyper& h, const float* skip_flag, BFloat16* params_bf16) {
   if (n <= 0 || (skip_flag && *skip_flag != 0.0f)) return;
   // step counts from 1; a smaller value is a caller error, treated as 1 (no division by zero).
   const double t = static_cast<double>(std::max<int64_t>(step, 1));
@@ -62,11 +63,12 @@ void adam_update(int64_t n, float* params, const float* grads, float* m, float* 
     else
       p -= (mi * alpha) / (std::sqrt(vi) + eps);
     params[i] = p;
+    if (params_bf16) params_bf16[i] = BFloat16(p);
   }
 }
 
 void sgd_update(int64_t n, float* params, const float* grads, float* momentum_buffer,
-                const SgdHyper& h, const float* skip_flag) {
+                const SgdHyper& h, const float* skip_flag, BFloat16* params_bf16) {
   if (n <= 0 || (skip_flag && *skip_flag != 0.0f)) return;
   const float lr = h.lr, mu = h.momentum, wd = h.weight_decay;
   const bool nesterov = h.nesterov;
@@ -84,7 +86,9 @@ void sgd_update(int64_t n, float* params, const float* grads, float* momentum_bu
       momentum_buffer[i] = buf;
       direction = nesterov ? g + mu * buf : buf;
     }
-    params[i] = p - lr * direction;
+    const float updated = p - lr * direction;
+    params[i] = updated;
+    if (params_bf16) params_bf16[i] = BFloat16(updated);
   }
 }
 

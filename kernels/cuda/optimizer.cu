@@ -9,7 +9,8 @@
 // The per-step factors (bias corrections, step sizes) are computed once on the host in double and
 // passed in as floats; the per-element arithmetic is float. One thread per element, grid-stride: every
 // element is independent, so the update is deterministic. (The GPU may fuse a multiply and an add into
-// one FMA where the CPU rounds twice: results agree to a few ulps.)
+// one FMA where the CPU rounds twice: results agree to a few ulps.) The optional bf16 working copy gets
+// each new parameter rounded with kernels/bf16.h's function, bit for bit the conversion of the f32 result.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -38,6 +39,7 @@ struct AdamOp {
   float step_size, sqrt_bc2;  // PyTorch: lr / bc1, sqrt(bc2)
   float alpha;                // Keras: lr * sqrt(bc2) / bc1
   const float* skip_flag;     // nullable: non-zero skips the update
+  BFloat16* params_bf16;      // nullable: the bf16 working copy of the new parameters
   __device__ void operator()(int64_t i) const {
     if (skip_flag && *skip_flag != 0.0f) return;
     float p = params[i];
@@ -52,6 +54,7 @@ struct AdamOp {
     else
       p -= (mi * alpha) / (sqrtf(vi) + eps);
     params[i] = p;
+    if (params_bf16) params_bf16[i] = BFloat16(p);
   }
 };
 
@@ -62,6 +65,7 @@ struct SgdOp {
   float lr, mu, wd;
   bool nesterov;
   const float* skip_flag;  // nullable: non-zero skips the update
+  BFloat16* params_bf16;   // nullable: the bf16 working copy of the new parameters
   __device__ void operator()(int64_t i) const {
     if (skip_flag && *skip_flag != 0.0f) return;
     const float p = params[i];
@@ -72,7 +76,9 @@ struct SgdOp {
       momentum_buffer[i] = buf;
       direction = nesterov ? g + mu * buf : buf;
     }
-    params[i] = p - lr * direction;
+    const float updated = p - lr * direction;
+    params[i] = updated;
+    if (params_bf16) params_bf16[i] = BFloat16(updated);
   }
 };
 
@@ -92,7 +98,7 @@ struct FlagNonfiniteOp {
 using namespace detail;  // NOLINT(google-build-using-namespace)
 
 void adam_update(int64_t n, float* params, const float* grads, float* m, float* v, int64_t step,
-                 const AdamHyper& h, const float* skip_flag) {
+                 const AdamHyper& h, const float* skip_flag, BFloat16* params_bf16) {
   if (n <= 0) return;
   // step counts from 1; a smaller value is a caller error, treated as 1 (as on the CPU).
   const double t = double(std::max<int64_t>(step, 1));
@@ -119,15 +125,16 @@ void adam_update(int64_t n, float* params, const float* grads, float* m, float* 
   op.sqrt_bc2 = float(std::sqrt(bias_correction2));
   op.alpha = float(double(h.lr) * std::sqrt(bias_correction2) / bias_correction1);
   op.skip_flag = skip_flag;
+  op.params_bf16 = params_bf16;
   detail::for_each_index(n, op, "adam_update");
 }
 
 void sgd_update(int64_t n, float* params, const float* grads, float* momentum_buffer,
-                const SgdHyper& h, const float* skip_flag) {
+                const SgdHyper& h, const float* skip_flag, BFloat16* params_bf16) {
   if (n <= 0) return;
   // Without momentum the buffer is neither read nor written (it may be null), as on the CPU.
   SgdOp op{params, grads, h.momentum != 0.0f ? momentum_buffer : nullptr, h.lr, h.momentum,
-           h.weight_decay, h.nesterov, skip_flag};
+           h.weight_decay, h.nesterov, skip_flag, params_bf16};
   if (h.momentum != 0.0f && momentum_buffer == nullptr)
     detail::throw_error("sgd_update: momentum != 0 needs a momentum buffer", __FILE__, __LINE__);
   detail::for_each_index(n, op, "sgd_update");

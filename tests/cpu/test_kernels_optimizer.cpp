@@ -1,5 +1,6 @@
 // CPU Adam / SGD updates (kernels/optimizer.h) against double-precision references of the
-// formulas and hand-computed constants.
+// formulas and hand-computed constants; the fused bf16 working copy (params_bf16) against the rounding
+// of the updated parameters, bit for bit, skipped updates included.
 // Tolerances: |actual - ref| <= atol + rtol * |ref|, stated per check.
 #include <gtest/gtest.h>
 
@@ -15,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/bf16.h"
 #include "kernels/optimizer.h"
 #include "test_kernels_common.h"
 
@@ -297,5 +299,121 @@ TEST(Sgd, HandComputedSteps) {
   cpu::sgd_update(1, &p, &g, nullptr, h);
   EXPECT_TRUE(close(p, 2.0 - 0.1 * (1.0 + 0.5 * 2.0), 1e-7, 1e-6));
 }
+
+// ------------------------------------------------------------------------------------------------
+// The bf16 working copy written in the update's pass.
+
+// One fused update (Adam or SGD) of the arena p with the given flag and bf16 output (both nullable).
+struct FusedCase {
+  const char* name;
+  bool adam;
+  AdamHyper adam_hyper;
+  SgdHyper sgd_hyper;
+};
+
+void PrintTo(const FusedCase& c, std::ostream* os) { *os << c.name; }
+
+FusedCase adam_case(const char* name, AdamConvention convention, float wd, bool decoupled) {
+  FusedCase c{name, true, {}, {}};
+  c.adam_hyper.lr = 1e-2f;
+  c.adam_hyper.eps = convention == AdamConvention::keras ? 1e-7f : 1e-8f;
+  c.adam_hyper.convention = convention;
+  c.adam_hyper.weight_decay = wd;
+  c.adam_hyper.decoupled_weight_decay = decoupled;
+  return c;
+}
+
+FusedCase sgd_case(const char* name, float momentum, float wd, bool nesterov) {
+  FusedCase c{name, false, {}, {}};
+  c.sgd_hyper.lr = 0.05f;
+  c.sgd_hyper.momentum = momentum;
+  c.sgd_hyper.weight_decay = wd;
+  c.sgd_hyper.nesterov = nesterov;
+  return c;
+}
+
+struct Arena {
+  std::vector<float> p, m, v;  // v unused by SGD; m is its momentum buffer
+};
+
+void fused_update(const FusedCase& c, Arena& a, const std::vector<float>& g, int64_t t, const float* skip,
+                  kernels::BFloat16* out) {
+  const int64_t n = int64_t(a.p.size());
+  if (c.adam)
+    cpu::adam_update(n, a.p.data(), g.data(), a.m.data(), a.v.data(), t, c.adam_hyper, skip, out);
+  else
+    cpu::sgd_update(n, a.p.data(), g.data(), a.m.data(), c.sgd_hyper, skip, out);
+}
+
+std::vector<uint16_t> bits_of(const std::vector<kernels::BFloat16>& b) {
+  std::vector<uint16_t> bits;
+  for (const kernels::BFloat16& x : b) bits.push_back(x.bits);
+  return bits;
+}
+
+std::vector<uint16_t> rounded(const std::vector<float>& p) {
+  std::vector<uint16_t> bits;
+  for (float x : p) bits.push_back(kernels::bf16_bits_from_f32(x));
+  return bits;
+}
+
+class FusedBf16Copy : public ::testing::TestWithParam<FusedCase> {};
+
+// Over three steps, on an arena above the threading threshold: the copy is the rounding of the new
+// parameters bit for bit, and asking for it changes nothing else (parameters and state bit-equal to the
+// update without it). Some parameters start on bf16 rounding ties, near the largest finite bf16, subnormal
+// or signed zero.
+TEST_P(FusedBf16Copy, IsTheRoundingOfTheUpdatedParameters) {
+  const FusedCase c = GetParam();
+  std::mt19937 rng(97);
+  const int64_t n = 40003;
+  Arena with{uniform_vector(n, rng, -2.0f, 2.0f), uniform_vector(n, rng, -0.1f, 0.1f), uniform_vector(n, rng, 0.0f, 1e-2f)};
+  const float specials[] = {1.00390625f, -1.01171875f, 3.0e38f, -3.3e38f, 1e-39f, 0.0f, -0.0f, 65536.5f};
+  for (size_t i = 0; i < sizeof specials / sizeof specials[0]; ++i) with.p[i] = specials[i];
+  Arena without = with;
+  std::vector<kernels::BFloat16> copy(size_t(n), kernels::BFloat16::from_bits(0xDEAD));
+  for (int64_t t = 1; t <= 3; ++t) {
+    std::vector<float> g = uniform_vector(n, rng, -1.0f, 1.0f);
+    g[0] = 0.0f;  // a parameter Adam barely moves
+    fused_update(c, with, g, t, nullptr, copy.data());
+    fused_update(c, without, g, t, nullptr, nullptr);
+    ASSERT_EQ(bits_of(copy), rounded(with.p)) << "step " << t;
+    ASSERT_EQ(with.p, without.p) << "step " << t;
+    ASSERT_EQ(with.m, without.m) << "step " << t;
+    ASSERT_EQ(with.v, without.v) << "step " << t;
+  }
+}
+
+// The skip flag: a non-zero flag leaves the parameters, the state and the copy as they were; a zero
+// flag updates all three.
+TEST_P(FusedBf16Copy, ASkippedUpdateLeavesTheCopy) {
+  const FusedCase c = GetParam();
+  std::mt19937 rng(101);
+  const int64_t n = 257;
+  Arena a{uniform_vector(n, rng, -1.0f, 1.0f), uniform_vector(n, rng, -0.1f, 0.1f), uniform_vector(n, rng, 0.0f, 1e-2f)};
+  const std::vector<float> g = uniform_vector(n, rng, -1.0f, 1.0f);
+  std::vector<kernels::BFloat16> copy(size_t(n), kernels::BFloat16::from_bits(0x1234));
+  const Arena before = a;
+  const float skip = 1.0f, go = 0.0f;
+  fused_update(c, a, g, 1, &skip, copy.data());
+  EXPECT_EQ(a.p, before.p);
+  EXPECT_EQ(a.m, before.m);
+  EXPECT_EQ(a.v, before.v);
+  EXPECT_EQ(bits_of(copy), std::vector<uint16_t>(size_t(n), 0x1234)) << "the copy is not written";
+  fused_update(c, a, g, 1, &go, copy.data());
+  EXPECT_NE(a.p, before.p);
+  EXPECT_EQ(bits_of(copy), rounded(a.p));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Optimizers, FusedBf16Copy,
+    ::testing::Values(adam_case("adam_pytorch", AdamConvention::pytorch, 0.0f, false),
+                      adam_case("adam_pytorch_l2", AdamConvention::pytorch, 0.05f, false),
+                      adam_case("adam_keras", AdamConvention::keras, 0.0f, false),
+                      adam_case("adamw", AdamConvention::pytorch, 0.05f, true),
+                      adam_case("adamw_keras", AdamConvention::keras, 0.05f, true),
+                      sgd_case("sgd", 0.0f, 0.0f, false), sgd_case("sgd_momentum_wd", 0.9f, 1e-2f, false),
+                      sgd_case("sgd_nesterov", 0.9f, 0.0f, true)),
+    [](const auto& test_info) { return std::string(test_info.param.name); });
 
 }  // namespace
