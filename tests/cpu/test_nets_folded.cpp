@@ -10,7 +10,9 @@
 // numbers per net, each a long sum with cancellation: the noisiest measure).
 // Names, parameters and buffers are untouched (a checkpoint of a folded net is the unfolded net's), the
 // training forward never uses the fold, and unfolding gives the unfolded forward back bit for bit.
+#include <algorithm>
 #include <cmath>
+#include <ctime>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -166,6 +168,37 @@ TEST(FoldedInference, SummaryOfAFoldedNetIsTheUnfoldedNets) {
     EXPECT_EQ(folded[i].output, unfolded[i].output) << folded[i].name;
     EXPECT_EQ(folded[i].parameters, unfolded[i].parameters) << folded[i].name;
     EXPECT_EQ(folded[i].macs, unfolded[i].macs) << folded[i].name;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// The eval forward's time, unfolded and folded, for docs/perf-notes.md (DenseNet-201 at 224 and
+// Inception-ResNet-v2 at 299, batch 2; the lowest of five processor times, the modes alternating):
+//   build/tests/cpu_test_nets_folded --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Time*'
+TEST(FoldedInference, DISABLED_TimeEvalForward) {
+  for (const auto& [arch, size] : std::vector<std::pair<std::string, int64_t>>{{"densenet201", 224},
+                                                                              {"inception_resnet_v2", 299}}) {
+    Generator gen(47), data(48);
+    auto net = nets::make_net(arch, Head::gap, Flavor::keras, size, gen);
+    randomise_batch_norms(*net, 49);
+    net->eval();
+    const Tensor images = test_support::random_tensor({2, size, size, 3}, data, -1.0f, 1.0f);
+    NoGradGuard no_grad;
+    double best[2] = {1e30, 1e30};
+    for (int rep = -1; rep < 5; ++rep) {
+      for (int folded = 0; folded < 2; ++folded) {
+        net->fold_batch_norms(folded == 1);
+        const std::clock_t start = std::clock();
+        net->forward(images);
+        const double seconds = static_cast<double>(std::clock() - start) / CLOCKS_PER_SEC;
+        if (rep >= 0) best[folded] = std::min(best[folded], seconds);
+      }
+    }
+    std::printf("%s at %lld, batch 2, eval forward (processor time): unfolded %.3f s, folded %.3f s (%.2fx)\n",
+                arch.c_str(), static_cast<long long>(size), best[0], best[1], best[0] / best[1]);
   }
 }
 
