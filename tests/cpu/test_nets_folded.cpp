@@ -8,6 +8,8 @@
 // with random batch-norm statistics and affine parameters: 2e-6. Measured: stages 1.6e-7 to 9.0e-7
 // (densenet_tiny at 64, DenseNet-201 at 32, Inception-ResNet-v2 at 75), logits 1.3e-7 to 9.2e-7 (two
 // numbers per net, each a long sum with cancellation: the noisiest measure).
+// With bf16 activations the folded features stay within 2e-2 of the unfolded bf16 net's (measured 4.6e-3
+// on densenet_tiny: bf16's own rounding, as the bf16 net against f32 in test_nets_bf16.cpp).
 // Names, parameters and buffers are untouched (a checkpoint of a folded net is the unfolded net's), the
 // training forward never uses the fold, and unfolding gives the unfolded forward back bit for bit.
 #include <algorithm>
@@ -127,6 +129,55 @@ INSTANTIATE_TEST_SUITE_P(Nets, FoldedInference,
                          ::testing::Values(Case{"densenet_tiny", 64, false}, Case{"densenet_tiny", 64, true},
                                            Case{"densenet201", 32, false}, Case{"inception_resnet_v2", 75, false}),
                          case_name);
+
+// bf16 activations (docs/precision.md): the folded net runs too, and stays within bf16's own rounding of
+// the unfolded bf16 net (the f32 folded weights are rounded to bf16 by the convolution, as any weights are).
+TEST(FoldedInference, Bf16ActivationsStayWithinBf16Rounding) {
+  Generator gen(50), data(51);
+  auto net = nets::make_net("densenet_tiny", Head::flatten, Flavor::keras, 64, gen);
+  randomise_batch_norms(*net, 52);
+  net->eval();
+  const Tensor images = test_support::random_tensor({2, 64, 64, 3}, data, -1.0f, 1.0f).to(DType::bf16);
+  NoGradGuard no_grad;
+  const Tensor features = net->features(images).to(DType::f32);
+  net->fold_batch_norms();
+  const Tensor folded = net->features(images);
+  EXPECT_EQ(folded.dtype(), DType::bf16);
+  const double error = relative_l2(folded.to(DType::f32), features);
+  std::printf("densenet_tiny bf16 features: folded against unfolded, relative L2 %.3g\n", error);
+  EXPECT_LT(error, 2e-2);
+}
+
+// BatchNorm::forward_relu is relu(forward(x)) bit for bit on the CPU: outputs, running statistics and
+// gradients in training mode (both flavours), outputs in eval mode, on a channel slice of a wider buffer.
+TEST(BatchNormForwardRelu, EqualsReluOfForwardBitForBit) {
+  for (const BatchNormOptions& options : {BatchNormOptions::keras(1.001e-5f), BatchNormOptions::torch(1e-5f)}) {
+    Generator data(53);
+    const Tensor wide = test_support::random_tensor({2, 5, 3, 24}, data, -2.0f, 2.0f);
+    const Tensor x_values = wide.slice(-1, 4, 20);  // 16 channels of 24
+    BatchNorm fused(BatchNormSpec{16, options, true, true}), pair(BatchNormSpec{16, options, true, true});
+    for (BatchNorm* bn : {&fused, &pair}) {
+      Generator g(54);
+      bn->weight.copy_from(test_support::random_tensor({16}, g, 0.5f, 1.5f));
+      bn->bias.copy_from(test_support::random_tensor({16}, g, -0.5f, 0.5f));
+    }
+    const Tensor upstream = test_support::random_tensor({2, 5, 3, 16}, data);
+    std::vector<std::vector<float>> results[2];
+    for (int which = 0; which < 2; ++which) {
+      BatchNorm& bn = which == 0 ? fused : pair;
+      Tensor x = x_values.clone();
+      x.set_requires_grad(true);
+      const Tensor y = which == 0 ? bn.forward_relu(x) : relu(bn.forward(x));
+      y.backward(upstream);
+      results[which] = {y.to_vector(), x.grad().to_vector(), bn.weight.grad().to_vector(), bn.bias.grad().to_vector(),
+                        bn.running_mean.to_vector(), bn.running_var.to_vector()};
+      bn.eval();
+      NoGradGuard no_grad;
+      results[which].push_back((which == 0 ? bn.forward_relu(x_values) : relu(bn.forward(x_values))).to_vector());
+    }
+    EXPECT_EQ(results[0], results[1]);
+  }
+}
 
 TEST(FoldedInference, OnlyForInferenceAndTrainUnfolds) {
   Generator gen(44), data(45);
