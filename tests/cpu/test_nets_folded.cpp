@@ -16,6 +16,7 @@
 #include <cmath>
 #include <ctime>
 #include <cstdio>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,10 @@ struct Case {
   int64_t size;
   bool memory_efficient;
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.arch << " at " << c.size << (c.memory_efficient ? ", memory-efficient" : "");
+}
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   return info.param.arch + "_" + std::to_string(info.param.size) + (info.param.memory_efficient ? "_me" : "");
