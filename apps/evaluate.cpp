@@ -5,6 +5,7 @@
 //   evaluate --checkpoint C --data MURA-v1.1 --out DIR          (every image of valid/)
 //   evaluate --checkpoint A --checkpoint B ... --split S --out DIR  (an ensemble: the mean probability)
 //   [--tta flip]  (each image's probability: the mean of the image's and its mirror's)
+//   [--fold-bn]  (batch norms folded into the convolutions before them, for inference)
 //   [--precision bf16 | --amp]  (the net on bf16 activations; recorded in metrics.json)
 //
 // Writes DIR/metrics.json, report.md, predictions_images.csv, predictions_studies.csv (atomically) and
@@ -49,6 +50,9 @@ int main(int argc, char** argv) {
   flags.add("--tta", &tta_name, "test-time augmentation: none | flip (the mean probability of each image and its "
                                 "horizontal mirror)", "T");
   experiment::add_precision_flags(flags, &precision, &amp);
+  bool fold_bn = false;
+  flags.add_switch("--fold-bn", &fold_bn, "inference with every batch norm that follows a convolution folded into it "
+                                          "(the same predictions to f32 rounding; docs/nets.md)");
   flags.add_switch("--quiet", &quiet, "no progress display");
   try {
     if (!flags.parse(argc, argv)) return 0;
@@ -109,6 +113,7 @@ int main(int argc, char** argv) {
     pass.quiet = quiet;
     pass.tta = tta;
     pass.precision = experiment::parse_precision(precision);
+    pass.fold_batch_norms = fold_bn;
     std::vector<experiment::EvaluationResult> members;
     const experiment::EvaluationResult r = experiment::predict_checkpoints(ckpts, root, entries, pass, &members);
     const std::string images_from = split_dir.empty() ? root + " (" + subset + ")" : split_dir + " (" + list + ")";

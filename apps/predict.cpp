@@ -7,6 +7,7 @@
 //   [--out predictions.csv] (path,study,probability,predicted, written atomically)
 //   [--checkpoint C2 ...]  (an ensemble: each image's mean probability over the checkpoints)
 //   [--tta flip]           (each image's probability: the mean of the image's and its mirror's)
+//   [--fold-bn]  (batch norms folded into the convolutions before them, for inference)
 //   [--precision bf16 | --amp]  (the net on bf16 activations)
 #include <algorithm>
 #include <cstdio>
@@ -36,6 +37,9 @@ int main(int argc, char** argv) {
   flags.add("--out", &out, "also write path,study,probability,predicted to this CSV", "FILE");
   flags.add("--device", &device, "auto | cpu | cuda", "D");
   experiment::add_precision_flags(flags, &precision, &amp);
+  bool fold_bn = false;
+  flags.add_switch("--fold-bn", &fold_bn, "inference with every batch norm that follows a convolution folded into it "
+                                          "(the same predictions to f32 rounding; docs/nets.md)");
   flags.allow_positional("IMAGE|STUDY_FOLDER", "PNG/JPEG files, or folders whose images form one study");
   try {
     if (!flags.parse(argc, argv)) return 0;
@@ -76,6 +80,7 @@ int main(int argc, char** argv) {
     pass.quiet = true;
     pass.tta = experiment::parse_tta(tta_name);
     pass.precision = experiment::parse_precision(precision);
+    pass.fold_batch_norms = fold_bn;
     const experiment::EvaluationResult r = experiment::predict_checkpoints(ckpts, "", entries, pass);
     if (pass.precision == engine::Precision::bf16) std::printf("precision bf16: the net ran on bf16 activations\n");
     if (ckpts.size() > 1)

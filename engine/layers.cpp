@@ -1,5 +1,8 @@
 #include "engine/layers.h"
 
+#include <cmath>
+#include <vector>
+
 #include "engine/check.h"
 
 namespace engine {
@@ -26,6 +29,40 @@ BatchNorm::BatchNorm(const BatchNormSpec& spec) : spec_(spec) {
 
 Tensor BatchNorm::forward(const Tensor& x) const {
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), spec_.options);
+}
+
+Tensor BatchNorm::forward_relu(const Tensor& x) const {
+  return batch_norm_relu(x, weight, bias, running_mean, running_var, is_training(), spec_.options);
+}
+
+Tensor FoldedConv2d::forward_relu(const Tensor& x) const { return relu(conv2d(x, weight, bias, options)); }
+
+FoldedConv2d fold_batch_norm(const Conv2d& conv, const BatchNorm& norm) {
+  const Conv2dSpec& cs = conv.spec();
+  const int64_t channels = cs.out_channels;
+  ENGINE_CHECK(norm.spec().channels == channels)
+      << "fold_batch_norm: the convolution has " << channels << " output channels, the batch norm "
+      << norm.spec().channels;
+  ENGINE_CHECK(conv.weight.dtype() == DType::f32) << "fold_batch_norm: f32 weights expected, got " << conv.weight.str();
+  const Device device = conv.weight.device();
+  const std::vector<float> w = conv.weight.to_vector();
+  const std::vector<float> mean = norm.running_mean.to_vector(), var = norm.running_var.to_vector();
+  const std::vector<float> gamma = norm.weight.defined() ? norm.weight.to_vector() : std::vector<float>(channels, 1.0f);
+  const std::vector<float> beta = norm.bias.defined() ? norm.bias.to_vector() : std::vector<float>(channels, 0.0f);
+  const std::vector<float> b = conv.bias.defined() ? conv.bias.to_vector() : std::vector<float>(channels, 0.0f);
+  const auto per_out = static_cast<int64_t>(w.size()) / channels;  // kh * kw * in
+  std::vector<float> folded_w(w.size()), folded_b(static_cast<size_t>(channels));
+  for (int64_t o = 0; o < channels; ++o) {
+    const double s = static_cast<double>(gamma[o]) /
+                     std::sqrt(static_cast<double>(var[o]) + static_cast<double>(norm.spec().options.eps));
+    for (int64_t i = o * per_out; i < (o + 1) * per_out; ++i) folded_w[i] = static_cast<float>(w[i] * s);
+    folded_b[o] = static_cast<float>(beta[o] + s * (static_cast<double>(b[o]) - mean[o]));
+  }
+  FoldedConv2d folded;
+  folded.weight = Tensor::from_vector(conv.weight.shape(), folded_w).to(device);
+  folded.bias = Tensor::from_vector({channels}, folded_b).to(device);
+  folded.options = cs.options;
+  return folded;
 }
 
 Linear::Linear(int64_t in_features, int64_t out_features, bool has_bias, Generator& gen) {

@@ -1,6 +1,11 @@
 // The parameter-holding building blocks of the nets: Conv2d, BatchNorm, Linear. Each registers its
 // tensors under the names the weight files use (weight, bias; weight, bias, running_mean, running_var)
 // and forwards through engine/ops.h.
+//
+// For inference, a convolution and the batch norm right after it fold into one convolution with bias
+// (fold_batch_norm). In eval mode BN is the affine map z = s (c - mean) + beta per output channel o, with
+// s_o = gamma_o / sqrt(var_o + eps); with c = W * x + b:
+//   z_o = (s_o W_o) * x + (beta_o + s_o (b_o - mean_o)) = W'_o * x + b'_o.
 #pragma once
 #include "engine/module.h"
 #include "engine/ops.h"
@@ -39,12 +44,31 @@ class BatchNorm : public Module {
  public:
   explicit BatchNorm(const BatchNormSpec& spec);
   Tensor forward(const Tensor& x) const;
+  // relu(forward(x)) as one fused op (engine::batch_norm_relu): the same values (bit for bit on the CPU),
+  // the running statistics updated in training mode exactly as forward updates them.
+  Tensor forward_relu(const Tensor& x) const;
   const BatchNormSpec& spec() const { return spec_; }
   Tensor weight, bias, running_mean, running_var;  // weight = gamma, bias = beta (PyTorch names)
 
  private:
   BatchNormSpec spec_;
 };
+
+// A Conv2d with the BatchNorm after it folded in (see the top of this file): a snapshot of their values
+// when folded, on their device, without autograd history. For inference only: the original parameters
+// are untouched (a checkpoint written afterwards holds them), and training must not use it.
+struct FoldedConv2d {
+  Tensor weight;  // [out, kh, kw, in]: s_o W_o
+  Tensor bias;    // [out]: beta_o + s_o (b_o - mean_o)
+  Conv2dOptions options;
+  // relu(conv2d(x, weight, bias)): the one place a folded unit's convolution + bias + ReLU runs (a fused
+  // convolution + bias + ReLU replaces these two calls).
+  Tensor forward_relu(const Tensor& x) const;
+};
+
+// conv then norm (eval mode: its running statistics) as one convolution with bias. The scale and shift
+// are computed in double from the f32 values, as the eval-mode BN kernel computes 1/sqrt(var + eps).
+FoldedConv2d fold_batch_norm(const Conv2d& conv, const BatchNorm& norm);
 
 // weight [out, in] Glorot-uniform (Keras Dense default), bias zeros.
 class Linear : public Module {

@@ -40,6 +40,7 @@ EvaluationResult predict_with_loader(nets::Net& net, data::Loader& loader, engin
                                      const std::string& label, bool quiet, const PassOptions& pass) {
   EvaluationResult result;
   net.eval();
+  if (pass.fold_batch_norms) net.fold_batch_norms();
   engine::NoGradGuard no_grad;
   Progress progress(label, loader.batches_per_epoch(), quiet, pass.plan, pass.phase);
   const double start = now_seconds();
@@ -142,6 +143,7 @@ EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoi
     PassOptions options;
     options.tta = pass.tta;
     options.precision = pass.precision;
+    options.fold_batch_norms = pass.fold_batch_norms;
     if (checkpoints.size() > 1) {
       options.plan = &plan;
       options.phase = phase(m);

@@ -37,6 +37,8 @@ struct PassOptions {
   // bf16: the net runs on bf16 activations (the batch converted before forward, as the training step's
   // activation_input does); the logits are read back as f32.
   engine::Precision precision = engine::Precision::f32;
+  // --fold-bn: every batch norm that follows a convolution folded into it for the pass (Net::fold_batch_norms).
+  bool fold_batch_norms = false;
 };
 
 // The loader of one evaluation pass: split order, no augmentation, images cached in memory.
@@ -77,6 +79,7 @@ struct CheckpointPass {
   bool quiet = false;
   Tta tta = Tta::none;
   engine::Precision precision = engine::Precision::f32;
+  bool fold_batch_norms = false;  // PassOptions::fold_batch_norms
 };
 EvaluationResult predict_checkpoints(const std::vector<CheckpointInfo>& checkpoints, const std::string& root,
                                      const std::vector<data::SplitEntry>& entries, const CheckpointPass& pass,

@@ -50,10 +50,11 @@ std::shared_ptr<Conv2d> make_conv(int64_t in, int64_t out, int64_t kernel, const
 // backward. Memory-efficient: z's memory is given back as soon as the consumer has run and z is
 // recomputed in backward just before the consumer's backward needs it (engine::with_recomputed; the
 // running statistics of norm are updated once per step, as in the standard net).
+// BN + ReLU is one fused op (BatchNorm::forward_relu), in both modes.
 Tensor bn_relu_then(bool memory_efficient, const std::shared_ptr<BatchNorm>& norm, const Tensor& x,
                     const std::function<Tensor(const Tensor&)>& consumer) {
-  if (!memory_efficient) return consumer(relu(norm->forward(x)));
-  return with_recomputed([norm](const std::vector<Tensor>& in) { return relu(norm->forward(in[0])); }, {x}, consumer,
+  if (!memory_efficient) return consumer(norm->forward_relu(x));
+  return with_recomputed([norm](const std::vector<Tensor>& in) { return norm->forward_relu(in[0]); }, {x}, consumer,
                          {norm->running_mean, norm->running_var});
 }
 
@@ -69,11 +70,18 @@ DenseLayer::DenseLayer(int64_t in_channels, const DenseNetConfig& config, Genera
   conv2_ = register_module("conv2", make_conv(config.bottleneck, config.growth, 3, Conv2dOptions::symmetric(1), gen));
 }
 
+void DenseLayer::fold_batch_norms(bool on) { fold_conv1_norm2_.set(on, *conv1_, *norm2_); }
+
 Tensor DenseLayer::forward(const Tensor& x, const Tensor& out) const {
   // x [N, H, W, in] is a view of the block buffer; h [N, H, W, bottleneck]; fresh [N, H, W, growth].
-  const Tensor h = bn_relu_then(memory_efficient_, norm1_, x, [this](const Tensor& z) { return conv1_->forward(z); });
+  // Folded (inference): h = relu(norm2(conv1(.))) in one folded convolution + bias + ReLU.
+  const FoldedConv2d* folded = fold_conv1_norm2_.active(*this, x);
+  const Tensor h = bn_relu_then(memory_efficient_, norm1_, x, [this, folded](const Tensor& z) {
+    return folded ? folded->forward_relu(z) : conv1_->forward(z);
+  });
   const Tensor fresh =
-      bn_relu_then(memory_efficient_, norm2_, h, [this, &out](const Tensor& z) { return conv2_->forward(z, out); });
+      folded ? conv2_->forward(h, out)
+             : bn_relu_then(memory_efficient_, norm2_, h, [this, &out](const Tensor& z) { return conv2_->forward(z, out); });
   const Tensor y = concat_channels({x, fresh});  // a view of the block buffer when fresh was written into it
   return output("dense layer: bn-relu-conv1x1-bn-relu-conv3x3, concat", y, {this},
                 x.size(1) * x.size(2) * macs_per_pixel());
@@ -172,18 +180,26 @@ void DenseNetFeatures::set_memory_efficient(bool on) {
   for (const auto& transition : transitions_) transition->set_memory_efficient(on);
 }
 
+void DenseNetFeatures::fold_batch_norms(bool on) { fold_conv0_norm0_.set(on, *conv0_, *norm0_); }
+
 Tensor DenseNetFeatures::forward(const Tensor& images) const {
-  const Tensor c0 = conv0_->forward(images);
-  Tensor x = bn_relu_then(memory_efficient_, norm0_, c0, [this, &c0](const Tensor& a) {
-    part_output("conv0", "conv 7x7/2 + norm0 + relu", a, {conv0_.get(), norm0_.get()}, conv_macs(*conv0_, c0));
+  // a = relu(norm0(conv0(images))), observed as the part "conv0", then max-pooled.
+  const auto pool = [this](const Tensor& a) {
+    part_output("conv0", "conv 7x7/2 + norm0 + relu", a, {conv0_.get(), norm0_.get()}, conv_macs(*conv0_, a));
     return max_pool2d(a, Pool2dOptions::square(3, 2, 1));
-  });
+  };
+  Tensor x;
+  if (const FoldedConv2d* folded = fold_conv0_norm0_.active(*this, images)) {
+    x = pool(folded->forward_relu(images));
+  } else {
+    x = bn_relu_then(memory_efficient_, norm0_, conv0_->forward(images), pool);
+  }
   x = part_output("pool0", "max-pool 3x3/2 pad 1", x, {}, 0);
   for (size_t b = 0; b < blocks_.size(); ++b) {
     x = blocks_[b]->forward(x);
     if (b < transitions_.size()) x = transitions_[b]->forward(x);
   }
-  return part_output("norm5", "bn + relu", relu(norm5_->forward(x)), {norm5_.get()}, 0);
+  return part_output("norm5", "bn + relu", norm5_->forward_relu(x), {norm5_.get()}, 0);
 }
 
 // ---- DenseNet -------------------------------------------------------------------------------------

@@ -23,6 +23,10 @@
 // convolution). Same values, gradients and BN statistics, bit for bit; the names and the module tree do
 // not change (docs/perf-notes.md, "Memory-efficient dense blocks", has the memory and the time).
 //
+// BN + ReLU runs as one fused op everywhere (engine::BatchNorm::forward_relu). Folded inference
+// (Net::fold_batch_norms): norm0 folds into conv0 and each dense layer's norm2 into its conv1; norm1, the
+// transitions' norms and norm5 follow a concatenation (or the block input), not a convolution, and stay.
+//
 // Names (torchvision): features.conv0.weight, features.norm0.{weight,bias,running_mean,running_var},
 // features.denseblock{B}.denselayer{L}.{norm1,conv1,norm2,conv2}.*, features.transition{T}.{norm,conv}.*,
 // features.norm5.*, classifier.{weight,bias}. Conv weights OHWI.
@@ -63,11 +67,14 @@ class DenseLayer : public Layer {
   // Multiply-accumulates per output pixel of the two convolutions.
   int64_t macs_per_pixel() const;
   void set_memory_efficient(bool on) { memory_efficient_ = on; }
+  // norm2 follows conv1 directly: folded into it (norm1 follows the concatenation and does not fold).
+  void fold_batch_norms(bool on) override;
 
  private:
   std::shared_ptr<engine::BatchNorm> norm1_, norm2_;
   std::shared_ptr<engine::Conv2d> conv1_, conv2_;
   bool memory_efficient_;
+  ConvBatchNormFold fold_conv1_norm2_;
 };
 
 class DenseBlock : public Layer {
@@ -102,10 +109,13 @@ class DenseNetFeatures : public Layer {
   engine::Tensor forward(const engine::Tensor& images) const;  // [N, H, W, 3] -> [N, h, w, out_channels()]
   int64_t out_channels() const { return out_channels_; }
   void set_memory_efficient(bool on);
+  // norm0 follows conv0 directly: folded into it (norm5 follows the last block's concatenation).
+  void fold_batch_norms(bool on) override;
 
  private:
   std::shared_ptr<engine::Conv2d> conv0_;
   std::shared_ptr<engine::BatchNorm> norm0_, norm5_;
+  ConvBatchNormFold fold_conv0_norm0_;
   std::vector<std::shared_ptr<DenseBlock>> blocks_;
   std::vector<std::shared_ptr<Transition>> transitions_;
   int64_t out_channels_ = 0;

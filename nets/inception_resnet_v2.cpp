@@ -46,9 +46,12 @@ BasicConv::BasicConv(int64_t in, int64_t out, int64_t kernel_h, int64_t kernel_w
           (stride > 1 ? "/" + std::to_string(stride) : "") + (is_valid ? " valid" : "");
 }
 
+void BasicConv::fold_batch_norms(bool on) { fold_.set(on, *conv_, *bn_); }
+
 Tensor BasicConv::forward(const Tensor& x) const {
-  const Tensor c = conv_->forward(x);
-  return output(kind_, relu(bn_->forward(c)), {this}, conv_macs(*conv_, c));
+  const FoldedConv2d* folded = fold_.active(*this, x);
+  const Tensor y = folded ? folded->forward_relu(x) : bn_->forward_relu(conv_->forward(x));
+  return output(kind_, y, {this}, conv_macs(*conv_, y));
 }
 
 void UnitChain::add(int64_t index, std::shared_ptr<BasicConv> unit) {

@@ -1,7 +1,8 @@
 // Inception-ResNet-v2 (Szegedy et al. 2016) as Keras's InceptionResNetV2 and timm's inception_resnet_v2
 // build it (both ported from TF-slim; docs/reference.md section 2), with timm's parameter names.
 //
-// Unit ("BasicConv2d"): conv (no bias) - BN without gamma (Keras scale=False; eps 1e-3) - ReLU.
+// Unit ("BasicConv2d"): conv (no bias) - BN without gamma (Keras scale=False; eps 1e-3) - ReLU, the BN +
+// ReLU as one fused op; folded inference (Net::fold_batch_norms) folds every unit's BN into its conv.
 // Padding: 'valid' in the stem and on every stride-2 convolution, 'same' elsewhere (odd kernels at stride
 // 1, so 'same' is symmetric: 3x3 pads 1, 1x7 pads (0, 3), 7x1 pads (3, 0)).
 //
@@ -38,10 +39,12 @@ class BasicConv : public Layer {
             int64_t pad_w, const engine::BatchNormOptions& bn, engine::Generator& gen);
   engine::Tensor forward(const engine::Tensor& x) const;
   int64_t out_channels() const { return conv_->spec().out_channels; }
+  void fold_batch_norms(bool on) override;  // bn into conv (Net::fold_batch_norms)
 
  private:
   std::shared_ptr<engine::Conv2d> conv_;
   std::shared_ptr<engine::BatchNorm> bn_;
+  ConvBatchNormFold fold_;
   std::string kind_;  // "conv-bn-relu 3x3/2 valid", ...
 };
 

@@ -56,6 +56,14 @@ void assign_paths(const Module& module, const std::string& prefix) {
   }
 }
 
+// Calls fold_batch_norms(on) on every Layer below `module`.
+void fold_layers(const Module& module, bool on) {
+  for (const auto& [name, child] : module.named_children()) {
+    if (auto* layer = dynamic_cast<Layer*>(child.get())) layer->fold_batch_norms(on);
+    fold_layers(*child, on);
+  }
+}
+
 }  // namespace
 
 ObserveForward::ObserveForward(ForwardObserver& observer) : previous_(active_observer) {
@@ -110,6 +118,19 @@ std::string flavor_name(Flavor flavor) { return flavor == Flavor::keras ? "keras
 int64_t conv_macs(const Conv2d& conv, const Tensor& output) {
   const Conv2dSpec& s = conv.spec();
   return output.size(1) * output.size(2) * s.out_channels * s.kernel_h * s.kernel_w * s.in_channels;
+}
+
+void ConvBatchNormFold::set(bool on, const Conv2d& conv, const BatchNorm& norm) {
+  folded_.reset();
+  if (on) folded_ = fold_batch_norm(conv, norm);
+}
+
+const FoldedConv2d* ConvBatchNormFold::active(const Module& unit, const Tensor& x) const {
+  if (!folded_ || unit.is_training()) return nullptr;
+  ENGINE_USER_CHECK(folded_->weight.device() == x.device())
+      << "the batch norms were folded on " << folded_->weight.device().str() << " but the input is on "
+      << x.device().str() << ": call fold_batch_norms() again after moving the net";
+  return &*folded_;
 }
 
 std::pair<int64_t, int64_t> count_state(const std::vector<const Module*>& modules) {
@@ -190,6 +211,19 @@ Tensor Net::forward_with_stages(const Tensor& images, StageMap& stages) const {
   Tensor f = run_backbone(images);
   stages["features"] = f;
   return run_head(f);
+}
+
+void Net::fold_batch_norms(bool on) {
+  ENGINE_USER_CHECK(!on || !is_training())
+      << arch_ << ": batch norms fold only for inference; call eval() before fold_batch_norms()";
+  NoGradGuard no_grad;
+  fold_layers(*this, on);
+  batch_norms_folded_ = on;
+}
+
+void Net::train(bool on) {
+  if (on && batch_norms_folded_) fold_batch_norms(false);
+  Module::train(on);
 }
 
 std::vector<std::string> Net::stage_names() const {

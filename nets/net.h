@@ -16,9 +16,16 @@
 //             output shape, trainable parameters, buffers (BN running statistics), MACs. Keras counts BN
 //             statistics as (non-trainable) parameters, so Keras's "total params" = parameters + buffers.
 //   stages  : Net::forward_with_stages keeps the outputs of the units that end a stage (stage_units()).
+//
+// Folded inference (Net::fold_batch_norms): in eval mode every batch norm that directly follows a
+// convolution is folded into that convolution's weights and bias (engine::fold_batch_norm), and the unit
+// runs conv + bias + ReLU (engine::FoldedConv2d::forward_relu). The folded values are a snapshot held
+// beside the modules, not registered: names, parameters and checkpoints do not change. A unit uses them
+// only in eval mode; Net::train unfolds.
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -83,6 +90,9 @@ class Layer : public engine::Module {
  public:
   const std::string& path() const { return path_; }
   void set_path(const std::string& path) { path_ = path; }
+  // Folds (on) or drops the folded form of this unit's convolution + batch norm, if it has one
+  // (Net::fold_batch_norms calls it on every Layer; units with nothing to fold keep this no-op).
+  virtual void fold_batch_norms(bool on) { (void)on; }
 
  protected:
   // y, the output of this unit (path()) or of its part `part` (path() + "." + part), told to the observer.
@@ -109,6 +119,19 @@ class ModuleList : public Layer {
   std::vector<std::shared_ptr<engine::Module>> items_;
 };
 
+// A unit's convolution and the batch norm right after it, and their folded form while folding is on.
+class ConvBatchNormFold {
+ public:
+  // on: snapshot conv and norm as one convolution with bias (engine::fold_batch_norm); off: drop it.
+  void set(bool on, const engine::Conv2d& conv, const engine::BatchNorm& norm);
+  // The folded convolution if folding is on and `unit` is in eval mode, else null (run the unfolded path).
+  // x: the unit's input, which must be on the device the net was folded on.
+  const engine::FoldedConv2d* active(const engine::Module& unit, const engine::Tensor& x) const;
+
+ private:
+  std::optional<engine::FoldedConv2d> folded_;
+};
+
 // Multiply-accumulates per image of a convolution that produced `output` [N, OH, OW, O].
 int64_t conv_macs(const engine::Conv2d& conv, const engine::Tensor& output);
 // Trainable and buffer element counts of a set of modules.
@@ -133,6 +156,15 @@ class Net : public engine::Module {
   // One observed forward pass at input_size x input_size (batch 1, eval mode, no grad; the net's mode is
   // restored): a row per unit, in execution order, the head last.
   std::vector<SummaryRow> summary(int64_t input_size);
+
+  // Folded inference (see the top of this file; docs/nets.md says which batch norms fold): on folds
+  // every batch norm that directly follows a convolution into it, from the current weights and running
+  // statistics, for the eval-mode forward; the net must be in eval mode. Call it again after loading
+  // weights or moving the net to another device. off (or train()) unfolds.
+  void fold_batch_norms(bool on = true);
+  bool batch_norms_folded() const { return batch_norms_folded_; }
+  // Module::train, unfolding the batch norms first when `on` (folding is never used in training).
+  void train(bool on = true) override;
 
   const std::string& arch() const { return arch_; }
   Head head() const { return head_; }
@@ -168,6 +200,7 @@ class Net : public engine::Module {
   int64_t feature_channels_ = 0;
   std::string head_module_;
   std::shared_ptr<engine::Linear> classifier_;
+  bool batch_norms_folded_ = false;
 };
 
 }  // namespace nets

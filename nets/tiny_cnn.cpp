@@ -14,9 +14,9 @@ TinyCnn::TinyCnn(int64_t width, Generator& gen) {
 }
 
 Tensor TinyCnn::forward(const Tensor& images) const {
-  Tensor h = relu(bn1_->forward(conv1_->forward(images)));
+  Tensor h = bn1_->forward_relu(conv1_->forward(images));
   h = max_pool2d(h, Pool2dOptions::square(2, 2));
-  h = relu(bn2_->forward(conv2_->forward(h)));
+  h = bn2_->forward_relu(conv2_->forward(h));
   return fc_->forward(global_avg_pool(h));
 }
 
