@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/autograd.h"
 #include "engine/check.h"
 
 namespace engine {
@@ -35,7 +36,12 @@ Tensor BatchNorm::forward_relu(const Tensor& x) const {
   return batch_norm_relu(x, weight, bias, running_mean, running_var, is_training(), spec_.options);
 }
 
-Tensor FoldedConv2d::forward_relu(const Tensor& x) const { return relu(conv2d(x, weight, bias, options)); }
+// One fused call (cuDNN's conv + bias + ReLU on the GPU) for inference; the pair where a gradient is wanted
+// (Grad-CAM through a folded net), since the fused op has no backward.
+Tensor FoldedConv2d::forward_relu(const Tensor& x) const {
+  if (grad_enabled() && x.requires_grad()) return relu(conv2d(x, weight, bias, options));
+  return conv2d_bias_relu(x, weight, bias, options);
+}
 
 FoldedConv2d fold_batch_norm(const Conv2d& conv, const BatchNorm& norm) {
   const Conv2dSpec& cs = conv.spec();

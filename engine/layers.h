@@ -61,8 +61,9 @@ struct FoldedConv2d {
   Tensor weight;  // [out, kh, kw, in]: s_o W_o
   Tensor bias;    // [out]: beta_o + s_o (b_o - mean_o)
   Conv2dOptions options;
-  // relu(conv2d(x, weight, bias)): the one place a folded unit's convolution + bias + ReLU runs (a fused
-  // convolution + bias + ReLU replaces these two calls).
+  // relu(conv2d(x, weight, bias)): the one place a folded unit's convolution + bias + ReLU runs, as one
+  // fused op (engine::conv2d_bias_relu: cuDNN's bias-activation forward on the GPU), or as the pair when
+  // a gradient is wanted through it.
   Tensor forward_relu(const Tensor& x) const;
 };
 
