@@ -25,14 +25,21 @@ struct BceOperands {
   const float* targets;
   const float* weights;  // null: every weight 1
 };
-inline BceOperands bce_with_logits_operands(const char* kernel, ConstMatrixView logits,
-                                            ConstMatrixView targets, ConstMatrixView weights,
-                                            const MatrixView* dlogits = nullptr) {
+// The operands' count n after checking each as a dense column [n, 1], of any element type (the CUDA
+// kernels read f32 or bf16 operands as they load them).
+inline int64_t bce_checked_rows(const char* kernel, ConstMatrixView logits, ConstMatrixView targets,
+                                ConstMatrixView weights, const MatrixView* dlogits = nullptr) {
   const int64_t n = logits.rows;
   check_loss_column(kernel, logits, n);
   check_loss_column(kernel, targets, n);
   if (weights.data) check_loss_column(kernel, weights, n);
   if (dlogits) check_loss_column(kernel, *dlogits, n);
+  return n;
+}
+inline BceOperands bce_with_logits_operands(const char* kernel, ConstMatrixView logits,
+                                            ConstMatrixView targets, ConstMatrixView weights,
+                                            const MatrixView* dlogits = nullptr) {
+  const int64_t n = bce_checked_rows(kernel, logits, targets, weights, dlogits);
   return {n, logits.f32(), targets.f32(), weights.f32()};
 }
 

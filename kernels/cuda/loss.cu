@@ -75,18 +75,6 @@ struct BceBackwardOp {
   }
 };
 
-// The operands' count n, each operand checked as a dense column [n, 1] (loss.h's checks, without
-// requiring f32).
-int64_t bce_rows(const char* kernel, ConstMatrixView logits, ConstMatrixView targets, ConstMatrixView weights,
-                 const MatrixView* dlogits = nullptr) {
-  const int64_t n = logits.rows;
-  check_loss_column(kernel, logits, n);
-  check_loss_column(kernel, targets, n);
-  if (weights.data) check_loss_column(kernel, weights, n);
-  if (dlogits) check_loss_column(kernel, *dlogits, n);
-  return n;
-}
-
 // *loss = float(*total / n): the mean, rounded as the host path rounds it.
 struct MeanToFloatOp {
   const double* total;
@@ -103,7 +91,7 @@ using namespace detail;  // NOLINT(google-build-using-namespace)
 
 double bce_with_logits_forward(ConstMatrixView logits_view, ConstMatrixView targets_view,
                                ConstMatrixView weights_view) {
-  const int64_t n = bce_rows("bce_with_logits_forward", logits_view, targets_view, weights_view);
+  const int64_t n = bce_checked_rows("bce_with_logits_forward", logits_view, targets_view, weights_view);
   if (n <= 0) return 0.0;
   const double total = detail::reduce_to_host(
       n, BceTerm{column_of(logits_view), column_of(targets_view), column_of(weights_view)}, "bce_with_logits_forward");
@@ -114,7 +102,7 @@ void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targe
                               ConstMatrixView weights_view, float dloss, MatrixView dlogits_view,
                               bool accumulate) {
   const int64_t n =
-      bce_rows("bce_with_logits_backward", logits_view, targets_view, weights_view, &dlogits_view);
+      bce_checked_rows("bce_with_logits_backward", logits_view, targets_view, weights_view, &dlogits_view);
   if (n <= 0) return;
   const double scale = double(dloss) / double(n);
   detail::for_each_index(n,
@@ -125,7 +113,7 @@ void bce_with_logits_backward(ConstMatrixView logits_view, ConstMatrixView targe
 
 void bce_with_logits_forward_to(ConstMatrixView logits_view, ConstMatrixView targets_view,
                                 ConstMatrixView weights_view, float* loss) {
-  const int64_t n = bce_rows("bce_with_logits_forward_to", logits_view, targets_view, weights_view);
+  const int64_t n = bce_checked_rows("bce_with_logits_forward_to", logits_view, targets_view, weights_view);
   detail::ScopedBuffer total(sizeof(double), "bce_with_logits_forward_to");
   detail::reduce_to_device(n, BceTerm{column_of(logits_view), column_of(targets_view), column_of(weights_view)},
                            total.as<double>(), "bce_with_logits_forward_to");
@@ -137,7 +125,7 @@ void bce_with_logits_backward_from(ConstMatrixView logits_view, ConstMatrixView 
                                    ConstMatrixView weights_view, const float* dloss,
                                    MatrixView dlogits_view, bool accumulate) {
   const int64_t n =
-      bce_rows("bce_with_logits_backward_from", logits_view, targets_view, weights_view, &dlogits_view);
+      bce_checked_rows("bce_with_logits_backward_from", logits_view, targets_view, weights_view, &dlogits_view);
   if (n <= 0) return;
   detail::for_each_index(n,
                          BceBackwardOp{column_of(logits_view), column_of(targets_view), column_of(weights_view),
