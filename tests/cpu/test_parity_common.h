@@ -315,20 +315,21 @@ inline void check_adam_steps(const Golden& golden, engine::Device device = engin
 // L2, ||ours - ref|| / ||ref||, per tensor: bf16 storage rounding (8 significant bits) accumulated over a
 // deep net is not an elementwise-bounded error.
 
-// ||ours - ref|| and ||ref|| (L2, in double).
+// ||ours - ref||, ||ref|| (L2, in double) and the inner product <ours, ref>.
 struct L2 {
-  double difference = 0, reference = 0;
+  double difference = 0, reference = 0, inner = 0;
 };
 inline L2 l2_difference(const Tensor& ours, const Tensor& ref) {
   const std::vector<float> a = ours.to_vector(), b = ref.to_vector();
   ENGINE_CHECK(a.size() == b.size()) << "l2_difference of " << ours.str() << " and " << ref.str();
-  double diff = 0, norm = 0;
+  double diff = 0, norm = 0, inner = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     const double d = static_cast<double>(a[i]) - b[i];
     diff += d * d;
     norm += static_cast<double>(b[i]) * b[i];
+    inner += static_cast<double>(a[i]) * b[i];
   }
-  return {std::sqrt(diff), std::sqrt(norm)};
+  return {std::sqrt(diff), std::sqrt(norm), inner};
 }
 inline double relative_l2(const Tensor& ours, const Tensor& ref) {
   const L2 l2 = l2_difference(ours, ref);
@@ -347,11 +348,18 @@ struct Bf16Bounds {
   double loss;             // training-mode loss, relative: at most loss + sensitivity times the rounded pass's
                            // (one scalar: its rounded-pass deviation can be near zero by chance)
   double all_grads;        // every parameter gradient together, relative L2
+  double cosine;           // ... and their cosine similarity with the golden ones at least this (a zero, a
+                           // random or a sign-flipped gradient has about 0 or below)
   double grad;             // each parameter gradient, relative L2 (against at least `grad_floor` of the largest)
   double grad_floor;       // times the largest gradient norm of the net (a gradient that is zero in exact
                            // arithmetic, e.g. a bias feeding a training-mode BN, is compared to that)
   double sensitivity;      // every result's deviation at most this times the rounded f32 pass's
 };
+
+// The bounds of tests/cpu/test_parity_bf16.cpp (measured values there and in docs/precision.md), also
+// used by the GPU variant in tests/gpu/test_parity_gpu.cpp.
+inline constexpr Bf16Bounds kBf16Bounds{/*logits*/ 0.2, /*loss*/ 0.1, /*all_grads*/ 2.5, /*cosine*/ 0.2,
+                                        /*grad*/ 3.0, /*grad_floor*/ 1e-3, /*sensitivity*/ 3.5};
 
 // A loaded net with every parameter rounded to bf16 and back (f32 values that bf16 represents exactly).
 inline std::shared_ptr<nets::Net> make_rounded_net(const Golden& golden, engine::Device device) {
@@ -394,6 +402,7 @@ inline Bf16EvalDeviation check_bf16_eval(const Golden& golden, const Bf16Bounds&
 struct Bf16StepDeviation {
   double loss = 0, rounded_loss = 0;            // relative
   double all_grads = 0, rounded_all_grads = 0;  // relative L2 of every parameter gradient together
+  double cosine = 0;                            // their cosine similarity with the golden gradients
   double worst_grad = 0;                        // the largest per-tensor relative L2 (with the floor)
   std::string worst_name;
 };
@@ -422,6 +431,7 @@ inline StepGradients step_against_golden(const Golden& golden, nets::Net& net, c
   return s;
 }
 
+// Every parameter gradient together: the relative L2 and the cosine similarity against the golden ones.
 inline double all_relative(const StepGradients& s) {
   double diff = 0, norm = 0;
   for (const auto& [name, e] : s.l2) {
@@ -429,6 +439,15 @@ inline double all_relative(const StepGradients& s) {
     norm += e.reference * e.reference;
   }
   return std::sqrt(diff / std::max(norm, 1e-300));
+}
+inline double all_cosine(const StepGradients& s) {
+  double inner = 0, ours = 0, ref = 0;  // ||ours||^2 = ||ours - ref||^2 + 2 <ours, ref> - ||ref||^2
+  for (const auto& [name, e] : s.l2) {
+    inner += e.inner;
+    ref += e.reference * e.reference;
+    ours += e.difference * e.difference + 2 * e.inner - e.reference * e.reference;
+  }
+  return inner / std::sqrt(std::max(ours * ref, 1e-300));
 }
 
 // The training step on bf16 activations against the golden f32 step: the loss, every parameter gradient
@@ -445,11 +464,13 @@ inline Bf16StepDeviation check_bf16_training_step(const Golden& golden, const Bf
   d.rounded_loss = std::fabs(rounded.loss - ref_loss) / std::fabs(ref_loss);
   d.all_grads = all_relative(bf16);
   d.rounded_all_grads = all_relative(rounded);
+  d.cosine = all_cosine(bf16);
   EXPECT_LE(d.loss, bounds.loss + bounds.sensitivity * d.rounded_loss)
       << golden.dir << ": bf16 loss " << bf16.loss << ", rounded f32 " << rounded.loss << ", golden " << ref_loss;
   EXPECT_LE(d.all_grads, bounds.all_grads) << golden.dir << ": all bf16 gradients together";
   EXPECT_LE(d.all_grads, bounds.sensitivity * d.rounded_all_grads)
       << golden.dir << ": all bf16 gradients together, against the rounded f32 pass's " << d.rounded_all_grads;
+  EXPECT_GE(d.cosine, bounds.cosine) << golden.dir << ": all bf16 gradients together, cosine with the golden ones";
 
   double largest_norm = 0;
   for (const auto& [name, e] : bf16.l2) largest_norm = std::max(largest_norm, e.reference);
