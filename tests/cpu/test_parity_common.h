@@ -308,6 +308,196 @@ inline void check_adam_steps(const Golden& golden, engine::Device device = engin
                     golden.at("adam_losses"), with_noise(golden, "adam_losses", kAdamLosses)));
 }
 
+// ---- bf16 mixed precision against the same golden data (tests/cpu/test_parity_bf16.cpp) ---------------
+//
+// The net keeps its f32 weights; the input enters as bf16 (as TrainingStep::activation_input does) and
+// every op runs on bf16 activations (docs/precision.md). Compared with the golden f32 results by relative
+// L2, ||ours - ref|| / ||ref||, per tensor: bf16 storage rounding (8 significant bits) accumulated over a
+// deep net is not an elementwise-bounded error.
+
+// ||ours - ref||, ||ref|| (L2, in double) and the inner product <ours, ref>.
+struct L2 {
+  double difference = 0, reference = 0, inner = 0;
+};
+inline L2 l2_difference(const Tensor& ours, const Tensor& ref) {
+  const std::vector<float> a = ours.to_vector(), b = ref.to_vector();
+  ENGINE_CHECK(a.size() == b.size()) << "l2_difference of " << ours.str() << " and " << ref.str();
+  double diff = 0, norm = 0, inner = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    diff += d * d;
+    norm += static_cast<double>(b[i]) * b[i];
+    inner += static_cast<double>(a[i]) * b[i];
+  }
+  return {std::sqrt(diff), std::sqrt(norm), inner};
+}
+inline double relative_l2(const Tensor& ours, const Tensor& ref) {
+  const L2 l2 = l2_difference(ours, ref);
+  return l2.difference / std::max(l2.reference, 1e-300);
+}
+
+// The golden cases are ill-conditioned for bf16 (pretrained ImageNet weights on small noise images, two
+// images of opposite labels whose BCE gradients nearly cancel): an f32 net whose only change is its input
+// and weights rounded to bf16, i.e. the values bf16 storage starts from, already moves the logits by
+// several percent and the training step's gradients by 40-90%. So each bf16 result is bounded twice:
+// absolutely, and by a multiple of that sensitivity (the "rounded" pass below), which shows that the
+// rounding of the activations between layers adds little to what rounding the inputs does. Bounds and
+// measured values: tests/cpu/test_parity_bf16.cpp and docs/precision.md.
+struct Bf16Bounds {
+  double logits;           // eval logits, relative L2
+  double loss;             // training-mode loss, relative: at most loss + sensitivity times the rounded pass's
+                           // (one scalar: its rounded-pass deviation can be near zero by chance)
+  double all_grads;        // every parameter gradient together, relative L2
+  double cosine;           // ... and their cosine similarity with the golden ones at least this (a zero, a
+                           // random or a sign-flipped gradient has about 0 or below)
+  double grad;             // each parameter gradient, relative L2 (against at least `grad_floor` of the largest)
+  double grad_floor;       // times the largest gradient norm of the net (a gradient that is zero in exact
+                           // arithmetic, e.g. a bias feeding a training-mode BN, is compared to that)
+  double sensitivity;      // every result's deviation at most this times the rounded f32 pass's
+};
+
+// The bounds of tests/cpu/test_parity_bf16.cpp (measured values there and in docs/precision.md), also
+// used by the GPU variant in tests/gpu/test_parity_gpu.cpp.
+inline constexpr Bf16Bounds kBf16Bounds{/*logits*/ 0.2, /*loss*/ 0.1, /*all_grads*/ 2.5, /*cosine*/ 0.2,
+                                        /*grad*/ 3.0, /*grad_floor*/ 1e-3, /*sensitivity*/ 3.5};
+
+// A loaded net with every parameter rounded to bf16 and back (f32 values that bf16 represents exactly).
+inline std::shared_ptr<nets::Net> make_rounded_net(const Golden& golden, engine::Device device) {
+  auto net = make_loaded_net(golden, device);
+  for (auto& [name, p] : net->named_parameters()) p.copy_from(p.to(engine::DType::bf16).to(engine::DType::f32));
+  return net;
+}
+inline Tensor rounded_input(const Golden& golden, engine::Device device) {
+  return golden.at("input").to(device).to(engine::DType::bf16).to(engine::DType::f32);
+}
+
+struct Bf16EvalDeviation {
+  double logits = 0, rounded_logits = 0;  // relative L2 of the bf16 pass, and of the rounded f32 pass
+};
+
+// Eval mode (BN on running statistics): the logits on bf16 activations against the golden f32 logits.
+inline Bf16EvalDeviation check_bf16_eval(const Golden& golden, const Bf16Bounds& bounds,
+                                         engine::Device device = engine::Device::cpu()) {
+  engine::NoGradGuard no_grad;
+  Bf16EvalDeviation d;
+  {
+    auto net = make_loaded_net(golden, device);
+    net->eval();
+    const Tensor logits = net->forward(golden.at("input").to(device).to(engine::DType::bf16));
+    EXPECT_EQ(logits.dtype(), engine::DType::bf16);
+    d.logits = relative_l2(logits, golden.at("logits"));
+  }
+  {
+    auto net = make_rounded_net(golden, device);
+    net->eval();
+    d.rounded_logits = relative_l2(net->forward(rounded_input(golden, device)), golden.at("logits"));
+  }
+  EXPECT_LE(d.logits, bounds.logits) << golden.dir << ": bf16 logits, relative L2 against the golden f32 logits";
+  EXPECT_LE(d.logits, bounds.sensitivity * d.rounded_logits)
+      << golden.dir << ": bf16 logits against the f32 net on bf16-rounded input and weights (" << d.rounded_logits << ")";
+  return d;
+}
+
+// The bf16 training step's deviations from the golden f32 one, and the rounded f32 pass's.
+struct Bf16StepDeviation {
+  double loss = 0, rounded_loss = 0;            // relative
+  double all_grads = 0, rounded_all_grads = 0;  // relative L2 of every parameter gradient together
+  double cosine = 0;                            // their cosine similarity with the golden gradients
+  double worst_grad = 0;                        // the largest per-tensor relative L2 (with the floor)
+  std::string worst_name;
+};
+
+struct StepGradients {
+  double loss = 0;
+  std::map<std::string, L2> l2;  // per parameter, against the golden gradient
+};
+
+// One training-mode forward and backward (BCE on the golden labels) of `net` on `input`.
+inline StepGradients step_against_golden(const Golden& golden, nets::Net& net, const Tensor& input, engine::Device device) {
+  net.train();
+  net.zero_grad();
+  const Tensor loss = golden_loss(net.forward(input), golden.at("target").to(device));
+  loss.backward();
+  StepGradients s;
+  s.loss = loss.item();
+  for (const auto& [name, p] : net.named_parameters()) {
+    if (!p.grad().defined()) {
+      ADD_FAILURE() << name << " received no gradient";
+      continue;
+    }
+    EXPECT_EQ(p.grad().dtype(), engine::DType::f32) << name << ": parameter gradients stay f32";
+    s.l2[name] = l2_difference(p.grad(), golden.at("grad." + name));
+  }
+  return s;
+}
+
+// Every parameter gradient together: the relative L2 and the cosine similarity against the golden ones.
+inline double all_relative(const StepGradients& s) {
+  double diff = 0, norm = 0;
+  for (const auto& [name, e] : s.l2) {
+    diff += e.difference * e.difference;
+    norm += e.reference * e.reference;
+  }
+  return std::sqrt(diff / std::max(norm, 1e-300));
+}
+inline double all_cosine(const StepGradients& s) {
+  double inner = 0, ours = 0, ref = 0;  // ||ours||^2 = ||ours - ref||^2 + 2 <ours, ref> - ||ref||^2
+  for (const auto& [name, e] : s.l2) {
+    inner += e.inner;
+    ref += e.reference * e.reference;
+    ours += e.difference * e.difference + 2 * e.inner - e.reference * e.reference;
+  }
+  return inner / std::sqrt(std::max(ours * ref, 1e-300));
+}
+
+// The training step on bf16 activations against the golden f32 step: the loss, every parameter gradient
+// (f32) one by one and all together.
+inline Bf16StepDeviation check_bf16_training_step(const Golden& golden, const Bf16Bounds& bounds,
+                                                  engine::Device device = engine::Device::cpu()) {
+  auto net = make_loaded_net(golden, device);
+  const StepGradients bf16 = step_against_golden(golden, *net, golden.at("input").to(device).to(engine::DType::bf16), device);
+  net = make_rounded_net(golden, device);
+  const StepGradients rounded = step_against_golden(golden, *net, rounded_input(golden, device), device);
+  const double ref_loss = golden.at("loss").item();
+  Bf16StepDeviation d;
+  d.loss = std::fabs(bf16.loss - ref_loss) / std::fabs(ref_loss);
+  d.rounded_loss = std::fabs(rounded.loss - ref_loss) / std::fabs(ref_loss);
+  d.all_grads = all_relative(bf16);
+  d.rounded_all_grads = all_relative(rounded);
+  d.cosine = all_cosine(bf16);
+  EXPECT_LE(d.loss, bounds.loss + bounds.sensitivity * d.rounded_loss)
+      << golden.dir << ": bf16 loss " << bf16.loss << ", rounded f32 " << rounded.loss << ", golden " << ref_loss;
+  EXPECT_LE(d.all_grads, bounds.all_grads) << golden.dir << ": all bf16 gradients together";
+  EXPECT_LE(d.all_grads, bounds.sensitivity * d.rounded_all_grads)
+      << golden.dir << ": all bf16 gradients together, against the rounded f32 pass's " << d.rounded_all_grads;
+  EXPECT_GE(d.cosine, bounds.cosine) << golden.dir << ": all bf16 gradients together, cosine with the golden ones";
+
+  double largest_norm = 0;
+  for (const auto& [name, e] : bf16.l2) largest_norm = std::max(largest_norm, e.reference);
+  int failures = 0;
+  for (const auto& [name, e] : bf16.l2) {
+    const double relative = e.difference / std::max(e.reference, bounds.grad_floor * largest_norm);
+    if (relative > d.worst_grad) {
+      d.worst_grad = relative;
+      d.worst_name = name;
+    }
+    if (!(relative <= bounds.grad) && ++failures <= 20)
+      ADD_FAILURE() << golden.dir << " grad." << name << ": relative L2 " << relative << " > " << bounds.grad
+                    << " (norm " << e.reference << ", the net's largest " << largest_norm << ")";
+  }
+  EXPECT_EQ(failures, 0) << failures << " bf16 gradients differ (first 20 listed)";
+  if (std::getenv("ENGINE_PARITY_BF16_LIST")) {  // every tensor's deviation, largest first, for setting bounds
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [name, e] : bf16.l2) rows.emplace_back(e.difference / std::max(e.reference, 1e-300), name);
+    std::sort(rows.rbegin(), rows.rend());
+    for (const auto& [relative, name] : rows)
+      std::cout << "[bf16] " << relative << " " << name << " norm " << bf16.l2.at(name).reference / largest_norm
+                << " rounded f32 " << rounded.l2.at(name).difference / std::max(rounded.l2.at(name).reference, 1e-300)
+                << "\n";
+  }
+  return d;
+}
+
 // Prints the worst ratios when the test program ends.
 class WorstPrinter : public ::testing::Environment {
  public:
