@@ -203,7 +203,9 @@ TEST(MemoryEfficientDenseNet, DISABLED_Report224) {
                   arch, efficient ? "memory-efficient" : "standard", b.base / 1e6, b.kept / 1e6, b.peak / 1e6,
                   (b.base + b.peak) / 1e6, b.seconds, b.cpu_seconds);
     }
-    EXPECT_LT(best[1].peak, best[0].peak / 3);
+    // Measured peak ratios 0.353 (DenseNet-121) and 0.287 (-201) with the fused BN + ReLU (0.216 and
+    // 0.172 under a bound of 1/3 before: the standard net no longer keeps the BN outputs under ReLUs).
+    EXPECT_LT(best[1].peak, best[0].peak / 2);
   }
 }
 
