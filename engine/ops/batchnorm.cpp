@@ -3,7 +3,7 @@
 // running statistics. Maths in kernels/batchnorm.h, derivation in docs/derivations.md.
 // batch_norm_relu is max(batch_norm(...), 0) through the fused kernels (one pass less forward, ReLU's
 // mask folded into BN's backward; bit for bit the pair on the CPU). Eval mode with gradients wanted
-// (rare: CAM) runs the unfused pair, and so does CPU training with gradients wanted, for speed (below).
+// (rare: CAM) runs the unfused pair.
 #include "engine/batch_norm_sync.h"
 #include "engine/ops.h"
 #include "engine/ops/common.h"
@@ -31,12 +31,6 @@ Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor&
     const Tensor y = batch_norm_training_synced(x, gamma, beta, running_mean, running_var, options, *batch_norm_sync());
     return relu ? engine::relu(y) : y;
   }
-  // CPU training with gradients: the unfused pair (the same values, bit for bit). The CPU's fused backward
-  // recomputes ReLU's mask per element in scalar, branching code and made a DenseNet-201 training step
-  // 2x slower than BN's backward + the vectorised ReLU backward (docs/perf-notes.md, "Fused BN + ReLU in
-  // the nets"); remove this once that kernel is vectorised. The GPU and the forward-only CPU passes fuse.
-  if (relu && training && x.device().is_cpu() && needs_grad({x, gamma, beta}))
-    return engine::relu(batch_norm_maybe_relu(x, gamma, beta, running_mean, running_var, true, options, false));
   const Tensor xr = detail::as_row_matrix(x);
   const detail::Rows xm = detail::as_rows(xr);
   ENGINE_CHECK(!training || xm.rows > 0) << "batch_norm: empty batch in training mode";

@@ -23,6 +23,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -141,25 +143,46 @@ void merge_moments(int64_t rows, int64_t channels, const RowBlocks& blocks, cons
   }
 }
 
-// The BN output z = gamma_c * xhat + beta_c (gamma/beta may be null): one expression for the forward
-// and for the fused backward's recomputed ReLU mask, so that both round (and contract) alike.
-inline float bn_affine(float xhat, const float* gamma, const float* beta, int64_t c) {
-  return (gamma ? gamma[c] : 1.0f) * xhat + (beta ? beta[c] : 0.0f);
+// gamma and beta per channel with the nulls resolved (1 and 0), made once per call so that the row
+// loops read two arrays, with no per-element check, and vectorise. (1 * xhat + 0 is what the null
+// cases computed before, bit for bit, fused into an FMA or not.)
+struct ChannelAffine {
+  ChannelAffine(int64_t channels, const float* gamma_or_null, const float* beta_or_null)
+      : ones(gamma_or_null ? 0 : static_cast<size_t>(channels), 1.0f),
+        zeros(beta_or_null ? 0 : static_cast<size_t>(channels), 0.0f),
+        gamma(gamma_or_null ? gamma_or_null : ones.data()),
+        beta(beta_or_null ? beta_or_null : zeros.data()) {}
+  ChannelAffine(const ChannelAffine&) = delete;  // gamma/beta may point into its own vectors
+  ChannelAffine& operator=(const ChannelAffine&) = delete;
+
+  std::vector<float> ones, zeros;
+  const float* gamma;  // [C]
+  const float* beta;   // [C]
+};
+
+// The BN output z = gamma_c * xhat + beta_c: one expression for the forward and for the fused
+// backward's recomputed ReLU mask, so that both round (and contract, under -march with FMA) alike.
+inline float bn_affine(float xhat, float gamma_c, float beta_c) { return gamma_c * xhat + beta_c; }
+
+// ReLU's gradient folded into BN's backward: dz = [z > 0] dy (relu_backward's [y > 0] on
+// y = max(z, 0)), bit for bit. A mask on dy's bits rather than `z > 0 ? dy : 0`: g++ 12 sinks the sums'
+// float -> double widening of dy into such a select's branch, cannot if-convert it there (a conversion
+// may trap) and leaves the loop scalar, branching on random signs.
+inline float relu_masked_grad(float dy, float z) {
+  uint32_t bits;
+  std::memcpy(&bits, &dy, sizeof bits);
+  bits &= 0u - static_cast<uint32_t>(z > 0.0f);  // all ones where z > 0, else +0's bits
+  float masked;
+  std::memcpy(&masked, &bits, sizeof masked);
+  return masked;
 }
 
-// ReLU after BN, folded into the backward: where set, dy counts only where z > 0 (relu_backward's
-// [y > 0] on y = max(z, 0)). gamma/beta: the full [C] vectors (nullable).
+// Where set, the backward's dy counts only where z > 0; gamma/beta: ChannelAffine's full [C] arrays.
 struct ReluMask {
   bool on = false;
   const float* gamma = nullptr;
   const float* beta = nullptr;
 };
-
-// dz = dy, or [z > 0] dy under a ReLU mask (z from xhat at channel c).
-inline float masked_grad(float dy, float xhat, const ReluMask& relu, int64_t c) {
-  if (!relu.on) return dy;
-  return bn_affine(xhat, relu.gamma, relu.beta, c) > 0.0f ? dy : 0.0f;
-}
 
 // Per-task partial sums for the backward, in double:
 //   sum_dy[c] = sum_r dy[r, c],  sum_dy_xhat[c] = sum_r dy[r, c] * (x[r, c] - mean[c]) * invstd[c]
@@ -185,9 +208,11 @@ void block_grad_sums(int64_t rows, int64_t channels, const float* x, int64_t ldx
       prefetch_x(r, c0, c0 + width);
       prefetch_dy(r, c0, c0 + width);
       if (relu.on) {
+        const float* gamma_c = relu.gamma + c0;
+        const float* beta_c = relu.beta + c0;
         for (int64_t c = 0; c < width; ++c) {
           const float xhat = (xr[c] - mean_c[c]) * invstd_c[c];
-          const float g = masked_grad(dyr[c], xhat, relu, c0 + c);
+          const float g = relu_masked_grad(dyr[c], bn_affine(xhat, gamma_c[c], beta_c[c]));
           acc_dy[c] += g;
           acc_dy_xhat[c] += static_cast<double>(g) * xhat;
         }
@@ -252,7 +277,7 @@ void channel_grad_sums(int64_t rows, int64_t channels, const float* x, int64_t l
   }
 }
 
-// y = gamma_c * (x - mean_c) * invstd_c + beta_c over all rows (gamma/beta may be null), then with
+// y = gamma_c * (x - mean_c) * invstd_c + beta_c over all rows (ChannelAffine's arrays), then with
 // `relu` y = max(y, 0) as relu_forward rounds it (NaN kept). The last loop of its region: no barrier of
 // its own (the region's end waits for the team).
 void normalise_rows(int64_t rows, int64_t channels, const float* x, int64_t ldx, const float* mean,
@@ -265,7 +290,7 @@ void normalise_rows(int64_t rows, int64_t channels, const float* x, int64_t ldx,
     prefetch_x(r);
     for (int64_t c = 0; c < channels; ++c) {
       const float xhat = (xr[c] - mean[c]) * invstd[c];
-      const float z = bn_affine(xhat, gamma, beta, c);
+      const float z = bn_affine(xhat, gamma[c], beta[c]);
       yr[c] = relu && z < 0.0f ? 0.0f : z;
     }
   }
@@ -304,14 +329,15 @@ void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_vie
   // The float statistics are what backward sees; y is computed from exactly them.
   std::vector<float> mean_f(static_cast<size_t>(channels));
   std::vector<float> invstd_f(static_cast<size_t>(channels));
+  const ChannelAffine affine(channels, ch.gamma, ch.beta);
   const RowPrefetcher prefetch_x(x, rows, channels, ldx);
 #pragma omp parallel if (rows * channels >= kParallelMinElements)
   {
     block_moments(rows, channels, x, ldx, blocks, groups, partials, prefetch_x);
     merge_moments(rows, channels, blocks, partials, h.eps, mean.data(), var.data(), mean_f.data(),
                   invstd_f.data());
-    normalise_rows(rows, channels, x, ldx, mean_f.data(), invstd_f.data(), ch.gamma, ch.beta, y, ldy,
-                   prefetch_x, relu);
+    normalise_rows(rows, channels, x, ldx, mean_f.data(), invstd_f.data(), affine.gamma,
+                   affine.beta, y, ldy, prefetch_x, relu);
   }
 
   if (stats.saved_mean) std::copy(mean_f.begin(), mean_f.end(), stats.saved_mean);
@@ -338,10 +364,11 @@ void forward_eval(const char* name, ConstMatrixView x_view, MatrixView y_view, c
   const auto [rows, channels, x, ldx, y, ldy] = batch_norm_forward_operands(name, x_view, y_view);
   if (rows <= 0 || channels <= 0) return;
   const std::vector<float> invstd = eval_invstd(channels, ch.running_var, h.eps);
+  const ChannelAffine affine(channels, ch.gamma, ch.beta);
   const RowPrefetcher prefetch_x(x, rows, channels, ldx);
 #pragma omp parallel if (rows * channels >= kParallelMinElements)
-  normalise_rows(rows, channels, x, ldx, ch.running_mean, invstd.data(), ch.gamma, ch.beta, y, ldy,
-                 prefetch_x, relu);
+  normalise_rows(rows, channels, x, ldx, ch.running_mean, invstd.data(), affine.gamma, affine.beta,
+                 y, ldy, prefetch_x, relu);
 }
 
 // batch_norm_backward_training, and with `relu` batch_norm_relu_backward_training (dy masked by [z > 0]).
@@ -353,7 +380,9 @@ void backward_training(const char* name, ConstMatrixView x_view, ConstMatrixView
   if (rows <= 0 || channels <= 0) return;
   if (!dx && !grads.dgamma && !grads.dbeta) return;
   const float *saved_mean = ch.saved_mean, *saved_invstd = ch.saved_invstd;
-  const ReluMask relu{relu_on, ch.gamma, ch.beta};
+  // The mask's gamma/beta arrays, also where it is off (2C floats: a valid read for any loop version).
+  const ChannelAffine affine(channels, ch.gamma, ch.beta);
+  const ReluMask relu{relu_on, affine.gamma, affine.beta};
 
   // dx needs both sums, whatever dgamma/dbeta ask for. One parallel region: the sums, then
   //   dx = k_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c),  k_c = gamma_c * invstd_c.
@@ -383,7 +412,9 @@ void backward_training(const char* name, ConstMatrixView x_view, ConstMatrixView
         prefetch_dy(r);
         for (int64_t c = 0; c < channels; ++c) {
           const float xhat = (xr[c] - saved_mean[c]) * saved_invstd[c];
-          const float g = k[c] * (masked_grad(dyr[c], xhat, relu, c) - mean_dy[c] - xhat * mean_dy_xhat[c]);
+          const float dz =
+              relu.on ? relu_masked_grad(dyr[c], bn_affine(xhat, relu.gamma[c], relu.beta[c])) : dyr[c];
+          const float g = k[c] * (dz - mean_dy[c] - xhat * mean_dy_xhat[c]);
           dxr[c] = accumulate_dx ? dxr[c] + g : g;
         }
       }
