@@ -1,0 +1,101 @@
+// DenseNet's block gradient summed in place (engine/autograd.h): in backward, layer l's input x_l is a
+// slice of the block buffer; the concatenation hands x_l's producer a slice of its own gradient, and
+// norm1's batch norm then adds its dx straight into that slice (Node::AccumulatingBackwardFn) instead of
+// writing a fresh dx that the engine sums out of place. The gradients are the out-of-place sums', bit
+// for bit (engine::OutOfPlaceGradientSumsGuard runs the same step the old way), in every mode of the
+// block (block buffer or copying concatenations, standard or memory-efficient), with fewer allocations.
+#include <map>
+#include <optional>
+
+#include "engine/memory_stats.h"
+#include "nets/densenet.h"
+#include "support/gradcheck.h"
+
+namespace {
+
+using namespace engine;
+using nets::DenseNet;
+using nets::DenseNetConfig;
+using nets::Flavor;
+using nets::Head;
+
+struct Mode {
+  bool block_buffers;
+  bool memory_efficient;
+};
+
+DenseNetConfig small_config(const Mode& mode) {
+  DenseNetConfig c;
+  c.block_layers = {2, 3};
+  c.growth = 8;
+  c.bottleneck = 16;
+  c.stem_channels = 16;
+  c.flavor = Flavor::torch;
+  c.block_buffers = mode.block_buffers;
+  c.memory_efficient = mode.memory_efficient;
+  return c;
+}
+
+constexpr int64_t kDenseLayers = 2 + 3;
+
+struct Step {
+  std::vector<float> input_grad;
+  std::map<std::string, std::vector<float>> grads;
+  int64_t backward_allocations = 0;  // host allocations during backward
+  int64_t backward_peak = 0;         // peak live bytes during backward, over those live before it
+};
+
+// One training step of a fresh net (the same weights and data every call), its backward run with
+// in-place or out-of-place gradient sums.
+Step train_step(const Mode& mode, bool out_of_place) {
+  Generator gen(41), data(42);
+  DenseNet net("small", small_config(mode), Head::gap, 40, gen);
+  for (const auto& [name, t] : net.named_parameters()) t.set_grad(Tensor::zeros(t.shape()));
+  const Tensor images = test_support::random_tensor({3, 40, 40, 3}, data).set_requires_grad();
+  images.set_grad(Tensor::zeros(images.shape()));
+  const Tensor targets = Tensor::from_vector({3}, {1.0f, 0.0f, 1.0f});
+  Step s;
+  {
+    const Tensor loss = bce_with_logits(net.forward(images), targets);
+    std::optional<OutOfPlaceGradientSumsGuard> guard;
+    if (out_of_place) guard.emplace();
+    const HostMemoryStats before = host_memory_stats();
+    reset_host_memory_peak();
+    loss.backward();
+    s.backward_allocations = host_memory_stats().allocations - before.allocations;
+    s.backward_peak = host_memory_stats().peak_bytes - before.live_bytes;
+  }
+  s.input_grad = images.grad().to_vector();
+  for (const auto& [name, t] : net.named_parameters()) s.grads[name] = t.grad().to_vector();
+  return s;
+}
+
+class DenseNetGradientSums : public ::testing::TestWithParam<Mode> {};
+
+TEST_P(DenseNetGradientSums, EqualTheOutOfPlaceSumsBitForBitWithFewerAllocations) {
+  const Mode mode = GetParam();
+  const Step in_place = train_step(mode, false);
+  const Step out_of_place = train_step(mode, true);
+  EXPECT_EQ(in_place.input_grad, out_of_place.input_grad);
+  ASSERT_EQ(in_place.grads.size(), out_of_place.grads.size());
+  for (const auto& [name, g] : out_of_place.grads) EXPECT_EQ(in_place.grads.at(name), g) << name;
+
+  // Per dense layer, x_l's second gradient contribution: the out-of-place sum's tensor is gone, and
+  // where norm1's batch norm runs in the walk itself (not inside a recomputed region) its fresh dx too.
+  const int64_t saved_per_layer = mode.memory_efficient ? 1 : 2;
+  std::printf("block_buffers %d memory_efficient %d: backward allocations %lld -> %lld, peak %lld -> %lld bytes\n",
+              mode.block_buffers, mode.memory_efficient, static_cast<long long>(out_of_place.backward_allocations),
+              static_cast<long long>(in_place.backward_allocations), static_cast<long long>(out_of_place.backward_peak),
+              static_cast<long long>(in_place.backward_peak));
+  EXPECT_LE(in_place.backward_allocations, out_of_place.backward_allocations - saved_per_layer * kDenseLayers);
+  EXPECT_LT(in_place.backward_peak, out_of_place.backward_peak);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, DenseNetGradientSums,
+                         ::testing::Values(Mode{true, false}, Mode{true, true}, Mode{false, false}, Mode{false, true}),
+                         [](const ::testing::TestParamInfo<Mode>& info) {
+                           return std::string(info.param.block_buffers ? "BlockBuffer" : "Copying") +
+                                  (info.param.memory_efficient ? "MemoryEfficient" : "Standard");
+                         });
+
+}  // namespace
