@@ -4,6 +4,9 @@
 // writing a fresh dx that the engine sums out of place. The gradients are the out-of-place sums', bit
 // for bit (engine::OutOfPlaceGradientSumsGuard runs the same step the old way), in every mode of the
 // block (block buffer or copying concatenations, standard or memory-efficient), with fewer allocations.
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
 #include <map>
 #include <optional>
 
@@ -43,6 +46,36 @@ struct Step {
   std::map<std::string, std::vector<float>> grads;
   int64_t backward_allocations = 0;  // host allocations during backward
 };
+
+// Processor seconds of DenseNet-121 training steps at 224 (batch 4), in-place and out-of-place sums
+// alternated in one process (the machine is shared): the medians over the rounds.
+//   build/tests/cpu_test_nets_densenet_grad_sums --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Time*'
+TEST(DenseNetGradientSumsTiming, DISABLED_TimeDenseNet121Step) {
+  Generator gen(43), data(44);
+  DenseNet net("densenet121", DenseNetConfig::densenet121(Flavor::torch), Head::gap, 224, gen);
+  for (const auto& [name, t] : net.named_parameters()) t.set_grad(Tensor::zeros(t.shape()));
+  const Tensor images = test_support::random_tensor({4, 224, 224, 3}, data);
+  const Tensor targets = Tensor::from_vector({4}, {1.0f, 0.0f, 1.0f, 0.0f});
+  const auto step_seconds = [&](bool out_of_place) {
+    std::optional<OutOfPlaceGradientSumsGuard> guard;
+    if (out_of_place) guard.emplace();
+    const std::clock_t start = std::clock();
+    bce_with_logits(net.forward(images), targets).backward();
+    return static_cast<double>(std::clock() - start) / CLOCKS_PER_SEC;
+  };
+  step_seconds(false);  // warm-up
+  std::vector<double> in_place, out_of_place;
+  for (int round = 0; round < 7; ++round) {
+    out_of_place.push_back(step_seconds(true));
+    in_place.push_back(step_seconds(false));
+  }
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::printf("DenseNet-121 @ 224, batch 4, processor s/step, median of 7: out of place %.3f, in place %.3f\n",
+              median(out_of_place), median(in_place));
+}
 
 // One training step of a fresh net (the same weights and data every call), its backward run with
 // in-place or out-of-place gradient sums.
