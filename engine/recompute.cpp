@@ -95,7 +95,8 @@ Recompute recompute(const Region& region) {
     leaf.set_requires_grad(true);
     local[i] = leaf.detach();
     record(local[i], "recompute_input", {leaf}, [grads = r.input_grads, i](const Tensor& g) {
-      (*grads)[i] = g;  // never mutated by the walk once handed out; the enclosing walk copies if needed
+      (*grads)[i] = g;  // the inner walk hands it out; the enclosing walk adds into it in place only once
+                        // nothing else references its storage (engine/autograd.cpp: exclusive)
       return std::vector<Tensor>{Tensor()};
     });
   }

@@ -56,11 +56,20 @@ Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor&
       ENGINE_KERNEL(x.device(), batch_norm_relu_forward_training)(xm, ym, ch, stats, hyper);
     else
       ENGINE_KERNEL(x.device(), batch_norm_forward_training)(xm, ym, ch, stats, hyper);
-    record(y, relu ? "batch_norm_relu" : "batch_norm", {x, gamma, beta},
-           [xr, gamma, beta, saved_mean, saved_invstd, need_dx, need_dgamma, need_dbeta, relu](const Tensor& dy_in) {
+    // dx is added straight into the engine's running sum of x's gradient when it offers one (into[0]; a
+    // DenseNet layer's norm1 adds into the block's gradient slice): f32 only, where the kernel's
+    // dx += g is bit for bit the engine's sum (bf16 would round once instead of twice).
+    record_accumulating(y, relu ? "batch_norm_relu" : "batch_norm", {x, gamma, beta},
+           [xr, gamma, beta, saved_mean, saved_invstd, need_dx, need_dgamma, need_dbeta, relu](
+               const Tensor& dy_in, const std::vector<Tensor>& into) {
              const Tensor dy = detail::as_row_matrix(dy_in);
              const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
-             Tensor dx = need_dx ? Tensor::empty(xr.shape(), xr.device(), xr.dtype()) : Tensor();
+             const bool accumulate_dx = need_dx && !into.empty() && into[0].defined() &&
+                                        into[0].dtype() == DType::f32 && xr.dtype() == DType::f32 &&
+                                        detail::is_row_matrix(into[0]);
+             Tensor dx = !need_dx        ? Tensor()
+                         : accumulate_dx ? into[0]
+                                         : Tensor::empty(xr.shape(), xr.device(), xr.dtype());
              Tensor dgamma = need_dgamma ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              Tensor dbeta = need_dbeta ? Tensor::zeros({xm.cols}, xr.device()) : Tensor();
              kernels::BatchNormChannels ch;
@@ -71,9 +80,9 @@ Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor&
              const kernels::BatchNormParamGrads grads{detail::data_or_null(dgamma), detail::data_or_null(dbeta)};
              if (relu) {
                ch.beta = detail::data_or_null(beta);  // the mask's BN output
-               ENGINE_KERNEL(dy.device(), batch_norm_relu_backward_training)(xm, dym, ch, dxm, false, grads);
+               ENGINE_KERNEL(dy.device(), batch_norm_relu_backward_training)(xm, dym, ch, dxm, accumulate_dx, grads);
              } else {
-               ENGINE_KERNEL(dy.device(), batch_norm_backward_training)(xm, dym, ch, dxm, false, grads);
+               ENGINE_KERNEL(dy.device(), batch_norm_backward_training)(xm, dym, ch, dxm, accumulate_dx, grads);
              }
              return std::vector<Tensor>{dx, dgamma, dbeta};
            });
