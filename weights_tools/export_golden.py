@@ -19,6 +19,11 @@ Per case, <out>/<case>/:
     input [N,H,W,3]           the batch (standard normal)
     target [N]                binary targets of the loss (1, 0, ...)
     logits [N,K]              eval mode
+    logits_bf16_reference [N,K]
+                              eval mode in the reference's own bf16 mixed precision: PyTorch's CPU autocast
+                              (bfloat16) on the same model and input (for Keras, on the equal PyTorch model).
+                              How far this is from `logits` is what bf16 does to this net and input in the
+                              reference framework; the C++ bf16 parity test holds ours to a multiple of it
     act.<stage>               eval-mode activations, NHWC. DenseNet: stem (after pool0), block1..block4
                               (after each dense block, before its transition), features (after the final
                               BN + ReLU). Inception-ResNet-v2: stem (input of mixed_5b), mixed_5b, block35
@@ -305,6 +310,20 @@ def torch_training_run(model, framework, arch, head, x, y, dtype, adam="pytorch"
     return {"loss": loss.item(), "grads": grads, "state": state, "adam_losses": losses}
 
 
+def reference_bf16_logits(model, x):
+    """Eval-mode logits of `model` (a PyTorch module, float32) on `x` (NCHW) under PyTorch's CPU autocast
+    in bfloat16, the reference's own mixed precision (convolutions and linear layers on bf16 operands,
+    their outputs and what follows them bf16), as float32. The model is left in eval mode, unchanged."""
+    import torch
+    model.eval()
+    with torch.no_grad(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    if logits.dtype != torch.bfloat16:
+        raise RuntimeError(f"autocast gave {logits.dtype} logits, not bfloat16: this PyTorch does not run the "
+                           "net in bf16 on the CPU")
+    return logits.float().numpy().astype(np.float32)
+
+
 def add_training(golden, run, arch, head):
     golden["loss"] = np.array([run["loss"]], dtype=np.float32)
     for name, value in convert.ordered(run["grads"], arch, head).items():
@@ -372,6 +391,7 @@ def export_torch(case, out_dir, framework, arch, head, size, batch, seed):
     if arch != "inception_resnet_v2":
         captured["features"] = F.relu(captured["features"])  # torchvision applies ReLU after norm5 in forward()
     golden["logits"] = logits.numpy().astype(np.float32)
+    golden["logits_bf16_reference"] = reference_bf16_logits(model, x)
     stages = IRV2_STAGES if arch == "inception_resnet_v2" else DENSENET_STAGES
     for stage in stages:
         golden[f"act.{stage}"] = _nchw_to_nhwc(captured[stage])
@@ -755,6 +775,7 @@ def export_keras(case, out_dir, arch, head, size, batch, seed):
     if difference > 1e-4:
         raise RuntimeError(f"{case}: Keras's eval logits differ from the equal PyTorch model's by {difference:.2g} "
                            "of their maximum: the models or the conversion disagree")
+    golden["logits_bf16_reference"] = reference_bf16_logits(copy.deepcopy(reference), x_nchw)
     framework = "timm" if arch == "inception_resnet_v2" else "torchvision"
     run64 = torch_training_run(reference, framework, arch, head, x_nchw, torch.from_numpy(target),
                                torch.float64, adam="keras")
