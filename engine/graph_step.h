@@ -74,12 +74,13 @@ class GraphedTrainingStep {
   // The shapes (and dtypes) of a step's inputs; a graph serves one.
   struct Signature {
     std::vector<int64_t> images, labels, weights;
-    int images_dtype = 0;
+    int images_dtype = 0, labels_dtype = 0, weights_dtype = 0;
     bool has_weights = false;
     bool operator==(const Signature& other) const;
     bool operator!=(const Signature& other) const { return !(*this == other); }
   };
   static Signature signature(const Tensor& images, const Tensor& labels, const Tensor& weights);
+  void refresh_bf16_copy_if_stale();
 
   PendingStep eager(const Tensor& images, const Tensor& labels, const Tensor& weights);
   bool record(const Tensor& images, const Tensor& labels, const Tensor& weights);

@@ -17,15 +17,6 @@ namespace {
 // The arena of this thread's innermost Bf16WorkingCopyScope, or null.
 thread_local const ParameterArena* scoped_arena = nullptr;
 
-// ENGINE_CHECK_BF16_COPY set (and not "0"): every scope checks a current copy against the masters.
-bool check_bf16_copy_on_use() {
-  static const bool enabled = [] {
-    const char* value = std::getenv("ENGINE_CHECK_BF16_COPY");
-    return value != nullptr && std::string(value) != "0" && std::string(value) != "";
-  }();
-  return enabled;
-}
-
 // A bf16 tensor's bytes, on the host.
 std::vector<uint16_t> host_bits(const Tensor& t) {
   const Tensor host = t.to(Device::cpu()).contiguous();
@@ -35,6 +26,14 @@ std::vector<uint16_t> host_bits(const Tensor& t) {
 }
 
 }  // namespace
+
+bool checking_bf16_copy_on_use() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("ENGINE_CHECK_BF16_COPY");
+    return value != nullptr && std::string(value) != "0" && std::string(value) != "";
+  }();
+  return enabled;
+}
 
 ParameterArena::ParameterArena(const NamedTensors& parameters) : parameters_(parameters) {
   ENGINE_CHECK(!parameters.empty()) << "ParameterArena: no parameters";
@@ -107,7 +106,7 @@ Bf16WorkingCopyScope::Bf16WorkingCopyScope(ParameterArena& arena) : previous_(sc
   if (!arena.has_bf16_copy()) return;
   if (!arena.bf16_copy_current())
     arena.refresh_bf16_copy();
-  else if (check_bf16_copy_on_use())
+  else if (checking_bf16_copy_on_use())
     arena.check_bf16_copy();
   scoped_arena = &arena;
 }

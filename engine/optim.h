@@ -77,6 +77,10 @@ class ParameterArena {
 // While one is alive on this thread, ops that want a weight's bf16 working copy take it from `arena`'s
 // copy (cached_bf16_working_copy below), which the scope refreshes first unless it is current. Nothing when
 // the arena has no copy. Scopes nest (the innermost arena is asked).
+// ENGINE_CHECK_BF16_COPY set (and not "0"): every Bf16WorkingCopyScope checks a current copy against the
+// masters (a host read per step: debugging; CUDA graphs turn off under it).
+bool checking_bf16_copy_on_use();
+
 class Bf16WorkingCopyScope {
  public:
   explicit Bf16WorkingCopyScope(ParameterArena& arena);

@@ -129,6 +129,7 @@ class TrainingStep {
   // What the net is given for `images`: a bf16 copy in a bf16 step, the images themselves otherwise.
   Tensor activation_input(const Tensor& images) const;
   Optimizer* optimizer() const { return optimizer_; }
+  ParameterArena& arena() const { return arena_; }
 
  private:
   Forward forward_;

@@ -196,9 +196,12 @@ class CachingAllocator {
     const Block block = it->second;
     in_use_.erase(it);
     stats_.in_use -= block.size;
-    // While capturing, every block released on the device joins the graph's pool: the graph may use it.
+    // While capturing, a block of no live graph released on the device joins the capturing graph's pool:
+    // the graph may use it. A block of another live graph's pool stays there: that graph's replays still
+    // write to it, so it must not be handed to this one.
     const int capturing = capturing_pool(block.device);
-    const int pool = capturing != 0 ? capturing : block.pool;
+    const bool owned_by_live_graph = block.pool != 0 && pools_.count(block.pool) != 0;
+    const int pool = owned_by_live_graph ? block.pool : (capturing != 0 ? capturing : block.pool);
     const auto owner = pools_.find(pool);
     if (owner != pools_.end()) {
       owner->second.free.emplace(block.size, ptr);

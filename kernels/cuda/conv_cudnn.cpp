@@ -40,6 +40,7 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <memory>
@@ -286,8 +287,10 @@ void find_candidates(Pass pass, DType dtype, Plan& plan) {
   const bool tf32 = allow_tf32() || dtype == DType::bf16;
   const bool want_deterministic = deterministic();
   const size_t limit = conv_workspace_limit();
-  // Ask with the math type we want: TF32 tensor cores allowed (DEFAULT) or FMA only.
-  const cudnnMathType_t wanted_math = tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  // Ask with the math type we want: tensor cores for bf16 data, TF32 tensor cores allowed (DEFAULT) or
+  // FMA only for f32.
+  const cudnnMathType_t wanted_math =
+      dtype == DType::bf16 ? CUDNN_TENSOR_OP_MATH : (tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
   CHECK_CUDNN(cudnnSetConvolutionMathType(d.conv.get(), wanted_math));
   for (const Heuristic& h : query_heuristics(pass, d)) {
     const std::string name = "algorithm " + std::to_string(h.algo);
@@ -519,12 +522,14 @@ Plan& plan_for(Pass pass, const Problem& p, const Operands& o) {
 }
 
 // Runs the pass on the problem: strided descriptors first, dense temporaries if every algorithm
-// rejects them (x is the input-side tensor, ld p.ldx; y the output-side one, ld p.ldy).
-void run(Pass pass, const Problem& p, const Operands& o) {
+// rejects them (x is the input-side tensor, ld p.ldx; y the output-side one, ld p.ldy). Returns false,
+// with the reasons in *why, when no cuDNN algorithm could run it (a caller with another way, such as the
+// bf16 passes' widened f32 path, takes it; `run` throws).
+bool try_run(Pass pass, const Problem& p, const Operands& o, std::string* why) {
   const Conv2dGeometry& g = p.g;
   std::string failures;
   Plan& plan = plan_for(pass, p, o);
-  if (!plan.dense_fallback && run_candidates(pass, p, plan, o, &failures)) return;
+  if (!plan.dense_fallback && run_candidates(pass, p, plan, o, &failures)) return true;
 
   const bool strided = p.ldx != g.in_c || p.ldy != g.out_c;
   if (strided) {
@@ -567,20 +572,22 @@ void run(Pass pass, const Problem& p, const Operands& o) {
     if (run_candidates(pass, dense, dense_plan, od, &dense_failures)) {
       if (copy_x && o.dx) copy_rows(p.dtype, od.dx, x_rows, g.in_c, g.in_c, o.dx, p.ldx);
       if (copy_y && o.y) copy_rows(p.dtype, od.y, y_rows, g.out_c, g.out_c, o.y, p.ldy);
-      return;
+      return true;
     }
     failures += "dense fallback: " + dense_failures + dense_plan.rejected;
   }
-  const std::string message = std::string("no cuDNN algorithm could run the convolution ") +
-                              pass_name(pass) + " (" + geometry_text(g) + ", ldx " +
-                              std::to_string(p.ldx) + ", ldy " + std::to_string(p.ldy) +
-                              ", TF32 " + (allow_tf32() ? "on" : "off") + ", deterministic " +
-                              (deterministic() ? "on" : "off") + ", workspace limit " +
-                              std::to_string(conv_workspace_limit()) + " bytes): " + failures +
-                              plan.rejected +
-                              " Try a larger workspace limit (set_conv_workspace_limit) or a "
-                              "smaller batch.";
-  detail::throw_error(message.c_str(), __FILE__, __LINE__);
+  *why = std::string("no cuDNN algorithm could run the convolution ") + pass_name(pass) + " (" +
+         geometry_text(g) + ", " + (p.dtype == DType::bf16 ? "bf16" : "f32") + ", ldx " + std::to_string(p.ldx) +
+         ", ldy " + std::to_string(p.ldy) + ", TF32 " + (allow_tf32() ? "on" : "off") + ", deterministic " +
+         (deterministic() ? "on" : "off") + ", workspace limit " + std::to_string(conv_workspace_limit()) +
+         " bytes): " + failures + plan.rejected +
+         " Try a larger workspace limit (set_conv_workspace_limit) or a smaller batch.";
+  return false;
+}
+
+void run(Pass pass, const Problem& p, const Operands& o) {
+  std::string why;
+  if (!try_run(pass, p, o, &why)) detail::throw_error(why.c_str(), __FILE__, __LINE__);
 }
 
 void validate(const Conv2dGeometry& g) {
@@ -661,18 +668,32 @@ void pad_input(const Conv2dGeometry& g, DType dtype, const void* x, int64_t ldx,
 
 // Runs a pass that reads x (forward, fused forward, backward filter; g's input of element type dtype,
 // row stride ldx) with the other operands o: directly when the padding is symmetric, else on a
-// zero-padded copy of x with the padding folded into the geometry.
-void run_on_input(Pass pass, const Conv2dGeometry& g, DType dtype, const void* x, int64_t ldx, int64_t ldy,
-                  Operands o) {
+// zero-padded copy of x with the padding folded into the geometry. False as try_run.
+bool try_run_on_input(Pass pass, const Conv2dGeometry& g, DType dtype, const void* x, int64_t ldx, int64_t ldy,
+                      Operands o, std::string* why) {
   if (symmetric(g)) {
     o.x = x;
-    run(pass, Problem{g, ldx, ldy, dtype}, o);
-    return;
+    return try_run(pass, Problem{g, ldx, ldy, dtype}, o, why);
   }
   detail::ScopedBuffer x_padded(padded_bytes(g, dtype), "zero-padded convolution input");
   pad_input(g, dtype, x, ldx, x_padded.as<void>());
   o.x = x_padded.as<void>();
-  run(pass, Problem{padded_geometry(g), g.in_c, ldy, dtype}, o);
+  return try_run(pass, Problem{padded_geometry(g), g.in_c, ldy, dtype}, o, why);
+}
+
+void run_on_input(Pass pass, const Conv2dGeometry& g, DType dtype, const void* x, int64_t ldx, int64_t ldy,
+                  Operands o) {
+  std::string why;
+  if (!try_run_on_input(pass, g, dtype, x, ldx, ldy, o, &why)) detail::throw_error(why.c_str(), __FILE__, __LINE__);
+}
+
+// A pass that cuDNN could not run natively and that runs another way (bf16 widened to f32, or the fused
+// conv + bias + ReLU as its parts): said once per process on stderr, since it costs speed, never results.
+void note_fallback(const std::string& why, const char* instead) {
+  static std::mutex mutex;
+  static int said = 0;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (said++ < 3) std::fprintf(stderr, "note: %s; running %s instead\n", why.c_str(), instead);
 }
 
 // y += bias on every row, in f32 (a bf16 y widened and rounded again: kernels/bf16_emulation.h).
@@ -715,13 +736,20 @@ void conv2d_bias_relu_forward(const Conv2dGeometry& g, ConstMatrixView x_view, c
   if (pixels <= 0 || g.out_c <= 0) return;
   const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_bias_relu_forward", g, x_view, y_view);
   validate(g);
-  std::lock_guard<std::mutex> lock(g_conv_mutex);
-  Operands o;
-  o.w = w;
-  o.y = y;
-  o.bias = bias;
-  o.beta = 0.0f;
-  run_on_input(Pass::forward_bias_relu, g, DType::f32, x, ldx, ldy, o);
+  std::string why;
+  {
+    std::lock_guard<std::mutex> lock(g_conv_mutex);
+    Operands o;
+    o.w = w;
+    o.y = y;
+    o.bias = bias;
+    o.beta = 0.0f;
+    if (try_run_on_input(Pass::forward_bias_relu, g, DType::f32, x, ldx, ldy, o, &why)) return;
+  }
+  // cuDNN has fused kernels for some algorithms and shapes only: the same maths as its parts.
+  note_fallback(why, "the convolution, then the bias and ReLU");
+  conv2d_forward(g, x_view, w, bias, y_view);
+  relu_forward(ConstMatrixView(y_view), y_view);
 }
 
 void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,
@@ -787,7 +815,29 @@ void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, Const
   const MixedConvOperands m = conv_forward_mixed_operands("conv2d_forward_mixed", g, x_view, w_view, y_view);
   const int64_t pixels = g.output_rows();
   if (pixels <= 0 || g.out_c <= 0) return;
-  if (m.inputs == DType::f32 || m.output == DType::f32) {
+  if (m.inputs == DType::bf16 && m.output == DType::bf16) {
+    // bf16 x, w and y: cuDNN on the bf16 data, f32 compute, y rounded once; a bias is then added in f32
+    // and y rounded a second time (cuDNN's bf16 configuration has no f32 output to add it to first).
+    validate(g);
+    std::string why;
+    bool ran = false;
+    {
+      std::lock_guard<std::mutex> lock(g_conv_mutex);
+      Operands o;
+      o.w = w_view.data;
+      o.y = y_view.data;
+      o.beta = 0.0f;
+      ran = try_run_on_input(Pass::forward, g, DType::bf16, x_view.data, x_view.ld, y_view.ld, o, &why);
+    }
+    if (ran) {
+      if (bias) run_widened(&add_bias, y_view, bias);
+      return;
+    }
+    // No bf16 kernel for this shape (e.g. tensor cores want channels in multiples of 8; the RGB stem
+    // has 3): the f32 path below gives the same y, rounded once.
+    note_fallback(why, "it in f32 on widened copies");
+  }
+  {
     // f32 compute on f32 copies (bf16 values are exact in f32, and in TF32), y rounded once if bf16.
     const int64_t x_rows = g.input_rows(), w_cols = g.kernel_h * g.kernel_w * g.in_c;
     const bool widen = m.inputs == DType::bf16;
@@ -805,20 +855,7 @@ void conv2d_forward_mixed(const Conv2dGeometry& g, ConstMatrixView x_view, Const
     const MatrixView y = m.output == DType::bf16 ? MatrixView(y32.as<float>(), pixels, g.out_c, g.out_c) : y_view;
     conv2d_forward(g, x, w.f32(), bias, y);
     if (m.output == DType::bf16) convert(y, y_view);
-    return;
   }
-  // bf16 x, w and y: cuDNN on the bf16 data, f32 compute, y rounded once; a bias is then added in f32
-  // and y rounded a second time (cuDNN's bf16 configuration has no f32 output to add it to first).
-  validate(g);
-  {
-    std::lock_guard<std::mutex> lock(g_conv_mutex);
-    Operands o;
-    o.w = w_view.data;
-    o.y = y_view.data;
-    o.beta = 0.0f;
-    run_on_input(Pass::forward, g, DType::bf16, x_view.data, x_view.ld, y_view.ld, o);
-  }
-  if (bias) run_widened(&add_bias, y_view, bias);
 }
 
 void conv2d_backward_data_mixed(const Conv2dGeometry& g, ConstMatrixView dy_view, ConstMatrixView w_view,
@@ -835,21 +872,29 @@ void conv2d_backward_data_mixed(const Conv2dGeometry& g, ConstMatrixView dy_view
     return;
   }
   validate(g);
-  std::lock_guard<std::mutex> lock(g_conv_mutex);
-  Operands o;
-  o.dy = dy_view.data;
-  o.w = w_view.data;
-  if (symmetric(g)) {
-    o.dx = dx_view.data;
-    o.beta = accumulate ? 1.0f : 0.0f;
-    run(Pass::backward_data, Problem{g, dx_view.ld, dy_view.ld, DType::bf16}, o);
-    return;
+  std::string why;
+  {
+    std::lock_guard<std::mutex> lock(g_conv_mutex);
+    Operands o;
+    o.dy = dy_view.data;
+    o.w = w_view.data;
+    if (symmetric(g)) {
+      o.dx = dx_view.data;
+      o.beta = accumulate ? 1.0f : 0.0f;
+      if (try_run(Pass::backward_data, Problem{g, dx_view.ld, dy_view.ld, DType::bf16}, o, &why)) return;
+    } else {
+      detail::ScopedBuffer dx_padded(padded_bytes(g, DType::bf16), "zero-padded convolution input gradient");
+      o.dx = dx_padded.as<void>();
+      o.beta = 0.0f;
+      if (try_run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, dy_view.ld, DType::bf16}, o, &why)) {
+        copy_interior_bf16(g, dx_view.bf16(), dx_view.ld, dx_padded.as<BFloat16>(), false);
+        return;
+      }
+    }
   }
-  detail::ScopedBuffer dx_padded(padded_bytes(g, DType::bf16), "zero-padded convolution input gradient");
-  o.dx = dx_padded.as<void>();
-  o.beta = 0.0f;
-  run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, dy_view.ld, DType::bf16}, o);
-  copy_interior_bf16(g, dx_view.bf16(), dx_view.ld, dx_padded.as<BFloat16>(), false);
+  // No bf16 kernel for this shape: the f32 path on widened copies (a failed try wrote nothing to dx).
+  note_fallback(why, "it in f32 on widened copies");
+  run_widened(&backward_data_view_weight, g, dy_view, w_view, dx_view, accumulate);
 }
 
 }  // namespace kernels::cuda

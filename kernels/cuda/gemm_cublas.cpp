@@ -119,7 +119,10 @@ void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView
   }
   check_gemm_sizes(transpose_a, transpose_b, m, n, k, a.ld, b.ld, c.ld);
   cublasHandle_t handle = static_cast<cublasHandle_t>(cublas_handle());
-  CHECK_CUBLAS(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  // cuBLAS may otherwise add split-K partial sums in the output type when C is bf16 (rounding C several
+  // times); the contract here is f32 accumulation and one rounding. gemm() sets its own mode per call.
+  CHECK_CUBLAS(cublasSetMathMode(
+      handle, static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
   CHECK_CUBLAS(cublasGemmEx(handle, transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                             transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha,
                             b.data, CUDA_R_16BF, int(b.ld), a.data, CUDA_R_16BF, int(a.ld), &beta, c.data,

@@ -63,7 +63,8 @@ struct Model {
 };
 
 // forward: what the step calls instead of net.forward (null: net.forward).
-Model make_model(engine::TrainingStep::Forward forward = nullptr) {
+Model make_model(engine::TrainingStep::Forward forward = nullptr,
+                 engine::Precision precision = engine::Precision::f32) {
   Model m;
   m.net = std::make_shared<ConvBnHead>(7);
   m.net->to(Device::cuda(0));
@@ -74,9 +75,29 @@ Model make_model(engine::TrainingStep::Forward forward = nullptr) {
     const ConvBnHead* net = m.net.get();
     forward = [net](const Tensor& x) { return net->forward(x); };
   }
-  m.step = std::make_unique<engine::TrainingStep>(forward, *m.arena, m.adam.get());
+  engine::StepOptions options;
+  options.precision = precision;
+  m.step = std::make_unique<engine::TrainingStep>(forward, *m.arena, m.adam.get(), options);
   return m;
 }
+
+// A forward that reads the device back (illegal while recording): the recording fails.
+engine::TrainingStep::Forward host_reading_forward(const ConvBnHead* net) {
+  return [net](const Tensor& x) {
+    (void)x.to_vector();  // a host copy: a synchronisation
+    return net->forward(x);
+  };
+}
+
+// The master weights written other than by the optimizer (a reload, a user's edit): halved, and the
+// arena told, as such a writer must (optim.h).
+void halve_master_weights(Model& m) {
+  std::vector<float> v = m.arena->values().to_vector();
+  for (float& x : v) x *= 0.5f;
+  m.arena->values().copy_from(Tensor::from_vector(m.arena->values().shape(), v).to(Device::cuda(0)));
+  m.arena->invalidate_bf16_copy();
+}
+
 
 struct Batch {
   Tensor images, labels;
@@ -174,6 +195,22 @@ void compare_graphed_with_eager(const std::vector<Batch>& batches, Model& eager,
   expect_same_state(graphed_model, eager);
 }
 
+// Steps one at a time (enqueue, finish) through the eager model and the graphed one, `between(i)` on both
+// models before step i; the results and the final state must be equal bit for bit.
+template <typename Between>
+void compare_one_at_a_time(const std::vector<Batch>& batches, Model& eager, Model& graphed_model,
+                           engine::GraphedTrainingStep& graphed, Between between) {
+  std::vector<engine::StepResult> expected, got;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    between(i, eager);
+    between(i, graphed_model);
+    expected.push_back(eager.step->finish(eager.step->enqueue(batches[i].images, batches[i].labels)));
+    got.push_back(graphed.finish(graphed.enqueue(batches[i].images, batches[i].labels)));
+  }
+  expect_same_results(got, expected);
+  expect_same_state(graphed_model, eager);
+}
+
 TEST_F(GpuGraphStep, GraphedStepsEqualEagerStepsBitForBit) {
   SKIP_WITHOUT_CUDA();
   Model eager = make_model(), graphed_model = make_model();
@@ -238,12 +275,8 @@ TEST_F(GpuGraphStep, AFailedRecordingFallsBackToEagerSteps) {
   Model eager = make_model();
   Model graphed_model = make_model();
   const ConvBnHead* net = graphed_model.net.get();
-  graphed_model.step = std::make_unique<engine::TrainingStep>(
-      [net](const Tensor& x) {
-        (void)x.to_vector();  // a host copy: a synchronisation
-        return net->forward(x);
-      },
-      *graphed_model.arena, graphed_model.adam.get());
+  graphed_model.step =
+      std::make_unique<engine::TrainingStep>(host_reading_forward(net), *graphed_model.arena, graphed_model.adam.get());
   std::vector<std::string> lines;
   engine::GraphOptions options;
   options.log = [&lines](const std::string& line) { lines.push_back(line); };
@@ -262,6 +295,63 @@ TEST_F(GpuGraphStep, AFailedRecordingFallsBackToEagerSteps) {
   engine::GraphedTrainingStep graphed_again(*again.step);
   for (int i = 0; i < 3; ++i) graphed_again.finish(graphed_again.enqueue(batches[0].images, batches[0].labels));
   EXPECT_TRUE(graphed_again.recorded());
+}
+
+// bf16 steps: the weights' bf16 working copy is refreshed outside the graph, so a write to the masters
+// between replays (told to the arena) reaches the next replay, as it reaches the next eager step.
+TEST_F(GpuGraphStep, Bf16MasterWeightsWrittenBetweenReplaysReachTheNextReplay) {
+  SKIP_WITHOUT_CUDA();
+  Model eager = make_model(nullptr, engine::Precision::bf16);
+  Model graphed_model = make_model(nullptr, engine::Precision::bf16);
+  engine::GraphedTrainingStep graphed(*graphed_model.step);
+  ASSERT_TRUE(graphed.off_reason().empty()) << graphed.off_reason();
+  std::vector<Batch> batches;
+  for (uint64_t i = 0; i < 7; ++i) batches.push_back(make_batch(120 + i));
+  compare_one_at_a_time(batches, eager, graphed_model, graphed, [](size_t i, Model& m) {
+    if (i == 4) halve_master_weights(m);  // between two replays
+  });
+  EXPECT_EQ(graphed.replayed_steps(), 5);
+}
+
+// A bf16 copy that is stale when the recording starts and a recording that then fails: the copy is
+// refreshed before the capture (not inside it, where the refresh would never run), so the eager steps
+// that follow read the current weights.
+TEST_F(GpuGraphStep, Bf16AFailedRecordingLeavesTheWorkingCopyCurrent) {
+  SKIP_WITHOUT_CUDA();
+  Model eager = make_model(nullptr, engine::Precision::bf16);
+  Model graphed_model = make_model(nullptr, engine::Precision::bf16);
+  graphed_model.step = std::make_unique<engine::TrainingStep>(
+      host_reading_forward(graphed_model.net.get()), *graphed_model.arena, graphed_model.adam.get(),
+      graphed_model.step->options());
+  std::vector<std::string> lines;
+  engine::GraphOptions options;
+  options.log = [&lines](const std::string& line) { lines.push_back(line); };
+  engine::GraphedTrainingStep graphed(*graphed_model.step, options);
+  std::vector<Batch> batches;
+  for (uint64_t i = 0; i < 5; ++i) batches.push_back(make_batch(130 + i));
+  compare_one_at_a_time(batches, eager, graphed_model, graphed, [](size_t i, Model& m) {
+    if (i == 2) halve_master_weights(m);  // just before the recording
+  });
+  EXPECT_FALSE(graphed.recorded());
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("recording the step failed"), std::string::npos) << lines[0];
+}
+
+// A batch whose labels have another dtype than the graph's runs eagerly (its own signature) instead of
+// failing inside the replay and turning graphs off for the rest of the run.
+TEST_F(GpuGraphStep, LabelsOfAnotherDtypeRunEagerlyAndKeepTheGraph) {
+  SKIP_WITHOUT_CUDA();
+  Model m = make_model();
+  engine::GraphedTrainingStep graphed(*m.step);
+  const Batch b = make_batch(140);
+  for (int i = 0; i < 3; ++i) graphed.finish(graphed.enqueue(b.images, b.labels));
+  ASSERT_TRUE(graphed.recorded());
+  const Tensor bf16_labels = b.labels.to(engine::DType::bf16);
+  EXPECT_TRUE(std::isfinite(graphed.finish(graphed.enqueue(b.images, bf16_labels)).loss));
+  EXPECT_TRUE(graphed.recorded()) << graphed.off_reason();
+  EXPECT_EQ(graphed.eager_steps(), 3);
+  graphed.finish(graphed.enqueue(b.images, b.labels));
+  EXPECT_EQ(graphed.replayed_steps(), 2);
 }
 
 #ifdef ENGINE_WITH_CUDA
@@ -286,6 +376,29 @@ TEST(GpuGraphPool, ABlockUsedByAGraphIsKeptForItUntilTheGraphIsDestroyed) {
   EXPECT_EQ(after, cached) << "the graph's blocks return to the cache with it";
   kernels::cuda::release(after);
   kernels::cuda::release(outside);
+  kernels::cuda::stream_synchronize();
+}
+
+// A block of a live graph's pool released while another graph records stays with its graph: the second
+// graph must not be handed an address the first one's replays write.
+TEST(GpuGraphPool, ABlockOfALiveGraphReleasedDuringAnotherCaptureStaysWithItsGraph) {
+  SKIP_WITHOUT_CUDA();
+  const size_t bytes = (size_t(15) << 20) + 1;  // a size class no other test uses (16 MiB)
+  kernels::cuda::begin_graph_capture();
+  void* first_block = kernels::cuda::allocate(bytes, "first graph's block");
+  kernels::cuda::fill(kernels::MatrixView(static_cast<float*>(first_block), 1, 16, 16), 1.0f);
+  kernels::cuda::Graph* first = kernels::cuda::end_graph_capture();  // first_block still held
+  kernels::cuda::begin_graph_capture();
+  kernels::cuda::release(first_block);  // released while the second graph records
+  void* second_block = kernels::cuda::allocate(bytes, "second graph's block");
+  EXPECT_NE(second_block, first_block) << "the second graph was given the first graph's block";
+  kernels::cuda::fill(kernels::MatrixView(static_cast<float*>(second_block), 1, 16, 16), 2.0f);
+  kernels::cuda::release(second_block);
+  kernels::cuda::Graph* second = kernels::cuda::end_graph_capture();
+  kernels::cuda::launch_graph(first);
+  kernels::cuda::launch_graph(second);
+  kernels::cuda::destroy_graph(second);
+  kernels::cuda::destroy_graph(first);
   kernels::cuda::stream_synchronize();
 }
 
