@@ -1,40 +1,63 @@
 #!/usr/bin/env bash
-# The CPU comparison of issue 4, in one run on one machine: our DenseNet-201 and Inception-ResNet-v2
-# (bench_nets_cpu) next to PyTorch's (Debian's python3-torch/torchvision, timm from the project's venv),
-# same threads and batch, seconds per image forward and forward+backward, the ratio, and the fraction of
-# the CPU's peak our runs reach.
-#   scripts/bench_cpu.sh [--threads N] [--batch N] [--reps N] [--quick]
+# The CPU comparison of our nets against PyTorch, in one run on one machine: our DenseNet-201 and
+# Inception-ResNet-v2 (bench_nets_cpu) next to PyTorch's on the same threads and batch: Debian's torch 1.13
+# (torchvision, timm from the project's venv; contiguous NCHW, as the parity tests run it) and PyTorch 2.x
+# from PyPI in its own venv (scripts/lib/torch2_env.sh; channels-last, the layout its oneDNN convolutions
+# want). Seconds per image forward and forward + backward, the ratios, and the fraction of the CPU's peak
+# our runs reach.
+#   scripts/bench_cpu.sh [--threads N] [--batch N] [--reps N] [--quick] [--only NET] [--no-torch2]
+# --no-torch2 leaves out PyTorch 2.x (its venv takes about 5.5 GB and a download on first use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
 source scripts/lib/python_env.sh
+source scripts/lib/torch2_env.sh
 
-args=("$@")
+args=()
+with_torch2=1
+for arg in "$@"; do
+  if [ "$arg" = "--no-torch2" ]; then with_torch2=0; else args+=("$arg"); fi
+done
 BUILD_DIR="${BUILD_DIR:-build}"
 engine_ensure_build_deps
 engine_build "$BUILD_DIR" >/dev/null
 engine_python_env >/dev/null
 PYTHON="${ENGINE_VENV:-.venv}/bin/python"
+if [ "$with_torch2" = 1 ]; then engine_torch2_env; fi
 
 ours=$(mktemp) theirs=$(mktemp)
 trap 'rm -f "$ours" "$theirs"' EXIT
 "$BUILD_DIR/bench_nets_cpu" "${args[@]}" | tee "$ours"
 echo
 "$PYTHON" scripts/bench_torch_cpu.py "${args[@]}" | tee "$theirs"
+if [ "$with_torch2" = 1 ]; then
+  echo
+  "$ENGINE_TORCH2_PYTHON" scripts/bench_torch_cpu.py --tag torch2 --channels-last "${args[@]}" | tee -a "$theirs"
+fi
 echo
 # Ours: "<net> <input> <GMAC> | <fwd> <GFLOP/s> <peak%> | <fwd+bwd> <GFLOP/s> <peak%>"; theirs:
-# "torch <net> <input> <fwd> <fwd+bwd>".
-awk '
+# "torch <net> <input> <fwd> <fwd+bwd>" (Debian's 1.13) and "torch2 ..." (2.x, channels-last).
+# One table per pass; a column of PyTorch 2.x only when it ran.
+awk -v torch2="$with_torch2" '
   FNR == NR && $4 == "|" && $8 == "|" { key = $1 " " $2; fwd[key] = $5; fb[key] = $9; pf[key] = $7; pfb[key] = $11; next }
-  FNR != NR && $1 == "torch" { key = $2 " " $3; tfwd[key] = $4; tfb[key] = $5; order[++n] = key }
-  END {
-    printf "%-26s | %10s %10s %7s %6s | %10s %10s %7s %6s\n", "net @ input (s/image)", "ours fwd", "torch fwd",
-           "ratio", "peak", "ours f+b", "torch f+b", "ratio", "peak"
+  FNR != NR && $1 == "torch" { key = $2 " " $3; t1[key, "fwd"] = $4; t1[key, "fb"] = $5; order[++n] = key }
+  FNR != NR && $1 == "torch2" { key = $2 " " $3; t2[key, "fwd"] = $4; t2[key, "fb"] = $5 }
+  function table(title, ours, pass,   i, k) {
+    printf "%-26s | %8s %6s | %9s %6s", title, "ours", "peak", "torch1.13", "ratio"
+    if (torch2 == 1) printf " | %9s %6s", "torch2 CL", "ratio"
+    printf "\n"
     for (i = 1; i <= n; ++i) {
       k = order[i]
       if (!(k in fwd)) continue
-      printf "%-26s | %10.3f %10.3f %6.2fx %6s | %10.3f %10.3f %6.2fx %6s\n", k, fwd[k], tfwd[k], tfwd[k] / fwd[k],
-             pf[k], fb[k], tfb[k], tfb[k] / fb[k], pfb[k]
+      printf "%-26s | %8.3f %6s | %9.3f %5.2fx", k, ours[k], (pass == "fwd" ? pf[k] : pfb[k]), t1[k, pass],
+             t1[k, pass] / ours[k]
+      if (torch2 == 1 && ((k, pass) in t2)) printf " | %9.3f %5.2fx", t2[k, pass], t2[k, pass] / ours[k]
+      printf "\n"
     }
-    print "ratio = PyTorch time / our time (above 1: we are faster)"
+  }
+  END {
+    table("forward (s/image)", fwd, "fwd")
+    print ""
+    table("forward+backward (s/image)", fb, "fb")
+    print "ratio = PyTorch time / our time (above 1: we are faster); CL = channels-last"
   }' "$ours" "$theirs"
