@@ -14,7 +14,12 @@
 // bf16 output rounded once to nearest even (on the GPU the forward's bias is added after cuDNN's rounding
 // and rounded again: kernels/cuda/conv_cudnn.cpp). The CPU widens into f32 copies and runs the f32
 // kernels (the reference); CUDA runs cuDNN on bf16 operands directly (f32 compute) where all are bf16,
-// and f32 copies otherwise. conv2d_backward_filter takes bf16 x and dy as they are (f32 dw and dbias).
+// and f32 copies otherwise.
+// conv2d_backward_filter takes bf16 x and dy as they are, with f32 dw and dbias: the weight gradient of
+// mixed precision as PyTorch's autocast makes it (its convolution's weight is a bf16 copy, so cuDNN gives
+// a bf16 dW): dW's f32 sums rounded once to bf16, then written into (or added to, in f32) dw; dbias is
+// f32 column sums of dy. The CPU rounds the f32 kernel's result; CUDA runs cuDNN's bf16 configuration
+// into a bf16 scratch, or the CPU's way where cuDNN has no bf16 algorithm for the shape.
 //
 // conv2d_bias_relu_forward is the inference forward y = max(conv(x, w) + bias, 0): on the CPU the
 // forward then ReLU (the same values), on the GPU one fused cuDNN call (f32).
@@ -62,6 +67,15 @@ inline ReadRead conv_backward_filter_operands(const char* kernel, const Conv2dGe
     check_output(kernel, g, dy);
   }
   return {x.f32(), x.ld, dy.f32(), dy.ld};
+}
+
+// conv2d_backward_filter's checks on bf16 x and dy, which keep their element type.
+inline void check_backward_filter_views(const char* kernel, const Conv2dGeometry& g, ConstMatrixView x,
+                                        ConstMatrixView dy) {
+  if (g.output_rows() > 0) {
+    check_input(kernel, g, x);
+    check_output(kernel, g, dy);
+  }
 }
 
 // conv2d_forward_mixed's element types after its checks: x and w of one type (`inputs`), y of

@@ -351,9 +351,29 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
     zero_rows(dx + zero_from * g.in_w * ldx, (input_rows - zero_from) * g.in_w, g.in_c, ldx);
 }
 
+namespace {
+
+// conv2d_backward_filter on bf16 x or dy (conv.h): the f32 kernel on widened copies into a zeroed f32 dW
+// (adding the sums to zeros is exact, and dbias accumulates as asked), each element rounded once to
+// bf16, then written into or added to dw.
+void backward_filter_bf16(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view, float* dw,
+                          float* dbias, bool accumulate) {
+  check_backward_filter_views("conv2d_backward_filter", g, x_view, dy_view);
+  const int64_t n = g.out_c * patch_cols(g);
+  if (n <= 0) return;
+  std::vector<float> sums(static_cast<size_t>(n), 0.0f);
+  run_widened(&conv2d_backward_filter, g, x_view, dy_view, sums.data(), dbias, accumulate);
+  for (int64_t i = 0; i < n; ++i) {
+    const float rounded = static_cast<float>(BFloat16(sums[static_cast<size_t>(i)]));
+    dw[i] = accumulate ? dw[i] + rounded : rounded;
+  }
+}
+
+}  // namespace
+
 void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
                             ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
-  if (any_bf16(x_view, dy_view)) return run_widened(&conv2d_backward_filter, g, x_view, dy_view, dw, dbias, accumulate);
+  if (any_bf16(x_view, dy_view)) return backward_filter_bf16(g, x_view, dy_view, dw, dbias, accumulate);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   const int64_t cols = patch_cols(g);
   if (g.out_c <= 0 || cols <= 0) return;

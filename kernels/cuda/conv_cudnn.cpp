@@ -785,10 +785,58 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
                        v.strides, accumulate);
 }
 
+namespace detail {
+namespace {
+
+// conv2d_backward_filter on bf16 x or dy (conv.h): dW rounded once to bf16, then into the f32 dw. With
+// both bf16, cuDNN's bf16 configuration (f32 sums) writes a bf16 scratch; otherwise, or where cuDNN has
+// no bf16 algorithm for the shape, the f32 path on widened copies and one rounding into the scratch (the
+// CPU's way). dbias: f32 column sums of dy (widened by the kernel's emulation).
+void backward_filter_bf16(const Conv2dGeometry& g, ConstMatrixView x_view, ConstMatrixView dy_view, float* dw,
+                          float* dbias, bool accumulate) {
+  check_backward_filter_views("conv2d_backward_filter", g, x_view, dy_view);
+  const int64_t cols = g.kernel_h * g.kernel_w * g.in_c;
+  if (g.out_c <= 0 || cols <= 0) return;
+  const int64_t pixels = g.output_rows();
+  if (dbias) column_sums(ConstMatrixView(dy_view.data, pixels > 0 ? pixels : 0, g.out_c, dy_view.ld, dy_view.dtype),
+                         dbias, accumulate);
+  const MatrixView dw_view(dw, g.out_c, cols, cols);
+  if (pixels <= 0) {
+    if (!accumulate) fill(dw_view, 0.0f);
+    return;
+  }
+  detail::ScopedBuffer rounded(sizeof(BFloat16) * size_t(g.out_c * cols), "bf16 weight gradient");
+  const MatrixView rounded_view(rounded.as<void>(), g.out_c, cols, cols, DType::bf16);
+  bool ran = false;
+  std::string why;
+  if (x_view.dtype == DType::bf16 && dy_view.dtype == DType::bf16) {
+    validate(g);
+    std::lock_guard<std::mutex> lock(g_conv_mutex);
+    Operands o;
+    o.dy = dy_view.data;
+    o.dw = rounded.as<void>();
+    o.beta = 0.0f;
+    ran = try_run_on_input(Pass::backward_filter, g, DType::bf16, x_view.data, x_view.ld, dy_view.ld, o, &why);
+  }
+  if (!ran) {
+    if (!why.empty()) note_fallback(why, "it in f32 on widened copies");
+    detail::ScopedBuffer sums(sizeof(float) * size_t(g.out_c * cols), "f32 weight gradient");
+    const MatrixView sums_view(sums.as<float>(), g.out_c, cols, cols);
+    run_widened(&conv2d_backward_filter, g, x_view, dy_view, sums.as<float>(), nullptr, false);
+    convert(sums_view, rounded_view);
+  }
+  if (accumulate)
+    add(dw_view, rounded_view, dw_view);  // f32 + widened bf16, in f32
+  else
+    convert(rounded_view, dw_view);
+}
+
+}  // namespace
+}  // namespace detail
+
 void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
                             ConstMatrixView dy_view, float* dw, float* dbias, bool accumulate) {
-  // bf16 x and dy: widened, as cuDNN's bf16 configuration would give a bf16 dw, and dw is f32.
-  if (any_bf16(x_view, dy_view)) return run_widened(&conv2d_backward_filter, g, x_view, dy_view, dw, dbias, accumulate);
+  if (any_bf16(x_view, dy_view)) return backward_filter_bf16(g, x_view, dy_view, dw, dbias, accumulate);
   const int64_t cols = g.kernel_h * g.kernel_w * g.in_c;
   if (g.out_c <= 0 || cols <= 0) return;
   const int64_t pixels = g.batch * g.out_h() * g.out_w();

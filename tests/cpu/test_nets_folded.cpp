@@ -22,6 +22,7 @@
 
 #include "nets/densenet.h"
 #include "nets/registry.h"
+#include "support/folded_nets.h"
 #include "support/gradcheck.h"
 
 namespace {
@@ -32,40 +33,8 @@ using nets::Head;
 
 constexpr double kMaxRelativeL2 = 2e-6;
 
-double relative_l2(const Tensor& actual, const Tensor& expected) {
-  const std::vector<float> a = actual.to_vector(), b = expected.to_vector();
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < b.size() && i < a.size(); ++i) {
-    diff += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    norm += double(b[i]) * b[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
-
-// Every BatchNorm below `module`, depth first.
-void collect_batch_norms(const Module& module, std::vector<BatchNorm*>& out) {
-  for (const auto& [name, child] : module.named_children()) {
-    if (auto* bn = dynamic_cast<BatchNorm*>(child.get())) out.push_back(bn);
-    collect_batch_norms(*child, out);
-  }
-}
-
-// Batch-norm state far from the identity (a fresh net's running statistics are 0 and 1, gamma 1, beta 0,
-// for which the fold is nearly trivial): statistics and affine parameters drawn at random.
-void randomise_batch_norms(nets::Net& net, uint64_t seed) {
-  Generator gen(seed);
-  std::vector<BatchNorm*> norms;
-  collect_batch_norms(net, norms);
-  ASSERT_FALSE(norms.empty());
-  for (BatchNorm* bn : norms) {
-    const Shape shape{bn->spec().channels};
-    bn->running_mean.copy_from(test_support::random_tensor(shape, gen, -0.2f, 0.2f));
-    bn->running_var.copy_from(test_support::random_tensor(shape, gen, 0.5f, 2.0f));
-    if (bn->weight.defined()) bn->weight.copy_from(test_support::random_tensor(shape, gen, 0.6f, 1.4f));
-    if (bn->bias.defined()) bn->bias.copy_from(test_support::random_tensor(shape, gen, -0.2f, 0.2f));
-  }
-}
+using test_support::randomise_batch_norms;
+using test_support::relative_l2;
 
 std::vector<std::pair<std::string, std::vector<float>>> state_values(const Module& module) {
   std::vector<std::pair<std::string, std::vector<float>>> values;

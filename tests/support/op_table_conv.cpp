@@ -157,8 +157,9 @@ std::vector<OpCase> conv_cases() {
   };
   // The engine op with a bf16 x, forward and backward (docs/precision.md): the f32 weight read as its bf16
   // working copy (drawn bf16-representable here), f32 accumulation, the f32 bias added before y's one
-  // rounding (rtol 4e-3). Backward: dx (backward-data) rounded once; dW and db (backward-filter) f32 from
-  // the same bf16 values, summation order only. GPU against CPU: one ulp (rtol 8e-3).
+  // rounding (rtol 4e-3). Backward: dx (backward-data) rounded once; dW rounded once to bf16 (the
+  // mixed-precision weight gradient, kernels/conv.h), db f32 from the same bf16 values. GPU against CPU:
+  // one ulp (rtol 8e-3).
   const Tolerance once{1e-5, 4e-3}, gpu{1e-5, 8e-3};
   for (const char* name : {"densenet_stem_7x7_s2_p3", "slice_in_and_out_3x3",
                            "densenet_growth_3x3_p1_slice_out", "irv2_block17_1x7_same", "irv2_block_1x1_bias",
