@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,13 @@ struct DeviceMemoryStats {
   int64_t in_use_bytes = 0;   // handed out now
   int64_t peak_bytes = 0;     // the most in use at once since the last reset
   int64_t cached_bytes = 0;   // held by the allocator: in use plus free lists
+};
+
+// A point in a device's queue of work (DeviceBackend::record_marker).
+class DeviceMarker {
+ public:
+  virtual ~DeviceMarker() = default;
+  virtual void wait() const = 0;  // returns when the device has done everything queued before the marker
 };
 
 class DeviceBackend {
@@ -69,6 +77,16 @@ class DeviceBackend {
   // nearest even, bf16 -> f32 is exact). Ordered with the device's kernels, as fills are.
   virtual void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t count) const = 0;
   virtual void synchronize() const = 0;  // waits for everything queued on the device
+
+  // --- Without waiting -----------------------------------------------------------------------------
+  // Host <-> device copies queued with the device's kernels, returning at once: the host memory should be
+  // pinned (Storage's pinned memory; pageable memory is staged by the driver, which may wait) and must
+  // stay alive and untouched until the device has passed the copy, which a marker recorded after it tells
+  // (CPU: plain copies). A marker is a point in the device's queue: wait() returns when everything queued
+  // before it is done, and not later (a full synchronize would also wait for what was queued after).
+  virtual void copy_from_host_async(void* dst, const void* src, size_t bytes) const = 0;
+  virtual void copy_to_host_async(void* dst, const void* src, size_t bytes) const = 0;
+  virtual std::shared_ptr<DeviceMarker> record_marker() const = 0;
 
   // --- Numerics switches (runtime.h sets them on every backend) ------------------------------------
   virtual void set_deterministic(bool deterministic) const = 0;

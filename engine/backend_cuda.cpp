@@ -117,6 +117,26 @@ class CudaBackend final : public DeviceBackend {
     kernels::cuda::synchronize();
   }
 
+  void copy_from_host_async(void* dst, const void* src, size_t bytes) const override {
+    kernels::cuda::copy_host_to_device_async(dst, src, bytes);
+  }
+  void copy_to_host_async(void* dst, const void* src, size_t bytes) const override {
+    kernels::cuda::copy_device_to_host_async(dst, src, bytes);
+  }
+  // A CUDA event on the kernels' stream; waiting on it is the one host synchronisation it costs.
+  std::shared_ptr<DeviceMarker> record_marker() const override {
+    struct Event : DeviceMarker {
+      explicit Event(kernels::cuda::StreamMarker* m) : marker(m) {}
+      ~Event() override { kernels::cuda::destroy_stream_marker(marker); }
+      void wait() const override {
+        count_host_sync();
+        kernels::cuda::wait_stream_marker(marker);
+      }
+      kernels::cuda::StreamMarker* marker;
+    };
+    return std::make_shared<Event>(kernels::cuda::record_stream_marker());
+  }
+
   void set_deterministic(bool deterministic) const override { kernels::cuda::set_deterministic(deterministic); }
   bool deterministic() const override { return kernels::cuda::deterministic(); }
   void set_allow_tf32(bool allow) const override { kernels::cuda::set_allow_tf32(allow); }

@@ -174,6 +174,7 @@ PendingStep GraphedTrainingStep::replay(const Tensor& images, const Tensor& labe
   NoGradGuard no_grad;
   pending.loss = static_loss_.clone();  // the next replay overwrites the static outputs
   pending.logits = static_logits_.clone();
+  queue_host_readback(pending);  // after the clones: the next replay may overwrite the static outputs
   ++replayed_;
   return pending;
 }

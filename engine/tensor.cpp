@@ -215,6 +215,14 @@ Tensor Tensor::to(Device target) const {
   return copy;
 }
 
+Tensor Tensor::to_nonblocking(Device target) const {
+  if (device() == target || !device().is_cpu() || target.is_cpu() || !storage()->pinned() || !is_contiguous())
+    return to(target);
+  Tensor copy = empty(shape(), target, dtype());
+  backend_for(target).copy_from_host_async(copy.raw_data(), raw_data(), numel() * dtype_size(dtype()));
+  return copy;
+}
+
 Tensor Tensor::to(DType target) const {
   if (dtype() == target) return *this;
   Tensor source = contiguous();

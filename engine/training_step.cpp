@@ -2,6 +2,8 @@
 #include "engine/training_step.h"
 
 #include <cmath>
+#include <mutex>
+#include <vector>
 
 #include "engine/check.h"
 #include "engine/ops.h"
@@ -95,15 +97,65 @@ PendingStep TrainingStep::enqueue(const Tensor& images, const Tensor& labels, co
   backward_update(loss);
   pending.loss = loss.detach();
   pending.logits = logits.detach();
+  queue_host_readback(pending);
   return pending;
+}
+
+namespace {
+
+// A pinned host tensor for a readback, from a small pool: allocating and freeing pinned memory is slow
+// (and cudaFreeHost waits for the device), so buffers nobody holds any more are reused, as the loader's.
+// The pool keeps one handle per buffer and hands out views (handles of their own on the same storage), so
+// the storage's use count is 1 exactly when nobody outside holds it.
+Tensor pinned_readback_buffer(const Shape& shape, DType dtype) {
+  static std::mutex mutex;
+  static std::vector<Tensor> pool;
+  constexpr size_t kPoolSize = 16;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto unused = [](const Tensor& t) { return t.storage().use_count() == 1; };
+  for (const Tensor& buffer : pool)
+    if (unused(buffer) && buffer.shape() == shape && buffer.dtype() == dtype) return buffer.view(shape);
+  Tensor buffer = Tensor::empty_pinned(shape, dtype);
+  if (pool.size() < kPoolSize) {
+    pool.push_back(buffer);
+  } else {  // full: replace one nobody holds (freeing pinned memory is rare then: a new shape)
+    for (Tensor& old : pool)
+      if (unused(old)) {
+        old = buffer;
+        break;
+      }
+  }
+  return buffer.view(shape);  // a handle of its own: the storage's use count says the buffer is held
+}
+
+}  // namespace
+
+void queue_host_readback(PendingStep& pending) {
+  const Device device = pending.loss.device();
+  if (device.is_cpu()) return;
+  NoGradGuard no_grad;
+  const DeviceBackend& backend = backend_for(device);
+  const Tensor loss = pending.loss.contiguous(), logits = pending.logits.contiguous();
+  pending.host_loss = pinned_readback_buffer(loss.shape(), loss.dtype());
+  pending.host_logits = pinned_readback_buffer(logits.shape(), logits.dtype());
+  backend.copy_to_host_async(pending.host_loss.raw_data(), loss.raw_data(), loss.numel() * dtype_size(loss.dtype()));
+  backend.copy_to_host_async(pending.host_logits.raw_data(), logits.raw_data(),
+                             logits.numel() * dtype_size(logits.dtype()));
+  pending.readback = backend.record_marker();
 }
 
 StepResult TrainingStep::finish(const PendingStep& pending) {
   ENGINE_CHECK(pending.defined()) << "TrainingStep::finish of a step that was not enqueued";
   StepResult result;
-  result.loss = read_loss(pending.loss);
+  if (pending.readback) {
+    pending.readback->wait();  // the step's copies are done; later steps may still run
+    result.loss = pending.host_loss.to(DType::f32).data()[0];
+    result.logits = pending.host_logits;
+  } else {
+    result.loss = read_loss(pending.loss);
+    result.logits = pending.logits;
+  }
   result.finite = std::isfinite(result.loss);
-  result.logits = pending.logits;
   // The device skipped this step's update and every later one (the flag is sticky): the count goes back.
   if (!result.finite && optimizer_) optimizer_->set_step_count(pending.optimizer_steps_before);
   return result;

@@ -25,7 +25,10 @@
 //      test that sets a sticky non-finite flag (kernels flag_nonfinite), backward, reduce_gradients and an
 //      update that the optimizer's kernel skips while the flag is set (Optimizer::set_skip_flag). It reads
 //      nothing back. finish(pending) reads the loss when the caller chooses (the trainer: the previous
-//      step's, after enqueueing the next). A non-finite loss leaves the parameters and the optimizer's
+//      step's, after enqueueing the next). On a GPU, enqueue() also queues copies of the loss and logits
+//      into pinned host memory and a marker behind them (queue_host_readback), and finish() waits for
+//      that marker only: reading step k does not wait for step k + 1, which the device may still be
+//      running, so the host prepares step k + 2 meanwhile. A non-finite loss leaves the parameters and the optimizer's
 //      moments as they were, like run(); because the flag stays set, so does every step enqueued after
 //      it, and finish() of the non-finite step puts the optimizer's step count back to where it was
 //      before that step. clear_nonfinite() resets the flag (to go on training after one). Unlike run(),
@@ -54,6 +57,7 @@
 #include <string>
 #include <utility>
 
+#include "engine/backend.h"
 #include "engine/optim.h"
 #include "engine/tensor.h"
 
@@ -77,7 +81,9 @@ struct StepOptions {
 
 struct StepResult {
   double loss = 0;  // the batch's mean (or weighted) BCE, read back to the host
-  Tensor logits;    // [N, 1] of the forward pass, on the device, part of the autograd graph
+  // [N, 1] of the forward pass: run() gives the device's, part of the autograd graph; finish() a detached
+  // copy, on the host where the step ran on a GPU (read back with the loss, without another wait).
+  Tensor logits;
   bool finite = true;  // false: the loss was NaN or infinite and nothing was updated
 };
 
@@ -86,8 +92,16 @@ struct PendingStep {
   Tensor loss;    // the scalar loss, on the device, detached
   Tensor logits;  // [N, 1], on the device, detached (the step's autograd graph is not kept alive)
   int64_t optimizer_steps_before = 0;  // the optimizer's step count before this step
+  // On a GPU: host copies of the loss and logits (pinned), queued right behind the step's loss, and the
+  // marker after them. finish() waits on the marker alone, so reading step k does not wait for step k + 1
+  // enqueued since (a full synchronisation would). Absent on the CPU, where loss and logits are on the host.
+  Tensor host_loss, host_logits;
+  std::shared_ptr<DeviceMarker> readback;
   bool defined() const { return loss.defined(); }
 };
+
+// Queues pending's host copies and marker (above) where loss and logits are on a device; nothing on the CPU.
+void queue_host_readback(PendingStep& pending);
 
 class TrainingStep {
  public:

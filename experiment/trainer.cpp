@@ -683,9 +683,12 @@ TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
     if (!loader.next(batch)) break;
     maybe_killed_for_test(run);
     set_scheduled_lr(run, epoch);
-    engine::PendingStep current =
-        run.graphed->enqueue(batch.images.to(run.device), batch.labels.to(run.device),
-                          o.class_weights ? batch.weights.to(run.device) : Tensor());
+    // The batch goes up without waiting (the loader's batches are pinned): the GPU may still be running
+    // the previous step. `batch` stays held in `previous` until that step's readback has been waited on,
+    // after which the device has passed these copies too.
+    engine::PendingStep current = run.graphed->enqueue(
+        batch.images.to_nonblocking(run.device), batch.labels.to_nonblocking(run.device),
+        o.class_weights ? batch.weights.to_nonblocking(run.device) : Tensor());
     if (!finish_previous()) {
       loader.stop();
       break;

@@ -113,6 +113,30 @@ void copy_device_to_host_async(void* dst, const void* src, size_t bytes) {
 }
 void synchronize() { KERNELS_CUDA_CHECK(cudaDeviceSynchronize()); }
 
+struct StreamMarker {
+  cudaEvent_t event = nullptr;
+};
+StreamMarker* record_stream_marker() {
+  auto* marker = new StreamMarker;
+  const cudaError_t created = cudaEventCreateWithFlags(&marker->event, cudaEventDisableTiming);
+  if (created != cudaSuccess) {
+    delete marker;
+    KERNELS_CUDA_CHECK(created);
+  }
+  const cudaError_t recorded = cudaEventRecord(marker->event, kernels_stream());
+  if (recorded != cudaSuccess) {
+    destroy_stream_marker(marker);
+    KERNELS_CUDA_CHECK(recorded);
+  }
+  return marker;
+}
+void wait_stream_marker(StreamMarker* marker) { KERNELS_CUDA_CHECK(cudaEventSynchronize(marker->event)); }
+void destroy_stream_marker(StreamMarker* marker) noexcept {
+  if (marker == nullptr) return;
+  if (marker->event != nullptr) cudaEventDestroy(marker->event);
+  delete marker;
+}
+
 void* pinned_host_malloc(size_t bytes) {
   void* ptr = nullptr;
   KERNELS_CUDA_CHECK(cudaMallocHost(&ptr, bytes));

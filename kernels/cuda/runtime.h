@@ -31,6 +31,13 @@ void copy_host_to_device_async(void* dst, const void* src, size_t bytes);
 void copy_device_to_host_async(void* dst, const void* src, size_t bytes);
 void synchronize();
 
+// A point of the kernels' stream (a CUDA event without timing): the host can wait for exactly the work
+// queued before it, not for what is queued after (stream_synchronize would). Not during graph capture.
+struct StreamMarker;
+StreamMarker* record_stream_marker();
+void wait_stream_marker(StreamMarker* marker);  // returns when the stream has passed the marker
+void destroy_stream_marker(StreamMarker* marker) noexcept;
+
 // Page-locked host memory: host<->device copies from it run at full speed and can be asynchronous.
 void* pinned_host_malloc(size_t bytes);  // throws std::runtime_error on failure
 void pinned_host_free(void* ptr);

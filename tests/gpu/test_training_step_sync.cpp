@@ -1,7 +1,8 @@
 // A training step on the GPU synchronises nothing (engine/training_step.h, seam (a')): enqueue() of a
 // small conv - BN - ReLU - pool - linear net (the ops of DenseNet's layers; BCE, Adam) makes no host copy and no synchronisation
 // through the device table (engine::host_sync_count, counted in the backends' copy_to_host,
-// copy_from_host and synchronize), and finish() makes exactly one (the loss); the deferred step equals
+// copy_from_host and synchronize), and finish() makes exactly one (the wait on its loss and logits'
+// readback, which does not wait for later steps); the deferred step equals
 // run() on the same device bit for bit; a NaN batch leaves parameters and Adam moments untouched on the
 // device. (Kernels that synchronise by themselves, outside the device table, are not counted: none of a
 // step's kernels do since the BCE forward keeps its mean on the device.)
@@ -97,6 +98,43 @@ TEST(GpuTrainingStep, EnqueueMakesNoHostSynchronisation) {
   EXPECT_EQ(during, 0) << "host synchronisations inside one training step";
   EXPECT_TRUE(std::isfinite(m.step->finish(pending).loss));
   EXPECT_EQ(engine::host_sync_count() - before, 1) << "finish reads the loss: one copy";
+}
+
+// finish(k) waits for step k's own readback (a marker behind its loss and logits), not for the step
+// enqueued after it: with a long step k + 1 queued (many more enqueued behind it), reading step k returns
+// while the device is still busy, and gives step k's values.
+TEST(GpuTrainingStep, FinishWaitsForItsOwnStepOnly) {
+  SKIP_WITHOUT_CUDA();
+  Model m = make_model();
+  const Batch b = make_batch(2);
+  m.step->finish(m.step->enqueue(b.images, b.labels));  // warm-up
+  const engine::PendingStep first = m.step->enqueue(b.images, b.labels);
+  ASSERT_TRUE(first.readback) << "a GPU step queues its host readback";
+  EXPECT_TRUE(first.host_loss.device().is_cpu() && first.host_loss.storage()->pinned());
+  std::vector<engine::PendingStep> later;
+  for (int i = 0; i < 20; ++i) later.push_back(m.step->enqueue(b.images, b.labels));
+  const engine::StepResult result = m.step->finish(first);
+  EXPECT_TRUE(result.logits.device().is_cpu()) << "the logits come back with the loss";
+  EXPECT_EQ(result.logits.shape(), (engine::Shape{4, 1}));
+  EXPECT_EQ(result.loss, static_cast<double>(first.loss.item())) << "the host copy is the device's loss";
+  for (const engine::PendingStep& p : later) EXPECT_TRUE(std::isfinite(m.step->finish(p).loss));
+}
+
+// Tensor::to_nonblocking: a pinned host batch goes up without waiting and arrives equal to to()'s copy,
+// read after a marker; a pageable one takes to()'s path.
+TEST(GpuTrainingStep, NonBlockingUploadEqualsTo) {
+  SKIP_WITHOUT_CUDA();
+  engine::Generator gen(3);
+  const Tensor values = test_support::random_tensor({4, 16, 16, 3}, gen, -1.0f, 1.0f);
+  Tensor pinned = Tensor::empty_pinned(values.shape());
+  pinned.copy_from(values);
+  ASSERT_TRUE(pinned.storage()->pinned());
+  const int64_t before = engine::host_sync_count();
+  const Tensor up = pinned.to_nonblocking(Device::cuda(0));
+  EXPECT_EQ(engine::host_sync_count() - before, 0) << "a pinned upload waits for nothing";
+  engine::backend_for(Device::cuda(0)).record_marker()->wait();
+  EXPECT_EQ(up.to_vector(), values.to_vector());
+  EXPECT_EQ(values.to_nonblocking(Device::cuda(0)).to_vector(), values.to_vector()) << "pageable: to()";
 }
 
 TEST(GpuTrainingStep, DeferredEqualsRunBitForBit) {
