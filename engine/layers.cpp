@@ -38,6 +38,14 @@ Tensor BatchNorm::forward_relu(const Tensor& x) const {
 
 // One fused call (cuDNN's conv + bias + ReLU on the GPU) for inference; the pair where a gradient is wanted
 // (Grad-CAM through a folded net), since the fused op has no backward.
+Tensor Conv2d::forward_scaled_residual(const Tensor& x, const Tensor& residual, float scale, bool relu) const {
+  const bool wants_grad = grad_enabled() && (x.requires_grad() || residual.requires_grad() || weight.requires_grad() ||
+                                             (bias.defined() && bias.requires_grad()));
+  if (wants_grad || x.dtype() != DType::f32 || residual.dtype() != DType::f32)
+    return scaled_residual(residual, forward(x), scale, relu);
+  return conv2d_scaled_residual(x, weight, bias, residual, scale, relu, spec_.options);
+}
+
 Tensor FoldedConv2d::forward_relu(const Tensor& x) const {
   if (grad_enabled() && x.requires_grad()) return relu(conv2d(x, weight, bias, options));
   return conv2d_bias_relu(x, weight, bias, options);

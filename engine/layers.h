@@ -25,6 +25,9 @@ class Conv2d : public Module {
  public:
   Conv2d(const Conv2dSpec& spec, Generator& gen);
   Tensor forward(const Tensor& x, const Tensor& out = Tensor()) const;
+  // scaled_residual(residual, forward(x), scale, relu): where no gradient is wanted, one fused kernel
+  // (engine::conv2d_scaled_residual) for f32 inputs; else the two ops.
+  Tensor forward_scaled_residual(const Tensor& x, const Tensor& residual, float scale, bool relu) const;
   const Conv2dSpec& spec() const { return spec_; }
   Tensor weight, bias;
 

@@ -39,6 +39,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
 // values as the two ops on the CPU); bias may be undefined (zeros). It has no backward: it refuses inputs
 // that require a gradient while grad mode is on.
 Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options);
+// Inference: scaled_residual(residual, conv2d(x, weight, bias, options), scale, relu) in one kernel call
+// (one cuDNN call on the GPU where it has a fused kernel); the same values on the CPU bit for bit. f32 or
+// bf16 x (bf16 through the kernels' emulation: slower than the ops it replaces); no backward.
+Tensor conv2d_scaled_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual,
+                              float scale, bool relu, const Conv2dOptions& options);
 
 // ---- Batch normalisation --------------------------------------------------------------------------
 struct BatchNormOptions {
@@ -83,6 +88,9 @@ Tensor relu(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor add(const Tensor& a, const Tensor& b);  // same shapes
 Tensor scale(const Tensor& x, float alpha);    // alpha * x
+// Inception-ResNet-v2's residual: relu(x + scale * up) (relu) or x + scale * up, in one pass; f32 results
+// are add(x, scale(up, scale)) (then relu) bit for bit, bf16 ones rounded once. Same shapes; y has x's dtype.
+Tensor scaled_residual(const Tensor& x, const Tensor& up, float scale, bool relu);
 
 // ---- Shapes and channels --------------------------------------------------------------------------
 Tensor reshape(const Tensor& x, const Shape& shape);

@@ -5,6 +5,7 @@
 //   axpy:     dst += alpha * src              (gradient accumulation, residual scale-add backward)
 //   scale:    dst = alpha * src
 //   relu:     y = max(x, 0);    dx = dy * [y > 0]
+//   scaled residual: y = act(x + scale * up);  dx = g, dup = scale * g,  g = dy (* [y > 0] with the ReLU)
 //   sigmoid:  y = 1 / (1 + exp(-x));  dx = dy * y * (1 - y)
 //   fill:     dst = value
 #pragma once

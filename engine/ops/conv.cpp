@@ -123,4 +123,25 @@ Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bia
   return y;
 }
 
+Tensor conv2d_scaled_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual,
+                              float scale, bool relu, const Conv2dOptions& options) {
+  detail::check_same_device("conv2d_scaled_residual", {x, weight, bias, residual});
+  const bool wants_grad = x.requires_grad() || weight.requires_grad() || residual.requires_grad() ||
+                          (bias.defined() && bias.requires_grad());
+  ENGINE_USER_CHECK(!(grad_enabled() && wants_grad))
+      << "conv2d_scaled_residual is for inference and has no backward; call it under a NoGradGuard, or use "
+         "scaled_residual(residual, conv2d(x, weight, bias, options), scale, relu) when training";
+  const kernels::Conv2dGeometry g = conv_geometry("conv2d_scaled_residual", x, weight, bias, options);
+  ENGINE_CHECK(residual.shape() == Shape({g.batch, g.out_h(), g.out_w(), g.out_c}))
+      << "conv2d_scaled_residual: the residual " << residual.str() << " is not the convolution's output shape";
+  Tensor y = Tensor::empty(residual.shape(), x.device(), residual.dtype());
+  const Tensor xr = detail::as_row_matrix(x), rr = detail::as_row_matrix(residual);
+  const Tensor w = x.dtype() == DType::bf16 ? detail::bf16_working_copy(weight).to(DType::f32)
+                                            : kernel_weight(weight, DType::f32);
+  const Tensor b = bias.defined() ? bias.contiguous() : Tensor::zeros({g.out_c}, x.device());
+  ENGINE_KERNEL(x.device(), conv2d_scaled_residual_forward)(g, detail::as_rows(xr), w.data(), b.data(), scale,
+                                                            detail::as_rows(rr), detail::as_rows(y), relu);
+  return y;
+}
+
 }  // namespace engine

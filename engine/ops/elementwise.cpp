@@ -67,6 +67,30 @@ Tensor scale(const Tensor& x, float alpha) {
   return y;
 }
 
+Tensor scaled_residual(const Tensor& x, const Tensor& up, float scale, bool relu) {
+  detail::check_same_device("scaled_residual", {x, up});
+  ENGINE_CHECK(x.shape() == up.shape()) << "scaled_residual: shapes " << shape_str(x.shape()) << " and "
+                                        << shape_str(up.shape()) << " differ (no broadcasting)";
+  const Tensor xr = detail::as_row_matrix(x), ur = detail::as_row_matrix(up);
+  Tensor y = Tensor::empty(x.shape(), x.device(), x.dtype());
+  ENGINE_KERNEL(x.device(), scaled_residual_forward)(scale, detail::as_rows(xr), detail::as_rows(ur),
+                                                     detail::as_rows(y), relu);
+  // g = dy (where y > 0 with the ReLU): dx = g, dup = scale * g, each in its input's dtype. Without the
+  // ReLU only y's shape and dtype are needed, not its values.
+  record(y, "scaled_residual", {x, up},
+         [saved_y = relu ? y.detach() : Tensor(), shape = x.shape(), device = x.device(), x_dtype = x.dtype(),
+          up_dtype = up.dtype(), scale, relu](const Tensor& dy_in) {
+           const Tensor dy = detail::as_row_matrix(dy_in);
+           Tensor dx = Tensor::empty(shape, device, x_dtype), dup = Tensor::empty(shape, device, up_dtype);
+           const Tensor mask = relu ? saved_y : dy;  // read only with the ReLU
+           ENGINE_KERNEL(device, scaled_residual_backward)(scale, detail::as_rows(mask), detail::as_rows(dy),
+                                                           detail::as_rows(detail::as_row_matrix(dx)),
+                                                           detail::as_rows(detail::as_row_matrix(dup)), relu);
+           return std::vector<Tensor>{dx, dup};
+         });
+  return y;
+}
+
 void add_into(const Tensor& dst, const Tensor& src) {
   detail::check_same_device("add_into", {dst, src});
   ENGINE_CHECK(dst.shape() == src.shape()) << "add_into: shapes " << shape_str(dst.shape()) << " and "

@@ -417,6 +417,14 @@ void conv2d_bias_relu_forward(const Conv2dGeometry& g, ConstMatrixView x, const 
   relu_forward(y, y);  // a bf16 y: max(round(v), 0) == round(max(v, 0))
 }
 
+void conv2d_scaled_residual_forward(const Conv2dGeometry& g, ConstMatrixView x, const float* w, const float* bias,
+                                    float scale, ConstMatrixView residual, MatrixView y, bool relu) {
+  conv_bias_relu_check("conv2d_scaled_residual_forward", bias);
+  check_same_shape("conv2d_scaled_residual_forward", residual, y);
+  conv2d_forward(g, x, w, bias, y);
+  scaled_residual_forward(scale, residual, y, y, relu);  // in place: y = act(residual + scale * y)
+}
+
 namespace {
 
 // The f32 passes with the weight as a view (dense [out_c, kh * kw * in_c]): what the mixed-precision

@@ -137,6 +137,65 @@ void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView d
   });
 }
 
+void scaled_residual_forward(float scale, ConstMatrixView x_view, ConstMatrixView up_view, MatrixView y_view,
+                             bool relu) {
+  if (any_bf16(x_view, up_view, y_view))
+    return run_widened(&scaled_residual_forward, scale, x_view, up_view, y_view, relu);
+  const auto [rows, cols, x, ldx, up, ld_up, y, ldy] =
+      binary_operands("scaled_residual_forward", x_view, up_view, y_view);
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* xr = x + r * ldx;
+    const float* ur = up + r * ld_up;
+    float* yr = y + r * ldy;
+    if (relu) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float product = scale * ur[c];  // rounded, as scale() rounds it
+        const float v = xr[c] + product;
+        yr[c] = v < 0.0f ? 0.0f : v;  // NaN stays NaN, as relu_forward
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float product = scale * ur[c];
+        yr[c] = xr[c] + product;
+      }
+    }
+  });
+}
+
+void scaled_residual_backward(float scale, ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
+                              MatrixView dup_view, bool relu) {
+  if (any_bf16(y_view, dy_view, dx_view, dup_view))
+    return run_widened(&scaled_residual_backward, scale, y_view, dy_view, dx_view, dup_view, relu);
+  check_same_shape("scaled_residual_backward", dx_view, dup_view);
+  const auto [rows, cols, y, ldy, dy, ld_dy, dx, ldx] =
+      binary_operands("scaled_residual_backward", y_view, dy_view, dx_view);
+  float* const dup = dup_view.f32();
+  const int64_t ld_up = dup_view.ld;
+  for_each_row(rows, cols, [=](int64_t r) {
+    const float* yr = y + r * ldy;
+    const float* dyr = dy + r * ld_dy;
+    float* dxr = dx + r * ldx;
+    float* dur = dup + r * ld_up;
+    if (relu) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float g = yr[c] > 0.0f ? dyr[c] : 0.0f;  // dy read unconditionally: a mask, not a branch
+        dxr[c] = g;
+        dur[c] = scale * g;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float g = dyr[c];
+        dxr[c] = g;
+        dur[c] = scale * g;
+      }
+    }
+  });
+}
+
 void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {
   if (any_bf16(x_view, y_view)) return run_widened(&sigmoid_forward, x_view, y_view);
   const auto [rows, cols, x, ldx, y, ldy] =

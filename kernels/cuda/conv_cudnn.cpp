@@ -170,7 +170,9 @@ struct Descriptors {
 
 // forward_bias_relu: the forward with the bias and ReLU fused into it (its own plans, the forward's
 // algorithms).
-enum class Pass : int { forward = 0, backward_data = 1, backward_filter = 2, forward_bias_relu = 3 };
+// forward_residual: y = relu(alpha * conv(x, w) + z + bias), z the residual (Inception-ResNet-v2's block
+// tail with the scale as alpha and the bias scaled by it).
+enum class Pass : int { forward = 0, backward_data = 1, backward_filter = 2, forward_bias_relu = 3, forward_residual = 4 };
 
 const char* pass_name(Pass pass) {
   switch (pass) {
@@ -178,6 +180,7 @@ const char* pass_name(Pass pass) {
     case Pass::backward_data: return "backward data";
     case Pass::backward_filter: return "backward filter";
     case Pass::forward_bias_relu: return "forward with bias and ReLU";
+    case Pass::forward_residual: return "forward with bias, scaled residual and ReLU";
   }
   return "?";
 }
@@ -218,6 +221,7 @@ cudnnStatus_t workspace_size(Pass pass, const Descriptors& d, int algo, size_t* 
   switch (pass) {
     case Pass::forward:
     case Pass::forward_bias_relu:
+    case Pass::forward_residual:
       return cudnnGetConvolutionForwardWorkspaceSize(handle(), d.x.get(), d.w.get(), d.conv.get(),
                                                      d.y.get(), cudnnConvolutionFwdAlgo_t(algo), bytes);
     case Pass::backward_data:
@@ -252,7 +256,8 @@ std::vector<Heuristic> query_heuristics(Pass pass, const Descriptors& d) {
   int max_count = 0, returned = 0;
   switch (pass) {
     case Pass::forward:
-    case Pass::forward_bias_relu: {
+    case Pass::forward_bias_relu:
+    case Pass::forward_residual: {
       CHECK_CUDNN(cudnnGetConvolutionForwardAlgorithmMaxCount(handle(), &max_count));
       std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(std::max(max_count, 1)));
       CHECK_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(handle(), d.x.get(), d.w.get(), d.conv.get(),
@@ -332,7 +337,9 @@ struct Operands {
   void* y = nullptr;         // forward (output)
   const void* w = nullptr;   // forward, backward data
   void* dw = nullptr;        // backward filter (output)
-  const float* bias = nullptr;  // forward_bias_relu
+  const float* bias = nullptr;  // forward_bias_relu, forward_residual
+  const void* z = nullptr;      // forward_residual: the residual, y's shape and strides
+  float alpha = 1.0f;           // forward_residual: the scale of conv(x, w)
   float beta = 0.0f;         // 0: overwrite the output, 1: accumulate into it
 };
 
@@ -363,6 +370,13 @@ cudnnStatus_t launch(Pass pass, const Descriptors& d, const Candidate& c, void* 
       return cudnnConvolutionBiasActivationForward(
           handle(), &alpha, d.x.get(), o.x, d.w.get(), o.w, d.conv.get(), cudnnConvolutionFwdAlgo_t(c.algo),
           workspace, c.workspace, &alpha2, d.y.get(), o.y, d.bias.get(), o.bias, d.relu.get(), d.y.get(), o.y);
+    }
+    case Pass::forward_residual: {
+      // y = relu(scale * conv(x, w) + 1 * z + bias), z the residual with y's descriptor.
+      const float alpha2 = 1.0f;
+      return cudnnConvolutionBiasActivationForward(
+          handle(), &o.alpha, d.x.get(), o.x, d.w.get(), o.w, d.conv.get(), cudnnConvolutionFwdAlgo_t(c.algo),
+          workspace, c.workspace, &alpha2, d.y.get(), o.z, d.bias.get(), o.bias, d.relu.get(), d.y.get(), o.y);
     }
   }
   return CUDNN_STATUS_BAD_PARAM;
@@ -750,6 +764,39 @@ void conv2d_bias_relu_forward(const Conv2dGeometry& g, ConstMatrixView x_view, c
   note_fallback(why, "the convolution, then the bias and ReLU");
   conv2d_forward(g, x_view, w, bias, y_view);
   relu_forward(ConstMatrixView(y_view), y_view);
+}
+
+void conv2d_scaled_residual_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float* w,
+                                    const float* bias, float residual_scale, ConstMatrixView residual,
+                                    MatrixView y_view, bool relu) {
+  if (any_bf16(x_view, residual, y_view))
+    return run_widened(&conv2d_scaled_residual_forward, g, x_view, w, bias, residual_scale, residual, y_view, relu);
+  conv_bias_relu_check("conv2d_scaled_residual_forward", bias);
+  check_same_shape("conv2d_scaled_residual_forward", residual, y_view);
+  const int64_t pixels = g.batch * g.out_h() * g.out_w();
+  if (pixels <= 0 || g.out_c <= 0) return;
+  const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_scaled_residual_forward", g, x_view, y_view);
+  // The fused call reads z with y's descriptor: both dense (and apart). Without the ReLU (the net's last
+  // Block8) cuDNN would want the identity activation, which only one algorithm takes: the pair then.
+  std::string why;
+  if (relu && ldy == g.out_c && residual.ld == g.out_c && residual.data != y_view.data) {
+    validate(g);
+    detail::ScopedBuffer scaled_bias(sizeof(float) * size_t(g.out_c), "scaled convolution bias");
+    scale(residual_scale, ConstMatrixView(bias, 1, g.out_c, g.out_c),
+          MatrixView(scaled_bias.as<float>(), 1, g.out_c, g.out_c), false);
+    std::lock_guard<std::mutex> lock(g_conv_mutex);
+    Operands o;
+    o.w = w;
+    o.y = y;
+    o.bias = scaled_bias.as<float>();
+    o.z = residual.data;
+    o.alpha = residual_scale;
+    o.beta = 0.0f;
+    if (try_run_on_input(Pass::forward_residual, g, DType::f32, x, ldx, ldy, o, &why)) return;
+  }
+  if (!why.empty()) note_fallback(why, "the convolution, then the scaled residual");
+  conv2d_forward(g, x_view, w, bias, y_view);
+  scaled_residual_forward(residual_scale, residual, y_view, y_view, relu);
 }
 
 void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, const float* w,

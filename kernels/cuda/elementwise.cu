@@ -65,6 +65,31 @@ struct ReluGrad {  // (y, dy)
 struct Sigmoid {
   __device__ float operator()(float v) const { return stable_sigmoid(v); }
 };
+struct ScaledResidual {  // (x, up): the product and the sum rounded separately (no FMA), as on the CPU
+  float scale;
+  bool relu;
+  __device__ float operator()(float x, float up) const {
+    const float v = __fadd_rn(x, __fmul_rn(scale, up));
+    return relu && v < 0.0f ? 0.0f : v;
+  }
+};
+// dx = g, dup = scale * g from (y, dy): two outputs, so its own element op instead of a map.
+template <typename T>
+struct ScaledResidualGradOp {
+  const T* y;
+  const T* dy;
+  T* dx;
+  T* dup;
+  int64_t ld_y, ld_dy, ld_dx, ld_dup;
+  float scale;
+  bool relu;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    const float d = load(dy + r * ld_dy + c);
+    const float g = relu ? (load(y + r * ld_y + c) > 0.0f ? d : 0.0f) : d;
+    put(dx + r * ld_dx + c, g, false);
+    put(dup + r * ld_dup + c, __fmul_rn(scale, g), false);
+  }
+};
 struct SigmoidGrad {  // (y, dy)
   __device__ float operator()(float s, float dy) const { return dy * s * (1.0f - s); }
 };
@@ -291,6 +316,38 @@ void relu_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView d
   check_same_shape("relu_backward", y_view, dx_view);
   check_same_shape("relu_backward", dy_view, dx_view);
   map_views<2>({y_view, dy_view}, dx_view, accumulate, ReluGrad{}, "relu_backward");
+}
+
+void scaled_residual_forward(float scale, ConstMatrixView x_view, ConstMatrixView up_view, MatrixView y_view,
+                             bool relu) {
+  const bool native = all_bf16(x_view, up_view, y_view) || !any_bf16(x_view, up_view, y_view);
+  if (!native) return run_widened(&scaled_residual_forward, scale, x_view, up_view, y_view, relu);
+  check_same_shape("scaled_residual_forward", x_view, y_view);
+  check_same_shape("scaled_residual_forward", up_view, y_view);
+  map_views<2>({x_view, up_view}, y_view, false, ScaledResidual{scale, relu}, "scaled_residual_forward");
+}
+
+void scaled_residual_backward(float scale, ConstMatrixView y_view, ConstMatrixView dy_view, MatrixView dx_view,
+                              MatrixView dup_view, bool relu) {
+  const bool all16 = all_bf16(y_view, dy_view, dx_view, dup_view);
+  if (!all16 && any_bf16(y_view, dy_view, dx_view, dup_view))
+    return run_widened(&scaled_residual_backward, scale, y_view, dy_view, dx_view, dup_view, relu);
+  check_same_shape("scaled_residual_backward", y_view, dx_view);
+  check_same_shape("scaled_residual_backward", dy_view, dx_view);
+  check_same_shape("scaled_residual_backward", dup_view, dx_view);
+  const int64_t rows = dx_view.rows, cols = dx_view.cols;
+  if (rows <= 0 || cols <= 0) return;
+  if (all16) {
+    for_each_element(rows, cols,
+                     ScaledResidualGradOp<BFloat16>{y_view.bf16(), dy_view.bf16(), dx_view.bf16(), dup_view.bf16(),
+                                                    y_view.ld, dy_view.ld, dx_view.ld, dup_view.ld, scale, relu},
+                     "scaled_residual_backward_bf16");
+  } else {
+    for_each_element(rows, cols,
+                     ScaledResidualGradOp<float>{y_view.f32(), dy_view.f32(), dx_view.f32(), dup_view.f32(),
+                                                 y_view.ld, dy_view.ld, dx_view.ld, dup_view.ld, scale, relu},
+                     "scaled_residual_backward");
+  }
 }
 
 void sigmoid_forward(ConstMatrixView x_view, MatrixView y_view) {

@@ -104,6 +104,57 @@ TEST(Elementwise, ReluForwardBackward) {
     for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(z.at(r, c), y.at(r, c));
 }
 
+// The fused residual of Inception-ResNet-v2 is the scale, add and relu kernels' result bit for bit (the
+// product and the sum rounded separately, as they round them), forward and backward, with and without
+// the ReLU, on strided views with NaN gaps; a NaN input stays NaN through the ReLU, as relu_forward's.
+TEST(Elementwise, ScaledResidualIsScaleAddReluBitForBit) {
+  std::mt19937 rng(47);
+  const int64_t rows = 301, cols = 129;  // above the threading threshold
+  for (bool relu : {true, false}) {
+    SCOPED_TRACE(relu ? "relu" : "no relu");
+    const float s = relu ? 0.17f : 1.0f;
+    Strided x(rows, cols, 131), up(rows, cols, 130), y(rows, cols, 133), dy(rows, cols, 132);
+    fill_uniform(x, rng, -1.0f, 1.0f);
+    fill_uniform(up, rng, -3.0f, 3.0f);
+    fill_uniform(dy, rng, -1.0f, 1.0f);
+    x.at(2, 2) = std::numeric_limits<float>::quiet_NaN();
+    cpu::scaled_residual_forward(s, {x.ptr(), rows, cols, x.ld}, {up.ptr(), rows, cols, up.ld},
+                                 {y.ptr(), rows, cols, y.ld}, relu);
+    Strided scaled(rows, cols, cols), sum(rows, cols, cols), expected(rows, cols, cols);
+    cpu::scale(s, {up.ptr(), rows, cols, up.ld}, {scaled.ptr(), rows, cols, cols}, false);
+    cpu::add({x.ptr(), rows, cols, x.ld}, {scaled.ptr(), rows, cols, cols}, {sum.ptr(), rows, cols, cols});
+    if (relu)
+      cpu::relu_forward({sum.ptr(), rows, cols, cols}, {expected.ptr(), rows, cols, cols});
+    else
+      expected = sum;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float a = y.at(r, c), b = expected.at(r, c);
+        ASSERT_TRUE(std::memcmp(&a, &b, sizeof a) == 0) << r << "," << c << ": " << a << " vs " << b;
+      }
+    EXPECT_TRUE(std::isnan(y.at(2, 2)));
+    expect_gaps_untouched(y, "scaled residual y");
+
+    Strided dx(rows, cols, 134), dup(rows, cols, 135);
+    cpu::scaled_residual_backward(s, {y.ptr(), rows, cols, y.ld}, {dy.ptr(), rows, cols, dy.ld},
+                                  {dx.ptr(), rows, cols, dx.ld}, {dup.ptr(), rows, cols, dup.ld}, relu);
+    Strided g(rows, cols, cols), dup_expected(rows, cols, cols);
+    if (relu)
+      cpu::relu_backward({y.ptr(), rows, cols, y.ld}, {dy.ptr(), rows, cols, dy.ld}, {g.ptr(), rows, cols, cols},
+                         false);
+    else
+      cpu::copy({dy.ptr(), rows, cols, dy.ld}, {g.ptr(), rows, cols, cols}, false);
+    cpu::scale(s, {g.ptr(), rows, cols, cols}, {dup_expected.ptr(), rows, cols, cols}, false);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(dx.at(r, c), g.at(r, c)) << r << "," << c;
+        ASSERT_EQ(dup.at(r, c), dup_expected.at(r, c)) << r << "," << c;
+      }
+    expect_gaps_untouched(dx, "scaled residual dx");
+    expect_gaps_untouched(dup, "scaled residual dup");
+  }
+}
+
 TEST(Elementwise, SigmoidIsStableAndItsBackwardMatches) {
   std::mt19937 rng(47);
   const int64_t rows = 9, cols = 5;

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "nets/inception_resnet_v2.h"
 #include "nets/registry.h"
@@ -215,6 +217,41 @@ TEST(InceptionResNetV2, TrainingStepGivesFiniteGradientsForEveryParameter) {
     }
     EXPECT_GT(abs_sum, 0.0) << name;
   }
+}
+
+// Inference runs each residual block's tail as one fused kernel (conv2d_scaled_residual: the conv, its
+// bias, the scale, the residual and the ReLU); with a gradient wanted it runs the conv and scaled_residual.
+// On the CPU the two give the same logits bit for bit, so eval-mode validation and training agree.
+TEST(InceptionResNetV2, FusedResidualInferenceEqualsTheTrainingPathBitForBit) {
+  Generator gen(8), data(9);
+  auto net = nets::make_net("inception_resnet_v2", Head::gap, Flavor::keras, 75, gen);
+  net->eval();
+  const Tensor images = test_support::random_tensor({2, 75, 75, 3}, data, -1.0f, 1.0f);
+  std::vector<float> fused;
+  {
+    NoGradGuard no_grad;
+    fused = net->forward(images).to_vector();
+  }
+  const std::vector<float> pair = net->forward(images).to_vector();  // parameters want gradients: the pair
+  EXPECT_EQ(fused, pair);
+}
+
+TEST(InceptionResNetV2, TheFusedResidualOpRefusesToRecordAGradient) {
+  Generator gen(10);
+  Tensor x = test_support::random_tensor({1, 3, 3, 4}, gen, -1.0f, 1.0f);
+  const Tensor w = test_support::random_tensor({6, 1, 1, 4}, gen, -1.0f, 1.0f);
+  const Tensor b = test_support::random_tensor({6}, gen, -1.0f, 1.0f);
+  const Tensor r = test_support::random_tensor({1, 3, 3, 6}, gen, -1.0f, 1.0f);
+  x.set_requires_grad(true);
+  try {
+    (void)conv2d_scaled_residual(x, w, b, r, 0.1f, true, Conv2dOptions::valid());
+    FAIL() << "conv2d_scaled_residual recorded a gradient";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("NoGradGuard"), std::string::npos) << e.what();
+  }
+  NoGradGuard no_grad;
+  const Tensor fused = conv2d_scaled_residual(x, w, b, r, 0.1f, true, Conv2dOptions::valid());
+  EXPECT_EQ(fused.to_vector(), scaled_residual(r, conv2d(x, w, b, Conv2dOptions::valid()), 0.1f, true).to_vector());
 }
 
 }  // namespace

@@ -5,7 +5,8 @@
 // input gaps and a sentinel in the output gaps), the deterministic mode (two runs bitwise equal) and a
 // zero workspace limit. Outputs are NaN before an overwrite. Both algorithm searches (timed, the
 // default, and heuristic), including a timed first call that accumulates. The fused conv + bias + ReLU
-// inference forward (f32, its output NaN beforehand: cuDNN must not read it as z). bf16 operands through
+// inference forward (f32, its output NaN beforehand: cuDNN must not read it as z), and the fused residual
+// tail act(r + s (conv + bias)) (z = r). bf16 operands through
 // the mixed-precision kernels (forward with and without bias, backward data overwrite and accumulate,
 // backward filter of bf16 x and dy), the CPU's widen-compute-round-once as the reference.
 // Tolerances (atol + rtol |ref|), scaled by the largest reference magnitude R of the output:
@@ -212,6 +213,34 @@ void check_bias_relu_forward(const ConvCase& c) {
   EXPECT_TRUE(gaps_untouched(got, y_start, o.y_rows, g.out_c, c.ldy));
 }
 
+// Inception-ResNet-v2's fused residual tail act(r + 0.17 (conv(x) + bias)) against the CPU's conv then
+// scaled residual: cuDNN's fused call (dense y and residual, with the ReLU) or the GPU's own pair.
+void check_scaled_residual_forward(const ConvCase& c) {
+  SwitchesGuard guard;
+  kernels::cuda::set_allow_tf32(false);
+  const Operands o(c);
+  const Conv2dGeometry& g = c.g;
+  const std::vector<float> y_start =
+      strided(std::vector<float>(size_t(o.y_rows * g.out_c), kNaN), o.y_rows, g.out_c, c.ldy, kGapSentinel);
+  const std::vector<float> residual =
+      strided(uniform(size_t(o.y_rows * g.out_c), 8), o.y_rows, g.out_c, c.ldy, kNaN);
+  for (bool relu : {true, false}) {
+    SCOPED_TRACE(relu ? "relu" : "no relu");
+    std::vector<float> ref = y_start;
+    kernels::cpu::conv2d_scaled_residual_forward(g, {o.x.data(), g.input_rows(), g.in_c, c.ldx}, o.w.data(),
+                                                 o.bias.data(), 0.17f, {residual.data(), g.output_rows(), g.out_c, c.ldy},
+                                                 {ref.data(), g.output_rows(), g.out_c, c.ldy}, relu);
+    DeviceBuffer x(o.x), w(o.w), bias(o.bias), r(residual), y(y_start);
+    kernels::cuda::conv2d_scaled_residual_forward(g, {x.get(), g.input_rows(), g.in_c, c.ldx}, w.get(), bias.get(),
+                                                  0.17f, {r.get(), g.output_rows(), g.out_c, c.ldy},
+                                                  {y.get(), g.output_rows(), g.out_c, c.ldy}, relu);
+    const std::vector<float> got = y.download();
+    EXPECT_TRUE(
+        conv_close(dense_part(got, o.y_rows, g.out_c, c.ldy), dense_part(ref, o.y_rows, g.out_c, c.ldy), false));
+    EXPECT_TRUE(gaps_untouched(got, y_start, o.y_rows, g.out_c, c.ldy));
+  }
+}
+
 // --- bf16 through the mixed-precision kernels, on both devices ----------------------------------------
 
 using engine::Device;
@@ -305,6 +334,10 @@ void check_bf16_backward_filter(const ConvCase& c) {
 TEST_P(CudaConv, BiasReluForwardFp32) {
   SKIP_WITHOUT_CUDA();
   check_bias_relu_forward(GetParam());
+}
+TEST_P(CudaConv, ScaledResidualForward) {
+  SKIP_WITHOUT_CUDA();
+  check_scaled_residual_forward(GetParam());
 }
 TEST_P(CudaConv, Bf16Forward) {
   SKIP_WITHOUT_CUDA();

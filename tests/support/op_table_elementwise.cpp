@@ -1,5 +1,7 @@
 // Op table, elementwise family: relu, sigmoid, add, scale and Inception-ResNet-v2's scaled residual
-// x + 0.17 up, on odd shapes and on channel slices of wider buffers.
+// x + 0.17 up (as add and scale, and fused: scaled_residual with and without its ReLU), on odd shapes and
+// on channel slices of wider buffers.
+#include <algorithm>
 #include <cmath>
 
 #include "support/op_table.h"
@@ -62,6 +64,16 @@ std::vector<OpCase> elementwise_cases() {
       elementwise("residual_scale_0_17", {input({2, 3, 3, 4}), input({2, 3, 3, 4})},
                   [](const std::vector<Tensor>& in) { return add(in[0], scale(in[1], 0.17f)); },
                   [](const std::vector<double>& a) { return a[0] + double(0.17f) * a[1]; }),
+      // The fused residual the net runs (scaled_residual): block35's relu(x + 0.17 up), x at least 0.3 from
+      // zero so that x + 0.17 up (|0.17 up| <= 0.17) stays off the ReLU's kink; block8's last, x + 1.0 up
+      // without a ReLU, on channel slices.
+      elementwise("scaled_residual_relu_block35", {input({2, 5, 5, 12}).away_from_zero(0.3f), input({2, 5, 5, 12})},
+                  [](const std::vector<Tensor>& in) { return scaled_residual(in[0], in[1], 0.17f, true); },
+                  [](const std::vector<double>& a) { return std::max(a[0] + double(0.17f) * a[1], 0.0); }),
+      elementwise("scaled_residual_block8_last_slices",
+                  {input({2, 3, 3, 4}).channel_slice(7, 2), input({2, 3, 3, 4}).channel_slice(6, 0)},
+                  [](const std::vector<Tensor>& in) { return scaled_residual(in[0], in[1], 1.0f, false); },
+                  [](const std::vector<double>& a) { return a[0] + a[1]; }),
   };
   // bf16 activations (docs/precision.md), every input bf16. relu and its backward select values: exact.
   // add, scale and sigmoid round once: half a bf16 ulp, 2^-9 relative (rtol 4e-3 leaves a factor 2).
@@ -77,6 +89,10 @@ std::vector<OpCase> elementwise_cases() {
   cases.push_back(bf16_variant(entry_named(cases, "add_channel_slices"), {0, 1}, once, exact, gpu));
   cases.push_back(bf16_variant(entry_named(cases, "scale_odd"), {0}, once, once, gpu));
   cases.push_back(bf16_variant(entry_named(cases, "irv2_residual_block17"), {0, 1}, {1e-3, 4e-3}, once, {1e-3, 8e-3}));
+  // The fused residual rounds its result once (x + s up in f32): half an ulp; backward dx selects dy
+  // (exact), dup = s g rounds once.
+  cases.push_back(bf16_variant(entry_named(cases, "scaled_residual_relu_block35"), {0, 1}, once, once, gpu));
+  cases.push_back(bf16_variant(entry_named(cases, "scaled_residual_block8_last_slices"), {0, 1}, once, once, gpu));
   return cases;
 }
 
