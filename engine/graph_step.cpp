@@ -78,7 +78,8 @@ PendingStep GraphedTrainingStep::eager(const Tensor& images, const Tensor& label
     // The graph's pool holds a whole step's activations that an eager step of another shape (an epoch's
     // last batch) cannot use: near the memory limit, give it back and try once more. The layers that ran
     // before the failure have updated their batch-norm running statistics once already (momentum 0.1:
-    // a small, one-off change); the alternative is a run that ends here.
+    // a small, one-off change); the alternative is a run that ends here. (The optimizer's fused update
+    // allocates nothing, so an out-of-memory error always comes before it and no update runs twice.)
     if (!graph_ || !is_device_out_of_memory(e)) throw;
     turn_off(std::string("out of memory for a step of another shape beside the graph's pool: ") + e.what());
     return step_.enqueue(images, labels, weights);

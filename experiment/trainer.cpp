@@ -685,11 +685,21 @@ TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
     set_scheduled_lr(run, epoch);
     // The batch goes up without waiting (the loader's batches are pinned): the GPU may still be running
     // the previous step. `batch` stays held in `previous` until that step's readback has been waited on,
-    // after which the device has passed these copies too.
-    engine::PendingStep current = run.graphed->enqueue(
-        batch.images.to_nonblocking(run.device), batch.labels.to_nonblocking(run.device),
-        o.class_weights ? batch.weights.to_nonblocking(run.device) : Tensor());
+    // after which the device has passed these copies too. Where the loop ends before that (a non-finite
+    // loss, an error), the device is waited for first: the loader may hand the pinned buffer out again.
+    engine::PendingStep current;
+    try {
+      current = run.graphed->enqueue(batch.images.to_nonblocking(run.device), batch.labels.to_nonblocking(run.device),
+                                     o.class_weights ? batch.weights.to_nonblocking(run.device) : Tensor());
+    } catch (...) {
+      try {
+        engine::device_synchronize(run.device);
+      } catch (...) {  // the first error is the one to report
+      }
+      throw;
+    }
     if (!finish_previous()) {
+      if (current.readback) current.readback->wait();
       loader.stop();
       break;
     }

@@ -419,8 +419,10 @@ void conv2d_bias_relu_forward(const Conv2dGeometry& g, ConstMatrixView x, const 
 
 void conv2d_scaled_residual_forward(const Conv2dGeometry& g, ConstMatrixView x, const float* w, const float* bias,
                                     float scale, ConstMatrixView residual, MatrixView y, bool relu) {
-  conv_bias_relu_check("conv2d_scaled_residual_forward", bias);
-  check_same_shape("conv2d_scaled_residual_forward", residual, y);
+  // bf16: one rounding of the whole tail, as CUDA's emulation (not the conv's, then the residual's).
+  if (any_bf16(x, residual, y))
+    return run_widened(&conv2d_scaled_residual_forward, g, x, w, bias, scale, residual, y, relu);
+  scaled_residual_check("conv2d_scaled_residual_forward", bias, residual, y);
   conv2d_forward(g, x, w, bias, y);
   scaled_residual_forward(scale, residual, y, y, relu);  // in place: y = act(residual + scale * y)
 }

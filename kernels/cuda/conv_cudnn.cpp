@@ -771,8 +771,7 @@ void conv2d_scaled_residual_forward(const Conv2dGeometry& g, ConstMatrixView x_v
                                     MatrixView y_view, bool relu) {
   if (any_bf16(x_view, residual, y_view))
     return run_widened(&conv2d_scaled_residual_forward, g, x_view, w, bias, residual_scale, residual, y_view, relu);
-  conv_bias_relu_check("conv2d_scaled_residual_forward", bias);
-  check_same_shape("conv2d_scaled_residual_forward", residual, y_view);
+  scaled_residual_check("conv2d_scaled_residual_forward", bias, residual, y_view);
   const int64_t pixels = g.batch * g.out_h() * g.out_w();
   if (pixels <= 0 || g.out_c <= 0) return;
   const auto [x, ldx, y, ldy] = window_forward_operands("conv2d_scaled_residual_forward", g, x_view, y_view);

@@ -2,8 +2,9 @@
 // runs cuDNN's fused conv + bias + ReLU (cudnnConvolutionBiasActivationForward), or the convolution then
 // the bias and ReLU where cuDNN has no fused kernel for the shape. Against the unfolded eval forward on the
 // GPU, and against the folded forward on the CPU, TF32 off: relative L2 of the logits and of every stage
-// below 1e-5 (the CPU test's bound is 2e-6 for folded against unfolded; cuDNN's algorithms sum in other
-// orders, FFT and Winograd included: first guess until a GPU has run it). bf16 activations: the folded
+// below 5e-5 (the CPU test's bound is 2e-6 for folded against unfolded; cuDNN's algorithms sum in other
+// orders, FFT and Winograd included, over some 200 convolutions: a first guess until a GPU has run it; a
+// wrong fold is off by 1e-2 or more). bf16 activations: the folded
 // features within 2e-2 of the unfolded bf16 net's, as on the CPU. Skips without a CUDA device.
 #include <gtest/gtest.h>
 
@@ -21,7 +22,7 @@ namespace {
 using namespace engine;
 using test_support::relative_l2;
 
-constexpr double kMaxRelativeL2 = 1e-5;
+constexpr double kMaxRelativeL2 = 5e-5;
 
 struct Case {
   std::string arch;
