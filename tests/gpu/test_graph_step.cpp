@@ -89,6 +89,21 @@ engine::TrainingStep::Forward host_reading_forward(const ConvBnHead* net) {
   };
 }
 
+// A model whose step's forward reads the device back: its recordings fail.
+Model make_host_reading_model(engine::Precision precision = engine::Precision::f32) {
+  Model m = make_model(nullptr, precision);
+  m.step = std::make_unique<engine::TrainingStep>(host_reading_forward(m.net.get()), *m.arena, m.adam.get(),
+                                                  m.step->options());
+  return m;
+}
+
+// Graph options whose log lines (why graphs are off) go into *lines.
+engine::GraphOptions logging_into(std::vector<std::string>* lines) {
+  engine::GraphOptions options;
+  options.log = [lines](const std::string& line) { lines->push_back(line); };
+  return options;
+}
+
 // The master weights written other than by the optimizer (a reload, a user's edit): halved, and the
 // arena told, as such a writer must (optim.h).
 void halve_master_weights(Model& m) {
@@ -273,14 +288,9 @@ TEST_F(GpuGraphStep, AReplayMakesNoHostSynchronisationAndNoDeviceAllocation) {
 TEST_F(GpuGraphStep, AFailedRecordingFallsBackToEagerSteps) {
   SKIP_WITHOUT_CUDA();
   Model eager = make_model();
-  Model graphed_model = make_model();
-  const ConvBnHead* net = graphed_model.net.get();
-  graphed_model.step =
-      std::make_unique<engine::TrainingStep>(host_reading_forward(net), *graphed_model.arena, graphed_model.adam.get());
+  Model graphed_model = make_host_reading_model();
   std::vector<std::string> lines;
-  engine::GraphOptions options;
-  options.log = [&lines](const std::string& line) { lines.push_back(line); };
-  engine::GraphedTrainingStep graphed(*graphed_model.step, options);
+  engine::GraphedTrainingStep graphed(*graphed_model.step, logging_into(&lines));
   std::vector<Batch> batches;
   for (uint64_t i = 0; i < 5; ++i) batches.push_back(make_batch(110 + i));
   compare_graphed_with_eager(batches, eager, graphed_model, graphed);
@@ -319,14 +329,9 @@ TEST_F(GpuGraphStep, Bf16MasterWeightsWrittenBetweenReplaysReachTheNextReplay) {
 TEST_F(GpuGraphStep, Bf16AFailedRecordingLeavesTheWorkingCopyCurrent) {
   SKIP_WITHOUT_CUDA();
   Model eager = make_model(nullptr, engine::Precision::bf16);
-  Model graphed_model = make_model(nullptr, engine::Precision::bf16);
-  graphed_model.step = std::make_unique<engine::TrainingStep>(
-      host_reading_forward(graphed_model.net.get()), *graphed_model.arena, graphed_model.adam.get(),
-      graphed_model.step->options());
+  Model graphed_model = make_host_reading_model(engine::Precision::bf16);
   std::vector<std::string> lines;
-  engine::GraphOptions options;
-  options.log = [&lines](const std::string& line) { lines.push_back(line); };
-  engine::GraphedTrainingStep graphed(*graphed_model.step, options);
+  engine::GraphedTrainingStep graphed(*graphed_model.step, logging_into(&lines));
   std::vector<Batch> batches;
   for (uint64_t i = 0; i < 5; ++i) batches.push_back(make_batch(130 + i));
   compare_one_at_a_time(batches, eager, graphed_model, graphed, [](size_t i, Model& m) {

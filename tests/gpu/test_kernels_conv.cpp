@@ -195,22 +195,32 @@ INSTANTIATE_TEST_SUITE_P(
         ConvCase{"odd_1x1s2_uncovered_cells", geometry(3, 9, 9, 5, 7, 1, 1, 2, 2, 0, 0, 0, 0), 5, 7}),
     test_support::case_name<ConvCase>);
 
+// An output y for case c before a forward: NaN in its elements, the sentinel in its gaps.
+std::vector<float> poisoned_output(const ConvCase& c, const Operands& o) {
+  return strided(std::vector<float>(size_t(o.y_rows * c.g.out_c), kNaN), o.y_rows, c.g.out_c, c.ldy, kGapSentinel);
+}
+
+// The GPU's forward output `got` against the CPU's `ref` (TF32 off), and its gaps as they were.
+void expect_forward_matches(const std::vector<float>& got, const std::vector<float>& ref,
+                            const std::vector<float>& y_start, const ConvCase& c, const Operands& o) {
+  const int64_t cols = c.g.out_c;
+  EXPECT_TRUE(conv_close(dense_part(got, o.y_rows, cols, c.ldy), dense_part(ref, o.y_rows, cols, c.ldy), false));
+  EXPECT_TRUE(gaps_untouched(got, y_start, o.y_rows, cols, c.ldy));
+}
+
 void check_bias_relu_forward(const ConvCase& c) {
   SwitchesGuard guard;
   kernels::cuda::set_allow_tf32(false);
   const Operands o(c);
   const Conv2dGeometry& g = c.g;
-  const std::vector<float> y_start =
-      strided(std::vector<float>(size_t(o.y_rows * g.out_c), kNaN), o.y_rows, g.out_c, c.ldy, kGapSentinel);
+  const std::vector<float> y_start = poisoned_output(c, o);
   std::vector<float> ref = y_start;
   kernels::cpu::conv2d_bias_relu_forward(g, {o.x.data(), g.input_rows(), g.in_c, c.ldx}, o.w.data(), o.bias.data(),
                                          {ref.data(), g.output_rows(), g.out_c, c.ldy});
   DeviceBuffer x(o.x), w(o.w), bias(o.bias), y(y_start);
   kernels::cuda::conv2d_bias_relu_forward(g, {x.get(), g.input_rows(), g.in_c, c.ldx}, w.get(), bias.get(),
                                           {y.get(), g.output_rows(), g.out_c, c.ldy});
-  const std::vector<float> got = y.download();
-  EXPECT_TRUE(conv_close(dense_part(got, o.y_rows, g.out_c, c.ldy), dense_part(ref, o.y_rows, g.out_c, c.ldy), false));
-  EXPECT_TRUE(gaps_untouched(got, y_start, o.y_rows, g.out_c, c.ldy));
+  expect_forward_matches(y.download(), ref, y_start, c, o);
 }
 
 // Inception-ResNet-v2's fused residual tail act(r + 0.17 (conv(x) + bias)) against the CPU's conv then
@@ -220,8 +230,7 @@ void check_scaled_residual_forward(const ConvCase& c) {
   kernels::cuda::set_allow_tf32(false);
   const Operands o(c);
   const Conv2dGeometry& g = c.g;
-  const std::vector<float> y_start =
-      strided(std::vector<float>(size_t(o.y_rows * g.out_c), kNaN), o.y_rows, g.out_c, c.ldy, kGapSentinel);
+  const std::vector<float> y_start = poisoned_output(c, o);
   const std::vector<float> residual =
       strided(uniform(size_t(o.y_rows * g.out_c), 8), o.y_rows, g.out_c, c.ldy, kNaN);
   for (bool relu : {true, false}) {
@@ -234,10 +243,7 @@ void check_scaled_residual_forward(const ConvCase& c) {
     kernels::cuda::conv2d_scaled_residual_forward(g, {x.get(), g.input_rows(), g.in_c, c.ldx}, w.get(), bias.get(),
                                                   0.17f, {r.get(), g.output_rows(), g.out_c, c.ldy},
                                                   {y.get(), g.output_rows(), g.out_c, c.ldy}, relu);
-    const std::vector<float> got = y.download();
-    EXPECT_TRUE(
-        conv_close(dense_part(got, o.y_rows, g.out_c, c.ldy), dense_part(ref, o.y_rows, g.out_c, c.ldy), false));
-    EXPECT_TRUE(gaps_untouched(got, y_start, o.y_rows, g.out_c, c.ldy));
+    expect_forward_matches(y.download(), ref, y_start, c, o);
   }
 }
 
