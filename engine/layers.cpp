@@ -32,8 +32,8 @@ Tensor BatchNorm::forward(const Tensor& x) const {
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), spec_.options);
 }
 
-Tensor BatchNorm::forward_relu(const Tensor& x) const {
-  return batch_norm_relu(x, weight, bias, running_mean, running_var, is_training(), spec_.options);
+Tensor BatchNorm::forward_relu(const Tensor& x, const Tensor& out) const {
+  return batch_norm_relu(x, weight, bias, running_mean, running_var, is_training(), spec_.options, out);
 }
 
 // One fused call (cuDNN's conv + bias + ReLU on the GPU) for inference; the pair where a gradient is wanted
@@ -46,9 +46,9 @@ Tensor Conv2d::forward_scaled_residual(const Tensor& x, const Tensor& residual, 
   return conv2d_scaled_residual(x, weight, bias, residual, scale, relu, spec_.options);
 }
 
-Tensor FoldedConv2d::forward_relu(const Tensor& x) const {
+Tensor FoldedConv2d::forward_relu(const Tensor& x, const Tensor& out) const {
   if (grad_enabled() && x.requires_grad()) return relu(conv2d(x, weight, bias, options));
-  return conv2d_bias_relu(x, weight, bias, options);
+  return conv2d_bias_relu(x, weight, bias, options, out);
 }
 
 FoldedConv2d fold_batch_norm(const Conv2d& conv, const BatchNorm& norm) {

@@ -48,8 +48,9 @@ class BatchNorm : public Module {
   explicit BatchNorm(const BatchNormSpec& spec);
   Tensor forward(const Tensor& x) const;
   // relu(forward(x)) as one fused op (engine::batch_norm_relu): the same values (bit for bit on the CPU),
-  // the running statistics updated in training mode exactly as forward updates them.
-  Tensor forward_relu(const Tensor& x) const;
+  // the running statistics updated in training mode exactly as forward updates them. out: as the op's
+  // (where y is written, e.g. a branch's slice of a concatenation; use the returned tensor).
+  Tensor forward_relu(const Tensor& x, const Tensor& out = Tensor()) const;
   const BatchNormSpec& spec() const { return spec_; }
   Tensor weight, bias, running_mean, running_var;  // weight = gamma, bias = beta (PyTorch names)
 
@@ -66,8 +67,9 @@ struct FoldedConv2d {
   Conv2dOptions options;
   // relu(conv2d(x, weight, bias)): the one place a folded unit's convolution + bias + ReLU runs, as one
   // fused op (engine::conv2d_bias_relu: cuDNN's bias-activation forward on the GPU), or as the pair when
-  // a gradient is wanted through it.
-  Tensor forward_relu(const Tensor& x) const;
+  // a gradient is wanted through it. out: where y is written on the fused path (as conv2d's); the pair
+  // returns a new tensor. Use the returned tensor.
+  Tensor forward_relu(const Tensor& x, const Tensor& out = Tensor()) const;
 };
 
 // conv then norm (eval mode: its running statistics) as one convolution with bias. The scale and shift

@@ -38,7 +38,9 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
 // Inference: relu(conv2d(x, weight, bias, options)) in one kernel (one cuDNN call on the GPU, the same
 // values as the two ops on the CPU); bias may be undefined (zeros). It has no backward: it refuses inputs
 // that require a gradient while grad mode is on.
-Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options);
+// out: as conv2d's.
+Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options,
+                        const Tensor& out = Tensor());
 // Inference: scaled_residual(residual, conv2d(x, weight, bias, options), scale, relu) in one kernel call
 // (one cuDNN call on the GPU where it has a fused kernel); the same values on the CPU bit for bit. f32 or
 // bf16 x (bf16 through the kernels' emulation: slower than the ops it replaces); no backward.
@@ -64,8 +66,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
                   const Tensor& running_var, bool training, const BatchNormOptions& options);
 // relu(batch_norm(...)) through the fused kernels (kernels/batchnorm.h batch_norm_relu_*): the same values
 // (bit for bit on the CPU), one pass less in forward, ReLU's mask folded into BN's backward.
+// out (optional): where y is written (x's shape and dtype, dense or a channel slice of a wider buffer: a
+// branch's part of a concatenation). Two paths return a new tensor instead, leaving out alone: --sync-bn's
+// and eval mode with a gradient to record (batch norm, then relu). Use the returned tensor.
 Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
-                       const Tensor& running_var, bool training, const BatchNormOptions& options);
+                       const Tensor& running_var, bool training, const BatchNormOptions& options,
+                       const Tensor& out = Tensor());
 
 // ---- Pooling --------------------------------------------------------------------------------------
 struct Pool2dOptions {
@@ -77,7 +83,8 @@ struct Pool2dOptions {
     return {kernel, kernel, stride, stride, pad, pad, pad, pad};
   }
 };
-Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options);  // [N, H, W, C] -> [N, OH, OW, C]
+// [N, H, W, C] -> [N, OH, OW, C]; out (optional): where y is written, as conv2d's.
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options, const Tensor& out = Tensor());
 // count_include_pad: divide by the full window (PyTorch default) or by the cells inside the input
 // (Keras 'same' average pooling).
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad);

@@ -2,6 +2,7 @@
 #include "nets/inception_resnet_v2.h"
 
 #include <cstdio>
+#include <vector>
 
 namespace nets {
 
@@ -26,10 +27,31 @@ std::shared_ptr<BasicConv> valid(int64_t in, int64_t out, int64_t k, int64_t s, 
 
 const Pool2dOptions kMaxPool3s2 = Pool2dOptions::square(3, 2);  // 'valid'
 
-// The parameterless max-pool unit at `path`.
-Tensor max_pool_unit(const Tensor& x, const std::string& path) {
-  return unit_output(path, "max-pool 3x3/2 valid", max_pool2d(x, kMaxPool3s2), {}, 0);
+// The parameterless max-pool unit at `path`, written into out when given.
+Tensor max_pool_unit(const Tensor& x, const std::string& path, const Tensor& out = Tensor()) {
+  return unit_output(path, "max-pool 3x3/2 valid", max_pool2d(x, kMaxPool3s2, out), {}, 0);
 }
+
+// A block's concatenation written in place: the buffer [N, H, W, widths...] and each branch's channel
+// slice, in order, for the branches to write their outputs into. concat_channels of the slices is then a
+// view of the buffer (nothing copied); a branch that returns a tensor of its own makes it copy, as before.
+struct ConcatBuffer {
+  Tensor buffer;
+  std::vector<Tensor> slices;
+  ConcatBuffer(const Tensor& like, int64_t height, int64_t width, const std::vector<int64_t>& widths) {
+    int64_t channels = 0;
+    for (int64_t w : widths) channels += w;
+    buffer = Tensor::empty({like.size(0), height, width, channels}, like.device(), like.dtype());
+    int64_t begin = 0;
+    for (int64_t w : widths) {
+      slices.push_back(buffer.slice(-1, begin, begin + w));
+      begin += w;
+    }
+  }
+};
+
+// The spatial size of a 3x3 stride-2 'valid' reduction of x (Mixed6a, Mixed7a).
+int64_t reduced(int64_t size) { return (size - 3) / 2 + 1; }
 
 }  // namespace
 
@@ -48,9 +70,9 @@ BasicConv::BasicConv(int64_t in, int64_t out, int64_t kernel_h, int64_t kernel_w
 
 void BasicConv::fold_batch_norms(bool on) { fold_.set(on, *conv_, *bn_); }
 
-Tensor BasicConv::forward(const Tensor& x) const {
+Tensor BasicConv::forward(const Tensor& x, const Tensor& out) const {
   const FoldedConv2d* folded = fold_.active(*this, x);
-  const Tensor y = folded ? folded->forward_relu(x) : bn_->forward_relu(conv_->forward(x));
+  const Tensor y = folded ? folded->forward_relu(x, out) : bn_->forward_relu(conv_->forward(x), out);
   return output(kind_, y, {this}, conv_macs(*conv_, y));
 }
 
@@ -58,9 +80,9 @@ void UnitChain::add(int64_t index, std::shared_ptr<BasicConv> unit) {
   units_.push_back(register_module(std::to_string(index), std::move(unit)));
 }
 
-Tensor UnitChain::forward(const Tensor& x) const {
+Tensor UnitChain::forward(const Tensor& x, const Tensor& out) const {
   Tensor h = x;
-  for (const auto& u : units_) h = u->forward(h);
+  for (size_t i = 0; i < units_.size(); ++i) h = units_[i]->forward(h, i + 1 == units_.size() ? out : Tensor());
   return h;
 }
 
@@ -80,12 +102,14 @@ Mixed5b::Mixed5b(const BatchNormOptions& bn, Generator& gen) {
 }
 
 Tensor Mixed5b::forward(const Tensor& x) const {
-  Tensor b0 = branch0_->forward(x);
-  Tensor b1 = branch1_->forward(x);
-  Tensor b2 = branch2_->forward(x);
+  const ConcatBuffer cat(x, x.size(1), x.size(2), {96, 64, 96, 64});
+  Tensor b0 = branch0_->forward(x, cat.slices[0]);
+  Tensor b1 = branch1_->forward(x, cat.slices[1]);
+  Tensor b2 = branch2_->forward(x, cat.slices[2]);
   Tensor pooled = part_output("branch3.0", "avg-pool 3x3/1 same (padding excluded)",
                               avg_pool2d(x, Pool2dOptions::square(3, 1, 1), /*count_include_pad=*/false), {}, 0);
-  return output("concat [96 | 64 | 96 | 64]", concat_channels({b0, b1, b2, branch3_->forward(pooled)}), {}, 0);
+  Tensor b3 = branch3_->forward(pooled, cat.slices[3]);
+  return output("concat [96 | 64 | 96 | 64]", concat_channels({b0, b1, b2, b3}), {}, 0);
 }
 
 Mixed6a::Mixed6a(const BatchNormOptions& bn, Generator& gen) {
@@ -97,9 +121,11 @@ Mixed6a::Mixed6a(const BatchNormOptions& bn, Generator& gen) {
 }
 
 Tensor Mixed6a::forward(const Tensor& x) const {
-  Tensor b0 = branch0_->forward(x);
-  Tensor b1 = branch1_->forward(x);
-  return output("concat [384 | 384 | 320]", concat_channels({b0, b1, max_pool_unit(x, path() + ".branch2")}), {}, 0);
+  const ConcatBuffer cat(x, reduced(x.size(1)), reduced(x.size(2)), {384, 384, 320});
+  Tensor b0 = branch0_->forward(x, cat.slices[0]);
+  Tensor b1 = branch1_->forward(x, cat.slices[1]);
+  Tensor b2 = max_pool_unit(x, path() + ".branch2", cat.slices[2]);
+  return output("concat [384 | 384 | 320]", concat_channels({b0, b1, b2}), {}, 0);
 }
 
 Mixed7a::Mixed7a(const BatchNormOptions& bn, Generator& gen) {
@@ -116,11 +142,12 @@ Mixed7a::Mixed7a(const BatchNormOptions& bn, Generator& gen) {
 }
 
 Tensor Mixed7a::forward(const Tensor& x) const {
-  Tensor b0 = branch0_->forward(x);
-  Tensor b1 = branch1_->forward(x);
-  Tensor b2 = branch2_->forward(x);
-  return output("concat [384 | 288 | 320 | 1088]",
-                concat_channels({b0, b1, b2, max_pool_unit(x, path() + ".branch3")}), {}, 0);
+  const ConcatBuffer cat(x, reduced(x.size(1)), reduced(x.size(2)), {384, 288, 320, 1088});
+  Tensor b0 = branch0_->forward(x, cat.slices[0]);
+  Tensor b1 = branch1_->forward(x, cat.slices[1]);
+  Tensor b2 = branch2_->forward(x, cat.slices[2]);
+  Tensor b3 = max_pool_unit(x, path() + ".branch3", cat.slices[3]);
+  return output("concat [384 | 288 | 320 | 1088]", concat_channels({b0, b1, b2, b3}), {}, 0);
 }
 
 // ---- Residual blocks ------------------------------------------------------------------------------
@@ -177,10 +204,17 @@ ResidualBlock::ResidualBlock(Type type, float scale, bool relu, const BatchNormO
 }
 
 Tensor ResidualBlock::forward(const Tensor& x) const {
-  std::vector<Tensor> outputs;
+  std::vector<int64_t> widths;
   for (const auto& branch : branches_) {
-    if (auto* u = dynamic_cast<const BasicConv*>(branch.get())) outputs.push_back(u->forward(x));
-    else outputs.push_back(static_cast<const UnitChain*>(branch.get())->forward(x));
+    if (auto* u = dynamic_cast<const BasicConv*>(branch.get())) widths.push_back(u->out_channels());
+    else widths.push_back(static_cast<const UnitChain*>(branch.get())->out_channels());
+  }
+  const ConcatBuffer cat(x, x.size(1), x.size(2), widths);
+  std::vector<Tensor> outputs;
+  for (size_t i = 0; i < branches_.size(); ++i) {
+    const auto& branch = branches_[i];
+    if (auto* u = dynamic_cast<const BasicConv*>(branch.get())) outputs.push_back(u->forward(x, cat.slices[i]));
+    else outputs.push_back(static_cast<const UnitChain*>(branch.get())->forward(x, cat.slices[i]));
   }
   // relu(x + scale * (conv(mixed) + bias)): the convolution and one pass in training, one fused kernel
   // (one cuDNN call on the GPU) in inference.

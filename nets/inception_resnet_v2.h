@@ -37,7 +37,9 @@ class BasicConv : public Layer {
   // pad_h/pad_w: symmetric padding ('same' at stride 1 for odd kernels, 0 for 'valid').
   BasicConv(int64_t in, int64_t out, int64_t kernel_h, int64_t kernel_w, int64_t stride, int64_t pad_h,
             int64_t pad_w, const engine::BatchNormOptions& bn, engine::Generator& gen);
-  engine::Tensor forward(const engine::Tensor& x) const;
+  // out (optional): where the unit's output is written (its slice of a block's concatenation); use the
+  // returned tensor, which is out wherever the ops could write there.
+  engine::Tensor forward(const engine::Tensor& x, const engine::Tensor& out = engine::Tensor()) const;
   int64_t out_channels() const { return conv_->spec().out_channels; }
   void fold_batch_norms(bool on) override;  // bn into conv (Net::fold_batch_norms)
 
@@ -52,7 +54,8 @@ class BasicConv : public Layer {
 class UnitChain : public Layer {
  public:
   void add(int64_t index, std::shared_ptr<BasicConv> unit);
-  engine::Tensor forward(const engine::Tensor& x) const;
+  // out: the last unit's (BasicConv::forward).
+  engine::Tensor forward(const engine::Tensor& x, const engine::Tensor& out = engine::Tensor()) const;
   int64_t out_channels() const { return units_.back()->out_channels(); }
 
  private:

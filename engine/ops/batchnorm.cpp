@@ -15,7 +15,8 @@ namespace {
 
 // batch_norm, and with `relu` batch_norm_relu (the fused kernels).
 Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
-                             const Tensor& running_var, bool training, const BatchNormOptions& options, bool relu) {
+                             const Tensor& running_var, bool training, const BatchNormOptions& options, bool relu,
+                             const Tensor& out = Tensor()) {
   detail::check_same_device("batch_norm", {x, gamma, beta, running_mean, running_var});
   ENGINE_CHECK(x.ndim() >= 2) << "batch_norm: input must be [..., C], got " << x.str();
   const int64_t channels = x.size(-1);
@@ -34,7 +35,7 @@ Tensor batch_norm_maybe_relu(const Tensor& x, const Tensor& gamma, const Tensor&
   const Tensor xr = detail::as_row_matrix(x);
   const detail::Rows xm = detail::as_rows(xr);
   ENGINE_CHECK(!training || xm.rows > 0) << "batch_norm: empty batch in training mode";
-  Tensor y = Tensor::empty(x.shape(), x.device(), x.dtype());  // bf16 x: bf16 y, f32 statistics
+  Tensor y = detail::output_or_new("batch_norm", out, x.shape(), x.device(), x.dtype());  // bf16 x: bf16 y
   const detail::Rows ym = detail::as_rows(y);
   const kernels::BatchNormHyper hyper{options.eps, options.momentum, options.unbiased_running_var};
 
@@ -131,8 +132,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
 }
 
 Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
-                       const Tensor& running_var, bool training, const BatchNormOptions& options) {
-  return batch_norm_maybe_relu(x, gamma, beta, running_mean, running_var, training, options, true);
+                       const Tensor& running_var, bool training, const BatchNormOptions& options, const Tensor& out) {
+  return batch_norm_maybe_relu(x, gamma, beta, running_mean, running_var, training, options, true, out);
 }
 
 }  // namespace engine

@@ -51,6 +51,17 @@ kernels::MatrixView as_column(const Tensor& t) {
 
 Tensor as_row_matrix(const Tensor& t) { return is_row_matrix(t) ? t : t.contiguous(); }
 
+Tensor output_or_new(const char* op, const Tensor& out, const Shape& shape, Device device, DType dtype) {
+  if (!out.defined()) return Tensor::empty(shape, device, dtype);
+  ENGINE_CHECK(out.device() == device) << op << ": out is on " << out.device().str() << ", expected " << device.str();
+  ENGINE_CHECK(out.dtype() == dtype) << op << ": out is " << out.str() << " for a " << dtype_name(dtype)
+                                     << " result; give it the input's dtype";
+  ENGINE_CHECK(out.shape() == shape) << op << ": out has shape " << shape_str(out.shape()) << ", expected "
+                                     << shape_str(shape);
+  ENGINE_CHECK(is_row_matrix(out)) << op << ": out must be dense or a channel slice";
+  return out;
+}
+
 void check_same_device(const char* op, const std::vector<Tensor>& tensors) {
   const Tensor* first = nullptr;
   for (const Tensor& t : tensors) {

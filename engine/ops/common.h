@@ -25,6 +25,10 @@ inline float* data_or_null(const Tensor& t) { return t.defined() ? t.data() : nu
 // t itself when it is a row matrix, a dense copy otherwise.
 Tensor as_row_matrix(const Tensor& t);
 
+// An op's output y: `out` when the caller gives one (checked: y's shape and dtype, dense or a channel
+// slice of a wider buffer, e.g. its part of a concatenation), else a new tensor.
+Tensor output_or_new(const char* op, const Tensor& out, const Shape& shape, Device device, DType dtype);
+
 // All defined tensors are on the device of the first; names the op in the error. Activations may be
 // f32 or bf16 (docs/precision.md); per-channel parameters are read with data(), which takes f32 only.
 void check_same_device(const char* op, const std::vector<Tensor>& tensors);

@@ -67,12 +67,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   detail::check_same_device("conv2d", {x, weight, bias, out});
   const kernels::Conv2dGeometry g = conv_geometry("conv2d", x, weight, bias, options);
   const Shape out_shape{g.batch, g.out_h(), g.out_w(), g.out_c};
-  Tensor y = out.defined() ? out : Tensor::empty(out_shape, x.device(), x.dtype());
-  ENGINE_CHECK(y.dtype() == x.dtype()) << "conv2d: out is " << y.str() << " for a " << dtype_name(x.dtype())
-                                       << " input; give it the input's dtype";
-  ENGINE_CHECK(y.shape() == out_shape) << "conv2d: out has shape " << shape_str(y.shape()) << ", expected "
-                                       << shape_str(out_shape);
-  ENGINE_CHECK(detail::is_row_matrix(y)) << "conv2d: out must be dense or a channel slice";
+  Tensor y = detail::output_or_new("conv2d", out, out_shape, x.device(), x.dtype());
 
   const Tensor xr = detail::as_row_matrix(x);
   const bool mixed = x.dtype() == DType::bf16;
@@ -106,14 +101,16 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   return y;
 }
 
-Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) {
-  detail::check_same_device("conv2d_bias_relu", {x, weight, bias});
+Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options,
+                        const Tensor& out) {
+  detail::check_same_device("conv2d_bias_relu", {x, weight, bias, out});
   const bool wants_grad = x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad());
   ENGINE_USER_CHECK(!(grad_enabled() && wants_grad))
       << "conv2d_bias_relu is for inference and has no backward; call it under a NoGradGuard, or use "
          "relu(conv2d(x, weight, bias, options)) when training";
   const kernels::Conv2dGeometry g = conv_geometry("conv2d_bias_relu", x, weight, bias, options);
-  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.out_c}, x.device(), x.dtype());
+  Tensor y = detail::output_or_new("conv2d_bias_relu", out, {g.batch, g.out_h(), g.out_w(), g.out_c}, x.device(),
+                                   x.dtype());
   const Tensor xr = detail::as_row_matrix(x);
   // The fused kernel reads an f32 weight: for a bf16 x the bf16 working copy widened exactly, as conv2d reads it.
   const Tensor w = x.dtype() == DType::bf16 ? detail::bf16_working_copy(weight).to(DType::f32)

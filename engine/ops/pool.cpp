@@ -32,11 +32,12 @@ kernels::Pool2dGeometry pool_geometry(const char* op, const Tensor& x, const Poo
 // scatters dy through it: x is not kept for the backward. The engine has no integer dtype, so the
 // indices live in the bytes of an f32-typed tensor of y's shape (4 bytes an element; never read as
 // floats).
-Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
-  detail::check_same_device("max_pool2d", {x});
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options, const Tensor& out) {
+  detail::check_same_device("max_pool2d", {x, out});
   const kernels::Pool2dGeometry g = pool_geometry("max_pool2d", x, options);
   const Tensor xr = detail::as_row_matrix(x);
-  Tensor y = Tensor::empty({g.batch, g.out_h(), g.out_w(), g.channels}, x.device(), x.dtype());
+  Tensor y = detail::output_or_new("max_pool2d", out, {g.batch, g.out_h(), g.out_w(), g.channels}, x.device(),
+                                   x.dtype());
   if (!needs_grad({x})) {
     ENGINE_KERNEL(x.device(), max_pool2d_forward)(g, detail::as_rows(xr), detail::as_rows(y));
     return y;

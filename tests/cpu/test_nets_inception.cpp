@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -234,6 +235,50 @@ TEST(InceptionResNetV2, FusedResidualInferenceEqualsTheTrainingPathBitForBit) {
   }
   const std::vector<float> pair = net->forward(images).to_vector();  // parameters want gradients: the pair
   EXPECT_EQ(fused, pair);
+}
+
+// Each block's branches write their outputs straight into their slices of the block's concatenation, so
+// the concatenation copies nothing: the block outputs of Mixed5b, Mixed6a, Mixed7a and the residual blocks'
+// concatenated branches share storage with every branch output, in training and in inference (eval mode,
+// no gradient; an eval-mode forward that records a gradient, Grad-CAM's, runs BN then ReLU and copies).
+class StorageObserver : public nets::ForwardObserver {
+ public:
+  void on_unit_output(const std::string& path, const std::string&, const Tensor& output,
+                      const std::vector<const Module*>&, int64_t) override {
+    storage[path] = output.storage().get();
+  }
+  std::map<std::string, const void*> storage;
+};
+
+TEST(InceptionResNetV2, BranchesWriteIntoTheirConcatenationSlices) {
+  Generator gen(11), data(12);
+  auto net = nets::make_net("inception_resnet_v2", Head::gap, Flavor::keras, 75, gen);
+  const Tensor images = test_support::random_tensor({2, 75, 75, 3}, data, -1.0f, 1.0f);
+  for (bool training : {true, false}) {
+    SCOPED_TRACE(training ? "training" : "inference");
+    net->train(training);
+    StorageObserver seen;
+    {
+      nets::ObserveForward observe(seen);
+      std::unique_ptr<NoGradGuard> inference(training ? nullptr : new NoGradGuard);
+      (void)net->forward(images);
+    }
+    const std::map<std::string, std::vector<std::string>> blocks = {
+        {"mixed_5b", {"mixed_5b.branch0", "mixed_5b.branch1.1", "mixed_5b.branch2.2", "mixed_5b.branch3.1"}},
+        {"mixed_6a", {"mixed_6a.branch0", "mixed_6a.branch1.2", "mixed_6a.branch2"}},
+        {"mixed_7a", {"mixed_7a.branch0.1", "mixed_7a.branch1.1", "mixed_7a.branch2.2", "mixed_7a.branch3"}},
+    };
+    for (const auto& [block, branches] : blocks) {
+      ASSERT_TRUE(seen.storage.count(block)) << block;
+      for (const std::string& branch : branches) {
+        ASSERT_TRUE(seen.storage.count(branch)) << branch;
+        EXPECT_EQ(seen.storage.at(branch), seen.storage.at(block)) << branch << " was copied into " << block;
+      }
+    }
+    // A residual block's branches share one buffer (their concatenation, the 1x1 convolution's input).
+    EXPECT_EQ(seen.storage.at("repeat.0.branch0"), seen.storage.at("repeat.0.branch2.2"));
+    EXPECT_EQ(seen.storage.at("repeat_1.3.branch0"), seen.storage.at("repeat_1.3.branch1.2"));
+  }
 }
 
 TEST(InceptionResNetV2, TheFusedResidualOpRefusesToRecordAGradient) {
