@@ -32,13 +32,19 @@ Tensor max_pool_unit(const Tensor& x, const std::string& path, const Tensor& out
   return unit_output(path, "max-pool 3x3/2 valid", max_pool2d(x, kMaxPool3s2, out), {}, 0);
 }
 
-// A block's concatenation written in place: the buffer [N, H, W, widths...] and each branch's channel
-// slice, in order, for the branches to write their outputs into. concat_channels of the slices is then a
-// view of the buffer (nothing copied); a branch that returns a tensor of its own makes it copy, as before.
+// A block's concatenation written in place, in inference: the buffer [N, H, W, widths...] and each
+// branch's channel slice, in order, for the branches to write their outputs into; concat_channels of the
+// slices is then a view of the buffer (nothing copied). In training (a gradient recorded) the slices are
+// undefined and the branches write tensors of their own, which concat_channels copies: measured on the
+// CPU, the strided writes cost training more than the copy they save (docs/perf-notes.md).
 struct ConcatBuffer {
   Tensor buffer;
   std::vector<Tensor> slices;
   ConcatBuffer(const Tensor& like, int64_t height, int64_t width, const std::vector<int64_t>& widths) {
+    if (grad_enabled()) {
+      slices.resize(widths.size());
+      return;
+    }
     int64_t channels = 0;
     for (int64_t w : widths) channels += w;
     buffer = Tensor::empty({like.size(0), height, width, channels}, like.device(), like.dtype());
