@@ -131,6 +131,11 @@ Batch make_batch(uint64_t seed, int64_t n = 4, bool poisoned = false) {
   return {images.to(Device::cuda(0)), Tensor::from_vector({n}, labels).to(Device::cuda(0))};
 }
 
+// Batches of `count` seeds from first_seed on, appended to *batches.
+void add_batches(std::vector<Batch>* batches, uint64_t first_seed, uint64_t count) {
+  for (uint64_t i = 0; i < count; ++i) batches->push_back(make_batch(first_seed + i));
+}
+
 std::vector<uint32_t> bits(const Tensor& t) {  // bit-for-bit equality that holds for NaN too
   const std::vector<float> values = t.to_vector();
   std::vector<uint32_t> out(values.size());
@@ -232,7 +237,7 @@ TEST_F(GpuGraphStep, GraphedStepsEqualEagerStepsBitForBit) {
   engine::GraphedTrainingStep graphed(*graphed_model.step);
   ASSERT_TRUE(graphed.off_reason().empty()) << graphed.off_reason();
   std::vector<Batch> batches;
-  for (uint64_t i = 0; i < 7; ++i) batches.push_back(make_batch(30 + i));
+  add_batches(&batches, 30, 7);
   compare_graphed_with_eager(batches, eager, graphed_model, graphed);
   EXPECT_TRUE(graphed.recorded());
   EXPECT_EQ(graphed.eager_steps(), 2) << "the warm-up";
@@ -244,9 +249,9 @@ TEST_F(GpuGraphStep, ANonFiniteBatchSkipsItsUpdateAsInEagerSteps) {
   Model eager = make_model(), graphed_model = make_model();
   engine::GraphedTrainingStep graphed(*graphed_model.step);
   std::vector<Batch> batches;
-  for (uint64_t i = 0; i < 4; ++i) batches.push_back(make_batch(40 + i));
+  add_batches(&batches, 40, 4);
   batches.push_back(make_batch(50, 4, true));  // replayed: its update and the next step's are skipped
-  for (uint64_t i = 0; i < 3; ++i) batches.push_back(make_batch(60 + i));
+  add_batches(&batches, 60, 3);
   compare_graphed_with_eager(batches, eager, graphed_model, graphed);
   EXPECT_EQ(graphed.replayed_steps(), 6);
 }
@@ -256,9 +261,9 @@ TEST_F(GpuGraphStep, ABatchOfAnotherShapeRunsEagerly) {
   Model eager = make_model(), graphed_model = make_model();
   engine::GraphedTrainingStep graphed(*graphed_model.step);
   std::vector<Batch> batches;
-  for (uint64_t i = 0; i < 4; ++i) batches.push_back(make_batch(70 + i));
+  add_batches(&batches, 70, 4);
   batches.push_back(make_batch(80, 3));  // an epoch's last, smaller batch
-  for (uint64_t i = 0; i < 2; ++i) batches.push_back(make_batch(90 + i));
+  add_batches(&batches, 90, 2);
   compare_graphed_with_eager(batches, eager, graphed_model, graphed);
   EXPECT_EQ(graphed.eager_steps(), 3) << "two warm-up steps and the smaller batch";
   EXPECT_EQ(graphed.replayed_steps(), 4);
@@ -292,7 +297,7 @@ TEST_F(GpuGraphStep, AFailedRecordingFallsBackToEagerSteps) {
   std::vector<std::string> lines;
   engine::GraphedTrainingStep graphed(*graphed_model.step, logging_into(&lines));
   std::vector<Batch> batches;
-  for (uint64_t i = 0; i < 5; ++i) batches.push_back(make_batch(110 + i));
+  add_batches(&batches, 110, 5);
   compare_graphed_with_eager(batches, eager, graphed_model, graphed);
   EXPECT_FALSE(graphed.recorded());
   EXPECT_EQ(graphed.replayed_steps(), 0);
@@ -316,7 +321,7 @@ TEST_F(GpuGraphStep, Bf16MasterWeightsWrittenBetweenReplaysReachTheNextReplay) {
   engine::GraphedTrainingStep graphed(*graphed_model.step);
   ASSERT_TRUE(graphed.off_reason().empty()) << graphed.off_reason();
   std::vector<Batch> batches;
-  for (uint64_t i = 0; i < 7; ++i) batches.push_back(make_batch(120 + i));
+  add_batches(&batches, 120, 7);
   compare_one_at_a_time(batches, eager, graphed_model, graphed, [](size_t i, Model& m) {
     if (i == 4) halve_master_weights(m);  // between two replays
   });
@@ -333,7 +338,7 @@ TEST_F(GpuGraphStep, Bf16AFailedRecordingLeavesTheWorkingCopyCurrent) {
   std::vector<std::string> lines;
   engine::GraphedTrainingStep graphed(*graphed_model.step, logging_into(&lines));
   std::vector<Batch> batches;
-  for (uint64_t i = 0; i < 5; ++i) batches.push_back(make_batch(130 + i));
+  add_batches(&batches, 130, 5);
   compare_one_at_a_time(batches, eager, graphed_model, graphed, [](size_t i, Model& m) {
     if (i == 2) halve_master_weights(m);  // just before the recording
   });

@@ -267,8 +267,7 @@ const Device kDevices[] = {Device::cpu(), Device::cuda()};  // the reference fir
 void check_bf16_forward(const ConvCase& c) {
   const Operands o(c);
   const Conv2dGeometry& g = c.g;
-  const std::vector<float> y_start =
-      strided(std::vector<float>(size_t(o.y_rows * g.out_c), kNaN), o.y_rows, g.out_c, c.ldy, kGapSentinel);
+  const std::vector<float> y_start = poisoned_output(c, o);
   for (bool with_bias : {false, true}) {
     SCOPED_TRACE(with_bias ? "bias" : "no bias");
     std::vector<std::vector<float>> outputs, buffers;
