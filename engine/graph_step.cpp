@@ -172,10 +172,12 @@ PendingStep GraphedTrainingStep::replay(const Tensor& images, const Tensor& labe
     pending.optimizer_steps_before = optimizer->step_count();
   }
   step_.reduce_update();
-  NoGradGuard no_grad;
-  pending.loss = static_loss_.clone();  // the next replay overwrites the static outputs
-  pending.logits = static_logits_.clone();
-  queue_host_readback(pending);  // after the clones: the next replay may overwrite the static outputs
+  // The step's host copies are queued now, on the stream, before any later replay can overwrite the
+  // static outputs; finish() reads those copies. (pending.loss and logits are the graph's outputs
+  // themselves, valid until the next replay: nothing reads them later on the device.)
+  pending.loss = static_loss_;
+  pending.logits = static_logits_;
+  queue_host_readback(pending);
   ++replayed_;
   return pending;
 }

@@ -106,17 +106,17 @@ inline void conv_backward_data_mixed_operands(const char* kernel, const Conv2dGe
 }
 
 // The fused forward needs its bias (a convolution without one passes zeros).
-// conv2d_scaled_residual_forward's residual: y's shape, and not y itself (the convolution writes y first).
-inline void scaled_residual_check(const char* kernel, const float* bias, ConstMatrixView residual, MatrixView y) {
-  if (bias == nullptr) throw std::invalid_argument(std::string("kernels: ") + kernel + ": bias is required");
-  check_same_shape(kernel, residual, y);
-  if (residual.data != nullptr && residual.data == y.data)
-    throw std::invalid_argument(std::string("kernels: ") + kernel + ": y must not be the residual's memory");
-}
-
 inline void conv_bias_relu_check(const char* kernel, const float* bias) {
   if (bias == nullptr)
     throw std::invalid_argument(std::string("kernels: ") + kernel + ": bias is null; pass zeros for no bias");
+}
+
+// conv2d_scaled_residual_forward's residual: y's shape, and not y itself (the convolution writes y first).
+inline void scaled_residual_check(const char* kernel, const float* bias, ConstMatrixView residual, MatrixView y) {
+  conv_bias_relu_check(kernel, bias);
+  check_same_shape(kernel, residual, y);
+  if (residual.data != nullptr && residual.data == y.data)
+    throw std::invalid_argument(std::string("kernels: ") + kernel + ": y must not be the residual's memory");
 }
 
 }  // namespace kernels

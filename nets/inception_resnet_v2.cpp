@@ -203,6 +203,10 @@ ResidualBlock::ResidualBlock(Type type, float scale, bool relu, const BatchNormO
   }
   conv2d_ = register_module(
       "conv2d", std::make_shared<Conv2d>(Conv2dSpec{mixed, width, 1, 1, Conv2dOptions::valid(), true}, gen));
+  for (const auto& branch : branches_) {
+    if (auto* u = dynamic_cast<const BasicConv*>(branch.get())) branch_widths_.push_back(u->out_channels());
+    else branch_widths_.push_back(static_cast<const UnitChain*>(branch.get())->out_channels());
+  }
   char kind[96];
   std::snprintf(kind, sizeof kind, "conv1x1+bias, x + %.2g * up%s", static_cast<double>(scale_),
                 relu_ ? ", relu" : " (no relu)");
@@ -210,12 +214,7 @@ ResidualBlock::ResidualBlock(Type type, float scale, bool relu, const BatchNormO
 }
 
 Tensor ResidualBlock::forward(const Tensor& x) const {
-  std::vector<int64_t> widths;
-  for (const auto& branch : branches_) {
-    if (auto* u = dynamic_cast<const BasicConv*>(branch.get())) widths.push_back(u->out_channels());
-    else widths.push_back(static_cast<const UnitChain*>(branch.get())->out_channels());
-  }
-  const ConcatBuffer cat(x, x.size(1), x.size(2), widths);
+  const ConcatBuffer cat(x, x.size(1), x.size(2), branch_widths_);
   std::vector<Tensor> outputs;
   for (size_t i = 0; i < branches_.size(); ++i) {
     const auto& branch = branches_[i];

@@ -84,6 +84,7 @@ class ResidualBlock : public Layer {
   float scale_;
   bool relu_;
   std::vector<std::shared_ptr<Layer>> branches_;  // BasicConv or UnitChain
+  std::vector<int64_t> branch_widths_;            // their output channels, in order (the concatenation's)
   std::shared_ptr<engine::Conv2d> conv2d_;
   std::string kind_;  // "conv1x1+bias, x + 0.17 * up, relu", ...
 };

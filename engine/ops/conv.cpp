@@ -26,6 +26,13 @@ kernels::ConstMatrixView weight_rows(const Tensor& w) {
   return {w.raw_data(), w.size(0), cols, cols, w.dtype()};
 }
 
+// The f32 weight the fused inference kernels read: for a bf16 x the bf16 working copy widened exactly, as
+// conv2d reads it; else the weight in f32.
+Tensor f32_kernel_weight(const Tensor& weight, DType input_dtype) {
+  return input_dtype == DType::bf16 ? detail::bf16_working_copy(weight).to(DType::f32)
+                                    : kernel_weight(weight, DType::f32);
+}
+
 // The geometry of conv2d(x, weight, options), checked.
 kernels::Conv2dGeometry conv_geometry(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
                                       const Conv2dOptions& options) {
@@ -112,9 +119,7 @@ Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bia
   Tensor y = detail::output_or_new("conv2d_bias_relu", out, {g.batch, g.out_h(), g.out_w(), g.out_c}, x.device(),
                                    x.dtype());
   const Tensor xr = detail::as_row_matrix(x);
-  // The fused kernel reads an f32 weight: for a bf16 x the bf16 working copy widened exactly, as conv2d reads it.
-  const Tensor w = x.dtype() == DType::bf16 ? detail::bf16_working_copy(weight).to(DType::f32)
-                                            : kernel_weight(weight, DType::f32);
+  const Tensor w = f32_kernel_weight(weight, x.dtype());
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor::zeros({g.out_c}, x.device());
   ENGINE_KERNEL(x.device(), conv2d_bias_relu_forward)(g, detail::as_rows(xr), w.data(), b.data(), detail::as_rows(y));
   return y;
@@ -133,8 +138,7 @@ Tensor conv2d_scaled_residual(const Tensor& x, const Tensor& weight, const Tenso
       << "conv2d_scaled_residual: the residual " << residual.str() << " is not the convolution's output shape";
   Tensor y = Tensor::empty(residual.shape(), x.device(), residual.dtype());
   const Tensor xr = detail::as_row_matrix(x), rr = detail::as_row_matrix(residual);
-  const Tensor w = x.dtype() == DType::bf16 ? detail::bf16_working_copy(weight).to(DType::f32)
-                                            : kernel_weight(weight, DType::f32);
+  const Tensor w = f32_kernel_weight(weight, x.dtype());
   const Tensor b = bias.defined() ? bias.contiguous() : Tensor::zeros({g.out_c}, x.device());
   ENGINE_KERNEL(x.device(), conv2d_scaled_residual_forward)(g, detail::as_rows(xr), w.data(), b.data(), scale,
                                                             detail::as_rows(rr), detail::as_rows(y), relu);

@@ -155,33 +155,25 @@ class CachingAllocator {
       return ptr;
     }
 
+    cudaError_t status;
     if (pool != 0) {  // capturing: cudaMalloc is not stream work; relax this thread's mode around it
       cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
       cudaThreadExchangeStreamCaptureMode(&mode);
-      const cudaError_t status = cudaMalloc(&ptr, rounded);
+      status = cudaMalloc(&ptr, rounded);
       cudaThreadExchangeStreamCaptureMode(&mode);
-      if (status != cudaSuccess) {  // no retry: emptying the cache (cudaFree) is illegal while capturing
-        cudaGetLastError();
-        throw_out_of_memory(bytes, what, device, status);
-      }
-      ++stats_.device_mallocs;
-      stats_.cached += rounded;
-      hand_out(ptr, rounded, device, pool);
-      return ptr;
-    }
-    cudaError_t status = cudaMalloc(&ptr, rounded);
-    if (status != cudaSuccess) {
+      // No retry: emptying the cache (cudaFree) is illegal while capturing.
+    } else if ((status = cudaMalloc(&ptr, rounded)) != cudaSuccess) {
       cudaGetLastError();  // an allocation failure is not sticky; clear it
       release_free_blocks(device);
       status = cudaMalloc(&ptr, rounded);
-      if (status != cudaSuccess) {
-        cudaGetLastError();
-        throw_out_of_memory(bytes, what, device, status);
-      }
+    }
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      throw_out_of_memory(bytes, what, device, status);
     }
     ++stats_.device_mallocs;
     stats_.cached += rounded;
-    hand_out(ptr, rounded, device, 0);
+    hand_out(ptr, rounded, device, pool);
     return ptr;
   }
 

@@ -199,6 +199,12 @@ struct Plan {
   bool dense_fallback = false;               // strided descriptors failed: use dense temporaries
   bool timed = false;                        // the timed search has ordered the candidates
   std::string rejected;                      // why heuristics' algorithms were left out (for errors)
+  bool out_of_memory = false;                // the last run found a candidate's workspace unavailable
+  // Every candidate rejected the problem (not for want of memory), dense fallback included: later calls
+  // go to the caller's fallback at once instead of trying every algorithm again (the bf16 RGB stem,
+  // an unfused shape: every step).
+  bool unsupported = false;
+  std::string unsupported_why;
 };
 
 using PlanKey = std::array<int64_t, 22>;
@@ -391,6 +397,7 @@ bool try_next_after(cudnnStatus_t status) {
 // Runs the pass with the plan's candidates (the last good one first) until one succeeds.
 bool run_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o,
                     std::string* failures) {
+  plan.out_of_memory = false;
   if (plan.candidates.empty()) return false;
   const Descriptors& d = *plan.descriptors;
   std::vector<size_t> order{plan.preferred};
@@ -408,6 +415,7 @@ bool run_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o,
       } catch (const OutOfMemory&) {
         *failures += name + ": its workspace of " + std::to_string(c.workspace) +
                      " bytes could not be allocated; ";
+        plan.out_of_memory = true;
         continue;
       }
     }
@@ -543,7 +551,12 @@ bool try_run(Pass pass, const Problem& p, const Operands& o, std::string* why) {
   const Conv2dGeometry& g = p.g;
   std::string failures;
   Plan& plan = plan_for(pass, p, o);
+  if (plan.unsupported) {
+    *why = plan.unsupported_why;
+    return false;
+  }
   if (!plan.dense_fallback && run_candidates(pass, p, plan, o, &failures)) return true;
+  bool out_of_memory = !plan.dense_fallback && plan.out_of_memory;  // this call's
 
   const bool strided = p.ldx != g.in_c || p.ldy != g.out_c;
   if (strided) {
@@ -589,6 +602,7 @@ bool try_run(Pass pass, const Problem& p, const Operands& o, std::string* why) {
       return true;
     }
     failures += "dense fallback: " + dense_failures + dense_plan.rejected;
+    out_of_memory = out_of_memory || dense_plan.out_of_memory;
   }
   *why = std::string("no cuDNN algorithm could run the convolution ") + pass_name(pass) + " (" +
          geometry_text(g) + ", " + (p.dtype == DType::bf16 ? "bf16" : "f32") + ", ldx " + std::to_string(p.ldx) +
@@ -596,6 +610,10 @@ bool try_run(Pass pass, const Problem& p, const Operands& o, std::string* why) {
          (deterministic() ? "on" : "off") + ", workspace limit " + std::to_string(conv_workspace_limit()) +
          " bytes): " + failures + plan.rejected +
          " Try a larger workspace limit (set_conv_workspace_limit) or a smaller batch.";
+  if (!out_of_memory) {  // memory may be there next time; a rejection stays
+    plan.unsupported = true;
+    plan.unsupported_why = *why;
+  }
   return false;
 }
 
