@@ -275,6 +275,10 @@ int main(int argc, char** argv) {
       {"IRv2 block17 1x7", 17, 128, 160, 1, 7, 1, 0, 3},
       {"IRv2 block17 7x1", 17, 160, 192, 7, 1, 1, 3, 0},
       {"IRv2 reduction-A 3x3/2 valid", 35, 256, 384, 3, 3, 2, 0, 0},
+      {"IRv2 stem 3x3 same", 147, 32, 64, 3, 3, 1, 1, 1},
+      {"IRv2 stem 3x3 valid", 73, 80, 192, 3, 3, 1, 0, 0},
+      {"IRv2 block35 3x3", 35, 32, 48, 3, 3, 1, 1, 1},
+      {"IRv2 block35 3x3 (2)", 35, 48, 64, 3, 3, 1, 1, 1},
   };
   std::printf(
       "\nconvolution, batch %lld (NHWC, OHWI)                 GFLOP |  forward ms  GFLOP/s | "

@@ -25,6 +25,8 @@
 // run to run and for any number of threads, so are the results, bit for bit.
 #include "kernels/conv.h"
 #include "kernels/cpu/bf16_widen.h"
+#include "kernels/cpu/conv_winograd.h"
+#include "kernels/cpu/workspace.h"
 
 #include <omp.h>
 
@@ -72,18 +74,6 @@ int64_t chunk_pixels(int64_t total_pixels, int64_t cols, int64_t budget) {
 
 // Threads for a convolution's own parallel loops (1 inside another parallel region).
 int conv_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
-
-// Per-thread reused workspaces, grown on demand: slot 0 holds patches, slot 1 transposed weights.
-float* workspace(int slot, int64_t floats) {
-  thread_local std::vector<float> buffers[2];
-  std::vector<float>& buffer = buffers[slot];
-  if (int64_t(buffer.size()) < floats) {
-    buffer.clear();
-    buffer.shrink_to_fit();
-    buffer.resize(size_t(floats));
-  }
-  return buffer.data();
-}
 
 // Columns [col_begin, col_end) of patch rows p - first for output pixels p in [first, first + count)
 // into patch ([count, col_end - col_begin] dense), on the calling thread.
@@ -254,7 +244,7 @@ void im2col_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const 
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && chunks.count > 1)
   for (int64_t chunk = 0; chunk < chunks.count; ++chunk) {
     const int64_t first = chunk * chunks.size, count = std::min(chunks.size, pixels - first);
-    float* patch = workspace(0, count * cols);
+    float* patch = workspace(Workspace::kPatches, count * cols);
     float* y_chunk = y + first * ldy;
     im2col_rows(g, x, ldx, first, count, 0, cols, patch);
     if (bias != nullptr)
@@ -310,6 +300,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
          bias != nullptr ? 1.0f : 0.0f, y, ldy);
     return;
   }
+  if (winograd_applies(g)) return winograd_forward(g, x, ldx, w, bias, y, ldy, false);
   im2col_forward(g, x, ldx, w, bias, y, ldy, false);
 }
 
@@ -327,9 +318,11 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
     return;
   }
   if (has_transposed_form(g)) {  // dx (+)= conv(dy, w') (see has_transposed_form)
-    float* w_t = workspace(1, g.out_c * patch_cols(g));
+    float* w_t = workspace(Workspace::kFlippedWeights, g.out_c * patch_cols(g));
     flip_and_swap_channels(g, w, w_t);
-    im2col_forward(transposed_geometry(g), dy, ldy, w_t, nullptr, dx, ldx, accumulate);
+    const Conv2dGeometry t = transposed_geometry(g);
+    if (winograd_applies(t)) return winograd_forward(t, dy, ldy, w_t, nullptr, dx, ldx, accumulate);
+    im2col_forward(t, dy, ldy, w_t, nullptr, dx, ldx, accumulate);
     return;
   }
   // Strided convolutions: dpatch GEMM and col2im per chunk. Without accumulate, input rows are
@@ -337,7 +330,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
   // that no window reads are zeroed on the way or at the end.
   int64_t zero_from = accumulate ? input_rows : 0;
   const int64_t cols = patch_cols(g), chunk = chunk_pixels(pixels, cols, kSharedWorkspaceBytes);
-  float* dpatch = pixels > 0 ? workspace(0, chunk * cols) : nullptr;
+  float* dpatch = pixels > 0 ? workspace(Workspace::kPatches, chunk * cols) : nullptr;
   for (int64_t first = 0; first < pixels; first += chunk) {
     const int64_t count = std::min(chunk, pixels - first);
     gemm(false, false, count, cols, g.out_c, 1.0f, dy + first * ldy, ldy, w, cols, 0.0f, dpatch,
@@ -389,6 +382,7 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
          cols);
     return;
   }
+  if (winograd_applies(g)) return winograd_backward_filter(g, x, ldx, dy, ldy, dw, accumulate);
   // Chunks fixed by the geometry (dW sums them in order), and so are dW's column blocks (each GEMM
   // call is then the same for any thread count); a thread owns whole column blocks and builds only
   // those columns of each chunk's patches.
@@ -399,7 +393,7 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && blocks > 1)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t col_begin = b * block, width = std::min(cols, col_begin + block) - col_begin;
-    float* patch = workspace(0, std::min(chunk, pixels) * width);
+    float* patch = workspace(Workspace::kPatches, std::min(chunk, pixels) * width);
     for (int64_t first = 0; first < pixels; first += chunk) {
       const int64_t count = std::min(chunk, pixels - first);
       im2col_rows(g, x, ldx, first, count, col_begin, col_begin + width, patch);

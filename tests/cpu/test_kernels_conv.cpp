@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/conv.h"
+#include "kernels/cpu/conv_winograd.h"
 #include "kernels/gemm.h"
 #include "test_kernels_common.h"
 #include "support/kernel_cases.h"
@@ -252,6 +253,13 @@ const ConvCase kConvCases[] = {
     {"several_chunks_in700", conv_geometry(2, 23, 23, 700, 2, 5, 5, 1, 1, 2, 2, 2, 2)},
     {"several_chunks_out700", conv_geometry(2, 23, 23, 2, 700, 5, 5, 1, 1, 2, 2, 2, 2)},
     {"several_chunks_s2", conv_geometry(2, 35, 35, 700, 2, 5, 5, 2, 2, 2, 2, 2, 2)},
+    // Winograd F(2x2, 3x3) (kernels/cpu/conv_winograd.h; WinogradTakesTheseCases checks that it does):
+    // odd output sizes (tiles that run past the output), 'valid' and asymmetric paddings up to 2, and
+    // a DenseNet-like 128 -> 32 with several tile chunks in every pass (363 tiles; a chunk holds 102).
+    {"winograd_pad1_odd_sizes", conv_geometry(2, 13, 11, 17, 19, 3, 3, 1, 1, 1, 1, 1, 1)},
+    {"winograd_valid", conv_geometry(2, 14, 15, 16, 20, 3, 3, 1, 1, 0, 0, 0, 0)},
+    {"winograd_asymmetric_pad2", conv_geometry(1, 12, 13, 18, 16, 3, 3, 1, 1, 2, 0, 1, 2)},
+    {"winograd_several_chunks", conv_geometry(3, 22, 21, 128, 32, 3, 3, 1, 1, 1, 1, 1, 1)},
 };
 
 INSTANTIATE_TEST_SUITE_P(Geometries, ConvTest,
@@ -261,28 +269,47 @@ INSTANTIATE_TEST_SUITE_P(Geometries, ConvTest,
                                   (std::get<1>(info.param) ? "_strided" : "_dense");
                          });
 
-// The same result for 1 and 2 threads, bit for bit (the chunking and the col2im gather do not
-// depend on the thread count).
+TEST(ConvWinograd, WinogradTakesTheseCases) {
+  for (const ConvCase& c : kConvCases)
+    EXPECT_EQ(kernels::cpu::winograd_applies(c.g), c.name.rfind("winograd_", 0) == 0) << c.name;
+  // Too few channels, a stride, a 7x7 map, a padding past 2: im2col.
+  EXPECT_FALSE(kernels::cpu::winograd_applies(conv_geometry(1, 14, 14, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1)));
+  EXPECT_FALSE(kernels::cpu::winograd_applies(conv_geometry(1, 28, 28, 32, 32, 3, 3, 2, 2, 1, 1, 1, 1)));
+  EXPECT_FALSE(kernels::cpu::winograd_applies(conv_geometry(1, 7, 7, 128, 32, 3, 3, 1, 1, 1, 1, 1, 1)));
+  EXPECT_FALSE(kernels::cpu::winograd_applies(conv_geometry(1, 14, 14, 32, 32, 3, 3, 1, 1, 3, 3, 3, 3)));
+}
+
+// The same result for 1 and 2 threads, bit for bit (the chunking, the col2im gather and Winograd's
+// tile chunks and weight-gradient parts do not depend on the thread count): every pass of a strided
+// convolution (im2col, col2im) and of a Winograd one.
 TEST(ConvDeterminism, SameBitsForOneAndTwoThreads) {
-  std::mt19937 rng(99);
-  ConvData d(conv_geometry(3, 13, 11, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1), true, rng);
-  const int threads = kernels::cpu::num_threads();
-  Matrix dx[2] = {Matrix(d.in_rows, d.g.in_c, d.lddx, kNaN),
-                  Matrix(d.in_rows, d.g.in_c, d.lddx, kNaN)};
-  Matrix dbias[2] = {Matrix(1, d.g.out_c, d.g.out_c, kNaN), Matrix(1, d.g.out_c, d.g.out_c, kNaN)};
-  std::vector<float> dw(size_t(d.g.out_c * d.k));
-  for (int t = 0; t < 2; ++t) {
-    kernels::cpu::set_num_threads(t + 1);
-    kernels::cpu::conv2d_backward_data(d.g, {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
-                                       d.w.ptr(), {dx[t].ptr(), d.g.input_rows(), d.g.in_c, d.lddx},
-                                       false);
-    kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
-                                         {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
-                                         dw.data(), dbias[t].ptr(), false);
+  for (const Conv2dGeometry& g : {conv_geometry(3, 13, 11, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1),
+                                  conv_geometry(3, 22, 21, 128, 32, 3, 3, 1, 1, 1, 1, 1, 1)}) {
+    std::mt19937 rng(99);
+    ConvData d(g, true, rng);
+    const int threads = kernels::cpu::num_threads();
+    std::vector<Matrix> y, dx, dbias;
+    std::vector<std::vector<float>> dw;
+    for (int t = 0; t < 2; ++t) {
+      kernels::cpu::set_num_threads(t + 1);
+      y.emplace_back(d.out_rows, d.g.out_c, d.ldy, kNaN);
+      dx.emplace_back(d.in_rows, d.g.in_c, d.lddx, kNaN);
+      dbias.emplace_back(1, d.g.out_c, d.g.out_c, kNaN);
+      dw.emplace_back(size_t(d.g.out_c * d.k));
+      kernels::cpu::conv2d_forward(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx}, d.w.ptr(), d.bias.ptr(),
+                                   y.back().view());
+      kernels::cpu::conv2d_backward_data(d.g, {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy}, d.w.ptr(),
+                                         {dx.back().ptr(), d.g.input_rows(), d.g.in_c, d.lddx}, false);
+      kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
+                                           {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy}, dw.back().data(),
+                                           dbias.back().ptr(), false);
+    }
+    kernels::cpu::set_num_threads(threads);
+    EXPECT_TRUE(bitwise_equal(y[0], y[1]));
+    EXPECT_TRUE(bitwise_equal(dx[0], dx[1]));
+    EXPECT_TRUE(bitwise_equal(dbias[0], dbias[1]));
+    EXPECT_EQ(0, std::memcmp(dw[0].data(), dw[1].data(), dw[0].size() * sizeof(float)));
   }
-  kernels::cpu::set_num_threads(threads);
-  EXPECT_TRUE(bitwise_equal(dx[0], dx[1]));
-  EXPECT_TRUE(bitwise_equal(dbias[0], dbias[1]));
 }
 
 }  // namespace

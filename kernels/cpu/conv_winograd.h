@@ -1,0 +1,25 @@
+// Winograd F(2x2, 3x3) for the CPU's stride-1 3x3 convolutions (NHWC activations, OHWI weights), used by
+// kernels/cpu/conv.cpp where winograd_applies(g); see conv_winograd.cpp for the maths.
+#pragma once
+#include <cstdint>
+
+#include "kernels/conv.h"
+
+namespace kernels::cpu {
+
+// True for the convolutions these kernels take: 3x3 kernel, stride 1, each padding in [0, 2] (so that a
+// stride-1 backward data, the forward of dy with the flipped kernel, qualifies too), and enough channels
+// on both sides for the 16 small GEMMs to beat the im2col GEMM (docs/perf-notes.md, "Winograd").
+bool winograd_applies(const Conv2dGeometry& g);
+
+// y (+)= conv(x, w) + bias over y [output_rows, out_c] (row stride ldy); x [input_rows, in_c] (ldx),
+// w [out_c, 3, 3, in_c] dense, bias [out_c] or null. accumulate: add to y, else overwrite it.
+void winograd_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w, const float* bias,
+                      float* y, int64_t ldy, bool accumulate);
+
+// dw (+)= the weight gradient, dw [out_c, 3, 3, in_c] dense; dy [output_rows, out_c] (ldy). No bias
+// gradient (conv.cpp sums dy's columns itself).
+void winograd_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy, int64_t ldy,
+                              float* dw, bool accumulate);
+
+}  // namespace kernels::cpu
