@@ -1,5 +1,7 @@
 // Synchronised batch norm: the maths of kernels/batchnorm.h with every sum taken over the processes
-// (see batch_norm_sync.h). Host loops; the forward saves the float statistics backward uses.
+// (see batch_norm_sync.h). The passes over the activations run on their device (the kernels'
+// batch_norm_channel_sums, _backward_channel_sums, _normalize_forward, _normalize_backward); only the
+// per-channel sums cross to the host for the all-reduce, and the per-channel maths between runs there.
 #include "engine/batch_norm_sync.h"
 
 #include <algorithm>
@@ -7,27 +9,41 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/check.h"
+#include "engine/ops/common.h"
+#include "kernels/batchnorm.h"
 
 namespace engine {
 
 namespace {
 const ChannelSumAllReduce* installed = nullptr;
 
-// A host, dense copy (or the tensor itself) of x as rows x channels.
-Tensor host_rows(const Tensor& x) { return x.to(Device::cpu()).contiguous(); }
-
-// Per-channel sums over the rows, each channel's in row order (the same bits for any thread count):
-// sums[c] += term(i, c) for the element i = r * C + c of every row r. Threads take blocks of channels.
-template <typename Term>
-void channel_sums(int64_t rows, int64_t channels, double* sums, const Term& term) {
-  constexpr int64_t kBlock = 16;
-#pragma omp parallel for schedule(static) if (rows * channels >= 32768)
-  for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
-    const int64_t c1 = std::min(channels, c0 + kBlock);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = c0; c < c1; ++c) sums[c] += term(static_cast<size_t>(r * channels + c), static_cast<size_t>(c));
+// n doubles in a device's memory (or the host's) for the kernels' per-channel sums: the storage of an f32
+// tensor twice as long (tensors have no double type), with copies to and from the host.
+class ChannelSums {
+ public:
+  ChannelSums(int64_t n, Device device)
+      : n_(n), storage_(Tensor::empty({2 * std::max<int64_t>(n, 1)}, device)) {}
+  double* data() const { return static_cast<double*>(storage_.raw_data()); }
+  std::vector<double> to_host() const {
+    std::vector<double> host(static_cast<size_t>(n_));
+    backend_for(storage_.device()).copy_to_host(host.data(), data(), host.size() * sizeof(double));
+    return host;
   }
+  void from_host(const std::vector<double>& host) const {
+    ENGINE_CHECK(static_cast<int64_t>(host.size()) == n_) << "ChannelSums: " << host.size() << " values for " << n_;
+    backend_for(storage_.device()).copy_from_host(data(), host.data(), host.size() * sizeof(double));
+  }
+
+ private:
+  int64_t n_;
+  Tensor storage_;
+};
+
+// A per-channel f32 vector computed on the host, on `device`.
+Tensor channel_vector(const std::vector<float>& values, Device device) {
+  return Tensor::from_vector({static_cast<int64_t>(values.size())}, values, device);
 }
 }  // namespace
 
@@ -42,49 +58,45 @@ const ChannelSumAllReduce* batch_norm_sync() { return installed; }
 Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                                   const Tensor& running_var, const BatchNormOptions& options,
                                   const ChannelSumAllReduce& allreduce) {
-  const int64_t channels = x.size(-1), rows = x.numel() / channels;
-  const Tensor xh = host_rows(x);
-  const Tensor gh = gamma.defined() ? host_rows(gamma) : Tensor(), bh = beta.defined() ? host_rows(beta) : Tensor();
-  const float* xp = xh.data();
-  const float* g = gh.defined() ? gh.data() : nullptr;
-  const float* b = bh.defined() ? bh.data() : nullptr;
+  const Device device = x.device();
+  const Tensor xr = detail::as_row_matrix(x);
+  const detail::Rows xm = detail::as_rows(xr);
+  const int64_t channels = xm.cols, rows = xm.rows;
   const auto C = static_cast<size_t>(channels);
 
-  // Pass 1: the sums and the row count over every process -> the mean.
-  std::vector<double> sums(C + 1, 0.0);
-  channel_sums(rows, channels, sums.data(), [xp](size_t i, size_t) { return static_cast<double>(xp[i]); });
-  sums[C] = static_cast<double>(rows);
-  allreduce(sums.data(), channels + 1);
-  const double m = sums[C];
+  // Pass 1: the sums and the row count over every process -> the mean. Only the [C] sums cross to the host.
+  const ChannelSums sums(channels, device);
+  ENGINE_KERNEL(device, batch_norm_channel_sums)(xm, nullptr, sums.data());
+  std::vector<double> totals = sums.to_host();
+  totals.push_back(static_cast<double>(rows));
+  allreduce(totals.data(), channels + 1);
+  const double m = totals[C];
   ENGINE_CHECK(m > 0) << "batch_norm (sync): empty batch over every process";
-  std::vector<double> mean(C), var(C, 0.0);
-  for (size_t c = 0; c < C; ++c) mean[c] = sums[c] / m;
+  std::vector<double> mean(C), var;
+  for (size_t c = 0; c < C; ++c) mean[c] = totals[c] / m;
   // Pass 2: the squared deviations from the global mean -> the (biased) variance.
-  channel_sums(rows, channels, var.data(), [xp, &mean](size_t i, size_t c) {
-    const double d = xp[i] - mean[c];
-    return d * d;
-  });
+  const ChannelSums center(channels, device);
+  center.from_host(mean);
+  ENGINE_KERNEL(device, batch_norm_channel_sums)(xm, center.data(), sums.data());
+  var = sums.to_host();
   allreduce(var.data(), channels);
-  Tensor saved_mean = Tensor::empty({channels}), saved_invstd = Tensor::empty({channels});
-  float* mean_f = saved_mean.data();
-  float* invstd_f = saved_invstd.data();
+  std::vector<float> mean_f(C), invstd_f(C);
   for (size_t c = 0; c < C; ++c) {
     var[c] /= m;
     mean_f[c] = static_cast<float>(mean[c]);
     invstd_f[c] = static_cast<float>(1.0 / std::sqrt(var[c] + static_cast<double>(options.eps)));
   }
-  Tensor yh = Tensor::empty(x.shape());
-  float* yp = yh.data();
-#pragma omp parallel for schedule(static) if (rows * channels >= 32768)
-  for (int64_t r = 0; r < rows; ++r)
-    for (size_t c = 0; c < C; ++c) {
-      const size_t i = static_cast<size_t>(r) * C + c;
-      const float xhat = (xp[i] - mean_f[c]) * invstd_f[c];
-      yp[i] = (g ? g[c] : 1.0f) * xhat + (b ? b[c] : 0.0f);
-    }
+  const Tensor saved_mean = channel_vector(mean_f, device), saved_invstd = channel_vector(invstd_f, device);
+  Tensor y = Tensor::empty(x.shape(), device, x.dtype());
+  kernels::BatchNormChannels ch;
+  ch.gamma = detail::data_or_null(gamma);
+  ch.beta = detail::data_or_null(beta);
+  ch.saved_mean = saved_mean.data();
+  ch.saved_invstd = saved_invstd.data();
+  ENGINE_KERNEL(device, batch_norm_normalize_forward)(xm, detail::as_rows(y), ch);
 
   // The running statistics, as the kernel updates them, with M = every process's rows.
-  const Tensor rm = host_rows(running_mean), rv = host_rows(running_var);
+  const Tensor rm = running_mean.to(Device::cpu()), rv = running_var.to(Device::cpu());
   const double mom = static_cast<double>(options.momentum);
   const double var_factor = (options.unbiased_running_var && m > 1) ? m / (m - 1.0) : 1.0;
   for (size_t c = 0; c < C; ++c) {
@@ -94,52 +106,39 @@ Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Te
   running_mean.copy_from(rm);
   running_var.copy_from(rv);
 
-  const Tensor y = yh.to(x.device());
   const bool need_dx = x.requires_grad();
   const bool need_dgamma = gamma.defined() && gamma.requires_grad();
   const bool need_dbeta = beta.defined() && beta.requires_grad();
   record(y, "batch_norm_sync", {x, gamma, beta},
-         [xh, gh, saved_mean, saved_invstd, m, need_dx, need_dgamma, need_dbeta, allreduce,
-          device = x.device()](const Tensor& dy_in) {
-           const Tensor dyh = host_rows(dy_in);
-           const int64_t channels = xh.size(-1), rows = xh.numel() / channels;
+         [xr, gamma, saved_mean, saved_invstd, m, need_dx, need_dgamma, need_dbeta, allreduce](const Tensor& dy_in) {
+           const Device device = xr.device();
+           const Tensor dy = detail::as_row_matrix(dy_in);
+           const detail::Rows xm = detail::as_rows(xr), dym = detail::as_rows(dy);
+           const int64_t channels = xm.cols;
            const auto C = static_cast<size_t>(channels);
-           const float *xp = xh.data(), *dy = dyh.data(), *mean = saved_mean.data(), *invstd = saved_invstd.data();
-           const float* g = gh.defined() ? gh.data() : nullptr;
+           kernels::BatchNormChannels ch;
+           ch.gamma = detail::data_or_null(gamma);
+           ch.saved_mean = saved_mean.data();
+           ch.saved_invstd = saved_invstd.data();
            // [sum_dy | sum_dy_xhat]: this process's (the parameter gradients), then every process's.
-           std::vector<double> local(2 * C, 0.0);
-           channel_sums(rows, channels, local.data(), [dy](size_t i, size_t) { return static_cast<double>(dy[i]); });
-           channel_sums(rows, channels, local.data() + C, [xp, dy, mean, invstd](size_t i, size_t c) {
-             const float xhat = (xp[i] - mean[c]) * invstd[c];
-             return static_cast<double>(dy[i]) * xhat;
-           });
+           const ChannelSums sums(2 * channels, device);
+           ENGINE_KERNEL(device, batch_norm_backward_channel_sums)(xm, dym, ch, sums.data());
+           const std::vector<double> local = sums.to_host();
            std::vector<double> global = local;
            allreduce(global.data(), 2 * channels);
            Tensor dx, dgamma, dbeta;
            if (need_dx) {
-             Tensor dxh = Tensor::empty(xh.shape());
-             float* dxp = dxh.data();
-#pragma omp parallel for schedule(static) if (rows * channels >= 32768)
-             for (int64_t r = 0; r < rows; ++r)
-               for (size_t c = 0; c < C; ++c) {
-                 const size_t i = static_cast<size_t>(r) * C + c;
-                 const float xhat = (xp[i] - mean[c]) * invstd[c];
-                 const float k = (g ? g[c] : 1.0f) * invstd[c];
-                 const auto mean_dy = static_cast<float>(global[c] / m);
-                 const auto mean_dy_xhat = static_cast<float>(global[C + c] / m);
-                 dxp[i] = k * (dy[i] - mean_dy - xhat * mean_dy_xhat);
-               }
-             dx = dxh.to(device);
+             sums.from_host(global);
+             dx = Tensor::empty(xr.shape(), device, xr.dtype());
+             ENGINE_KERNEL(device, batch_norm_normalize_backward)(xm, dym, ch, sums.data(), m, detail::as_rows(dx));
            }
-           if (need_dgamma || need_dbeta) {
-             Tensor dg = Tensor::empty({channels}), db = Tensor::empty({channels});
-             for (size_t c = 0; c < C; ++c) {
-               db.data()[c] = static_cast<float>(local[c]);
-               dg.data()[c] = static_cast<float>(local[C + c]);
-             }
-             if (need_dgamma) dgamma = dg.to(device);
-             if (need_dbeta) dbeta = db.to(device);
+           std::vector<float> db(C), dg(C);
+           for (size_t c = 0; c < C; ++c) {
+             db[c] = static_cast<float>(local[c]);
+             dg[c] = static_cast<float>(local[C + c]);
            }
+           if (need_dgamma) dgamma = channel_vector(dg, device);
+           if (need_dbeta) dbeta = channel_vector(db, device);
            return std::vector<Tensor>{dx, dgamma, dbeta};
          });
   return y;

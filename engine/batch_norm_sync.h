@@ -9,7 +9,8 @@
 //
 // Each batch norm calls `allreduce` (a sum over processes, in place) twice in forward and once in backward,
 // in the net's order, the same on every process. The running statistics see the global mean and variance,
-// so they stay equal across processes. Computed on the host (a device tensor is copied there and back).
+// so they stay equal across processes. The passes over the activations run on their device; only the
+// per-channel sums ([C + 1], [C] and [2C] doubles) cross to the host, where `allreduce` adds them.
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -425,6 +425,83 @@ void backward_training(const char* name, ConstMatrixView x_view, ConstMatrixView
 
 }  // namespace
 
+namespace {
+
+// Per-channel sums of a [rows, C] matrix for the synchronised batch norm: sums[c] = sum_r term(r, c) in
+// double, each channel's in row order (the same bits for any thread count); threads take blocks of
+// channels.
+template <typename Term>
+void sync_channel_sums(int64_t rows, int64_t channels, double* sums, const Term& term) {
+  constexpr int64_t kBlock = 16;
+  const int64_t blocks = (channels + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t c0 = b * kBlock, c1 = std::min(channels, c0 + kBlock);
+    for (int64_t c = c0; c < c1; ++c) sums[c] = 0.0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = c0; c < c1; ++c) sums[c] += term(r, c);
+  }
+}
+
+float xhat_of(const float* x, const BatchNormChannels& ch, int64_t c) {
+  return (*x - ch.saved_mean[c]) * ch.saved_invstd[c];
+}
+
+}  // namespace
+
+void batch_norm_channel_sums(ConstMatrixView x_view, const double* center, double* sums) {
+  if (any_bf16(x_view)) return run_widened(&batch_norm_channel_sums, x_view, center, sums);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld;
+  const float* x = x_view.f32();
+  if (center == nullptr) {
+    sync_channel_sums(rows, channels, sums, [x, ldx](int64_t r, int64_t c) { return double(x[r * ldx + c]); });
+    return;
+  }
+  sync_channel_sums(rows, channels, sums, [x, ldx, center](int64_t r, int64_t c) {
+    const double d = x[r * ldx + c] - center[c];
+    return d * d;
+  });
+}
+
+void batch_norm_backward_channel_sums(ConstMatrixView x_view, ConstMatrixView dy_view, const BatchNormChannels& ch,
+                                      double* sums) {
+  if (any_bf16(x_view, dy_view)) return run_widened(&batch_norm_backward_channel_sums, x_view, dy_view, ch, sums);
+  check_same_shape("batch_norm_backward_channel_sums", x_view, dy_view);
+  const int64_t rows = x_view.rows, channels = x_view.cols, ldx = x_view.ld, ldy = dy_view.ld;
+  const float *x = x_view.f32(), *dy = dy_view.f32();
+  sync_channel_sums(rows, channels, sums, [dy, ldy](int64_t r, int64_t c) { return double(dy[r * ldy + c]); });
+  sync_channel_sums(rows, channels, sums + channels, [&ch, x, ldx, dy, ldy](int64_t r, int64_t c) {
+    return double(dy[r * ldy + c]) * xhat_of(x + r * ldx + c, ch, c);
+  });
+}
+
+void batch_norm_normalize_forward(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch) {
+  if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_normalize_forward, x_view, y_view, ch);
+  const auto [rows, channels, x, ldx, y, ldy] =
+      batch_norm_forward_operands("batch_norm_normalize_forward", x_view, y_view);
+#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < channels; ++c)
+      y[r * ldy + c] = (ch.gamma ? ch.gamma[c] : 1.0f) * xhat_of(x + r * ldx + c, ch, c) + (ch.beta ? ch.beta[c] : 0.0f);
+}
+
+void batch_norm_normalize_backward(ConstMatrixView x_view, ConstMatrixView dy_view, const BatchNormChannels& ch,
+                                   const double* sums, double count, MatrixView dx_view) {
+  if (any_bf16(x_view, dy_view, dx_view))
+    return run_widened(&batch_norm_normalize_backward, x_view, dy_view, ch, sums, count, dx_view);
+  const auto [rows, channels, x, ldx, dy, ldy, dx, ldx_grad] =
+      batch_norm_backward_operands("batch_norm_normalize_backward", x_view, dy_view, dx_view);
+#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMinElements)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < channels; ++c) {
+      const float xhat = xhat_of(x + r * ldx + c, ch, c);
+      const float k = (ch.gamma ? ch.gamma[c] : 1.0f) * ch.saved_invstd[c];
+      const auto mean_dy = static_cast<float>(sums[c] / count);
+      const auto mean_dy_xhat = static_cast<float>(sums[channels + c] / count);
+      dx[r * ldx_grad + c] = k * (dy[r * ldy + c] - mean_dy - xhat * mean_dy_xhat);
+    }
+}
+
 void batch_norm_forward_training(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch,
                                  const BatchNormStatsOut& stats, const BatchNormHyper& h) {
   if (any_bf16(x, y)) return run_widened(&batch_norm_forward_training, x, y, ch, stats, h);

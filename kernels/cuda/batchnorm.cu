@@ -540,4 +540,119 @@ void batch_norm_backward_eval(ConstMatrixView x, ConstMatrixView dy, const Batch
                  [&] { run_widened(&batch_norm_backward_eval, x, dy, ch, h, dx, accumulate_dx, grads); });
 }
 
+// --- Synchronised batch norm (batchnorm_api.inc): the sums, and the passes that use sums taken over every
+// process ---
+
+namespace {
+
+// sums[c] = sum_r x[r, c], or sum_r (x[r, c] - center[c])^2 with a center.
+template <typename T>
+struct ChannelSumLoad {
+  const T* x;
+  int64_t ldx;
+  const double* center;
+  __device__ void operator()(int64_t r, int64_t c, double (&acc)[1]) const {
+    const double v = double(load(x + r * ldx + c));
+    if (center == nullptr) {
+      acc[0] += v;
+      return;
+    }
+    const double d = v - center[c];
+    acc[0] = __dadd_rn(acc[0], __dmul_rn(d, d));  // rounded as the CPU's product, then sum
+  }
+};
+
+// sums[k * cols + c] = s[k]: the K sums of each channel, one block of `cols` after another.
+template <int K>
+struct StoreChannelSums {
+  double* sums;
+  int64_t cols;
+  __device__ void operator()(int64_t c, const double (&s)[K]) const {
+#pragma unroll
+    for (int k = 0; k < K; ++k) sums[k * cols + c] = s[k];
+  }
+};
+
+// The dx coefficients of TrainingDxOp from sums over every process's `count` rows.
+struct SyncedDxCoefficientsOp {
+  const double* sums;
+  int64_t channels;
+  double count;
+  const float* gamma;
+  const float* invstd;
+  float* k;
+  float* mean_dy;
+  float* mean_dy_xhat;
+  __device__ void operator()(int64_t c) const {
+    k[c] = (gamma ? gamma[c] : 1.0f) * invstd[c];
+    mean_dy[c] = float(sums[c] / count);
+    mean_dy_xhat[c] = float(sums[channels + c] / count);
+  }
+};
+
+}  // namespace
+
+void batch_norm_channel_sums(ConstMatrixView x, const double* center, double* sums) {
+  if (x.cols <= 0) return;
+  by_storage_type(
+      [&](auto type) {
+        using T = decltype(type);
+        column_reduce_parallel_finish<1>(x.rows, x.cols, ChannelSumLoad<T>{typed<T>(x), x.ld, center},
+                                         StoreChannelSums<1>{sums, x.cols}, "batch_norm_channel_sums");
+      },
+      [] {}, x);
+}
+
+void batch_norm_backward_channel_sums(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
+                                      double* sums) {
+  check_same_shape("batch_norm_backward_channel_sums", x, dy);
+  if (x.cols <= 0) return;
+  by_storage_type(
+      [&](auto type) {
+        using T = decltype(type);
+        column_reduce_parallel_finish<2>(
+            x.rows, x.cols, GradSumsLoad<T>{typed<T>(x), x.ld, typed<T>(dy), dy.ld, ch.saved_mean, ch.saved_invstd},
+            StoreChannelSums<2>{sums, x.cols}, "batch_norm_backward_channel_sums");
+      },
+      [&] { run_widened(&batch_norm_backward_channel_sums, x, dy, ch, sums); }, x, dy);
+}
+
+void batch_norm_normalize_forward(ConstMatrixView x, MatrixView y, const BatchNormChannels& ch) {
+  check_same_shape("batch_norm_normalize_forward", x, y);
+  if (x.rows <= 0 || x.cols <= 0) return;
+  by_storage_type(
+      [&](auto type) {
+        using T = decltype(type);
+        for_each_element(x.rows, x.cols,
+                         NormaliseOp<T>{typed<T>(x), x.ld, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta,
+                                        typed<T>(y), y.ld},
+                         "batch_norm_normalize_forward");
+      },
+      [&] { run_widened(&batch_norm_normalize_forward, x, y, ch); }, x, y);
+}
+
+void batch_norm_normalize_backward(ConstMatrixView x, ConstMatrixView dy, const BatchNormChannels& ch,
+                                   const double* sums, double count, MatrixView dx) {
+  check_same_shape("batch_norm_normalize_backward", x, dy);
+  check_same_shape("batch_norm_normalize_backward", x, dx);
+  if (x.rows <= 0 || x.cols <= 0) return;
+  const int64_t channels = x.cols;
+  ScopedBuffer scratch(size_t(channels) * 3 * sizeof(float), "synced batch-norm dx coefficients");
+  float* k = scratch.as<float>();
+  float* mean_dy = k + channels;
+  float* mean_dy_xhat = k + 2 * channels;
+  for_each_index(channels,
+                 SyncedDxCoefficientsOp{sums, channels, count, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat},
+                 "batch_norm_normalize_backward (coefficients)");
+  by_storage_type(
+      [&](auto type) {
+        using T = decltype(type);
+        for_each_element(x.rows, channels,
+                         TrainingDxOp<T>{typed<T>(x), x.ld, typed<T>(dy), dy.ld, ch.saved_mean, ch.saved_invstd, k,
+                                         mean_dy, mean_dy_xhat, typed<T>(dx), dx.ld, false},
+                         "batch_norm_normalize_backward");
+      },
+      [&] { run_widened(&batch_norm_normalize_backward, x, dy, ch, sums, count, dx); }, x, dy, dx);
+}
+
 }  // namespace kernels::cuda

@@ -477,4 +477,51 @@ TEST(BatchNorm, Bf16MatricesRunByEmulation) {
   for (size_t i = 0; i < y_bits.size(); ++i) EXPECT_EQ(y_bits[i], kernels::bf16_bits_from_f32(wide.y[i])) << i;
 }
 
+// The synchronised batch norm's kernels (--sync-bn) with one process's sums: the statistics, y, the
+// parameter-gradient sums and dx of the ordinary training kernels (the same maths split at its sums).
+TEST(BatchNormSync, SplitKernelsGiveTheTrainingKernelsResults) {
+  BnBackwardSetup s(3 * 4 * 5, 9, 23);
+  const int64_t rows = s.rows, channels = s.channels;
+  const auto C = static_cast<size_t>(channels);
+  const BnStats st = bn_stats(s.x);
+
+  std::vector<double> sums(C), centred(C);
+  cpu::batch_norm_channel_sums(s.x.view(), nullptr, sums.data());
+  std::vector<double> mean(C);
+  for (size_t c = 0; c < C; ++c) {
+    EXPECT_TRUE(close(sums[c], st.mean[c] * double(rows), 1e-9, 1e-12)) << "sum c=" << c;
+    mean[c] = sums[c] / double(rows);
+  }
+  cpu::batch_norm_channel_sums(s.x.view(), mean.data(), centred.data());
+  for (size_t c = 0; c < C; ++c)
+    EXPECT_TRUE(close(centred[c], st.var[c] * double(rows), 1e-9, 1e-12)) << "centred squares c=" << c;
+
+  // y from the training forward's saved statistics.
+  kernels::BatchNormChannels ch{s.gamma.data(), s.beta.data(), nullptr, nullptr, s.saved_mean.data(),
+                                s.saved_invstd.data()};
+  Strided y(rows, channels, channels + 1), y_ref(rows, channels, channels);
+  cpu::batch_norm_forward_training(s.x.view(), y_ref.view(), {s.gamma.data(), s.beta.data()}, {}, {s.eps, 0.1f, false});
+  cpu::batch_norm_normalize_forward(s.x.view(), y.view(), ch);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < channels; ++c)
+      EXPECT_TRUE(close(y.at(r, c), y_ref.at(r, c), 1e-6, 1e-6)) << "y r=" << r << " c=" << c;
+  expect_gaps_untouched(y, "y");
+
+  // Backward: [sum dy | sum dy * xhat] are dbeta and dgamma; dx from them over `rows` rows.
+  std::vector<double> grad_sums(2 * C);
+  cpu::batch_norm_backward_channel_sums(s.x.view(), s.dy.view(), ch, grad_sums.data());
+  std::vector<float> dgamma(C, 0.0f), dbeta(C, 0.0f);
+  Strided dx(rows, channels, channels + 2), dx_ref(rows, channels, channels);
+  cpu::batch_norm_backward_training(s.x.view(), s.dy.view(), ch, dx_ref.view(), false, {dgamma.data(), dbeta.data()});
+  for (size_t c = 0; c < C; ++c) {
+    EXPECT_TRUE(close(float(grad_sums[c]), dbeta[c], 1e-6, 1e-6)) << "sum dy c=" << c;
+    EXPECT_TRUE(close(float(grad_sums[C + c]), dgamma[c], 1e-6, 1e-6)) << "sum dy xhat c=" << c;
+  }
+  cpu::batch_norm_normalize_backward(s.x.view(), s.dy.view(), ch, grad_sums.data(), double(rows), dx.view());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < channels; ++c)
+      EXPECT_TRUE(close(dx.at(r, c), dx_ref.at(r, c), 1e-6, 1e-6)) << "dx r=" << r << " c=" << c;
+  expect_gaps_untouched(dx, "dx");
+}
+
 }  // namespace

@@ -1,12 +1,15 @@
 // Op table, batch-norm family: training (batch statistics; running statistics updated in place, checked
 // too) and eval (running statistics), with and without gamma/beta, PyTorch's and Keras's conventions,
-// NHWC and [N, C], and DenseNet's case of normalising a channel prefix of a block buffer in place.
+// NHWC and [N, C], and DenseNet's case of normalising a channel prefix of a block buffer in place; and
+// --sync-bn's path (engine/batch_norm_sync.h) with one process, whose all-reduce adds nothing: the same
+// maths through the synchronised kernels (sums, then normalisation), on every backend.
 //   y = (x - mean) / sqrt(var + eps) * gamma + beta         (training: batch mean, biased batch var)
 //   running = (1 - momentum) running + momentum batch       (var: unbiased for PyTorch, biased for Keras)
 #include <algorithm>
 #include <cmath>
 #include <utility>
 
+#include "engine/batch_norm_sync.h"
 #include "support/op_table.h"
 
 namespace test_support {
@@ -81,6 +84,16 @@ OpCase batch_norm_relu_case(const std::string& name, OpInput x, bool training, b
   return c;
 }
 
+// The entry run under a one-process BatchNormSyncScope: training batch norms take the synchronised path.
+OpCase synced(OpCase c) {
+  c.name = "synced_" + c.name;
+  c.run = [run = c.run](const std::vector<Tensor>& in, OpRun& op_run) {
+    const BatchNormSyncScope one_process([](double*, int64_t) {});  // a sum over one process
+    return run(in, op_run);
+  };
+  return c;
+}
+
 }  // namespace
 
 std::vector<OpCase> batch_norm_cases() {
@@ -107,6 +120,14 @@ std::vector<OpCase> batch_norm_cases() {
       batch_norm_relu_case("relu_training_no_affine_odd", input({3, 4, 3, 5}), true, false, false, B::torch()),
       batch_norm_relu_case("relu_eval_keras_densenet_eps", input({2, 5, 5, 7}), false, true, true,
                            B::keras(1.001e-5f)),
+      // --sync-bn (one process): a block prefix read in place, Keras's no-gamma convention, and the ReLU
+      // after it (the synchronised path has no fused kernel: batch norm, then relu).
+      synced(batch_norm_case("densenet_training_block_prefix", input({4, 5, 5, 12}).channel_slice(20, 0), true,
+                             true, true, B::torch())),
+      synced(batch_norm_case("irv2_training_keras_no_gamma", input({2, 8, 8, 24}), true, false, true,
+                             B::keras(1e-3f))),
+      synced(batch_norm_relu_case("relu_training_no_affine_odd", input({3, 4, 3, 5}), true, false, false,
+                                  B::torch())),
   };
   // bf16 x, y, dy, dx (docs/precision.md); statistics, gamma, beta and their gradients f32. y and dx are
   // rounded once from f32 arithmetic on the same values: half a bf16 ulp (rtol 4e-3); the statistics and
@@ -114,7 +135,7 @@ std::vector<OpCase> batch_norm_cases() {
   // GPU against CPU: one ulp (rtol 8e-3).
   const Tolerance once{1e-5, 4e-3}, gpu{1e-5, 8e-3};
   for (const char* name : {"densenet_training_block_prefix", "irv2_training_keras_no_gamma", "training_2d",
-                           "eval_keras_densenet_eps", "eval_channel_slice"})
+                           "eval_keras_densenet_eps", "eval_channel_slice", "synced_densenet_training_block_prefix"})
     cases.push_back(bf16_variant(entry_named(cases, name), {0}, once, once, gpu));
   return cases;
 }
