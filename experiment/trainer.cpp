@@ -641,6 +641,24 @@ int64_t correct_predictions(const Tensor& logits, const data::Batch& batch) {
   return correct;
 }
 
+// enqueue(images, labels) on the batch uploaded without waiting (the loader's batches are pinned): the GPU
+// may still be running the previous step. The caller holds `batch` until that step's readback has been
+// waited on, after which the device has passed these copies too; where its loop ends before that (a
+// non-finite loss) it waits on the readback first, and where enqueue throws the device is waited for
+// here: the loader may hand the pinned buffer out again.
+template <typename Enqueue>
+engine::PendingStep enqueue_uploaded(const Run& run, const data::Batch& batch, const Enqueue& enqueue) {
+  try {
+    return enqueue(batch.images.to_nonblocking(run.device), batch.labels.to_nonblocking(run.device));
+  } catch (...) {
+    try {
+      engine::device_synchronize(run.device);
+    } catch (...) {  // the first error is the one to report
+    }
+    throw;
+  }
+}
+
 // One process: the host reads each step's loss after enqueueing the next (engine/training_step.h, seam
 // (a')): no step waits for the host in its middle. A non-finite loss is reported with its own epoch and
 // batch; the device skipped its update and that of the step enqueued after it. On a GPU each step after the
@@ -683,21 +701,10 @@ TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
     if (!loader.next(batch)) break;
     maybe_killed_for_test(run);
     set_scheduled_lr(run, epoch);
-    // The batch goes up without waiting (the loader's batches are pinned): the GPU may still be running
-    // the previous step. `batch` stays held in `previous` until that step's readback has been waited on,
-    // after which the device has passed these copies too. Where the loop ends before that (a non-finite
-    // loss, an error), the device is waited for first: the loader may hand the pinned buffer out again.
-    engine::PendingStep current;
-    try {
-      current = run.graphed->enqueue(batch.images.to_nonblocking(run.device), batch.labels.to_nonblocking(run.device),
-                                     o.class_weights ? batch.weights.to_nonblocking(run.device) : Tensor());
-    } catch (...) {
-      try {
-        engine::device_synchronize(run.device);
-      } catch (...) {  // the first error is the one to report
-      }
-      throw;
-    }
+    // `batch` stays held in `previous` until its step's readback has been waited on (enqueue_uploaded).
+    engine::PendingStep current = enqueue_uploaded(run, batch, [&](const Tensor& images, const Tensor& labels) {
+      return run.graphed->enqueue(images, labels, o.class_weights ? batch.weights.to_nonblocking(run.device) : Tensor());
+    });
     if (!finish_previous()) {
       if (current.readback) current.readback->wait();
       loader.stop();
@@ -782,9 +789,13 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     Tensor weights = shard_loss_weights(batch, o.class_weights, global_images);
     if (test_hook_fires(run, "MURA_ENGINE_TEST_NAN")) weights.fill_(NAN);
     weights = weights.to(run.device);
-    // The gradients are summed over the processes during and after backward, before the update.
-    engine::PendingStep current = run.step->enqueue(batch.images.to(run.device), batch.labels.to(run.device), weights);
+    // The gradients are summed over the processes during and after backward, before the update. `batch`
+    // stays held in `previous` until its step's readback has been waited on (enqueue_uploaded).
+    engine::PendingStep current = enqueue_uploaded(run, batch, [&](const Tensor& images, const Tensor& labels) {
+      return run.step->enqueue(images, labels, weights);
+    });
     if (!finish_previous()) {
+      if (current.readback) current.readback->wait();
       loader.stop();
       break;
     }
