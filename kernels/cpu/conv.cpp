@@ -23,6 +23,8 @@
 // Chunks and column blocks depend on the geometry only, never on the thread count, and every parallel
 // loop writes disjoint elements and sums in a fixed order: every GEMM call and every sum is the same
 // run to run and for any number of threads, so are the results, bit for bit.
+// Stride-1 3x3 convolutions with enough channels and pixels take Winograd F(2x2, 3x3) instead, in all three
+// passes (kernels/cpu/conv_winograd.h: winograd_applies).
 #include "kernels/conv.h"
 #include "kernels/cpu/bf16_widen.h"
 #include "kernels/cpu/conv_winograd.h"

@@ -313,6 +313,10 @@ void winograd_backward_filter(const Conv2dGeometry& g, const float* x, int64_t l
   const Tiling t(g);
   const int64_t in_c = g.in_c, out_c = g.out_c, plane = out_c * in_c;
   if (plane <= 0) return;
+  if (t.total <= 0) {  // no outputs: a zero gradient
+    if (!accumulate) std::fill(dw, dw + 9 * plane, 0.0f);
+    return;
+  }
   const int64_t parts = std::max<int64_t>(1, std::min(kFilterParts, t.total));
   const int64_t part_size = (t.total + parts - 1) / parts;
   std::vector<float> du(size_t(parts * kElements * plane), 0.0f);

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <ostream>
@@ -270,6 +271,8 @@ INSTANTIATE_TEST_SUITE_P(Geometries, ConvTest,
                          });
 
 TEST(ConvWinograd, WinogradTakesTheseCases) {
+  const char* switch_value = std::getenv("ENGINE_WINOGRAD");
+  if (switch_value != nullptr && std::string(switch_value) == "0") GTEST_SKIP() << "ENGINE_WINOGRAD=0 turns it off";
   for (const ConvCase& c : kConvCases)
     EXPECT_EQ(kernels::cpu::winograd_applies(c.g), c.name.rfind("winograd_", 0) == 0) << c.name;
   // Too few channels, a stride, a 7x7 map, a padding past 2: im2col.
