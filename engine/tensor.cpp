@@ -216,7 +216,7 @@ Tensor Tensor::to(Device target) const {
 }
 
 Tensor Tensor::to_nonblocking(Device target) const {
-  if (device() == target || !device().is_cpu() || target.is_cpu() || !storage()->pinned() || !is_contiguous())
+  if (device() == target || !device().is_cpu() || target.is_cpu() || !is_contiguous())
     return to(target);
   Tensor copy = empty(shape(), target, dtype());
   backend_for(target).copy_from_host_async(copy.raw_data(), raw_data(), numel() * dtype_size(dtype()));

@@ -94,10 +94,11 @@ class Tensor {
   Tensor contiguous() const;                                 // this, or a dense copy
   Tensor clone() const;                                      // always a dense copy
   Tensor to(Device device) const;                            // this, or a copy on `device`
-  // to(device) without waiting, for a dense tensor in pinned host memory (a loader's batch) going to a
-  // device: the copy is queued with the device's kernels and this returns at once. The caller keeps this
-  // tensor (its storage) alive and unchanged until the device has passed the copy, e.g. until it has
-  // waited on a DeviceMarker recorded after it (as TrainingStep::finish does). Any other case: to(device).
+  // to(device) without waiting, for a dense host tensor going to a device: the copy is queued with the
+  // device's kernels and this returns at once (from pinned memory, a loader's batch, always; from ordinary
+  // memory the driver may first stage it, or wait). The caller keeps this tensor (its storage) alive and
+  // unchanged until the device has passed the copy, e.g. until it has waited on a DeviceMarker recorded
+  // after it (as TrainingStep::finish does). Any other case: to(device).
   Tensor to_nonblocking(Device device) const;
   // This, or a dense copy converted to `dtype` on the same device (f32 -> bf16: nearest even; NaN stays
   // NaN, past the largest finite bf16 is Inf; bf16 -> f32: exact).

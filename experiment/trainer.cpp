@@ -644,19 +644,11 @@ int64_t correct_predictions(const Tensor& logits, const data::Batch& batch) {
 // enqueue(images, labels) on the batch uploaded without waiting (the loader's batches are pinned): the GPU
 // may still be running the previous step. The caller holds `batch` until that step's readback has been
 // waited on, after which the device has passed these copies too; where its loop ends before that (a
-// non-finite loss) it waits on the readback first, and where enqueue throws the device is waited for
-// here: the loader may hand the pinned buffer out again.
+// non-finite loss) it waits on the readback first, and on an exception train_pass waits for the device:
+// the loader may hand a pinned buffer out again.
 template <typename Enqueue>
 engine::PendingStep enqueue_uploaded(const Run& run, const data::Batch& batch, const Enqueue& enqueue) {
-  try {
-    return enqueue(batch.images.to_nonblocking(run.device), batch.labels.to_nonblocking(run.device));
-  } catch (...) {
-    try {
-      engine::device_synchronize(run.device);
-    } catch (...) {  // the first error is the one to report
-    }
-    throw;
-  }
+  return enqueue(batch.images.to_nonblocking(run.device), batch.labels.to_nonblocking(run.device));
 }
 
 // One process: the host reads each step's loss after enqueueing the next (engine/training_step.h, seam
@@ -732,6 +724,7 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     engine::PendingStep step;
     data::Batch batch;
     double global_images = 0;
+    Tensor host_weights;  // the source of the step's weights upload
   };
   InFlight previous;
   // Reads the previous step's loss and sums it over the processes; false when it was not finite on some
@@ -788,29 +781,39 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     const double global_images = before[0];
     Tensor weights = shard_loss_weights(batch, o.class_weights, global_images);
     if (test_hook_fires(run, "MURA_ENGINE_TEST_NAN")) weights.fill_(NAN);
-    weights = weights.to(run.device);
     // The gradients are summed over the processes during and after backward, before the update. `batch`
-    // stays held in `previous` until its step's readback has been waited on (enqueue_uploaded).
+    // and the host weights stay held in `previous` until the step's readback has been waited on
+    // (enqueue_uploaded).
     engine::PendingStep current = enqueue_uploaded(run, batch, [&](const Tensor& images, const Tensor& labels) {
-      return run.step->enqueue(images, labels, weights);
+      return run.step->enqueue(images, labels, weights.to_nonblocking(run.device));
     });
     if (!finish_previous()) {
       if (current.readback) current.readback->wait();
       loader.stop();
       break;
     }
-    previous = InFlight{std::move(current), batch, global_images};
+    previous = InFlight{std::move(current), batch, global_images, weights};
   }
   if (!pass.nonfinite && !pass.interrupted) finish_previous();
   return pass;
 }
 
-// One pass of training steps over the train split (the running loss and accuracy on `progress`).
+// One pass of training steps over the train split (the running loss and accuracy on `progress`). On an
+// exception the device is waited for before it goes on: an upload still reading a pinned batch buffer (the
+// pass's steps in flight) must finish before the loader can hand that buffer out again.
 TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
   run.net->train();
   run.train_loader->start_epoch(epoch);
-  return run.world->distributed() ? train_pass_distributed(run, epoch, progress)
-                                  : train_pass_deferred(run, epoch, progress);
+  try {
+    return run.world->distributed() ? train_pass_distributed(run, epoch, progress)
+                                    : train_pass_deferred(run, epoch, progress);
+  } catch (...) {
+    try {
+      engine::device_synchronize(run.device);
+    } catch (...) {  // the first error is the one to report
+    }
+    throw;
+  }
 }
 
 // checkpoints/<name> = this epoch's last: a hard link (no second copy on disk), swapped in atomically (a
