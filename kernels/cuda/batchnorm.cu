@@ -34,11 +34,13 @@
 // row where x allows it. Calls mixing f32 and bf16 activations go through kernels/cuda/bf16_widen.h.
 //
 // Fused with ReLU (batch_norm_relu_*): forward y = max(z, 0), z = gamma xhat + beta rounded without
-// contraction (bn_output, as the CPU); backward dz = [z > 0] dy with z recomputed from x by bn_output,
-// so the mask is the forward's and neither z nor y is read in backward.
+// contraction (bn_output, as the CPU; the plain forward's y is the same z); backward dz = [z > 0] dy with z
+// recomputed from x by bn_output, so the mask is the forward's and neither z nor y is read in backward. The
+// plain and fused passes are one template each (NormaliseOp, GradSumsLoad, TrainingDxOp with kRelu).
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/batchnorm.h"
 #include "kernels/cuda/bf16_widen.h"
@@ -53,8 +55,31 @@ namespace {
 
 // --- Reductions: what each element adds, and the per-channel finishing step ----------------------
 
-// acc[0] += dy, acc[1] += dy * xhat with xhat = (x - mean_c) * invstd_c computed in float (as the CPU).
+// z = gamma_c * xhat + beta_c rounded twice (no FMA contraction, as the CPU rounds it): BN's output, the same
+// in forward and in the fused backward's recomputed ReLU mask.
+__device__ inline float bn_output(float xhat, const float* gamma, const float* beta, int64_t c) {
+  return __fadd_rn(__fmul_rn(gamma ? gamma[c] : 1.0f, xhat), beta ? beta[c] : 0.0f);
+}
+
+// xhat = (x - mean_c) * invstd_c, in float (as the CPU).
 template <typename T>
+__device__ inline float normalised(const T* x, const float* mean, const float* invstd, int64_t c) {
+  return (load(x) - mean[c]) * invstd[c];
+}
+
+// The gradient at BN's output z: dy, or for the fused BN + ReLU (kRelu) dy where z > 0, with z recomputed
+// from xhat (the forward's mask; NaN z masks as the forward's max(z, 0) kept it).
+template <bool kRelu, typename T>
+__device__ inline float output_gradient(const T* dy, float xhat, const float* gamma, const float* beta, int64_t c) {
+  if constexpr (kRelu) {
+    if (!(bn_output(xhat, gamma, beta, c) > 0.0f)) return 0.0f;
+  }
+  return load(dy);
+}
+
+// acc[0] += g, acc[1] += g * xhat, g the gradient at BN's output (output_gradient: gamma and beta are read
+// for the fused ReLU's mask only).
+template <typename T, bool kRelu = false>
 struct GradSumsLoad {
   const T* x;
   int64_t ldx;
@@ -62,9 +87,11 @@ struct GradSumsLoad {
   int64_t ldy;
   const float* mean;
   const float* invstd;
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
   __device__ void operator()(int64_t r, int64_t c, double (&acc)[2]) const {
-    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
-    const float g = load(dy + r * ldy + c);
+    const float xhat = normalised(x + r * ldx + c, mean, invstd, c);
+    const float g = output_gradient<kRelu>(dy + r * ldy + c, xhat, gamma, beta, c);
     acc[0] += double(g);
     acc[1] += double(g) * double(xhat);
   }
@@ -197,76 +224,8 @@ void streaming_statistics(int64_t rows, int64_t channels, const T* x, int64_t ld
 
 // --- Per-element passes ---------------------------------------------------------------------------
 
-// z = gamma_c * xhat + beta_c rounded twice (no FMA contraction, as the CPU rounds it): the fused
-// kernels' BN output, the same in forward and in backward's recomputed ReLU mask.
-__device__ inline float bn_output(float xhat, const float* gamma, const float* beta, int64_t c) {
-  return __fadd_rn(__fmul_rn(gamma ? gamma[c] : 1.0f, xhat), beta ? beta[c] : 0.0f);
-}
-
-// y = max(bn_output, 0), NaN kept (as relu_forward).
-template <typename T>
-struct NormaliseReluOp {
-  const T* x;
-  int64_t ldx;
-  const float* mean;
-  const float* invstd;
-  const float* gamma;
-  const float* beta;
-  T* y;
-  int64_t ldy;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
-    const float z = bn_output(xhat, gamma, beta, c);
-    put(y + r * ldy + c, z < 0.0f ? 0.0f : z, false);
-  }
-};
-
-// The fused backward's sums: as GradSumsLoad with dy masked by [z > 0].
-template <typename T>
-struct ReluGradSumsLoad {
-  const T* x;
-  int64_t ldx;
-  const T* dy;
-  int64_t ldy;
-  const float* mean;
-  const float* invstd;
-  const float* gamma;
-  const float* beta;
-  __device__ void operator()(int64_t r, int64_t c, double (&acc)[2]) const {
-    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
-    const float g = bn_output(xhat, gamma, beta, c) > 0.0f ? load(dy + r * ldy + c) : 0.0f;
-    acc[0] += double(g);
-    acc[1] += double(g) * double(xhat);
-  }
-};
-
-// dx (+)= k_c * ([z > 0] dy - mean_dy_c - xhat * mean_dy_xhat_c).
-template <typename T>
-struct ReluTrainingDxOp {
-  const T* x;
-  int64_t ldx;
-  const T* dy;
-  int64_t ldy;
-  const float* mean;
-  const float* invstd;
-  const float* gamma;
-  const float* beta;
-  const float* k;
-  const float* mean_dy;
-  const float* mean_dy_xhat;
-  T* dx;
-  int64_t ldx_grad;
-  bool accumulate;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
-    const float dz = bn_output(xhat, gamma, beta, c) > 0.0f ? load(dy + r * ldy + c) : 0.0f;
-    const float g = k[c] * (dz - mean_dy[c] - xhat * mean_dy_xhat[c]);
-    put(dx + r * ldx_grad + c, g, accumulate);
-  }
-};
-
-// y = gamma_c * (x - mean_c) * invstd_c + beta_c (gamma/beta nullable).
-template <typename T>
+// y = z = gamma_c * xhat + beta_c, or with the fused ReLU (kRelu) max(z, 0) with NaN kept (as relu_forward).
+template <typename T, bool kRelu = false>
 struct NormaliseOp {
   const T* x;
   int64_t ldx;
@@ -277,13 +236,13 @@ struct NormaliseOp {
   T* y;
   int64_t ldy;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
-    put(y + r * ldy + c, (gamma ? gamma[c] : 1.0f) * xhat + (beta ? beta[c] : 0.0f), false);
+    const float z = bn_output(normalised(x + r * ldx + c, mean, invstd, c), gamma, beta, c);
+    put(y + r * ldy + c, kRelu && z < 0.0f ? 0.0f : z, false);
   }
 };
 
-// dx (+)= k_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c).
-template <typename T>
+// dx (+)= k_c * (g - mean_dy_c - xhat * mean_dy_xhat_c), g the gradient at BN's output (output_gradient).
+template <typename T, bool kRelu = false>
 struct TrainingDxOp {
   const T* x;
   int64_t ldx;
@@ -291,6 +250,8 @@ struct TrainingDxOp {
   int64_t ldy;
   const float* mean;
   const float* invstd;
+  const float* gamma;  // the fused ReLU's mask only (with beta)
+  const float* beta;
   const float* k;
   const float* mean_dy;
   const float* mean_dy_xhat;
@@ -298,9 +259,9 @@ struct TrainingDxOp {
   int64_t ldx_grad;
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
-    const float xhat = (load(x + r * ldx + c) - mean[c]) * invstd[c];
-    const float g = k[c] * (load(dy + r * ldy + c) - mean_dy[c] - xhat * mean_dy_xhat[c]);
-    put(dx + r * ldx_grad + c, g, accumulate);
+    const float xhat = normalised(x + r * ldx + c, mean, invstd, c);
+    const float g = output_gradient<kRelu>(dy + r * ldy + c, xhat, gamma, beta, c);
+    put(dx + r * ldx_grad + c, k[c] * (g - mean_dy[c] - xhat * mean_dy_xhat[c]), accumulate);
   }
 };
 
@@ -362,6 +323,16 @@ void by_storage_type(Body body, Widened widened, const Views&... views) {
   body(float{});
 }
 
+// Runs body(std::bool_constant<relu>{}): the plain or the fused-ReLU instantiation of a pass (the body
+// reads the flag as decltype(fused)::value, a constant expression).
+template <typename Body>
+void with_relu(bool relu, Body body) {
+  if (relu)
+    body(std::true_type{});
+  else
+    body(std::false_type{});
+}
+
 // batch_norm_forward_training, and with `relu` batch_norm_relu_forward_training: one pass for the
 // statistics (streaming_statistics), one for y.
 template <typename T>
@@ -380,12 +351,11 @@ void forward_training(const char* name, int64_t rows, int64_t channels, const T*
                                                     invstd_f, stats.saved_mean, stats.saved_invstd,
                                                     stats.running_mean, stats.running_var},
                        name);
-  if (relu)
+  with_relu(relu, [&](auto fused) {
+    constexpr bool kFused = decltype(fused)::value;
     detail::for_each_element(rows, channels,
-                             NormaliseReluOp<T>{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy}, name);
-  else
-    detail::for_each_element(rows, channels, NormaliseOp<T>{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy},
-                             name);
+                             NormaliseOp<T, kFused>{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy}, name);
+  });
 }
 
 // batch_norm_forward_eval, and with `relu` batch_norm_relu_forward_eval.
@@ -396,12 +366,11 @@ void forward_eval(const char* name, int64_t rows, int64_t channels, const T* x, 
   detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
   float* invstd = scratch.as<float>();
   detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd}, name);
-  if (relu)
+  with_relu(relu, [&](auto fused) {
+    constexpr bool kFused = decltype(fused)::value;
     detail::for_each_element(rows, channels,
-                             NormaliseReluOp<T>{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy}, name);
-  else
-    detail::for_each_element(rows, channels,
-                             NormaliseOp<T>{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy}, name);
+                             NormaliseOp<T, kFused>{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy}, name);
+  });
 }
 
 // batch_norm_backward_training, and with `relu` batch_norm_relu_backward_training (dy masked by [z > 0],
@@ -420,24 +389,17 @@ void backward_training(const char* name, int64_t rows, int64_t channels, const T
   float* mean_dy = k ? k + channels : nullptr;
   float* mean_dy_xhat = k ? k + 2 * channels : nullptr;
   const GradFinish finish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat};
-  if (relu)
+  with_relu(relu, [&](auto fused) {
+    constexpr bool kFused = decltype(fused)::value;
     detail::column_reduce_parallel_finish<2>(
-        rows, channels, ReluGradSumsLoad<T>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta},
+        rows, channels, GradSumsLoad<T, kFused>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta},
         finish, name);
-  else
-    detail::column_reduce_parallel_finish<2>(
-        rows, channels, GradSumsLoad<T>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd}, finish, name);
-  if (!dx) return;
-  if (relu)
+    if (!dx) return;
     detail::for_each_element(rows, channels,
-                             ReluTrainingDxOp<T>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta,
-                                                 k, mean_dy, mean_dy_xhat, dx, ldx_grad, accumulate_dx},
+                             TrainingDxOp<T, kFused>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta,
+                                                     k, mean_dy, mean_dy_xhat, dx, ldx_grad, accumulate_dx},
                              name);
-  else
-    detail::for_each_element(rows, channels,
-                             TrainingDxOp<T>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, k, mean_dy,
-                                             mean_dy_xhat, dx, ldx_grad, accumulate_dx},
-                             name);
+  });
 }
 
 template <typename T>
@@ -648,8 +610,8 @@ void batch_norm_normalize_backward(ConstMatrixView x, ConstMatrixView dy, const 
       [&](auto type) {
         using T = decltype(type);
         for_each_element(x.rows, channels,
-                         TrainingDxOp<T>{typed<T>(x), x.ld, typed<T>(dy), dy.ld, ch.saved_mean, ch.saved_invstd, k,
-                                         mean_dy, mean_dy_xhat, typed<T>(dx), dx.ld, false},
+                         TrainingDxOp<T>{typed<T>(x), x.ld, typed<T>(dy), dy.ld, ch.saved_mean, ch.saved_invstd,
+                                         nullptr, nullptr, k, mean_dy, mean_dy_xhat, typed<T>(dx), dx.ld, false},
                          "batch_norm_normalize_backward");
       },
       [&] { run_widened(&batch_norm_normalize_backward, x, dy, ch, sums, count, dx); }, x, dy, dx);
