@@ -31,8 +31,8 @@ thread_local std::vector<std::shared_ptr<const void>> upload_sources;
 template <typename T>
 void upload_async(std::vector<T> values, void* bytes_at, Device device) {
   auto source = std::make_shared<const std::vector<T>>(std::move(values));
+  upload_sources.push_back(source);  // first: kept even if the copy's call throws after queueing it
   backend_for(device).copy_from_host_async(bytes_at, source->data(), source->size() * sizeof(T));
-  upload_sources.push_back(std::move(source));
 }
 
 // n doubles in a device's memory (or the host's) for the kernels' per-channel sums: the storage of an f32

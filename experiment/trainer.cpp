@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -641,11 +642,32 @@ int64_t correct_predictions(const Tensor& logits, const data::Batch& batch) {
   return correct;
 }
 
+// Waits for the device when a training pass is left by an exception, before the host buffers of its steps
+// in flight (declared before the guard, so destroyed after it) go: an upload may still be reading them, and
+// the loader hands a pinned batch buffer out again as soon as nobody holds it.
+class WaitForDeviceOnException {
+ public:
+  explicit WaitForDeviceOnException(engine::Device device)
+      : device_(device), exceptions_(std::uncaught_exceptions()) {}
+  ~WaitForDeviceOnException() {
+    if (std::uncaught_exceptions() <= exceptions_) return;
+    try {
+      engine::device_synchronize(device_);
+    } catch (...) {  // the exception under way is the one to report
+    }
+  }
+  WaitForDeviceOnException(const WaitForDeviceOnException&) = delete;
+  WaitForDeviceOnException& operator=(const WaitForDeviceOnException&) = delete;
+
+ private:
+  engine::Device device_;
+  int exceptions_;
+};
+
 // enqueue(images, labels) on the batch uploaded without waiting (the loader's batches are pinned): the GPU
 // may still be running the previous step. The caller holds `batch` until that step's readback has been
 // waited on, after which the device has passed these copies too; where its loop ends before that (a
-// non-finite loss) it waits on the readback first, and on an exception train_pass waits for the device:
-// the loader may hand a pinned buffer out again.
+// non-finite loss) it waits on the readback first, and on an exception its WaitForDeviceOnException does.
 template <typename Enqueue>
 engine::PendingStep enqueue_uploaded(const Run& run, const data::Batch& batch, const Enqueue& enqueue) {
   return enqueue(batch.images.to_nonblocking(run.device), batch.labels.to_nonblocking(run.device));
@@ -665,6 +687,8 @@ TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
     data::Batch batch;
   };
   InFlight previous;
+  data::Batch batch;
+  const WaitForDeviceOnException wait_on_exception(run.device);  // after previous and batch: destroyed first
   // Reads the previous step's loss; false when it was not finite (reported; the pass stops).
   const auto finish_previous = [&]() {
     if (!previous.step.defined()) return true;
@@ -680,7 +704,7 @@ TrainPass train_pass_deferred(Run& run, int64_t epoch, Progress& progress) {
     previous = InFlight();
     return true;
   };
-  for (data::Batch batch;;) {
+  for (;;) {
     if (run.interrupt && run.interrupt->requested()) {  // between batches: nothing partial is written
       const bool previous_finite = finish_previous();
       loader.stop();
@@ -727,6 +751,9 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     Tensor host_weights;  // the source of the step's weights upload
   };
   InFlight previous;
+  data::Batch batch;
+  Tensor weights;
+  const WaitForDeviceOnException wait_on_exception(run.device);  // after previous, batch, weights: destroyed first
   // Reads the previous step's loss and sums it over the processes; false when it was not finite on some
   // process (reported; every process stops).
   const auto finish_previous = [&]() {
@@ -760,7 +787,7 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     previous = InFlight();
     return true;
   };
-  for (data::Batch batch;;) {
+  for (;;) {
     bool stop = run.interrupt && run.interrupt->requested();
     const bool have = !stop && loader.next(batch);
     double before[3] = {have ? static_cast<double>(batch.size()) : 0.0, stop ? 1.0 : 0.0, have ? 1.0 : 0.0};
@@ -779,7 +806,7 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     maybe_killed_for_test(run);
     set_scheduled_lr(run, epoch);
     const double global_images = before[0];
-    Tensor weights = shard_loss_weights(batch, o.class_weights, global_images);
+    weights = shard_loss_weights(batch, o.class_weights, global_images);
     if (test_hook_fires(run, "MURA_ENGINE_TEST_NAN")) weights.fill_(NAN);
     // The gradients are summed over the processes during and after backward, before the update. `batch`
     // and the host weights stay held in `previous` until the step's readback has been waited on
@@ -798,22 +825,12 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
   return pass;
 }
 
-// One pass of training steps over the train split (the running loss and accuracy on `progress`). On an
-// exception the device is waited for before it goes on: an upload still reading a pinned batch buffer (the
-// pass's steps in flight) must finish before the loader can hand that buffer out again.
+// One pass of training steps over the train split (the running loss and accuracy on `progress`).
 TrainPass train_pass(Run& run, int64_t epoch, Progress& progress) {
   run.net->train();
   run.train_loader->start_epoch(epoch);
-  try {
-    return run.world->distributed() ? train_pass_distributed(run, epoch, progress)
-                                    : train_pass_deferred(run, epoch, progress);
-  } catch (...) {
-    try {
-      engine::device_synchronize(run.device);
-    } catch (...) {  // the first error is the one to report
-    }
-    throw;
-  }
+  return run.world->distributed() ? train_pass_distributed(run, epoch, progress)
+                                  : train_pass_deferred(run, epoch, progress);
 }
 
 // checkpoints/<name> = this epoch's last: a hard link (no second copy on disk), swapped in atomically (a

@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/workspace.h"
@@ -109,35 +110,49 @@ void transform_weights(const Conv2dGeometry& g, const float* w, float* u) {
   }
 }
 
-// dw (+)= G^T du G for du = sum over the parts of du_part[e][o][c] (added in part order).
-void transform_weight_gradient(const Conv2dGeometry& g, const float* du, int64_t parts, float* dw,
-                               bool accumulate) {
+// dw (+)= G^T du G for du = sum over the parts of du_part[e][o][c], added in part order into part 0.
+void transform_weight_gradient(const Conv2dGeometry& g, float* du, int64_t parts, float* dw, bool accumulate) {
   const int64_t channels = g.in_c, plane = g.out_c * channels, part_stride = kElements * plane;
 #pragma omp parallel for schedule(static) num_threads(winograd_threads())
   for (int64_t o = 0; o < g.out_c; ++o) {
+    float* in = du + o * channels;
+    for (int64_t p = 1; p < parts; ++p)
+      for (int64_t e = 0; e < kElements; ++e) {
+        float* total = in + e * plane;
+        const float* part = total + p * part_stride;
+#pragma omp simd
+        for (int64_t c = 0; c < channels; ++c) total[c] += part[c];
+      }
     float* out = dw + o * 9 * channels;
-    for (int64_t c = 0; c < channels; ++c) {
-      float d[4][4];
-      for (int e = 0; e < 16; ++e) {
-        float sum = du[e * plane + o * channels + c];
-        for (int64_t p = 1; p < parts; ++p) sum += du[p * part_stride + e * plane + o * channels + c];
-        d[e / 4][e % 4] = sum;
-      }
-      float t[3][4];  // G^T dU
-      for (int j = 0; j < 4; ++j) {
-        t[0][j] = d[0][j] + 0.5f * (d[1][j] + d[2][j]);
-        t[1][j] = 0.5f * (d[1][j] - d[2][j]);
-        t[2][j] = 0.5f * (d[1][j] + d[2][j]) + d[3][j];
-      }
-      for (int i = 0; i < 3; ++i) {  // (G^T dU) G
-        const float r[3] = {t[i][0] + 0.5f * (t[i][1] + t[i][2]), 0.5f * (t[i][1] - t[i][2]),
-                            0.5f * (t[i][1] + t[i][2]) + t[i][3]};
-        for (int j = 0; j < 3; ++j) {
-          float& target = out[(i * 3 + j) * channels + c];
-          target = accumulate ? target + r[j] : r[j];
+    // One loop for each of overwrite and accumulate (a select inside keeps GCC from vectorising it).
+    const auto transform = [&](auto accumulate_tag) {
+      constexpr bool kAccumulate = decltype(accumulate_tag)::value;
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) {
+        float d[4][4];
+        for (int e = 0; e < 16; ++e) d[e / 4][e % 4] = in[e * plane + c];
+        float t[3][4];  // G^T dU
+        for (int j = 0; j < 4; ++j) {
+          t[0][j] = d[0][j] + 0.5f * (d[1][j] + d[2][j]);
+          t[1][j] = 0.5f * (d[1][j] - d[2][j]);
+          t[2][j] = 0.5f * (d[1][j] + d[2][j]) + d[3][j];
+        }
+        for (int i = 0; i < 3; ++i) {  // (G^T dU) G
+          const float r[3] = {t[i][0] + 0.5f * (t[i][1] + t[i][2]), 0.5f * (t[i][1] - t[i][2]),
+                              0.5f * (t[i][1] + t[i][2]) + t[i][3]};
+          for (int j = 0; j < 3; ++j) {
+            if constexpr (kAccumulate)
+              out[(i * 3 + j) * channels + c] += r[j];
+            else
+              out[(i * 3 + j) * channels + c] = r[j];
+          }
         }
       }
-    }
+    };
+    if (accumulate)
+      transform(std::true_type{});
+    else
+      transform(std::false_type{});
   }
 }
 

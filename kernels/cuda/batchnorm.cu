@@ -68,7 +68,7 @@ __device__ inline float normalised(const T* x, const float* mean, const float* i
 }
 
 // The gradient at BN's output z: dy, or for the fused BN + ReLU (kRelu) dy where z > 0, with z recomputed
-// from xhat (the forward's mask; NaN z masks as the forward's max(z, 0) kept it).
+// from xhat (the forward's mask; a NaN z, which the forward kept in y, passes no gradient).
 template <bool kRelu, typename T>
 __device__ inline float output_gradient(const T* dy, float xhat, const float* gamma, const float* beta, int64_t c) {
   if constexpr (kRelu) {
