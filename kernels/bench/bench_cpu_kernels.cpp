@@ -24,6 +24,7 @@
 
 #include "kernels/bench/bench_args.h"
 #include "kernels/conv.h"
+#include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu_info.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -120,8 +121,7 @@ struct ConvShape {
   int64_t hw, in_c, out_c, kernel_h, kernel_w, stride, pad_h, pad_w;
 };
 
-// Returns the total time of the three passes (seconds).
-double print_conv_row(const ConvShape& s, int64_t batch, bool quick, int reps, std::mt19937& rng) {
+kernels::Conv2dGeometry conv_geometry(const ConvShape& s, int64_t batch, bool quick) {
   kernels::Conv2dGeometry g;
   g.batch = batch;
   g.in_h = g.in_w = quick ? std::min<int64_t>(s.hw, 9) : s.hw;
@@ -131,6 +131,13 @@ double print_conv_row(const ConvShape& s, int64_t batch, bool quick, int reps, s
   g.stride_h = g.stride_w = s.stride;
   g.pad_top = g.pad_bottom = s.pad_h;
   g.pad_left = g.pad_right = s.pad_w;
+  return g;
+}
+
+// Returns the total time of the three passes (seconds). `label` names the row.
+double print_conv_row(const ConvShape& s, const std::string& label, int64_t batch, bool quick, int reps,
+                      std::mt19937& rng) {
+  const kernels::Conv2dGeometry g = conv_geometry(s, batch, quick);
   const int64_t in_rows = g.batch * g.in_h * g.in_w, out_rows = g.batch * g.out_h() * g.out_w();
   const int64_t k = g.kernel_h * g.kernel_w * g.in_c;
   const std::vector<float> x = random_vector(in_rows * g.in_c, rng);
@@ -165,7 +172,7 @@ double print_conv_row(const ConvShape& s, int64_t batch, bool quick, int reps, s
   std::snprintf(shape, sizeof shape, "%lldx%lldx%lld %lldx%lld/%lld ->%lld", (long long)g.in_h,
                 (long long)g.in_w, (long long)g.in_c, (long long)g.kernel_h, (long long)g.kernel_w,
                 (long long)g.stride_h, (long long)g.out_c);
-  std::printf("  %-28s %-26s %7.2f | %8.2f %7.1f | %8.2f %7.1f | %8.2f %7.1f\n", s.name, shape,
+  std::printf("  %-28s %-26s %7.2f | %8.2f %7.1f | %8.2f %7.1f | %8.2f %7.1f\n", label.c_str(), shape,
               flop * 1e-9, forward * 1e3, flop / forward * 1e-9, backward_data * 1e3,
               flop / backward_data * 1e-9, backward_filter * 1e3, flop / backward_filter * 1e-9);
   return forward + backward_data + backward_filter;
@@ -284,8 +291,16 @@ int main(int argc, char** argv) {
       "\nconvolution, batch %lld (NHWC, OHWI)                 GFLOP |  forward ms  GFLOP/s | "
       "bwd-data ms GFLOP/s | bwd-filt ms GFLOP/s\n",
       (long long)b);
+  // Shapes that run as Winograd F(2x2, 3x3) get a second row with the im2col kernels, for comparison
+  // (GFLOP/s counts the direct convolution's multiply-adds, so Winograd rows can pass the machine's peak).
   double conv_total = 0.0;
-  for (const ConvShape& s : shapes) conv_total += print_conv_row(s, b, opt.quick, opt.reps, rng);
+  for (const ConvShape& s : shapes) {
+    conv_total += print_conv_row(s, s.name, b, opt.quick, opt.reps, rng);
+    if (!kernels::cpu::winograd_applies(conv_geometry(s, b, opt.quick))) continue;
+    kernels::cpu::set_winograd_enabled(false);
+    print_conv_row(s, "  same, im2col", b, opt.quick, opt.reps, rng);
+    kernels::cpu::set_winograd_enabled(true);
+  }
   std::printf("  sum of medians over the %zu shapes (forward + both backwards): %.1f ms\n",
               sizeof shapes / sizeof shapes[0], conv_total * 1e3);
 

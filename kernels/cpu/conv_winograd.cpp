@@ -29,6 +29,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -284,21 +285,24 @@ void transform_output_gradient(const Conv2dGeometry& g, const Tiling& t, const f
   }
 }
 
-bool winograd_disabled_by_environment() {
-  static const bool disabled = [] {
+std::atomic<bool>& winograd_switch() {
+  static std::atomic<bool> enabled{[] {
     const char* value = std::getenv("ENGINE_WINOGRAD");
-    return value != nullptr && std::strcmp(value, "0") == 0;
-  }();
-  return disabled;
+    return value == nullptr || std::strcmp(value, "0") != 0;
+  }()};
+  return enabled;
 }
 
 }  // namespace
+
+void set_winograd_enabled(bool enabled) { winograd_switch().store(enabled); }
+bool winograd_enabled() { return winograd_switch().load(); }
 
 bool winograd_applies(const Conv2dGeometry& g) {
   auto pad_ok = [](int64_t pad) { return pad >= 0 && pad <= 2; };
   return g.kernel_h == 3 && g.kernel_w == 3 && g.stride_h == 1 && g.stride_w == 1 && pad_ok(g.pad_top) &&
          pad_ok(g.pad_bottom) && pad_ok(g.pad_left) && pad_ok(g.pad_right) && g.in_c >= 16 && g.out_c >= 16 &&
-         g.out_h() >= kMinOutputSide && g.out_w() >= kMinOutputSide && !winograd_disabled_by_environment();
+         g.out_h() >= kMinOutputSide && g.out_w() >= kMinOutputSide && winograd_enabled();
 }
 
 void winograd_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w, const float* bias,

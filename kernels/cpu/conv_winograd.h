@@ -12,6 +12,12 @@ namespace kernels::cpu {
 // on both sides for the 16 small GEMMs to beat the im2col GEMM (docs/perf-notes.md, "Winograd").
 bool winograd_applies(const Conv2dGeometry& g);
 
+// Turns the Winograd kernels on or off for the whole process: on by default, off when the environment has
+// ENGINE_WINOGRAD=0. For A/B timings (bench_cpu_kernels prints both) and im2col's rounding; not while
+// convolutions run on other threads.
+void set_winograd_enabled(bool enabled);
+bool winograd_enabled();
+
 // y (+)= conv(x, w) + bias over y [output_rows, out_c] (row stride ldy); x [input_rows, in_c] (ldx),
 // w [out_c, 3, 3, in_c] dense, bias [out_c] or null. accumulate: add to y, else overwrite it.
 void winograd_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w, const float* bias,
