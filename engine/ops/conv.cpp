@@ -108,39 +108,56 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   return y;
 }
 
+namespace {
+
+// What the fused inference convolutions share: the refusal where a gradient would be wanted (they have no
+// backward; `instead` names the ops to train with), the checked geometry, x as a row matrix, the f32
+// weight the kernels read and a bias (zeros when there is none).
+struct FusedConvOperands {
+  kernels::Conv2dGeometry g;
+  Tensor xr, w, b;
+};
+
+FusedConvOperands fused_conv_operands(const char* op, const char* instead, const Tensor& x, const Tensor& weight,
+                                      const Tensor& bias, const Tensor& residual, const Conv2dOptions& options) {
+  const bool wants_grad = x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()) ||
+                          (residual.defined() && residual.requires_grad());
+  ENGINE_USER_CHECK(!(grad_enabled() && wants_grad))
+      << op << " is for inference and has no backward; call it under a NoGradGuard, or use " << instead
+      << " when training";
+  FusedConvOperands o;
+  o.g = conv_geometry(op, x, weight, bias, options);
+  o.xr = detail::as_row_matrix(x);
+  o.w = f32_kernel_weight(weight, x.dtype());
+  o.b = bias.defined() ? bias.contiguous() : Tensor::zeros({o.g.out_c}, x.device());
+  return o;
+}
+
+}  // namespace
+
 Tensor conv2d_bias_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options,
                         const Tensor& out) {
   detail::check_same_device("conv2d_bias_relu", {x, weight, bias, out});
-  const bool wants_grad = x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad());
-  ENGINE_USER_CHECK(!(grad_enabled() && wants_grad))
-      << "conv2d_bias_relu is for inference and has no backward; call it under a NoGradGuard, or use "
-         "relu(conv2d(x, weight, bias, options)) when training";
-  const kernels::Conv2dGeometry g = conv_geometry("conv2d_bias_relu", x, weight, bias, options);
-  Tensor y = detail::output_or_new("conv2d_bias_relu", out, {g.batch, g.out_h(), g.out_w(), g.out_c}, x.device(),
-                                   x.dtype());
-  const Tensor xr = detail::as_row_matrix(x);
-  const Tensor w = f32_kernel_weight(weight, x.dtype());
-  const Tensor b = bias.defined() ? bias.contiguous() : Tensor::zeros({g.out_c}, x.device());
-  ENGINE_KERNEL(x.device(), conv2d_bias_relu_forward)(g, detail::as_rows(xr), w.data(), b.data(), detail::as_rows(y));
+  const FusedConvOperands o = fused_conv_operands("conv2d_bias_relu", "relu(conv2d(x, weight, bias, options))", x,
+                                                  weight, bias, Tensor(), options);
+  Tensor y = detail::output_or_new("conv2d_bias_relu", out, {o.g.batch, o.g.out_h(), o.g.out_w(), o.g.out_c},
+                                   x.device(), x.dtype());
+  ENGINE_KERNEL(x.device(), conv2d_bias_relu_forward)(o.g, detail::as_rows(o.xr), o.w.data(), o.b.data(),
+                                                      detail::as_rows(y));
   return y;
 }
 
 Tensor conv2d_scaled_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual,
                               float scale, bool relu, const Conv2dOptions& options) {
   detail::check_same_device("conv2d_scaled_residual", {x, weight, bias, residual});
-  const bool wants_grad = x.requires_grad() || weight.requires_grad() || residual.requires_grad() ||
-                          (bias.defined() && bias.requires_grad());
-  ENGINE_USER_CHECK(!(grad_enabled() && wants_grad))
-      << "conv2d_scaled_residual is for inference and has no backward; call it under a NoGradGuard, or use "
-         "scaled_residual(residual, conv2d(x, weight, bias, options), scale, relu) when training";
-  const kernels::Conv2dGeometry g = conv_geometry("conv2d_scaled_residual", x, weight, bias, options);
-  ENGINE_CHECK(residual.shape() == Shape({g.batch, g.out_h(), g.out_w(), g.out_c}))
+  const FusedConvOperands o =
+      fused_conv_operands("conv2d_scaled_residual", "scaled_residual(residual, conv2d(x, weight, bias, options), "
+                          "scale, relu)", x, weight, bias, residual, options);
+  ENGINE_CHECK(residual.shape() == Shape({o.g.batch, o.g.out_h(), o.g.out_w(), o.g.out_c}))
       << "conv2d_scaled_residual: the residual " << residual.str() << " is not the convolution's output shape";
   Tensor y = Tensor::empty(residual.shape(), x.device(), residual.dtype());
-  const Tensor xr = detail::as_row_matrix(x), rr = detail::as_row_matrix(residual);
-  const Tensor w = f32_kernel_weight(weight, x.dtype());
-  const Tensor b = bias.defined() ? bias.contiguous() : Tensor::zeros({g.out_c}, x.device());
-  ENGINE_KERNEL(x.device(), conv2d_scaled_residual_forward)(g, detail::as_rows(xr), w.data(), b.data(), scale,
+  const Tensor rr = detail::as_row_matrix(residual);
+  ENGINE_KERNEL(x.device(), conv2d_scaled_residual_forward)(o.g, detail::as_rows(o.xr), o.w.data(), o.b.data(), scale,
                                                             detail::as_rows(rr), detail::as_rows(y), relu);
   return y;
 }
