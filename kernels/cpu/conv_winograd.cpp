@@ -32,10 +32,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/workspace.h"
+#include "kernels/with_flag.h"
 #include "kernels/gemm.h"
 
 namespace kernels::cpu {
@@ -150,10 +150,7 @@ void transform_weight_gradient(const Conv2dGeometry& g, float* du, int64_t parts
         }
       }
     };
-    if (accumulate)
-      transform(std::true_type{});
-    else
-      transform(std::false_type{});
+    with_flag(accumulate, transform);
   }
 }
 

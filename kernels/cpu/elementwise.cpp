@@ -7,6 +7,7 @@
 // the gap up to the row stride. In-place calls (dst == src with the same stride) are allowed.
 #include "kernels/elementwise.h"
 #include "kernels/cpu/bf16_widen.h"
+#include "kernels/with_flag.h"
 
 #include <algorithm>
 #include <cmath>
@@ -143,24 +144,19 @@ void scaled_residual_forward(float scale, ConstMatrixView x_view, ConstMatrixVie
     return run_widened(&scaled_residual_forward, scale, x_view, up_view, y_view, relu);
   const auto [rows, cols, x, ldx, up, ld_up, y, ldy] =
       binary_operands("scaled_residual_forward", x_view, up_view, y_view);
-  for_each_row(rows, cols, [=](int64_t r) {
-    const float* xr = x + r * ldx;
-    const float* ur = up + r * ld_up;
-    float* yr = y + r * ldy;
-    if (relu) {
+  with_flag(relu, [=](auto relu_tag) {
+    constexpr bool kRelu = decltype(relu_tag)::value;
+    for_each_row(rows, cols, [=](int64_t r) {
+      const float* xr = x + r * ldx;
+      const float* ur = up + r * ld_up;
+      float* yr = y + r * ldy;
 #pragma omp simd
       for (int64_t c = 0; c < cols; ++c) {
         const float product = scale * ur[c];  // rounded, as scale() rounds it
         const float v = xr[c] + product;
-        yr[c] = v < 0.0f ? 0.0f : v;  // NaN stays NaN, as relu_forward
+        yr[c] = kRelu && v < 0.0f ? 0.0f : v;  // NaN stays NaN, as relu_forward
       }
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) {
-        const float product = scale * ur[c];
-        yr[c] = xr[c] + product;
-      }
-    }
+    });
   });
 }
 
@@ -173,26 +169,21 @@ void scaled_residual_backward(float scale, ConstMatrixView y_view, ConstMatrixVi
       binary_operands("scaled_residual_backward", y_view, dy_view, dx_view);
   float* const dup = dup_view.f32();
   const int64_t ld_up = dup_view.ld;
-  for_each_row(rows, cols, [=](int64_t r) {
-    const float* yr = y + r * ldy;
-    const float* dyr = dy + r * ld_dy;
-    float* dxr = dx + r * ldx;
-    float* dur = dup + r * ld_up;
-    if (relu) {
+  with_flag(relu, [=](auto relu_tag) {
+    constexpr bool kRelu = decltype(relu_tag)::value;
+    for_each_row(rows, cols, [=](int64_t r) {
+      const float* yr = y + r * ldy;  // read only with the ReLU
+      const float* dyr = dy + r * ld_dy;
+      float* dxr = dx + r * ldx;
+      float* dur = dup + r * ld_up;
 #pragma omp simd
       for (int64_t c = 0; c < cols; ++c) {
-        const float g = yr[c] > 0.0f ? dyr[c] : 0.0f;  // dy read unconditionally: a mask, not a branch
+        const float d = dyr[c];  // read unconditionally: the ReLU's select is a mask, not a branch
+        const float g = kRelu ? (yr[c] > 0.0f ? d : 0.0f) : d;
         dxr[c] = g;
         dur[c] = scale * g;
       }
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) {
-        const float g = dyr[c];
-        dxr[c] = g;
-        dur[c] = scale * g;
-      }
-    }
+    });
   });
 }
 

@@ -40,7 +40,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/batchnorm.h"
 #include "kernels/cuda/bf16_widen.h"
@@ -48,6 +47,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/storage.cuh"
+#include "kernels/with_flag.h"
 
 namespace kernels::cuda {
 namespace detail {
@@ -323,16 +323,6 @@ void by_storage_type(Body body, Widened widened, const Views&... views) {
   body(float{});
 }
 
-// Runs body(std::bool_constant<relu>{}): the plain or the fused-ReLU instantiation of a pass (the body
-// reads the flag as decltype(fused)::value, a constant expression).
-template <typename Body>
-void with_relu(bool relu, Body body) {
-  if (relu)
-    body(std::true_type{});
-  else
-    body(std::false_type{});
-}
-
 // batch_norm_forward_training, and with `relu` batch_norm_relu_forward_training: one pass for the
 // statistics (streaming_statistics), one for y.
 template <typename T>
@@ -351,7 +341,7 @@ void forward_training(const char* name, int64_t rows, int64_t channels, const T*
                                                     invstd_f, stats.saved_mean, stats.saved_invstd,
                                                     stats.running_mean, stats.running_var},
                        name);
-  with_relu(relu, [&](auto fused) {
+  with_flag(relu, [&](auto fused) {
     constexpr bool kFused = decltype(fused)::value;
     detail::for_each_element(rows, channels,
                              NormaliseOp<T, kFused>{x, ldx, mean_f, invstd_f, ch.gamma, ch.beta, y, ldy}, name);
@@ -366,7 +356,7 @@ void forward_eval(const char* name, int64_t rows, int64_t channels, const T* x, 
   detail::ScopedBuffer scratch(size_t(channels) * sizeof(float), "batch-norm eval invstd");
   float* invstd = scratch.as<float>();
   detail::for_each_index(channels, EvalInvstdOp{ch.running_var, double(h.eps), invstd}, name);
-  with_relu(relu, [&](auto fused) {
+  with_flag(relu, [&](auto fused) {
     constexpr bool kFused = decltype(fused)::value;
     detail::for_each_element(rows, channels,
                              NormaliseOp<T, kFused>{x, ldx, ch.running_mean, invstd, ch.gamma, ch.beta, y, ldy}, name);
@@ -389,7 +379,7 @@ void backward_training(const char* name, int64_t rows, int64_t channels, const T
   float* mean_dy = k ? k + channels : nullptr;
   float* mean_dy_xhat = k ? k + 2 * channels : nullptr;
   const GradFinish finish{m, grads.dgamma, grads.dbeta, ch.gamma, ch.saved_invstd, k, mean_dy, mean_dy_xhat};
-  with_relu(relu, [&](auto fused) {
+  with_flag(relu, [&](auto fused) {
     constexpr bool kFused = decltype(fused)::value;
     detail::column_reduce_parallel_finish<2>(
         rows, channels, GradSumsLoad<T, kFused>{x, ldx, dy, ldy, ch.saved_mean, ch.saved_invstd, ch.gamma, ch.beta},
