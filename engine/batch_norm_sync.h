@@ -7,10 +7,12 @@
 //   backward  dx = gamma_c * invstd_c * (dy - mean_dy_c - xhat * mean_dy_xhat_c), the two means over
 //             every process's rows; dgamma, dbeta stay this process's sums (the gradient all-reduce adds them)
 //
-// Each batch norm calls `allreduce` (a sum over processes, in place) twice in forward and once in backward,
-// in the net's order, the same on every process. The running statistics see the global mean and variance,
-// so they stay equal across processes. The passes over the activations run on their device; only the
-// per-channel sums ([C + 1], [C] and [2C] doubles) cross to the host, where `allreduce` adds them.
+// Each batch norm calls `allreduce` (a sum over processes, in place) in the net's order, the same on every
+// process: forward on the row count (host memory) and on two [C] sums, backward on one [2C] sum. The
+// running statistics see the global mean and variance, so they stay equal across processes. Every pass,
+// the per-channel maths included, runs on the activations' device, and the sums stay there: with NCCL the
+// all-reduce runs on the device's stream and a synchronised batch norm waits for nothing; without it the
+// all-reduce takes the sums through the host (three waits per batch norm).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -20,7 +22,9 @@
 
 namespace engine {
 
-using ChannelSumAllReduce = std::function<void(double* sums, int64_t n)>;
+// Sums n doubles in place over the processes; `sums` is in `where`'s memory (the host's, or a device's,
+// where the sum is queued on the kernels' stream). Distributed::allreduce_sum(double*, n, Device) is one.
+using ChannelSumAllReduce = std::function<void(double* sums, int64_t n, Device where)>;
 
 class BatchNormSyncScope {
  public:

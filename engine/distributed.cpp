@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "engine/backend.h"
 #include "engine/check.h"
 #include "engine/runtime.h"
 #include "engine/tensor.h"
@@ -68,7 +69,7 @@ void cuda_check(cudaError_t code, const char* what) {
 
 // The started sums: on the CPU their requests, on a communicator of their own (so that the blocking
 // collectives of the same step, --sync-bn's, never wait behind them); on a device the communication
-// stream and its two events.
+// stream, which every device collective shares (see distributed.h), and its two events.
 struct Distributed::Started {
 #ifdef ENGINE_WITH_MPI
   MPI_Comm gradients = MPI_COMM_NULL;
@@ -131,7 +132,6 @@ Distributed::Distributed() : started_state_(std::make_unique<Started>()) {
 Distributed::~Distributed() {
 #ifdef ENGINE_WITH_NCCL
   if (nccl_) ncclCommDestroy(static_cast<ncclComm_t>(nccl_));
-  if (nccl_started_) ncclCommDestroy(static_cast<ncclComm_t>(nccl_started_));
   // The stream and events are left to the process's end (the CUDA runtime may be torn down already).
 #endif
 #ifdef ENGINE_WITH_MPI
@@ -181,6 +181,30 @@ void Distributed::allreduce_sum(const Tensor& tensor) {
   allreduce_sum(tensor.data(), tensor.numel());
 }
 
+void Distributed::allreduce_sum(double* data, int64_t n, Device where) {
+  if (n <= 0) return;
+  if (where.is_cpu()) {
+    allreduce_sum(data, n);
+    return;
+  }
+#ifdef ENGINE_WITH_NCCL
+  if (device_collectives_active()) {
+    nccl_check(ncclAllReduce(data, data, static_cast<size_t>(n), ncclDouble, ncclSum,
+                             static_cast<ncclComm_t>(nccl_communicator()),
+                             static_cast<cudaStream_t>(communication_stream_after_kernels())),
+               "ncclAllReduce");
+    kernels_wait_for_communication();
+    return;
+  }
+#endif
+  if (!mpi_ || size_ == 1) return;  // a sum of one
+  const DeviceBackend& backend = backend_for(where);
+  std::vector<double> host(static_cast<size_t>(n));
+  backend.copy_to_host(host.data(), data, host.size() * sizeof(double));  // waits for the values' kernels
+  allreduce_sum(host.data(), n);
+  backend.copy_from_host(data, host.data(), host.size() * sizeof(double));
+}
+
 void Distributed::allreduce_max(const Tensor& tensor) {
   if (size_ == 1 && !(tensor.device().is_cuda() && device_collectives_active())) return;  // a maximum of one
   ENGINE_CHECK(tensor.is_contiguous() && tensor.dtype() == DType::f32)
@@ -195,10 +219,9 @@ void Distributed::allreduce_max(const Tensor& tensor) {
 #endif
 }
 
-void* Distributed::nccl_communicator(bool for_started_sums) {
-  void*& slot = for_started_sums ? nccl_started_ : nccl_;
+void* Distributed::nccl_communicator() {
 #ifdef ENGINE_WITH_NCCL
-  if (slot) return slot;
+  if (nccl_) return nccl_;
   ncclComm_t comm = nullptr;
   if (mpi_ && size_ > 1) {
     // One NCCL communicator over the MPI group: rank 0 makes the id, MPI hands it to the others.
@@ -214,19 +237,46 @@ void* Distributed::nccl_communicator(bool for_started_sums) {
     cuda_check(cudaGetDevice(&device), "cudaGetDevice");
     nccl_check(ncclCommInitAll(&comm, 1, &device), "ncclCommInitAll");
   }
-  slot = comm;
+  nccl_ = comm;
 #endif
-  return slot;
+  return nccl_;
+}
+
+void* Distributed::communication_stream_after_kernels() {
+#ifdef ENGINE_WITH_NCCL
+  Started& state = *started_state_;
+  if (!state.stream) {
+    cuda_check(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    cuda_check(cudaEventCreateWithFlags(&state.queued, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    cuda_check(cudaEventCreateWithFlags(&state.reduced, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  }
+  const auto kernels_stream = static_cast<cudaStream_t>(kernels::cuda::current_stream());
+  cuda_check(cudaEventRecord(state.queued, kernels_stream), "cudaEventRecord");
+  cuda_check(cudaStreamWaitEvent(state.stream, state.queued, 0), "cudaStreamWaitEvent");
+  return state.stream;
+#else
+  return nullptr;
+#endif
+}
+
+void Distributed::kernels_wait_for_communication() {
+#ifdef ENGINE_WITH_NCCL
+  Started& state = *started_state_;
+  cuda_check(cudaEventRecord(state.reduced, state.stream), "cudaEventRecord");
+  cuda_check(cudaStreamWaitEvent(static_cast<cudaStream_t>(kernels::cuda::current_stream()), state.reduced, 0),
+             "cudaStreamWaitEvent");
+#endif
 }
 
 void Distributed::allreduce_on_device(const Tensor& tensor, bool maximum) {
 #ifdef ENGINE_WITH_NCCL
   if (device_collectives_active()) {
-    // On the kernels' stream: ordered after the work that made the values, before their readers; no host wait.
+    // Ordered after the work that made the values, before their readers; no host wait.
     nccl_check(ncclAllReduce(tensor.data(), tensor.data(), static_cast<size_t>(tensor.numel()), ncclFloat,
-                             maximum ? ncclMax : ncclSum, static_cast<ncclComm_t>(nccl_communicator(false)),
-                             static_cast<cudaStream_t>(kernels::cuda::current_stream())),
+                             maximum ? ncclMax : ncclSum, static_cast<ncclComm_t>(nccl_communicator()),
+                             static_cast<cudaStream_t>(communication_stream_after_kernels())),
                "ncclAllReduce");
+    kernels_wait_for_communication();
     return;
   }
 #endif
@@ -253,18 +303,11 @@ void Distributed::start_allreduce_sum(const Tensor& tensor) {
       return;
     }
 #ifdef ENGINE_WITH_NCCL
-    if (!state.stream) {
-      cuda_check(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
-      cuda_check(cudaEventCreateWithFlags(&state.queued, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-      cuda_check(cudaEventCreateWithFlags(&state.reduced, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-    }
-    // The communication stream waits for what the kernels' stream has queued so far (the slice's last
-    // accumulation), then sums while backward goes on on the kernels' stream.
-    const auto kernels_stream = static_cast<cudaStream_t>(kernels::cuda::current_stream());
-    cuda_check(cudaEventRecord(state.queued, kernels_stream), "cudaEventRecord");
-    cuda_check(cudaStreamWaitEvent(state.stream, state.queued, 0), "cudaStreamWaitEvent");
+    // After what the kernels' stream has queued so far (the slice's last accumulation); the sum runs while
+    // backward goes on on the kernels' stream.
     nccl_check(ncclAllReduce(tensor.data(), tensor.data(), static_cast<size_t>(tensor.numel()), ncclFloat, ncclSum,
-                             static_cast<ncclComm_t>(nccl_communicator(true)), state.stream),
+                             static_cast<ncclComm_t>(nccl_communicator()),
+                             static_cast<cudaStream_t>(communication_stream_after_kernels())),
                "ncclAllReduce");
     state.device_pending = true;
     ++started_;
@@ -309,9 +352,7 @@ void Distributed::wait_allreduces() {
 #ifdef ENGINE_WITH_NCCL
   if (state.device_pending) {
     // The kernels' stream (the optimizer's update next) waits for the sums: ordered on the device only.
-    cuda_check(cudaEventRecord(state.reduced, state.stream), "cudaEventRecord");
-    cuda_check(cudaStreamWaitEvent(static_cast<cudaStream_t>(kernels::cuda::current_stream()), state.reduced, 0),
-               "cudaStreamWaitEvent");
+    kernels_wait_for_communication();
     state.device_pending = false;
   }
 #endif

@@ -20,12 +20,18 @@
 // the same bits), so processes that start equal stay bit-equal.
 //
 // GPU gradients: with NCCL (built when nccl.h and libnccl are found: ENGINE_WITH_NCCL), a device buffer is
-// all-reduced on the device; without it, it is copied to the host, summed by MPI and copied back.
+// all-reduced on the device; without it, it is copied to the host, summed by MPI and copied back. Every
+// device collective goes through one NCCL communicator on one communication stream, in the order the host
+// issues them (the same on every process), after the work queued so far on the kernels' stream; a plain
+// collective (allreduce_sum, allreduce_max) then makes the kernels' stream wait for it (events: no host
+// wait). One stream, because an NCCL kernel blocks until its peers join, and operations of two
+// communicators in flight at once may deadlock (NCCL's user guide, "Using multiple NCCL communicators
+// concurrently"); so a --sync-bn sum queued during backward waits behind the gradient buckets started
+// before it, as PyTorch's SyncBatchNorm does behind DDP's buckets on its one process group.
 //
 // Started sums (the gradient buckets of engine/grad_buckets.h, overlapped with backward):
 //   world.start_allreduce_sum(slice);   // CPU: MPI_Iallreduce (in place) on a communicator of their own;
-//                                       // CUDA + NCCL: ncclAllReduce on a communication stream that first
-//                                       // waits for the work queued so far on the kernels' stream
+//                                       // CUDA + NCCL: ncclAllReduce on the communication stream
 //   world.wait_allreduces();            // CPU: MPI_Waitall; CUDA: the kernels' stream waits for the
 //                                       // communication stream (an event: no host wait)
 // Every process starts the same slices in the same order.
@@ -35,6 +41,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "engine/dtype.h"
 
 namespace engine {
 
@@ -61,6 +69,10 @@ class Distributed {
   void allreduce_sum(double* data, int64_t n);
   // A contiguous f32 tensor on any device, summed in place (NCCL on a CUDA device when built with it).
   void allreduce_sum(const Tensor& tensor);
+  // n doubles in `where`'s memory, summed in place: MPI on the host; on a CUDA device NCCL on the kernels'
+  // stream (no host wait) when device collectives are active, else through the host (a download, MPI,
+  // an upload). --sync-bn's per-channel sums.
+  void allreduce_sum(double* data, int64_t n, Device where);
   // The element-wise maximum over processes, in place (a device tensor on the device, as allreduce_sum).
   void allreduce_max(const Tensor& tensor);
 
@@ -92,16 +104,18 @@ class Distributed {
   Distributed(const Distributed&) = delete;
   Distributed& operator=(const Distributed&) = delete;
   void allreduce_on_device(const Tensor& tensor, bool maximum);
-  // ncclComm_t, made on first use: one for the kernels' stream, one for the started sums' stream (NCCL
-  // wants a communicator per stream whose operations may run at the same time).
-  void* nccl_communicator(bool for_started_sums);
+  // The ncclComm_t of every device collective, made on first use.
+  void* nccl_communicator();
+  // The communication stream (a cudaStream_t), made on first use, after the kernels' stream's work so far.
+  void* communication_stream_after_kernels();
+  // The kernels' stream waits for everything queued on the communication stream.
+  void kernels_wait_for_communication();
   struct Started;              // the started sums' MPI requests and the device's stream and events
 
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool mpi_ = false;
   bool device_collectives_in_one_process_ = false;
-  void* nccl_ = nullptr;            // the NCCL communicators (ncclComm_t), made on first use
-  void* nccl_started_ = nullptr;
+  void* nccl_ = nullptr;            // the NCCL communicator (ncclComm_t), made on first use
   std::unique_ptr<Started> started_state_;
   int64_t started_ = 0;
 };

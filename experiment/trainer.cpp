@@ -1031,7 +1031,7 @@ TrainResult run_logged(const TrainOptions& options, RunLog& log) {
   std::unique_ptr<engine::BatchNormSyncScope> sync_bn;
   if (run.o.sync_bn && run.world->distributed())
     sync_bn = std::make_unique<engine::BatchNormSyncScope>(
-        [world = run.world](double* sums, int64_t n) { world->allreduce_sum(sums, n); });
+        [world = run.world](double* sums, int64_t n, engine::Device where) { world->allreduce_sum(sums, n, where); });
   // One writer per run folder, from here to the end (the lock creates --out when it is new): rank 0 of a
   // data-parallel run; the other processes only read the folder (the checkpoint they resume from).
   std::error_code ec;

@@ -475,6 +475,34 @@ void batch_norm_backward_channel_sums(ConstMatrixView x_view, ConstMatrixView dy
   });
 }
 
+void batch_norm_sync_mean(const double* sums, int64_t channels, double count, double* mean) {
+  for (int64_t c = 0; c < channels; ++c) mean[c] = sums[c] / count;
+}
+
+void batch_norm_sync_statistics(const double* mean, const double* var_sums, int64_t channels, double count,
+                                const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  // As forward_training: the float statistics from the double ones, the running ones updated in double.
+  const double mom = static_cast<double>(h.momentum);
+  const double var_factor = (h.unbiased_running_var && count > 1.0) ? count / (count - 1.0) : 1.0;
+  for (int64_t c = 0; c < channels; ++c) {
+    const double var = var_sums[c] / count;
+    if (stats.saved_mean) stats.saved_mean[c] = static_cast<float>(mean[c]);
+    if (stats.saved_invstd)
+      stats.saved_invstd[c] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(h.eps)));
+    if (stats.running_mean)
+      stats.running_mean[c] = static_cast<float>((1.0 - mom) * stats.running_mean[c] + mom * mean[c]);
+    if (stats.running_var)
+      stats.running_var[c] = static_cast<float>((1.0 - mom) * stats.running_var[c] + mom * var * var_factor);
+  }
+}
+
+void batch_norm_sync_parameter_grads(const double* sums, int64_t channels, const BatchNormParamGrads& grads) {
+  for (int64_t c = 0; c < channels; ++c) {
+    if (grads.dbeta) grads.dbeta[c] = static_cast<float>(sums[c]);
+    if (grads.dgamma) grads.dgamma[c] = static_cast<float>(sums[channels + c]);
+  }
+}
+
 void batch_norm_normalize_forward(ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch) {
   if (any_bf16(x_view, y_view)) return run_widened(&batch_norm_normalize_forward, x_view, y_view, ch);
   const auto [rows, channels, x, ldx, y, ldy] =

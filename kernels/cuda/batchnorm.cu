@@ -542,7 +542,61 @@ struct SyncedDxCoefficientsOp {
   }
 };
 
+// mean[c] = sums[c] / count.
+struct SyncMeanOp {
+  const double* sums;
+  double count;
+  double* mean;
+  __device__ void operator()(int64_t c) const { mean[c] = __ddiv_rn(sums[c], count); }
+};
+
+// The CPU's batch_norm_sync_statistics, each operation rounded as the CPU rounds it (no contraction).
+struct SyncStatisticsOp {
+  const double* mean;
+  const double* var_sums;
+  double count, eps, momentum, var_factor;
+  BatchNormStatsOut stats;
+  __device__ void operator()(int64_t c) const {
+    const double var = __ddiv_rn(var_sums[c], count);
+    if (stats.saved_mean) stats.saved_mean[c] = float(mean[c]);
+    if (stats.saved_invstd) stats.saved_invstd[c] = float(__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(var, eps))));
+    const double keep = 1.0 - momentum;
+    if (stats.running_mean)
+      stats.running_mean[c] =
+          float(__dadd_rn(__dmul_rn(keep, double(stats.running_mean[c])), __dmul_rn(momentum, mean[c])));
+    if (stats.running_var)
+      stats.running_var[c] = float(__dadd_rn(__dmul_rn(keep, double(stats.running_var[c])),
+                                             __dmul_rn(__dmul_rn(momentum, var), var_factor)));
+  }
+};
+
+struct SyncParameterGradsOp {
+  const double* sums;
+  int64_t channels;
+  BatchNormParamGrads grads;
+  __device__ void operator()(int64_t c) const {
+    if (grads.dbeta) grads.dbeta[c] = float(sums[c]);
+    if (grads.dgamma) grads.dgamma[c] = float(sums[channels + c]);
+  }
+};
+
 }  // namespace
+
+void batch_norm_sync_mean(const double* sums, int64_t channels, double count, double* mean) {
+  for_each_index(channels, SyncMeanOp{sums, count, mean}, "batch_norm_sync_mean");
+}
+
+void batch_norm_sync_statistics(const double* mean, const double* var_sums, int64_t channels, double count,
+                                const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  const double var_factor = (h.unbiased_running_var && count > 1.0) ? count / (count - 1.0) : 1.0;
+  for_each_index(channels,
+                 SyncStatisticsOp{mean, var_sums, count, double(h.eps), double(h.momentum), var_factor, stats},
+                 "batch_norm_sync_statistics");
+}
+
+void batch_norm_sync_parameter_grads(const double* sums, int64_t channels, const BatchNormParamGrads& grads) {
+  for_each_index(channels, SyncParameterGradsOp{sums, channels, grads}, "batch_norm_sync_parameter_grads");
+}
 
 void batch_norm_channel_sums(ConstMatrixView x, const double* center, double* sums) {
   if (x.cols <= 0) return;

@@ -492,9 +492,31 @@ TEST(BatchNormSync, SplitKernelsGiveTheTrainingKernelsResults) {
     EXPECT_TRUE(close(sums[c], st.mean[c] * double(rows), 1e-9, 1e-12)) << "sum c=" << c;
     mean[c] = sums[c] / double(rows);
   }
+  std::vector<double> mean_by_kernel(C);
+  cpu::batch_norm_sync_mean(sums.data(), channels, double(rows), mean_by_kernel.data());
+  EXPECT_EQ(mean_by_kernel, mean);
   cpu::batch_norm_channel_sums(s.x.view(), mean.data(), centred.data());
   for (size_t c = 0; c < C; ++c)
     EXPECT_TRUE(close(centred[c], st.var[c] * double(rows), 1e-9, 1e-12)) << "centred squares c=" << c;
+
+  // The saved and running statistics from the sums: the training forward's (its mean and variance are the
+  // same doubles up to their summation order), PyTorch's unbiased running variance and Keras's biased one.
+  for (const bool unbiased : {true, false}) {
+    const kernels::BatchNormHyper h{s.eps, 0.25f, unbiased};
+    std::vector<float> rm(C, 0.5f), rv(C, 2.0f), rm_ref(rm), rv_ref(rv), saved_mean(C), saved_invstd(C),
+        saved_mean_ref(C), saved_invstd_ref(C);
+    Strided scratch(rows, channels, channels);
+    cpu::batch_norm_forward_training(s.x.view(), scratch.view(), {}, {saved_mean_ref.data(), saved_invstd_ref.data(),
+                                                                      rm_ref.data(), rv_ref.data()}, h);
+    cpu::batch_norm_sync_statistics(mean.data(), centred.data(), channels, double(rows),
+                                    {saved_mean.data(), saved_invstd.data(), rm.data(), rv.data()}, h);
+    for (size_t c = 0; c < C; ++c) {
+      EXPECT_TRUE(close(saved_mean[c], saved_mean_ref[c], 1e-6, 1e-7)) << "saved mean c=" << c;
+      EXPECT_TRUE(close(saved_invstd[c], saved_invstd_ref[c], 1e-6, 1e-7)) << "saved invstd c=" << c;
+      EXPECT_TRUE(close(rm[c], rm_ref[c], 1e-6, 1e-7)) << "running mean c=" << c;
+      EXPECT_TRUE(close(rv[c], rv_ref[c], 1e-6, 1e-7)) << "running var c=" << c << " unbiased=" << unbiased;
+    }
+  }
 
   // y from the training forward's saved statistics.
   kernels::BatchNormChannels ch{s.gamma.data(), s.beta.data(), nullptr, nullptr, s.saved_mean.data(),
@@ -513,9 +535,13 @@ TEST(BatchNormSync, SplitKernelsGiveTheTrainingKernelsResults) {
   std::vector<float> dgamma(C, 0.0f), dbeta(C, 0.0f);
   Strided dx(rows, channels, channels + 2), dx_ref(rows, channels, channels);
   cpu::batch_norm_backward_training(s.x.view(), s.dy.view(), ch, dx_ref.view(), false, {dgamma.data(), dbeta.data()});
+  std::vector<float> dgamma_synced(C, -1.0f), dbeta_synced(C, -1.0f);  // written, not accumulated
+  cpu::batch_norm_sync_parameter_grads(grad_sums.data(), channels, {dgamma_synced.data(), dbeta_synced.data()});
   for (size_t c = 0; c < C; ++c) {
     EXPECT_TRUE(close(float(grad_sums[c]), dbeta[c], 1e-6, 1e-6)) << "sum dy c=" << c;
     EXPECT_TRUE(close(float(grad_sums[C + c]), dgamma[c], 1e-6, 1e-6)) << "sum dy xhat c=" << c;
+    EXPECT_EQ(dbeta_synced[c], float(grad_sums[c])) << c;
+    EXPECT_EQ(dgamma_synced[c], float(grad_sums[C + c])) << c;
   }
   cpu::batch_norm_normalize_backward(s.x.view(), s.dy.view(), ch, grad_sums.data(), double(rows), dx.view());
   for (int64_t r = 0; r < rows; ++r)

@@ -9,22 +9,27 @@
 // Distributed::set_device_collectives_in_one_process) on the same 20 M-float arena: the all-reduce and the
 // maximum leave the values as they are (a sum of one), and the gradient buckets (engine/grad_buckets.h),
 // started on their communication stream during backward and waited by the kernels' stream, leave every
-// gradient as backward made it. Skips without NCCL in the build.
+// gradient as backward made it; a synchronised batch norm (--sync-bn) through it equals the local one and
+// makes no host synchronisation. Skips without NCCL in the build.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
+#include "engine/batch_norm_sync.h"
 #include "engine/distributed.h"
 #include "engine/grad_buckets.h"
 #include "engine/module.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
+#include "engine/runtime.h"
 #include "engine/tensor.h"
 #include "gpu_test_util.h"
 
@@ -138,6 +143,65 @@ TEST(DistributedGpu, OneRankNcclAllReduceAndBucketsOnOneGpu) {
     EXPECT_EQ(arena.grads().to_vector(), expected) << "step " << step;
   }
   EXPECT_EQ(world.started_allreduces() - started_before, 3 * buckets.bucket_count());
+  world.set_device_collectives_in_one_process(false);
+}
+
+// --sync-bn on the device: a synchronised batch norm whose sums go through the one-rank NCCL communicator
+// gives the ordinary training batch norm's outputs, gradients and running statistics, and (forward and
+// backward) never waits for the device: every all-reduce is queued on the kernels' stream.
+TEST(DistributedGpu, OneRankNcclSyncBatchNormEqualsTheLocalOneWithoutHostWaits) {
+  SKIP_WITHOUT_CUDA();
+  if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
+  engine::Distributed& world = engine::Distributed::world();
+  if (world.distributed()) GTEST_SKIP() << "one process only";
+  world.set_device_collectives_in_one_process(true);
+  const engine::Device device = engine::Device::cuda(0);
+  const int64_t n = 4, h = 9, w = 7, c = 48;
+  const std::vector<float> x_values = gpu_test::away_from_zero(size_t(n * h * w * c), 31, 0.1f, 2.0f);
+  const std::vector<float> dy_values = gpu_test::uniform(size_t(n * h * w * c), 32);
+  const std::vector<float> gamma_values = gpu_test::uniform(size_t(c), 33, 0.5f, 1.5f);
+  const std::vector<float> beta_values = gpu_test::uniform(size_t(c), 34);
+  const engine::BatchNormOptions options = engine::BatchNormOptions::torch();
+  struct Result {
+    std::vector<float> y, dx, dgamma, dbeta, running_mean, running_var;
+    int64_t host_waits = 0;
+  };
+  auto run = [&](bool synced) {
+    const engine::Tensor x = engine::Tensor::from_vector({n, h, w, c}, x_values, device);
+    const engine::Tensor dy = engine::Tensor::from_vector({n, h, w, c}, dy_values, device);
+    const engine::Tensor gamma = engine::Tensor::from_vector({c}, gamma_values, device);
+    const engine::Tensor beta = engine::Tensor::from_vector({c}, beta_values, device);
+    const engine::Tensor running_mean = engine::Tensor::full({c}, 0.25f, device);
+    const engine::Tensor running_var = engine::Tensor::full({c}, 1.5f, device);
+    for (engine::Tensor t : {x, gamma, beta}) t.set_requires_grad(true);  // handles: the same tensors
+    engine::device_synchronize(device);
+    Result r;
+    const int64_t before = engine::host_sync_count();
+    {
+      std::unique_ptr<engine::BatchNormSyncScope> scope;
+      if (synced)
+        scope = std::make_unique<engine::BatchNormSyncScope>(
+            [&world](double* sums, int64_t count, engine::Device where) { world.allreduce_sum(sums, count, where); });
+      const engine::Tensor y = engine::batch_norm(x, gamma, beta, running_mean, running_var, true, options);
+      y.backward(dy);
+      r.host_waits = engine::host_sync_count() - before;
+      r.y = y.to_vector();
+    }
+    r.dx = x.grad().to_vector();
+    r.dgamma = gamma.grad().to_vector();
+    r.dbeta = beta.grad().to_vector();
+    r.running_mean = running_mean.to_vector();
+    r.running_var = running_var.to_vector();
+    return r;
+  };
+  const Result local = run(false), synced = run(true);
+  EXPECT_EQ(synced.host_waits, 0) << "host synchronisations in a synchronised batch norm's forward and backward";
+  EXPECT_TRUE(gpu_test::close(synced.y, local.y, 1e-5, 1e-5)) << "y";
+  EXPECT_TRUE(gpu_test::close(synced.dx, local.dx, 1e-5, 1e-5)) << "dx";
+  EXPECT_TRUE(gpu_test::close(synced.dgamma, local.dgamma, 1e-4, 1e-5)) << "dgamma";
+  EXPECT_TRUE(gpu_test::close(synced.dbeta, local.dbeta, 1e-4, 1e-5)) << "dbeta";
+  EXPECT_TRUE(gpu_test::close(synced.running_mean, local.running_mean, 1e-6, 1e-5)) << "running_mean";
+  EXPECT_TRUE(gpu_test::close(synced.running_var, local.running_var, 1e-6, 1e-5)) << "running_var";
   world.set_device_collectives_in_one_process(false);
 }
 

@@ -8,9 +8,12 @@
 //                                             different order, then rounded to float)
 //   y, dx:                                    1e-5 + 1e-5 |ref|  (FMA vs separate rounding)
 //   dgamma, dbeta:                            1e-4 + 1e-5 |ref|  (float sums of M products)
+// The synchronised batch norm's per-channel maths: bit for bit.
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
+#include <random>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -246,6 +249,64 @@ TEST(CudaBatchNormEdges, EmptyWritesNothing) {
       {buffer.get(), 0, 4, 4}, {buffer.get(), 0, 4, 4}, {nullptr, nullptr},
       {buffer.get(), buffer.get(), buffer.get(), buffer.get()}, {1e-3f, 0.1f, true});
   EXPECT_TRUE(bitwise_equal(buffer.download(), std::vector<float>(8, kGapSentinel)));
+}
+
+// Doubles in a float DeviceBuffer (two floats each), for the synchronised batch norm's per-channel sums.
+std::vector<float> as_float_words(const std::vector<double>& d) {
+  std::vector<float> words(2 * d.size());
+  std::memcpy(words.data(), d.data(), d.size() * sizeof(double));
+  return words;
+}
+std::vector<double> as_doubles(const std::vector<float>& words) {
+  std::vector<double> d(words.size() / 2);
+  std::memcpy(d.data(), words.data(), d.size() * sizeof(double));
+  return d;
+}
+
+// The synchronised batch norm's per-channel maths (--sync-bn) against the CPU's, bit for bit: both round
+// each double operation once, in the same order.
+TEST(CudaBatchNormSync, PerChannelMathsMatchTheCpuBitForBit) {
+  SKIP_WITHOUT_CUDA();
+  const int64_t C = 301;
+  const auto Cs = static_cast<size_t>(C);
+  const double count = 4 * 17 * 17;
+  std::vector<double> sums(2 * C), var_sums(C);
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> value(-300.0, 900.0), positive(0.5, 4000.0);
+  for (double& v : sums) v = value(rng);
+  for (double& v : var_sums) v = positive(rng);
+  const std::vector<float> rm0 = away_from_zero(Cs, 8), rv0 = uniform(Cs, 9, 0.5f, 2.0f);
+
+  std::vector<double> mean_ref(Cs);
+  kernels::cpu::batch_norm_sync_mean(sums.data(), C, count, mean_ref.data());
+  DeviceBuffer sums_d(as_float_words(sums)), var_sums_d(as_float_words(var_sums)), mean_d(2 * Cs);
+  kernels::cuda::batch_norm_sync_mean(reinterpret_cast<double*>(sums_d.get()), C, count,
+                                      reinterpret_cast<double*>(mean_d.get()));
+  EXPECT_EQ(as_doubles(mean_d.download()), mean_ref) << "mean";
+
+  for (const bool unbiased : {true, false}) {
+    SCOPED_TRACE(unbiased ? "unbiased running variance" : "biased running variance");
+    const kernels::BatchNormHyper h{1e-3f, 0.1f, unbiased};
+    std::vector<float> saved_mean(Cs), saved_invstd(Cs), rm = rm0, rv = rv0;
+    kernels::cpu::batch_norm_sync_statistics(mean_ref.data(), var_sums.data(), C, count,
+                                             {saved_mean.data(), saved_invstd.data(), rm.data(), rv.data()}, h);
+    DeviceBuffer saved_mean_d(Cs), saved_invstd_d(Cs), rm_d(rm0), rv_d(rv0);
+    kernels::cuda::batch_norm_sync_statistics(reinterpret_cast<const double*>(mean_d.get()),
+                                              reinterpret_cast<const double*>(var_sums_d.get()), C, count,
+                                              {saved_mean_d.get(), saved_invstd_d.get(), rm_d.get(), rv_d.get()}, h);
+    EXPECT_TRUE(bitwise_equal(saved_mean_d.download(), saved_mean)) << "saved_mean";
+    EXPECT_TRUE(bitwise_equal(saved_invstd_d.download(), saved_invstd)) << "saved_invstd";
+    EXPECT_TRUE(bitwise_equal(rm_d.download(), rm)) << "running_mean";
+    EXPECT_TRUE(bitwise_equal(rv_d.download(), rv)) << "running_var";
+  }
+
+  std::vector<float> dgamma(Cs), dbeta(Cs);
+  kernels::cpu::batch_norm_sync_parameter_grads(sums.data(), C, {dgamma.data(), dbeta.data()});
+  DeviceBuffer dgamma_d(Cs), dbeta_d(Cs);  // NaN before: written, not accumulated
+  kernels::cuda::batch_norm_sync_parameter_grads(reinterpret_cast<const double*>(sums_d.get()), C,
+                                                 {dgamma_d.get(), dbeta_d.get()});
+  EXPECT_TRUE(bitwise_equal(dgamma_d.download(), dgamma)) << "dgamma";
+  EXPECT_TRUE(bitwise_equal(dbeta_d.download(), dbeta)) << "dbeta";
 }
 
 }  // namespace

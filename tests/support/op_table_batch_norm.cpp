@@ -88,7 +88,7 @@ OpCase batch_norm_relu_case(const std::string& name, OpInput x, bool training, b
 OpCase synced(OpCase c) {
   c.name = "synced_" + c.name;
   c.run = [run = c.run](const std::vector<Tensor>& in, OpRun& op_run) {
-    const BatchNormSyncScope one_process([](double*, int64_t) {});  // a sum over one process
+    const BatchNormSyncScope one_process([](double*, int64_t, Device) {});  // a sum over one process
     return run(in, op_run);
   };
   return c;
