@@ -348,9 +348,6 @@ void check_options(Run& run) {
       << "--batch-size " << o.batch_size << " (the global batch) does not divide evenly over " << processes
       << " processes; pass a multiple of " << processes << " (e.g. --batch-size "
       << (o.batch_size / processes + 1) * processes << ") or launch another number of processes";
-  ENGINE_USER_CHECK(!(o.sync_bn && o.memory_efficient))
-      << "--sync-bn and --memory-efficient cannot be combined yet (the recomputed batch norms would gather "
-         "their statistics again); leave one out";
   lo.shard_rank = run.world->rank();
   lo.shard_count = processes;
 

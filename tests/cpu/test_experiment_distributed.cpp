@@ -3,8 +3,9 @@
 // process, on the tiny DenseNet at 32 px with 16 training images, so that an epoch is one step of the
 // global batch 16 (and (a) again on DenseNet-121 at 64 px):
 //   (a) --sync-bn: two processes reproduce one process: each step's loss, the validation loss (sharded and
-//       gathered) and every weight after 3 steps within 1e-5 relative; with bf16 activations, the losses
-//       within bf16 rounding (1e-2) and the two processes' models equal bit for bit;
+//       gathered) and every weight after 3 steps within 1e-5 relative, also with --memory-efficient; with
+//       bf16 activations, the losses within bf16 rounding (1e-2) and the two processes' models equal bit
+//       for bit;
 //   (b) without --sync-bn the two processes hold the same model bit for bit (the trainer hashes every state
 //       tensor on each process after each epoch and stops on a difference; the log says they agree);
 //   (c) a run started on 1 process and resumed on 2, and the reverse, equals the uninterrupted run;
@@ -158,6 +159,17 @@ TEST(Distributed, TwoProcessesWithSyncBnReproduceOneProcess) {
   // The test split, sharded and gathered: the same report.
   EXPECT_EQ(data::read_file_text(single_process_run() + "/test/predictions_images.csv").size(),
             data::read_file_text(two + "/test/predictions_images.csv").size());
+}
+
+// --sync-bn on the memory-efficient path: the batch norms recomputed in backward take their statistics over
+// the processes again (the same sums, so the same values; the running statistics are put back after a
+// recompute), and two processes still reproduce one process of the ordinary path.
+TEST(Distributed, TwoProcessesWithSyncBnOnTheMemoryEfficientPathReproduceOneProcess) {
+  const std::string two = temp_path("two_sync_bn_memory_efficient");
+  const Command c = train(2, "-e 3 --sync-bn --memory-efficient -o " + two);
+  ASSERT_EQ(c.status, 0) << c.err;
+  expect_losses_near(losses(single_process_run()), losses(two), 1e-5);
+  expect_same_model(single_process_run(), two, 1e-5);
 }
 
 // --sync-bn with bf16 activations: the synchronised batch norm's kernels read and write bf16 (f32 statistics),
