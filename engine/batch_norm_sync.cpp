@@ -17,7 +17,7 @@
 namespace engine {
 
 namespace {
-const ChannelSumAllReduce* installed = nullptr;
+const BatchNormSync* installed = nullptr;
 
 // n doubles in a device's memory (or the host's) for the kernels' per-channel sums: the storage of an f32
 // tensor twice as long (tensors have no double type).
@@ -32,26 +32,40 @@ class ChannelSums {
 
 }  // namespace
 
-BatchNormSyncScope::BatchNormSyncScope(ChannelSumAllReduce allreduce)
-    : previous_(installed), allreduce_(std::move(allreduce)) {
-  installed = &allreduce_;
+BatchNormSyncScope::BatchNormSyncScope(ChannelSumAllReduce allreduce) : previous_(installed) {
+  sync_.allreduce = std::move(allreduce);
+  installed = &sync_;
 }
 BatchNormSyncScope::~BatchNormSyncScope() { installed = previous_; }
 
-const ChannelSumAllReduce* batch_norm_sync() { return installed; }
+void BatchNormSyncScope::set_global_images(int64_t images) {
+  ENGINE_CHECK(images >= 0) << "BatchNormSyncScope: " << images << " global images";
+  sync_.global_images = images;
+}
+
+const BatchNormSync* batch_norm_sync() { return installed; }
 
 Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                                   const Tensor& running_var, const BatchNormOptions& options,
-                                  const ChannelSumAllReduce& allreduce) {
+                                  const BatchNormSync& sync) {
+  const ChannelSumAllReduce& allreduce = sync.allreduce;
   const Device device = x.device();
   const Tensor xr = detail::as_row_matrix(x);
   const detail::Rows xm = detail::as_rows(xr);
   const int64_t channels = xm.cols;
 
-  // Every process's rows, then pass 1: the sums over every process -> the mean.
+  // Every process's rows: x is [N, ..., C] over N images, so (rows per image) x (global images), or summed
+  // over the processes on the host when the global batch is not known.
   double m = static_cast<double>(xm.rows);
-  allreduce(&m, 1, Device::cpu());
+  if (sync.global_images > 0 && x.ndim() >= 2) {
+    int64_t rows_per_image = 1;
+    for (int d = 1; d + 1 < x.ndim(); ++d) rows_per_image *= x.shape()[static_cast<size_t>(d)];
+    m = static_cast<double>(rows_per_image) * static_cast<double>(sync.global_images);
+  } else {
+    allreduce(&m, 1, Device::cpu());
+  }
   ENGINE_CHECK(m > 0) << "batch_norm (sync): empty batch over every process";
+  // Pass 1: the sums over every process -> the mean.
   const ChannelSums sums(channels, device), mean(channels, device);
   ENGINE_KERNEL(device, batch_norm_channel_sums)(xm, nullptr, sums.data());
   allreduce(sums.data(), channels, device);

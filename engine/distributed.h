@@ -69,9 +69,9 @@ class Distributed {
   void allreduce_sum(double* data, int64_t n);
   // A contiguous f32 tensor on any device, summed in place (NCCL on a CUDA device when built with it).
   void allreduce_sum(const Tensor& tensor);
-  // n doubles in `where`'s memory, summed in place: MPI on the host; on a CUDA device NCCL on the kernels'
-  // stream (no host wait) when device collectives are active, else through the host (a download, MPI,
-  // an upload). --sync-bn's per-channel sums.
+  // n doubles in `where`'s memory, summed in place: MPI on the host; on a CUDA device NCCL on the
+  // communication stream, which the kernels' stream then waits for (no host wait), when device collectives
+  // are active, else through the host (a download, MPI, an upload). --sync-bn's per-channel sums.
   void allreduce_sum(double* data, int64_t n, Device where);
   // The element-wise maximum over processes, in place (a device tensor on the device, as allreduce_sum).
   void allreduce_max(const Tensor& tensor);

@@ -235,6 +235,7 @@ struct Run {
   RunPlan plan;  // the batches of the whole run, for the progress bars' run ETA
   // Data parallelism (docs/distributed.md): this process's group; rank 0 alone writes the run folder.
   engine::Distributed* world = &engine::Distributed::world();
+  engine::BatchNormSyncScope* sync_bn = nullptr;  // --sync-bn on several processes: told each step's global batch
   std::shared_ptr<engine::GradientBuckets> buckets;  // the gradient all-reduce, when distributed
   bool writer() const { return world->is_root(); }
 };
@@ -803,6 +804,7 @@ TrainPass train_pass_distributed(Run& run, int64_t epoch, Progress& progress) {
     maybe_killed_for_test(run);
     set_scheduled_lr(run, epoch);
     const double global_images = before[0];
+    if (run.sync_bn) run.sync_bn->set_global_images(static_cast<int64_t>(global_images));
     weights = shard_loss_weights(batch, o.class_weights, global_images);
     if (test_hook_fires(run, "MURA_ENGINE_TEST_NAN")) weights.fill_(NAN);
     // The gradients are summed over the processes during and after backward, before the update. `batch`
@@ -1026,9 +1028,11 @@ TrainResult run_logged(const TrainOptions& options, RunLog& log) {
   setup(run);                          // 1. options, data, split, net, weights: before --out is touched
   // --sync-bn: every training batch norm of this run takes its statistics over the processes.
   std::unique_ptr<engine::BatchNormSyncScope> sync_bn;
-  if (run.o.sync_bn && run.world->distributed())
+  if (run.o.sync_bn && run.world->distributed()) {
     sync_bn = std::make_unique<engine::BatchNormSyncScope>(
         [world = run.world](double* sums, int64_t n, engine::Device where) { world->allreduce_sum(sums, n, where); });
+    run.sync_bn = sync_bn.get();
+  }
   // One writer per run folder, from here to the end (the lock creates --out when it is new): rank 0 of a
   // data-parallel run; the other processes only read the folder (the checkpoint they resume from).
   std::error_code ec;

@@ -39,7 +39,8 @@ struct BatchNormStatsOut {
   float* running_var = nullptr;
 };
 
-// The parameter gradients [C], each nullable (not wanted); always accumulated.
+// The parameter gradients [C], each nullable (not wanted); the training kernels accumulate into them
+// (batch_norm_sync_parameter_grads writes them).
 struct BatchNormParamGrads {
   float* dgamma = nullptr;
   float* dbeta = nullptr;

@@ -89,13 +89,25 @@ TEST(DistributedGpu, ArenaAllReduceOnTheDeviceEqualsTheCpuSum) {
   EXPECT_EQ(wrong, 0) << "bucketed: of " << n << " elements on " << world.name();
 }
 
+// Device collectives through a one-rank NCCL communicator while alive (off again however the test ends).
+class OneRankDeviceCollectives {
+ public:
+  explicit OneRankDeviceCollectives(engine::Distributed& world) : world_(world) {
+    world_.set_device_collectives_in_one_process(true);
+  }
+  ~OneRankDeviceCollectives() { world_.set_device_collectives_in_one_process(false); }
+
+ private:
+  engine::Distributed& world_;
+};
+
 // One process, one GPU: the device path through NCCL with a one-rank communicator.
 TEST(DistributedGpu, OneRankNcclAllReduceAndBucketsOnOneGpu) {
   SKIP_WITHOUT_CUDA();
   if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
   engine::Distributed& world = engine::Distributed::world();
   if (world.distributed()) GTEST_SKIP() << "one process only (the test above covers several)";
-  world.set_device_collectives_in_one_process(true);
+  const OneRankDeviceCollectives one_rank(world);
   ASSERT_TRUE(world.device_collectives_active());
   const engine::Device device = engine::Device::cuda(0);
   // 20 M floats in 22 parameters: buckets of 4 MB hold one 1 M-float parameter each (and the small ones).
@@ -143,18 +155,20 @@ TEST(DistributedGpu, OneRankNcclAllReduceAndBucketsOnOneGpu) {
     EXPECT_EQ(arena.grads().to_vector(), expected) << "step " << step;
   }
   EXPECT_EQ(world.started_allreduces() - started_before, 3 * buckets.bucket_count());
-  world.set_device_collectives_in_one_process(false);
 }
 
 // --sync-bn on the device: a synchronised batch norm whose sums go through the one-rank NCCL communicator
 // gives the ordinary training batch norm's outputs, gradients and running statistics, and (forward and
-// backward) never waits for the device: every all-reduce is queued on the kernels' stream.
+// backward) never waits for the device: every all-reduce is queued on the communication stream, which
+// the kernels' stream waits for on the device. (A one-rank sum changes nothing: that the sums are taken
+// and used in the right order is tests/gpu/test_batch_norm_sync.cpp's two identical processes.)
 TEST(DistributedGpu, OneRankNcclSyncBatchNormEqualsTheLocalOneWithoutHostWaits) {
   SKIP_WITHOUT_CUDA();
   if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
   engine::Distributed& world = engine::Distributed::world();
   if (world.distributed()) GTEST_SKIP() << "one process only";
-  world.set_device_collectives_in_one_process(true);
+  const OneRankDeviceCollectives one_rank(world);
+  ASSERT_TRUE(world.device_collectives_active()) << "the sums would not go through NCCL";
   const engine::Device device = engine::Device::cuda(0);
   const int64_t n = 4, h = 9, w = 7, c = 48;
   const std::vector<float> x_values = gpu_test::away_from_zero(size_t(n * h * w * c), 31, 0.1f, 2.0f);
@@ -202,7 +216,6 @@ TEST(DistributedGpu, OneRankNcclSyncBatchNormEqualsTheLocalOneWithoutHostWaits) 
   EXPECT_TRUE(gpu_test::close(synced.dbeta, local.dbeta, 1e-4, 1e-5)) << "dbeta";
   EXPECT_TRUE(gpu_test::close(synced.running_mean, local.running_mean, 1e-6, 1e-5)) << "running_mean";
   EXPECT_TRUE(gpu_test::close(synced.running_var, local.running_var, 1e-6, 1e-5)) << "running_var";
-  world.set_device_collectives_in_one_process(false);
 }
 
 }  // namespace
