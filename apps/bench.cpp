@@ -377,11 +377,14 @@ Row measure(const Case& c, const Device& device, int64_t batch, bool train, cons
       Bench bench(c, device, train);
       bench.set_batch(batch, c.size);
       for (int i = 0; i < a.warmup; ++i) bench.iteration(train);
+      // The timed iterations are what a profiler should see (each iteration ends idle: synchronised).
+      engine::device_profile_range(device, true);
       for (int i = 0; i < a.iters; ++i) {
         const double t0 = now();
         bench.iteration(train);
         times.push_back(now() - t0);
       }
+      engine::device_profile_range(device, false);
       if (train && device.is_cuda()) {
         const std::string& why = bench.graphed->off_reason();
         row.note = bench.graphed->recorded() ? "one CUDA graph per step"

@@ -177,6 +177,7 @@ std::unique_ptr<DeviceGraph> cuda_end_graph_capture() {
   return std::make_unique<CudaGraph>(kernels::cuda::end_graph_capture());
 }
 void cuda_abort_graph_capture() noexcept { kernels::cuda::abort_graph_capture(); }
+void cuda_profile_range(bool begin) { kernels::cuda::profiler_range(begin); }
 
 }  // namespace detail
 

@@ -12,6 +12,7 @@ bool cuda_graphs_supported(std::string* reason);
 void cuda_begin_graph_capture();
 std::unique_ptr<DeviceGraph> cuda_end_graph_capture();
 void cuda_abort_graph_capture() noexcept;
+void cuda_profile_range(bool begin);
 }  // namespace detail
 #endif
 
@@ -60,6 +61,15 @@ bool is_device_out_of_memory(const std::exception& e) {
 
 std::vector<std::pair<std::string, std::string>> device_runtime_info(Device device) {
   return backend_for(device).runtime_info();
+}
+
+void device_profile_range(Device device, bool begin) {
+#ifdef ENGINE_WITH_CUDA
+  if (device.is_cuda()) detail::cuda_profile_range(begin);
+#else
+  (void)device;
+  (void)begin;
+#endif
 }
 
 bool device_graphs_supported(Device device, std::string* reason) {

@@ -286,10 +286,19 @@ def measure(torch, arch, size, device, variant, train, batch, warmup, iters):
         bench.set_batch(batch)
         for _ in range(warmup):
             bench.iteration()
-        for _ in range(iters):
-            start = time.perf_counter()
-            bench.iteration()
-            times.append(time.perf_counter() - start)
+        # The timed iterations are what a profiler attached to the process should see (cudaProfilerStart/
+        # Stop, as our bench marks them; each iteration ends synchronised).
+        profiling = device.type == "cuda"
+        if profiling:
+            torch.cuda.profiler.start()
+        try:
+            for _ in range(iters):
+                start = time.perf_counter()
+                bench.iteration()
+                times.append(time.perf_counter() - start)
+        finally:
+            if profiling:
+                torch.cuda.profiler.stop()
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise

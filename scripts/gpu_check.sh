@@ -4,9 +4,11 @@
 #      GoogleTest, OpenBLAS, compute-sanitizer, Python packages);
 #   2. configures a CUDA build (building GoogleTest from a source tree first if it is not installed);
 #   3. stops here, with exit status 2, when the machine has no GPU;
-#   4. builds the GPU tests and the kernel benchmark, runs `ctest -L gpu` (and again with
-#      ENGINE_CUDA_SYNC=1), runs compute-sanitizer memcheck over every GPU test binary, runs
-#      bench_gpu_kernels, and runs scripts/bench_gpu.sh --quick (ours vs PyTorch on this GPU);
+#   4. builds the GPU tests, the kernel benchmark, bench and the CUPTI kernel profile library, and runs, in
+#      the order of what they prove: `ctest -L gpu`, bench_gpu_kernels, scripts/bench_gpu.sh --quick (ours
+#      vs PyTorch on this GPU, with its JSON rows), a kernel profile of each net's training step (the top
+#      kernels by GPU time: profile_*.md), compute-sanitizer memcheck over every GPU test binary, and
+#      `ctest -L gpu` again with ENGINE_CUDA_SYNC=1;
 #   5. prints a summary table and writes it, with every log, under $OUT (default gpu_check_out/).
 # Exit status: 0 when everything passed, 1 when anything failed, 2 when there is no GPU.
 #
@@ -36,9 +38,13 @@
 #                 BENCH_GPU_ARGS replaces its --quick ("" = the full profile), BENCH_TIMEOUT_S bounds each
 #                 side (default here 240 s)
 #   GPU_CHECK_DEADLINE_S  a wall-clock budget for the whole check: steps are ordered by what they prove
-#                 (tests, kernel benchmark, memcheck, ours vs PyTorch, the ENGINE_CUDA_SYNC rerun) and each
-#                 is cut to the time left, or skipped (reported as such) when too little is left
-# Options: --skip-sanitizer, --skip-bench (for a quick rerun; also leaves out the PyTorch comparison);
+#                 (tests, kernel benchmark, ours vs PyTorch, kernel profile, memcheck, the ENGINE_CUDA_SYNC
+#                 rerun) and each is cut to the time left, or skipped (reported as such) when too little is
+#                 left
+#   GPU_CHECK_PROFILE_CASES  the kernel profiles, arch@size:precision separated by spaces (default
+#                 "densenet201@224:f32 inception_resnet_v2@299:f32 densenet201@224:bf16"), batch 32
+# Options: --skip-sanitizer, --skip-bench (for a quick rerun; also leaves out the PyTorch comparison and
+#   the kernel profile);
 #   --quick: memcheck over the kernel-level binaries only (gpu_test_kernels_*), no ENGINE_CUDA_SYNC rerun,
 #   and the PyTorch comparison at batch 32 without torch.compile (BENCH_GPU_ARGS and the BENCH_*
 #   variables of scripts/bench_gpu.sh still override it).
@@ -57,7 +63,7 @@ for arg in "$@"; do
     --skip-sanitizer) SKIP_SANITIZER=1 ;;
     --skip-bench) SKIP_BENCH=1 ;;
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -116,6 +122,12 @@ finish() {
     if [ -s "$OUT/bench_vs_torch.md" ]; then
       echo
       cat "$OUT/bench_vs_torch.md"
+    fi
+    if [ -s "$OUT/profile.md" ]; then
+      echo
+      echo "## Kernel profile (top kernels by GPU time)"
+      echo
+      cat "$OUT/profile.md"
     fi
   } > "$tmp"
   mv "$tmp" "$OUT/summary.md"
@@ -368,6 +380,10 @@ GPU_TARGETS=()
 for src in tests/gpu/test_*.cpp; do GPU_TARGETS+=("gpu_$(basename "$src" .cpp)"); done
 BENCH_TARGETS=(bench_gpu_kernels)
 [ "$SKIP_BENCH" -eq 0 ] && BENCH_TARGETS+=(bench)
+# The CUPTI kernel profile (kernels/profile/), when CMake found CUPTI.
+HAVE_PROFILE=0
+grep -q "Kernel profile (CUPTI injection library): ON" "$OUT/configure.log" && HAVE_PROFILE=1
+[ "$SKIP_BENCH" -eq 0 ] && [ "$HAVE_PROFILE" -eq 1 ] && BENCH_TARGETS+=(kernel_profile)
 if cmake --build "$BUILD_DIR" -j"$JOBS" --target "${GPU_TARGETS[@]}" "${BENCH_TARGETS[@]}" > "$OUT/build.log" 2>&1; then
   row "build" "ok" "${#GPU_TARGETS[@]} GPU test binaries + ${BENCH_TARGETS[*]}, $(grep -c 'warning:' "$OUT/build.log") warnings ($((SECONDS - CHECK_START)) s since the start)"
 else
@@ -439,35 +455,7 @@ else
   fail "bench_gpu_kernels" "exit $? (see bench.err): $(head -c 200 "$OUT/bench.err")"
 fi
 
-# 3. compute-sanitizer memcheck over the GPU test binaries (--quick: the kernel-level ones).
-if [ "$SKIP_SANITIZER" -eq 1 ]; then
-  row "compute-sanitizer memcheck" "skipped" "--skip-sanitizer"
-elif [ -z "$SANITIZER" ]; then
-  fail "compute-sanitizer memcheck" "compute-sanitizer not found (it ships with the CUDA toolkit)"
-else
-  for target in "${GPU_TARGETS[@]}"; do
-    [ "$QUICK" -eq 1 ] && [[ "$target" != gpu_test_kernels_* ]] && continue
-    if [ "$(time_left)" -lt 45 ]; then out_of_time "memcheck $target"; continue; fi
-    binary="$BUILD_DIR/tests/$target"
-    log="sanitizer_$target.log"
-    # Left out: the death tests (they fault on purpose, in child processes) and the out-of-memory test
-    # (it asks cudaMalloc for 1 PiB on purpose, which memcheck reports as an API error).
-    limit="$(step_limit 1800 30)"
-    timeout "$limit" "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
-        "$binary" --gtest_filter='-*DeathTest*:*OutOfMemory*' > "$OUT/$log" 2>&1
-    status=$?
-    errors="$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/$log" | tail -1 | grep -oE '[0-9]+')"
-    if [ "$status" -eq 0 ]; then
-      row "memcheck $target" "ok" "${errors:-0} errors"
-    elif [ "$status" -eq 124 ]; then
-      fail "memcheck $target" "cut off after $limit s, ${errors:-no} errors so far (see $log)"
-    else
-      fail "memcheck $target" "exit $status, ${errors:-?} errors (see $log)"
-    fi
-  done
-fi
-
-# 4. Ours vs PyTorch on this GPU: training and inference throughput and peak memory of DenseNet-201 and
+# 3. Ours vs PyTorch on this GPU: training and inference throughput and peak memory of DenseNet-201 and
 # Inception-ResNet-v2 beside PyTorch eager and torch.compile, with the issue's targets (docs/benchmarks.md).
 # A missed target is a result, not a failure; PyTorch's side alone falling short (exit 3) is "partial".
 if [ "$SKIP_BENCH" -eq 1 ] || [ "${GPU_CHECK_SKIP_TORCH_BENCH:-0}" = 1 ]; then
@@ -495,7 +483,66 @@ else
   [ -s "$OUT/bench_vs_torch.md" ] && cat "$OUT/bench_vs_torch.md"
 fi
 
-# 5. The tests again with a synchronisation after every launch (an asynchronous fault is then named by
+# 4. Where the GPU time goes: a kernel profile of each net's timed training iterations (our bench with
+# build/libkernel_profile.so injected through CUPTI, no nsys or ncu needed; kernels/profile/), the top
+# kernels by total GPU time, into profile_*.md and the summary. GPU_CHECK_PROFILE_CASES: arch@size:precision
+# (default the two nets in f32 and DenseNet-201 in bf16), batch 32.
+PROFILE_CASES="${GPU_CHECK_PROFILE_CASES:-densenet201@224:f32 inception_resnet_v2@299:f32 densenet201@224:bf16}"
+if [ "$SKIP_BENCH" -eq 1 ]; then
+  row "kernel profile" "skipped" "--skip-bench"
+elif [ "$HAVE_PROFILE" -eq 0 ]; then
+  fail "kernel profile" "not built: CMake found no CUPTI (CUDA::cupti; it ships with the CUDA toolkit)"
+else
+  : > "$OUT/profile.md"
+  for spec in $PROFILE_CASES; do
+    case_name="${spec%:*}" precision="${spec##*:}"
+    label="${case_name%@*}_${precision}"
+    if [ "$(time_left)" -lt 60 ]; then out_of_time "kernel profile $spec"; continue; fi
+    limit="$(step_limit 240 30)"
+    CUDA_INJECTION64_PATH="$BUILD_DIR/libkernel_profile.so" ENGINE_KERNEL_PROFILE_OUT="$OUT/profile_$label.md" \
+      ENGINE_KERNEL_PROFILE_TOP=25 \
+      ENGINE_KERNEL_PROFILE_TITLE="$case_name training, batch 32, $precision: 5 timed iterations (kernel profile)" \
+      timeout "$limit" "$BUILD_DIR/bench" --cases "$case_name" --batch-sizes 32 --mode train --precision "$precision" \
+      --warmup 3 --iters 5 > "$OUT/profile_$label.log" 2>&1
+    status=$?
+    if [ "$status" -eq 0 ] && [ -s "$OUT/profile_$label.md" ]; then
+      row "kernel profile $spec" "ok" "$(sed -n 3p "$OUT/profile_$label.md" | cut -c1-110) (profile_$label.md)"
+      { cat "$OUT/profile_$label.md"; echo; } >> "$OUT/profile.md"
+    else
+      fail "kernel profile $spec" "exit $status (see profile_$label.log): $(grep -m1 -iE 'error|fail' "$OUT/profile_$label.log" | cut -c1-120)"
+    fi
+  done
+fi
+
+# 5. compute-sanitizer memcheck over the GPU test binaries (--quick: the kernel-level ones).
+if [ "$SKIP_SANITIZER" -eq 1 ]; then
+  row "compute-sanitizer memcheck" "skipped" "--skip-sanitizer"
+elif [ -z "$SANITIZER" ]; then
+  fail "compute-sanitizer memcheck" "compute-sanitizer not found (it ships with the CUDA toolkit)"
+else
+  for target in "${GPU_TARGETS[@]}"; do
+    [ "$QUICK" -eq 1 ] && [[ "$target" != gpu_test_kernels_* ]] && continue
+    if [ "$(time_left)" -lt 45 ]; then out_of_time "memcheck $target"; continue; fi
+    binary="$BUILD_DIR/tests/$target"
+    log="sanitizer_$target.log"
+    # Left out: the death tests (they fault on purpose, in child processes) and the out-of-memory test
+    # (it asks cudaMalloc for 1 PiB on purpose, which memcheck reports as an API error).
+    limit="$(step_limit 1800 30)"
+    timeout "$limit" "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
+        "$binary" --gtest_filter='-*DeathTest*:*OutOfMemory*' > "$OUT/$log" 2>&1
+    status=$?
+    errors="$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/$log" | tail -1 | grep -oE '[0-9]+')"
+    if [ "$status" -eq 0 ]; then
+      row "memcheck $target" "ok" "${errors:-0} errors"
+    elif [ "$status" -eq 124 ]; then
+      fail "memcheck $target" "cut off after $limit s, ${errors:-no} errors so far (see $log)"
+    else
+      fail "memcheck $target" "exit $status, ${errors:-?} errors (see $log)"
+    fi
+  done
+fi
+
+# 6. The tests again with a synchronisation after every launch (an asynchronous fault is then named by
 # its own launch).
 if [ "$QUICK" -eq 1 ]; then
   row "ctest -L gpu, ENGINE_CUDA_SYNC=1" "skipped" "--quick"

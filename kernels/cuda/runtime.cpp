@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/context.h"
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
@@ -112,6 +113,8 @@ void copy_device_to_host_async(void* dst, const void* src, size_t bytes) {
   KERNELS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kernels_stream()));
 }
 void synchronize() { KERNELS_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+void profiler_range(bool begin) { KERNELS_CUDA_CHECK(begin ? cudaProfilerStart() : cudaProfilerStop()); }
 
 struct StreamMarker {
   cudaEvent_t event = nullptr;

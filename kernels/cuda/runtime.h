@@ -31,6 +31,11 @@ void copy_host_to_device_async(void* dst, const void* src, size_t bytes);
 void copy_device_to_host_async(void* dst, const void* src, size_t bytes);
 void synchronize();
 
+// Marks the region a profiler attached to the process should look at (cudaProfilerStart/Stop): the
+// CUPTI kernel profile of kernels/bench/kernel_profile_cupti.cpp counts only kernels inside such ranges,
+// `nsys profile --capture-range=cudaProfilerApi` records only them. Without a profiler attached, no-ops.
+void profiler_range(bool begin);
+
 // A point of the kernels' stream (a CUDA event without timing): the host can wait for exactly the work
 // queued before it, not for what is queued after (stream_synchronize would). Not during graph capture.
 struct StreamMarker;
