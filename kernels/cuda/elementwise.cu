@@ -52,9 +52,9 @@ struct Identity {
 struct Sum {
   __device__ float operator()(float a, float b) const { return a + b; }
 };
-struct Times {
+struct Times {  // rounded on its own, so that an accumulating store adds it as the CPU does (no FMA)
   float alpha;
-  __device__ float operator()(float v) const { return alpha * v; }
+  __device__ float operator()(float v) const { return __fmul_rn(alpha, v); }
 };
 struct Relu {
   __device__ float operator()(float v) const { return v < 0.0f ? 0.0f : v; }  // NaN stays NaN, as on the CPU
@@ -91,7 +91,9 @@ struct ScaledResidualGradOp {
   }
 };
 struct SigmoidGrad {  // (y, dy)
-  __device__ float operator()(float s, float dy) const { return dy * s * (1.0f - s); }
+  __device__ float operator()(float s, float dy) const {  // each product rounded, as on the CPU (no FMA)
+    return __fmul_rn(__fmul_rn(dy, s), 1.0f - s);
+  }
 };
 
 template <typename T, int K>
@@ -279,6 +281,13 @@ void copy(ConstMatrixView src_view, MatrixView dst_view, bool accumulate) {
     if (dst_view.rows <= 0 || dst_view.cols <= 0) return;
     if (src_view.data == dst_view.data && src_view.ld == dst_view.ld) return;  // in place
     const size_t element = dtype_size(dst_view.dtype);
+    if (dst_view.rows == 1 || (src_view.ld == dst_view.cols && dst_view.ld == dst_view.cols)) {
+      // Dense: one plain copy (a 2D copy's pitch may not exceed the device's limit, about 2 GiB).
+      CHECK_CUDA(cudaMemcpyAsync(dst_view.data, src_view.data,
+                                 size_t(dst_view.rows) * size_t(dst_view.cols) * element, cudaMemcpyDeviceToDevice,
+                                 stream()));
+      return;
+    }
     CHECK_CUDA(cudaMemcpy2DAsync(dst_view.data, size_t(dst_view.ld) * element, src_view.data,
                                  size_t(src_view.ld) * element, size_t(dst_view.cols) * element,
                                  size_t(dst_view.rows), cudaMemcpyDeviceToDevice, stream()));

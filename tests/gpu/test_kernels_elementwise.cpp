@@ -3,9 +3,9 @@
 // column_sums, strided_copy. Row-strided operands have NaN in their input gaps (a kernel that reads a
 // gap produces NaN) and a sentinel in their output gaps (a kernel that writes one is caught); outputs
 // are NaN before every overwrite. Tolerances (atol + rtol |ref|), per op:
-//   fill, copy, add, relu, scale (overwrite): exact (the same single rounding)
-//   scale/copy accumulate, relu/sigmoid backward accumulate: 1e-6 + 1e-6 |ref| (the GPU may fuse
-//     the multiply-add into one FMA where the CPU rounds twice)
+//   fill, copy, add, relu, scale (overwrite and accumulate), scaled_residual: exact (the same roundings:
+//     the CUDA maps round each product on its own, no FMA)
+//   relu/sigmoid backward accumulate: 1e-6 + 1e-6 |ref|
 //   sigmoid: 1e-7 + 2e-6 |ref| (expf differs by an ulp or two)
 //   sum (double): 1e-12 relative (summation order);  column_sums: 1e-6 + 1e-6 |ref| (float result)
 // The maps take 16-byte loads where operands are aligned (the shapes below have dense, strided with a
@@ -108,17 +108,16 @@ TEST_P(CudaElementwise, FillCopyAddScale) {
       0, 0);
   for (bool accumulate : {false, true}) {
     const std::vector<float> start = accumulate ? o.out_prior : o.poisoned_output();
-    const double tol = accumulate ? 1e-6 : 0.0;
     expect_same(
         o, start,
         CUDA_AND_CPU((const float* a, const float*, float* y),
                      copy({a, R, C, L}, {y, R, C, L}, accumulate)),
-        tol, tol);
+        0, 0);
     expect_same(
         o, start,
         CUDA_AND_CPU((const float* a, const float*, float* y),
                      scale(-1.75f, {a, R, C, L}, {y, R, C, L}, accumulate)),
-        tol, tol);
+        0, 0);
   }
   expect_same(
       o, o.poisoned_output(),
@@ -156,6 +155,33 @@ TEST_P(CudaElementwise, ReluAndSigmoid) {
         CUDA_AND_CPU((const float* y, const float* dy, float* dx),
                      sigmoid_backward({y, R, C, L}, {dy, R, C, L}, {dx, R, C, L}, accumulate)),
         1e-6, 1e-6);
+  }
+}
+
+// Inception-ResNet-v2's residual tail: y = act(x + scale * up) and its backward (dx, dup), with and
+// without the ReLU, bit for bit the CPU's (the product and the sum rounded separately on both).
+TEST_P(CudaElementwise, ScaledResidualMatchesCpuBitForBit) {
+  SKIP_WITHOUT_CUDA();
+  const MatrixCase c = GetParam();
+  const Operands o(c, 29);
+  const int64_t R = c.rows, C = c.cols, L = c.ld;
+  for (const bool relu : {false, true}) {
+    SCOPED_TRACE(relu ? "relu" : "no relu");
+    expect_same(
+        o, o.poisoned_output(),
+        CUDA_AND_CPU((const float* x, const float* up, float* y),
+                     scaled_residual_forward(0.17f, {x, R, C, L}, {up, R, C, L}, {y, R, C, L}, relu)),
+        0, 0);
+    // Backward: `a` plays y (its sign is the ReLU's mask), `b` dy; two outputs.
+    DeviceBuffer y(o.a), dy(o.b), dx(o.poisoned_output()), dup(o.poisoned_output());
+    kernels::cuda::scaled_residual_backward(0.17f, {y.get(), R, C, L}, {dy.get(), R, C, L}, {dx.get(), R, C, L},
+                                            {dup.get(), R, C, L}, relu);
+    std::vector<float> dx_ref = o.poisoned_output(), dup_ref = o.poisoned_output();
+    kernels::cpu::scaled_residual_backward(0.17f, {o.a.data(), R, C, L}, {o.b.data(), R, C, L},
+                                           {dx_ref.data(), R, C, L}, {dup_ref.data(), R, C, L}, relu);
+    const std::vector<float> dx_got = dx.download(), dup_got = dup.download();
+    EXPECT_TRUE(bitwise_equal(dx_got, dx_ref)) << "dx (gaps included)";
+    EXPECT_TRUE(bitwise_equal(dup_got, dup_ref)) << "dup (gaps included)";
   }
 }
 
@@ -297,7 +323,11 @@ INSTANTIATE_TEST_SUITE_P(
                       MatrixCase{"densenet_7x7x1920_ld1952", 196, 1920, 1952},
                       // Inception-ResNet-v2: a 192-channel branch of the 17x17x1088 block output
                       MatrixCase{"irv2_17x17_192_of_1088", 1156, 192, 1088},
-                      MatrixCase{"long_column_100003x1", 100003, 1, 1}),
+                      MatrixCase{"long_column_100003x1", 100003, 1, 1},
+                      // More rows than a grid covers, so a thread steps across row ends again and again:
+                      // the element path (odd columns) and the 16-byte path (columns and stride of 4s)
+                      MatrixCase{"carry_70001x7_ld9", 70001, 7, 9},
+                      MatrixCase{"carry_packed_30001x12_ld16", 30001, 12, 16}),
     test_support::case_name<MatrixCase>);
 
 TEST(CudaStridedCopy, TransposedViewAndEightDims) {
