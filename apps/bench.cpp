@@ -364,6 +364,23 @@ int64_t find_max_batch(const Case& c, const Device& device, bool train, int64_t 
   return fit;
 }
 
+// A profiler range (engine::device_profile_range) while alive.
+class ProfileRange {
+ public:
+  explicit ProfileRange(const Device& device) : device_(device) { engine::device_profile_range(device_, true); }
+  ~ProfileRange() {
+    try {
+      engine::device_profile_range(device_, false);
+    } catch (...) {  // an earlier error is the one to report
+    }
+  }
+  ProfileRange(const ProfileRange&) = delete;
+  ProfileRange& operator=(const ProfileRange&) = delete;
+
+ private:
+  Device device_;
+};
+
 // Times one (case, batch, mode) on a fresh net; an out-of-memory error becomes status "oom".
 Row measure(const Case& c, const Device& device, int64_t batch, bool train, const Args& a) {
   Row row;
@@ -377,14 +394,15 @@ Row measure(const Case& c, const Device& device, int64_t batch, bool train, cons
       Bench bench(c, device, train);
       bench.set_batch(batch, c.size);
       for (int i = 0; i < a.warmup; ++i) bench.iteration(train);
-      // The timed iterations are what a profiler should see (each iteration ends idle: synchronised).
-      engine::device_profile_range(device, true);
+      // The timed iterations are what a profiler should see: the range opens on an idle device (setup's
+      // work done, also without a warm-up) and closes however the loop ends (each iteration ends idle).
+      engine::device_synchronize(device);
+      const ProfileRange profiled(device);
       for (int i = 0; i < a.iters; ++i) {
         const double t0 = now();
         bench.iteration(train);
         times.push_back(now() - t0);
       }
-      engine::device_profile_range(device, false);
       if (train && device.is_cuda()) {
         const std::string& why = bench.graphed->off_reason();
         row.note = bench.graphed->recorded() ? "one CUDA graph per step"

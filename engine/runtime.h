@@ -49,7 +49,7 @@ void device_synchronize(Device device);
 bool is_device_out_of_memory(const std::exception& e);
 // Marks the start and the end of the region a profiler attached to the process should look at (CUDA:
 // cudaProfilerStart/Stop, which nsys's --capture-range=cudaProfilerApi and the CUPTI kernel profile of
-// kernels/bench/kernel_profile_cupti.cpp honour); the CPU ignores it. Call it where the device is idle
+// kernels/profile/kernel_profile_cupti.cpp honour); the CPU ignores it. Call it where the device is idle
 // (after a device_synchronize), so that the region holds exactly the work queued inside it.
 void device_profile_range(Device device, bool begin);
 std::vector<std::pair<std::string, std::string>> device_runtime_info(Device device);

@@ -290,15 +290,22 @@ def measure(torch, arch, size, device, variant, train, batch, warmup, iters):
         # Stop, as our bench marks them; each iteration ends synchronised).
         profiling = device.type == "cuda"
         if profiling:
+            torch.cuda.synchronize()  # the range opens on an idle device
             torch.cuda.profiler.start()
         try:
             for _ in range(iters):
                 start = time.perf_counter()
                 bench.iteration()
                 times.append(time.perf_counter() - start)
-        finally:
+        except BaseException:
             if profiling:
-                torch.cuda.profiler.stop()
+                try:
+                    torch.cuda.profiler.stop()
+                except Exception:  # the error in flight is the one to report
+                    pass
+            raise
+        if profiling:
+            torch.cuda.profiler.stop()
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise

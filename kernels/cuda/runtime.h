@@ -32,7 +32,7 @@ void copy_device_to_host_async(void* dst, const void* src, size_t bytes);
 void synchronize();
 
 // Marks the region a profiler attached to the process should look at (cudaProfilerStart/Stop): the
-// CUPTI kernel profile of kernels/bench/kernel_profile_cupti.cpp counts only kernels inside such ranges,
+// CUPTI kernel profile of kernels/profile/kernel_profile_cupti.cpp counts only kernels inside such ranges,
 // `nsys profile --capture-range=cudaProfilerApi` records only them. Without a profiler attached, no-ops.
 void profiler_range(bool begin);
 

@@ -75,13 +75,14 @@ std::string format(const char* fmt, double value) {
   return text;
 }
 
+// In code spans (template arguments are not HTML, * and _ not emphasis); a | escaped for the table.
 std::string escaped_for_table(const std::string& s) {
-  std::string out;
+  std::string out = "`";
   for (char c : s) {
     if (c == '|') out += '\\';
-    out += c;
+    out += c == '`' ? '\'' : c;
   }
-  return out;
+  return out + "`";
 }
 
 }  // namespace
@@ -102,6 +103,10 @@ std::string KernelProfile::markdown(const std::string& title, int top) const {
        (span > 0 ? " (" + format("%.0f", 100.0 * static_cast<double>(total) / static_cast<double>(span)) + "% busy)"
                  : std::string()) +
        ".\n\n";
+  s += windows_.empty() ? std::string("Counted: the whole process (no profiler range was marked: setup and warm-up are in it).\n\n")
+                        : "Counted: the activities starting inside " + std::to_string(windows_.size()) +
+                              " profiler range(s).\n\n";
+  if (dropped_ > 0) s += "**" + std::to_string(dropped_) + " activities were dropped by the tracer: the table misses them.**\n\n";
   s += "| # | kernel | calls | total ms | share | mean us | min us | max us |\n";
   s += "|---|---|---|---|---|---|---|---|\n";
   const auto share = [total](uint64_t ns) {

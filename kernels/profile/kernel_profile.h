@@ -33,13 +33,16 @@ class KernelProfile {
   void add_window(uint64_t begin_ns, uint64_t end_ns);
   // One activity; kept for the end, when the windows are all known.
   void add(std::string name, uint64_t start_ns, uint64_t end_ns);
+  // Activities the tracer lost (its buffers full): said in the table's header.
+  void add_dropped(uint64_t count) { dropped_ += count; }
 
   // The names with activities inside the windows, the longest total first (ties by name).
   std::vector<Entry> entries() const;
   uint64_t total_ns() const;  // summed over entries()
   uint64_t span_ns() const;   // first counted start to last counted end; 0 when none counted
   // The table of the `top` longest names (the rest summed on one line), with a header line naming
-  // `title`, the activities counted, the busy time and the span.
+  // `title`, the activities counted, the busy time and the span, and what was counted: the N profiler
+  // ranges, or the whole process when there was none (then setup and warm-up are in it too).
   std::string markdown(const std::string& title, int top) const;
 
  private:
@@ -52,6 +55,7 @@ class KernelProfile {
   std::vector<std::string> names_;
   std::unordered_map<std::string, uint32_t> name_index_;
   std::vector<Activity> activities_;
+  uint64_t dropped_ = 0;
 };
 
 // "void kernels::cuda::relu_kernel<float>(long, float const*)" from a mangled device symbol; other names

@@ -62,11 +62,16 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
   *max_records = 0;  // as many as fit
 }
 
-void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid_bytes) {
+void CUPTIAPI buffer_completed(CUcontext context, uint32_t stream_id, uint8_t* buffer, size_t, size_t valid_bytes) {
   {
     const std::lock_guard<std::mutex> lock(mutex);
     CUpti_Activity* record = nullptr;
-    while (cuptiActivityGetNextRecord(buffer, valid_bytes, &record) == CUPTI_SUCCESS) {
+    for (;;) {
+      const CUptiResult next = cuptiActivityGetNextRecord(buffer, valid_bytes, &record);
+      if (next != CUPTI_SUCCESS) {
+        if (next != CUPTI_ERROR_MAX_LIMIT_REACHED) report(next, "cuptiActivityGetNextRecord");
+        break;
+      }
       switch (record->kind) {
         case CUPTI_ACTIVITY_KIND_KERNEL:
         case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL: {
@@ -87,12 +92,17 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
         default: break;
       }
     }
+    size_t dropped = 0;
+    if (cuptiActivityGetNumDroppedRecords(context, stream_id, &dropped) == CUPTI_SUCCESS && dropped > 0)
+      profile->add_dropped(dropped);
   }
   std::free(buffer);
 }
 
 // cuProfilerStart (at its exit) opens a range, cuProfilerStop (at its entry) closes it: the caller has
-// synchronised before either, so the range holds exactly the work queued inside it.
+// synchronised before either, so the range holds exactly the work queued inside it. A start inside an
+// open range is ignored. At a stop the device is idle, so the range's records are flushed then, not only
+// at exit (a process killed later keeps nothing, but CUPTI's buffers are small then).
 void CUPTIAPI on_driver_call(void*, CUpti_CallbackDomain domain, CUpti_CallbackId id, const void* data) {
   if (domain != CUPTI_CB_DOMAIN_DRIVER_API) return;
   const auto* call = static_cast<const CUpti_CallbackData*>(data);
@@ -100,13 +110,16 @@ void CUPTIAPI on_driver_call(void*, CUpti_CallbackDomain domain, CUpti_CallbackI
   if (id == CUPTI_DRIVER_TRACE_CBID_cuProfilerStart && call->callbackSite == CUPTI_API_EXIT) {
     cuptiGetTimestamp(&now);
     const std::lock_guard<std::mutex> lock(mutex);
-    range_begin = now;
+    if (!in_range) range_begin = now;
     in_range = true;
   } else if (id == CUPTI_DRIVER_TRACE_CBID_cuProfilerStop && call->callbackSite == CUPTI_API_ENTER) {
     cuptiGetTimestamp(&now);
-    const std::lock_guard<std::mutex> lock(mutex);
-    if (in_range) profile->add_window(range_begin, now);
-    in_range = false;
+    {
+      const std::lock_guard<std::mutex> lock(mutex);
+      if (in_range) profile->add_window(range_begin, now);
+      in_range = false;
+    }
+    report(cuptiActivityFlushAll(0), "cuptiActivityFlushAll");  // outside the lock: it calls buffer_completed
   }
 }
 

@@ -46,6 +46,10 @@ TEST(KernelProfile, OnlyActivitiesStartingInsideTheRangesCount) {
   EXPECT_EQ(e[0].calls, 3);
   EXPECT_EQ(e[0].total_ns, 150u);
   EXPECT_EQ(p.span_ns(), 310u);  // 110 .. 420
+  p.add_dropped(7);
+  const std::string table = p.markdown("t", 5);
+  EXPECT_NE(table.find("Counted: the activities starting inside 2 profiler range(s)."), std::string::npos) << table;
+  EXPECT_NE(table.find("**7 activities were dropped by the tracer"), std::string::npos) << table;
 }
 
 TEST(KernelProfile, TableHasTheTopRowsAndTheRestOnOneLine) {
@@ -58,9 +62,11 @@ TEST(KernelProfile, TableHasTheTopRowsAndTheRestOnOneLine) {
   EXPECT_NE(table.find("### DenseNet-201 training"), std::string::npos) << table;
   EXPECT_NE(table.find("4 activities, 4 names: busy 5.000 ms over a span of 5.000 ms (100% busy)"), std::string::npos)
       << table;
-  EXPECT_NE(table.find("| 1 | first\\|kernel | 1 | 3.000 | 60.0% | 3000.0 | 3000.0 | 3000.0 |"), std::string::npos)
+  EXPECT_NE(table.find("Counted: the whole process (no profiler range"), std::string::npos) << table;
+  EXPECT_NE(table.find("| 1 | `first\\|kernel` | 1 | 3.000 | 60.0% | 3000.0 | 3000.0 | 3000.0 |"), std::string::npos)
       << table;
-  EXPECT_NE(table.find("| 2 | second | 1 | 1.000 | 20.0% |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| 2 | `second` | 1 | 1.000 | 20.0% |"), std::string::npos) << table;
+  EXPECT_EQ(table.find("dropped"), std::string::npos) << table;
   EXPECT_NE(table.find("| | (2 more names) | 2 | 1.000 | 20.0% | | | |"), std::string::npos) << table;
   EXPECT_EQ(table.find("third"), std::string::npos) << table;
 }
