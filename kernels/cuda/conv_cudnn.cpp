@@ -45,6 +45,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -153,7 +154,9 @@ struct Descriptors {
         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     CHECK_CUDNN(cudnnSetTensor4dDescriptor(bias.get(), CUDNN_TENSOR_NCHW, cudnn_type(p.dtype), 1,
                                            to_int(g.out_c, "out_c", g), 1, 1));
-    CHECK_CUDNN(cudnnSetActivationDescriptor(relu.get(), CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0));
+    // CUDNN_NOT_PROPAGATE_NAN, as PyTorch's fused conv + ReLU sets it: what cudnnConvolutionBiasActivationForward
+    // is known to accept (a NaN pre-activation may come out 0 there, where the unfused ReLU keeps it).
+    CHECK_CUDNN(cudnnSetActivationDescriptor(relu.get(), CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0));
     int n = 0, c = 0, h = 0, w_out = 0;
     CHECK_CUDNN(cudnnGetConvolution2dForwardOutputDim(conv.get(), x.get(), w.get(), &n, &c, &h, &w_out));
     if (n != g.batch || c != g.out_c || h != g.out_h() || w_out != g.out_w()) {
@@ -501,19 +504,29 @@ float time_candidate(Pass pass, const Descriptors& d, const Candidate& c, const 
 }
 
 // Orders the plan's candidates by their time on this call's inputs, fastest first (those that failed
-// last, in the heuristics' order), writing into a scratch output, never the call's own.
+// last, in the heuristics' order). The candidates write the call's own output when the call overwrites it
+// and reads nothing the output may share memory with (the call itself then writes it again), else a
+// scratch output (an accumulating call must add once; the residual pass's y may be its z); with no memory
+// for that scratch, the heuristics' order stays.
 void time_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o) {
   plan.timed = true;
   if (plan.candidates.size() < 2) return;
-  detail::ScopedBuffer output(output_bytes(pass, p), "convolution output (algorithm timing)");
+  std::optional<detail::ScopedBuffer> output;
   Operands scratch = o;
-  scratch.beta = 0.0f;
-  if (pass == Pass::backward_data)
-    scratch.dx = output.as<void>();
-  else if (pass == Pass::backward_filter)
-    scratch.dw = output.as<void>();
-  else
-    scratch.y = output.as<void>();
+  if (o.beta != 0.0f || pass == Pass::forward_residual) {
+    try {
+      output.emplace(output_bytes(pass, p), "convolution output (algorithm timing)");
+    } catch (const OutOfMemory&) {
+      return;
+    }
+    scratch.beta = 0.0f;
+    if (pass == Pass::backward_data)
+      scratch.dx = output->as<void>();
+    else if (pass == Pass::backward_filter)
+      scratch.dw = output->as<void>();
+    else
+      scratch.y = output->as<void>();
+  }
   const Event start, stop;
   for (Candidate& c : plan.candidates)
     c.milliseconds = time_candidate(pass, *plan.descriptors, c, scratch, start, stop);
