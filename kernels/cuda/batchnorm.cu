@@ -187,7 +187,8 @@ struct StreamingStatisticsFinish {
     const double shifted_mean = s[0] / rows;
     const double mean = double(load(x + c)) + shifted_mean;
     const double centred = s[1] / rows - shifted_mean * shifted_mean;
-    const double var = centred > 0.0 ? centred : 0.0;  // biased: the one used to normalise
+    // Biased: the one used to normalise. Clamped below at 0, but NaN (an Inf in x) stays NaN, as on the CPU.
+    const double var = centred < 0.0 ? 0.0 : centred;
     const float m = float(mean);
     const float invstd = float(1.0 / sqrt(var + eps));
     mean_f[c] = m;
@@ -261,7 +262,10 @@ struct TrainingDxOp {
   __device__ void operator()(int64_t r, int64_t c) const {
     const float xhat = normalised(x + r * ldx + c, mean, invstd, c);
     const float g = output_gradient<kRelu>(dy + r * ldy + c, xhat, gamma, beta, c);
-    put(dx + r * ldx_grad + c, k[c] * (g - mean_dy[c] - xhat * mean_dy_xhat[c]), accumulate);
+    // Each operation rounded on its own, as the CPU does: an accumulating store then adds the finished dx
+    // (nvcc would otherwise fuse the product into the store's addition).
+    const float centred = __fsub_rn(__fsub_rn(g, mean_dy[c]), __fmul_rn(xhat, mean_dy_xhat[c]));
+    put(dx + r * ldx_grad + c, __fmul_rn(k[c], centred), accumulate);
   }
 };
 
@@ -277,7 +281,7 @@ struct EvalDxOp {
   bool accumulate;
   __device__ void operator()(int64_t r, int64_t c) const {
     const float k = (gamma ? gamma[c] : 1.0f) * invstd[c];
-    put(dx + r * ldx_grad + c, load(dy + r * ldy + c) * k, accumulate);
+    put(dx + r * ldx_grad + c, __fmul_rn(load(dy + r * ldy + c), k), accumulate);  // no FMA with the store
   }
 };
 

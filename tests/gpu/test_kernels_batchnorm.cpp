@@ -239,7 +239,9 @@ INSTANTIATE_TEST_SUITE_P(
                       // DenseNet-201's last block: 7x7x1920 at batch 4
                       BnCase{"densenet_7x7x1920_b4", 196, 1920, 1920, 1920},
                       // Inception-ResNet-v2 17x17 branch (192 channels) at batch 4
-                      BnCase{"irv2_17x17x192_b4", 1156, 192, 1088, 192}),
+                      BnCase{"irv2_17x17x192_b4", 1156, 192, 1088, 192},
+                      // Many rows in few channels: long chunks of rows per block and a partial last one
+                      BnCase{"long_40001x12", 40001, 12, 12, 12}),
     test_support::case_name<BnCase>);
 
 TEST(CudaBatchNormEdges, EmptyWritesNothing) {

@@ -54,13 +54,18 @@ TEST_P(CudaBatchNormRelu, ForwardTrainingAndBackward) {
   const std::vector<float> dy = strided(uniform(size_t(c.rows * C), 2), c.rows, C, c.ld, kNaN);
   const std::vector<float> rm0 = uniform(nC, 3, -0.1f, 0.1f), rv0 = uniform(nC, 4, 0.5f, 1.5f);
   const kernels::BatchNormHyper h{1e-5f, 0.1f, true};
+  // gamma and beta move the ReLU's threshold away from xhat = 0: the mask must use both.
+  const std::vector<float> gamma = uniform(nC, 5, 0.5f, 1.5f), beta = uniform(nC, 6, -0.5f, 0.5f);
 
   // CPU reference.
   std::vector<float> y_ref(x.size(), kGapSentinel), mean_ref(nC), invstd_ref(nC), rm_ref = rm0,
       rv_ref = rv0;
-  kernels::cpu::batch_norm_relu_forward_training({x.data(), c.rows, C, c.ld}, {y_ref.data(), c.rows, C, c.ld}, {},
+  kernels::cpu::batch_norm_relu_forward_training({x.data(), c.rows, C, c.ld}, {y_ref.data(), c.rows, C, c.ld},
+                                                 {gamma.data(), beta.data()},
                                                  {mean_ref.data(), invstd_ref.data(), rm_ref.data(), rv_ref.data()}, h);
   kernels::BatchNormChannels ch_ref;
+  ch_ref.gamma = gamma.data();
+  ch_ref.beta = beta.data();
   ch_ref.saved_mean = mean_ref.data();
   ch_ref.saved_invstd = invstd_ref.data();
   std::vector<float> dx_ref(x.size(), kGapSentinel), dg_ref(nC, 0.5f), db_ref(nC, -0.5f);
@@ -71,8 +76,9 @@ TEST_P(CudaBatchNormRelu, ForwardTrainingAndBackward) {
   std::vector<float> first_y, first_dx;
   for (int run = 0; run < 2; ++run) {
     DeviceBuffer dx_in(x), dy_in(dy), y(std::vector<float>(x.size(), kGapSentinel)), mean(nC),
-        invstd(nC), rm(rm0), rv(rv0);
-    kernels::cuda::batch_norm_relu_forward_training({dx_in.get(), c.rows, C, c.ld}, {y.get(), c.rows, C, c.ld}, {},
+        invstd(nC), rm(rm0), rv(rv0), gamma_d(gamma), beta_d(beta);
+    kernels::cuda::batch_norm_relu_forward_training({dx_in.get(), c.rows, C, c.ld}, {y.get(), c.rows, C, c.ld},
+                                                    {gamma_d.get(), beta_d.get()},
                                                     {mean.get(), invstd.get(), rm.get(), rv.get()}, h);
     EXPECT_TRUE(close(mean.download(), mean_ref, 1e-6, 1e-5)) << "saved_mean";
     EXPECT_TRUE(close(invstd.download(), invstd_ref, 1e-6, 1e-5)) << "saved_invstd";
@@ -83,6 +89,8 @@ TEST_P(CudaBatchNormRelu, ForwardTrainingAndBackward) {
     EXPECT_TRUE(gaps_untouched(y_host, std::vector<float>(x.size(), kGapSentinel), c.rows, C, c.ld));
 
     kernels::BatchNormChannels ch;
+    ch.gamma = gamma_d.get();
+    ch.beta = beta_d.get();
     ch.saved_mean = mean.get();
     ch.saved_invstd = invstd.get();
     DeviceBuffer dx(std::vector<float>(x.size(), kGapSentinel)), dg(std::vector<float>(nC, 0.5f)),
