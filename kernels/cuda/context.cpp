@@ -488,6 +488,10 @@ OpenCapture close_capture(cudaGraph_t* recorded, cudaError_t* status) {
 void begin_graph_capture() {
   const int device = current_device();
   cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
+  // The libraries' handles (and cuBLAS's fixed workspace) made now, not by a first use inside the capture,
+  // where their creation's plain allocations and synchronisations would invalidate it.
+  (void)cublas_handle();
+  (void)cudnn_handle();
   std::lock_guard<std::mutex> lock(g_capture_mutex);
   const int pool = allocator().open_pool(device);  // throws when one is open
   const cudaError_t status = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);

@@ -44,15 +44,16 @@ struct AdamOp {
     if (skip_flag && *skip_flag != 0.0f) return;
     float p = params[i];
     if (decoupled) p = pytorch ? __fmul_rn(p, keep) : __fsub_rn(p, __fmul_rn(__fmul_rn(p, wd), lr));  // as the CPU rounds
-    const float g = grads[i] + l2 * p;
-    const float mi = beta1 * m[i] + one_minus_beta1 * g;
-    const float vi = beta2 * v[i] + one_minus_beta2 * g * g;
+    // Every operation rounded on its own, in the CPU's order (no FMA): the same bits as the CPU.
+    const float g = __fadd_rn(grads[i], __fmul_rn(l2, p));
+    const float mi = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(one_minus_beta1, g));
+    const float vi = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(one_minus_beta2, g), g));
     m[i] = mi;
     v[i] = vi;
     if (pytorch)
-      p -= step_size * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+      p = __fsub_rn(p, __fdiv_rn(__fmul_rn(step_size, mi), __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), sqrt_bc2), eps)));
     else
-      p -= (mi * alpha) / (sqrtf(vi) + eps);
+      p = __fsub_rn(p, __fdiv_rn(__fmul_rn(mi, alpha), __fadd_rn(__fsqrt_rn(vi), eps)));
     params[i] = p;
     if (params_bf16) params_bf16[i] = BFloat16(p);
   }
@@ -69,14 +70,15 @@ struct SgdOp {
   __device__ void operator()(int64_t i) const {
     if (skip_flag && *skip_flag != 0.0f) return;
     const float p = params[i];
-    const float g = grads[i] + wd * p;
+    // Every operation rounded on its own, in the CPU's order (no FMA).
+    const float g = __fadd_rn(grads[i], __fmul_rn(wd, p));
     float direction = g;
     if (momentum_buffer) {
-      const float buf = mu * momentum_buffer[i] + g;
+      const float buf = __fadd_rn(__fmul_rn(mu, momentum_buffer[i]), g);
       momentum_buffer[i] = buf;
-      direction = nesterov ? g + mu * buf : buf;
+      direction = nesterov ? __fadd_rn(g, __fmul_rn(mu, buf)) : buf;
     }
-    const float updated = p - lr * direction;
+    const float updated = __fsub_rn(p, __fmul_rn(lr, direction));
     params[i] = updated;
     if (params_bf16) params_bf16[i] = BFloat16(updated);
   }
