@@ -132,4 +132,9 @@ namespace kernels::cuda {
 // allocator under a limit, falling back to a smaller algorithm when it cannot be had; TF32 tensor-core
 // math unless disabled (context.h: set_allow_tf32); deterministic algorithms when requested.
 #include "kernels/conv_api.inc"
+
+// How many calls so far ran a fused (bias + ReLU, scaled residual) or bf16 convolution as its parts or on
+// widened f32 copies because cuDNN ran no algorithm for it (each prints a `note:`, the first three of each
+// kind): the answers are the same, so only this count tells a test which path ran.
+int64_t conv_fallback_count();
 }  // namespace kernels::cuda

@@ -733,12 +733,16 @@ void run_on_input(Pass pass, const Conv2dGeometry& g, DType dtype, const void* x
 }
 
 // A pass that cuDNN could not run natively and that runs another way (bf16 widened to f32, or the fused
-// conv + bias + ReLU as its parts): said once per process on stderr, since it costs speed, never results.
+// conv + bias + ReLU as its parts): counted (conv_fallback_count) and said on stderr, the first three of
+// each kind, since it costs speed, never results.
+std::mutex g_fallback_mutex;
+int64_t g_fallbacks = 0;
+std::map<std::string, int> g_fallback_notes;  // notes printed, by what ran instead
+
 void note_fallback(const std::string& why, const char* instead) {
-  static std::mutex mutex;
-  static int said = 0;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (said++ < 3) std::fprintf(stderr, "note: %s; running %s instead\n", why.c_str(), instead);
+  std::lock_guard<std::mutex> lock(g_fallback_mutex);
+  ++g_fallbacks;
+  if (g_fallback_notes[instead]++ < 3) std::fprintf(stderr, "note: %s; running %s instead\n", why.c_str(), instead);
 }
 
 // y += bias on every row, in f32 (a bf16 y widened and rounded again: kernels/bf16_emulation.h).
@@ -1020,6 +1024,11 @@ void conv2d_backward_data_mixed(const Conv2dGeometry& g, ConstMatrixView dy_view
   // No bf16 kernel for this shape: the f32 path on widened copies (a failed try wrote nothing to dx).
   note_fallback(why, "it in f32 on widened copies");
   run_widened(&backward_data_view_weight, g, dy_view, w_view, dx_view, accumulate);
+}
+
+int64_t conv_fallback_count() {
+  std::lock_guard<std::mutex> lock(g_fallback_mutex);
+  return g_fallbacks;
 }
 
 }  // namespace kernels::cuda

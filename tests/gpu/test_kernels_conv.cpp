@@ -21,6 +21,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "engine/ops/common.h"
@@ -336,25 +338,38 @@ void check_bf16_backward_filter(const ConvCase& c) {
   }
 }
 
+// The fused and bf16 passes fall back to their parts (or to f32) with the same answers where cuDNN runs
+// no algorithm for them: each test says which path ran (a "path:" line in the log and a "fallbacks" test
+// property), so the GPU check's log shows where the fast path is missing.
+template <typename Check>
+void check_and_report_path(const ConvCase& c, const char* what, Check check) {
+  const int64_t before = kernels::cuda::conv_fallback_count();
+  check();
+  const int64_t fallbacks = kernels::cuda::conv_fallback_count() - before;
+  ::testing::Test::RecordProperty("fallbacks", static_cast<int>(fallbacks));
+  std::printf("path: %s, %s: %s\n", c.name, what,
+              fallbacks == 0 ? "cuDNN ran every call natively" : (std::to_string(fallbacks) + " call(s) fell back").c_str());
+}
+
 TEST_P(CudaConv, BiasReluForwardFp32) {
   SKIP_WITHOUT_CUDA();
-  check_bias_relu_forward(GetParam());
+  check_and_report_path(GetParam(), "conv + bias + ReLU", [this] { check_bias_relu_forward(GetParam()); });
 }
 TEST_P(CudaConv, ScaledResidualForward) {
   SKIP_WITHOUT_CUDA();
-  check_scaled_residual_forward(GetParam());
+  check_and_report_path(GetParam(), "conv + scaled residual", [this] { check_scaled_residual_forward(GetParam()); });
 }
 TEST_P(CudaConv, Bf16Forward) {
   SKIP_WITHOUT_CUDA();
-  check_bf16_forward(GetParam());
+  check_and_report_path(GetParam(), "bf16 forward", [this] { check_bf16_forward(GetParam()); });
 }
 TEST_P(CudaConv, Bf16BackwardData) {
   SKIP_WITHOUT_CUDA();
-  check_bf16_backward_data(GetParam());
+  check_and_report_path(GetParam(), "bf16 backward data", [this] { check_bf16_backward_data(GetParam()); });
 }
 TEST_P(CudaConv, Bf16BackwardFilter) {
   SKIP_WITHOUT_CUDA();
-  check_bf16_backward_filter(GetParam());
+  check_and_report_path(GetParam(), "bf16 backward filter", [this] { check_bf16_backward_filter(GetParam()); });
 }
 
 // Restores the algorithm search mode (SwitchesGuard keeps the other switches).
