@@ -528,6 +528,18 @@ else
   done
 fi
 
+# Which fused and bf16 convolutions cuDNN ran natively (the tests pass either way: a fallback gives the
+# same answers, slower): the `path:` lines of the conv test binary, into conv_paths.txt.
+if [ "$(time_left)" -lt 45 ]; then
+  out_of_time "conv fast paths"
+elif timeout "$(step_limit 120 30)" "$BUILD_DIR/tests/gpu_test_kernels_conv" \
+     --gtest_filter='*BiasRelu*:*ScaledResidual*:*Bf16*' > "$OUT/conv_paths.log" 2>&1; then
+  grep '^path:' "$OUT/conv_paths.log" > "$OUT/conv_paths.txt"
+  row "conv fast paths" "ok" "$(grep -c 'natively' "$OUT/conv_paths.txt") of $(wc -l < "$OUT/conv_paths.txt") cases natively; the rest fell back (conv_paths.txt)"
+else
+  fail "conv fast paths" "the conv tests failed (conv_paths.log)"
+fi
+
 # 5. compute-sanitizer memcheck over the GPU test binaries (--quick: the kernel-level ones).
 if [ "$SKIP_SANITIZER" -eq 1 ]; then
   row "compute-sanitizer memcheck" "skipped" "--skip-sanitizer"
