@@ -7,7 +7,8 @@
 #   4. builds the GPU tests, the kernel benchmark, bench and the CUPTI kernel profile library, and runs, in
 #      the order of what they prove: `ctest -L gpu`, bench_gpu_kernels, scripts/bench_gpu.sh --quick (ours
 #      vs PyTorch on this GPU, with its JSON rows), a kernel profile of each net's training step (the top
-#      kernels by GPU time: profile_*.md), compute-sanitizer memcheck over every GPU test binary, and
+#      kernels by GPU time: profile_*.md), which fused and bf16 convolutions cuDNN ran natively
+#      (conv_paths.txt), compute-sanitizer memcheck over every GPU test binary, and
 #      `ctest -L gpu` again with ENGINE_CUDA_SYNC=1;
 #   5. prints a summary table and writes it, with every log, under $OUT (default gpu_check_out/).
 # Exit status: 0 when everything passed, 1 when anything failed, 2 when there is no GPU.
