@@ -64,7 +64,7 @@ for arg in "$@"; do
     --skip-sanitizer) SKIP_SANITIZER=1 ;;
     --skip-bench) SKIP_BENCH=1 ;;
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo pipefail/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 1 ;;
   esac
 done
