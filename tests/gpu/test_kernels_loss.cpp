@@ -64,11 +64,19 @@ TEST_P(CudaBce, ForwardBackward) {
     kernels::cpu::bce_with_logits_backward({logits.data(), c.n, 1, 1}, {targets.data(), c.n, 1, 1},
                                            {w_host, c.n, 1, 1}, 0.75f, {ref.data(), c.n, 1, 1},
                                            accumulate);
-    DeviceBuffer dz(start);
+    DeviceBuffer dz(start), dz_from(start), dloss(std::vector<float>{0.75f}), loss_out(std::vector<float>{kNaN});
     kernels::cuda::bce_with_logits_backward({z.get(), c.n, 1, 1}, {t.get(), c.n, 1, 1},
                                             {w_dev, c.n, 1, 1}, 0.75f, {dz.get(), c.n, 1, 1},
                                             accumulate);
-    EXPECT_TRUE(close(dz.download(), ref, 1e-10, 1e-6)) << "accumulate " << accumulate;
+    const std::vector<float> dz_host = dz.download();
+    EXPECT_TRUE(close(dz_host, ref, 1e-10, 1e-6)) << "accumulate " << accumulate;
+    // The f32 training step's entry points: the loss and dloss in device memory, bit for bit the others.
+    kernels::cuda::bce_with_logits_backward_from({z.get(), c.n, 1, 1}, {t.get(), c.n, 1, 1}, {w_dev, c.n, 1, 1},
+                                                 dloss.get(), {dz_from.get(), c.n, 1, 1}, accumulate);
+    EXPECT_TRUE(bitwise_equal(dz_from.download(), dz_host)) << "backward_from, accumulate " << accumulate;
+    kernels::cuda::bce_with_logits_forward_to({z.get(), c.n, 1, 1}, {t.get(), c.n, 1, 1}, {w_dev, c.n, 1, 1},
+                                              loss_out.get());
+    EXPECT_EQ(loss_out.download()[0], static_cast<float>(gpu)) << "forward_to";
   }
 }
 
@@ -107,7 +115,7 @@ TEST_P(CudaBce, Bf16OperandsMatchCpuEmulation) {
         } else {
           *loss = kernels::cuda::bce_with_logits_forward(zv, tv, wv);
           kernels::cuda::bce_with_logits_forward_to(zv, tv, wv, loss_out.data());
-          EXPECT_NEAR(loss_out.to_vector()[0], *loss, 1e-6 * std::fabs(*loss)) << "forward_to";
+          EXPECT_EQ(loss_out.to_vector()[0], static_cast<float>(*loss)) << "forward_to: the forward's loss, rounded once";
           kernels::cuda::bce_with_logits_backward(zv, tv, wv, 0.75f, dzv, accumulate);
           kernels::cuda::bce_with_logits_backward_from(zv, tv, wv, dloss.data(), dz_fromv, accumulate);
         }
