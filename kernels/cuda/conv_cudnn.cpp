@@ -425,7 +425,9 @@ bool run_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o,
     const cudnnStatus_t status = launch(pass, d, c, workspace, o);
     release(workspace);  // stream-ordered: safe right after the launch (see context.h)
     if (status == CUDNN_STATUS_SUCCESS) {
-      plan.preferred = index;
+      // The next call starts here, unless a candidate before it lacked memory only this time (then the
+      // faster one it would have been keeps its place).
+      if (!plan.out_of_memory) plan.preferred = index;
       if (sync_after_every_launch()) stream_synchronize();
       return true;
     }
@@ -573,7 +575,8 @@ bool try_run(Pass pass, const Problem& p, const Operands& o, std::string* why) {
 
   const bool strided = p.ldx != g.in_c || p.ldy != g.out_c;
   if (strided) {
-    plan.dense_fallback = true;
+    // Remembered only when cuDNN rejected the strided views (memory may be there next time).
+    if (!out_of_memory) plan.dense_fallback = true;
     Problem dense = p;
     dense.ldx = g.in_c;
     dense.ldy = g.out_c;
