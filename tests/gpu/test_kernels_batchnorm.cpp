@@ -11,6 +11,7 @@
 // The synchronised batch norm's per-channel maths: bit for bit.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -309,6 +310,66 @@ TEST(CudaBatchNormSync, PerChannelMathsMatchTheCpuBitForBit) {
                                                  {dgamma_d.get(), dbeta_d.get()});
   EXPECT_TRUE(bitwise_equal(dgamma_d.download(), dgamma)) << "dgamma";
   EXPECT_TRUE(bitwise_equal(dbeta_d.download(), dbeta)) << "dbeta";
+}
+
+// The synchronised batch norm's passes over the activations against the CPU's, on a strided slice: the
+// channel sums (plain and centred; double, another summation order: 1e-12 relative), the backward's two
+// sums, and y and dx from given statistics and sums (1e-5, as the training kernels).
+TEST(CudaBatchNormSync, ActivationPassesMatchTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  const int64_t rows = 1156, C = 40, ld = 48;
+  const auto Cs = static_cast<size_t>(C);
+  const std::vector<float> x = strided(away_from_zero(size_t(rows * C), 41, 0.1f, 2.0f), rows, C, ld, kNaN);
+  const std::vector<float> dy = strided(away_from_zero(size_t(rows * C), 42), rows, C, ld, kNaN);
+  const std::vector<float> gamma = away_from_zero(Cs, 43, 0.5f, 1.5f), beta = away_from_zero(Cs, 44);
+  std::vector<float> mean(Cs), invstd(Cs);
+  std::vector<float> scratch(size_t(rows * ld));
+  kernels::cpu::batch_norm_forward_training({x.data(), rows, C, ld}, {scratch.data(), rows, C, ld}, {},
+                                            {mean.data(), invstd.data(), nullptr, nullptr}, {1e-3f, 0.1f, true});
+  const auto doubles_close = [](const std::vector<double>& a, const std::vector<double>& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::fabs(a[i] - b[i]) > 1e-12 * std::fabs(b[i]) + 1e-9) return false;
+    return true;
+  };
+  DeviceBuffer x_d(x), dy_d(dy), gamma_d(gamma), beta_d(beta), mean_d(mean), invstd_d(invstd);
+  // Sums, plain and around a center (the mean, in double).
+  std::vector<double> sums(Cs), centred(Cs), center(Cs);
+  for (size_t c = 0; c < Cs; ++c) center[c] = double(mean[c]);
+  kernels::cpu::batch_norm_channel_sums({x.data(), rows, C, ld}, nullptr, sums.data());
+  kernels::cpu::batch_norm_channel_sums({x.data(), rows, C, ld}, center.data(), centred.data());
+  DeviceBuffer sums_d(2 * Cs), centred_d(2 * Cs), center_d(as_float_words(center));
+  kernels::cuda::batch_norm_channel_sums({x_d.get(), rows, C, ld}, nullptr, reinterpret_cast<double*>(sums_d.get()));
+  kernels::cuda::batch_norm_channel_sums({x_d.get(), rows, C, ld}, reinterpret_cast<const double*>(center_d.get()),
+                                         reinterpret_cast<double*>(centred_d.get()));
+  EXPECT_TRUE(doubles_close(as_doubles(sums_d.download()), sums)) << "sum x";
+  EXPECT_TRUE(doubles_close(as_doubles(centred_d.download()), centred)) << "sum (x - center)^2";
+  // y from the given statistics.
+  kernels::BatchNormChannels ch{gamma.data(), beta.data(), nullptr, nullptr, mean.data(), invstd.data()};
+  kernels::BatchNormChannels ch_d{gamma_d.get(), beta_d.get(), nullptr, nullptr, mean_d.get(), invstd_d.get()};
+  std::vector<float> y = strided(std::vector<float>(size_t(rows * C), kNaN), rows, C, ld, kGapSentinel);
+  DeviceBuffer y_d(y);
+  kernels::cpu::batch_norm_normalize_forward({x.data(), rows, C, ld}, {y.data(), rows, C, ld}, ch);
+  kernels::cuda::batch_norm_normalize_forward({x_d.get(), rows, C, ld}, {y_d.get(), rows, C, ld}, ch_d);
+  const std::vector<float> y_got = y_d.download();
+  EXPECT_TRUE(close(dense_part(y_got, rows, C, ld), dense_part(y, rows, C, ld), 1e-5, 1e-5)) << "y";
+  EXPECT_TRUE(gaps_untouched(y_got, y, rows, C, ld)) << "y's gaps";
+  // Backward: the two sums, then dx from them over `rows` rows.
+  std::vector<double> grad_sums(2 * Cs);
+  kernels::cpu::batch_norm_backward_channel_sums({x.data(), rows, C, ld}, {dy.data(), rows, C, ld}, ch, grad_sums.data());
+  DeviceBuffer grad_sums_d(4 * Cs);
+  kernels::cuda::batch_norm_backward_channel_sums({x_d.get(), rows, C, ld}, {dy_d.get(), rows, C, ld}, ch_d,
+                                                  reinterpret_cast<double*>(grad_sums_d.get()));
+  EXPECT_TRUE(doubles_close(as_doubles(grad_sums_d.download()), grad_sums)) << "sum dy, sum dy xhat";
+  std::vector<float> dx = strided(std::vector<float>(size_t(rows * C), kNaN), rows, C, ld, kGapSentinel);
+  DeviceBuffer dx_d(dx), cpu_sums_d(as_float_words(grad_sums));
+  kernels::cpu::batch_norm_normalize_backward({x.data(), rows, C, ld}, {dy.data(), rows, C, ld}, ch, grad_sums.data(),
+                                              double(rows), {dx.data(), rows, C, ld});
+  kernels::cuda::batch_norm_normalize_backward({x_d.get(), rows, C, ld}, {dy_d.get(), rows, C, ld}, ch_d,
+                                               reinterpret_cast<const double*>(cpu_sums_d.get()), double(rows),
+                                               {dx_d.get(), rows, C, ld});
+  const std::vector<float> dx_got = dx_d.download();
+  EXPECT_TRUE(close(dense_part(dx_got, rows, C, ld), dense_part(dx, rows, C, ld), 1e-5, 1e-5)) << "dx";
+  EXPECT_TRUE(gaps_untouched(dx_got, dx, rows, C, ld)) << "dx's gaps";
 }
 
 }  // namespace

@@ -110,12 +110,15 @@ TEST_P(CudaSgd, MatchesCpu) {
   std::vector<float> p = p0, b = b0;
   DeviceBuffer dp(p0), dg(g0), db(b0);
   for (int step = 0; step < 3; ++step) {
-    kernels::cpu::sgd_update(n, p.data(), g0.data(), buffer ? b.data() : nullptr, h);
-    kernels::cuda::sgd_update(n, dp.get(), dg.get(), buffer ? db.get() : nullptr, h);
+    // The buffer is passed also without momentum, where it must be neither read nor written.
+    kernels::cpu::sgd_update(n, p.data(), g0.data(), b.data(), h);
+    kernels::cuda::sgd_update(n, dp.get(), dg.get(), db.get(), h);
   }
   EXPECT_TRUE(close(dp.download(), p, 1e-12, 3e-7)) << "params";
-  // Without momentum the buffer is neither read nor written.
   EXPECT_TRUE(close(db.download(), b, 1e-12, 3e-7)) << "momentum buffer";
+  if (!buffer) {
+    EXPECT_EQ(db.download(), b0) << "without momentum the buffer is neither read nor written";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -220,6 +223,8 @@ TEST_P(CudaFusedBf16Copy, MatchesTheCpuBitForBit) {
   step(1, skip.get());
   EXPECT_EQ(gpu_copy.download(), std::vector<uint16_t>(size_t(n), 0xDEAD)) << "skipped: the copy is not written";
   EXPECT_EQ(dp.download(), p0) << "skipped: the parameters are not written";
+  EXPECT_EQ(dm.download(), m0) << "skipped: the first moment (Adam) or momentum buffer (SGD) is not written";
+  EXPECT_EQ(dv.download(), v0) << "skipped: the second moment is not written";
   for (int64_t t = 1; t <= 3; ++t) {
     if (c.adam)
       kernels::cpu::adam_update(n, p.data(), g0.data(), m.data(), v.data(), t, ah, nullptr, cpu_copy.data());
@@ -232,8 +237,11 @@ TEST_P(CudaFusedBf16Copy, MatchesTheCpuBitForBit) {
   }
   // Skipped again, after updates: the copy stays the rounding of the (unchanged) parameters.
   const std::vector<uint16_t> before = gpu_copy.download();
+  const std::vector<float> m_before = dm.download(), v_before = dv.download();
   step(4, skip.get());
   EXPECT_EQ(gpu_copy.download(), before);
+  EXPECT_EQ(dm.download(), m_before) << "skipped after updates: the state is not written";
+  EXPECT_EQ(dv.download(), v_before) << "skipped after updates: the state is not written";
   EXPECT_EQ(gpu_copy.download(), rounded(dp.download()));
 }
 
