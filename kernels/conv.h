@@ -134,7 +134,7 @@ namespace kernels::cuda {
 #include "kernels/conv_api.inc"
 
 // How many calls so far ran a fused (bias + ReLU, scaled residual) or bf16 convolution as its parts or on
-// widened f32 copies because cuDNN ran no algorithm for it (each prints a `note:`, the first three of each
-// kind): the answers are the same, so only this count tells a test which path ran.
+// widened f32 copies because cuDNN ran no algorithm for it (each prints a `note:`, the first three per way
+// it runs instead): the answers are the same, so only this count tells a test which path ran.
 int64_t conv_fallback_count();
 }  // namespace kernels::cuda

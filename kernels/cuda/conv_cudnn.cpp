@@ -425,9 +425,10 @@ bool run_candidates(Pass pass, const Problem& p, Plan& plan, const Operands& o,
     const cudnnStatus_t status = launch(pass, d, c, workspace, o);
     release(workspace);  // stream-ordered: safe right after the launch (see context.h)
     if (status == CUDNN_STATUS_SUCCESS) {
-      // The next call starts here, unless a candidate before it lacked memory only this time (then the
-      // faster one it would have been keeps its place).
-      if (!plan.out_of_memory) plan.preferred = index;
+      // The next call starts here. (Keeping a faster candidate that lacked memory first would retry its
+      // allocation, and the allocator's cache flush behind a failed one, on every call while memory stays
+      // short.)
+      plan.preferred = index;
       if (sync_after_every_launch()) stream_synchronize();
       return true;
     }
@@ -575,8 +576,7 @@ bool try_run(Pass pass, const Problem& p, const Operands& o, std::string* why) {
 
   const bool strided = p.ldx != g.in_c || p.ldy != g.out_c;
   if (strided) {
-    // Remembered only when cuDNN rejected the strided views (memory may be there next time).
-    if (!out_of_memory) plan.dense_fallback = true;
+    plan.dense_fallback = true;
     Problem dense = p;
     dense.ldx = g.in_c;
     dense.ldy = g.out_c;
@@ -736,8 +736,8 @@ void run_on_input(Pass pass, const Conv2dGeometry& g, DType dtype, const void* x
 }
 
 // A pass that cuDNN could not run natively and that runs another way (bf16 widened to f32, or the fused
-// conv + bias + ReLU as its parts): counted (conv_fallback_count) and said on stderr, the first three of
-// each kind, since it costs speed, never results.
+// conv + bias + ReLU as its parts): counted (conv_fallback_count) and said on stderr, the first three per
+// way it runs instead, since it costs speed, never results.
 std::mutex g_fallback_mutex;
 int64_t g_fallbacks = 0;
 std::map<std::string, int> g_fallback_notes;  // notes printed, by what ran instead

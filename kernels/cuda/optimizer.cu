@@ -8,9 +8,10 @@
 //   SGD (PyTorch):  g' = g + wd p;  buf = mu buf + g';  p -= lr * (nesterov ? g' + mu buf : buf)
 // The per-step factors (bias corrections, step sizes) are computed once on the host in double and
 // passed in as floats; the per-element arithmetic is float. One thread per element, grid-stride: every
-// element is independent, so the update is deterministic. (The GPU may fuse a multiply and an add into
-// one FMA where the CPU rounds twice: results agree to a few ulps.) The optional bf16 working copy gets
-// each new parameter rounded with kernels/bf16.h's function, bit for bit the conversion of the f32 result.
+// element is independent, so the update is deterministic. Every operation is rounded on its own
+// (__fmul_rn, __fadd_rn: no FMA), in the CPU's order, so the results are the CPU's. The optional bf16
+// working copy gets each new parameter rounded with kernels/bf16.h's function, bit for bit the conversion
+// of the f32 result.
 #include <cuda_runtime.h>
 
 #include <algorithm>

@@ -327,8 +327,9 @@ TEST(CudaBatchNormSync, ActivationPassesMatchTheCpu) {
   kernels::cpu::batch_norm_forward_training({x.data(), rows, C, ld}, {scratch.data(), rows, C, ld}, {},
                                             {mean.data(), invstd.data(), nullptr, nullptr}, {1e-3f, 0.1f, true});
   const auto doubles_close = [](const std::vector<double>& a, const std::vector<double>& b) {
+    if (a.size() != b.size()) return false;
     for (size_t i = 0; i < a.size(); ++i)
-      if (std::fabs(a[i] - b[i]) > 1e-12 * std::fabs(b[i]) + 1e-9) return false;
+      if (!(std::fabs(a[i] - b[i]) <= 1e-12 * std::fabs(b[i]) + 1e-9)) return false;  // NaN fails
     return true;
   };
   DeviceBuffer x_d(x), dy_d(dy), gamma_d(gamma), beta_d(beta), mean_d(mean), invstd_d(invstd);
