@@ -9,13 +9,13 @@
 
 #include <cmath>
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "engine/engine.h"
 #include "kernels/batchnorm.h"
 #include "kernels/elementwise.h"
 #include "support/gradcheck.h"
+#include "support/random_values.h"
 
 namespace {
 
@@ -23,13 +23,6 @@ namespace cpu = kernels::cpu;
 using kernels::ConstMatrixView;
 using kernels::MatrixView;
 
-std::vector<float> random_values(size_t n, uint64_t seed, float low, float high) {
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<float> dist(low, high);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
 
 struct Shape {
   int64_t rows, cols, ld;
@@ -55,17 +48,17 @@ struct Channels {
 
 Channels make_channels(int64_t c, uint64_t seed) {
   Channels ch;
-  ch.gamma = random_values(size_t(c), seed, 0.5f, 1.5f);
-  ch.beta = random_values(size_t(c), seed + 1, -0.5f, 0.5f);
-  ch.running_mean = random_values(size_t(c), seed + 2, -0.3f, 0.3f);
-  ch.running_var = random_values(size_t(c), seed + 3, 0.5f, 2.0f);
+  ch.gamma = test_support::uniform(size_t(c), seed, 0.5f, 1.5f);
+  ch.beta = test_support::uniform(size_t(c), seed + 1, -0.5f, 0.5f);
+  ch.running_mean = test_support::uniform(size_t(c), seed + 2, -0.3f, 0.3f);
+  ch.running_var = test_support::uniform(size_t(c), seed + 3, 0.5f, 2.0f);
   return ch;
 }
 
 TEST(BatchNormRelu, ForwardTrainingEqualsBatchNormThenReluBitForBit) {
   for (const Shape& s : kShapes) {
     const size_t n = size_t(s.rows * s.ld);
-    const std::vector<float> x = random_values(n, 1 + uint64_t(s.rows), -2.0f, 3.0f);
+    const std::vector<float> x = test_support::uniform(n, 1 + uint64_t(s.rows), -2.0f, 3.0f);
     const Channels ch = make_channels(s.cols, 7);
     std::vector<float> y_fused(n, -7.0f), y_bn(n, -7.0f), y_relu(n, -7.0f);
     std::vector<float> mean_f(size_t(s.cols)), invstd_f(size_t(s.cols)), mean_u(size_t(s.cols)), invstd_u(size_t(s.cols));
@@ -96,7 +89,7 @@ TEST(BatchNormRelu, ForwardTrainingEqualsBatchNormThenReluBitForBit) {
 TEST(BatchNormRelu, ForwardEvalEqualsBatchNormThenReluBitForBit) {
   for (const Shape& s : kShapes) {
     const size_t n = size_t(s.rows * s.ld);
-    const std::vector<float> x = random_values(n, 11 + uint64_t(s.cols), -2.0f, 2.0f);
+    const std::vector<float> x = test_support::uniform(n, 11 + uint64_t(s.cols), -2.0f, 2.0f);
     const Channels ch = make_channels(s.cols, 17);
     std::vector<float> y_fused(n, -7.0f), y_bn(n, -7.0f), y_relu(n, -7.0f);
     cpu::batch_norm_relu_forward_eval({x.data(), s.rows, s.cols, s.ld}, {y_fused.data(), s.rows, s.cols, s.ld},
@@ -113,8 +106,8 @@ TEST(BatchNormRelu, BackwardTrainingEqualsReluBackwardThenBatchNormBackwardBitFo
   for (const Shape& s : kShapes)
     for (const bool accumulate : {false, true}) {
       const size_t n = size_t(s.rows * s.ld);
-      const std::vector<float> x = random_values(n, 21 + uint64_t(s.rows), -2.0f, 3.0f);
-      const std::vector<float> dy = random_values(n, 22 + uint64_t(s.rows), -1.0f, 1.0f);
+      const std::vector<float> x = test_support::uniform(n, 21 + uint64_t(s.rows), -2.0f, 3.0f);
+      const std::vector<float> dy = test_support::uniform(n, 22 + uint64_t(s.rows), -1.0f, 1.0f);
       const Channels chv = make_channels(s.cols, 27);
       std::vector<float> mean(size_t(s.cols)), invstd(size_t(s.cols)), y(n, 0.0f);
       kernels::BatchNormChannels ch = chv.view(s.gamma, s.beta);
@@ -123,8 +116,8 @@ TEST(BatchNormRelu, BackwardTrainingEqualsReluBackwardThenBatchNormBackwardBitFo
       ch.saved_mean = mean.data();
       ch.saved_invstd = invstd.data();
 
-      const std::vector<float> dx0 = random_values(n, 23, -0.5f, 0.5f);
-      const std::vector<float> dg0 = random_values(size_t(s.cols), 24, -0.5f, 0.5f), db0 = random_values(size_t(s.cols), 25, -0.5f, 0.5f);
+      const std::vector<float> dx0 = test_support::uniform(n, 23, -0.5f, 0.5f);
+      const std::vector<float> dg0 = test_support::uniform(size_t(s.cols), 24, -0.5f, 0.5f), db0 = test_support::uniform(size_t(s.cols), 25, -0.5f, 0.5f);
       std::vector<float> dx_fused = dx0, dg_fused = dg0, db_fused = db0;
       cpu::batch_norm_relu_backward_training({x.data(), s.rows, s.cols, s.ld}, {dy.data(), s.rows, s.cols, s.ld}, ch,
                                              {dx_fused.data(), s.rows, s.cols, s.ld}, accumulate,
@@ -146,8 +139,8 @@ TEST(BatchNormRelu, BackwardTrainingEqualsReluBackwardThenBatchNormBackwardBitFo
 TEST(BatchNormRelu, BackwardTrainingMatchesFiniteDifferences) {
   const int64_t rows = 12, cols = 4;
   const double eps = 1e-5;
-  std::vector<float> xf = random_values(size_t(rows * cols), 31, -2.0f, 2.0f);
-  const std::vector<float> w = random_values(size_t(rows * cols), 32, -1.0f, 1.0f);
+  std::vector<float> xf = test_support::uniform(size_t(rows * cols), 31, -2.0f, 2.0f);
+  const std::vector<float> w = test_support::uniform(size_t(rows * cols), 32, -1.0f, 1.0f);
   const Channels chv = make_channels(cols, 33);
   const auto loss = [&](const std::vector<double>& x, const std::vector<double>& gamma, const std::vector<double>& beta,
                         double* min_abs_z) {

@@ -19,6 +19,7 @@
 
 #include "engine/device.h"
 #include "support/compare.h"
+#include "support/random_values.h"
 #ifdef ENGINE_WITH_CUDA
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/runtime.h"
@@ -41,13 +42,7 @@ constexpr float kNaN = test_support::kPoison;
 constexpr float kGapSentinel = -12345.5f;
 
 // Uniform in [low, high).
-inline std::vector<float> uniform(size_t n, uint64_t seed, float low = -1.0f, float high = 1.0f) {
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<float> dist(low, high);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
+using test_support::uniform;
 
 // Uniform in +-[min_abs, max_abs]: never zero, never close to it.
 inline std::vector<float> away_from_zero(size_t n, uint64_t seed, float min_abs = 0.1f,

@@ -3,12 +3,12 @@
 
 #include <gtest/gtest.h>
 
-#include <random>
 #include <vector>
 
 #include "engine/backend.h"
 #include "engine/batch_norm_sync.h"
 #include "engine/ops.h"
+#include "support/random_values.h"
 
 namespace test_support {
 
@@ -21,22 +21,14 @@ struct Outputs {
   std::vector<float> y, dx, dgamma, dbeta, running_mean, running_var;
 };
 
-std::vector<float> random_values(size_t n, uint32_t seed, float low, float high) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> value(low, high);
-  std::vector<float> v(n);
-  for (float& x : v) x = value(rng);
-  return v;
-}
-
 // A training batch norm of x [3, 5, 4, 6] (mean 0.75) and its backward with a random dy, on `device`.
 Outputs run_batch_norm(Device device) {
   const int64_t n = 3, h = 5, w = 4, c = 6;
   const auto count = static_cast<size_t>(n * h * w * c);
-  Tensor x = Tensor::from_vector({n, h, w, c}, random_values(count, 11, -1.25f, 2.75f), device);
-  Tensor gamma = Tensor::from_vector({c}, random_values(static_cast<size_t>(c), 12, 0.5f, 1.5f), device);
-  Tensor beta = Tensor::from_vector({c}, random_values(static_cast<size_t>(c), 13, -0.5f, 0.5f), device);
-  const Tensor dy = Tensor::from_vector({n, h, w, c}, random_values(count, 14, -1.0f, 1.0f), device);
+  Tensor x = Tensor::from_vector({n, h, w, c}, uniform(count, 11, -1.25f, 2.75f), device);
+  Tensor gamma = Tensor::from_vector({c}, uniform(static_cast<size_t>(c), 12, 0.5f, 1.5f), device);
+  Tensor beta = Tensor::from_vector({c}, uniform(static_cast<size_t>(c), 13, -0.5f, 0.5f), device);
+  const Tensor dy = Tensor::from_vector({n, h, w, c}, uniform(count, 14, -1.0f, 1.0f), device);
   const Tensor running_mean = Tensor::full({c}, 0.25f, device), running_var = Tensor::full({c}, 1.5f, device);
   for (Tensor* t : {&x, &gamma, &beta}) t->set_requires_grad(true);
   const Tensor y =
