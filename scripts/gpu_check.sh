@@ -30,6 +30,8 @@
 #                 (default third_party_cache/nlohmann_json)
 #   CLI11_ROOT    a prefix with include/CLI/CLI.hpp when libcli11-dev is not installed
 #                 (default third_party_cache/cli11)
+#   NCCL_ROOT     a prefix with include/nccl.h and lib/libnccl.so* when NCCL is neither beside the CUDA
+#                 toolkit nor in the system nor in a pip wheel (python -c 'import nvidia.nccl')
 #   CUDNN_ROOT    a prefix with include/cudnn.h and lib/libcudnn.so* when cuDNN is neither in the CUDA
 #                 toolkit nor in the system nor in a pip wheel (python -c 'import nvidia.cudnn')
 #   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default "90a-real;90-virtual"; "native" works on the GPU box)
@@ -211,6 +213,23 @@ else
   note "cuDNN: not found (set CUDNN_ROOT to a prefix with include/cudnn.h and lib/libcudnn.so*)"
 fi
 
+# NCCL (the GPU's all-reduce; its one-GPU tests need no MPI): NCCL_ROOT, the CUDA toolkit, the system, or
+# the nvidia-nccl wheel of an installed PyTorch.
+NCCL_ARGS=()
+if [ -z "${NCCL_ROOT:-}" ] && ! any_exists "${CUDA_HOME:-/nonexistent}"/include/nccl.h /usr/include/nccl.h && [ -n "$PYTHON" ]; then
+  NCCL_ROOT="$("$PYTHON" -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
+fi
+if [ -n "${NCCL_ROOT:-}" ] && [ -f "$NCCL_ROOT/include/nccl.h" ]; then
+  NCCL_ARGS=("-DNCCL_ROOT=$NCCL_ROOT")
+  LD_LIBRARY_PATH="$NCCL_ROOT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH
+  note "NCCL: NCCL_ROOT=$NCCL_ROOT"
+elif any_exists "${CUDA_HOME:-/nonexistent}"/include/nccl.h /usr/include/nccl.h; then
+  note "NCCL: beside the CUDA toolkit or in the system"
+else
+  note "NCCL: not found (the NCCL tests skip; bring a prefix with include/nccl.h and lib/libnccl.so*: NCCL_ROOT=...)"
+fi
+
 # GoogleTest: installed (a CMake package), GTEST_ROOT, or built from a source tree.
 GTEST_PREFIX=""
 if [ -n "${GTEST_ROOT:-}" ]; then
@@ -331,7 +350,7 @@ CMAKE_ARGS=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CU
             "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS" "${OPENBLAS_ARGS[@]}" "${STB_ARGS[@]}" "${JSON_ARGS[@]}")
 CMAKE_ARGS+=("${FONT_ARGS[@]}")
 [ -n "$NVCC" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$NVCC")
-CMAKE_ARGS+=("${CLI11_ARGS[@]}")
+CMAKE_ARGS+=("${CLI11_ARGS[@]}" "${NCCL_ARGS[@]}")
 if [ -n "$GTEST_PREFIX" ]; then
   CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$GTEST_PREFIX" "-DGTEST_ROOT=$GTEST_PREFIX")
   GTEST_CONFIG="$(find "$GTEST_PREFIX" -name GTestConfig.cmake 2>/dev/null | head -1)"
@@ -350,7 +369,7 @@ fi
 echo "cmake ${CMAKE_ARGS[*]}" > "$OUT/configure.log"
 if cmake "${CMAKE_ARGS[@]}" >> "$OUT/configure.log" 2>&1; then
   if grep -q "CUDA backend: ON" "$OUT/configure.log"; then
-    row "configure (CUDA on)" "ok" "$BUILD_DIR, CUDA architectures $CUDA_ARCHS"
+    row "configure (CUDA on)" "ok" "$BUILD_DIR, CUDA architectures $CUDA_ARCHS; $(grep -o 'Data parallelism: MPI [A-Z]*, NCCL [A-Z]*' "$OUT/configure.log" | head -1)"
   else
     fail "configure (CUDA on)" "CMake did not enable the CUDA backend (see configure.log)"
     finish 1 "GPU check FAILED: configure"
