@@ -532,7 +532,8 @@ else
     CUDA_INJECTION64_PATH="$BUILD_DIR/libkernel_profile.so" ENGINE_KERNEL_PROFILE_OUT="$OUT/profile_$label.md" \
       ENGINE_KERNEL_PROFILE_TOP=25 \
       ENGINE_KERNEL_PROFILE_TITLE="$case_name training, batch 32, $precision: 5 timed iterations (kernel profile)" \
-      timeout "$limit" "$BUILD_DIR/bench" --cases "$case_name" --batch-sizes 32 --mode train --precision "$precision" \
+      timeout "$limit" "$BUILD_DIR/bench" --device cuda --cases "$case_name" --batch-sizes 32 --mode train \
+      --precision "$precision" \
       --warmup 3 --iters 5 > "$OUT/profile_$label.log" 2>&1
     status=$?
     # A table with kernel rows, counted inside the bench's profiler range(s).
@@ -558,8 +559,11 @@ else
   status=$?
   grep '^path:' "$OUT/conv_paths.log" > "$OUT/conv_paths.txt"
   fell_back="$(grep -c 'fell back' "$OUT/conv_paths.txt")"
-  if [ "$status" -eq 0 ]; then
-    row "conv fast paths" "ok" "$fell_back of $(wc -l < "$OUT/conv_paths.txt") cases had calls that fell back to their parts or f32 (conv_paths.txt)"
+  cases="$(wc -l < "$OUT/conv_paths.txt")"
+  if [ "$status" -eq 0 ] && [ "$cases" -eq 0 ]; then
+    fail "conv fast paths" "no case reported its path (did the tests skip? conv_paths.log)"
+  elif [ "$status" -eq 0 ]; then
+    row "conv fast paths" "ok" "$fell_back of $cases cases had calls that fell back to their parts or f32 (conv_paths.txt)"
   else
     fail "conv fast paths" "exit $status: the conv tests failed (conv_paths.log); $fell_back cases fell back"
   fi
