@@ -81,10 +81,7 @@ Tensor batch_norm_training_synced(const Tensor& x, const Tensor& gamma, const Te
   stats.saved_invstd = saved_invstd.data();
   stats.running_mean = detail::data_or_null(running_mean);
   stats.running_var = detail::data_or_null(running_var);
-  kernels::BatchNormHyper hyper;
-  hyper.eps = options.eps;
-  hyper.momentum = options.momentum;
-  hyper.unbiased_running_var = options.unbiased_running_var;
+  const kernels::BatchNormHyper hyper{options.eps, options.momentum, options.unbiased_running_var};
   ENGINE_KERNEL(device, batch_norm_sync_statistics)(mean.data(), sums.data(), channels, m, stats, hyper);
 
   Tensor y = Tensor::empty(x.shape(), device, x.dtype());

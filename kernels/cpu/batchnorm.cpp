@@ -314,6 +314,23 @@ void accumulate_param_grads(int64_t channels, const double* sum_dy, const double
     for (int64_t c = 0; c < channels; ++c) grads.dgamma[c] += static_cast<float>(sum_dy_xhat[c]);
 }
 
+// Running statistics from a batch's mean and (biased) variance over `count` rows; momentum is the weight
+// of the new batch. With one row the unbiased estimate count/(count-1) is undefined, so the biased
+// variance is used there. In double, rounded once (the synchronised batch norm's too).
+void update_running_statistics(int64_t channels, const double* mean, const double* var, double count,
+                               const BatchNormStatsOut& stats, const BatchNormHyper& h) {
+  const double mom = static_cast<double>(h.momentum);
+  const double var_factor = (h.unbiased_running_var && count > 1.0) ? count / (count - 1.0) : 1.0;
+  if (stats.running_mean) {
+    for (int64_t c = 0; c < channels; ++c)
+      stats.running_mean[c] = static_cast<float>((1.0 - mom) * stats.running_mean[c] + mom * mean[c]);
+  }
+  if (stats.running_var) {
+    for (int64_t c = 0; c < channels; ++c)
+      stats.running_var[c] = static_cast<float>((1.0 - mom) * stats.running_var[c] + mom * var[c] * var_factor);
+  }
+}
+
 // batch_norm_forward_training, and with `relu` batch_norm_relu_forward_training.
 void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_view, const BatchNormChannels& ch,
                       const BatchNormStatsOut& stats, const BatchNormHyper& h, bool relu) {
@@ -343,19 +360,7 @@ void forward_training(const char* name, ConstMatrixView x_view, MatrixView y_vie
   if (stats.saved_mean) std::copy(mean_f.begin(), mean_f.end(), stats.saved_mean);
   if (stats.saved_invstd) std::copy(invstd_f.begin(), invstd_f.end(), stats.saved_invstd);
 
-  // Running statistics; momentum is the weight of the new batch. With M == 1 the unbiased estimate
-  // M/(M-1) is undefined, so the biased variance is used there.
-  const double mom = static_cast<double>(h.momentum);
-  const double var_factor = (h.unbiased_running_var && rows > 1) ? m / (m - 1.0) : 1.0;
-  if (stats.running_mean) {
-    for (int64_t c = 0; c < channels; ++c)
-      stats.running_mean[c] = static_cast<float>((1.0 - mom) * stats.running_mean[c] + mom * mean[c]);
-  }
-  if (stats.running_var) {
-    for (int64_t c = 0; c < channels; ++c)
-      stats.running_var[c] =
-          static_cast<float>((1.0 - mom) * stats.running_var[c] + mom * var[c] * var_factor);
-  }
+  update_running_statistics(channels, mean.data(), var.data(), m, stats, h);
 }
 
 // batch_norm_forward_eval, and with `relu` batch_norm_relu_forward_eval.
@@ -482,18 +487,15 @@ void batch_norm_sync_mean(const double* sums, int64_t channels, double count, do
 void batch_norm_sync_statistics(const double* mean, const double* var_sums, int64_t channels, double count,
                                 const BatchNormStatsOut& stats, const BatchNormHyper& h) {
   // As forward_training: the float statistics from the double ones, the running ones updated in double.
-  const double mom = static_cast<double>(h.momentum);
-  const double var_factor = (h.unbiased_running_var && count > 1.0) ? count / (count - 1.0) : 1.0;
+  std::vector<double> var(static_cast<size_t>(channels));
   for (int64_t c = 0; c < channels; ++c) {
-    const double var = var_sums[c] / count;
+    var[static_cast<size_t>(c)] = var_sums[c] / count;
     if (stats.saved_mean) stats.saved_mean[c] = static_cast<float>(mean[c]);
     if (stats.saved_invstd)
-      stats.saved_invstd[c] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(h.eps)));
-    if (stats.running_mean)
-      stats.running_mean[c] = static_cast<float>((1.0 - mom) * stats.running_mean[c] + mom * mean[c]);
-    if (stats.running_var)
-      stats.running_var[c] = static_cast<float>((1.0 - mom) * stats.running_var[c] + mom * var * var_factor);
+      stats.saved_invstd[c] =
+          static_cast<float>(1.0 / std::sqrt(var[static_cast<size_t>(c)] + static_cast<double>(h.eps)));
   }
+  update_running_statistics(channels, mean, var.data(), count, stats, h);
 }
 
 void batch_norm_sync_parameter_grads(const double* sums, int64_t channels, const BatchNormParamGrads& grads) {
