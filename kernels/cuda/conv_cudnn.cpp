@@ -210,15 +210,41 @@ struct Plan {
   std::string unsupported_why;
 };
 
-using PlanKey = std::array<int64_t, 22>;
+// The operands of one call, of the problem's element type; which are used depends on the pass.
+struct Operands {
+  const void* x = nullptr;   // forward, backward filter
+  void* dx = nullptr;        // backward data (output)
+  const void* dy = nullptr;  // backward data, backward filter
+  void* y = nullptr;         // forward (output)
+  const void* w = nullptr;   // forward, backward data
+  void* dw = nullptr;        // backward filter (output)
+  const float* bias = nullptr;  // forward_bias_relu, forward_residual
+  const void* z = nullptr;      // forward_residual: the residual, y's shape and strides
+  float alpha = 1.0f;           // forward_residual: the scale of conv(x, w)
+  float beta = 0.0f;         // 0: overwrite the output, 1: accumulate into it
+};
 
-PlanKey plan_key(Pass pass, const Problem& p, int device) {
+using PlanKey = std::array<int64_t, 23>;
+
+// The largest power of two, up to 16 bytes, that divides every operand's address. cuDNN's kernels may
+// need vector-aligned operands (a channel slice of a concatenation starts anywhere), so a plan, its
+// timing and a rejection hold for one alignment class: a slice at an odd offset that no algorithm runs
+// must not send later aligned calls of the same shape to the fallback.
+int64_t operand_alignment(const Operands& o) {
+  uintptr_t bits = 16;
+  for (const void* ptr : {o.x, static_cast<const void*>(o.dx), o.dy, static_cast<const void*>(o.y), o.w,
+                          static_cast<const void*>(o.dw), static_cast<const void*>(o.bias), o.z})
+    bits |= reinterpret_cast<uintptr_t>(ptr);
+  return int64_t(bits & (~bits + 1));  // the lowest set bit
+}
+
+PlanKey plan_key(Pass pass, const Problem& p, const Operands& o, int device) {
   const Conv2dGeometry& g = p.g;
   return {int64_t(pass), device,     g.batch,      g.in_h,      g.in_w,         g.in_c,
           g.out_c,       g.kernel_h, g.kernel_w,   g.stride_h,  g.stride_w,     g.pad_top,
           g.pad_bottom,  g.pad_left, g.pad_right,  p.ldx,       p.ldy,          int64_t(allow_tf32()),
           int64_t(deterministic()), int64_t(conv_workspace_limit()), int64_t(p.dtype),
-          int64_t(conv_algo_search())};
+          int64_t(conv_algo_search()), operand_alignment(o)};
 }
 
 std::mutex g_conv_mutex;                 // serialises every convolution call
@@ -337,20 +363,6 @@ void find_candidates(Pass pass, DType dtype, Plan& plan) {
 }
 
 // --- Running --------------------------------------------------------------------------------------
-
-// The operands of one call, of the problem's element type; which are used depends on the pass.
-struct Operands {
-  const void* x = nullptr;   // forward, backward filter
-  void* dx = nullptr;        // backward data (output)
-  const void* dy = nullptr;  // backward data, backward filter
-  void* y = nullptr;         // forward (output)
-  const void* w = nullptr;   // forward, backward data
-  void* dw = nullptr;        // backward filter (output)
-  const float* bias = nullptr;  // forward_bias_relu, forward_residual
-  const void* z = nullptr;      // forward_residual: the residual, y's shape and strides
-  float alpha = 1.0f;           // forward_residual: the scale of conv(x, w)
-  float beta = 0.0f;         // 0: overwrite the output, 1: accumulate into it
-};
 
 // dst = src, [rows, cols] matrices of one element type (a same-type convert is a copy).
 void copy_rows(DType dtype, const void* src, int64_t rows, int64_t cols, int64_t ld_src, void* dst, int64_t ld_dst) {
@@ -545,7 +557,7 @@ Plan& plan_for(Pass pass, const Problem& p, const Operands& o) {
     CHECK_CUDA(cudaGetDevice(&d));
     return d;
   }();
-  const PlanKey key = plan_key(pass, p, device);
+  const PlanKey key = plan_key(pass, p, o, device);
   auto it = g_plans.find(key);
   if (it == g_plans.end()) {
     Plan plan;
@@ -622,7 +634,8 @@ bool try_run(Pass pass, const Problem& p, const Operands& o, std::string* why) {
   }
   *why = std::string("no cuDNN algorithm could run the convolution ") + pass_name(pass) + " (" +
          geometry_text(g) + ", " + (p.dtype == DType::bf16 ? "bf16" : "f32") + ", ldx " + std::to_string(p.ldx) +
-         ", ldy " + std::to_string(p.ldy) + ", TF32 " + (allow_tf32() ? "on" : "off") + ", deterministic " +
+         ", ldy " + std::to_string(p.ldy) + ", operands aligned to " + std::to_string(operand_alignment(o)) +
+         " bytes, TF32 " + (allow_tf32() ? "on" : "off") + ", deterministic " +
          (deterministic() ? "on" : "off") + ", workspace limit " + std::to_string(conv_workspace_limit()) +
          " bytes): " + failures + plan.rejected +
          " Try a larger workspace limit (set_conv_workspace_limit) or a smaller batch.";
