@@ -32,6 +32,10 @@ struct AdamCase {
   float weight_decay;
   bool decoupled;
   int64_t step;
+  // Scales the gradients and m (v by its square). At 1e-7, sqrt(v) lies around eps (1e-8 .. 1e-7): the
+  // epsilon's place in the denominator (PyTorch's after the bias correction, Keras's before it) decides
+  // the update, which larger gradients hide below the tolerance.
+  float grad_scale = 1.0f;
 };
 
 void PrintTo(const AdamCase& c, std::ostream* os) { *os << c.name; }
@@ -43,9 +47,10 @@ TEST_P(CudaAdam, MatchesCpu) {
   const AdamCase c = GetParam();
   const int64_t n = 100003;  // odd: no vector-width assumptions
   const std::vector<float> p0 = away_from_zero(size_t(n), 81);
-  const std::vector<float> g0 = away_from_zero(size_t(n), 82, 1e-4f, 1.0f);
-  const std::vector<float> m0 = uniform(size_t(n), 83, -0.1f, 0.1f);
-  const std::vector<float> v0 = uniform(size_t(n), 84, 1e-8f, 1e-2f);
+  const float s = c.grad_scale;
+  const std::vector<float> g0 = away_from_zero(size_t(n), 82, 1e-4f * s, s);
+  const std::vector<float> m0 = uniform(size_t(n), 83, -0.1f * s, 0.1f * s);
+  const std::vector<float> v0 = uniform(size_t(n), 84, 1e-8f * s * s, 1e-2f * s * s);
   kernels::AdamHyper h;
   h.lr = 1e-3f;
   h.convention = c.convention;
@@ -62,8 +67,8 @@ TEST_P(CudaAdam, MatchesCpu) {
   }
   const std::vector<float> p_gpu = dp.download();
   EXPECT_TRUE(close(p_gpu, p, 0.0, 3e-7)) << "params";
-  EXPECT_TRUE(close(dm.download(), m, 1e-12, 3e-7)) << "m";
-  EXPECT_TRUE(close(dv.download(), v, 1e-15, 3e-7)) << "v";
+  EXPECT_TRUE(close(dm.download(), m, 1e-12 * s, 3e-7)) << "m";
+  EXPECT_TRUE(close(dv.download(), v, 1e-15 * s * s, 3e-7)) << "v";
   std::vector<float> update_gpu(p.size()), update_cpu(p.size());
   for (size_t i = 0; i < p.size(); ++i) {
     update_gpu[i] = p_gpu[i] - p0[i];
@@ -81,7 +86,10 @@ INSTANTIATE_TEST_SUITE_P(
                       AdamCase{"keras_decoupled", kernels::AdamConvention::keras, 0.004f, true, 7},
                       // --weight-decay's decay large enough (lr * wd = 5e-4) to stand above the tolerance
                       AdamCase{"adamw_strong", kernels::AdamConvention::pytorch, 0.5f, true, 2},
-                      AdamCase{"keras_decoupled_strong", kernels::AdamConvention::keras, 0.5f, true, 2}),
+                      AdamCase{"keras_decoupled_strong", kernels::AdamConvention::keras, 0.5f, true, 2},
+                      // gradients small enough that eps is a large part of the denominator
+                      AdamCase{"pytorch_eps", kernels::AdamConvention::pytorch, 0.0f, false, 1, 1e-7f},
+                      AdamCase{"keras_eps", kernels::AdamConvention::keras, 0.0f, false, 3, 1e-7f}),
     test_support::case_name<AdamCase>);
 
 struct SgdCase {
