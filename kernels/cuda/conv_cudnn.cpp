@@ -698,33 +698,16 @@ size_t padded_bytes(const Conv2dGeometry& g, DType dtype) {
                                     (g.in_w + g.pad_left + g.pad_right) * g.in_c);
 }
 
-// Every input row (n, h), [in_w, C] pixels, of a bf16 tensor with row stride ld, copied into the interior
-// of the dense padded buffer (into_padded) or out of it, one copy per row (2-byte elements have no
-// strided_copy kernel).
-void copy_interior_bf16(const Conv2dGeometry& g, BFloat16* x, int64_t ldx, BFloat16* padded, bool into_padded) {
-  const int64_t hp = g.in_h + g.pad_top + g.pad_bottom, wp = g.in_w + g.pad_left + g.pad_right, c = g.in_c;
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t h = 0; h < g.in_h; ++h) {
-      BFloat16* row = x + (n * g.in_h + h) * g.in_w * ldx;
-      BFloat16* padded_row = padded + ((n * hp + h + g.pad_top) * wp + g.pad_left) * c;
-      if (into_padded)
-        copy_rows(DType::bf16, row, g.in_w, c, ldx, padded_row, c);
-      else
-        copy_rows(DType::bf16, padded_row, g.in_w, c, c, row, ldx);
-    }
-}
-
 // x_padded = zeros [N, Hp, Wp, C] with x (element type dtype, row stride ldx) copied into the interior.
 void pad_input(const Conv2dGeometry& g, DType dtype, const void* x, int64_t ldx, void* x_padded) {
   CHECK_CUDA(cudaMemsetAsync(x_padded, 0, padded_bytes(g, dtype), detail::stream()));
-  if (dtype == DType::bf16) {
-    copy_interior_bf16(g, const_cast<BFloat16*>(static_cast<const BFloat16*>(x)), ldx,
-                       static_cast<BFloat16*>(x_padded), true);
-    return;
-  }
   const PaddedView v = padded_view(g, ldx);
-  detail::strided_copy(4, v.shape, static_cast<const float*>(x), v.strides, static_cast<float*>(x_padded) + v.offset,
-                       v.padded_strides, false);
+  if (dtype == DType::bf16)
+    detail::strided_copy(4, v.shape, static_cast<const BFloat16*>(x), v.strides,
+                         static_cast<BFloat16*>(x_padded) + v.offset, v.padded_strides);
+  else
+    detail::strided_copy(4, v.shape, static_cast<const float*>(x), v.strides,
+                         static_cast<float*>(x_padded) + v.offset, v.padded_strides, false);
 }
 
 // Runs a pass that reads x (forward, fused forward, backward filter; g's input of element type dtype,
@@ -1032,7 +1015,9 @@ void conv2d_backward_data_mixed(const Conv2dGeometry& g, ConstMatrixView dy_view
       o.dx = dx_padded.as<void>();
       o.beta = 0.0f;
       if (try_run(Pass::backward_data, Problem{padded_geometry(g), g.in_c, dy_view.ld, DType::bf16}, o, &why)) {
-        copy_interior_bf16(g, dx_view.bf16(), dx_view.ld, dx_padded.as<BFloat16>(), false);
+        const PaddedView v = padded_view(g, dx_view.ld);
+        detail::strided_copy(4, v.shape, dx_padded.as<BFloat16>() + v.offset, v.padded_strides, dx_view.bf16(),
+                             v.strides);
         return;
       }
     }

@@ -5,7 +5,8 @@
 //   sigmoid: y = 1 / (1 + exp(-x)) without overflow,  dx (+)= dy * y * (1 - y)
 //   sum: all elements, in double, deterministic (reduce.cuh);  column_sums: out[c] (+)= sum_r x[r, c],
 //        in double, deterministic, written as float(sum + old) like the CPU bias gradient
-//   strided_copy: dst[i] (+)= src[i] over an N-d index space (N <= 8) with arbitrary strides
+//   strided_copy: dst[i] (+)= src[i] over an N-d index space (N <= 8) with arbitrary strides (bf16: a
+//                 plain copy of the bits)
 // fill, copy (accumulating), add, scale, relu and sigmoid are one map, dst (+)= f(inputs), on a
 // grid-stride launch (launch.cuh, no division per element) that touches only the first `cols` elements
 // of every row, never the gap up to the row stride: a dense call (every row stride == cols) runs as one
@@ -19,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/bf16_widen.h"
 #include "kernels/cuda/check.h"
@@ -246,10 +248,12 @@ struct StridedCopyParams {
   bool accumulate;
 };
 
+// T: float (dst (+)= src) or BFloat16 (dst = src, the bits copied).
+template <typename T>
 struct StridedCopyOp {
   StridedCopyParams p;
-  const float* src;
-  float* dst;
+  const T* src;
+  T* dst;
   __device__ void operator()(int64_t i) const {
     int64_t rest = i, src_offset = 0, dst_offset = 0;
     for (int d = p.ndim - 1; d >= 0; --d) {  // row-major: the last dimension is the fastest
@@ -258,9 +262,32 @@ struct StridedCopyOp {
       src_offset += index * p.src_strides[d];
       dst_offset += index * p.dst_strides[d];
     }
-    store(dst + dst_offset, src[src_offset], p.accumulate);
+    if constexpr (std::is_same_v<T, float>)
+      store(dst + dst_offset, src[src_offset], p.accumulate);
+    else
+      dst[dst_offset] = src[src_offset];
   }
 };
+
+template <typename T>
+void launch_strided_copy(int ndim, const int64_t* shape, const T* src, const int64_t* src_strides, T* dst,
+                         const int64_t* dst_strides, bool accumulate) {
+  if (ndim < 0 || ndim > kMaxCopyDims)
+    detail::throw_error("strided_copy: at most 8 dimensions are supported", __FILE__, __LINE__);
+  StridedCopyParams params{};
+  params.ndim = ndim;
+  params.accumulate = accumulate;
+  int64_t total = 1;
+  for (int d = 0; d < ndim; ++d) {
+    if (shape[d] < 0)
+      detail::throw_error("strided_copy: negative dimension in the shape", __FILE__, __LINE__);
+    params.shape[d] = shape[d];
+    params.src_strides[d] = src_strides[d];
+    params.dst_strides[d] = dst_strides[d];
+    total *= shape[d];
+  }
+  detail::for_each_index(total, StridedCopyOp<T>{params, src, dst}, "strided_copy");
+}
 
 }  // namespace
 }  // namespace detail
@@ -406,21 +433,12 @@ void add_row_vector(int64_t rows, int64_t cols, const float* v, float* dst, int6
 
 void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,
                   float* dst, const int64_t* dst_strides, bool accumulate) {
-  if (ndim < 0 || ndim > kMaxCopyDims)
-    detail::throw_error("strided_copy: at most 8 dimensions are supported", __FILE__, __LINE__);
-  StridedCopyParams params{};
-  params.ndim = ndim;
-  params.accumulate = accumulate;
-  int64_t total = 1;
-  for (int d = 0; d < ndim; ++d) {
-    if (shape[d] < 0)
-      detail::throw_error("strided_copy: negative dimension in the shape", __FILE__, __LINE__);
-    params.shape[d] = shape[d];
-    params.src_strides[d] = src_strides[d];
-    params.dst_strides[d] = dst_strides[d];
-    total *= shape[d];
-  }
-  detail::for_each_index(total, StridedCopyOp{params, src, dst}, "strided_copy");
+  launch_strided_copy(ndim, shape, src, src_strides, dst, dst_strides, accumulate);
+}
+
+void strided_copy(int ndim, const int64_t* shape, const BFloat16* src, const int64_t* src_strides,
+                  BFloat16* dst, const int64_t* dst_strides) {
+  launch_strided_copy(ndim, shape, src, src_strides, dst, dst_strides, false);
 }
 
 }  // namespace detail

@@ -13,6 +13,10 @@
 #pragma once
 #include <cstdint>
 
+namespace kernels {
+struct BFloat16;  // kernels/bf16.h
+}
+
 namespace kernels::cuda::detail {
 
 // dst[r, c] += v[c] for every row (a bias added to the rows of a convolution output).
@@ -21,5 +25,8 @@ void add_row_vector(int64_t rows, int64_t cols, const float* v, float* dst, int6
 // strided_copy (elementwise.h) with accumulate: dst (+)= src over `shape` (at most 8 dimensions).
 void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,
                   float* dst, const int64_t* dst_strides, bool accumulate);
+// The same for bf16 elements, a plain copy (every bit kept).
+void strided_copy(int ndim, const int64_t* shape, const BFloat16* src, const int64_t* src_strides,
+                  BFloat16* dst, const int64_t* dst_strides);
 
 }  // namespace kernels::cuda::detail
