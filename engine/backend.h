@@ -48,6 +48,9 @@ class DeviceBackend {
   virtual std::string device_description(int index) const = 0;
   // ("name", "version") pairs of the libraries behind this backend, for benchmark reports.
   virtual std::vector<std::pair<std::string, std::string>> runtime_info() const = 0;
+  // Makes device `index` the one this process computes on (CUDA: the current GPU of this thread and of
+  // the threads that allocate pinned memory later); the CPU has nothing to do.
+  virtual void make_current(int index) const = 0;
 
   // --- Memory --------------------------------------------------------------------------------------
   // allocate(0) returns nullptr; failure throws (a device's out-of-memory error names the sizes).

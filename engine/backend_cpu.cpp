@@ -75,6 +75,7 @@ class CpuBackend final : public DeviceBackend {
     return "cpu: " + cpu.model;
   }
   std::vector<std::pair<std::string, std::string>> runtime_info() const override { return {}; }
+  void make_current(int /*index*/) const override {}
 
   // Every allocation is counted, an empty one (nullptr) too.
   void* allocate(size_t bytes) const override {

@@ -50,6 +50,7 @@ class CudaBackend final : public DeviceBackend {
 
   int device_count(std::string* reason) const override { return kernels::cuda::device_count(reason); }
   std::string device_description(int index) const override { return kernels::cuda::device_description(index); }
+  void make_current(int index) const override { kernels::cuda::set_process_device(index); }
   std::vector<std::pair<std::string, std::string>> runtime_info() const override {
     return {{"cuda_runtime", kernels::cuda::runtime_version()},
             {"cudnn", kernels::cuda::cudnn_version()},

@@ -30,7 +30,10 @@ Device select_device(const std::string& request) {
   const DeviceProbe& probe = probe_devices();
   if (request == "cpu") return Device::cpu();
   if (request == "auto") {
-    if (probe.cuda_devices > 0) return Device::cuda(0);
+    if (probe.cuda_devices > 0) {
+      find_backend(DeviceType::cuda)->make_current(0);
+      return Device::cuda(0);
+    }
     std::fprintf(stderr, "note: no CUDA device (%s); running on the CPU\n", probe.reason.c_str());
     return Device::cpu();
   }
@@ -47,6 +50,7 @@ Device select_device(const std::string& request) {
                                               << "; use --device cpu or auto";
     ENGINE_USER_CHECK(index >= 0 && index < probe.cuda_devices)
         << "device '" << request << "': only " << probe.cuda_devices << " CUDA device(s)";
+    find_backend(DeviceType::cuda)->make_current(index);
     return Device::cuda(index);
   }
   ENGINE_USER_FAIL() << "unknown device '" << request << "': use auto, cpu, cuda or cuda:N";

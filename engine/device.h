@@ -18,7 +18,8 @@ const DeviceProbe& probe_devices();
 bool cuda_available();
 
 // "auto" (CUDA when available, else the CPU with a one-line notice on stderr), "cpu", "cuda" or
-// "cuda:N" (an error naming the reason when unavailable).
+// "cuda:N" (an error naming the reason when unavailable). A CUDA device becomes the process's current
+// GPU: everything the process allocates and launches afterwards goes there (one process per GPU).
 Device select_device(const std::string& request);
 
 }  // namespace engine

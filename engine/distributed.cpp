@@ -189,10 +189,7 @@ void Distributed::allreduce_sum(double* data, int64_t n, Device where) {
   }
 #ifdef ENGINE_WITH_NCCL
   if (device_collectives_active()) {
-    nccl_check(ncclAllReduce(data, data, static_cast<size_t>(n), ncclDouble, ncclSum,
-                             static_cast<ncclComm_t>(nccl_communicator()),
-                             static_cast<cudaStream_t>(communication_stream_after_kernels())),
-               "ncclAllReduce");
+    nccl_allreduce_in_place(data, n, /*in_double=*/true, /*maximum=*/false);
     kernels_wait_for_communication();
     return;
   }
@@ -242,6 +239,26 @@ void* Distributed::nccl_communicator() {
   return nccl_;
 }
 
+#ifdef ENGINE_WITH_NCCL
+void Distributed::nccl_allreduce_in_place(void* data, int64_t n, bool in_double, bool maximum) {
+  const auto comm = static_cast<ncclComm_t>(nccl_communicator());
+  const auto stream = static_cast<cudaStream_t>(communication_stream_after_kernels());
+  const ncclDataType_t type = in_double ? ncclDouble : ncclFloat;
+  ncclRedOp_t op = maximum ? ncclMax : ncclSum;
+  // The test scale of a group of one (set_one_process_sum_scale), of the data's type.
+  const bool scaled = !maximum && size_ == 1 && one_process_sum_scale_ != 1.0;
+  double scale_double = one_process_sum_scale_;
+  float scale_float = static_cast<float>(one_process_sum_scale_);
+  if (scaled)
+    nccl_check(ncclRedOpCreatePreMulSum(&op, in_double ? static_cast<void*>(&scale_double) : &scale_float, type,
+                                        ncclScalarHostImmediate, comm),
+               "ncclRedOpCreatePreMulSum");
+  const ncclResult_t result = ncclAllReduce(data, data, static_cast<size_t>(n), type, op, comm, stream);
+  if (scaled) ncclRedOpDestroy(op, comm);  // allowed once the call that uses it has returned
+  nccl_check(result, "ncclAllReduce");
+}
+#endif
+
 void* Distributed::communication_stream_after_kernels() {
 #ifdef ENGINE_WITH_NCCL
   Started& state = *started_state_;
@@ -272,10 +289,7 @@ void Distributed::allreduce_on_device(const Tensor& tensor, bool maximum) {
 #ifdef ENGINE_WITH_NCCL
   if (device_collectives_active()) {
     // Ordered after the work that made the values, before their readers; no host wait.
-    nccl_check(ncclAllReduce(tensor.data(), tensor.data(), static_cast<size_t>(tensor.numel()), ncclFloat,
-                             maximum ? ncclMax : ncclSum, static_cast<ncclComm_t>(nccl_communicator()),
-                             static_cast<cudaStream_t>(communication_stream_after_kernels())),
-               "ncclAllReduce");
+    nccl_allreduce_in_place(tensor.data(), tensor.numel(), /*in_double=*/false, maximum);
     kernels_wait_for_communication();
     return;
   }
@@ -305,10 +319,7 @@ void Distributed::start_allreduce_sum(const Tensor& tensor) {
 #ifdef ENGINE_WITH_NCCL
     // After what the kernels' stream has queued so far (the slice's last accumulation); the sum runs while
     // backward goes on on the kernels' stream.
-    nccl_check(ncclAllReduce(tensor.data(), tensor.data(), static_cast<size_t>(tensor.numel()), ncclFloat, ncclSum,
-                             static_cast<ncclComm_t>(nccl_communicator()),
-                             static_cast<cudaStream_t>(communication_stream_after_kernels())),
-               "ncclAllReduce");
+    nccl_allreduce_in_place(tensor.data(), tensor.numel(), /*in_double=*/false, /*maximum=*/false);
     state.device_pending = true;
     ++started_;
 #endif

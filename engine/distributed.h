@@ -88,6 +88,10 @@ class Distributed {
   // Testing: device collectives go through NCCL also in a group of one (a one-rank communicator,
   // ncclCommInitAll over the current device), so one GPU exercises the device path. False by default.
   void set_device_collectives_in_one_process(bool on) { device_collectives_in_one_process_ = on; }
+  // Testing: a group of one multiplies what its device sums add up by `scale` (NCCL's PreMulSum; 1 by
+  // default). A one-rank sum otherwise leaves the values as they were, whether or not the collective ran
+  // on the communication stream and the kernels waited for it; doubled values show that it did.
+  void set_one_process_sum_scale(double scale) { one_process_sum_scale_ = scale; }
   bool device_collectives_active() const;  // NCCL would serve a device collective now
   // root's data[0..n) to every process.
   void broadcast(float* data, int64_t n, int root = 0);
@@ -104,6 +108,9 @@ class Distributed {
   Distributed(const Distributed&) = delete;
   Distributed& operator=(const Distributed&) = delete;
   void allreduce_on_device(const Tensor& tensor, bool maximum);
+  // NCCL's in-place all-reduce of n floats or doubles on the communication stream, after the kernels'
+  // work so far (the caller decides whether the kernels wait for it). Built with NCCL only.
+  void nccl_allreduce_in_place(void* data, int64_t n, bool in_double, bool maximum);
   // The ncclComm_t of every device collective, made on first use.
   void* nccl_communicator();
   // The communication stream (a cudaStream_t), made on first use, after the kernels' stream's work so far.
@@ -115,6 +122,7 @@ class Distributed {
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool mpi_ = false;
   bool device_collectives_in_one_process_ = false;
+  double one_process_sum_scale_ = 1.0;
   void* nccl_ = nullptr;            // the NCCL communicator (ncclComm_t), made on first use
   std::unique_ptr<Started> started_state_;
   int64_t started_ = 0;

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -23,6 +24,17 @@ void check(cudaError_t status, const char* expression, const char* file, int lin
                            expression);
 }
 #define KERNELS_CUDA_CHECK(expr) check((expr), #expr, __FILE__, __LINE__)
+
+std::atomic<int> g_process_device{0};
+
+// Makes the process's GPU current on this thread (once per thread and change).
+void use_process_device() {
+  thread_local int current = -1;
+  const int device = g_process_device.load(std::memory_order_relaxed);
+  if (current == device) return;
+  KERNELS_CUDA_CHECK(cudaSetDevice(device));
+  current = device;
+}
 
 }  // namespace
 }  // namespace detail
@@ -147,7 +159,13 @@ void destroy_stream_marker(StreamMarker* marker) noexcept {
   delete marker;
 }
 
+void set_process_device(int index) {
+  KERNELS_CUDA_CHECK(cudaSetDevice(index));
+  g_process_device.store(index, std::memory_order_relaxed);
+}
+
 void* pinned_host_malloc(size_t bytes) {
+  use_process_device();
   void* ptr = nullptr;
   KERNELS_CUDA_CHECK(cudaMallocHost(&ptr, bytes));
   return ptr;

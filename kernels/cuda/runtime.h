@@ -43,7 +43,13 @@ StreamMarker* record_stream_marker();
 void wait_stream_marker(StreamMarker* marker);  // returns when the stream has passed the marker
 void destroy_stream_marker(StreamMarker* marker) noexcept;
 
+// The process's GPU: made current on the calling thread (cudaSetDevice) and remembered, so that other
+// threads that call the runtime here (a loader worker allocating pinned memory) switch to it first. A
+// process on GPU k (one process per GPU) thus never opens a context on GPU 0.
+void set_process_device(int index);
+
 // Page-locked host memory: host<->device copies from it run at full speed and can be asynchronous.
+// Allocated from the process's GPU (set_process_device) whatever the calling thread.
 void* pinned_host_malloc(size_t bytes);  // throws std::runtime_error on failure
 void pinned_host_free(void* ptr);
 

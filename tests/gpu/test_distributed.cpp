@@ -6,11 +6,13 @@
 // processes on one GPU), so it skips on a machine with fewer than two GPUs, or without MPI, or without CUDA.
 //
 // On one GPU, one process: the NCCL path itself (a one-rank communicator, forced by
-// Distributed::set_device_collectives_in_one_process) on the same 20 M-float arena: the all-reduce and the
-// maximum leave the values as they are (a sum of one), and the gradient buckets (engine/grad_buckets.h),
-// started on their communication stream during backward and waited by the kernels' stream, leave every
-// gradient as backward made it; a synchronised batch norm (--sync-bn) through it equals the local one and
-// makes no host synchronisation. Skips without NCCL in the build.
+// Distributed::set_device_collectives_in_one_process) on the same 20 M-float arena, its sums scaled by 2
+// (set_one_process_sum_scale, NCCL's PreMulSum: a plain sum of one would leave the values as they were,
+// ordered or not): the all-reduce doubles the values and the maximum keeps them; the gradient buckets
+// (engine/grad_buckets.h), started on their communication stream during backward and waited by the
+// kernels' stream, double every gradient backward made; a synchronised batch norm (--sync-bn) through it
+// equals the local one and makes no host synchronisation, and with doubled sums gives two identical
+// processes' results. Skips without NCCL in the build.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +26,7 @@
 #include "engine/autograd.h"
 #include "engine/backend.h"
 #include "engine/batch_norm_sync.h"
+#include "engine/device.h"
 #include "engine/distributed.h"
 #include "engine/grad_buckets.h"
 #include "engine/module.h"
@@ -32,6 +35,7 @@
 #include "engine/runtime.h"
 #include "engine/tensor.h"
 #include "gpu_test_util.h"
+#include "support/batch_norm_sync_check.h"
 
 namespace {
 
@@ -59,7 +63,10 @@ TEST(DistributedGpu, ArenaAllReduceOnTheDeviceEqualsTheCpuSum) {
     GTEST_SKIP() << "ENGINE_MPIRUN is not set (tests/CMakeLists.txt sets it where MPI is found)";
 #endif
   }
-  const engine::Device device = engine::Device::cuda(world.local_rank() % engine::probe_devices().cuda_devices);
+  // One process per GPU, as the trainer places them (select_device makes the GPU current: NCCL refuses
+  // two ranks on one GPU).
+  const engine::Device device =
+      engine::select_device("cuda:" + std::to_string(world.local_rank() % engine::probe_devices().cuda_devices));
   // An arena of a few parameters, 20 M floats in all (about DenseNet-121's gradient, 80 MB).
   engine::NamedTensors parameters;
   for (int64_t size : {int64_t(7), int64_t(20'000'000), int64_t(1)})
@@ -89,13 +96,19 @@ TEST(DistributedGpu, ArenaAllReduceOnTheDeviceEqualsTheCpuSum) {
   EXPECT_EQ(wrong, 0) << "bucketed: of " << n << " elements on " << world.name();
 }
 
-// Device collectives through a one-rank NCCL communicator while alive (off again however the test ends).
+// Device collectives through a one-rank NCCL communicator while alive (off again however the test ends),
+// with sums multiplied by sum_scale (NCCL's PreMulSum): a one-rank sum by 2 must run on the communication
+// stream and be waited for by the kernels for its readers to see doubled values.
 class OneRankDeviceCollectives {
  public:
-  explicit OneRankDeviceCollectives(engine::Distributed& world) : world_(world) {
+  explicit OneRankDeviceCollectives(engine::Distributed& world, double sum_scale = 1.0) : world_(world) {
     world_.set_device_collectives_in_one_process(true);
+    world_.set_one_process_sum_scale(sum_scale);
   }
-  ~OneRankDeviceCollectives() { world_.set_device_collectives_in_one_process(false); }
+  ~OneRankDeviceCollectives() {
+    world_.set_device_collectives_in_one_process(false);
+    world_.set_one_process_sum_scale(1.0);
+  }
 
  private:
   engine::Distributed& world_;
@@ -107,10 +120,11 @@ TEST(DistributedGpu, OneRankNcclAllReduceAndBucketsOnOneGpu) {
   if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
   engine::Distributed& world = engine::Distributed::world();
   if (world.distributed()) GTEST_SKIP() << "one process only (the test above covers several)";
-  const OneRankDeviceCollectives one_rank(world);
+  const OneRankDeviceCollectives one_rank(world, /*sum_scale=*/2.0);
   ASSERT_TRUE(world.device_collectives_active());
   const engine::Device device = engine::Device::cuda(0);
-  // 20 M floats in 22 parameters: buckets of 4 MB hold one 1 M-float parameter each (and the small ones).
+  // 20 M floats in 22 parameters: buckets of 4,000,000 bytes (1 M floats) close on each 1 M-float
+  // parameter: {p21, p20}, {p19}, ..., {p1}, {p0}.
   engine::NamedTensors parameters;
   std::vector<int64_t> sizes = {7};
   for (int k = 0; k < 20; ++k) sizes.push_back(1'000'000);
@@ -123,23 +137,27 @@ TEST(DistributedGpu, OneRankNcclAllReduceAndBucketsOnOneGpu) {
   engine::ParameterArena arena(parameters);
   const int64_t n = arena.numel();
 
-  // The whole arena: a sum of one is the values themselves; so is the maximum.
-  std::vector<float> mine(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) mine[static_cast<size_t>(i)] = gradient_value(0, i);
+  // The whole arena: the scaled sum of one doubles the values (exact); the maximum of one keeps them.
+  std::vector<float> mine(static_cast<size_t>(n)), doubled(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    mine[static_cast<size_t>(i)] = gradient_value(0, i);
+    doubled[static_cast<size_t>(i)] = 2.0f * mine[static_cast<size_t>(i)];
+  }
   engine::Tensor host = engine::Tensor::empty({n});
   std::copy(mine.begin(), mine.end(), host.data());
   arena.grads().copy_from(host);
   world.allreduce_sum(arena.grads());
-  EXPECT_EQ(arena.grads().to_vector(), mine);
+  EXPECT_EQ(arena.grads().to_vector(), doubled);
   world.allreduce_max(arena.grads());
-  EXPECT_EQ(arena.grads().to_vector(), mine);
+  EXPECT_EQ(arena.grads().to_vector(), doubled);
 
-  // Buckets: loss = sum_k (k + 1) sum(p_k), so p_k's gradient is k + 1 everywhere (exact). The first step
-  // learns the contribution counts; the next two start every bucket during backward.
-  engine::GradientBuckets buckets(arena, world, 4 << 20);
-  EXPECT_GE(buckets.bucket_count(), 20);
+  // Buckets: loss = sum_k (k + 1) sum(p_k), so p_k's gradient is k + 1 everywhere, 2 (k + 1) once summed
+  // (exact). The first step learns the contribution counts; the next two start every bucket during backward.
+  engine::GradientBuckets buckets(arena, world, 4'000'000);
+  EXPECT_EQ(buckets.bucket_count(), 21);
   std::vector<float> expected;
-  for (size_t k = 0; k < sizes.size(); ++k) expected.insert(expected.end(), static_cast<size_t>(sizes[k]), float(k + 1));
+  for (size_t k = 0; k < sizes.size(); ++k)
+    expected.insert(expected.end(), static_cast<size_t>(sizes[k]), 2.0f * float(k + 1));
   const int64_t started_before = world.started_allreduces();
   for (int step = 0; step < 3; ++step) {
     arena.zero_grad();
@@ -216,6 +234,22 @@ TEST(DistributedGpu, OneRankNcclSyncBatchNormEqualsTheLocalOneWithoutHostWaits) 
   EXPECT_TRUE(gpu_test::close(synced.dbeta, local.dbeta, 1e-4, 1e-5)) << "dbeta";
   EXPECT_TRUE(gpu_test::close(synced.running_mean, local.running_mean, 1e-6, 1e-5)) << "running_mean";
   EXPECT_TRUE(gpu_test::close(synced.running_var, local.running_var, 1e-6, 1e-5)) << "running_var";
+}
+
+// --sync-bn's sums through NCCL on the communication stream, doubled (a one-rank communicator with a sum
+// scale of 2): the results of two identical processes, which are one process's bit for bit
+// (tests/support/batch_norm_sync_check.h). Unlike a plain one-rank sum this fails if a synchronised pass
+// reads its sums before the all-reduce has written them, or takes dgamma and dbeta after it.
+TEST(DistributedGpu, OneRankNcclDoubledSyncBatchNormGivesTwoIdenticalProcesses) {
+  SKIP_WITHOUT_CUDA();
+  if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
+  engine::Distributed& world = engine::Distributed::world();
+  if (world.distributed()) GTEST_SKIP() << "one process only";
+  const OneRankDeviceCollectives one_rank(world, /*sum_scale=*/2.0);
+  ASSERT_TRUE(world.device_collectives_active()) << "the sums would not go through NCCL";
+  test_support::expect_two_identical_processes_give_one_process(
+      engine::Device::cuda(0), /*set_global_images=*/true,
+      [&world](double* sums, int64_t count, engine::Device where) { world.allreduce_sum(sums, count, where); });
 }
 
 }  // namespace
