@@ -277,6 +277,15 @@ def find_max_batch(torch, arch, size, device, eager_variant, train, cap):
     return fit
 
 
+def profiler_call(function):
+    """Calls torch.cuda.profiler.start or stop; False (and nothing raised) when it fails."""
+    try:
+        function()
+        return True
+    except Exception:  # noqa: BLE001 - see measure()
+        return False
+
+
 def measure(torch, arch, size, device, variant, train, batch, warmup, iters):
     """Times one case on a fresh net: (status, note, times, peak bytes)."""
     memory = CaseMemory(torch, device)
@@ -288,24 +297,20 @@ def measure(torch, arch, size, device, variant, train, batch, warmup, iters):
             bench.iteration()
         # The timed iterations are what a profiler attached to the process should see (cudaProfilerStart/
         # Stop, as our bench marks them; each iteration ends synchronised).
+        # A profiler call that fails (no profiler attached may be an error on some drivers) only costs the
+        # range, never the measurement.
         profiling = device.type == "cuda"
         if profiling:
             torch.cuda.synchronize()  # the range opens on an idle device
-            torch.cuda.profiler.start()
+            profiling = profiler_call(torch.cuda.profiler.start)
         try:
             for _ in range(iters):
                 start = time.perf_counter()
                 bench.iteration()
                 times.append(time.perf_counter() - start)
-        except BaseException:
+        finally:
             if profiling:
-                try:
-                    torch.cuda.profiler.stop()
-                except Exception:  # the error in flight is the one to report
-                    pass
-            raise
-        if profiling:
-            torch.cuda.profiler.stop()
+                profiler_call(torch.cuda.profiler.stop)
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise

@@ -1,8 +1,8 @@
 // A kernel profiler for any CUDA process, as a CUPTI injection library: the CUDA driver loads the library
 // named by CUDA_INJECTION64_PATH when the process initialises CUDA and calls its InitializeInjection().
 // From then on CUPTI hands over an activity record for every kernel (graph replays included, node by node),
-// memory copy and fill; at exit the records are summed per kernel name (kernel_profile.h) and the table
-// of the longest is written. Only activities that start inside a profiler range count, when the process
+// memory copy and fill; the records are summed per kernel name (kernel_profile.h) and the table of the
+// longest is written at the end of each profiler range and again at exit. Only activities that start inside a profiler range count, when the process
 // marks any (cudaProfilerStart/Stop: our `bench` marks its timed iterations; PyTorch's
 // torch.cuda.profiler.start/stop); otherwise all do.
 //
@@ -15,6 +15,7 @@
 // GPU's own timestamps; tracing adds a little host time per launch, so time steps with `bench` alone.
 #include <cupti.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -99,10 +100,13 @@ void CUPTIAPI buffer_completed(CUcontext context, uint32_t stream_id, uint8_t* b
   std::free(buffer);
 }
 
+void write_table(bool at_exit);
+
 // cuProfilerStart (at its exit) opens a range, cuProfilerStop (at its entry) closes it: the caller has
 // synchronised before either, so the range holds exactly the work queued inside it. A start inside an
-// open range is ignored. At a stop the device is idle, so the range's records are flushed then, not only
-// at exit (a process killed later keeps nothing, but CUPTI's buffers are small then).
+// open range is ignored. At a stop the device is idle, so the range's records are flushed and the table
+// written then, not only at exit: a process killed or hung later (a time limit, a fault in teardown)
+// still leaves the table of its closed ranges.
 void CUPTIAPI on_driver_call(void*, CUpti_CallbackDomain domain, CUpti_CallbackId id, const void* data) {
   if (domain != CUPTI_CB_DOMAIN_DRIVER_API) return;
   const auto* call = static_cast<const CUpti_CallbackData*>(data);
@@ -120,11 +124,16 @@ void CUPTIAPI on_driver_call(void*, CUpti_CallbackDomain domain, CUpti_CallbackI
       in_range = false;
     }
     report(cuptiActivityFlushAll(0), "cuptiActivityFlushAll");  // outside the lock: it calls buffer_completed
+    write_table(/*at_exit=*/false);
   }
 }
 
-void write_profile() {
-  report(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED), "cuptiActivityFlushAll");
+// The table of what was recorded so far, to ENGINE_KERNEL_PROFILE_OUT (replaced atomically), or at exit
+// to stderr when no file is named.
+void write_table(bool at_exit) {
+  const char* path = std::getenv("ENGINE_KERNEL_PROFILE_OUT");
+  const bool to_file = path && *path;
+  if (!to_file && !at_exit) return;
   std::string table;
   {
     const std::lock_guard<std::mutex> lock(mutex);
@@ -137,8 +146,7 @@ void write_profile() {
     table = profile->markdown(env_or("ENGINE_KERNEL_PROFILE_TITLE", "Kernel profile"),
                               std::atoi(env_or("ENGINE_KERNEL_PROFILE_TOP", "25")));
   }
-  const char* path = std::getenv("ENGINE_KERNEL_PROFILE_OUT");
-  if (!path || !*path) {
+  if (!to_file) {
     std::fputs(table.c_str(), stderr);
     return;
   }
@@ -152,9 +160,16 @@ void write_profile() {
   }
 }
 
+void write_profile_at_exit() {
+  report(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED), "cuptiActivityFlushAll");
+  write_table(/*at_exit=*/true);
+}
+
 }  // namespace
 
 extern "C" int InitializeInjection(void) {
+  static std::atomic<bool> initialised{false};
+  if (initialised.exchange(true)) return 1;  // once per process, whoever calls again
   profile = new KernelProfile();
   report(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "cuptiActivityRegisterCallbacks");
   for (const CUpti_ActivityKind kind :
@@ -168,6 +183,6 @@ extern "C" int InitializeInjection(void) {
     report(cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_DRIVER_API, CUPTI_DRIVER_TRACE_CBID_cuProfilerStop),
            "cuptiEnableCallback(cuProfilerStop)");
   }
-  std::atexit(write_profile);
+  std::atexit(write_profile_at_exit);
   return 1;
 }
