@@ -136,7 +136,9 @@ INSTANTIATE_TEST_SUITE_P(
     Sizes, CudaBce,
     ::testing::Values(BceCase{"n1", 1, false}, BceCase{"batch32_weighted", 32, true},
                       BceCase{"batch7", 7, false},
-                      BceCase{"n100003_weighted", 100003, true}),
+                      BceCase{"n100003_weighted", 100003, true},
+                      // more than 512 blocks of 256 threads: the reduction's grid-stride loop runs twice
+                      BceCase{"n400009_weighted", 400009, true}),
     test_support::case_name<BceCase>);
 
 TEST(CudaBceEdges, EmptyBatch) {
@@ -148,6 +150,13 @@ TEST(CudaBceEdges, EmptyBatch) {
   kernels::cuda::bce_with_logits_backward({dz.get(), 0, 1, 1}, {dz.get(), 0, 1, 1},
                                           {nullptr, 0, 1, 1}, 1.0f, {dz.get(), 0, 1, 1}, false);
   EXPECT_TRUE(bitwise_equal(dz.download(), std::vector<float>(2, kGapSentinel)));
+  // The device-side entry points: the loss of nothing is 0, written; no gradient is touched.
+  DeviceBuffer loss(std::vector<float>(1, kGapSentinel)), dloss(std::vector<float>(1, 1.0f));
+  kernels::cuda::bce_with_logits_forward_to({dz.get(), 0, 1, 1}, {dz.get(), 0, 1, 1}, {nullptr, 0, 1, 1}, loss.get());
+  EXPECT_EQ(loss.download()[0], 0.0f) << "forward_to";
+  kernels::cuda::bce_with_logits_backward_from({dz.get(), 0, 1, 1}, {dz.get(), 0, 1, 1}, {nullptr, 0, 1, 1},
+                                               dloss.get(), {dz.get(), 0, 1, 1}, false);
+  EXPECT_TRUE(bitwise_equal(dz.download(), std::vector<float>(2, kGapSentinel))) << "backward_from";
 }
 
 }  // namespace

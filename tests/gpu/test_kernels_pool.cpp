@@ -232,26 +232,34 @@ TEST_P(CudaPool, Bf16MatchesCpuEmulation) {
     const engine::Tensor x = bf16_matrix(x_host, s.in_rows, c.ldx, device);
     const engine::Tensor dy = bf16_matrix(dy_host, s.out_rows, c.ldy, device);
     const engine::Tensor y = bf16_matrix(std::vector<float>(size_t(s.out_rows * c.ldy), 0.0f), s.out_rows, c.ldy, device);
-    const engine::Tensor y_avg = y.clone();
+    const engine::Tensor y_avg = y.clone(), y_avg_padded = y.clone();
     const engine::Tensor dx = bf16_matrix(accumulate ? dx_prior : dx_poison, s.in_rows, c.ldx, device);
-    const engine::Tensor dx_avg = dx.clone();
+    const engine::Tensor dx_avg = dx.clone(), dx_avg_unpadded = dx.clone();
     const engine::Tensor argmax = engine::Tensor::empty({s.out_rows, s.channels}, device);
     auto* const cells = static_cast<int32_t*>(argmax.raw_data());
     if (device.is_cpu()) {
       kernels::cpu::max_pool2d_forward_argmax(c.g, view_of(x, s.channels), view_of(y, s.channels), cells);
       kernels::cpu::max_pool2d_backward_argmax(c.g, cells, view_of(dy, s.channels), view_of(dx, s.channels), accumulate);
       kernels::cpu::avg_pool2d_forward(c.g, false, view_of(x, s.channels), view_of(y_avg, s.channels));
+      kernels::cpu::avg_pool2d_forward(c.g, true, view_of(x, s.channels), view_of(y_avg_padded, s.channels));
       kernels::cpu::avg_pool2d_backward(c.g, true, view_of(dy, s.channels), view_of(dx_avg, s.channels), accumulate);
+      kernels::cpu::avg_pool2d_backward(c.g, false, view_of(dy, s.channels), view_of(dx_avg_unpadded, s.channels),
+                                        accumulate);
     } else {
       kernels::cuda::max_pool2d_forward_argmax(c.g, view_of(x, s.channels), view_of(y, s.channels), cells);
       kernels::cuda::max_pool2d_backward_argmax(c.g, cells, view_of(dy, s.channels), view_of(dx, s.channels), accumulate);
       kernels::cuda::avg_pool2d_forward(c.g, false, view_of(x, s.channels), view_of(y_avg, s.channels));
+      kernels::cuda::avg_pool2d_forward(c.g, true, view_of(x, s.channels), view_of(y_avg_padded, s.channels));
       kernels::cuda::avg_pool2d_backward(c.g, true, view_of(dy, s.channels), view_of(dx_avg, s.channels), accumulate);
+      kernels::cuda::avg_pool2d_backward(c.g, false, view_of(dy, s.channels), view_of(dx_avg_unpadded, s.channels),
+                                         accumulate);
     }
     return std::vector<std::vector<float>>{dense_part(y.to_vector(), s.out_rows, s.channels, c.ldy),
                                            dense_part(dx.to_vector(), s.in_rows, s.channels, c.ldx),
                                            dense_part(y_avg.to_vector(), s.out_rows, s.channels, c.ldy),
-                                           dense_part(dx_avg.to_vector(), s.in_rows, s.channels, c.ldx)};
+                                           dense_part(dx_avg.to_vector(), s.in_rows, s.channels, c.ldx),
+                                           dense_part(y_avg_padded.to_vector(), s.out_rows, s.channels, c.ldy),
+                                           dense_part(dx_avg_unpadded.to_vector(), s.in_rows, s.channels, c.ldx)};
   };
   for (bool accumulate : {false, true}) {
     SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
@@ -260,6 +268,8 @@ TEST_P(CudaPool, Bf16MatchesCpuEmulation) {
     EXPECT_TRUE(bitwise_equal(got[1], ref[1])) << "max backward";
     EXPECT_TRUE(close(got[2], ref[2], 1e-6, 8e-3)) << "average forward";
     EXPECT_TRUE(close(got[3], ref[3], 1e-6, 8e-3)) << "average backward";
+    EXPECT_TRUE(close(got[4], ref[4], 1e-6, 8e-3)) << "average forward, padding counted";
+    EXPECT_TRUE(close(got[5], ref[5], 1e-6, 8e-3)) << "average backward, padding not counted";
   }
 }
 
@@ -279,7 +289,10 @@ INSTANTIATE_TEST_SUITE_P(
         // Odd everything: 2x3 kernel, strides (1, 2), asymmetric padding
         PoolCase{"odd_2x3_s1x2_pad_1_0_0_1", geometry(2, 7, 9, 5, 2, 3, 1, 2, 1, 0, 0, 1), 8, 5},
         // Windows that lie entirely in the padding (max: -inf, no arg-max; average: count 0 or 1)
-        PoolCase{"padding_only_windows_1x1_p1", geometry(2, 3, 4, 3, 1, 1, 1, 1, 1, 1, 1, 1), 3, 4}),
+        PoolCase{"padding_only_windows_1x1_p1", geometry(2, 3, 4, 3, 1, 1, 1, 1, 1, 1, 1, 1), 3, 4},
+        // Strides larger than the kernel (1x2, strides 2x3): input cells in no window at all, between
+        // windows, whose gradient is 0 (or the prior)
+        PoolCase{"stride_over_kernel_1x2_s2x3", geometry(2, 9, 9, 6, 1, 2, 2, 3, 0, 0, 0, 1), 8, 6}),
     test_support::case_name<PoolCase>);
 
 struct GlobalCase {
@@ -322,6 +335,37 @@ TEST_P(CudaGlobalAvgPool, ForwardBackward) {
                       1e-6))
         << "accumulate " << accumulate;
     EXPECT_TRUE(gaps_untouched(dx_got, dx_start, rows, C, c.ldx));
+  }
+}
+
+// All-bf16 global average pooling runs natively: the CPU emulation's values within one bf16 ulp.
+TEST_P(CudaGlobalAvgPool, Bf16MatchesCpuEmulation) {
+  SKIP_WITHOUT_CUDA();
+  const GlobalCase c = GetParam();
+  const int64_t rows = c.batch * c.hw, C = c.channels;
+  const std::vector<float> x_host = strided(away_from_zero(size_t(rows * C), 41), rows, C, c.ldx, 0.0f);
+  const std::vector<float> dy_host = away_from_zero(size_t(c.batch * C), 42);
+  const std::vector<float> dx_prior = strided(away_from_zero(size_t(rows * C), 43), rows, C, c.ldx, 0.0f);
+  auto run = [&](engine::Device device, bool accumulate) {
+    const engine::Tensor x = bf16_matrix(x_host, rows, c.ldx, device);
+    const engine::Tensor y = bf16_matrix(std::vector<float>(size_t(c.batch * C), 0.0f), c.batch, C, device);
+    const engine::Tensor dy = bf16_matrix(dy_host, c.batch, C, device);
+    const engine::Tensor dx = bf16_matrix(accumulate ? dx_prior : std::vector<float>(dx_prior.size(), kNaN), rows,
+                                          c.ldx, device);
+    if (device.is_cpu()) {
+      kernels::cpu::global_avg_pool_forward(c.hw, view_of(x, C), view_of(y, C));
+      kernels::cpu::global_avg_pool_backward(c.hw, view_of(dy, C), view_of(dx, C), accumulate);
+    } else {
+      kernels::cuda::global_avg_pool_forward(c.hw, view_of(x, C), view_of(y, C));
+      kernels::cuda::global_avg_pool_backward(c.hw, view_of(dy, C), view_of(dx, C), accumulate);
+    }
+    return std::vector<std::vector<float>>{y.to_vector(), dense_part(dx.to_vector(), rows, C, c.ldx)};
+  };
+  for (bool accumulate : {false, true}) {
+    SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
+    const auto ref = run(engine::Device::cpu(), accumulate), got = run(engine::Device::cuda(), accumulate);
+    EXPECT_TRUE(close(got[0], ref[0], 1e-6, 8e-3)) << "forward";
+    EXPECT_TRUE(close(got[1], ref[1], 1e-6, 8e-3)) << "backward";
   }
 }
 
