@@ -172,7 +172,12 @@ void* pinned_host_malloc(size_t bytes) {
 }
 
 void pinned_host_free(void* ptr) {
-  if (ptr) cudaFreeHost(ptr);
+  if (!ptr) return;
+  try {
+    use_process_device();  // a thread's first runtime call would open a context on its current GPU
+  } catch (const std::exception&) {  // freeing must not throw (destructors); the free then goes ahead
+  }
+  cudaFreeHost(ptr);
 }
 
 }  // namespace kernels::cuda
