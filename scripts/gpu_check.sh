@@ -99,6 +99,20 @@ step_limit() {  # cap, reserve[, parts]
   [ "$left" -lt 1 ] && left=1
   echo "$left"
 }
+# Runs a command under `timeout -k 15 LIMIT` in the background and waits for it: a signal to the check
+# then runs its trap at once (bash defers traps while a foreground command runs, and timeout puts its
+# command in a process group of its own), and the trap stops the command. Returns the command's status.
+CHILD=""
+bounded() {  # limit, command...
+  local limit="$1"
+  shift
+  timeout -k 15 "$limit" "$@" &
+  CHILD=$!
+  wait "$CHILD"
+  local status=$?
+  CHILD=""
+  return "$status"
+}
 row() {  # step, result, details
   SUMMARY_ROWS+=("| $1 | $2 | $3 |")
   printf '%-28s %-8s %s\n' "$1" "$2" "$3"
@@ -155,7 +169,13 @@ finish() {
   exit "$status"
 }
 
-trap 'FAILED=1; row "interrupted" "FAIL" "the check was stopped from outside (a signal) after $((SECONDS - CHECK_START)) s"; finish 1 "GPU check INTERRUPTED"' TERM INT HUP
+on_signal() {
+  [ -n "$CHILD" ] && kill -TERM "$CHILD" 2>/dev/null  # timeout passes it on to its command
+  FAILED=1
+  row "interrupted" "FAIL" "the check was stopped from outside (a signal) after $((SECONDS - CHECK_START)) s"
+  finish 1 "GPU check INTERRUPTED"
+}
+trap on_signal TERM INT HUP
 
 # --- 1. What the machine offers ---------------------------------------------------------------------
 note "== machine"
@@ -271,7 +291,7 @@ else
   note "GoogleTest: building from $GTEST_SOURCE into $GTEST_PREFIX"
   if cmake -S "$GTEST_SOURCE" -B "$BUILD_DIR/_gtest_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
        -DBUILD_GMOCK=OFF -DINSTALL_GTEST=ON -DCMAKE_INSTALL_PREFIX="$GTEST_PREFIX" > "$OUT/gtest_build.log" 2>&1 &&
-     timeout -k 15 "$(step_limit 300 120)" cmake --build "$BUILD_DIR/_gtest_build" -j"$JOBS" >> "$OUT/gtest_build.log" 2>&1 &&
+     bounded "$(step_limit 300 120)" cmake --build "$BUILD_DIR/_gtest_build" -j"$JOBS" >> "$OUT/gtest_build.log" 2>&1 &&
      cmake --install "$BUILD_DIR/_gtest_build" >> "$OUT/gtest_build.log" 2>&1; then
     row "GoogleTest from source" "ok" "$GTEST_SOURCE"
   else
@@ -384,7 +404,7 @@ if [ -n "$CUDNN_LIB" ]; then
   export LD_LIBRARY_PATH
 fi
 echo "cmake ${CMAKE_ARGS[*]}" > "$OUT/configure.log"
-if timeout -k 15 "$(step_limit 300 120)" cmake "${CMAKE_ARGS[@]}" >> "$OUT/configure.log" 2>&1; then
+if bounded "$(step_limit 300 120)" cmake "${CMAKE_ARGS[@]}" >> "$OUT/configure.log" 2>&1; then
   if grep -q "CUDA backend: ON" "$OUT/configure.log"; then
     row "configure (CUDA on)" "ok" "$BUILD_DIR, CUDA architectures $CUDA_ARCHS; $(grep -o 'Data parallelism: MPI [A-Z]*, NCCL [A-Z]*' "$OUT/configure.log" | head -1)"
   else
@@ -422,7 +442,7 @@ BENCH_TARGETS=(bench_gpu_kernels)
 HAVE_PROFILE=0
 grep -q "Kernel profile (CUPTI injection library): ON" "$OUT/configure.log" && HAVE_PROFILE=1
 
-if timeout -k 15 "$(step_limit 900 120)" cmake --build "$BUILD_DIR" -j"$JOBS" --target "${GPU_TARGETS[@]}" "${BENCH_TARGETS[@]}" \
+if bounded "$(step_limit 900 120)" cmake --build "$BUILD_DIR" -j"$JOBS" --target "${GPU_TARGETS[@]}" "${BENCH_TARGETS[@]}" \
      > "$OUT/build.log" 2>&1; then
   row "build" "ok" "${#GPU_TARGETS[@]} GPU test binaries + ${BENCH_TARGETS[*]}, $(grep -c 'warning:' "$OUT/build.log") warnings ($((SECONDS - CHECK_START)) s since the start)"
 else
@@ -433,7 +453,7 @@ fi
 # The kernel profile library on its own: a failure there costs the profile rows only.
 PROFILE_BUILD_NOTE="CMake found no CUPTI (CUDA::cupti; it ships with the CUDA toolkit)"
 if [ "$SKIP_BENCH" -eq 0 ] && [ "$HAVE_PROFILE" -eq 1 ]; then
-  if ! timeout -k 15 "$(step_limit 300 120)" cmake --build "$BUILD_DIR" -j"$JOBS" --target kernel_profile \
+  if ! bounded "$(step_limit 300 120)" cmake --build "$BUILD_DIR" -j"$JOBS" --target kernel_profile \
        > "$OUT/build_kernel_profile.log" 2>&1; then
     HAVE_PROFILE=0
     PROFILE_BUILD_NOTE="its build failed (build_kernel_profile.log)"
@@ -457,7 +477,7 @@ run_ctest() {  # name, log, time limit (s), environment assignments (VAR=value .
   local per_test=300 stop_at
   [ "$limit" -lt "$per_test" ] && per_test="$limit"
   stop_at="$(date -d "+$(( limit > 40 ? limit - 20 : limit )) seconds" +%H:%M:%S)"
-  env "$@" timeout -k 15 "$limit" ctest --test-dir "$BUILD_DIR" -L gpu --output-on-failure -j"$CTEST_JOBS" \
+  bounded "$limit" env "$@" ctest --test-dir "$BUILD_DIR" -L gpu --output-on-failure -j"$CTEST_JOBS" \
       --timeout "$per_test" --stop-time "$stop_at" --output-junit "$OUT/${log%.log}.junit.xml" > "$OUT/$log" 2>&1
   local status=$?
   local total passed failed skipped
@@ -481,7 +501,7 @@ run_ctest() {  # name, log, time limit (s), environment assignments (VAR=value .
 # scripts/test.sh).
 GOLDEN_DIR="$BUILD_DIR/golden"
 GPU_GOLDEN_CASES="tv_densenet121,tv_densenet201,timm_irv2"
-if timeout -k 15 "$(step_limit 300 120)" "${PYTHON:-python3}" -m weights_tools.export_golden --out "$GOLDEN_DIR" \
+if bounded "$(step_limit 300 120)" "${PYTHON:-python3}" -m weights_tools.export_golden --out "$GOLDEN_DIR" \
     --cases "$GPU_GOLDEN_CASES" > "$OUT/golden.log" 2>&1; then
   row "golden data ($GPU_GOLDEN_CASES)" "ok" "exported by $("${PYTHON:-python3}" -c 'import torch; print("torch", torch.__version__)' 2>/dev/null)"
   export ENGINE_GOLDEN_DIR="$(cd "$GOLDEN_DIR" && pwd)"
@@ -502,7 +522,7 @@ if [ "$SKIP_BENCH" -eq 1 ]; then
   row "bench_gpu_kernels" "skipped" "--skip-bench"
 elif [ "$(time_left)" -lt 60 ]; then
   out_of_time "bench_gpu_kernels"
-elif timeout -k 15 "$(step_limit 600 120)" "$BUILD_DIR/bench_gpu_kernels" > "$OUT/bench.md" 2> "$OUT/bench.err"; then
+elif bounded "$(step_limit 600 120)" "$BUILD_DIR/bench_gpu_kernels" > "$OUT/bench.md" 2> "$OUT/bench.err"; then
   bench_rows=$(($(grep -c '^| ' "$OUT/bench.md") - 1))  # minus the header
   if [ "$bench_rows" -gt 0 ]; then
     row "bench_gpu_kernels" "ok" "$bench_rows rows (bench.md)"
@@ -531,7 +551,7 @@ else
   # Two sides, one after the other, leaving 100 s for the first kernel profile and the conv paths.
   side_limit="$(step_limit "${BENCH_TIMEOUT_S:-240}" 100 2)"
   # shellcheck disable=SC2086  # BENCH_GPU_ARGS is a list of options
-  env ${PYTHON:+PYTHON="$PYTHON"} BUILD_DIR="$BUILD_DIR" BENCH_TIMEOUT_S="$side_limit" \
+  bounded $(( 2 * side_limit + 60 )) env ${PYTHON:+PYTHON="$PYTHON"} BUILD_DIR="$BUILD_DIR" BENCH_TIMEOUT_S="$side_limit" \
       scripts/bench_gpu.sh ${BENCH_GPU_ARGS---quick} --out "$OUT/bench_vs_torch.md" > "$OUT/bench_vs_torch.log" 2>&1
   status=$?
   met="$(grep -c '| met |' "$OUT/bench_vs_torch.md" 2>/dev/null)"
@@ -561,10 +581,10 @@ else
     label="${case_name%@*}_${precision}"
     if [ "$(time_left)" -lt 60 ]; then out_of_time "kernel profile $spec"; continue; fi
     limit="$(step_limit 240 30)"
-    CUDA_INJECTION64_PATH="$BUILD_DIR/libkernel_profile.so" ENGINE_KERNEL_PROFILE_OUT="$OUT/profile_$label.md" \
-      ENGINE_KERNEL_PROFILE_TOP=25 \
+    bounded "$limit" env CUDA_INJECTION64_PATH="$BUILD_DIR/libkernel_profile.so" \
+      ENGINE_KERNEL_PROFILE_OUT="$OUT/profile_$label.md" ENGINE_KERNEL_PROFILE_TOP=25 \
       ENGINE_KERNEL_PROFILE_TITLE="$case_name training, batch 32, $precision: 5 timed iterations (kernel profile)" \
-      timeout -k 15 "$limit" "$BUILD_DIR/bench" --device cuda --cases "$case_name" --batch-sizes 32 --mode train \
+      "$BUILD_DIR/bench" --device cuda --cases "$case_name" --batch-sizes 32 --mode train \
       --precision "$precision" \
       --warmup 3 --iters 5 > "$OUT/profile_$label.log" 2>&1
     status=$?
@@ -591,7 +611,7 @@ fi
 if [ "$(time_left)" -lt 45 ]; then
   out_of_time "conv fast paths"
 else
-  timeout -k 15 "$(step_limit 120 30)" "$BUILD_DIR/tests/gpu_test_kernels_conv" \
+  bounded "$(step_limit 120 30)" "$BUILD_DIR/tests/gpu_test_kernels_conv" \
       --gtest_filter='*BiasRelu*:*ScaledResidual*:*Bf16*' > "$OUT/conv_paths.log" 2>&1
   status=$?
   grep '^path:' "$OUT/conv_paths.log" > "$OUT/conv_paths.txt"
@@ -625,7 +645,7 @@ else
     # Left out: the death tests (they fault on purpose, in child processes) and the out-of-memory test
     # (it asks cudaMalloc for 1 PiB on purpose, which memcheck reports as an API error).
     limit="$(step_limit 300 30)"
-    timeout -k 15 "$limit" "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
+    bounded "$limit" "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
         "$binary" --gtest_filter='-*DeathTest*:*OutOfMemory*' > "$OUT/$log" 2>&1
     status=$?
     errors="$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/$log" | tail -1 | grep -oE '[0-9]+')"
