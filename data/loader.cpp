@@ -7,6 +7,7 @@
 #include "data/loader.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <sstream>
 
@@ -111,6 +112,8 @@ engine::Tensor Loader::acquire_buffer(std::shared_ptr<engine::Storage>& hold) {
   std::lock_guard<std::mutex> lock(pool_mutex_);
   for (const engine::Tensor& buffer : pool_) {
     if (buffer.storage().use_count() == 1) {  // nobody else: no batch view, no worker
+      // use_count() is a relaxed read: order the refill after the last holder's reads of the buffer.
+      std::atomic_thread_fence(std::memory_order_acquire);
       hold = buffer.storage();
       return buffer;
     }

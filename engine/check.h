@@ -32,6 +32,13 @@ class UserError : public Error {
   using Error::Error;
 };
 
+// A device allocator ran out of memory for a tensor (what() names the tensor and the allocator's error);
+// is_device_out_of_memory (engine/runtime.h) recognises it, so callers can free caches and retry.
+class DeviceOutOfMemory : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 struct UserMistake {};
 

@@ -72,15 +72,18 @@ void GraphedTrainingStep::turn_off(const std::string& reason) {
 
 PendingStep GraphedTrainingStep::eager(const Tensor& images, const Tensor& labels, const Tensor& weights) {
   ++eager_;
+  const Optimizer* optimizer = step_.optimizer();
+  const int64_t updates_before = optimizer ? optimizer->step_count() : 0;
   try {
     return step_.enqueue(images, labels, weights);
   } catch (const std::exception& e) {
     // The graph's pool holds a whole step's activations that an eager step of another shape (an epoch's
     // last batch) cannot use: near the memory limit, give it back and try once more. The layers that ran
     // before the failure have updated their batch-norm running statistics once already (momentum 0.1:
-    // a small, one-off change); the alternative is a run that ends here. (The optimizer's fused update
-    // allocates nothing, so an out-of-memory error always comes before it and no update runs twice.)
-    if (!graph_ || !is_device_out_of_memory(e)) throw;
+    // a small, one-off change); the alternative is a run that ends here. Never once the update was
+    // queued (a failure after it, in the readback's copies, would apply it twice).
+    const bool updated = optimizer && optimizer->step_count() != updates_before;
+    if (!graph_ || updated || !is_device_out_of_memory(e)) throw;
     turn_off(std::string("out of memory for a step of another shape beside the graph's pool: ") + e.what());
     return step_.enqueue(images, labels, weights);
   }

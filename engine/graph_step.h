@@ -15,8 +15,9 @@
 // the optimizer's update eagerly behind it (one fused kernel, guarded by the same non-finite flag). The
 // update stays outside the graph because its kernel takes per-step host values as arguments (the learning
 // rate of the schedule, Adam's step count for the bias correction), which a graph would freeze. The loss
-// and the logits are the graph's static outputs, copied after each replay into the step's own tensors, so
-// that a PendingStep is not overwritten by the next replay. Batch-norm running statistics are updated by
+// and the logits are the graph's static outputs, which the next replay overwrites: a replayed step's
+// PendingStep holds them, and its pinned host copies, queued behind the update before any later replay,
+// are what finish() reads. Batch-norm running statistics are updated by
 // the recorded forward kernels, as in an eager step. The numbers are the eager steps' bit for bit: the
 // same kernels, with the same arguments, in the same order.
 //

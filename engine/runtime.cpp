@@ -54,6 +54,7 @@ void empty_device_cache(Device device) { backend_for(device).empty_cache(); }
 void device_synchronize(Device device) { backend_for(device).synchronize(); }
 
 bool is_device_out_of_memory(const std::exception& e) {
+  if (dynamic_cast<const DeviceOutOfMemory*>(&e) != nullptr) return true;  // a tensor's allocation
   for (const DeviceBackend* backend : backends())
     if (backend->is_out_of_memory(e)) return true;
   return false;

@@ -82,8 +82,11 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, Device device, DType d
   } catch (const engine::Error&) {
     throw;
   } catch (const std::exception& e) {  // the device allocator's out-of-memory error: name the tensor
-    ENGINE_FAIL() << "allocating Tensor" << shape_str(shape) << " " << dtype_name(dtype) << " (" << nbytes
-                  << " bytes) on " << device.str() << ": " << e.what();
+    std::ostringstream message;
+    message << "allocating Tensor" << shape_str(shape) << " " << dtype_name(dtype) << " (" << nbytes << " bytes) on "
+            << device.str() << ": " << e.what();
+    if (backend_for(device).is_out_of_memory(e)) throw DeviceOutOfMemory(message.str());
+    ENGINE_FAIL() << message.str();
   }
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);

@@ -1,6 +1,7 @@
 // The training step (see training_step.h): forward, BCE, the one host read, backward, reduce, update.
 #include "engine/training_step.h"
 
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <vector>
@@ -112,7 +113,11 @@ Tensor pinned_readback_buffer(const Shape& shape, DType dtype) {
   static std::vector<Tensor> pool;
   constexpr size_t kPoolSize = 16;
   std::lock_guard<std::mutex> lock(mutex);
-  const auto unused = [](const Tensor& t) { return t.storage().use_count() == 1; };
+  const auto unused = [](const Tensor& t) {
+    if (t.storage().use_count() != 1) return false;
+    std::atomic_thread_fence(std::memory_order_acquire);  // after the last holder's reads (a relaxed count)
+    return true;
+  };
   for (const Tensor& buffer : pool)
     if (unused(buffer) && buffer.shape() == shape && buffer.dtype() == dtype) return buffer.view(shape);
   Tensor buffer = Tensor::empty_pinned(shape, dtype);

@@ -89,11 +89,14 @@ struct StepResult {
 
 // A step enqueued by TrainingStep::enqueue whose loss the host has not read yet.
 struct PendingStep {
-  Tensor loss;    // the scalar loss, on the device, detached
-  Tensor logits;  // [N, 1], on the device, detached (the step's autograd graph is not kept alive)
+  // The scalar loss and the [N, 1] logits on the device, detached (the step's autograd graph is not kept
+  // alive). A step replayed from a CUDA graph holds the graph's static outputs, which the next replay
+  // overwrites: read host_loss and host_logits (finish() does), not these, once a later step is enqueued.
+  Tensor loss;
+  Tensor logits;
   int64_t optimizer_steps_before = 0;  // the optimizer's step count before this step
-  // On a GPU: host copies of the loss and logits (pinned), queued right behind the step's loss, and the
-  // marker after them. finish() waits on the marker alone, so reading step k does not wait for step k + 1
+  // On a GPU: host copies of the loss and logits (pinned), queued behind the whole step (its update
+  // included), and the marker after them. finish() waits on the marker alone, so reading step k does not wait for step k + 1
   // enqueued since (a full synchronisation would). Absent on the CPU, where loss and logits are on the host.
   Tensor host_loss, host_logits;
   std::shared_ptr<DeviceMarker> readback;

@@ -19,6 +19,7 @@ namespace {
 
 void check(cudaError_t status, const char* expression, const char* file, int line) {
   if (status == cudaSuccess) return;
+  cudaGetLastError();  // cleared: a caller that recovers must not see it blamed on its next launch
   throw std::runtime_error(std::string(file) + ":" + std::to_string(line) + ": CUDA error " +
                            cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ") in " +
                            expression);

@@ -1,9 +1,12 @@
 // The CUDA device table (engine/backend.h) against the CPU's: copies in every direction, fills and
-// strided copies give the CPU's bytes; device memory statistics (engine/runtime.h) follow allocations.
+// strided copies give the CPU's bytes; device memory statistics (engine/runtime.h) follow allocations; a
+// tensor too large for the device is a recognisable out-of-memory error.
 // Skips without a CUDA device.
+#include <string>
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/check.h"
 #include "engine/runtime.h"
 #include "engine/tensor.h"
 #include "gpu_test_util.h"
@@ -101,6 +104,21 @@ TEST(CudaBackend, MemoryStatsFollowAllocations) {
   EXPECT_EQ(info[0].first, "cuda_runtime");
   EXPECT_EQ(info[2].first, "tf32");
   EXPECT_EQ(info[3].first, "conv_algo_search");
+}
+
+// A tensor the device cannot hold: engine::DeviceOutOfMemory naming the tensor, which
+// is_device_out_of_memory recognises (the graph step's retry and bench's "max batch" depend on it).
+TEST(CudaBackend, TensorOutOfMemoryIsRecognisedAndNamesTheTensor) {
+  SKIP_WITHOUT_CUDA();
+  try {
+    const Tensor huge = Tensor::empty({int64_t(1) << 48}, Device::cuda(0));  // 1 PiB of floats
+    FAIL() << "a 1 PiB tensor was allocated";
+  } catch (const DeviceOutOfMemory& e) {
+    EXPECT_TRUE(is_device_out_of_memory(e));
+    EXPECT_NE(std::string(e.what()).find("allocating Tensor[281474976710656]"), std::string::npos) << e.what();
+  }
+  const Tensor after = Tensor::zeros({16}, Device::cuda(0));  // the device still works
+  EXPECT_EQ(after.to_vector(), std::vector<float>(16, 0.0f));
 }
 
 }  // namespace
