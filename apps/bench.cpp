@@ -178,13 +178,14 @@ void synchronize(const Device& device) {
   engine::device_synchronize(device);
 }
 
-bool is_out_of_memory(const std::exception& e) {
+// Whether `e` says the batch does not fit the device: out of memory, or sizes past cuDNN's limits.
+bool batch_does_not_fit(const std::exception& e) {
   if (engine::is_device_out_of_memory(e)) return true;
-  // The engine names the tensor and rethrows the allocator's error as engine::Error (engine/tensor.cpp);
   // cuBLAS and cuDNN report their own allocation failures, and the convolutions list workspaces that
-  // "could not be allocated" when no algorithm found room.
+  // "could not be allocated" when no algorithm found room. A batch whose tensors exceed cuDNN's 32-bit
+  // sizes ("does not fit cuDNN's 32-bit int") does not fit either: the largest batch is below it.
   const std::string what = e.what();
-  for (const char* sign : {"out of memory", "ALLOC_FAILED", "could not be allocated"})
+  for (const char* sign : {"out of memory", "ALLOC_FAILED", "could not be allocated", "does not fit cuDNN's 32-bit"})
     if (what.find(sign) != std::string::npos) return true;
   return false;
 }
@@ -222,7 +223,7 @@ class CaseMemory {
     if (device.is_cuda()) {
       engine::empty_device_cache(device);
       engine::reset_device_memory_peak(device);
-      baseline_ = engine::device_memory_stats(device).in_use_bytes;
+      baseline_ = engine::device_memory_stats(device).requested_bytes;
       return;
     }
     malloc_trim(0);  // give the host heap's free pages back, so that reuse shows as growth
@@ -234,12 +235,14 @@ class CaseMemory {
     rss_reset_ok_ = rss_reset_ok_ && baseline_ >= 0 && proc_status_kib("VmHWM") * 1024 <= baseline_ + (1 << 20);
   }
   std::optional<int64_t> peak_bytes() const {
-    if (device_.is_cuda()) return engine::device_memory_stats(device_).peak_bytes - baseline_;
+    if (device_.is_cuda()) return engine::device_memory_stats(device_).peak_requested_bytes - baseline_;
     if (!rss_reset_ok_) return std::nullopt;
     return proc_status_kib("VmHWM") * 1024 - baseline_;
   }
   static std::string kind(const Device& device) {
-    return device.is_cuda() ? "CUDA caching allocator's peak bytes in use during the case, minus those before it"
+    return device.is_cuda() ? "CUDA caching allocator's peak of the bytes asked for (each request rounded up to "
+                              "512 B, as PyTorch's max_memory_allocated counts) during the case, minus those "
+                              "before it"
                             : "growth of the process's peak resident set (VmHWM) over its resident set before the "
                               "net was built (Linux /proc)";
   }
@@ -313,14 +316,14 @@ struct Bench {
   }
 };
 
-// True when one iteration at `batch` runs; false on out-of-memory (anything else is rethrown).
+// True when one iteration at `batch` runs; false when it does not fit (anything else is rethrown).
 bool fits(Bench& bench, const Case& c, int64_t batch, bool train) {
   try {
     bench.set_batch(batch, c.size);
     bench.iteration(train);
     return true;
   } catch (const std::exception& e) {
-    if (!is_out_of_memory(e)) throw;
+    if (!batch_does_not_fit(e)) throw;
     bench.images = Tensor();
     bench.labels = Tensor();
     engine::device_synchronize(bench.device);
@@ -415,7 +418,7 @@ Row measure(const Case& c, const Device& device, int64_t batch, bool train, cons
     row.p90_s = quantile(times, 0.9);
     row.images_per_s = static_cast<double>(batch) / row.median_s;
   } catch (const std::exception& e) {
-    if (!is_out_of_memory(e)) throw;
+    if (!batch_does_not_fit(e)) throw;
     engine::device_synchronize(device);
     engine::empty_device_cache(device);
     row.status = "oom";

@@ -28,6 +28,11 @@ struct DeviceMemoryStats {
   int64_t in_use_bytes = 0;   // handed out now
   int64_t peak_bytes = 0;     // the most in use at once since the last reset
   int64_t cached_bytes = 0;   // held by the allocator: in use plus free lists
+  // The bytes asked for (CUDA: each request rounded up to 512 B, as PyTorch's max_memory_allocated counts
+  // them; a caching allocator's blocks may be larger than asked) and their peak since the last reset. The
+  // CPU's counters are exact requests: the same as in_use_bytes and peak_bytes.
+  int64_t requested_bytes = 0;
+  int64_t peak_requested_bytes = 0;
 };
 
 // A point in a device's queue of work (DeviceBackend::record_marker).

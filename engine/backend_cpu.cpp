@@ -97,6 +97,8 @@ class CpuBackend final : public DeviceBackend {
     DeviceMemoryStats stats;
     stats.in_use_bytes = host.live_bytes;
     stats.peak_bytes = host.peak_bytes;
+    stats.requested_bytes = stats.in_use_bytes;
+    stats.peak_requested_bytes = stats.peak_bytes;
     return stats;
   }
   void reset_memory_peak() const override { reset_host_memory_peak(); }

@@ -69,6 +69,8 @@ class CudaBackend final : public DeviceBackend {
     DeviceMemoryStats stats;
     stats.in_use_bytes = static_cast<int64_t>(cuda.in_use);
     stats.peak_bytes = static_cast<int64_t>(cuda.peak_in_use);
+    stats.requested_bytes = static_cast<int64_t>(cuda.requested_in_use);
+    stats.peak_requested_bytes = static_cast<int64_t>(cuda.peak_requested);
     stats.cached_bytes = static_cast<int64_t>(cuda.cached);
     return stats;
   }

@@ -528,6 +528,9 @@ def combine(ours_path, torch_path):
             memory_share = None
             memory = f"{fmt_mib(r['peak_bytes'])} / {fmt_mib(same_eager['peak_bytes']) if same_eager else '-'}"
         ours_cell = fmt_rate(rate) if rate is not None else r["status"]
+        # A training row on the GPU says whether its steps were CUDA graph replays; eager ones are marked.
+        if rate is not None and r["mode"] == "train" and str(r.get("note", "")).startswith("eager steps"):
+            ours_cell += " (" + str(r["note"])[:90].replace("|", "/") + ")"
 
         # The targets that this row measures.
         targets = []

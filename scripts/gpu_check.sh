@@ -523,7 +523,7 @@ run_ctest "ctest -L gpu" "ctest_gpu.log" "$ctest_limit"
 # 2. The kernel benchmark.
 if [ "$SKIP_BENCH" -eq 1 ]; then
   row "bench_gpu_kernels" "skipped" "--skip-bench"
-elif [ "$(time_left)" -lt 60 ]; then
+elif [ "$(step_limit 600 120)" -lt 60 ]; then  # less than a useful minute once the reserve is kept
   out_of_time "bench_gpu_kernels"
 elif bounded "$(step_limit 600 120)" "$BUILD_DIR/bench_gpu_kernels" > "$OUT/bench.md" 2> "$OUT/bench.err"; then
   bench_rows=$(($(grep -c '^| ' "$OUT/bench.md") - 1))  # minus the header
@@ -542,7 +542,7 @@ fi
 # A missed target is a result, not a failure; PyTorch's side alone falling short (exit 3) is "partial".
 if [ "$SKIP_BENCH" -eq 1 ] || [ "${GPU_CHECK_SKIP_TORCH_BENCH:-0}" = 1 ]; then
   row "bench vs PyTorch" "skipped" "$([ "$SKIP_BENCH" -eq 1 ] && echo "--skip-bench" || echo "GPU_CHECK_SKIP_TORCH_BENCH=1")"
-elif [ "$(time_left)" -lt 90 ]; then
+elif [ "$(step_limit "${BENCH_TIMEOUT_S:-240}" 100 2)" -lt 90 ]; then  # a side needs its net built and timed
   out_of_time "bench vs PyTorch"
 else
   # batch 32, eager only, unless the caller says otherwise: with --quick, and under a deadline (the full

@@ -112,6 +112,7 @@ std::string mib(size_t bytes) {
 
 struct Block {
   size_t size = 0;
+  size_t requested = 0;  // the request, rounded up to kSmallGranule
   int device = 0;
   int pool = 0;  // the graph pool it belongs to; 0: the device's cache
 };
@@ -143,6 +144,7 @@ class CachingAllocator {
     std::lock_guard<std::mutex> lock(mutex_);
     const size_t rounded = size_class(bytes);
     if (rounded == 0) throw_out_of_memory(bytes, what, device, cudaErrorMemoryAllocation);
+    const size_t requested = (bytes + kSmallGranule - 1) / kSmallGranule * kSmallGranule;  // <= rounded
 
     // Smallest free block that fits the size class with bounded waste: while a capture is open on this
     // device, the graph pool's first, then the device's (the pool takes it over).
@@ -151,7 +153,7 @@ class CachingAllocator {
     size_t size = 0;
     if ((pool != 0 && take_fitting(pools_.at(pool).free, rounded, &ptr, &size)) ||
         take_fitting(free_[device], rounded, &ptr, &size)) {
-      hand_out(ptr, size, device, pool);
+      hand_out(ptr, size, requested, device, pool);
       return ptr;
     }
 
@@ -173,7 +175,7 @@ class CachingAllocator {
     }
     ++stats_.device_mallocs;
     stats_.cached += rounded;
-    hand_out(ptr, rounded, device, pool);
+    hand_out(ptr, rounded, requested, device, pool);
     return ptr;
   }
 
@@ -188,6 +190,7 @@ class CachingAllocator {
     const Block block = it->second;
     in_use_.erase(it);
     stats_.in_use -= block.size;
+    stats_.requested_in_use -= block.requested;
     // While capturing, a block of no live graph released on the device joins the capturing graph's pool:
     // the graph may use it. A block of another live graph's pool stays there: that graph's replays still
     // write to it, so it must not be handed to this one.
@@ -239,6 +242,7 @@ class CachingAllocator {
   void reset_peak() {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.peak_in_use = stats_.in_use;
+    stats_.peak_requested = stats_.requested_in_use;
   }
 
   void empty() {
@@ -253,10 +257,12 @@ class CachingAllocator {
     return pools_.at(open_pool_).device == device ? open_pool_ : 0;
   }
 
-  void hand_out(void* ptr, size_t size, int device, int pool) {
-    in_use_[ptr] = Block{size, device, pool};
+  void hand_out(void* ptr, size_t size, size_t requested, int device, int pool) {
+    in_use_[ptr] = Block{size, requested, device, pool};
     stats_.in_use += size;
     stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
+    stats_.requested_in_use += requested;
+    stats_.peak_requested = std::max(stats_.peak_requested, stats_.requested_in_use);
   }
 
   // Returns the device's free blocks to the driver (cudaFree waits for the device first, so no queued

@@ -16,8 +16,12 @@ namespace kernels::cuda {
 // the allocation retried; if it still fails, OutOfMemory says how much was asked for, what is in use,
 // what the device has, and suggests a smaller batch.
 struct MemoryStats {
-  size_t in_use = 0;       // bytes handed out now
+  size_t in_use = 0;       // bytes handed out now (whole blocks: size classes, or larger cached blocks)
   size_t peak_in_use = 0;  // high-water mark since the last reset_peak_memory()
+  // The bytes asked for, each request rounded up to 512 B: what PyTorch's caching allocator counts
+  // (torch.cuda.max_memory_allocated), for comparing peaks with it. At most in_use.
+  size_t requested_in_use = 0;
+  size_t peak_requested = 0;
   size_t cached = 0;       // bytes held by the allocator (in use + free lists)
   size_t device_mallocs = 0;  // cudaMalloc calls so far (a warm step adds none)
 };
