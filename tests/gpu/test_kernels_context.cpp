@@ -60,14 +60,27 @@ TEST(CudaAllocator, StatisticsAreExact) {
   EXPECT_EQ(mid.cached - start.cached, 1024u + (2u << 20));
   EXPECT_EQ(mid.device_mallocs - start.device_mallocs, 2u);
   EXPECT_EQ(mid.peak_in_use, mid.in_use);
+  // The bytes asked for, rounded to 512 (PyTorch's count): 1024 + 1 MiB + 512.
+  EXPECT_EQ(mid.requested_in_use - start.requested_in_use, 1024u + (1u << 20) + 512u);
+  EXPECT_EQ(mid.peak_requested, mid.requested_in_use);
   kc::release(large);
+  // A cached 2 MiB block handed out for a smaller request: in use counts the block, requested the request.
+  void* reused = kc::allocate(1600 * 1024, "reused");  // size class 2 MiB: the cached block
+  const kc::MemoryStats reuse = kc::memory_stats();
+  EXPECT_EQ(reuse.device_mallocs, mid.device_mallocs) << "the cached block was not reused";
+  EXPECT_EQ(reuse.in_use - start.in_use, 1024u + (2u << 20));
+  EXPECT_EQ(reuse.requested_in_use - start.requested_in_use, 1024u + 1600u * 1024u);
+  kc::release(reused);
   kc::release(small);
   const kc::MemoryStats end = kc::memory_stats();
   EXPECT_EQ(end.in_use, start.in_use);
+  EXPECT_EQ(end.requested_in_use, start.requested_in_use);
+  EXPECT_EQ(end.peak_requested, mid.requested_in_use) << "the requested peak survives the release";
   EXPECT_EQ(end.cached, mid.cached) << "released blocks stay cached";
   EXPECT_EQ(end.peak_in_use, mid.in_use) << "the peak survives the release";
   kc::reset_peak_memory();
   EXPECT_EQ(kc::memory_stats().peak_in_use, end.in_use);
+  EXPECT_EQ(kc::memory_stats().peak_requested, end.requested_in_use);
   kc::empty_cache();
   EXPECT_EQ(kc::memory_stats().cached, kc::memory_stats().in_use);
 }
