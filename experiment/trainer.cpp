@@ -605,11 +605,11 @@ void maybe_killed_for_test(const Run& run) {
 }
 
 // The loss weights that make this process's mean loss its share of the global batch's mean:
-// w_i * n_local / n_global (w_i = the class weight, or 1), on the host (pinned where a GPU is, so that
-// their upload is asynchronous as the batch's is).
+// w_i * n_local / n_global (w_i = the class weight, or 1), on the host. Pageable: a few bytes, which the
+// driver stages at once (a pinned allocation per step would cost more: cudaFreeHost waits for the device).
 Tensor shard_loss_weights(const data::Batch& batch, bool class_weights, double global_images) {
   const int64_t n = batch.size();
-  Tensor w = Tensor::empty_pinned({n});
+  Tensor w = Tensor::empty({n});
   const std::vector<float> given = class_weights ? batch.weights.to_vector() : std::vector<float>();
   const double share = static_cast<double>(n) / global_images;
   for (int64_t i = 0; i < n; ++i)

@@ -137,7 +137,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(BceCase{"n1", 1, false}, BceCase{"batch32_weighted", 32, true},
                       BceCase{"batch7", 7, false},
                       BceCase{"n100003_weighted", 100003, true},
-                      // more than 512 blocks of 256 threads: the reduction's grid-stride loop runs twice
+                      // more than 512 blocks of 256 threads: the reduction's grid-stride loop runs 4 times
                       BceCase{"n400009_weighted", 400009, true}),
     test_support::case_name<BceCase>);
 
