@@ -103,24 +103,31 @@ void CUPTIAPI buffer_completed(CUcontext context, uint32_t stream_id, uint8_t* b
 void write_table(bool at_exit);
 
 // cuProfilerStart (at its exit) opens a range, cuProfilerStop (at its entry) closes it: the caller has
-// synchronised before either, so the range holds exactly the work queued inside it. A start inside an
-// open range is ignored. At a stop the device is idle, so the range's records are flushed and the table
-// written then, not only at exit: a process killed or hung later (a time limit, a fault in teardown)
-// still leaves the table of its closed ranges.
-void CUPTIAPI on_driver_call(void*, CUpti_CallbackDomain domain, CUpti_CallbackId id, const void* data) {
-  if (domain != CUPTI_CB_DOMAIN_DRIVER_API) return;
+// synchronised before either, so the range holds exactly the work queued inside it. The runtime's
+// cudaProfilerStart/Stop are watched too, in case its call into the driver is not reported: of a pair of
+// calls, the first callback to fire opens or closes the range and the other is ignored (a start inside
+// an open range, a stop outside one). At a stop the device is idle, so the range's records are flushed
+// and the table written then, not only at exit: a process killed or hung later (a time limit, a fault
+// in teardown) still leaves the table of its closed ranges.
+void CUPTIAPI on_profiler_call(void*, CUpti_CallbackDomain domain, CUpti_CallbackId id, const void* data) {
+  const bool driver = domain == CUPTI_CB_DOMAIN_DRIVER_API, runtime = domain == CUPTI_CB_DOMAIN_RUNTIME_API;
+  const bool start = (driver && id == CUPTI_DRIVER_TRACE_CBID_cuProfilerStart) ||
+                     (runtime && id == CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStart_v4000);
+  const bool stop = (driver && id == CUPTI_DRIVER_TRACE_CBID_cuProfilerStop) ||
+                    (runtime && id == CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStop_v4000);
   const auto* call = static_cast<const CUpti_CallbackData*>(data);
   uint64_t now = 0;
-  if (id == CUPTI_DRIVER_TRACE_CBID_cuProfilerStart && call->callbackSite == CUPTI_API_EXIT) {
+  if (start && call->callbackSite == CUPTI_API_EXIT) {
     cuptiGetTimestamp(&now);
     const std::lock_guard<std::mutex> lock(mutex);
     if (!in_range) range_begin = now;
     in_range = true;
-  } else if (id == CUPTI_DRIVER_TRACE_CBID_cuProfilerStop && call->callbackSite == CUPTI_API_ENTER) {
+  } else if (stop && call->callbackSite == CUPTI_API_ENTER) {
     cuptiGetTimestamp(&now);
     {
       const std::lock_guard<std::mutex> lock(mutex);
-      if (in_range) profile->add_window(range_begin, now);
+      if (!in_range) return;  // the inner call of a pair: the outer one closed the range
+      profile->add_window(range_begin, now);
       in_range = false;
     }
     report(cuptiActivityFlushAll(0), "cuptiActivityFlushAll");  // outside the lock: it calls buffer_completed
@@ -176,12 +183,17 @@ extern "C" int InitializeInjection(void) {
        {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET})
     report(cuptiActivityEnable(kind), "cuptiActivityEnable");
   CUpti_SubscriberHandle subscriber = nullptr;
-  report(cuptiSubscribe(&subscriber, on_driver_call, nullptr), "cuptiSubscribe");
+  report(cuptiSubscribe(&subscriber, on_profiler_call, nullptr), "cuptiSubscribe");
   if (subscriber) {
     report(cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_DRIVER_API, CUPTI_DRIVER_TRACE_CBID_cuProfilerStart),
            "cuptiEnableCallback(cuProfilerStart)");
     report(cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_DRIVER_API, CUPTI_DRIVER_TRACE_CBID_cuProfilerStop),
            "cuptiEnableCallback(cuProfilerStop)");
+    report(cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_RUNTIME_API,
+                               CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStart_v4000),
+           "cuptiEnableCallback(cudaProfilerStart)");
+    report(cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_RUNTIME_API, CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStop_v4000),
+           "cuptiEnableCallback(cudaProfilerStop)");
   }
   std::atexit(write_profile_at_exit);
   return 1;
