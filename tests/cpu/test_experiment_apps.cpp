@@ -31,6 +31,7 @@
 #include "support/prediction_csv.h"
 #include "support/run_app.h"
 #include "support/temp_path.h"
+#include "support/tiny_training.h"
 
 #ifndef ENGINE_APPS_DIR
 #error "ENGINE_APPS_DIR (the folder of the built apps) is set by tests/CMakeLists.txt"
@@ -63,16 +64,9 @@ const Fixture& fixture() {
     Fixture x;
     x.synthetic = temp_path("synth");
     x.run = temp_path("run");
-    TrainOptions o;
-    o.arch = "densenet_tiny";
-    o.head = "gap";
-    o.input_size = 48;
-    o.lr = 1e-3;
+    TrainOptions o = test_support::tiny_train_options(x.synthetic, 48);
     o.epochs = 1;
-    o.batch_size = 16;
-    o.synthetic_dir = x.synthetic;
     o.flavor = "torch";
-    o.quiet = true;
     o.out = x.run;
     run_training(o);
     return x;

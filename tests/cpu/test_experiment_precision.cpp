@@ -16,6 +16,7 @@
 #include "support/run_app.h"
 #include "support/prediction_csv.h"
 #include "support/temp_path.h"
+#include "support/tiny_training.h"
 
 #ifndef ENGINE_APPS_DIR
 #error "ENGINE_APPS_DIR (the folder of the built apps) is set by tests/CMakeLists.txt"
@@ -45,16 +46,9 @@ const std::string& synthetic_dir() {
 }
 
 TrainOptions tiny_options(const std::string& out, const std::string& precision) {
-  TrainOptions o;
-  o.arch = "densenet_tiny";
-  o.head = "gap";
-  o.input_size = 48;
-  o.lr = 1e-3;
-  o.batch_size = 16;
+  TrainOptions o = test_support::tiny_train_options(synthetic_dir(), 48);
   o.images = 60;
   o.flavor = "torch";
-  o.synthetic_dir = synthetic_dir();
-  o.quiet = true;
   o.out = out;
   o.precision = precision;
   return o;

@@ -16,6 +16,7 @@
 #include "experiment/lr_schedule.h"
 #include "experiment/trainer.h"
 #include "support/temp_path.h"
+#include "support/tiny_training.h"
 
 namespace {
 
@@ -36,15 +37,8 @@ const std::string& synthetic_dir() {
 }
 
 TrainOptions tiny_options(const std::string& out) {
-  TrainOptions o;
-  o.arch = "densenet_tiny";
-  o.head = "gap";
-  o.input_size = 64;
-  o.lr = 1e-3;
-  o.batch_size = 16;
-  o.synthetic_dir = synthetic_dir();
+  TrainOptions o = test_support::tiny_train_options(synthetic_dir(), 64);
   o.workers = 2;
-  o.quiet = true;
   o.out = out;
   return o;
 }

@@ -96,32 +96,29 @@ TEST(DistributedGpu, ArenaAllReduceOnTheDeviceEqualsTheCpuSum) {
   EXPECT_EQ(wrong, 0) << "bucketed: of " << n << " elements on " << world.name();
 }
 
-// Device collectives through a one-rank NCCL communicator while alive (off again however the test ends),
-// with sums multiplied by sum_scale (NCCL's PreMulSum): a one-rank sum by 2 must run on the communication
-// stream and be waited for by the kernels for its readers to see doubled values.
-class OneRankDeviceCollectives {
- public:
-  explicit OneRankDeviceCollectives(engine::Distributed& world, double sum_scale = 1.0) : world_(world) {
-    world_.set_device_collectives_in_one_process(true);
-    world_.set_one_process_sum_scale(sum_scale);
+// One process, one GPU, NCCL in the build: device collectives go through a one-rank NCCL communicator
+// for the test (off again however it ends). A test may scale the sums (world.set_one_process_sum_scale,
+// NCCL's PreMulSum): a one-rank sum by 2 must run on the communication stream and be waited for by the
+// kernels for its readers to see doubled values.
+class DistributedGpuOneRank : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SKIP_WITHOUT_CUDA();
+    if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
+    if (world.distributed()) GTEST_SKIP() << "one process only (the mpirun test covers several)";
+    world.set_device_collectives_in_one_process(true);
+    ASSERT_TRUE(world.device_collectives_active()) << "the sums would not go through NCCL";
   }
-  ~OneRankDeviceCollectives() {
-    world_.set_device_collectives_in_one_process(false);
-    world_.set_one_process_sum_scale(1.0);
+  void TearDown() override {
+    world.set_device_collectives_in_one_process(false);
+    world.set_one_process_sum_scale(1.0);
   }
-
- private:
-  engine::Distributed& world_;
+  engine::Distributed& world = engine::Distributed::world();
 };
 
 // One process, one GPU: the device path through NCCL with a one-rank communicator.
-TEST(DistributedGpu, OneRankNcclAllReduceAndBucketsOnOneGpu) {
-  SKIP_WITHOUT_CUDA();
-  if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
-  engine::Distributed& world = engine::Distributed::world();
-  if (world.distributed()) GTEST_SKIP() << "one process only (the test above covers several)";
-  const OneRankDeviceCollectives one_rank(world, /*sum_scale=*/2.0);
-  ASSERT_TRUE(world.device_collectives_active());
+TEST_F(DistributedGpuOneRank, NcclAllReduceAndBucketsOnOneGpu) {
+  world.set_one_process_sum_scale(2.0);
   const engine::Device device = engine::Device::cuda(0);
   // 20 M floats in 22 parameters: buckets of 4,000,000 bytes (1 M floats) close on each 1 M-float
   // parameter: {p21, p20}, {p19}, ..., {p1}, {p0}.
@@ -180,13 +177,7 @@ TEST(DistributedGpu, OneRankNcclAllReduceAndBucketsOnOneGpu) {
 // backward) never waits for the device: every all-reduce is queued on the communication stream, which
 // the kernels' stream waits for on the device. (A one-rank sum changes nothing: that the sums are taken
 // and used in the right order is tests/gpu/test_batch_norm_sync.cpp's two identical processes.)
-TEST(DistributedGpu, OneRankNcclSyncBatchNormEqualsTheLocalOneWithoutHostWaits) {
-  SKIP_WITHOUT_CUDA();
-  if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
-  engine::Distributed& world = engine::Distributed::world();
-  if (world.distributed()) GTEST_SKIP() << "one process only";
-  const OneRankDeviceCollectives one_rank(world);
-  ASSERT_TRUE(world.device_collectives_active()) << "the sums would not go through NCCL";
+TEST_F(DistributedGpuOneRank, NcclSyncBatchNormEqualsTheLocalOneWithoutHostWaits) {
   const engine::Device device = engine::Device::cuda(0);
   const int64_t n = 4, h = 9, w = 7, c = 48;
   const std::vector<float> x_values = gpu_test::away_from_zero(size_t(n * h * w * c), 31, 0.1f, 2.0f);
@@ -213,7 +204,7 @@ TEST(DistributedGpu, OneRankNcclSyncBatchNormEqualsTheLocalOneWithoutHostWaits) 
       std::unique_ptr<engine::BatchNormSyncScope> scope;
       if (synced)
         scope = std::make_unique<engine::BatchNormSyncScope>(
-            [&world](double* sums, int64_t count, engine::Device where) { world.allreduce_sum(sums, count, where); });
+            [this](double* sums, int64_t count, engine::Device where) { world.allreduce_sum(sums, count, where); });
       const engine::Tensor y = engine::batch_norm(x, gamma, beta, running_mean, running_var, true, options);
       y.backward(dy);
       r.host_waits = engine::host_sync_count() - before;
@@ -240,16 +231,11 @@ TEST(DistributedGpu, OneRankNcclSyncBatchNormEqualsTheLocalOneWithoutHostWaits) 
 // scale of 2): the results of two identical processes, which are one process's bit for bit
 // (tests/support/batch_norm_sync_check.h). Unlike a plain one-rank sum this fails if a synchronised pass
 // reads its sums before the all-reduce has written them, or takes dgamma and dbeta after it.
-TEST(DistributedGpu, OneRankNcclDoubledSyncBatchNormGivesTwoIdenticalProcesses) {
-  SKIP_WITHOUT_CUDA();
-  if (!engine::Distributed::built_with_nccl()) GTEST_SKIP() << "this build has no NCCL (nccl.h, libnccl)";
-  engine::Distributed& world = engine::Distributed::world();
-  if (world.distributed()) GTEST_SKIP() << "one process only";
-  const OneRankDeviceCollectives one_rank(world, /*sum_scale=*/2.0);
-  ASSERT_TRUE(world.device_collectives_active()) << "the sums would not go through NCCL";
+TEST_F(DistributedGpuOneRank, NcclDoubledSyncBatchNormGivesTwoIdenticalProcesses) {
+  world.set_one_process_sum_scale(2.0);
   test_support::expect_two_identical_processes_give_one_process(
       engine::Device::cuda(0), /*set_global_images=*/true,
-      [&world](double* sums, int64_t count, engine::Device where) { world.allreduce_sum(sums, count, where); });
+      [this](double* sums, int64_t count, engine::Device where) { world.allreduce_sum(sums, count, where); });
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "gpu_test_util.h"
 #include "support/gradcheck.h"
 #include "support/temp_path.h"
+#include "support/tiny_training.h"
 
 namespace {
 
@@ -125,17 +126,10 @@ TEST(GpuTrainer, GraphedRunEqualsEagerRunBitForBitAndLearns) {
   SKIP_WITHOUT_CUDA();
   const std::string synthetic = test_support::fresh_temp_path("gpu_trainer", "synth");
   auto run = [&](bool no_graph) {
-    experiment::TrainOptions o;
-    o.arch = "densenet_tiny";
-    o.head = "gap";
+    experiment::TrainOptions o = test_support::tiny_train_options(synthetic, 64);
     o.flavor = "torch";
-    o.input_size = 64;
-    o.lr = 1e-3;
-    o.batch_size = 16;
     o.epochs = 4;
-    o.synthetic_dir = synthetic;
     o.workers = 2;
-    o.quiet = true;
     o.device = "cuda";
     o.deterministic = true;
     o.no_graph = no_graph;
