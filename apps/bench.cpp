@@ -514,8 +514,9 @@ int main(int argc, char** argv) {
       device_text = engine::probe_devices().description;
       versions = engine::device_runtime_info(device);
     } else {
-      device_text = "cpu: " + engine::cpu_info().model + ", " + std::to_string(engine::num_threads()) +
-                    " threads";
+      const engine::CpuInfo cpu = engine::cpu_info();
+      device_text = "cpu: " + cpu.model + ", " + std::to_string(engine::num_threads()) + " threads, GEMM " +
+                    cpu.gemm_library;
     }
     std::printf("bench on %s; warm-up %d, timed %d; flatten head; synthetic data on the device\n", device_text.c_str(),
                 args.warmup, args.iters);

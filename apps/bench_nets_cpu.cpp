@@ -65,8 +65,8 @@ Args parse(int argc, char** argv) {
 double peak_gflops_per_core(std::string& description) {
   const engine::CpuInfo cpu = engine::cpu_info();
   char text[256];
-  std::snprintf(text, sizeof text, "%s, %.0f MHz, %d FLOP/cycle (estimate)", cpu.model.c_str(), cpu.mhz,
-                cpu.flop_per_cycle);
+  std::snprintf(text, sizeof text, "%s, %.0f MHz, %d FLOP/cycle (estimate); GEMM: %s", cpu.model.c_str(), cpu.mhz,
+                cpu.flop_per_cycle, cpu.gemm_library.c_str());
   description = text;
   return cpu.peak_gflops_per_core();
 }

@@ -1,7 +1,9 @@
 // What the CPU benchmarks say about the machine: model, clock and an estimate of the single-precision
 // peak, read from /proc/cpuinfo (clock x FLOP per cycle; not measured: turbo can exceed it).
 //   FLOP/cycle: two FMA pipes of 8 floats = 32 with AVX2 + FMA (also AVX-512 on cores that run it as
-//   two 256-bit halves, such as AMD Zen 4); Intel server cores with two 512-bit FMA units reach 64.
+//   two 256-bit halves, such as AMD Zen 4); 64 on AMD Zen 5 (family 0x1A), whose AVX-512 units are
+//   512 bits wide; Intel server cores with two 512-bit FMA units reach 64 too, but /proc/cpuinfo does not
+//   tell them from one-unit parts, so they are counted at 32.
 #pragma once
 #include <string>
 
@@ -12,6 +14,7 @@ struct CpuInfo {
   double mhz = 0.0;          // 0 when /proc/cpuinfo does not say
   int flop_per_cycle = 8;    // f32, per core
   bool avx512 = false;
+  std::string gemm_library;  // the GEMM's library and kernels (kernels/gemm.h: gemm_library)
   double peak_gflops_per_core() const { return mhz * 1e-3 * flop_per_cycle; }
 };
 

@@ -1,6 +1,6 @@
 // Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, where op(X) is X or X^T.
 //   op(A): [m, k], op(B): [k, n], C: [m, n]; lda/ldb/ldc are the row strides of A, B, C as stored.
-// The CPU version calls OpenBLAS (threaded); it is the workhorse of the CPU convolution and linear ops.
+// The CPU version calls OpenBLAS (split over the threads); it is the workhorse of the CPU convolution and linear ops.
 //
 // gemm_mixed is the same product over matrix views of mixed element types (docs/precision.md): A and B
 // both f32 or both bf16, C f32 or bf16; the inputs are widened exactly, every product and sum is f32
@@ -43,9 +43,19 @@ namespace kernels::cpu {
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
+// The same product as one call of the BLAS on the calling thread, never split: for kernels whose own
+// chunks, fixed by the geometry, are the parallel work (the convolutions), so that a chunk's product is the
+// same call, and the same bits, for any number of threads (gemm splits a large product in two).
+void gemm_serial(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
 // C = alpha op(A) op(B) + beta C over views of mixed element types (see the file comment).
 void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView a, ConstMatrixView b, float beta,
                 MatrixView c);
+
+// The library behind gemm and the kernels it runs, for benchmark reports: "OpenBLAS 0.3.21, SkylakeX
+// kernels" or "built-in".
+std::string gemm_library();
 
 // Number of threads the CPU kernels (OpenMP loops and OpenBLAS) use.
 int num_threads();

@@ -85,6 +85,7 @@ void print_machine(int threads) {
   const unsigned cores = std::thread::hardware_concurrency();
   std::printf("cpu: %s, %u logical cores, %.0f MHz (from /proc/cpuinfo)\n", model.c_str(), cores,
               mhz);
+  std::printf("GEMM: %s\n", cpu.gemm_library.c_str());
   std::printf("threads used: %d", threads);
   for (const char* var :
        {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS"})

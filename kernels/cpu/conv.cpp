@@ -252,8 +252,8 @@ void im2col_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const 
     if (bias != nullptr)
       for (int64_t r = 0; r < count; ++r)
         std::memcpy(y_chunk + r * ldy, bias, size_t(g.out_c) * sizeof(float));
-    // Inside the parallel loop gemm() runs on this thread alone; with one chunk it may thread.
-    gemm(false, true, count, g.out_c, cols, 1.0f, patch, cols, w, cols, beta, y_chunk, ldy);
+    // One call per chunk on this thread, for any thread count (kernels/gemm.h: gemm_serial).
+    gemm_serial(false, true, count, g.out_c, cols, 1.0f, patch, cols, w, cols, beta, y_chunk, ldy);
   }
 }
 
@@ -400,8 +400,8 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
       const int64_t count = std::min(chunk, pixels - first);
       im2col_rows(g, x, ldx, first, count, col_begin, col_begin + width, patch);
       const float beta = (first == 0 && !accumulate) ? 0.0f : 1.0f;
-      gemm(true, false, g.out_c, width, count, 1.0f, dy + first * ldy, ldy, patch, width, beta,
-           dw + col_begin, cols);
+      gemm_serial(true, false, g.out_c, width, count, 1.0f, dy + first * ldy, ldy, patch, width, beta,
+                  dw + col_begin, cols);
     }
   }
 }

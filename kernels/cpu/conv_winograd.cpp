@@ -318,8 +318,8 @@ void winograd_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, cons
     float* m = workspace(Workspace::kWinogradProducts, kElements * count * out_c);
     transform_input(g, t, x, ldx, first, count, v);
     for (int64_t e = 0; e < kElements; ++e)  // M_e[tiles, O] = V_e[tiles, C] * U_e[O, C]^T
-      gemm(false, true, count, out_c, in_c, 1.0f, v + e * count * in_c, in_c, u + e * out_c * in_c, in_c, 0.0f,
-           m + e * count * out_c, out_c);
+      gemm_serial(false, true, count, out_c, in_c, 1.0f, v + e * count * in_c, in_c, u + e * out_c * in_c, in_c,
+                  0.0f, m + e * count * out_c, out_c);
     transform_output(g, t, m, first, count, bias, y, ldy, accumulate);
   }
 }
@@ -349,8 +349,8 @@ void winograd_backward_filter(const Conv2dGeometry& g, const float* x, int64_t l
       transform_input(g, t, x, ldx, first, count, v);
       transform_output_gradient(g, t, dy, ldy, first, count, dm);
       for (int64_t e = 0; e < kElements; ++e)  // dU_e[O, C] += dM_e[tiles, O]^T * V_e[tiles, C]
-        gemm(true, false, out_c, in_c, count, 1.0f, dm + e * count * out_c, out_c, v + e * count * in_c, in_c,
-             1.0f, du_part + e * plane, in_c);
+        gemm_serial(true, false, out_c, in_c, count, 1.0f, dm + e * count * out_c, out_c, v + e * count * in_c,
+                    in_c, 1.0f, du_part + e * plane, in_c);
     }
   }
   transform_weight_gradient(g, du.data(), parts, dw, accumulate);

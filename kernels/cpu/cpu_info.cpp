@@ -3,12 +3,15 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "kernels/gemm.h"
+
 namespace kernels::cpu {
 
 CpuInfo cpu_info() {
   CpuInfo info;
   std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line, flags;
+  std::string line, flags, vendor;
+  int family = 0;
   while (std::getline(cpuinfo, line)) {
     const auto colon = line.find(':');
     if (colon == std::string::npos || colon == 0) continue;
@@ -17,10 +20,14 @@ CpuInfo cpu_info() {
     if (key == "model name" && info.model == "unknown") info.model = value;
     if (key == "cpu MHz" && info.mhz == 0.0) info.mhz = std::atof(value.c_str());
     if (key == "flags" && flags.empty()) flags = " " + value + " ";
+    if (key == "vendor_id" && vendor.empty()) vendor = value;
+    if (key == "cpu family" && family == 0) family = std::atoi(value.c_str());
   }
   auto has = [&](const char* flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
-  info.flop_per_cycle = has("fma") && has("avx2") ? 32 : has("avx") ? 16 : 8;
   info.avx512 = has("avx512f");
+  const bool full_width_avx512 = info.avx512 && vendor == "AuthenticAMD" && family >= 0x1a;  // Zen 5 on
+  info.gemm_library = gemm_library();
+  info.flop_per_cycle = full_width_avx512 ? 64 : has("fma") && has("avx2") ? 32 : has("avx") ? 16 : 8;
   return info;
 }
 

@@ -7,15 +7,17 @@
 // OpenMP's, the two pools' idle threads busy-wait against each other on 2 cores: measured A/B in
 // one process (conv forward + both backwards, 9 DenseNet/IRv2 shapes, batch 8, 2 threads, default
 // OMP_WAIT_POLICY): 400 ms with OpenBLAS threads, 205 ms with this split.
-// Every element of C is still computed by one sequential k loop, and no block is small enough to
-// switch OpenBLAS to its small-matrix kernels (split_block), so results do not depend on the thread
-// count.
+// The split is fixed by the product's sizes, never by the thread count or by whether the call is
+// already inside a parallel region (then its parts run one after the other), so every BLAS call, and
+// so every bit of C, is the same for any number of threads, whatever kernels the BLAS runs (see
+// kGemmParts). Kernels whose own chunks are the parallel work call gemm_serial, one call per chunk.
 // gemm_mixed widens bf16 operands into f32 copies, runs gemm, and rounds a bf16 C once (bf16_widen.h).
 #include "kernels/gemm.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/bf16_widen.h"
@@ -76,23 +78,27 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
 }
 #endif
 
-// OpenBLAS computes small products (m * n * k up to 1e6) with other kernels than large ones, and they
-// round differently: splitting a product's rows or columns changed bits in 186 of 4,520 shapes tried
-// (OpenBLAS 0.3.21), every time because a part fell into that range. So no part is ever smaller than
-// kMinPartMacs: a split product and the unsplit one use the same kernel, and the result does not
-// depend on the thread count.
+// BLAS kernels may round an element of C differently depending on the part of the product it is computed
+// in: OpenBLAS 0.3.21 computes small products (m * n * k up to 1e6) with other kernels than large ones
+// (186 of 4,520 shapes tried changed bits when their rows or columns were split, every time because a part
+// fell into that range), and its AVX2 (Haswell) kernels, which it runs on AVX2 machines or where
+// OPENBLAS_CORETYPE=Haswell says so, round a row by its place in a block of 12 rows or in the tail: a
+// split at a row that is not a multiple of 12 changed bits in 3,080 of 5,184 shapes tried. So the parts
+// depend on the product alone: kGemmParts of them (one per thread of our 2-core machines) where every
+// part, the last and shortest included, has at least kMinPartMacs multiply-adds, else one. On machines with
+// more cores a product (a pointwise convolution, a linear layer) still runs on two threads, while the other
+// convolutions' chunks, which are many, use them all: more parts would repack an operand once per part,
+// which costs a 2-core machine's threads about 32 / rows of each part's time.
 constexpr double kMinPartMacs = 2e6;
+constexpr int64_t kGemmParts = 2;
 
-// Rows (or columns) per part when `length` of them, each worth `macs_per_unit` multiply-adds, are
-// split over up to `threads` parts: a multiple of 16, every part (the last, shortest, included) at
-// least kMinPartMacs. Returns `length` (one part) when no split qualifies.
-int64_t split_block(int64_t length, double macs_per_unit, int threads) {
-  for (int64_t parts = threads; parts > 1; --parts) {
-    const int64_t block = ((length + parts - 1) / parts + 15) / 16 * 16;
-    const int64_t last = length - (length - 1) / block * block;
-    if (block < length && double(last) * macs_per_unit >= kMinPartMacs) return block;
-  }
-  return length;
+// Rows (or columns) per part when `length` of them, each worth `macs_per_unit` multiply-adds, are split
+// into kGemmParts parts: a multiple of 16, every part at least kMinPartMacs. Returns `length` (one part)
+// when no split qualifies.
+int64_t split_block(int64_t length, double macs_per_unit) {
+  const int64_t block = ((length + kGemmParts - 1) / kGemmParts + 15) / 16 * 16;
+  const int64_t last = length - (length - 1) / block * block;
+  return block < length && double(last) * macs_per_unit >= kMinPartMacs ? block : length;
 }
 
 // gemm over f32 views (sizes from the views): what gemm_mixed runs on its widened operands.
@@ -125,14 +131,14 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
   }
   const bool split_rows = m >= n;
   const int64_t length = split_rows ? m : n;
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const int64_t block = split_block(length, double(m) * double(n) * double(k) / double(length), threads);
+  const int64_t block = split_block(length, double(m) * double(n) * double(k) / double(length));
   if (block >= length) {
     sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   const int64_t blocks = (length + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(threads)
+  const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<int64_t>(blocks, omp_get_max_threads()));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t p = 0; p < blocks; ++p) {
     const int64_t begin = p * block, size = std::min(length, begin + block) - begin;
     if (split_rows)  // rows [begin, begin + size) of C and op(A)
@@ -142,6 +148,24 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
       sgemm(transpose_a, transpose_b, m, size, k, alpha, a, lda,
             transpose_b ? b + begin * ldb : b + begin, ldb, beta, c + begin, ldc);
   }
+}
+
+void gemm_serial(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) return gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+std::string gemm_library() {
+#ifdef ENGINE_HAVE_OPENBLAS
+  // openblas_get_config(): "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ...": its first two words.
+  const std::string config = openblas_get_config();
+  const size_t second_space = config.find(' ', config.find(' ') + 1);
+  return config.substr(0, second_space) + ", " + openblas_get_corename() + " kernels";
+#else
+  return "built-in";
+#endif
 }
 
 int num_threads() { return omp_get_max_threads(); }

@@ -1,7 +1,7 @@
 // CPU GEMM (kernels/gemm.h; OpenBLAS, or the built-in fallback) against direct loops in double:
 // every transpose combination, padded leading dimensions whose gaps hold NaN (never read, never
 // written), alpha and beta, k == 0, and C full of NaN before a beta == 0 product (C must not be
-// read then). The product is the same bits for 1 and 2 threads.
+// read then). The product is the same bits for 1 and 2 threads, and inside a parallel region.
 //
 // Tolerance: a float result r matches the double reference e when |r - e| <= 1e-4 + 1e-4 * |e|
 // (inputs uniform in [-1, 1), at most a few thousand products per element).
@@ -83,6 +83,32 @@ TEST_P(CpuGemm, SameBitsForOneAndTwoThreads) {
   EXPECT_TRUE(bitwise_equal(c[0], c[1]));
 }
 
+// Inside a parallel region (a kernel's own parallel loop) gemm runs the same parts one after the other:
+// the same bits as outside. gemm_serial is the same for 1 and 2 threads too (one call).
+TEST_P(CpuGemm, SameBitsInsideAParallelRegionAndAsOneSerialCall) {
+  const GemmCase g = GetParam();
+  std::mt19937 rng(9);
+  const GemmData d(g, rng);
+  const int threads = cpu::num_threads();
+  cpu::set_num_threads(2);
+  Matrix outside = d.c, inside = d.c, serial[2] = {d.c, d.c};
+  run_gemm(g, d, &outside);
+#pragma omp parallel num_threads(2)
+  {
+#pragma omp single
+    run_gemm(g, d, &inside);
+  }
+  for (int t = 0; t < 2; ++t) {
+    cpu::set_num_threads(t + 1);
+    cpu::gemm_serial(g.transpose_a, g.transpose_b, g.m, g.n, g.k, g.alpha, d.a.ptr(), d.a.ld, d.b.ptr(), d.b.ld,
+                     g.beta, serial[t].ptr(), serial[t].ld);
+  }
+  cpu::set_num_threads(threads);
+  EXPECT_TRUE(bitwise_equal(outside, inside));
+  EXPECT_TRUE(bitwise_equal(serial[0], serial[1]));
+  EXPECT_TRUE(matches(serial[0], gemm_reference(g, d)));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CpuGemm,
     ::testing::Values(GemmCase{"nn", 7, 5, 3, false, false, 0, 1.0f, 0.0f},
@@ -94,7 +120,11 @@ INSTANTIATE_TEST_SUITE_P(
                       GemmCase{"linear_head", 8, 1, 1920, false, true, 0, 1.0f, 1.0f},
                       GemmCase{"wide_short", 3, 700, 64, false, false, 5, 1.0f, 0.0f},
                       GemmCase{"tall_narrow", 1031, 7, 33, false, false, 0, 1.0f, 0.0f},
-                      GemmCase{"weight_gradient_tn", 24, 40, 300, true, false, 4, 1.0f, 1.0f}),
+                      GemmCase{"weight_gradient_tn", 24, 40, 300, true, false, 4, 1.0f, 1.0f},
+                      // Large enough to be split in two (rows, then columns), at a row that is not a
+                      // multiple of 12 (OpenBLAS's AVX2 kernels round a row by its place in a block of 12).
+                      GemmCase{"split_rows", 1000, 64, 100, false, true, 0, 1.0f, 0.0f},
+                      GemmCase{"split_columns_beta", 40, 900, 200, true, false, 3, 1.0f, 0.5f}),
     test_support::case_name<GemmCase>);
 
 }  // namespace
