@@ -6,7 +6,11 @@
 # want). Seconds per image forward and forward + backward, the ratios, and the fraction of the CPU's peak
 # our runs reach.
 #   scripts/bench_cpu.sh [--threads N] [--batch N] [--reps N] [--quick] [--only NET] [--no-torch2]
+#                        [--keep-openblas-coretype]
 # --no-torch2 leaves out PyTorch 2.x (its venv takes about 5.5 GB and a download on first use).
+# OpenBLAS runs the kernels it picks for the CPU: an OPENBLAS_CORETYPE from the environment is left out
+# (some machines' environments pin the AVX2 "Haswell" kernels on AVX-512 CPUs, whose GEMMs then run at
+# about 0.6x: docs/perf-notes.md, "OpenBLAS's kernels"), unless --keep-openblas-coretype.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
@@ -15,9 +19,19 @@ source scripts/lib/torch2_env.sh
 
 args=()
 with_torch2=1
+keep_coretype=0
 for arg in "$@"; do
-  if [ "$arg" = "--no-torch2" ]; then with_torch2=0; else args+=("$arg"); fi
+  case "$arg" in
+    --no-torch2) with_torch2=0 ;;
+    --keep-openblas-coretype) keep_coretype=1 ;;
+    *) args+=("$arg") ;;
+  esac
 done
+if [ "$keep_coretype" = 0 ] && [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+  echo "note: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE from the environment left out (OpenBLAS picks the CPU's" \
+       "kernels; --keep-openblas-coretype keeps it)"
+  unset OPENBLAS_CORETYPE
+fi
 BUILD_DIR="${BUILD_DIR:-build}"
 engine_ensure_build_deps
 engine_build "$BUILD_DIR" >/dev/null

@@ -83,7 +83,7 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
 // (186 of 4,520 shapes tried changed bits when their rows or columns were split, every time because a part
 // fell into that range), and its AVX2 (Haswell) kernels, which it runs on AVX2 machines or where
 // OPENBLAS_CORETYPE=Haswell says so, round a row by its place in a block of 12 rows or in the tail: a
-// split at a row that is not a multiple of 12 changed bits in 3,080 of 5,184 shapes tried. So the parts
+// split at half the rows (a multiple of 16) changed bits in 3,080 of 5,184 shapes tried. So the parts
 // depend on the product alone: kGemmParts of them (one per thread of our 2-core machines) where every
 // part, the last and shortest included, has at least kMinPartMacs multiply-adds, else one. On machines with
 // more cores a product (a pointwise convolution, a linear layer) still runs on two threads, while the other
