@@ -2,7 +2,8 @@
 //
 // args.json (JSON, written and read with nlohmann-json): every TrainOptions field under its snake_case name
 // ("arch", "lr", "batch_size", ..., "test_checkpoint"), then what the run resolved (strings: "data_root",
-// "device_used", "weights_used", "train_images", "validation_images", "test_images"), then
+// "device_used", "processes", "sync_bn", "bucket_mb", "weights_used", "train_images", "validation_images",
+// "test_images", and on the CPU "cpu_gemm": the GEMM's library and kernels), then
 // "format": "mura-engine-args-v1". read_train_options turns it back into TrainOptions (keys absent from an
 // older file keep their defaults, but for checkpoint_hist: see TrainOptions; the resolved keys are not
 // options and are skipped).

@@ -25,6 +25,7 @@
 #include "engine/grad_buckets.h"
 #include "engine/engine.h"
 #include "engine/graph_step.h"
+#include "engine/runtime.h"
 #include "engine/serialize.h"
 #include "engine/training_step.h"
 #include "experiment/chart_png.h"
@@ -516,16 +517,20 @@ void open_output(const Run& run) {
   const TrainOptions& o = run.o;
   data::make_directories(run.checkpoint_dir);
   if (!o.resume) data::write_split(run.split, o.out + "/split");
-  data::write_file_atomic(o.out + "/args.json",
-                          train_options_json(o, {{"data_root", run.root},
-                                                 {"device_used", run.device.str()},
-                                                 {"processes", std::to_string(run.world->size())},
-                                                 {"sync_bn", o.sync_bn ? "true" : "false"},
-                                                 {"bucket_mb", g9(o.bucket_mb)},
-                                                 {"weights_used", run.weights_note},
-                                                 {"train_images", std::to_string(run.split.train.size())},
-                                                 {"validation_images", std::to_string(run.split.validation.size())},
-                                                 {"test_images", std::to_string(run.split.test.size())}}));
+  std::vector<std::pair<std::string, std::string>> resolved = {
+      {"data_root", run.root},
+      {"device_used", run.device.str()},
+      {"processes", std::to_string(run.world->size())},
+      {"sync_bn", o.sync_bn ? "true" : "false"},
+      {"bucket_mb", g9(o.bucket_mb)},
+      {"weights_used", run.weights_note},
+      {"train_images", std::to_string(run.split.train.size())},
+      {"validation_images", std::to_string(run.split.validation.size())},
+      {"test_images", std::to_string(run.split.test.size())}};
+  // The last bits of a CPU run depend on the GEMM's kernels (OpenBLAS picks them by CPU, or as
+  // OPENBLAS_CORETYPE says): recorded, so that a rerun that differs can be told why.
+  if (!run.device.is_cuda()) resolved.emplace_back("cpu_gemm", engine::cpu_info().gemm_library);
+  data::write_file_atomic(o.out + "/args.json", train_options_json(o, resolved));
   message("%s (%s head, %s BN) on %s: %zu train, %zu validation, %zu test images; %lld epochs from %lld\n",
           o.arch.c_str(), o.head.c_str(), o.flavor.c_str(), run.device.str().c_str(), run.split.train.size(),
           run.split.validation.size(), run.split.test.size(), static_cast<long long>(o.epochs),

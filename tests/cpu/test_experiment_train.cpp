@@ -190,6 +190,9 @@ TEST(Trainer, ResumeContinuesTheScheduleExactly) {
   const std::string args = data::read_file_text(o.out + "/args.json");
   for (const char* key : {"\"sched\": \"plateau\"", "\"weight_decay\": 0.05", "\"best_metric\": \"val_auroc\""})
     EXPECT_NE(args.find(key), std::string::npos) << key;
+  // A CPU run records its GEMM's library and kernels (its last bits depend on them); a GPU run does not.
+  const bool on_cpu = args.find("\"device_used\": \"cpu\"") != std::string::npos;
+  EXPECT_EQ(args.find("\"cpu_gemm\": \"") != std::string::npos, on_cpu) << args;
   fs::remove_all(o.out);
   fs::remove_all(a.out);
 }
