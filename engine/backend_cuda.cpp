@@ -94,22 +94,27 @@ class CudaBackend final : public DeviceBackend {
   void fill(float* dst, int64_t count, float value) const override {
     if (count > 0) kernels::cuda::fill(kernels::MatrixView(dst, 1, count, count), value);
   }
-  // The device kernel moves 4-byte elements (f32) over up to 8 dimensions; 2-byte ones (bf16) go through
-  // the conversion kernel (a bf16 -> bf16 copy) where the copy is one of row-strided matrices.
+  // The device's strided-copy kernel moves 4-byte (f32) or 2-byte (bf16) elements over up to 8 dimensions;
+  // a bf16 copy of row-strided matrices goes through the conversion kernel (a bf16 -> bf16 copy, 16-byte
+  // loads where aligned) instead.
   void strided_copy(int ndim, const int64_t* shape, void* dst, const int64_t* dst_strides, const void* src,
                     const int64_t* src_strides, size_t element_size) const override {
-    if (element_size == dtype_size(DType::bf16)) {
+    const bool bf16 = element_size == dtype_size(DType::bf16);
+    if (bf16) {
       int64_t rows = 0, cols = 0, ld_dst = 0, ld_src = 0;
-      ENGINE_CHECK(row_copy(ndim, shape, dst_strides, src_strides, &rows, &cols, &ld_dst, &ld_src))
-          << "copy_from: a bf16 copy on CUDA needs row-strided tensors (a dense last dimension, the others one "
-             "stride); convert to f32 first";
-      kernels::cuda::convert({src, rows, cols, ld_src, DType::bf16}, {dst, rows, cols, ld_dst, DType::bf16});
-      return;
+      if (row_copy(ndim, shape, dst_strides, src_strides, &rows, &cols, &ld_dst, &ld_src)) {
+        kernels::cuda::convert({src, rows, cols, ld_src, DType::bf16}, {dst, rows, cols, ld_dst, DType::bf16});
+        return;
+      }
     }
     ENGINE_CHECK(ndim <= 8) << "copy_from: strided copies on CUDA support up to 8 dimensions";
-    ENGINE_CHECK(element_size == sizeof(float)) << "copy_from: strided copies on CUDA support f32 only";
-    kernels::cuda::strided_copy(ndim, shape, static_cast<const float*>(src), src_strides, static_cast<float*>(dst),
-                                dst_strides);
+    ENGINE_CHECK(bf16 || element_size == sizeof(float)) << "copy_from: strided copies on CUDA support f32 and bf16";
+    if (bf16)
+      kernels::cuda::strided_copy(ndim, shape, static_cast<const kernels::BFloat16*>(src), src_strides,
+                                  static_cast<kernels::BFloat16*>(dst), dst_strides);
+    else
+      kernels::cuda::strided_copy(ndim, shape, static_cast<const float*>(src), src_strides,
+                                  static_cast<float*>(dst), dst_strides);
   }
   void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t count) const override {
     if (count > 0)

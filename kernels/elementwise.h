@@ -46,7 +46,10 @@ namespace kernels::cuda {
 // CUDA only:
 // Column sums (bias gradients): out[c] (+)= sum_r x[r, c].
 void column_sums(ConstMatrixView x, float* out, bool accumulate);
-// General strided copy of up to 8 dimensions (Tensor::copy_from between arbitrary views on the device).
+// General strided copy of up to 8 dimensions (Tensor::copy_from between arbitrary views on the device);
+// the bf16 one moves the 2-byte elements' bits.
 void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides, float* dst,
+                  const int64_t* dst_strides);
+void strided_copy(int ndim, const int64_t* shape, const BFloat16* src, const int64_t* src_strides, BFloat16* dst,
                   const int64_t* dst_strides);
 }  // namespace kernels::cuda

@@ -425,6 +425,11 @@ void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_
   detail::strided_copy(ndim, shape, src, src_strides, dst, dst_strides, false);
 }
 
+void strided_copy(int ndim, const int64_t* shape, const BFloat16* src, const int64_t* src_strides, BFloat16* dst,
+                  const int64_t* dst_strides) {
+  detail::strided_copy(ndim, shape, src, src_strides, dst, dst_strides);
+}
+
 namespace detail {
 
 void add_row_vector(int64_t rows, int64_t cols, const float* v, float* dst, int64_t ld_dst) {

@@ -1,7 +1,8 @@
 // The CUDA device table (engine/backend.h) against the CPU's: copies in every direction, fills and
-// strided copies give the CPU's bytes; device memory statistics (engine/runtime.h) follow allocations; a
+// strided copies (f32 and bf16) give the CPU's bytes; device memory statistics (engine/runtime.h) follow allocations; a
 // tensor too large for the device is a recognisable out-of-memory error.
 // Skips without a CUDA device.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,40 @@ TEST(CudaBackend, FillAndStridedCopyMatchTheCpu) {
   cuda.release(d, 64 * sizeof(float));
   cuda.release(d_src, 60 * sizeof(float));
   cuda.release(d_dst, 96 * sizeof(float));
+}
+
+// bf16 strided copies move the 2-byte elements' bits (NaN payloads, -0 and subnormals among them): a
+// permuted [4, 3, 5] block into rows of 8 (the strided-copy kernel) and a row-strided [3, 5] block into
+// rows of 7 (the conversion kernel); the gaps keep their sentinel.
+TEST(CudaBackend, Bf16StridedCopiesMoveTheBitsAsTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  const DeviceBackend& cpu = backend_for(Device::cpu());
+  const DeviceBackend& cuda = backend_for(Device::cuda(0));
+  constexpr uint16_t kSentinel = 0xBEEF;
+  std::vector<uint16_t> src(60);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint16_t>(i * 2731u + 17u);
+  src[3] = 0x7FC1, src[7] = 0x8000, src[11] = 0x0001;  // a NaN with a payload, -0, a subnormal
+  struct Case {
+    std::vector<int64_t> shape, src_strides, dst_strides;
+    size_t dst_elements;
+  };
+  const Case cases[] = {{{4, 3, 5}, {1, 20, 4}, {24, 8, 1}, 96}, {{3, 5}, {5, 1}, {7, 1}, 21}};
+  uint16_t* d_src = static_cast<uint16_t*>(cuda.allocate(src.size() * 2));
+  cuda.copy_from_host(d_src, src.data(), src.size() * 2);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.shape.size());
+    const int ndim = static_cast<int>(c.shape.size());
+    std::vector<uint16_t> want(c.dst_elements, kSentinel), got(c.dst_elements, 0);
+    cpu.strided_copy(ndim, c.shape.data(), want.data(), c.dst_strides.data(), src.data(), c.src_strides.data(), 2);
+    uint16_t* d_dst = static_cast<uint16_t*>(cuda.allocate(c.dst_elements * 2));
+    const std::vector<uint16_t> poison(c.dst_elements, kSentinel);
+    cuda.copy_from_host(d_dst, poison.data(), c.dst_elements * 2);
+    cuda.strided_copy(ndim, c.shape.data(), d_dst, c.dst_strides.data(), d_src, c.src_strides.data(), 2);
+    cuda.copy_to_host(got.data(), d_dst, c.dst_elements * 2);
+    EXPECT_EQ(got, want);
+    cuda.release(d_dst, c.dst_elements * 2);
+  }
+  cuda.release(d_src, src.size() * 2);
 }
 
 TEST(CudaBackend, TensorsOnTheDeviceMatchTheCpu) {
