@@ -77,6 +77,7 @@ void ParameterArena::refresh_bf16_copy() {
   // The conversion Tensor::to(DType::bf16) runs, into the copy's buffer.
   backend_for(device()).convert(values_.raw_data(), DType::f32, bf16_values_.raw_data(), DType::bf16, numel());
   bf16_current_ = true;
+  bf16_masters_writes_ = values_.storage()->write_count();
   ++bf16_refreshes_;
 }
 
@@ -86,7 +87,8 @@ void ParameterArena::check_bf16_copy() const {
   for (size_t i = 0; i < copy.size(); ++i)
     ENGINE_CHECK(copy[i] == fresh[i])
         << "the arena's bf16 working copy is stale at element " << i << " of " << copy.size()
-        << ": the master weights were written other than by the optimizer without invalidate_bf16_copy()";
+        << ": the master weights were written through raw pointers, other than by the optimizer, without "
+           "invalidate_bf16_copy()";
 }
 
 kernels::BFloat16* ParameterArena::bf16_copy_data() const {
@@ -94,7 +96,7 @@ kernels::BFloat16* ParameterArena::bf16_copy_data() const {
 }
 
 Tensor ParameterArena::bf16_view(const Tensor& weight) const {
-  if (!bf16_current_ || !weight.defined() || weight.dtype() != DType::f32 || !weight.is_contiguous() ||
+  if (!bf16_copy_current() || !weight.defined() || weight.dtype() != DType::f32 || !weight.is_contiguous() ||
       weight.storage() != values_.storage())
     return Tensor();
   const int64_t start = weight.offset() - values_.offset(), n = weight.numel();

@@ -18,9 +18,12 @@
 //     Bf16WorkingCopyScope around its forward and its backward, which refreshes the copy first unless it
 //     is current; outside such a scope every op rounds the master itself;
 //   - every other write to the masters (initialisation, weights or a checkpoint loaded, a broadcast,
-//     copy_from, a test) happens outside a step. One that runs between two steps of the same arena calls
-//     invalidate_bf16_copy(), and the next step refreshes the copy; Optimizer::set_step_count (--resume
-//     restores it with the weights and the moments) does so itself, and a new copy starts stale.
+//     copy_from, a test) happens outside a step. The arena notices one made through the Tensor API
+//     (copy_from, fill_: the storage's write count, engine/tensor.h, moved since the copy was made), and
+//     the next step refreshes the copy; a writer through raw pointers between two steps of the same arena
+//     (an all-reduce or broadcast into the masters) calls invalidate_bf16_copy() instead.
+//     Optimizer::set_step_count (--resume restores it with the weights and the moments) invalidates it
+//     too, and a new copy starts stale.
 // With ENGINE_CHECK_BF16_COPY=1 in the environment every scope that finds the copy current compares it
 // with a fresh rounding of the masters and fails on a difference (a writer that did not invalidate it):
 // a debugging aid that costs a conversion and a host copy per step.
@@ -50,13 +53,17 @@ class ParameterArena {
   bool has_bf16_copy() const { return bf16_values_.defined(); }
   const Tensor& bf16_values() const { return bf16_values_; }            // [numel] bf16, values()' order
   const NamedTensors& bf16_parameters() const { return bf16_parameters_; }  // each parameter's bf16 view
-  bool bf16_copy_current() const { return bf16_current_; }
+  // Refreshed since it was made stale, and no Tensor-API write to the masters since the refresh.
+  bool bf16_copy_current() const {
+    return bf16_current_ && values_.storage()->write_count() == bf16_masters_writes_;
+  }
   int64_t bf16_refresh_count() const { return bf16_refreshes_; }  // refresh_bf16_copy calls so far
   // values() rounded into the copy by one conversion kernel (the one Tensor::to(DType::bf16) runs); current.
   void refresh_bf16_copy();
   // Throws unless the copy is bit for bit the rounding of values() (ENGINE_CHECK_BF16_COPY, above).
   void check_bf16_copy() const;
-  // The masters were written other than by the optimizer: the next scope refreshes the copy first.
+  // The masters were written through raw pointers, other than by the optimizer: the next scope refreshes
+  // the copy first (a Tensor-API write is noticed without it).
   void invalidate_bf16_copy() { bf16_current_ = false; }
   // The optimizers' output pointer for the copy (null without one): their update keeps it as current as
   // it was before.
@@ -71,6 +78,7 @@ class ParameterArena {
   Tensor bf16_values_;
   NamedTensors bf16_parameters_;
   bool bf16_current_ = false;
+  uint64_t bf16_masters_writes_ = 0;  // values_' storage write count when the copy was refreshed
   int64_t bf16_refreshes_ = 0;
 };
 

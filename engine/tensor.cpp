@@ -249,6 +249,7 @@ float Tensor::item() const {
 
 void Tensor::fill_(float value) const {
   if (numel() == 0) return;
+  storage()->note_write();
   if (dtype() != DType::f32) return copy_from(full(shape(), value, device()).to(dtype()));
   // A strided fill through the copy routine would be slow; tensors we fill are dense or row-strided.
   if (is_contiguous()) {
@@ -265,6 +266,7 @@ void Tensor::copy_from(const Tensor& source) const {
       << "copy_from: a " << dtype_name(source.dtype()) << " tensor into a " << dtype_name(dtype())
       << " one; convert it with to(DType) first";
   if (numel() == 0) return;
+  storage()->note_write();
   if (device() == source.device() && is_contiguous() && source.is_contiguous()) {
     backend_for(device()).copy_within(raw_data(), source.raw_data(), numel() * dtype_size(dtype()));
     return;

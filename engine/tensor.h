@@ -12,6 +12,7 @@
 // Methods here are raw: they do not record autograd history. The differentiable operations live in
 // engine/ops.h (reshape, slice_channels, concat_channels, ...).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -38,8 +39,14 @@ class Storage {
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
   bool pinned() const { return pinned_; }
+  // Writes through the Tensor API into these bytes so far (Tensor::copy_from, fill_): a cache of the
+  // contents compares it to notice writes it was not told of (the bf16 working copy of engine/optim.h).
+  // Kernels writing through data() pointers (the ops, the optimizers) do not count.
+  uint64_t write_count() const { return writes_.load(std::memory_order_relaxed); }
+  void note_write() { writes_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
+  std::atomic<uint64_t> writes_{0};
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;

@@ -300,6 +300,38 @@ TEST(Bf16WorkingCopy, DenseNetTinyTrainsBitForBitAsWithoutTheCopy) {
   }
 }
 
+// A write to the masters through the Tensor API (copy_from, fill_) between steps makes the copy stale
+// without a word to the arena (the storage's write count): the next step refreshes it and sees the write.
+// The optimizer's own update (raw pointers, the copy written in the same pass) leaves it current.
+TEST(Bf16WorkingCopy, ATensorWriteToTheMastersIsNoticedWithoutBeingTold) {
+  SmallNet net(8);
+  ParameterArena arena(net.named_parameters());
+  Adam adam(arena, Adam::pytorch(1e-2f));
+  StepOptions options;
+  options.precision = Precision::bf16;
+  TrainingStep step(net, arena, &adam, options);
+  const Batch b = small_batch(85);
+  for (int s = 0; s < 2; ++s) step.run(b.images, b.labels);
+  ASSERT_TRUE(arena.bf16_copy_current()) << "the optimizer's update keeps the copy current";
+  EXPECT_EQ(arena.bf16_refresh_count(), 1);
+
+  const Tensor& weight = arena.parameters().front().second;
+  Generator gen(86);
+  weight.copy_from(test_support::random_tensor(weight.shape(), gen, -0.5f, 0.5f));
+  EXPECT_FALSE(arena.bf16_copy_current()) << "copy_from into a parameter";
+  EXPECT_FALSE(arena.bf16_view(weight).defined());
+  const std::vector<float> expected = net.forward(b.images.to(DType::bf16)).to_vector();
+  EXPECT_EQ(step.run(b.images, b.labels).logits.to_vector(), expected);
+  expect_copy_current(arena, "after the copied step");
+  EXPECT_EQ(arena.bf16_refresh_count(), 2);
+
+  arena.parameters().back().second.fill_(0.125f);
+  EXPECT_FALSE(arena.bf16_copy_current()) << "fill_ of a parameter";
+  step.run(b.images, b.labels);
+  expect_copy_current(arena, "after the filled step");
+  EXPECT_EQ(arena.bf16_refresh_count(), 3);
+}
+
 // Writes to the masters between steps, other than by the optimizer: the next step's ops see them.
 TEST(Bf16WorkingCopy, WritesBetweenStepsReachTheNextStep) {
   SmallNet net(8);
