@@ -19,6 +19,7 @@
 // calls that mix f32 and bf16, go through kernels/cuda/bf16_widen.h.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -209,24 +210,27 @@ struct AddRowVectorOp {
   __device__ void operator()(int64_t r, int64_t c) const { dst[r * ld + c] += v[c]; }
 };
 
-// Element i of a [rows, cols] row-strided matrix, as a double (for sum); a division only when strided.
+// Element i of a [rows, cols] row-strided matrix (f32, or bf16 widened exactly), as a double (for sum); a
+// division only when strided.
+template <typename T>
 struct MatrixElement {
-  const float* x;
+  const T* x;
   int64_t cols;
   int64_t ld;
   template <typename Index>
   __device__ double operator()(Index i) const {
-    if (cols == ld) return double(x[int64_t(i)]);  // dense: no division
+    if (cols == ld) return double(load(x + int64_t(i)));  // dense: no division
     const Index r = i / Index(cols);
-    return double(x[int64_t(r) * ld + int64_t(i - r * Index(cols))]);
+    return double(load(x + int64_t(r) * ld + int64_t(i - r * Index(cols))));
   }
 };
 
+template <typename T>
 struct ColumnLoad {
-  const float* x;
+  const T* x;
   int64_t ld;
   __device__ void operator()(int64_t r, int64_t c, double (&acc)[1]) const {
-    acc[0] += double(x[r * ld + c]);
+    acc[0] += double(load(x + r * ld + c));
   }
 };
 
@@ -402,22 +406,24 @@ void sigmoid_backward(ConstMatrixView y_view, ConstMatrixView dy_view, MatrixVie
   map_views<2>({y_view, dy_view}, dx_view, accumulate, SigmoidGrad{}, "sigmoid_backward");
 }
 
+// sum and column_sums read bf16 natively: each element widened exactly and summed in double, in the f32
+// kernels' order, so the results are the emulation's (widen into f32, the f32 kernel) bit for bit.
 double sum(ConstMatrixView x_view) {
-  if (any_bf16(x_view)) return run_widened(&sum, x_view);
   const int64_t rows = x_view.rows, cols = x_view.cols, ldx = x_view.ld;
-  const float* x = x_view.f32();
   if (rows <= 0 || cols <= 0) return 0.0;
-  return detail::reduce_to_host(rows * cols, MatrixElement{x, cols, ldx}, "sum");
+  if (x_view.dtype == DType::bf16)
+    return detail::reduce_to_host(rows * cols, MatrixElement<BFloat16>{x_view.bf16(), cols, ldx}, "sum_bf16");
+  return detail::reduce_to_host(rows * cols, MatrixElement<float>{x_view.f32(), cols, ldx}, "sum");
 }
 
 void column_sums(ConstMatrixView x_view, float* out, bool accumulate) {
-  if (any_bf16(x_view)) return run_widened(&column_sums, x_view, out, accumulate);
-  int64_t rows = x_view.rows;
-  const int64_t cols = x_view.cols, ldx = x_view.ld;
-  const float* x = x_view.f32();
-  if (rows < 0) rows = 0;
-  detail::column_reduce<1>(rows, cols, ColumnLoad{x, ldx}, ColumnStore{out, accumulate},
-                           "column_sums");
+  const int64_t rows = std::max<int64_t>(x_view.rows, 0), cols = x_view.cols, ldx = x_view.ld;
+  if (x_view.dtype == DType::bf16)
+    detail::column_reduce<1>(rows, cols, ColumnLoad<BFloat16>{x_view.bf16(), ldx}, ColumnStore{out, accumulate},
+                             "column_sums_bf16");
+  else
+    detail::column_reduce<1>(rows, cols, ColumnLoad<float>{x_view.f32(), ldx}, ColumnStore{out, accumulate},
+                             "column_sums");
 }
 
 void strided_copy(int ndim, const int64_t* shape, const float* src, const int64_t* src_strides,

@@ -10,7 +10,8 @@
 //   sum (double): 1e-12 relative (summation order);  column_sums: 1e-6 + 1e-6 |ref| (float result)
 // The maps take 16-byte loads where operands are aligned (the shapes below have dense, strided with a
 // packable stride, odd and tail cases), element loads where not (MisalignedOperandsMatchCpu); all-bf16
-// operands run natively and must give the CPU emulation's values (Bf16MatchesCpuEmulation).
+// operands run natively and must give the CPU emulation's values (Bf16MatchesCpuEmulation); bf16 sum and
+// column_sums equal the sums of the widened values bit for bit (Bf16SumsEqualTheSumsOfTheWidenedValues).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -310,6 +311,29 @@ TEST_P(CudaElementwise, Bf16MatchesCpuEmulation) {
       EXPECT_TRUE(one_ulp ? close(got[size_t(i)], ref[size_t(i)], 1e-6, 8e-3) : bitwise_equal(got[size_t(i)], ref[size_t(i)]))
           << names[i];
     }
+  }
+}
+
+// sum and column_sums read bf16 natively, each element widened exactly and summed in double in the f32
+// kernels' order: the sums of the widened f32 copy (what the emulation ran) bit for bit.
+TEST_P(CudaElementwise, Bf16SumsEqualTheSumsOfTheWidenedValues) {
+  SKIP_WITHOUT_CUDA();
+  const MatrixCase c = GetParam();
+  const Operands o(c, 89);
+  const int64_t R = c.rows, C = c.cols, L = c.ld;
+  const engine::Tensor x = engine::Tensor::from_vector({R, L}, o.a, engine::Device::cuda(), kernels::DType::bf16);
+  const engine::Tensor widened = x.to(kernels::DType::f32);
+  const kernels::ConstMatrixView bf16_view(x.raw_data(), R, C, L, kernels::DType::bf16);
+  const kernels::ConstMatrixView f32_view(widened.raw_data(), R, C, L, kernels::DType::f32);
+  const double native = kernels::cuda::sum(bf16_view), reference = kernels::cuda::sum(f32_view);
+  EXPECT_EQ(std::memcmp(&native, &reference, sizeof(double)), 0) << native << " vs " << reference;
+  const std::vector<float> prior = away_from_zero(size_t(C), 90);
+  for (bool accumulate : {false, true}) {
+    DeviceBuffer got(accumulate ? prior : std::vector<float>(size_t(C), kNaN));
+    DeviceBuffer want(accumulate ? prior : std::vector<float>(size_t(C), kNaN));
+    kernels::cuda::column_sums(bf16_view, got.get(), accumulate);
+    kernels::cuda::column_sums(f32_view, want.get(), accumulate);
+    EXPECT_TRUE(bitwise_equal(got.download(), want.download())) << "column_sums, accumulate " << accumulate;
   }
 }
 
