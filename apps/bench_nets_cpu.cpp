@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     const double peak = peak_gflops_per_core(cpu) * args.threads;
     std::printf("cpu: %s; %d threads of %u; peak estimate %.0f GFLOP/s", cpu.c_str(), engine::num_threads(),
                 std::thread::hardware_concurrency(), peak);
-    for (const char* var : {"OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
+    for (const char* var : {"OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE"})
       if (const char* value = std::getenv(var)) std::printf("; %s=%s", var, value);
     std::printf("\n");
 

@@ -88,7 +88,7 @@ void print_machine(int threads) {
   std::printf("GEMM: %s\n", cpu.gemm_library.c_str());
   std::printf("threads used: %d", threads);
   for (const char* var :
-       {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS"})
+       {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE"})
     if (const char* value = std::getenv(var)) std::printf("  %s=%s", var, value);
   std::printf("\n");
   if (mhz > 0.0) {
