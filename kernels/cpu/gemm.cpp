@@ -11,6 +11,9 @@
 // already inside a parallel region (then its parts run one after the other), so every BLAS call, and
 // so every bit of C, is the same for any number of threads, whatever kernels the BLAS runs (see
 // kGemmParts). Kernels whose own chunks are the parallel work call gemm_serial, one call per chunk.
+// This needs each BLAS call on one thread: OpenBLAS's pthreads build (the one CMake looks for first,
+// Debian's libopenblas0-pthread) obeys openblas_set_num_threads(1); its OpenMP build would take
+// OpenMP's thread count outside a parallel region instead.
 // gemm_mixed widens bf16 operands into f32 copies, runs gemm, and rounds a bf16 C once (bf16_widen.h).
 #include "kernels/gemm.h"
 
