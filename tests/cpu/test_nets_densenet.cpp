@@ -280,8 +280,8 @@ TEST(DenseNet, TrainingStepGivesFiniteGradientsForEveryParameter) {
 }
 
 // A whole training step's gradients do not depend on the number of threads: every CPU kernel splits its
-// work by geometry alone and reduces in a fixed order (GEMM splits never cut below OpenBLAS's threshold for
-// its small-product kernels, which round differently).
+// work by geometry alone and reduces in a fixed order (a GEMM's split, too, is fixed by its sizes: BLAS
+// kernels may round a row by its place in the product; kernels/cpu/gemm.cpp).
 TEST(DenseNet, TrainingStepIsBitIdenticalOnOneAndTwoThreads) {
   Generator data(12);
   const Tensor images = test_support::random_tensor({2, 64, 64, 3}, data, 0.0f, 1.0f);
