@@ -249,10 +249,10 @@ float Tensor::item() const {
 
 void Tensor::fill_(float value) const {
   if (numel() == 0) return;
-  storage()->note_write();
   if (dtype() != DType::f32) return copy_from(full(shape(), value, device()).to(dtype()));
   // A strided fill through the copy routine would be slow; tensors we fill are dense or row-strided.
   if (is_contiguous()) {
+    storage()->note_write();  // (copy_from counts its own)
     backend_for(device()).fill(data(), numel(), value);
   } else {
     copy_from(full(shape(), value, device()));

@@ -300,16 +300,29 @@ TEST(Bf16WorkingCopy, DenseNetTinyTrainsBitForBitAsWithoutTheCopy) {
   }
 }
 
+StepOptions bf16_step_options() {
+  StepOptions options;
+  options.precision = Precision::bf16;
+  return options;
+}
+
+// A small net trained by bf16 steps under PyTorch's Adam (lr 1e-2): where the tests of writes to the
+// masters between steps start.
+struct Bf16AdamTraining {
+  SmallNet net{8};
+  ParameterArena arena{net.named_parameters()};
+  Adam adam{arena, Adam::pytorch(1e-2f)};
+  TrainingStep step{net, arena, &adam, bf16_step_options()};
+};
+
 // A write to the masters through the Tensor API (copy_from, fill_) between steps makes the copy stale
 // without a word to the arena (the storage's write count): the next step refreshes it and sees the write.
 // The optimizer's own update (raw pointers, the copy written in the same pass) leaves it current.
 TEST(Bf16WorkingCopy, ATensorWriteToTheMastersIsNoticedWithoutBeingTold) {
-  SmallNet net(8);
-  ParameterArena arena(net.named_parameters());
-  Adam adam(arena, Adam::pytorch(1e-2f));
-  StepOptions options;
-  options.precision = Precision::bf16;
-  TrainingStep step(net, arena, &adam, options);
+  Bf16AdamTraining training;
+  SmallNet& net = training.net;
+  ParameterArena& arena = training.arena;
+  TrainingStep& step = training.step;
   const Batch b = small_batch(85);
   for (int s = 0; s < 2; ++s) step.run(b.images, b.labels);
   ASSERT_TRUE(arena.bf16_copy_current()) << "the optimizer's update keeps the copy current";
@@ -334,12 +347,11 @@ TEST(Bf16WorkingCopy, ATensorWriteToTheMastersIsNoticedWithoutBeingTold) {
 
 // Writes to the masters between steps, other than by the optimizer: the next step's ops see them.
 TEST(Bf16WorkingCopy, WritesBetweenStepsReachTheNextStep) {
-  SmallNet net(8);
-  ParameterArena arena(net.named_parameters());
-  Adam adam(arena, Adam::pytorch(1e-2f));
-  StepOptions options;
-  options.precision = Precision::bf16;
-  TrainingStep step(net, arena, &adam, options);
+  Bf16AdamTraining training;
+  SmallNet& net = training.net;
+  ParameterArena& arena = training.arena;
+  Adam& adam = training.adam;
+  TrainingStep& step = training.step;
   const Batch b = small_batch(80);
   // The logits of the current masters rounded per call (no scope open: the ops round them themselves).
   const auto fresh_logits = [&] { return net.forward(b.images.to(DType::bf16)).to_vector(); };

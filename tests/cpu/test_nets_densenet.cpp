@@ -4,10 +4,10 @@
 #include <cmath>
 #include <map>
 
-#include "kernels/gemm.h"
 #include "nets/densenet.h"
 #include "nets/registry.h"
 #include "support/gradcheck.h"
+#include "support/thread_determinism.h"
 
 namespace {
 
@@ -279,24 +279,12 @@ TEST(DenseNet, TrainingStepGivesFiniteGradientsForEveryParameter) {
   EXPECT_NE(net->state().back().second.to_vector(), running_var_before);
 }
 
-// A whole training step's gradients do not depend on the number of threads: every CPU kernel splits its
-// work by geometry alone and reduces in a fixed order (a GEMM's split, too, is fixed by its sizes: BLAS
-// kernels may round a row by its place in the product; kernels/cpu/gemm.cpp).
+// A whole training step's gradients do not depend on the number of threads (support/thread_determinism.h).
 TEST(DenseNet, TrainingStepIsBitIdenticalOnOneAndTwoThreads) {
   Generator data(12);
   const Tensor images = test_support::random_tensor({2, 64, 64, 3}, data, 0.0f, 1.0f);
   const Tensor targets = Tensor::from_vector({2}, {1.0f, 0.0f});
-  std::map<std::string, std::vector<float>> grads[2];
-  for (int threads = 1; threads <= 2; ++threads) {
-    kernels::cpu::set_num_threads(threads);
-    Generator gen(10);
-    auto net = nets::make_net("densenet121", Head::flatten, Flavor::keras, 64, gen);
-    bce_with_logits(net->forward(images), targets).backward();
-    for (const auto& [name, t] : net->named_parameters()) grads[threads - 1][name] = t.grad().to_vector();
-  }
-  kernels::cpu::set_num_threads(2);
-  ASSERT_EQ(grads[0].size(), grads[1].size());
-  for (const auto& [name, g] : grads[0]) EXPECT_EQ(g, grads[1].at(name)) << name;
+  test_support::expect_step_gradients_independent_of_threads("densenet121", 64, 10, images, targets);
 }
 
 }  // namespace

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/gemm.h"
 #include "nets/inception_resnet_v2.h"
 #include "nets/registry.h"
 #include "support/gradcheck.h"
+#include "support/thread_determinism.h"
 
 namespace {
 
@@ -221,25 +221,14 @@ TEST(InceptionResNetV2, TrainingStepGivesFiniteGradientsForEveryParameter) {
 }
 
 // A whole training step's gradients do not depend on the number of threads (as DenseNet's,
-// tests/cpu/test_nets_densenet.cpp), here through Inception-ResNet-v2's other paths: Winograd 3x3s in the
+// support/thread_determinism.h), here through Inception-ResNet-v2's other paths: Winograd 3x3s in the
 // stem and block35 (11x11 at 107 px), 1x7/7x1 and 1x3/3x1 convolutions, strided 3x3s whose backward data
 // scatters (col2im), the pools and the residual tails.
 TEST(InceptionResNetV2, TrainingStepIsBitIdenticalOnOneAndTwoThreads) {
   Generator data(13);
   const Tensor images = test_support::random_tensor({2, 107, 107, 3}, data, -1.0f, 1.0f);
   const Tensor targets = Tensor::from_vector({2}, {1.0f, 0.0f});
-  std::map<std::string, std::vector<float>> grads[2];
-  const int threads_before = kernels::cpu::num_threads();
-  for (int threads = 1; threads <= 2; ++threads) {
-    kernels::cpu::set_num_threads(threads);
-    Generator gen(14);
-    auto net = nets::make_net("inception_resnet_v2", Head::flatten, Flavor::keras, 107, gen);
-    bce_with_logits(net->forward(images), targets).backward();
-    for (const auto& [name, t] : net->named_parameters()) grads[threads - 1][name] = t.grad().to_vector();
-  }
-  kernels::cpu::set_num_threads(threads_before);
-  ASSERT_EQ(grads[0].size(), grads[1].size());
-  for (const auto& [name, g] : grads[0]) EXPECT_EQ(g, grads[1].at(name)) << name;
+  test_support::expect_step_gradients_independent_of_threads("inception_resnet_v2", 107, 14, images, targets);
 }
 
 // Inference runs each residual block's tail as one fused kernel (conv2d_scaled_residual: the conv, its
