@@ -282,6 +282,8 @@ int main(int argc, char** argv) {
       // Inception-ResNet-v2
       {"IRv2 block17 1x7", 17, 128, 160, 1, 7, 1, 0, 3},
       {"IRv2 block17 7x1", 17, 160, 192, 7, 1, 1, 3, 0},
+      {"IRv2 block8 1x3", 8, 192, 224, 1, 3, 1, 0, 1},
+      {"IRv2 block8 3x1", 8, 224, 256, 3, 1, 1, 1, 0},
       {"IRv2 reduction-A 3x3/2 valid", 35, 256, 384, 3, 3, 2, 0, 0},
       {"IRv2 stem 3x3 same", 147, 32, 64, 3, 3, 1, 1, 1},
       {"IRv2 stem 3x3 valid", 73, 80, 192, 3, 3, 1, 0, 0},
@@ -292,12 +294,14 @@ int main(int argc, char** argv) {
       "\nconvolution, batch %lld (NHWC, OHWI)                 GFLOP |  forward ms  GFLOP/s | "
       "bwd-data ms GFLOP/s | bwd-filt ms GFLOP/s\n",
       (long long)b);
-  // Shapes that run as Winograd F(2x2, 3x3) get a second row with the im2col kernels, for comparison
-  // (GFLOP/s counts the direct convolution's multiply-adds, so Winograd rows can pass the machine's peak).
+  // Shapes that run as Winograd (F(2x2, 3x3), or along one axis) get a second row with the im2col kernels, for
+  // comparison (GFLOP/s counts the direct convolution's multiply-adds, so Winograd rows can pass the machine's
+  // peak).
   double conv_total = 0.0;
   for (const ConvShape& s : shapes) {
     conv_total += print_conv_row(s, s.name, b, opt.quick, opt.reps, rng);
-    if (!kernels::cpu::winograd_applies(conv_geometry(s, b, opt.quick))) continue;
+    const kernels::Conv2dGeometry g = conv_geometry(s, b, opt.quick);
+    if (!kernels::cpu::winograd_applies(g) && !kernels::cpu::winograd_1d_applies(g)) continue;
     kernels::cpu::set_winograd_enabled(false);
     print_conv_row(s, "  same, im2col", b, opt.quick, opt.reps, rng);
     kernels::cpu::set_winograd_enabled(true);

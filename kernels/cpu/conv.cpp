@@ -24,7 +24,8 @@
 // loop writes disjoint elements and sums in a fixed order: every GEMM call and every sum is the same
 // run to run and for any number of threads, so are the results, bit for bit.
 // Stride-1 3x3 convolutions with enough channels and pixels take Winograd F(2x2, 3x3) instead, in all three
-// passes (kernels/cpu/conv_winograd.h: winograd_applies).
+// passes (kernels/cpu/conv_winograd.h: winograd_applies), and stride-1 1x7 and 7x1 ones Winograd F(4, 7) along
+// their axis (winograd_1d_applies).
 #include "kernels/conv.h"
 #include "kernels/cpu/bf16_widen.h"
 #include "kernels/cpu/conv_winograd.h"
@@ -303,6 +304,7 @@ void conv2d_forward(const Conv2dGeometry& g, ConstMatrixView x_view, const float
     return;
   }
   if (winograd_applies(g)) return winograd_forward(g, x, ldx, w, bias, y, ldy, false);
+  if (winograd_1d_applies(g)) return winograd_1d_forward(g, x, ldx, w, bias, y, ldy, false);
   im2col_forward(g, x, ldx, w, bias, y, ldy, false);
 }
 
@@ -324,6 +326,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, ConstMatrixView dy_view, cons
     flip_and_swap_channels(g, w, w_t);
     const Conv2dGeometry t = transposed_geometry(g);
     if (winograd_applies(t)) return winograd_forward(t, dy, ldy, w_t, nullptr, dx, ldx, accumulate);
+    if (winograd_1d_applies(t)) return winograd_1d_forward(t, dy, ldy, w_t, nullptr, dx, ldx, accumulate);
     im2col_forward(t, dy, ldy, w_t, nullptr, dx, ldx, accumulate);
     return;
   }
@@ -385,6 +388,7 @@ void conv2d_backward_filter(const Conv2dGeometry& g, ConstMatrixView x_view,
     return;
   }
   if (winograd_applies(g)) return winograd_backward_filter(g, x, ldx, dy, ldy, dw, accumulate);
+  if (winograd_1d_applies(g)) return winograd_1d_backward_filter(g, x, ldx, dy, ldy, dw, accumulate);
   // Chunks fixed by the geometry (dW sums them in order), and so are dW's column blocks (each GEMM
   // call is then the same for any thread count); a thread owns whole column blocks and builds only
   // those columns of each chunk's patches.

@@ -34,6 +34,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/winograd_tiles.h"
 #include "kernels/cpu/workspace.h"
 #include "kernels/with_flag.h"
 #include "kernels/gemm.h"
@@ -42,25 +43,15 @@ namespace kernels::cpu {
 namespace {
 
 constexpr int64_t kElements = 16;  // the 4x4 transformed tile
-// Bytes of a chunk's transformed inputs and GEMM results: about a core's L2 (1 MiB on our EPYCs).
-constexpr int64_t kChunkBytes = int64_t(1) << 20;
-constexpr int64_t kMinChunkTiles = 32;
-// The weight gradient sums its tiles in this many fixed parts (one per thread of our 2-core machines),
-// added in order at the end.
-constexpr int64_t kFilterParts = 2;
 // Smaller maps stay on im2col: DenseNet-201's 7x7 block took 1.3-2.3x longer in Winograd (a quarter of
 // its tiles cover the padding), its 14x14 block 0.7-1.0x the time (docs/perf-notes.md, "Winograd").
 constexpr int64_t kMinOutputSide = 10;
 
-// Threads for the kernels' own parallel loops (1 inside another parallel region).
-int winograd_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
-
-// A zero row of `floats` floats: the input cells outside x (padding), the outputs of a partial tile.
-const float* zeros(int64_t floats) {
-  thread_local std::vector<float> z;
-  if (int64_t(z.size()) < floats) z.assign(size_t(floats), 0.0f);
-  return z.data();
-}
+using winograd::kFilterParts;
+using winograd::tile_chunks;
+using winograd::TileChunks;
+using winograd::zeros;
+int winograd_threads() { return winograd::threads(); }
 
 // The tiles of a convolution: 2x2 output blocks, ceil(out_h / 2) x ceil(out_w / 2) per image.
 struct Tiling {
@@ -68,21 +59,6 @@ struct Tiling {
   explicit Tiling(const Conv2dGeometry& g)
       : rows((g.out_h() + 1) / 2), cols((g.out_w() + 1) / 2), per_image(rows * cols), total(g.batch * per_image) {}
 };
-
-// Chunks of `size` tiles (the last may be shorter): `count` of them, even where the tiles allow.
-struct TileChunks {
-  int64_t size = 0, count = 0;
-};
-
-TileChunks tile_chunks(int64_t tiles, int64_t bytes_per_tile) {
-  const int64_t largest = std::min(tiles, std::max(kMinChunkTiles, kChunkBytes / bytes_per_tile));
-  int64_t count = (tiles + largest - 1) / largest;
-  count += count % 2;
-  TileChunks c;
-  c.size = (tiles + count - 1) / count;
-  c.count = (tiles + c.size - 1) / c.size;
-  return c;
-}
 
 // u[e][o][c] = (G g G^T)[e] for each kernel g = w[o, :, :, c].
 void transform_weights(const Conv2dGeometry& g, const float* w, float* u) {

@@ -115,9 +115,10 @@ struct Reference {
 };
 
 // got == base + ref within the tolerance (base: the prior contents when accumulating, else none),
-// and got's gap is still NaN.
+// and got's gap is still NaN. atol: the absolute part of the tolerance, for kernels whose rounding grows with
+// the results' largest magnitude (Winograd's larger tiles).
 inline ::testing::AssertionResult matches(const Matrix& got, const Reference& ref,
-                                   const Matrix* base = nullptr) {
+                                   const Matrix* base = nullptr, double atol = kAtol) {
   if (got.rows != ref.rows || got.cols != ref.cols)
     return ::testing::AssertionFailure() << "shape mismatch";
   int64_t bad = 0;
@@ -126,7 +127,7 @@ inline ::testing::AssertionResult matches(const Matrix& got, const Reference& re
     for (int64_t j = 0; j < got.cols; ++j) {
       const double expected = ref.at(i, j) + (base != nullptr ? double(base->at(i, j)) : 0.0);
       const double value = got.at(i, j);
-      if (!(std::fabs(value - expected) <= kAtol + kRtol * std::fabs(expected))) {
+      if (!(std::fabs(value - expected) <= atol + kRtol * std::fabs(expected))) {
         if (bad++ == 0)
           first << "first mismatch at [" << i << ", " << j << "]: got " << value << ", expected "
                 << expected;
@@ -141,6 +142,13 @@ inline ::testing::AssertionResult matches(const Matrix& got, const Reference& re
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
          << bad << " bad elements of " << got.rows * got.cols << "; " << first.str();
+}
+
+// The largest |e| of a reference.
+inline double max_abs(const Reference& ref) {
+  double largest = 0.0;
+  for (double v : ref.data) largest = std::max(largest, std::fabs(v));
+  return largest;
 }
 
 inline bool bitwise_equal(const Matrix& a, const Matrix& b) {

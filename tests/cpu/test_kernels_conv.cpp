@@ -134,6 +134,12 @@ class ConvTest : public ::testing::TestWithParam<ConvParam> {
  protected:
   const Conv2dGeometry& geometry() const { return std::get<0>(GetParam()).g; }
   bool strided() const { return std::get<1>(GetParam()); }
+  // The absolute tolerance against `ref`: kAtol, plus for Winograd along one axis 2e-5 of the largest result
+  // (the parity tests' bound for activations): F(4, 7)'s ten points round to about 2e-6 of it on average and
+  // 1e-5 at worst, which on this file's sums of up to 1120 products of [-1, 1) values can pass kAtol.
+  double atol(const Reference& ref) const {
+    return kAtol + (kernels::cpu::winograd_1d_applies(geometry()) ? 2e-5 * max_abs(ref) : 0.0);
+  }
 };
 
 TEST_P(ConvTest, ForwardMatchesDirectLoops) {
@@ -145,7 +151,8 @@ TEST_P(ConvTest, ForwardMatchesDirectLoops) {
     kernels::cpu::conv2d_forward(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx}, d.w.ptr(),
                                  with_bias ? d.bias.ptr() : nullptr,
                                  {y.ptr(), d.g.output_rows(), d.g.out_c, d.ldy});
-    EXPECT_TRUE(matches(y, reference_conv_forward(d.g, d.x, d.w, with_bias ? &d.bias : nullptr)));
+    const Reference ref = reference_conv_forward(d.g, d.x, d.w, with_bias ? &d.bias : nullptr);
+    EXPECT_TRUE(matches(y, ref, nullptr, atol(ref)));
   }
 }
 
@@ -158,14 +165,14 @@ TEST_P(ConvTest, BackwardDataMatchesDirectLoops) {
   kernels::cpu::conv2d_backward_data(d.g, {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
                                      d.w.ptr(), {dx.ptr(), d.g.input_rows(), d.g.in_c, d.lddx},
                                      false);
-  EXPECT_TRUE(matches(dx, ref)) << "overwrite";
+  EXPECT_TRUE(matches(dx, ref, nullptr, atol(ref))) << "overwrite";
 
   const Matrix prior = random_matrix(d.in_rows, d.g.in_c, d.lddx, rng);
   Matrix acc = prior;
   kernels::cpu::conv2d_backward_data(d.g, {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
                                      d.w.ptr(), {acc.ptr(), d.g.input_rows(), d.g.in_c, d.lddx},
                                      true);
-  EXPECT_TRUE(matches(acc, ref, &prior)) << "accumulate";
+  EXPECT_TRUE(matches(acc, ref, &prior, atol(ref))) << "accumulate";
 }
 
 TEST_P(ConvTest, BackwardFilterMatchesDirectLoops) {
@@ -178,7 +185,7 @@ TEST_P(ConvTest, BackwardFilterMatchesDirectLoops) {
   kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
                                        {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy}, dw.ptr(),
                                        dbias.ptr(), false);
-  EXPECT_TRUE(matches(dw, ref_dw)) << "dw overwrite";
+  EXPECT_TRUE(matches(dw, ref_dw, nullptr, atol(ref_dw))) << "dw overwrite";
   EXPECT_TRUE(matches(dbias, ref_dbias)) << "dbias overwrite";
 
   const Matrix prior_dw = random_matrix(d.g.out_c, d.k, d.k, rng);
@@ -187,7 +194,7 @@ TEST_P(ConvTest, BackwardFilterMatchesDirectLoops) {
   kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
                                        {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
                                        acc_dw.ptr(), acc_dbias.ptr(), true);
-  EXPECT_TRUE(matches(acc_dw, ref_dw, &prior_dw)) << "dw accumulate";
+  EXPECT_TRUE(matches(acc_dw, ref_dw, &prior_dw, atol(ref_dw))) << "dw accumulate";
   EXPECT_TRUE(matches(acc_dbias, ref_dbias, &prior_dbias)) << "dbias accumulate";
 
   // Without a bias gradient dw is unchanged.
@@ -195,7 +202,7 @@ TEST_P(ConvTest, BackwardFilterMatchesDirectLoops) {
   kernels::cpu::conv2d_backward_filter(d.g, {d.x.ptr(), d.g.input_rows(), d.g.in_c, d.ldx},
                                        {d.dy.ptr(), d.g.output_rows(), d.g.out_c, d.lddy},
                                        dw_only.ptr(), nullptr, false);
-  EXPECT_TRUE(matches(dw_only, ref_dw)) << "dw without dbias";
+  EXPECT_TRUE(matches(dw_only, ref_dw, nullptr, atol(ref_dw))) << "dw without dbias";
 }
 
 // The fused inference forward is the forward then ReLU, bit for bit (output gaps untouched).
@@ -261,6 +268,16 @@ const ConvCase kConvCases[] = {
     {"winograd_valid", conv_geometry(2, 14, 15, 16, 20, 3, 3, 1, 1, 0, 0, 0, 0)},
     {"winograd_asymmetric_pad2", conv_geometry(1, 12, 13, 18, 16, 3, 3, 1, 1, 2, 0, 1, 2)},
     {"winograd_several_chunks", conv_geometry(3, 22, 21, 128, 32, 3, 3, 1, 1, 1, 1, 1, 1)},
+    // Winograd F(4, 7) along one axis (winograd_1d_applies; Winograd1dTakesTheseCases): lines whose last tile
+    // runs past the output (17, 11, 13), 'valid' and asymmetric paddings up to 6, and Inception-ResNet-v2's
+    // block17 7x1 with several tile chunks in every pass (255 tiles: 4 chunks of 64 in the forward and the
+    // backward data, 2 per part in the backward filter).
+    {"winograd1d_1x7_pad0_3", conv_geometry(2, 9, 17, 16, 20, 1, 7, 1, 1, 0, 0, 3, 3)},
+    {"winograd1d_7x1_pad3_0", conv_geometry(2, 11, 9, 18, 16, 7, 1, 1, 1, 3, 3, 0, 0)},
+    {"winograd1d_1x7_valid", conv_geometry(1, 5, 20, 16, 16, 1, 7, 1, 1, 0, 0, 0, 0)},
+    {"winograd1d_1x7_pad6_1", conv_geometry(1, 3, 12, 17, 16, 1, 7, 1, 1, 0, 0, 6, 1)},
+    {"winograd1d_7x1_pad0_6", conv_geometry(1, 8, 5, 16, 17, 7, 1, 1, 1, 0, 6, 0, 0)},
+    {"winograd1d_7x1_several_chunks", conv_geometry(3, 17, 17, 128, 160, 7, 1, 1, 1, 3, 3, 0, 0)},
 };
 
 INSTANTIATE_TEST_SUITE_P(Geometries, ConvTest,
@@ -282,12 +299,39 @@ TEST(ConvWinograd, WinogradTakesTheseCases) {
   EXPECT_FALSE(kernels::cpu::winograd_applies(conv_geometry(1, 14, 14, 32, 32, 3, 3, 1, 1, 3, 3, 3, 3)));
 }
 
+TEST(ConvWinograd, Winograd1dTakesTheseCases) {
+  const char* switch_value = std::getenv("ENGINE_WINOGRAD");
+  if (switch_value != nullptr && std::string(switch_value) == "0") GTEST_SKIP() << "ENGINE_WINOGRAD=0 turns it off";
+  for (const ConvCase& c : kConvCases) {
+    const bool one_axis = c.name.rfind("winograd1d_", 0) == 0;
+    EXPECT_EQ(kernels::cpu::winograd_1d_applies(c.g), one_axis) << c.name;
+    // The backward data runs the forward of dy with the flipped kernel (conv.cpp): that geometry qualifies too.
+    Conv2dGeometry t = c.g;
+    t.in_h = c.g.out_h(), t.in_w = c.g.out_w(), t.in_c = c.g.out_c, t.out_c = c.g.in_c;
+    t.pad_top = c.g.kernel_h - 1 - c.g.pad_top, t.pad_bottom = c.g.kernel_h - 1 - c.g.pad_bottom;
+    t.pad_left = c.g.kernel_w - 1 - c.g.pad_left, t.pad_right = c.g.kernel_w - 1 - c.g.pad_right;
+    if (one_axis) {
+      EXPECT_TRUE(kernels::cpu::winograd_1d_applies(t)) << c.name << ", backward data";
+    }
+  }
+  // Too few channels, a stride, a line of 7 outputs, padding across the axis or past kernel - 1, 1x5 and 1x3
+  // kernels: im2col.
+  EXPECT_FALSE(kernels::cpu::winograd_1d_applies(conv_geometry(1, 17, 17, 8, 32, 1, 7, 1, 1, 0, 0, 3, 3)));
+  EXPECT_FALSE(kernels::cpu::winograd_1d_applies(conv_geometry(1, 17, 17, 32, 32, 1, 7, 1, 2, 0, 0, 3, 3)));
+  EXPECT_FALSE(kernels::cpu::winograd_1d_applies(conv_geometry(1, 7, 7, 32, 32, 7, 1, 1, 1, 3, 3, 0, 0)));
+  EXPECT_FALSE(kernels::cpu::winograd_1d_applies(conv_geometry(1, 17, 17, 32, 32, 1, 7, 1, 1, 1, 1, 3, 3)));
+  EXPECT_FALSE(kernels::cpu::winograd_1d_applies(conv_geometry(1, 17, 17, 32, 32, 1, 7, 1, 1, 0, 0, 7, 3)));
+  EXPECT_FALSE(kernels::cpu::winograd_1d_applies(conv_geometry(1, 17, 17, 32, 32, 1, 5, 1, 1, 0, 0, 2, 2)));
+  EXPECT_FALSE(kernels::cpu::winograd_1d_applies(conv_geometry(1, 8, 8, 192, 224, 1, 3, 1, 1, 0, 0, 1, 1)));
+}
+
 // The same result for 1 and 2 threads, bit for bit (the chunking, the col2im gather and Winograd's
 // tile chunks and weight-gradient parts do not depend on the thread count): every pass of a strided
-// convolution (im2col, col2im) and of a Winograd one.
+// convolution (im2col, col2im), of a Winograd one and of one along one axis.
 TEST(ConvDeterminism, SameBitsForOneAndTwoThreads) {
   for (const Conv2dGeometry& g : {conv_geometry(3, 13, 11, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1),
-                                  conv_geometry(3, 22, 21, 128, 32, 3, 3, 1, 1, 1, 1, 1, 1)}) {
+                                  conv_geometry(3, 22, 21, 128, 32, 3, 3, 1, 1, 1, 1, 1, 1),
+                                  conv_geometry(3, 17, 17, 64, 48, 1, 7, 1, 1, 0, 0, 3, 3)}) {
     std::mt19937 rng(99);
     ConvData d(g, true, rng);
     const int threads = kernels::cpu::num_threads();
