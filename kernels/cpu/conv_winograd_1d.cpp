@@ -8,11 +8,8 @@
 // alpha GEMMs of depth in_c replace im2col's one of depth r * in_c over m times the rows: r m / alpha times fewer
 // multiply-adds (F(4, 7): 2.8x), plus the transforms.
 //
-// The matrices come from alpha - 1 finite points p_j and infinity (make_transform, at compile time):
-//   A^T[i][j] = p_j^i,   G[j][k] = p_j^k / s_j,   B^T = diag(s) E^-T,
-// where E maps the alpha coefficients of a polynomial of degree alpha - 1 to its values at the points and to its
-// leading coefficient (infinity's row and column: A^T and G pick the last coefficient), and s_j scales row j of
-// B^T to the smallest integers, exact in float; s moves into G. docs/derivations.md (6b) derives it.
+// The matrices are Toom-Cook's, derived at compile time from nine points and infinity (kernels/cpu/toom_cook.h;
+// docs/derivations.md, 6b), and the transforms are unrolled products with them that skip their zero entries.
 //
 // The weight gradient is the forward's adjoint, with the same V:
 //   dM = A dY (each tile's m output gradients to alpha values),  dU_e[o, c] = sum_tiles dM_e[tile, o] V_e[tile, c],
@@ -28,10 +25,10 @@
 // long as im2col (docs/perf-notes.md, "Winograd along one axis").
 #include <algorithm>
 #include <cstdint>
-#include <utility>
 #include <vector>
 
 #include "kernels/cpu/conv_winograd.h"
+#include "kernels/cpu/toom_cook.h"
 #include "kernels/cpu/winograd_tiles.h"
 #include "kernels/cpu/workspace.h"
 #include "kernels/gemm.h"
@@ -40,138 +37,12 @@
 namespace kernels::cpu {
 namespace {
 
-// The finite points, in the order they are taken: each adds one to alpha. Small magnitudes and their halves
-// keep the transforms well conditioned (0, +-1, +-2, +-1/2 are those of F(6, 3) in the literature; F(4, 7)
-// takes all nine).
-constexpr double kPoints[] = {0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 1.5, -1.5};
-constexpr int kMaxPoints = int(sizeof kPoints / sizeof kPoints[0]);
-
-// The matrices of F(M, R), derived in double and stored in float: the input and output transforms exactly
-// (integers and powers of the points), the kernel transform rounded once.
-template <int M, int R>
-struct Transform {
-  float at[M][M + R - 1] = {};
-  float bt[M + R - 1][M + R - 1] = {};
-  float g[M + R - 1][R] = {};
-};
-
-constexpr double abs_value(double v) { return v < 0 ? -v : v; }
-constexpr double nearest_integer(double v) { return double(static_cast<long long>(v < 0 ? v - 0.5 : v + 0.5)); }
-constexpr double power(double base, int exponent) {
-  double result = 1.0;
-  for (int i = 0; i < exponent; ++i) result *= base;
-  return result;
-}
-// Row j of the evaluation at the points (j < alpha - 1) and at infinity (j = alpha - 1, the leading
-// coefficient): the value of the monomial x^k there, for polynomials of degree `degree`.
-constexpr double evaluation(int j, int k, int alpha, int degree) {
-  return j < alpha - 1 ? power(kPoints[j], k) : (k == degree ? 1.0 : 0.0);
-}
-
-template <int M, int R>
-constexpr Transform<M, R> make_transform() {
-  constexpr int A = M + R - 1;
-  static_assert(A - 1 <= kMaxPoints, "not enough points for this F(m, r)");
-  Transform<M, R> t{};
-  // [E | I] -> [I | E^-1] by Gauss-Jordan elimination with partial pivoting, in double.
-  double e[A][2 * A] = {};
-  for (int j = 0; j < A; ++j) {
-    for (int l = 0; l < A; ++l) e[j][l] = evaluation(j, l, A, A - 1);
-    e[j][A + j] = 1.0;
-  }
-  for (int col = 0; col < A; ++col) {
-    int pivot = col;
-    for (int row = col + 1; row < A; ++row)
-      if (abs_value(e[row][col]) > abs_value(e[pivot][col])) pivot = row;
-    for (int l = 0; l < 2 * A; ++l) {
-      const double swap = e[col][l];
-      e[col][l] = e[pivot][l];
-      e[pivot][l] = swap;
-    }
-    const double inverse = 1.0 / e[col][col];
-    for (int l = 0; l < 2 * A; ++l) e[col][l] *= inverse;
-    for (int row = 0; row < A; ++row) {
-      if (row == col) continue;
-      const double factor = e[row][col];
-      for (int l = 0; l < 2 * A; ++l) e[row][l] -= factor * e[col][l];
-    }
-  }
-  for (int j = 0; j < A; ++j) {
-    // Row j of B^T = column j of E^-1, scaled by s_j to the least integers: divided by its smallest entry,
-    // then multiplied by the least k that makes every entry whole.
-    double smallest = 0.0;
-    for (int i = 0; i < A; ++i) {
-      const double v = abs_value(e[i][A + j]);
-      if (v > 1e-9 && (smallest == 0.0 || v < smallest)) smallest = v;
-    }
-    double scale = 0.0;
-    for (int k = 1; k <= 4096 && scale == 0.0; ++k) {
-      bool whole = true;
-      for (int i = 0; i < A; ++i) {
-        const double v = e[i][A + j] / smallest * k;
-        if (abs_value(v - nearest_integer(v)) > 1e-6 * (1.0 + abs_value(v))) whole = false;
-      }
-      if (whole) scale = k / smallest;
-    }
-    if (scale == 0.0) throw "make_transform: a row of B^T has no small integer multiple";  // a compile error
-    for (int i = 0; i < A; ++i) t.bt[j][i] = float(nearest_integer(e[i][A + j] * scale));
-    for (int k = 0; k < R; ++k) t.g[j][k] = float(evaluation(j, k, A, R - 1) / scale);
-  }
-  for (int i = 0; i < M; ++i)
-    for (int j = 0; j < A; ++j) t.at[i][j] = float(evaluation(j, i, A, M - 1));
-  return t;
-}
-
-template <int M, int R>
-constexpr Transform<M, R> kTransform = make_transform<M, R>();
-
-// The five products the kernels need, as compile-time matrices: at(row, col) is a constant expression.
-template <int M, int R>
-struct InputTransform {  // B^T, alpha x alpha: v = B^T d
-  static constexpr float at(int e, int i) { return kTransform<M, R>.bt[e][i]; }
-};
-template <int M, int R>
-struct OutputTransform {  // A^T, M x alpha: y = A^T m
-  static constexpr float at(int i, int e) { return kTransform<M, R>.at[i][e]; }
-};
-template <int M, int R>
-struct OutputGradientTransform {  // A, alpha x M: dm = A dy
-  static constexpr float at(int e, int i) { return kTransform<M, R>.at[i][e]; }
-};
-template <int M, int R>
-struct KernelTransform {  // G, alpha x R: u = G g
-  static constexpr float at(int e, int k) { return kTransform<M, R>.g[e][k]; }
-};
-template <int M, int R>
-struct KernelGradientTransform {  // G^T, R x alpha: dg = G^T du
-  static constexpr float at(int k, int e) { return kTransform<M, R>.g[e][k]; }
-};
-
-// sum_i Matrix::at(Row, i) * in[i], unrolled at compile time: zero entries skipped, the rest added in index
-// order (the ones fold away). Straight-line code, which GCC vectorises across the caller's channel loop.
-template <typename Matrix, int Row, int... I>
-inline float row_times(const float* in, std::integer_sequence<int, I...>) {
-  float sum = 0.0f;
-  (
-      [&] {
-        if constexpr (Matrix::at(Row, I) != 0.0f) sum += Matrix::at(Row, I) * in[I];
-      }(),
-      ...);
-  return sum;
-}
-
-template <typename Matrix, int... Row, int... I>
-inline void matrix_times(const float* in, float* out, int64_t stride, std::integer_sequence<int, Row...>,
-                         std::integer_sequence<int, I...> columns) {
-  ((out[Row * stride] = row_times<Matrix, Row>(in, columns)), ...);
-}
-
-// out[j * stride] = sum_i Matrix::at(j, i) * in[i] for j < Rows, i < Cols.
-template <typename Matrix, int Rows, int Cols>
-inline void multiply(const float* in, float* out, int64_t stride) {
-  matrix_times<Matrix>(in, out, stride, std::make_integer_sequence<int, Rows>{},
-                       std::make_integer_sequence<int, Cols>{});
-}
+using winograd::InputTransform;
+using winograd::KernelGradientTransform;
+using winograd::KernelTransform;
+using winograd::multiply;
+using winograd::OutputGradientTransform;
+using winograd::OutputTransform;
 
 // The tiles of a 1xR (along w) or Rx1 (along h) convolution, runs of m outputs along the axis, numbered so that
 // neighbouring tiles read neighbouring pixels: along w, tile = (n * out_h + oh) * per_line + t; along h,
@@ -207,198 +78,140 @@ struct Tiling1d {
   }
 };
 
-// u[e][o][c] = (G g)[e] for each kernel g = w[o, k, c] (1xR and Rx1 kernels have the same OHWI layout).
+// F(M, R) along one axis: the transforms of winograd_tiles.h's drivers (run_forward, run_backward_filter).
 template <int M, int R>
-void transform_weights(const Conv2dGeometry& g, const float* w, float* u) {
-  constexpr int A = M + R - 1;
-  const int64_t channels = g.in_c, plane = g.out_c * channels;
-#pragma omp parallel for schedule(static) num_threads(winograd::threads())
-  for (int64_t o = 0; o < g.out_c; ++o) {
-    const float* kernel = w + o * R * channels;
-    float* out = u + o * channels;
-#pragma GCC ivdep
-    for (int64_t c = 0; c < channels; ++c) {
-      float taps[R];
-#pragma GCC unroll 16
-      for (int k = 0; k < R; ++k) taps[k] = kernel[k * channels + c];
-      multiply<KernelTransform<M, R>, A, R>(taps, out + c, plane);
-    }
-  }
-}
+struct Winograd1d {
+  static constexpr int64_t kElements = M + R - 1;
+  static constexpr int64_t kTaps = R;
+  struct Tiling : Tiling1d {
+    explicit Tiling(const Conv2dGeometry& g) : Tiling1d(g, M) {}
+  };
 
-// dw (+)= G^T du for du = the sum over the parts of du_part[e][o][c], added in part order into part 0.
-template <int M, int R>
-void transform_weight_gradient(const Conv2dGeometry& g, float* du, int64_t parts, float* dw, bool accumulate) {
-  constexpr int A = M + R - 1;
-  const int64_t channels = g.in_c, plane = g.out_c * channels, part_stride = A * plane;
-#pragma omp parallel for schedule(static) num_threads(winograd::threads())
-  for (int64_t o = 0; o < g.out_c; ++o) {
-    float* in = du + o * channels;
-    for (int64_t p = 1; p < parts; ++p)
-      for (int e = 0; e < A; ++e) {
-        float* total = in + e * plane;
-        const float* part = total + p * part_stride;
-#pragma omp simd
-        for (int64_t c = 0; c < channels; ++c) total[c] += part[c];
-      }
-    float* out = dw + o * R * channels;
-    // One loop for each of overwrite and accumulate (a select inside keeps GCC from vectorising it).
-    const auto transform = [&](auto accumulate_tag) {
-      constexpr bool kAccumulate = decltype(accumulate_tag)::value;
-#pragma GCC ivdep
+  // u[e][o][c] = (G g)[e] for each kernel g = w[o, k, c] (1xR and Rx1 kernels have the same OHWI layout).
+  static void transform_weights(const Conv2dGeometry& g, const float* w, float* u) {
+    constexpr int A = M + R - 1;
+    const int64_t channels = g.in_c, plane = g.out_c * channels;
+  #pragma omp parallel for schedule(static) num_threads(winograd::threads())
+    for (int64_t o = 0; o < g.out_c; ++o) {
+      const float* kernel = w + o * R * channels;
+      float* out = u + o * channels;
+  #pragma GCC ivdep
       for (int64_t c = 0; c < channels; ++c) {
-        float sums[A], gradient[R];
-#pragma GCC unroll 16
-        for (int e = 0; e < A; ++e) sums[e] = in[e * plane + c];
-        multiply<KernelGradientTransform<M, R>, R, A>(sums, gradient, 1);
-#pragma GCC unroll 16
-        for (int k = 0; k < R; ++k) {
-          if constexpr (kAccumulate)
-            out[k * channels + c] += gradient[k];
-          else
-            out[k * channels + c] = gradient[k];
+        float taps[R];
+  #pragma GCC unroll 16
+        for (int k = 0; k < R; ++k) taps[k] = kernel[k * channels + c];
+        multiply<KernelTransform<M, R>, A, R>(taps, 1, out + c, plane);
+      }
+    }
+  }
+
+  // dw (+)= G^T du for du = the sum over the parts of du_part[e][o][c], added in part order into part 0.
+  static void transform_weight_gradient(const Conv2dGeometry& g, float* du, int64_t parts, float* dw,
+                                        bool accumulate) {
+    constexpr int A = M + R - 1;
+    const int64_t channels = g.in_c, plane = g.out_c * channels, part_stride = A * plane;
+  #pragma omp parallel for schedule(static) num_threads(winograd::threads())
+    for (int64_t o = 0; o < g.out_c; ++o) {
+      float* in = du + o * channels;
+      winograd::add_parts(in, parts, A, plane, part_stride, channels);
+      float* out = dw + o * R * channels;
+      // One loop for each of overwrite and accumulate (a select inside keeps GCC from vectorising it).
+      const auto transform = [&](auto accumulate_tag) {
+        constexpr bool kAccumulate = decltype(accumulate_tag)::value;
+  #pragma GCC ivdep
+        for (int64_t c = 0; c < channels; ++c) {
+          float sums[A], gradient[R];
+  #pragma GCC unroll 16
+          for (int e = 0; e < A; ++e) sums[e] = in[e * plane + c];
+          multiply<KernelGradientTransform<M, R>, R, A>(sums, 1, gradient, 1);
+  #pragma GCC unroll 16
+          for (int k = 0; k < R; ++k) {
+            if constexpr (kAccumulate)
+              out[k * channels + c] += gradient[k];
+            else
+              out[k * channels + c] = gradient[k];
+          }
         }
-      }
-    };
-    with_flag(accumulate, transform);
-  }
-}
-
-// v[e][r][c] = (B^T d)[e] for the alpha inputs d under tile first + r, r < count (cells outside x read as
-// zero).
-template <int M, int R>
-void transform_input(const Conv2dGeometry& g, const Tiling1d& t, const float* x, int64_t ldx, int64_t first,
-                     int64_t count, float* v) {
-  constexpr int A = M + R - 1;
-  const int64_t channels = g.in_c, plane = count * channels;
-  const float* zero = winograd::zeros(channels);
-  for (int64_t r = 0; r < count; ++r) {
-    const Tiling1d::Place p = t.place(first + r);
-    const float* d[A];
-    for (int i = 0; i < A; ++i) {
-      const int64_t pos = p.first - t.pad + i;
-      d[i] = pos >= 0 && pos < t.in_len ? x + (p.in_base + pos * p.step) * ldx : zero;
-    }
-    float* out = v + r * channels;
-#pragma GCC ivdep
-    for (int64_t c = 0; c < channels; ++c) {
-      float in[A];
-#pragma GCC unroll 16
-      for (int i = 0; i < A; ++i) in[i] = d[i][c];
-      multiply<InputTransform<M, R>, A, A>(in, out + c, plane);
+      };
+      with_flag(accumulate, transform);
     }
   }
-}
 
-// y (+)= A^T m (+ bias) for the tiles [first, first + count), m[e][r][o]; outputs past the end of a line are
-// not written.
-template <int M, int R>
-void transform_output(const Conv2dGeometry& g, const Tiling1d& t, const float* m, int64_t first, int64_t count,
-                      const float* bias, float* y, int64_t ldy, bool accumulate) {
-  constexpr int A = M + R - 1;
-  constexpr int64_t kBlock = 64;  // channels per pass: the tile's M outputs of a block stay in L1
-  const int64_t channels = g.out_c, plane = count * channels;
-  const float* b = bias != nullptr ? bias : winograd::zeros(channels);
-  for (int64_t r = 0; r < count; ++r) {
-    const Tiling1d::Place p = t.place(first + r);
-    const float* in = m + r * channels;
-    float out[M][kBlock];
-    for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
-      const int64_t width = std::min(kBlock, channels - c0);
-#pragma GCC ivdep
-      for (int64_t c = 0; c < width; ++c) {
-        float products[A];
-#pragma GCC unroll 16
-        for (int e = 0; e < A; ++e) products[e] = in[e * plane + c0 + c];
-        multiply<OutputTransform<M, R>, M, A>(products, &out[0][c], kBlock);
+  // v[e][r][c] = (B^T d)[e] for the alpha inputs d under tile first + r, r < count (cells outside x read as
+  // zero).
+  static void transform_input(const Conv2dGeometry& g, const Tiling1d& t, const float* x, int64_t ldx,
+                              int64_t first, int64_t count, float* v) {
+    constexpr int A = M + R - 1;
+    const int64_t channels = g.in_c, plane = count * channels;
+    const float* zero = winograd::zeros(channels);
+    for (int64_t r = 0; r < count; ++r) {
+      const Tiling1d::Place p = t.place(first + r);
+      const float* d[A];
+      for (int i = 0; i < A; ++i) {
+        const int64_t pos = p.first - t.pad + i;
+        d[i] = pos >= 0 && pos < t.in_len ? x + (p.in_base + pos * p.step) * ldx : zero;
       }
-      for (int i = 0; i < M && p.first + i < t.out_len; ++i) {
-        float* dst = y + (p.out_base + (p.first + i) * p.step) * ldy + c0;
-        const float* src = out[i];
-        if (accumulate)
-          for (int64_t c = 0; c < width; ++c) dst[c] += src[c] + b[c0 + c];
-        else
-          for (int64_t c = 0; c < width; ++c) dst[c] = src[c] + b[c0 + c];
+      float* out = v + r * channels;
+  #pragma GCC ivdep
+      for (int64_t c = 0; c < channels; ++c) {
+        float in[A];
+  #pragma GCC unroll 16
+        for (int i = 0; i < A; ++i) in[i] = d[i][c];
+        multiply<InputTransform<M, R>, A, A>(in, 1, out + c, plane);
       }
     }
   }
-}
 
-// dm[e][r][o] = (A dY)[e] for the M output gradients dY of tile first + r (zero past the end of a line).
-template <int M, int R>
-void transform_output_gradient(const Conv2dGeometry& g, const Tiling1d& t, const float* dy, int64_t ldy,
-                               int64_t first, int64_t count, float* dm) {
-  constexpr int A = M + R - 1;
-  const int64_t channels = g.out_c, plane = count * channels;
-  const float* zero = winograd::zeros(channels);
-  for (int64_t r = 0; r < count; ++r) {
-    const Tiling1d::Place p = t.place(first + r);
-    const float* q[M];
-    for (int i = 0; i < M; ++i)
-      q[i] = p.first + i < t.out_len ? dy + (p.out_base + (p.first + i) * p.step) * ldy : zero;
-    float* out = dm + r * channels;
-#pragma GCC ivdep
-    for (int64_t c = 0; c < channels; ++c) {
-      float gradient[M];
-#pragma GCC unroll 16
-      for (int i = 0; i < M; ++i) gradient[i] = q[i][c];
-      multiply<OutputGradientTransform<M, R>, A, M>(gradient, out + c, plane);
+  // y (+)= A^T m (+ bias) for the tiles [first, first + count), m[e][r][o]; outputs past the end of a line are
+  // not written.
+  static void transform_output(const Conv2dGeometry& g, const Tiling1d& t, const float* m, int64_t first,
+                               int64_t count, const float* bias, float* y, int64_t ldy, bool accumulate) {
+    constexpr int A = M + R - 1;
+    constexpr int64_t kBlock = 64;  // channels per pass: the tile's M outputs of a block stay in L1
+    const int64_t channels = g.out_c, plane = count * channels;
+    const float* b = bias != nullptr ? bias : winograd::zeros(channels);
+    for (int64_t r = 0; r < count; ++r) {
+      const Tiling1d::Place p = t.place(first + r);
+      const float* in = m + r * channels;
+      float out[M][kBlock];
+      for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
+        const int64_t width = std::min(kBlock, channels - c0);
+  #pragma GCC ivdep
+        for (int64_t c = 0; c < width; ++c) {
+          float products[A];
+  #pragma GCC unroll 16
+          for (int e = 0; e < A; ++e) products[e] = in[e * plane + c0 + c];
+          multiply<OutputTransform<M, R>, M, A>(products, 1, &out[0][c], kBlock);
+        }
+        for (int i = 0; i < M && p.first + i < t.out_len; ++i)
+          winograd::write_outputs(y + (p.out_base + (p.first + i) * p.step) * ldy + c0, out[i], b + c0, width,
+                                  accumulate);
+      }
     }
   }
-}
 
-template <int M, int R>
-void forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w, const float* bias, float* y,
-             int64_t ldy, bool accumulate) {
-  constexpr int A = M + R - 1;
-  const Tiling1d t(g, M);
-  const int64_t in_c = g.in_c, out_c = g.out_c;
-  float* u = workspace(Workspace::kWinogradWeights, A * out_c * in_c);
-  transform_weights<M, R>(g, w, u);
-  const winograd::TileChunks chunks = winograd::tile_chunks(t.total, A * (in_c + out_c) * int64_t(sizeof(float)));
-  const int threads = winograd::threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && chunks.count > 1)
-  for (int64_t chunk = 0; chunk < chunks.count; ++chunk) {
-    const int64_t first = chunk * chunks.size, count = std::min(chunks.size, t.total - first);
-    float* v = workspace(Workspace::kWinogradInputs, A * count * in_c);
-    float* m = workspace(Workspace::kWinogradProducts, A * count * out_c);
-    transform_input<M, R>(g, t, x, ldx, first, count, v);
-    for (int e = 0; e < A; ++e)  // M_e[tiles, O] = V_e[tiles, C] * U_e[O, C]^T
-      gemm_serial(false, true, count, out_c, in_c, 1.0f, v + e * count * in_c, in_c, u + e * out_c * in_c, in_c,
-                  0.0f, m + e * count * out_c, out_c);
-    transform_output<M, R>(g, t, m, first, count, bias, y, ldy, accumulate);
-  }
-}
-
-template <int M, int R>
-void backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy, int64_t ldy, float* dw,
-                     bool accumulate) {
-  constexpr int A = M + R - 1;
-  const Tiling1d t(g, M);
-  const int64_t in_c = g.in_c, out_c = g.out_c, plane = out_c * in_c;
-  const int64_t parts = std::max<int64_t>(1, std::min(winograd::kFilterParts, t.total));
-  const int64_t part_size = (t.total + parts - 1) / parts;
-  std::vector<float> du(size_t(parts * A * plane), 0.0f);
-  const winograd::TileChunks chunks =
-      winograd::tile_chunks(part_size, A * (in_c + out_c) * int64_t(sizeof(float)));
-  const int threads = winograd::threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && parts > 1)
-  for (int64_t part = 0; part < parts; ++part) {
-    const int64_t part_begin = part * part_size, part_end = std::min(t.total, part_begin + part_size);
-    float* du_part = du.data() + part * A * plane;
-    for (int64_t first = part_begin; first < part_end; first += chunks.size) {
-      const int64_t count = std::min(chunks.size, part_end - first);
-      float* v = workspace(Workspace::kWinogradInputs, A * count * in_c);
-      float* dm = workspace(Workspace::kWinogradProducts, A * count * out_c);
-      transform_input<M, R>(g, t, x, ldx, first, count, v);
-      transform_output_gradient<M, R>(g, t, dy, ldy, first, count, dm);
-      for (int e = 0; e < A; ++e)  // dU_e[O, C] += dM_e[tiles, O]^T * V_e[tiles, C]
-        gemm_serial(true, false, out_c, in_c, count, 1.0f, dm + e * count * out_c, out_c, v + e * count * in_c,
-                    in_c, 1.0f, du_part + e * plane, in_c);
+  // dm[e][r][o] = (A dY)[e] for the M output gradients dY of tile first + r (zero past the end of a line).
+  static void transform_output_gradient(const Conv2dGeometry& g, const Tiling1d& t, const float* dy, int64_t ldy,
+                                        int64_t first, int64_t count, float* dm) {
+    constexpr int A = M + R - 1;
+    const int64_t channels = g.out_c, plane = count * channels;
+    const float* zero = winograd::zeros(channels);
+    for (int64_t r = 0; r < count; ++r) {
+      const Tiling1d::Place p = t.place(first + r);
+      const float* q[M];
+      for (int i = 0; i < M; ++i)
+        q[i] = p.first + i < t.out_len ? dy + (p.out_base + (p.first + i) * p.step) * ldy : zero;
+      float* out = dm + r * channels;
+  #pragma GCC ivdep
+      for (int64_t c = 0; c < channels; ++c) {
+        float gradient[M];
+  #pragma GCC unroll 16
+        for (int i = 0; i < M; ++i) gradient[i] = q[i][c];
+        multiply<OutputGradientTransform<M, R>, A, M>(gradient, 1, out + c, plane);
+      }
     }
   }
-  transform_weight_gradient<M, R>(g, du.data(), parts, dw, accumulate);
-}
+};
 
 // Shorter lines stay on im2col: F(4, 7) on a line of 5 computes 8 outputs.
 constexpr int64_t kMinOutputLength = 8;
@@ -421,19 +234,12 @@ bool winograd_1d_applies(const Conv2dGeometry& g) {
 
 void winograd_1d_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w, const float* bias,
                          float* y, int64_t ldy, bool accumulate) {
-  if (g.output_rows() <= 0 || g.out_c <= 0) return;
-  forward<kTileOutputs, kKernelLength>(g, x, ldx, w, bias, y, ldy, accumulate);
+  winograd::run_forward<Winograd1d<kTileOutputs, kKernelLength>>(g, x, ldx, w, bias, y, ldy, accumulate);
 }
 
 void winograd_1d_backward_filter(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* dy, int64_t ldy,
                                  float* dw, bool accumulate) {
-  const int64_t weights = g.out_c * kKernelLength * g.in_c;
-  if (weights <= 0) return;
-  if (g.output_rows() <= 0) {  // no outputs: a zero gradient
-    if (!accumulate) std::fill(dw, dw + weights, 0.0f);
-    return;
-  }
-  backward_filter<kTileOutputs, kKernelLength>(g, x, ldx, dy, ldy, dw, accumulate);
+  winograd::run_backward_filter<Winograd1d<kTileOutputs, kKernelLength>>(g, x, ldx, dy, ldy, dw, accumulate);
 }
 
 }  // namespace kernels::cpu

@@ -130,15 +130,27 @@ struct ConvData {
         dy(random_matrix(out_rows, g.out_c, lddy, rng)) {}
 };
 
+// The geometry of a stride-1 convolution's backward data, the forward of dy with the flipped kernel (conv.cpp).
+Conv2dGeometry transposed(const Conv2dGeometry& g) {
+  Conv2dGeometry t = g;
+  t.in_h = g.out_h(), t.in_w = g.out_w(), t.in_c = g.out_c, t.out_c = g.in_c;
+  t.pad_top = g.kernel_h - 1 - g.pad_top, t.pad_bottom = g.kernel_h - 1 - g.pad_bottom;
+  t.pad_left = g.kernel_w - 1 - g.pad_left, t.pad_right = g.kernel_w - 1 - g.pad_right;
+  return t;
+}
+
+
 class ConvTest : public ::testing::TestWithParam<ConvParam> {
  protected:
   const Conv2dGeometry& geometry() const { return std::get<0>(GetParam()).g; }
   bool strided() const { return std::get<1>(GetParam()); }
   // The absolute tolerance against `ref`: kAtol, plus for Winograd along one axis 2e-5 of the largest result
-  // (the parity tests' bound for activations): F(4, 7)'s ten points round to about 2e-6 of it on average and
-  // 1e-5 at worst, which on this file's sums of up to 1120 products of [-1, 1) values can pass kAtol.
+  // (the parity tests' bound for activations): F(4, 7) rounds to about 2e-6 of it on average and 1e-5 at worst,
+  // which on this file's sums of up to 1120 products of [-1, 1) values can pass kAtol.
   double atol(const Reference& ref) const {
-    return kAtol + (kernels::cpu::winograd_1d_applies(geometry()) ? 2e-5 * max_abs(ref) : 0.0);
+    const Conv2dGeometry& g = geometry();
+    const bool one_axis = kernels::cpu::winograd_1d_applies(g) || kernels::cpu::winograd_1d_applies(transposed(g));
+    return kAtol + (one_axis ? 2e-5 * max_abs(ref) : 0.0);
   }
 };
 
@@ -263,7 +275,8 @@ const ConvCase kConvCases[] = {
     {"several_chunks_s2", conv_geometry(2, 35, 35, 700, 2, 5, 5, 2, 2, 2, 2, 2, 2)},
     // Winograd F(2x2, 3x3) (kernels/cpu/conv_winograd.h; WinogradTakesTheseCases checks that it does):
     // odd output sizes (tiles that run past the output), 'valid' and asymmetric paddings up to 2, and
-    // a DenseNet-like 128 -> 32 with several tile chunks in every pass (363 tiles; a chunk holds 102).
+    // a DenseNet-like 128 -> 32 with several tile chunks in every pass (363 tiles; chunks of 91 in the forward
+    // and backward data, 2 per part of 182 in the weight gradient).
     {"winograd_pad1_odd_sizes", conv_geometry(2, 13, 11, 17, 19, 3, 3, 1, 1, 1, 1, 1, 1)},
     {"winograd_valid", conv_geometry(2, 14, 15, 16, 20, 3, 3, 1, 1, 0, 0, 0, 0)},
     {"winograd_asymmetric_pad2", conv_geometry(1, 12, 13, 18, 16, 3, 3, 1, 1, 2, 0, 1, 2)},
@@ -271,7 +284,7 @@ const ConvCase kConvCases[] = {
     // Winograd F(4, 7) along one axis (winograd_1d_applies; Winograd1dTakesTheseCases): lines whose last tile
     // runs past the output (17, 11, 13), 'valid' and asymmetric paddings up to 6, and Inception-ResNet-v2's
     // block17 7x1 with several tile chunks in every pass (255 tiles: 4 chunks of 64 in the forward and the
-    // backward data, 2 per part in the backward filter).
+    // backward data, 2 per part of 128 in the weight gradient).
     {"winograd1d_1x7_pad0_3", conv_geometry(2, 9, 17, 16, 20, 1, 7, 1, 1, 0, 0, 3, 3)},
     {"winograd1d_7x1_pad3_0", conv_geometry(2, 11, 9, 18, 16, 7, 1, 1, 1, 3, 3, 0, 0)},
     {"winograd1d_1x7_valid", conv_geometry(1, 5, 20, 16, 16, 1, 7, 1, 1, 0, 0, 0, 0)},
@@ -306,12 +319,8 @@ TEST(ConvWinograd, Winograd1dTakesTheseCases) {
     const bool one_axis = c.name.rfind("winograd1d_", 0) == 0;
     EXPECT_EQ(kernels::cpu::winograd_1d_applies(c.g), one_axis) << c.name;
     // The backward data runs the forward of dy with the flipped kernel (conv.cpp): that geometry qualifies too.
-    Conv2dGeometry t = c.g;
-    t.in_h = c.g.out_h(), t.in_w = c.g.out_w(), t.in_c = c.g.out_c, t.out_c = c.g.in_c;
-    t.pad_top = c.g.kernel_h - 1 - c.g.pad_top, t.pad_bottom = c.g.kernel_h - 1 - c.g.pad_bottom;
-    t.pad_left = c.g.kernel_w - 1 - c.g.pad_left, t.pad_right = c.g.kernel_w - 1 - c.g.pad_right;
     if (one_axis) {
-      EXPECT_TRUE(kernels::cpu::winograd_1d_applies(t)) << c.name << ", backward data";
+      EXPECT_TRUE(kernels::cpu::winograd_1d_applies(transposed(c.g))) << c.name << ", backward data";
     }
   }
   // Too few channels, a stride, a line of 7 outputs, padding across the axis or past kernel - 1, 1x5 and 1x3
