@@ -48,7 +48,8 @@ namespace {
 // Smaller maps stay on im2col: DenseNet-201's 7x7 block took 1.3-2.3x longer in Winograd (a quarter of
 // its tiles cover the padding), its 14x14 block 0.7-1.0x the time (docs/perf-notes.md, "Winograd").
 constexpr int64_t kMinOutputSide = 10;
-// The tile's side: F(2x2, 3x3).
+// The tile's side: F(2x2, 3x3). Another value (3 or 4) runs F(3x3, 3x3) or F(4x4, 3x3) with no other change;
+// both round worse (see the top of the file).
 constexpr int kTileSide = 2;
 
 using winograd::InputTransform;
@@ -85,17 +86,17 @@ struct Winograd2d {
     for (int64_t o = 0; o < g.out_c; ++o) {
       const float* kernel = w + o * 9 * channels;
       float* out = u + o * channels;
-#pragma GCC ivdep
+      ENGINE_IVDEP
       for (int64_t c = 0; c < channels; ++c) {
-        float taps[3][3], columns[A][3];
+        float taps[9], columns[A * 3];  // row-major 3 x 3 and A x 3
 #pragma GCC unroll 16
-        for (int k = 0; k < 9; ++k) taps[k / 3][k % 3] = kernel[k * channels + c];
+        for (int k = 0; k < 9; ++k) taps[k] = kernel[k * channels + c];
 #pragma GCC unroll 16
         for (int j = 0; j < 3; ++j)  // G g, column by column
-          multiply<KernelTransform<M, 3>, A, 3>(&taps[0][j], 3, &columns[0][j], 3);
+          multiply<KernelTransform<M, 3>, A, 3>(taps + j, 3, columns + j, 3);
 #pragma GCC unroll 16
         for (int i = 0; i < A; ++i)  // (G g) G^T, row by row
-          multiply<KernelTransform<M, 3>, A, 3>(columns[i], 1, out + i * A * plane + c, plane);
+          multiply<KernelTransform<M, 3>, A, 3>(columns + i * 3, 1, out + i * A * plane + c, plane);
       }
     }
   }
@@ -113,23 +114,23 @@ struct Winograd2d {
       // One loop for each of overwrite and accumulate (a select inside keeps GCC from vectorising it).
       const auto transform = [&](auto accumulate_tag) {
         constexpr bool kAccumulate = decltype(accumulate_tag)::value;
-#pragma GCC ivdep
+        ENGINE_IVDEP
         for (int64_t c = 0; c < channels; ++c) {
-          float d[A][A], rows[3][A], r[3][3];
+          float d[A * A], rows[3 * A], r[9];  // row-major A x A, 3 x A, 3 x 3
 #pragma GCC unroll 64
-          for (int e = 0; e < A * A; ++e) d[e / A][e % A] = in[e * plane + c];
+          for (int e = 0; e < A * A; ++e) d[e] = in[e * plane + c];
 #pragma GCC unroll 16
           for (int j = 0; j < A; ++j)  // G^T dU, column by column
-            multiply<KernelGradientTransform<M, 3>, 3, A>(&d[0][j], A, &rows[0][j], A);
+            multiply<KernelGradientTransform<M, 3>, 3, A>(d + j, A, rows + j, A);
 #pragma GCC unroll 16
           for (int i = 0; i < 3; ++i)  // (G^T dU) G, row by row
-            multiply<KernelGradientTransform<M, 3>, 3, A>(rows[i], 1, r[i], 1);
+            multiply<KernelGradientTransform<M, 3>, 3, A>(rows + i * A, 1, r + i * 3, 1);
 #pragma GCC unroll 16
           for (int k = 0; k < 9; ++k) {
             if constexpr (kAccumulate)
-              out[k * channels + c] += r[k / 3][k % 3];
+              out[k * channels + c] += r[k];
             else
-              out[k * channels + c] = r[k / 3][k % 3];
+              out[k * channels + c] = r[k];
           }
         }
       };
@@ -156,17 +157,17 @@ struct Winograd2d {
           d[i][j] = inside ? x + ((n * g.in_h + ih) * g.in_w + iw) * ldx : zero;
         }
       float* out = v + r * channels;
-#pragma GCC ivdep
+      ENGINE_IVDEP
       for (int64_t c = 0; c < channels; ++c) {
-        float block[A][A], columns[A][A];
+        float block[A * A], columns[A * A];  // row-major A x A
 #pragma GCC unroll 64
-        for (int e = 0; e < A * A; ++e) block[e / A][e % A] = d[e / A][e % A][c];
+        for (int e = 0; e < A * A; ++e) block[e] = d[e / A][e % A][c];
 #pragma GCC unroll 16
         for (int j = 0; j < A; ++j)  // B^T d, column by column
-          multiply<InputTransform<M, 3>, A, A>(&block[0][j], A, &columns[0][j], A);
+          multiply<InputTransform<M, 3>, A, A>(block + j, A, columns + j, A);
 #pragma GCC unroll 16
         for (int i = 0; i < A; ++i)  // (B^T d) B, row by row
-          multiply<InputTransform<M, 3>, A, A>(columns[i], 1, out + i * A * plane + c, plane);
+          multiply<InputTransform<M, 3>, A, A>(columns + i * A, 1, out + i * A * plane + c, plane);
       }
     }
   }
@@ -200,25 +201,26 @@ struct Winograd2d {
     for (int64_t r = 0; r < count; ++r) {
       const TileOutputs to = tile_outputs(g, t, first + r);
       const float* in = m + r * channels;
-      float out[M][M][kBlock];
+      float out[M * M * kBlock];  // [i][j][c]
       for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
         const int64_t width = std::min(kBlock, channels - c0);
-#pragma GCC ivdep
+        ENGINE_IVDEP
         for (int64_t c = 0; c < width; ++c) {
-          float products[A][A], rows[M][A];
+          float products[A * A], rows[M * A];  // row-major A x A, M x A
 #pragma GCC unroll 64
-          for (int e = 0; e < A * A; ++e) products[e / A][e % A] = in[e * plane + c0 + c];
+          for (int e = 0; e < A * A; ++e) products[e] = in[e * plane + c0 + c];
 #pragma GCC unroll 16
           for (int j = 0; j < A; ++j)  // A^T m, column by column
-            multiply<OutputTransform<M, 3>, M, A>(&products[0][j], A, &rows[0][j], A);
+            multiply<OutputTransform<M, 3>, M, A>(products + j, A, rows + j, A);
 #pragma GCC unroll 16
           for (int i = 0; i < M; ++i)  // (A^T m) A, row by row
-            multiply<OutputTransform<M, 3>, M, A>(rows[i], 1, &out[i][0][c], kBlock);
+            multiply<OutputTransform<M, 3>, M, A>(rows + i * A, 1, out + i * M * kBlock + c, kBlock);
         }
         for (int i = 0; i < M; ++i)
           for (int j = 0; j < M; ++j)
             if (to.present[i][j])
-              winograd::write_outputs(y + to.rows[i][j] * ldy + c0, out[i][j], b + c0, width, accumulate);
+              winograd::write_outputs(y + to.rows[i][j] * ldy + c0, out + (i * M + j) * kBlock, b + c0, width,
+                                      accumulate);
       }
     }
   }
@@ -235,17 +237,17 @@ struct Winograd2d {
       for (int i = 0; i < M; ++i)
         for (int j = 0; j < M; ++j) q[i][j] = to.present[i][j] ? dy + to.rows[i][j] * ldy : zero;
       float* out = dm + r * channels;
-#pragma GCC ivdep
+      ENGINE_IVDEP
       for (int64_t c = 0; c < channels; ++c) {
-        float gradient[M][M], columns[A][M];
+        float gradient[M * M], columns[A * M];  // row-major M x M, A x M
 #pragma GCC unroll 64
-        for (int e = 0; e < M * M; ++e) gradient[e / M][e % M] = q[e / M][e % M][c];
+        for (int e = 0; e < M * M; ++e) gradient[e] = q[e / M][e % M][c];
 #pragma GCC unroll 16
         for (int j = 0; j < M; ++j)  // A dY, column by column
-          multiply<OutputGradientTransform<M, 3>, A, M>(&gradient[0][j], M, &columns[0][j], M);
+          multiply<OutputGradientTransform<M, 3>, A, M>(gradient + j, M, columns + j, M);
 #pragma GCC unroll 16
         for (int i = 0; i < A; ++i)  // (A dY) A^T, row by row
-          multiply<OutputGradientTransform<M, 3>, A, M>(columns[i], 1, out + i * A * plane + c, plane);
+          multiply<OutputGradientTransform<M, 3>, A, M>(columns + i * M, 1, out + i * A * plane + c, plane);
       }
     }
   }

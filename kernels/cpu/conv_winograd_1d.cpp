@@ -91,14 +91,14 @@ struct Winograd1d {
   static void transform_weights(const Conv2dGeometry& g, const float* w, float* u) {
     constexpr int A = M + R - 1;
     const int64_t channels = g.in_c, plane = g.out_c * channels;
-  #pragma omp parallel for schedule(static) num_threads(winograd::threads())
+#pragma omp parallel for schedule(static) num_threads(winograd::threads())
     for (int64_t o = 0; o < g.out_c; ++o) {
       const float* kernel = w + o * R * channels;
       float* out = u + o * channels;
-  #pragma GCC ivdep
+      ENGINE_IVDEP
       for (int64_t c = 0; c < channels; ++c) {
         float taps[R];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int k = 0; k < R; ++k) taps[k] = kernel[k * channels + c];
         multiply<KernelTransform<M, R>, A, R>(taps, 1, out + c, plane);
       }
@@ -110,7 +110,7 @@ struct Winograd1d {
                                         bool accumulate) {
     constexpr int A = M + R - 1;
     const int64_t channels = g.in_c, plane = g.out_c * channels, part_stride = A * plane;
-  #pragma omp parallel for schedule(static) num_threads(winograd::threads())
+#pragma omp parallel for schedule(static) num_threads(winograd::threads())
     for (int64_t o = 0; o < g.out_c; ++o) {
       float* in = du + o * channels;
       winograd::add_parts(in, parts, A, plane, part_stride, channels);
@@ -118,13 +118,13 @@ struct Winograd1d {
       // One loop for each of overwrite and accumulate (a select inside keeps GCC from vectorising it).
       const auto transform = [&](auto accumulate_tag) {
         constexpr bool kAccumulate = decltype(accumulate_tag)::value;
-  #pragma GCC ivdep
+        ENGINE_IVDEP
         for (int64_t c = 0; c < channels; ++c) {
           float sums[A], gradient[R];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
           for (int e = 0; e < A; ++e) sums[e] = in[e * plane + c];
           multiply<KernelGradientTransform<M, R>, R, A>(sums, 1, gradient, 1);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
           for (int k = 0; k < R; ++k) {
             if constexpr (kAccumulate)
               out[k * channels + c] += gradient[k];
@@ -152,10 +152,10 @@ struct Winograd1d {
         d[i] = pos >= 0 && pos < t.in_len ? x + (p.in_base + pos * p.step) * ldx : zero;
       }
       float* out = v + r * channels;
-  #pragma GCC ivdep
+      ENGINE_IVDEP
       for (int64_t c = 0; c < channels; ++c) {
         float in[A];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int i = 0; i < A; ++i) in[i] = d[i][c];
         multiply<InputTransform<M, R>, A, A>(in, 1, out + c, plane);
       }
@@ -173,18 +173,18 @@ struct Winograd1d {
     for (int64_t r = 0; r < count; ++r) {
       const Tiling1d::Place p = t.place(first + r);
       const float* in = m + r * channels;
-      float out[M][kBlock];
+      float out[M * kBlock];  // [i][c]
       for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
         const int64_t width = std::min(kBlock, channels - c0);
-  #pragma GCC ivdep
+        ENGINE_IVDEP
         for (int64_t c = 0; c < width; ++c) {
           float products[A];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
           for (int e = 0; e < A; ++e) products[e] = in[e * plane + c0 + c];
-          multiply<OutputTransform<M, R>, M, A>(products, 1, &out[0][c], kBlock);
+          multiply<OutputTransform<M, R>, M, A>(products, 1, out + c, kBlock);
         }
         for (int i = 0; i < M && p.first + i < t.out_len; ++i)
-          winograd::write_outputs(y + (p.out_base + (p.first + i) * p.step) * ldy + c0, out[i], b + c0, width,
+          winograd::write_outputs(y + (p.out_base + (p.first + i) * p.step) * ldy + c0, out + i * kBlock, b + c0, width,
                                   accumulate);
       }
     }
@@ -202,10 +202,10 @@ struct Winograd1d {
       for (int i = 0; i < M; ++i)
         q[i] = p.first + i < t.out_len ? dy + (p.out_base + (p.first + i) * p.step) * ldy : zero;
       float* out = dm + r * channels;
-  #pragma GCC ivdep
+      ENGINE_IVDEP
       for (int64_t c = 0; c < channels; ++c) {
         float gradient[M];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int i = 0; i < M; ++i) gradient[i] = q[i][c];
         multiply<OutputGradientTransform<M, R>, A, M>(gradient, 1, out + c, plane);
       }

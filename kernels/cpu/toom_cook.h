@@ -17,8 +17,8 @@ namespace kernels::cpu::winograd {
 // The finite points, in the order they are taken: each adds one to alpha. Small magnitudes and their halves
 // keep the transforms well conditioned (0, +-1, +-2, +-1/2 are those of F(6, 3) in the literature). F(2, 3)
 // takes the first three, F(4, 7) all nine.
-constexpr double kPoints[] = {0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 1.5, -1.5};
-constexpr int kMaxPoints = int(sizeof kPoints / sizeof kPoints[0]);
+inline constexpr double kPoints[] = {0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 1.5, -1.5};
+inline constexpr int kMaxPoints = int(sizeof kPoints / sizeof kPoints[0]);
 
 // The matrices of F(M, R), derived in double and stored in float: the input and output transforms exactly
 // (integers and powers of the points), the kernel transform rounded once.
@@ -97,7 +97,7 @@ constexpr Transform<M, R> make_transform() {
 }
 
 template <int M, int R>
-constexpr Transform<M, R> kTransform = make_transform<M, R>();
+inline constexpr Transform<M, R> kTransform = make_transform<M, R>();
 
 // The five products the kernels need, as compile-time matrices: at(row, col) is a constant expression.
 template <int M, int R>
@@ -125,7 +125,7 @@ struct KernelGradientTransform {  // G^T, R x alpha: dg = G^T du
 // index order (the ones fold away). Straight-line code, which GCC vectorises across the caller's channel loop.
 template <typename Matrix, int Row, int... I>
 inline float row_times(const float* in, int64_t in_stride, std::integer_sequence<int, I...>) {
-  float sum = 0.0f;
+  float sum = -0.0f;  // -0 + x == x for every x, so the first term costs no addition (0 + -0 would be +0)
   (
       [&] {
         if constexpr (Matrix::at(Row, I) != 0.0f) sum += Matrix::at(Row, I) * in[I * in_stride];

@@ -13,6 +13,18 @@
 #include "kernels/cpu/workspace.h"
 #include "kernels/gemm.h"
 
+// ENGINE_IVDEP before a loop: its iterations do not depend on each other through memory, so the compiler may
+// vectorise it without checking at run time whether its pointers overlap (GCC's ivdep, clang's
+// vectorize(assume_safety); nothing elsewhere). The Winograd transforms' channel loops write buffers that no
+// input of theirs overlaps.
+#if defined(__clang__)
+#define ENGINE_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define ENGINE_IVDEP _Pragma("GCC ivdep")
+#else
+#define ENGINE_IVDEP
+#endif
+
 namespace kernels::cpu::winograd {
 
 // Bytes of a chunk's transformed inputs and GEMM results: about a core's L2 (1 MiB on our EPYCs).
