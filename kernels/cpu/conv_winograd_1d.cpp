@@ -25,13 +25,10 @@
 // long as im2col (docs/perf-notes.md, "Winograd along one axis").
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu/toom_cook.h"
 #include "kernels/cpu/winograd_tiles.h"
-#include "kernels/cpu/workspace.h"
-#include "kernels/gemm.h"
 #include "kernels/with_flag.h"
 
 namespace kernels::cpu {
@@ -44,23 +41,23 @@ using winograd::multiply;
 using winograd::OutputGradientTransform;
 using winograd::OutputTransform;
 
-// The tiles of a 1xR (along w) or Rx1 (along h) convolution, runs of m outputs along the axis, numbered so that
+// The tiles of a 1xR (along w) or Rx1 (along h) convolution, runs of M outputs along the axis, numbered so that
 // neighbouring tiles read neighbouring pixels: along w, tile = (n * out_h + oh) * per_line + t; along h,
 // tile = ((n * per_line) + t) * width + ow.
+template <int M>
 struct Tiling1d {
   bool along_w;
-  int64_t m, pad, in_len, out_len, width, in_h, out_h, per_line, total;
+  int64_t pad, in_len, out_len, width, in_h, out_h, per_line, total;
 
-  Tiling1d(const Conv2dGeometry& g, int64_t outputs_per_tile)
+  explicit Tiling1d(const Conv2dGeometry& g)
       : along_w(g.kernel_h == 1),
-        m(outputs_per_tile),
         pad(along_w ? g.pad_left : g.pad_top),
         in_len(along_w ? g.in_w : g.in_h),
         out_len(along_w ? g.out_w() : g.out_h()),
         width(g.in_w),
         in_h(g.in_h),
         out_h(g.out_h()),
-        per_line((out_len + m - 1) / m),
+        per_line((out_len + M - 1) / M),
         total(g.batch * (along_w ? g.out_h() : g.out_w()) * per_line) {}
 
   // Tile `tile`: the input and output pixel rows of its line's first pixel, the step between neighbours along
@@ -71,10 +68,10 @@ struct Tiling1d {
   Place place(int64_t tile) const {
     if (along_w) {
       const int64_t line = tile / per_line;  // n * out_h + oh; in_h == out_h (kernel height 1, no padding)
-      return {line * in_len, line * out_len, 1, (tile % per_line) * m};
+      return {line * in_len, line * out_len, 1, (tile % per_line) * M};
     }
     const int64_t ow = tile % width, rest = tile / width, n = rest / per_line;
-    return {n * in_h * width + ow, n * out_h * width + ow, width, (rest % per_line) * m};
+    return {n * in_h * width + ow, n * out_h * width + ow, width, (rest % per_line) * M};
   }
 };
 
@@ -83,9 +80,7 @@ template <int M, int R>
 struct Winograd1d {
   static constexpr int64_t kElements = M + R - 1;
   static constexpr int64_t kTaps = R;
-  struct Tiling : Tiling1d {
-    explicit Tiling(const Conv2dGeometry& g) : Tiling1d(g, M) {}
-  };
+  using Tiling = Tiling1d<M>;
 
   // u[e][o][c] = (G g)[e] for each kernel g = w[o, k, c] (1xR and Rx1 kernels have the same OHWI layout).
   static void transform_weights(const Conv2dGeometry& g, const float* w, float* u) {
@@ -139,13 +134,13 @@ struct Winograd1d {
 
   // v[e][r][c] = (B^T d)[e] for the alpha inputs d under tile first + r, r < count (cells outside x read as
   // zero).
-  static void transform_input(const Conv2dGeometry& g, const Tiling1d& t, const float* x, int64_t ldx,
+  static void transform_input(const Conv2dGeometry& g, const Tiling& t, const float* x, int64_t ldx,
                               int64_t first, int64_t count, float* v) {
     constexpr int A = M + R - 1;
     const int64_t channels = g.in_c, plane = count * channels;
     const float* zero = winograd::zeros(channels);
     for (int64_t r = 0; r < count; ++r) {
-      const Tiling1d::Place p = t.place(first + r);
+      const typename Tiling::Place p = t.place(first + r);
       const float* d[A];
       for (int i = 0; i < A; ++i) {
         const int64_t pos = p.first - t.pad + i;
@@ -164,14 +159,14 @@ struct Winograd1d {
 
   // y (+)= A^T m (+ bias) for the tiles [first, first + count), m[e][r][o]; outputs past the end of a line are
   // not written.
-  static void transform_output(const Conv2dGeometry& g, const Tiling1d& t, const float* m, int64_t first,
+  static void transform_output(const Conv2dGeometry& g, const Tiling& t, const float* m, int64_t first,
                                int64_t count, const float* bias, float* y, int64_t ldy, bool accumulate) {
     constexpr int A = M + R - 1;
     constexpr int64_t kBlock = 64;  // channels per pass: the tile's M outputs of a block stay in L1
     const int64_t channels = g.out_c, plane = count * channels;
     const float* b = bias != nullptr ? bias : winograd::zeros(channels);
     for (int64_t r = 0; r < count; ++r) {
-      const Tiling1d::Place p = t.place(first + r);
+      const typename Tiling::Place p = t.place(first + r);
       const float* in = m + r * channels;
       float out[M * kBlock];  // [i][c]
       for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
@@ -191,13 +186,13 @@ struct Winograd1d {
   }
 
   // dm[e][r][o] = (A dY)[e] for the M output gradients dY of tile first + r (zero past the end of a line).
-  static void transform_output_gradient(const Conv2dGeometry& g, const Tiling1d& t, const float* dy, int64_t ldy,
+  static void transform_output_gradient(const Conv2dGeometry& g, const Tiling& t, const float* dy, int64_t ldy,
                                         int64_t first, int64_t count, float* dm) {
     constexpr int A = M + R - 1;
     const int64_t channels = g.out_c, plane = count * channels;
     const float* zero = winograd::zeros(channels);
     for (int64_t r = 0; r < count; ++r) {
-      const Tiling1d::Place p = t.place(first + r);
+      const typename Tiling::Place p = t.place(first + r);
       const float* q[M];
       for (int i = 0; i < M; ++i)
         q[i] = p.first + i < t.out_len ? dy + (p.out_base + (p.first + i) * p.step) * ldy : zero;
