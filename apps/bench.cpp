@@ -44,7 +44,6 @@
 //       | "oom" | "skipped" | "error"), "note", "warmup", "iters", "median_s", "p10_s", "p90_s",
 //       "images_per_s", "peak_bytes", "projected_s"}, ...]}
 // Figures that do not exist are null.
-#include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
@@ -226,7 +225,7 @@ class CaseMemory {
       baseline_ = engine::device_memory_stats(device).requested_bytes;
       return;
     }
-    malloc_trim(0);  // give the host heap's free pages back, so that reuse shows as growth
+    engine::empty_device_cache(device);  // the host heap's free pages back, so that reuse shows as growth
     std::ofstream clear("/proc/self/clear_refs");
     clear << "5";  // resets VmHWM to the current VmRSS (Linux >= 4.0)
     clear.close();

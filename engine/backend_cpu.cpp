@@ -19,13 +19,23 @@
 namespace engine {
 namespace {
 
-// glibc serves blocks above 128 KiB with fresh mmaps, so every activation and gradient of every step
-// would be page-faulted (and zeroed by the kernel) anew. Keeping large blocks on the heap lets a
-// training step reuse the memory the previous step freed.
-const bool host_heap_reuses_large_blocks = [] {
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  return true;
+// glibc gives memory back to the system in two ways, and either makes a training step page-fault (and
+// the kernel zero) its activations anew every step: a block above M_MMAP_THRESHOLD (128 KiB, rising to
+// at most 32 MiB as blocks are freed) gets an mmap of its own, unmapped when freed; and free() hands the
+// heap's top back (brk) once more than M_TRIM_THRESHOLD is free there. A DenseNet step at batch 16 frees
+// over 1 GiB at its end: with the trim threshold at 1 GiB, DenseNet-121 at 224 px spent a quarter of its
+// processor time in those faults (docs/perf-notes.md, "The heap's top given back every step"). So blocks
+// up to 1 GiB come from the heap and the heap is never trimmed: it keeps a step's peak for the next step,
+// as the GPU's caching allocator does. `host_heap_keeps_freed_memory()` (memory_stats.h) says whether
+// glibc took both settings; other C libraries keep their own policy.
+const bool host_heap_settings_taken = [] {
+#if defined(__GLIBC__)
+  const bool mmap_taken = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1;
+  const bool trim_taken = mallopt(M_TRIM_THRESHOLD, -1) == 1;  // -1: never trim (mallopt(3))
+  return mmap_taken && trim_taken;
+#else
+  return false;
+#endif
 }();
 
 // 64-byte aligned host blocks from plain malloc: the block starts at the first 64-byte boundary past
@@ -102,7 +112,12 @@ class CpuBackend final : public DeviceBackend {
     return stats;
   }
   void reset_memory_peak() const override { reset_host_memory_peak(); }
-  void empty_cache() const override {}
+  // The heap keeps what tensors freed (above); this gives its free pages back to the system.
+  void empty_cache() const override {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+  }
   bool is_out_of_memory(const std::exception& e) const override {
     return dynamic_cast<const std::bad_alloc*>(&e) != nullptr;
   }
@@ -161,10 +176,11 @@ class CpuBackend final : public DeviceBackend {
 }  // namespace
 
 const DeviceBackend& cpu_backend() {
-  (void)host_heap_reuses_large_blocks;
   static const CpuBackend backend;
   return backend;
 }
+
+bool host_heap_keeps_freed_memory() { return host_heap_settings_taken; }
 
 // --- runtime.h: the CPU's threads and machine ----------------------------------------------------------
 

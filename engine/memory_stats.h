@@ -32,4 +32,9 @@ void reset_host_memory_peak();
 void note_host_allocation(size_t bytes);
 void note_host_free(size_t bytes);
 
+// Whether the C library keeps freed host memory for the next allocations instead of giving it back to the
+// system (glibc with the settings of engine/backend_cpu.cpp taken): then a training step's second run
+// page-faults nothing its first run had touched. False on other C libraries.
+bool host_heap_keeps_freed_memory();
+
 }  // namespace engine

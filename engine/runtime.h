@@ -43,6 +43,8 @@ bool allow_tf32();                // false when no backend of this build has TF3
 // --- Devices --------------------------------------------------------------------------------------
 DeviceMemoryStats device_memory_stats(Device device);
 void reset_device_memory_peak(Device device);  // the peak becomes the bytes in use now
+// Gives the allocator's free blocks back to the system: CUDA's caching allocator's, or on the CPU the
+// host heap's free pages (which it otherwise keeps for the next training step: engine/backend_cpu.cpp).
 void empty_device_cache(Device device);
 void device_synchronize(Device device);
 // Whether `e` is a device allocator's out-of-memory error (of any backend of this build).

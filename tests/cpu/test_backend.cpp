@@ -2,6 +2,7 @@
 // every direction, fills and strided copies, the runtime switches of engine/runtime.h, and the plain
 // error a CUDA request gets where this build or machine has no CUDA device.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <cstring>
 #include <numeric>
@@ -71,8 +72,53 @@ TEST(CpuBackend, PeakFollowsAllocationsAndResets) {
   reset_device_memory_peak(cpu);
   EXPECT_EQ(device_memory_stats(cpu).peak_bytes, live);
   EXPECT_EQ(device_memory_stats(cpu).cached_bytes, 0);
-  empty_device_cache(cpu);   // nothing to give back
+  empty_device_cache(cpu);   // the heap's free pages back to the system
   device_synchronize(cpu);   // nothing to wait for
+}
+
+int64_t minor_page_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
+
+// A training step allocates its activations, frees them at its end, and allocates them again in the next
+// step. glibc's defaults give such blocks back to the system (an mmap of their own above 32 MiB at most;
+// the heap's top once more than the trim threshold is free), so the next step page-faults every one anew.
+// Here: 30 blocks of 48 MiB (each above glibc's largest mmap threshold, 1.4 GiB freed at once, more than
+// the 1 GiB trim threshold this table used before), touched, freed and allocated again; then once more
+// after empty_device_cache, which gives the free pages back.
+TEST(CpuBackend, ASecondStepReusesTheFirstStepsMemoryWithoutPageFaults) {
+#if !defined(__GLIBC__)
+  GTEST_SKIP() << "the heap settings are glibc's";
+#endif
+  ASSERT_TRUE(host_heap_keeps_freed_memory()) << "glibc refused the heap settings of engine/backend_cpu.cpp";
+  const DeviceBackend& cpu = backend_for(Device::cpu());
+  constexpr size_t kBlockBytes = size_t(48) << 20;
+  constexpr int kBlocks = 30;
+  auto step = [&] {
+    std::vector<void*> blocks;
+    blocks.reserve(kBlocks);  // no small block of its own between the last large one and the heap's top
+    for (int i = 0; i < kBlocks; ++i) {
+      blocks.push_back(cpu.allocate(kBlockBytes));
+      std::memset(blocks.back(), i, kBlockBytes);
+    }
+    for (void* block : blocks) cpu.release(block, kBlockBytes);
+  };
+  const int64_t pages = int64_t(kBlocks) * int64_t(kBlockBytes / 4096);
+  const int64_t before_first = minor_page_faults();
+  step();
+  const int64_t first = minor_page_faults() - before_first;
+  step();
+  const int64_t second = minor_page_faults() - before_first - first;
+  // The first step may fault every page (or fewer, with huge pages); the second none but a few.
+  EXPECT_LT(second, pages / 100) << "first step " << first << " faults, second " << second << ", of "
+                                 << pages << " pages";
+  // Emptying the CPU's "cache" gives those pages back: the next step faults them again.
+  empty_device_cache(Device::cpu());
+  const int64_t before_third = minor_page_faults();
+  step();
+  EXPECT_GT(minor_page_faults() - before_third, pages / 2);
 }
 
 TEST(CpuBackend, CopiesRoundTrip) {
