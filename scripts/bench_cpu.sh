@@ -6,8 +6,12 @@
 # want). Seconds per image forward and forward + backward, the ratios, and the fraction of the CPU's peak
 # our runs reach.
 #   scripts/bench_cpu.sh [--threads N] [--batch N] [--reps N] [--quick] [--only NET] [--no-torch2]
-#                        [--keep-openblas-coretype]
+#                        [--keep-openblas-coretype] [--torch-same-heap]
 # --no-torch2 leaves out PyTorch 2.x (its venv takes about 5.5 GB and a download on first use).
+# --torch-same-heap runs PyTorch with our heap policy (glibc keeps freed memory: engine/backend_cpu.cpp),
+# set through GLIBC_TUNABLES. By default PyTorch runs as installed, with glibc's defaults, which at batch
+# 16 and more give each step's memory back and page-fault it anew (docs/perf-notes.md, "The heap's top
+# given back every step"); with --torch-same-heap the comparison is of the kernels alone.
 # OpenBLAS runs the kernels it picks for the CPU: an OPENBLAS_CORETYPE from the environment is left out
 # (some machines' environments pin the AVX2 "Haswell" kernels on AVX-512 CPUs, whose GEMMs then run at
 # about 0.6x: docs/perf-notes.md, "OpenBLAS's kernels"), unless --keep-openblas-coretype.
@@ -20,10 +24,13 @@ source scripts/lib/torch2_env.sh
 args=()
 with_torch2=1
 keep_coretype=0
+torch_heap=()
 for arg in "$@"; do
   case "$arg" in
     --no-torch2) with_torch2=0 ;;
     --keep-openblas-coretype) keep_coretype=1 ;;
+    --torch-same-heap)
+      torch_heap=(env "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=18446744073709551615") ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -43,10 +50,11 @@ ours=$(mktemp) theirs=$(mktemp)
 trap 'rm -f "$ours" "$theirs"' EXIT
 "$BUILD_DIR/bench_nets_cpu" "${args[@]}" | tee "$ours"
 echo
-"$PYTHON" scripts/bench_torch_cpu.py "${args[@]}" | tee "$theirs"
+if [ ${#torch_heap[@]} -gt 0 ]; then echo "PyTorch with our heap policy: ${torch_heap[1]}"; fi
+"${torch_heap[@]}" "$PYTHON" scripts/bench_torch_cpu.py "${args[@]}" | tee "$theirs"
 if [ "$with_torch2" = 1 ]; then
   echo
-  "$ENGINE_TORCH2_PYTHON" scripts/bench_torch_cpu.py --tag torch2 --channels-last "${args[@]}" | tee -a "$theirs"
+  "${torch_heap[@]}" "$ENGINE_TORCH2_PYTHON" scripts/bench_torch_cpu.py --tag torch2 --channels-last "${args[@]}" | tee -a "$theirs"
 fi
 echo
 # Ours: "<net> <input> <GMAC> | <fwd> <GFLOP/s> <peak%> | <fwd+bwd> <GFLOP/s> <peak%>"; theirs:
