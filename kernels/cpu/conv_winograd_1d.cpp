@@ -132,6 +132,19 @@ struct Winograd1d {
     }
   }
 
+  // out[e * plane + c] = (Matrix [rows[0][c], ..., rows[Cols - 1][c]])[e], e < Rows, for every channel c: one
+  // tile's gathered rows through a transform (the input's B^T, the output gradient's A), channels vectorised.
+  template <typename Matrix, int Rows, int Cols>
+  static void transform_gathered(const float* const (&rows)[Cols], int64_t channels, float* out, int64_t plane) {
+    ENGINE_IVDEP
+    for (int64_t c = 0; c < channels; ++c) {
+      float in[Cols];
+#pragma GCC unroll 16
+      for (int i = 0; i < Cols; ++i) in[i] = rows[i][c];
+      multiply<Matrix, Rows, Cols>(in, 1, out + c, plane);
+    }
+  }
+
   // v[e][r][c] = (B^T d)[e] for the alpha inputs d under tile first + r, r < count (cells outside x read as
   // zero).
   static void transform_input(const Conv2dGeometry& g, const Tiling& t, const float* x, int64_t ldx,
@@ -146,14 +159,7 @@ struct Winograd1d {
         const int64_t pos = p.first - t.pad + i;
         d[i] = pos >= 0 && pos < t.in_len ? x + (p.in_base + pos * p.step) * ldx : zero;
       }
-      float* out = v + r * channels;
-      ENGINE_IVDEP
-      for (int64_t c = 0; c < channels; ++c) {
-        float in[A];
-#pragma GCC unroll 16
-        for (int i = 0; i < A; ++i) in[i] = d[i][c];
-        multiply<InputTransform<M, R>, A, A>(in, 1, out + c, plane);
-      }
+      transform_gathered<InputTransform<M, R>, A, A>(d, channels, v + r * channels, plane);
     }
   }
 
@@ -196,14 +202,7 @@ struct Winograd1d {
       const float* q[M];
       for (int i = 0; i < M; ++i)
         q[i] = p.first + i < t.out_len ? dy + (p.out_base + (p.first + i) * p.step) * ldy : zero;
-      float* out = dm + r * channels;
-      ENGINE_IVDEP
-      for (int64_t c = 0; c < channels; ++c) {
-        float gradient[M];
-#pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) gradient[i] = q[i][c];
-        multiply<OutputGradientTransform<M, R>, A, M>(gradient, 1, out + c, plane);
-      }
+      transform_gathered<OutputGradientTransform<M, R>, A, M>(q, channels, dm + r * channels, plane);
     }
   }
 };

@@ -1,6 +1,7 @@
-// The device tables of engine/backend.h on the CPU: allocation (counted in memory_stats.h), copies in
-// every direction, fills and strided copies, the runtime switches of engine/runtime.h, and the plain
-// error a CUDA request gets where this build or machine has no CUDA device.
+// The device tables of engine/backend.h on the CPU: allocation (counted in memory_stats.h; the heap keeps
+// freed memory for the next step), copies in every direction, fills and strided copies, the runtime
+// switches of engine/runtime.h, and the plain error a CUDA request gets where this build or machine has no
+// CUDA device.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
