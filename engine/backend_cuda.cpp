@@ -39,7 +39,10 @@ bool row_copy(int ndim, const int64_t* shape, const int64_t* dst_strides, const 
       }
       rows_inside *= shape[d];
     }
-    if (*ld < *cols) *ld = *cols;  // a single row: any stride >= cols serves
+    if (*ld < *cols) {  // a single row: any stride >= cols serves; rows that overlap are no matrix
+      if (*rows > 1) return false;
+      *ld = *cols;
+    }
   }
   return true;
 }

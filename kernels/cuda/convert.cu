@@ -1,7 +1,9 @@
 // Element-type conversion on the GPU (see convert.h), the same function per element as
 // kernels/cpu/convert.cpp (kernels/bf16.h), so the two agree bit for bit: one grid-stride kernel
 // (launch.cuh) per pair of element types; thread i converts element (i / cols, i % cols) and touches
-// only the first cols elements of every row.
+// only the first cols elements of every row. bf16 -> f32 is the 16-bit shift of kernels/bf16.h, not
+// __bfloat162float: on sm_90 that is the cvt.f32.bf16 instruction, which PTX does not promise to keep a NaN's
+// payload, and the conversion tests compare every one of the 65,536 patterns bit for bit.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -26,18 +28,6 @@ struct ConvertOp {
   int64_t ld_out;
   __device__ void operator()(int64_t r, int64_t c) const {
     convert_element(in[r * ld_in + c], out[r * ld_out + c]);
-  }
-};
-
-// bf16 -> f32 through the CUDA type, which widens exactly as kernels/bf16.h does.
-template <>
-struct ConvertOp<BFloat16, float> {
-  const BFloat16* in;
-  int64_t ld_in;
-  float* out;
-  int64_t ld_out;
-  __device__ void operator()(int64_t r, int64_t c) const {
-    out[r * ld_out + c] = __bfloat162float(static_cast<__nv_bfloat16>(in[r * ld_in + c]));
   }
 };
 
