@@ -2,8 +2,10 @@
 // peak, read from /proc/cpuinfo (clock x FLOP per cycle; not measured: turbo can exceed it).
 //   FLOP/cycle: two FMA pipes of 8 floats = 32 with AVX2 + FMA (also AVX-512 on cores that run it as
 //   two 256-bit halves, such as AMD Zen 4); 64 on AMD Zen 5 (family 0x1A), whose server and desktop
-//   parts have 512-bit AVX-512 units (its mobile parts run AVX-512 as 256-bit halves: their peak is half); Intel server cores with two 512-bit FMA units reach 64 too, but /proc/cpuinfo does not
-//   tell them from one-unit parts, so they are counted at 32.
+//   parts have 512-bit AVX-512 units (its mobile parts run AVX-512 as 256-bit halves: their peak is half),
+//   and on Intel Xeons with AMX (Sapphire Rapids and later: two 512-bit FMA units on every such part).
+//   Earlier Intel server cores with two units reach 64 too, but /proc/cpuinfo does not tell them from
+//   one-unit parts, so they are counted at 32.
 #pragma once
 #include <string>
 

@@ -25,7 +25,10 @@ CpuInfo cpu_info() {
   }
   auto has = [&](const char* flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
   info.avx512 = has("avx512f");
-  const bool full_width_avx512 = info.avx512 && vendor == "AuthenticAMD" && family >= 0x1a;  // Zen 5 on
+  // Two 512-bit FMA units: AMD Zen 5 on, and Intel's Xeons with AMX (Sapphire Rapids on: AMX is on
+  // their server cores only, and every one of those has both units).
+  const bool full_width_avx512 =
+      info.avx512 && ((vendor == "AuthenticAMD" && family >= 0x1a) || (vendor == "GenuineIntel" && has("amx_tile")));
   info.gemm_library = gemm_library();
   info.flop_per_cycle = full_width_avx512 ? 64 : has("fma") && has("avx2") ? 32 : has("avx") ? 16 : 8;
   return info;
