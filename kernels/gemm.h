@@ -1,6 +1,7 @@
 // Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, where op(X) is X or X^T.
 //   op(A): [m, k], op(B): [k, n], C: [m, n]; lda/ldb/ldc are the row strides of A, B, C as stored.
-// The CPU version calls OpenBLAS (split over the threads); it is the workhorse of the CPU convolution and linear ops.
+// The CPU version calls OpenBLAS, or oneMKL in a build that asks for it (ENGINE_BLAS=MKL), split over the
+// threads; it is the workhorse of the CPU convolution and linear ops.
 //
 // gemm_mixed is the same product over matrix views of mixed element types (docs/precision.md): A and B
 // both f32 or both bf16, C f32 or bf16; the inputs are widened exactly, every product and sum is f32
@@ -54,10 +55,10 @@ void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView
                 MatrixView c);
 
 // The library behind gemm and the kernels it runs, for benchmark reports: "OpenBLAS 0.3.21, SkylakeX
-// kernels" or "built-in".
+// kernels", "oneMKL 2026.2, sequential" or "built-in".
 std::string gemm_library();
 
-// Number of threads the CPU kernels (OpenMP loops and OpenBLAS) use.
+// Number of threads the CPU kernels (OpenMP loops, and the BLAS calls they split) use.
 int num_threads();
 void set_num_threads(int threads);
 

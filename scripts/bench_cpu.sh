@@ -6,12 +6,15 @@
 # want). Seconds per image forward and forward + backward, the ratios, and the fraction of the CPU's peak
 # our runs reach.
 #   scripts/bench_cpu.sh [--threads N] [--batch N] [--reps N] [--quick] [--only NET] [--no-torch2]
-#                        [--keep-openblas-coretype] [--torch-same-heap]
+#                        [--keep-openblas-coretype] [--torch-same-heap] [--mkl]
 # --no-torch2 leaves out PyTorch 2.x (its venv takes about 5.5 GB and a download on first use).
 # --torch-same-heap runs PyTorch with our heap policy (glibc keeps freed memory: engine/backend_cpu.cpp),
 # set through GLIBC_TUNABLES. By default PyTorch runs as installed, with glibc's defaults, which at batch
 # 16 and more give each step's memory back and page-fault it anew (docs/perf-notes.md, "The heap's top
 # given back every step"); with --torch-same-heap the comparison is of the kernels alone.
+# --mkl builds ours against oneMKL (PyPI's wheels in .venv-mkl, scripts/lib/mkl_env.sh; the build in
+# build-mkl, CPU only) instead of Debian's OpenBLAS: on Intel Xeons its SGEMM is the faster
+# (docs/benchmarks.md). PyTorch's side is unchanged.
 # OpenBLAS runs the kernels it picks for the CPU: an OPENBLAS_CORETYPE from the environment is left out
 # (some machines' environments pin the AVX2 "Haswell" kernels on AVX-512 CPUs, whose GEMMs then run at
 # about 0.6x: docs/perf-notes.md, "OpenBLAS's kernels"), unless --keep-openblas-coretype.
@@ -20,13 +23,16 @@ cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
 source scripts/lib/python_env.sh
 source scripts/lib/torch2_env.sh
+source scripts/lib/mkl_env.sh
 
 args=()
 with_torch2=1
 keep_coretype=0
 torch_heap=()
+with_mkl=0
 for arg in "$@"; do
   case "$arg" in
+    --mkl) with_mkl=1 ;;
     --no-torch2) with_torch2=0 ;;
     --keep-openblas-coretype) keep_coretype=1 ;;
     --torch-same-heap)
@@ -39,9 +45,17 @@ if [ "$keep_coretype" = 0 ] && [ -n "${OPENBLAS_CORETYPE:-}" ]; then
        "kernels; --keep-openblas-coretype keeps it)"
   unset OPENBLAS_CORETYPE
 fi
-BUILD_DIR="${BUILD_DIR:-build}"
 engine_ensure_build_deps
-engine_build "$BUILD_DIR" >/dev/null
+if [ "$with_mkl" = 1 ]; then
+  engine_mkl_env
+  BUILD_DIR="${BUILD_DIR:-build-mkl}"
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=OFF -DENGINE_BLAS=MKL \
+        -DMKL_ROOT="$ENGINE_MKL_ROOT" >/dev/null
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_nets_cpu >/dev/null
+else
+  BUILD_DIR="${BUILD_DIR:-build}"
+  engine_build "$BUILD_DIR" >/dev/null
+fi
 engine_python_env >/dev/null
 PYTHON="${ENGINE_VENV:-.venv}/bin/python"
 if [ "$with_torch2" = 1 ]; then engine_torch2_env; fi

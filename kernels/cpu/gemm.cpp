@@ -1,5 +1,6 @@
-// Row-major SGEMM on the CPU (see gemm.h): OpenBLAS where the build found it (ENGINE_HAVE_OPENBLAS),
-// else a built-in GEMM that packs op(B) once and streams rows of C with a vectorisable inner loop.
+// Row-major SGEMM on the CPU (see gemm.h): OpenBLAS where the build found it (ENGINE_HAVE_OPENBLAS), oneMKL
+// where the build was asked for it (ENGINE_BLAS=MKL: ENGINE_HAVE_MKL, run sequential as OpenBLAS runs on one
+// thread below), else a built-in GEMM that packs op(B) once and streams rows of C with a vectorisable inner loop.
 //
 // One thread pool for the whole engine. OpenBLAS runs single-threaded
 // and gemm() splits C into row blocks (or column blocks when C is wide and short) over the OpenMP
@@ -25,17 +26,27 @@
 
 #include "kernels/cpu/bf16_widen.h"
 
-#ifdef ENGINE_HAVE_OPENBLAS
+#if defined(ENGINE_HAVE_MKL)
+#include <mkl_cblas.h>
+#include <mkl_service.h>
+using blasint = MKL_INT;
+#elif defined(ENGINE_HAVE_OPENBLAS)
 #include <cblas.h>
 #endif
 
 namespace kernels::cpu {
 namespace {
 
-#ifdef ENGINE_HAVE_OPENBLAS
-// OpenBLAS starts with its own thread pool; switch it to one thread before the first GEMM.
+#if defined(ENGINE_HAVE_MKL) || defined(ENGINE_HAVE_OPENBLAS)
+// The BLAS runs each call on the calling thread: OpenBLAS starts with its own thread pool, switched to one
+// thread before the first GEMM; oneMKL's single library is told its sequential layer before any other call.
 const bool openblas_single_threaded = [] {
+#ifdef ENGINE_HAVE_MKL
+  if (mkl_set_threading_layer(MKL_THREADING_SEQUENTIAL) != MKL_THREADING_SEQUENTIAL)
+    throw std::runtime_error("oneMKL refused its sequential threading layer (MKL_THREADING_LAYER in the environment?)");
+#else
   openblas_set_num_threads(1);
+#endif
   return true;
 }();
 
@@ -161,7 +172,12 @@ void gemm_serial(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64
 }
 
 std::string gemm_library() {
-#ifdef ENGINE_HAVE_OPENBLAS
+#if defined(ENGINE_HAVE_MKL)
+  MKLVersion version;
+  mkl_get_version(&version);
+  return "oneMKL " + std::to_string(version.MajorVersion) + "." + std::to_string(version.UpdateVersion) +
+         ", sequential";
+#elif defined(ENGINE_HAVE_OPENBLAS)
   // openblas_get_config(): "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ...": its first two words.
   const std::string config = openblas_get_config();
   const size_t second_space = config.find(' ', config.find(' ') + 1);
