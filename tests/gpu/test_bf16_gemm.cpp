@@ -72,7 +72,7 @@ INSTANTIATE_TEST_SUITE_P(
                       MixedCase{"transpose_a_strided", true, false, 19, 8, 40, 5, DType::bf16, 1.0f, 0.0f},
                       MixedCase{"both_beta_bf16", true, true, 12, 14, 300, 2, DType::bf16, 0.5f, 1.0f},
                       MixedCase{"accumulate_f32", false, true, 64, 40, 96, 1, DType::f32, 1.0f, 1.0f},
-                      MixedCase{"k_zero", false, false, 4, 5, 0, 0, DType::bf16, 1.0f, 2.0f}),
+                      MixedCase{"k_zero", true, false, 4, 5, 0, 0, DType::bf16, 1.0f, 2.0f}),
     [](const ::testing::TestParamInfo<MixedCase>& info) { return std::string(info.param.name); });
 
 TEST(CudaBf16GemmF32Inputs, F32InputsWithABf16OutputRoundTheF32Product) {

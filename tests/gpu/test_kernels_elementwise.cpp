@@ -349,9 +349,11 @@ INSTANTIATE_TEST_SUITE_P(
                       MatrixCase{"irv2_17x17_192_of_1088", 1156, 192, 1088},
                       MatrixCase{"long_column_100003x1", 100003, 1, 1},
                       // More rows than a grid covers, so a thread steps across row ends again and again:
-                      // the element path (odd columns) and the 16-byte path (columns and stride of 4s)
+                      // the element path (odd columns) and the 16-byte path (columns and stride of 8s: 10
+                      // f32 or 5 bf16 packs a row, 600,010 or 300,005 packs against a grid of 8 blocks of
+                      // 256 threads per SM, 270,336 threads on 132 SMs; neither 10 nor 5 divides it)
                       MatrixCase{"carry_70001x7_ld9", 70001, 7, 9},
-                      MatrixCase{"carry_packed_30001x12_ld16", 30001, 12, 16}),
+                      MatrixCase{"carry_packed_60001x40_ld48", 60001, 40, 48}),
     test_support::case_name<MatrixCase>);
 
 TEST(CudaStridedCopy, TransposedViewAndEightDims) {
