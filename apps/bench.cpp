@@ -573,10 +573,11 @@ int main(int argc, char** argv) {
             rows.push_back(row);
             write_json(false);
           }
-    add_projections(rows);
+    std::vector<Row> projected = rows;  // rows stay unprojected: write_json projects its own copy
+    add_projections(projected);
     std::printf("\nprojected: 10 epochs of MURA's 36,808 training images + one pass over its 3,197 validation images "
                 "at the measured throughput (compute only, data loading excluded):\n");
-    for (const Row& r : rows)
+    for (const Row& r : projected)
       if (std::isfinite(r.projected_s))
         std::printf("  %s@%lld batch %lld %s: %.0f s (%.1f min)%s\n", r.arch.c_str(), static_cast<long long>(r.input_size),
                     static_cast<long long>(r.batch), r.precision.c_str(), r.projected_s, r.projected_s / 60,

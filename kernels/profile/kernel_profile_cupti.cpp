@@ -130,7 +130,7 @@ void CUPTIAPI on_profiler_call(void*, CUpti_CallbackDomain domain, CUpti_Callbac
       profile->add_window(range_begin, now);
       in_range = false;
     }
-    report(cuptiActivityFlushAll(0), "cuptiActivityFlushAll");  // outside the lock: it calls buffer_completed
+    report(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED), "cuptiActivityFlushAll");  // outside the lock: it calls buffer_completed
     write_table(/*at_exit=*/false);
   }
 }
