@@ -519,6 +519,12 @@ int main(int argc, char** argv) {
     }
     std::printf("bench on %s; warm-up %d, timed %d; flatten head; synthetic data on the device\n", device_text.c_str(),
                 args.warmup, args.iters);
+    const int graph_warmup = engine::GraphOptions{}.warmup_steps + 1;  // eager steps, then the recording
+    if (device.is_cuda() && !args.no_graph && args.mode != "infer" && args.warmup < graph_warmup)
+      std::fprintf(stderr,
+                   "note: --warmup %d is under the %d steps a graphed training step takes before it replays (its "
+                   "eager steps and the graph's recording): they fall into the timed iterations\n",
+                   args.warmup, graph_warmup);
     std::printf("%-20s %5s %5s %5s %-5s %-5s %10s %10s %10s %10s %10s %10s\n", "net", "size", "req", "batch", "prec",
                 "mode", "median s", "p10 s", "p90 s", "img/s", "peak MiB", "proj. s");
 
