@@ -537,15 +537,16 @@ def combine(ours_path, torch_path):
         # The issue's targets that this row measures.
         targets = []
 
-        def verdict(name, ratio, goal, text):
-            """goal: the least ratio (ours / PyTorch's) that meets the target; 0: ahead, i.e. above 1."""
+        def verdict(name, ratio, goal, text, figure=None):
+            """goal: the least ratio (ours / PyTorch's) that meets the target; 0: ahead, i.e. above 1.
+            figure: what to show instead of the ratio (an absolute target's rate)."""
             if r["status"] != "ok":
                 label = f"not measured ({r['status']})"
             elif ratio is None:
                 label = "not measured (no PyTorch figure)"
             else:
                 label = "met" if (ratio >= goal if goal else ratio > 1) else "missed"
-            shown = "" if ratio is None else f"{ratio:.2f}x"
+            shown = "" if ratio is None else figure or f"{ratio:.2f}x"
             targets.append(f"{text}: {label}{f' ({shown})' if shown else ''}")
             verdicts.append((name, f"{r['arch']}@{r['input_size']} batch {batch} {r['precision']} {r['mode']}",
                              label, shown))
@@ -554,11 +555,8 @@ def combine(ours_path, torch_path):
             return rate / t["images_per_s"] if rate is not None and t else None
 
         def rate_verdict(name, goal, text):
-            """An absolute target of images/s (goal), measured against this row's own rate."""
-            verdict(name, None if rate is None else rate / goal, 1.0, text)
-            if rate is not None:  # the figure shown is the rate, not a ratio
-                targets[-1] = f"{text}: {verdicts[-1][2]} ({fmt_rate(rate)} img/s)"
-                verdicts[-1] = verdicts[-1][:3] + (f"{fmt_rate(rate)} img/s",)
+            """An absolute target of images/s (goal): this row's own rate against it."""
+            verdict(name, None if rate is None else rate / goal, 1.0, text, f"{fmt_rate(rate)} img/s")
 
         # The GPU-speed issue (f32/TF32) and the bf16 issue, as they state them: the same run, the same card.
         arch, size, batch_request = r["arch"], r["input_size"], r["batch_request"]

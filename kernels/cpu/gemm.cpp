@@ -40,7 +40,7 @@ namespace {
 #if defined(ENGINE_HAVE_MKL) || defined(ENGINE_HAVE_OPENBLAS)
 // The BLAS runs each call on the calling thread: OpenBLAS starts with its own thread pool, switched to one
 // thread before the first GEMM; oneMKL's single library is told its sequential layer before any other call.
-const bool openblas_single_threaded = [] {
+const bool blas_single_threaded = [] {
 #ifdef ENGINE_HAVE_MKL
   if (mkl_set_threading_layer(MKL_THREADING_SEQUENTIAL) != MKL_THREADING_SEQUENTIAL)
     throw std::runtime_error("oneMKL refused its sequential threading layer (MKL_THREADING_LAYER in the environment?)");
@@ -59,7 +59,7 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
               b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
 }
 #else
-const bool openblas_single_threaded = true;
+const bool blas_single_threaded = true;
 
 // C[m, n] = alpha op(A) op(B) + beta C, single-threaded (gemm() below splits the work):
 // op(B) is packed densely as [k, n], then each row of C accumulates alpha a_ik * B[k, :] over k.
@@ -136,7 +136,7 @@ void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView
 
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  (void)openblas_single_threaded;
+  (void)blas_single_threaded;
   if (m == 0 || n == 0) return;
   if (k == 0) {  // C = beta * C; BLAS implementations differ on k == 0, so do it here.
     for (int64_t i = 0; i < m; ++i)

@@ -14,29 +14,18 @@ ENGINE_MKL_PIP_PACKAGES=(
   mkl-include==2026.2.1
 )
 
+source "$(dirname "${BASH_SOURCE[0]}")/pinned_venv.sh"
+
+engine_mkl_env_check() {
+  if [ ! -f "$1/include/mkl_cblas.h" ] || ! ls "$1"/lib/libmkl_rt.so* >/dev/null 2>&1; then
+    echo "error: $1 has no include/mkl_cblas.h or lib/libmkl_rt.so*: the mkl wheels' layout changed" >&2
+    return 1
+  fi
+}
+
 engine_mkl_env() {
   local venv="${ENGINE_MKL_VENV:-.venv-mkl}"
-  local want
-  want="$(printf '%s\n' "${ENGINE_MKL_PIP_PACKAGES[@]}")"
-  local stamp="$venv/.engine-mkl-env-stamp"
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "setting up oneMKL from PyPI in $venv (${ENGINE_MKL_PIP_PACKAGES[*]}; about 1 GB)"
-    if [ ! -x "$venv/bin/python" ]; then
-      /usr/bin/python3 -m venv "$venv" || {
-        echo "error: /usr/bin/python3 -m venv $venv failed (is python3-venv installed?)" >&2
-        return 1
-      }
-    fi
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input "${ENGINE_MKL_PIP_PACKAGES[@]}" || {
-      echo "error: pip install into $venv failed; check access to PyPI and the free disk (1 GB), or delete $venv" \
-           "and retry" >&2
-      return 1
-    }
-    if [ ! -f "$venv/include/mkl_cblas.h" ] || ! ls "$venv"/lib/libmkl_rt.so* >/dev/null 2>&1; then
-      echo "error: $venv has no include/mkl_cblas.h or lib/libmkl_rt.so*: the mkl wheels' layout changed" >&2
-      return 1
-    fi
-    printf '%s' "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
-  fi
+  engine_pinned_venv "$venv" .engine-mkl-env-stamp oneMKL "1 GB" engine_mkl_env_check "" -- \
+      "${ENGINE_MKL_PIP_PACKAGES[@]}" || return 1
   ENGINE_MKL_ROOT="$(cd "$venv" && pwd)"; export ENGINE_MKL_ROOT
 }

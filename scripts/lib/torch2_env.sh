@@ -17,33 +17,20 @@ ENGINE_TORCH2_PIP_PACKAGES=(
   timm==1.0.31
 )
 
-engine_torch2_env() {
-  local venv="${ENGINE_TORCH2_VENV:-.venv-torch2}"
-  local want
-  want="$(printf '%s\n' "${ENGINE_TORCH2_PIP_PACKAGES[@]}")"
-  local stamp="$venv/.engine-torch2-env-stamp"
-  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    ENGINE_TORCH2_PYTHON="$(cd "$venv" && pwd)/bin/python"; export ENGINE_TORCH2_PYTHON
-    return 0
-  fi
-  echo "setting up PyTorch 2.x from PyPI in $venv (${ENGINE_TORCH2_PIP_PACKAGES[*]}; about 5.5 GB)"
-  if [ ! -x "$venv/bin/python" ]; then
-    /usr/bin/python3 -m venv "$venv" || {
-      echo "error: /usr/bin/python3 -m venv $venv failed (is python3-venv installed?)" >&2
-      return 1
-    }
-  fi
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
-      "${ENGINE_TORCH2_PIP_PACKAGES[@]}" || {
-    echo "error: pip install into $venv failed; check access to PyPI and the free disk (5.5 GB), or delete" \
-         "$venv and retry; scripts/bench_cpu.sh --no-torch2 compares with Debian's torch alone" >&2
-    return 1
-  }
-  "$venv/bin/python" - <<'EOF' || { echo "error: the venv $venv does not import torch 2" >&2; return 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/pinned_venv.sh"
+
+engine_torch2_env_check() {
+  "$1/bin/python" - <<'EOF' || { echo "error: the venv $1 does not import torch 2" >&2; return 1; }
 import torch, torchvision, timm
 assert torch.__version__.startswith("2."), torch.__version__
 print("torch2 env:", "torch", torch.__version__, "torchvision", torchvision.__version__, "timm", timm.__version__)
 EOF
-  printf '%s' "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
+}
+
+engine_torch2_env() {
+  local venv="${ENGINE_TORCH2_VENV:-.venv-torch2}"
+  engine_pinned_venv "$venv" .engine-torch2-env-stamp "PyTorch 2.x" "5.5 GB" engine_torch2_env_check \
+      "scripts/bench_cpu.sh --no-torch2 compares with Debian's torch alone" -- "${ENGINE_TORCH2_PIP_PACKAGES[@]}" ||
+    return 1
   ENGINE_TORCH2_PYTHON="$(cd "$venv" && pwd)/bin/python"; export ENGINE_TORCH2_PYTHON
 }
