@@ -50,13 +50,41 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
 void gemm_serial(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
+// op(B) [k, n] made ready once for many products with it, each C[rows, n] (+)= A[rows, k] op(B) on the calling
+// thread (a convolution's chunks against its weight): where the own AVX-512 kernels take those products
+// (use_own_gemm_kernels below) and would copy op(B) into their layout for each, it is copied once, into
+// `storage`: gemm_prepared_b_floats(...) floats (0 where nothing is copied) that the caller provides and keeps
+// until the products are done. gemm_serial_prepared gives the same bits as gemm_serial(false, transpose_b, ...,
+// alpha 1), and runs on the BLAS where the own kernels do not take the product.
+struct PreparedGemmB {
+  bool transpose_b = false;
+  int64_t n = 0, k = 0;
+  const float* b = nullptr;  // op(B) as given
+  int64_t ldb = 0;
+  bool own = false;                // the own kernels run the products...
+  const float* packed = nullptr;   // ... on this copy of op(B), or on B where it lies (null)
+};
+int64_t gemm_prepared_b_floats(bool transpose_b, int64_t n, int64_t k);
+PreparedGemmB prepare_gemm_b(bool transpose_b, int64_t n, int64_t k, const float* b, int64_t ldb, float* storage);
+void gemm_serial_prepared(int64_t m, const float* a, int64_t lda, const PreparedGemmB& b, float beta, float* c,
+                          int64_t ldc);
+
 // C = alpha op(A) op(B) + beta C over views of mixed element types (see the file comment).
 void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView a, ConstMatrixView b, float beta,
                 MatrixView c);
 
 // The library behind gemm and the kernels it runs, for benchmark reports: "OpenBLAS 0.3.21, SkylakeX
-// kernels", "oneMKL 2026.2, sequential" or "built-in".
+// kernels", "oneMKL 2026.2, sequential" or "built-in", followed by "; own AVX-512 kernels for narrow
+// products" where those run.
 std::string gemm_library();
+
+// Where the processor has AVX-512F, gemm and gemm_serial run the convolutions' narrow products (a wide
+// operand times a narrow one, and sums over pixels of A^T B) on the engine's own kernels
+// (kernels/cpu/gemm_avx512.cpp) and the rest on the BLAS; ENGINE_CPU_GEMM=blas in the environment, or
+// use_own_gemm_kernels(false), gives every product to the BLAS. Returns whether the own kernels are now on
+// (never without AVX-512F). Which kernel a product gets depends on its shape alone, not on the threads.
+bool use_own_gemm_kernels(bool on);
+bool own_gemm_kernels();
 
 // Number of threads the CPU kernels (OpenMP loops, and the BLAS calls they split) use.
 int num_threads();

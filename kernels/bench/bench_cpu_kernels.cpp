@@ -101,20 +101,29 @@ void print_machine(int threads) {
   }
 }
 
+// One product's time through gemm(); where the own AVX-512 kernels are on, also with every product given to
+// the BLAS (kernels/gemm.h: use_own_gemm_kernels), for the comparison.
 void print_gemm_row(const char* name, int64_t m, int64_t n, int64_t k, bool ta, bool tb, int reps,
                     std::mt19937& rng) {
   const std::vector<float> a = random_vector(m * k, rng), b = random_vector(k * n, rng);
   std::vector<float> c(size_t(m * n));
-  const double seconds = median_seconds(
-      [&] {
-        kernels::cpu::gemm(ta, tb, m, n, k, 1.0f, a.data(), ta ? m : k, b.data(), tb ? k : n, 0.0f,
-                           c.data(), n);
-      },
-      reps);
-  const double flop = 2.0 * double(m) * n * k;
-  std::printf("  %-34s %6lldx%-5lldx%-5lld %c%c %9.2f ms %8.1f GFLOP/s\n", name, (long long)m,
-              (long long)n, (long long)k, ta ? 'T' : 'N', tb ? 'T' : 'N', seconds * 1e3,
-              flop / seconds * 1e-9);
+  const auto time_gemm = [&] {
+    return median_seconds(
+        [&] {
+          kernels::cpu::gemm(ta, tb, m, n, k, 1.0f, a.data(), ta ? m : k, b.data(), tb ? k : n, 0.0f, c.data(), n);
+        },
+        reps);
+  };
+  const double flop = 2.0 * double(m) * n * k, seconds = time_gemm();
+  std::printf("  %-34s %6lldx%-5lldx%-5lld %c%c %9.2f ms %8.1f GFLOP/s", name, (long long)m, (long long)n,
+              (long long)k, ta ? 'T' : 'N', tb ? 'T' : 'N', seconds * 1e3, flop / seconds * 1e-9);
+  if (kernels::cpu::own_gemm_kernels()) {
+    kernels::cpu::use_own_gemm_kernels(false);
+    const double blas_seconds = time_gemm();
+    kernels::cpu::use_own_gemm_kernels(true);
+    std::printf(" | BLAS %8.1f GFLOP/s, %.2fx", flop / blas_seconds * 1e-9, blas_seconds / seconds);
+  }
+  std::printf("\n");
 }
 
 struct ConvShape {
@@ -268,6 +277,15 @@ int main(int argc, char** argv) {
   print_gemm_row("3x3 im2col 128->32 @56 (p * w^T)", rows56, 32, 1152, false, true, opt.reps, rng);
   print_gemm_row("3x3 dW 128->32 @56 (dy^T * p)", 32, 1152, rows56, true, false, opt.reps, rng);
   print_gemm_row("3x3 dpatch 128->32 @56 (dy * w)", rows56, 1152, 32, false, false, opt.reps, rng);
+  const int64_t rows35 = b * (q ? 25 : 1225), rows17 = b * (q ? 9 : 289), rows8 = b * (q ? 4 : 64);
+  print_gemm_row("IRv2 1x1 320->32 @35 (x * w^T)", rows35, 32, 320, false, true, opt.reps, rng);
+  print_gemm_row("IRv2 1x1 320->32 @35 (dy * w)", rows35, 320, 32, false, false, opt.reps, rng);
+  print_gemm_row("IRv2 1x1 320->32 @35 (dy^T * x)", 32, 320, rows35, true, false, opt.reps, rng);
+  print_gemm_row("IRv2 1x1 1088->192 @17 (x * w^T)", rows17, 192, 1088, false, true, opt.reps, rng);
+  print_gemm_row("IRv2 1x1 1088->192 @17 (dy * w)", rows17, 1088, 192, false, false, opt.reps, rng);
+  print_gemm_row("IRv2 1x1 1088->192 @17 (dy^T * x)", 192, 1088, rows17, true, false, opt.reps, rng);
+  print_gemm_row("IRv2 1x1 2080->192 @8 (x * w^T)", rows8, 192, 2080, false, true, opt.reps, rng);
+  print_gemm_row("IRv2 1x1 2080->192 @8 (dy^T * x)", 192, 2080, rows8, true, false, opt.reps, rng);
 
   const ConvShape shapes[] = {
       // DenseNet-201

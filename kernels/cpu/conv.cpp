@@ -234,7 +234,8 @@ RowChunks row_chunks(int64_t pixels, int64_t cols) {
 }
 
 // y (+)= conv(x, w) + bias through im2col chunks: y[chunk, O] = patch[chunk, K] * W[O, K]^T, each
-// thread building its own chunks' patches and running their GEMMs single-threaded.
+// thread building its own chunks' patches and running their GEMMs single-threaded. W^T is made ready for the
+// GEMMs once (kernels/gemm.h: prepare_gemm_b), not once per chunk.
 // accumulate: add to y (used without a bias); else overwrite it.
 void im2col_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w,
                     const float* bias, float* y, int64_t ldy, bool accumulate) {
@@ -242,6 +243,8 @@ void im2col_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const 
   const int64_t cols = patch_cols(g);
   const int threads = conv_threads();
   const RowChunks chunks = row_chunks(pixels, cols);
+  const PreparedGemmB w_t = prepare_gemm_b(
+      true, g.out_c, cols, w, cols, workspace(Workspace::kPreparedWeights, gemm_prepared_b_floats(true, g.out_c, cols)));
   // With a bias, y starts as the bias and the GEMM adds to it.
   const float beta = bias != nullptr || accumulate ? 1.0f : 0.0f;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && chunks.count > 1)
@@ -254,7 +257,7 @@ void im2col_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const 
       for (int64_t r = 0; r < count; ++r)
         std::memcpy(y_chunk + r * ldy, bias, size_t(g.out_c) * sizeof(float));
     // One call per chunk on this thread, for any thread count (kernels/gemm.h: gemm_serial).
-    gemm_serial(false, true, count, g.out_c, cols, 1.0f, patch, cols, w, cols, beta, y_chunk, ldy);
+    gemm_serial_prepared(count, patch, cols, w_t, beta, y_chunk, ldy);
   }
 }
 

@@ -16,15 +16,26 @@
 // Debian's libopenblas0-pthread) obeys openblas_set_num_threads(1); its OpenMP build would take
 // OpenMP's thread count outside a parallel region instead.
 // gemm_mixed widens bf16 operands into f32 copies, runs gemm, and rounds a bf16 C once (bf16_widen.h).
+//
+// On a processor with AVX-512F the convolutions' narrow products (a wide operand of pixels times a narrow
+// weight, and the weight gradients' sums over pixels) run on this engine's own kernels instead
+// (gemm_avx512.h), which read the wide operand where it lies where a BLAS would copy it first; the BLAS
+// takes the rest. Which kernel a product gets depends on its shape alone, so the bits stay the same for
+// any thread count. ENGINE_CPU_GEMM=blas in the environment, or use_own_gemm_kernels(false), gives every
+// product to the BLAS.
 #include "kernels/gemm.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/bf16_widen.h"
+#include "kernels/cpu/gemm_avx512.h"
 
 #if defined(ENGINE_HAVE_MKL)
 #include <mkl_cblas.h>
@@ -92,6 +103,28 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
 }
 #endif
 
+// The engine's own kernels, on where the processor has AVX-512F unless the environment says
+// ENGINE_CPU_GEMM=blas.
+std::atomic<bool> own_kernels_on{[] {
+  const char* choice = std::getenv("ENGINE_CPU_GEMM");
+  return avx512::cpu_has_avx512() && !(choice != nullptr && std::strcmp(choice, "blas") == 0);
+}()};
+
+// The single-threaded GEMM a product runs on: the own kernels where they take it (alpha == 1), else the BLAS.
+using SgemmFn = void (*)(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                         int64_t, float, float*, int64_t);
+
+void own_sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float /*alpha == 1*/,
+               const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  avx512::sgemm(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+}
+
+SgemmFn kernel_for(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha) {
+  return own_kernels_on.load(std::memory_order_relaxed) && avx512::suits(transpose_a, transpose_b, m, n, k, alpha)
+             ? &own_sgemm
+             : &sgemm;
+}
+
 // BLAS kernels may round an element of C differently depending on the part of the product it is computed
 // in: OpenBLAS 0.3.21 computes small products (m * n * k up to 1e6) with other kernels than large ones
 // (186 of 4,520 shapes tried changed bits when their rows or columns were split, every time because a part
@@ -143,11 +176,12 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
+  const SgemmFn sgemm_part = kernel_for(transpose_a, transpose_b, m, n, k, alpha);
   const bool split_rows = m >= n;
   const int64_t length = split_rows ? m : n;
   const int64_t block = split_block(length, double(m) * double(n) * double(k) / double(length));
   if (block >= length) {
-    sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    sgemm_part(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   const int64_t blocks = (length + block - 1) / block;
@@ -156,10 +190,10 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
   for (int64_t p = 0; p < blocks; ++p) {
     const int64_t begin = p * block, size = std::min(length, begin + block) - begin;
     if (split_rows)  // rows [begin, begin + size) of C and op(A)
-      sgemm(transpose_a, transpose_b, size, n, k, alpha, transpose_a ? a + begin : a + begin * lda,
+      sgemm_part(transpose_a, transpose_b, size, n, k, alpha, transpose_a ? a + begin : a + begin * lda,
             lda, b, ldb, beta, c + begin * ldc, ldc);
     else  // columns [begin, begin + size) of C and op(B)
-      sgemm(transpose_a, transpose_b, m, size, k, alpha, a, lda,
+      sgemm_part(transpose_a, transpose_b, m, size, k, alpha, a, lda,
             transpose_b ? b + begin * ldb : b + begin, ldb, beta, c + begin, ldc);
   }
 }
@@ -168,10 +202,49 @@ void gemm_serial(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64
                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (k == 0) return gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  kernel_for(transpose_a, transpose_b, m, n, k, alpha)(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta,
+                                                      c, ldc);
 }
 
-std::string gemm_library() {
+namespace {
+
+// Whether the own kernels run a rows-form product with this op(B) (for any number of rows).
+bool own_rows_form(bool transpose_b, int64_t n, int64_t k) {
+  return own_kernels_on.load(std::memory_order_relaxed) && k > 0 && avx512::suits(false, transpose_b, 1, n, k, 1.0f);
+}
+
+}  // namespace
+
+int64_t gemm_prepared_b_floats(bool transpose_b, int64_t n, int64_t k) {
+  return own_rows_form(transpose_b, n, k) ? avx512::prepared_b_floats(transpose_b, n, k) : 0;
+}
+
+PreparedGemmB prepare_gemm_b(bool transpose_b, int64_t n, int64_t k, const float* b, int64_t ldb, float* storage) {
+  PreparedGemmB prepared;
+  prepared.transpose_b = transpose_b, prepared.n = n, prepared.k = k, prepared.b = b, prepared.ldb = ldb;
+  prepared.own = own_rows_form(transpose_b, n, k);
+  if (prepared.own) prepared.packed = avx512::prepare_b(transpose_b, n, k, b, ldb, storage);
+  return prepared;
+}
+
+void gemm_serial_prepared(int64_t m, const float* a, int64_t lda, const PreparedGemmB& b, float beta, float* c,
+                          int64_t ldc) {
+  if (m == 0 || b.n == 0) return;
+  if (!b.own) return gemm_serial(false, b.transpose_b, m, b.n, b.k, 1.0f, a, lda, b.b, b.ldb, beta, c, ldc);
+  avx512::sgemm_prepared(m, b.n, b.k, a, lda, b.b, b.ldb, b.packed, beta, c, ldc);
+}
+
+bool use_own_gemm_kernels(bool on) {
+  own_kernels_on.store(on && avx512::cpu_has_avx512());
+  return own_kernels_on.load();
+}
+
+bool own_gemm_kernels() { return own_kernels_on.load(); }
+
+namespace {
+
+// The BLAS and its kernels: gemm_library() without the own kernels.
+std::string blas_library() {
 #if defined(ENGINE_HAVE_MKL)
   MKLVersion version;
   mkl_get_version(&version);
@@ -185,6 +258,12 @@ std::string gemm_library() {
 #else
   return "built-in";
 #endif
+}
+
+}  // namespace
+
+std::string gemm_library() {
+  return blas_library() + (own_kernels_on.load() ? "; own AVX-512 kernels for narrow products" : "");
 }
 
 int num_threads() { return omp_get_max_threads(); }

@@ -91,6 +91,7 @@ inline void add_parts(float* in, int64_t parts, int64_t elements, int64_t plane,
 //   transform_weight_gradient(g, du, parts, dw, accumulate) dw from the parts' du[e][o][c]
 
 // y (+)= conv(x, w) + bias: per chunk of tiles, V, then M_e[tiles, O] = V_e[tiles, C] * U_e[O, C]^T, then y.
+// Each U_e^T is made ready for the GEMMs once (kernels/gemm.h: prepare_gemm_b), not once per chunk.
 template <typename Kernel>
 void run_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const float* w, const float* bias, float* y,
                  int64_t ldy, bool accumulate) {
@@ -100,6 +101,11 @@ void run_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const flo
   const int64_t in_c = g.in_c, out_c = g.out_c;
   float* u = workspace(Workspace::kWinogradWeights, E * out_c * in_c);
   Kernel::transform_weights(g, w, u);
+  const int64_t prepared_floats = gemm_prepared_b_floats(true, out_c, in_c);
+  float* storage = workspace(Workspace::kWinogradPreparedWeights, E * prepared_floats);
+  PreparedGemmB u_t[E];
+  for (int64_t e = 0; e < E; ++e)
+    u_t[e] = prepare_gemm_b(true, out_c, in_c, u + e * out_c * in_c, in_c, storage + e * prepared_floats);
   const TileChunks chunks = tile_chunks(t.total, E * (in_c + out_c) * int64_t(sizeof(float)));
   const int thread_count = threads();
 #pragma omp parallel for schedule(static) num_threads(thread_count) if (thread_count > 1 && chunks.count > 1)
@@ -109,8 +115,7 @@ void run_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const flo
     float* m = workspace(Workspace::kWinogradProducts, E * count * out_c);
     Kernel::transform_input(g, t, x, ldx, first, count, v);
     for (int64_t e = 0; e < E; ++e)
-      gemm_serial(false, true, count, out_c, in_c, 1.0f, v + e * count * in_c, in_c, u + e * out_c * in_c, in_c,
-                  0.0f, m + e * count * out_c, out_c);
+      gemm_serial_prepared(count, v + e * count * in_c, in_c, u_t[e], 0.0f, m + e * count * out_c, out_c);
     Kernel::transform_output(g, t, m, first, count, bias, y, ldy, accumulate);
   }
 }

@@ -11,9 +11,12 @@ namespace kernels::cpu {
 enum class Workspace : int {
   kPatches,           // im2col patches (conv.cpp)
   kFlippedWeights,    // the stride-1 backward data's flipped kernel (conv.cpp)
+  kPreparedWeights,   // the im2col forward's weight made ready for its chunks' GEMMs (conv.cpp)
   kWinogradInputs,    // V: transformed input tiles (conv_winograd.cpp)
   kWinogradProducts,  // M or dM: the 16 GEMMs' results, or the transformed output gradients
   kWinogradWeights,   // U: the transformed kernel, read by every thread of the call that made it
+  kWinogradPreparedWeights,  // U made ready for the chunks' GEMMs (kernels/gemm.h: prepare_gemm_b)
+  kGemmPackedB,       // the AVX-512 GEMM kernels' packed op(B), or block of A (gemm_avx512.cpp)
   kCount,
 };
 

@@ -1,7 +1,9 @@
-// CPU GEMM (kernels/gemm.h; OpenBLAS, or the built-in fallback) against direct loops in double:
-// every transpose combination, padded leading dimensions whose gaps hold NaN (never read, never
-// written), alpha and beta, k == 0, and C full of NaN before a beta == 0 product (C must not be
-// read then). The product is the same bits for 1 and 2 threads, and inside a parallel region.
+// CPU GEMM (kernels/gemm.h; OpenBLAS, or the built-in fallback, and on AVX-512 processors the own kernels
+// of kernels/cpu/gemm_avx512.cpp for narrow products) against direct loops in double: every transpose
+// combination, padded leading dimensions whose gaps hold NaN (never read, never written), alpha and beta,
+// k == 0, and C full of NaN before a beta == 0 product (C must not be read then); each case with the own
+// kernels on and off. The product is the same bits for 1 and 2 threads, and inside a parallel region; with
+// the own kernels, a row (rows form) or a column (sums form) is the same bits in any part of the product.
 //
 // Tolerance: a float result r matches the double reference e when |r - e| <= 1e-4 + 1e-4 * |e|
 // (inputs uniform in [-1, 1), at most a few thousand products per element).
@@ -11,8 +13,10 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "kernels/cpu/gemm_avx512.h"
 #include "kernels/gemm.h"
 #include "support/kernel_cases.h"
 #include "test_kernels_common.h"
@@ -60,13 +64,31 @@ Reference gemm_reference(const GemmCase& g, const GemmData& d) {
 
 class CpuGemm : public ::testing::TestWithParam<GemmCase> {};
 
+// Restores the own kernels' setting at the end of a test.
+class OwnKernels {
+ public:
+  OwnKernels() : was_on_(cpu::own_gemm_kernels()) {}
+  ~OwnKernels() { cpu::use_own_gemm_kernels(was_on_); }
+  OwnKernels(const OwnKernels&) = delete;
+  OwnKernels& operator=(const OwnKernels&) = delete;
+
+ private:
+  bool was_on_;
+};
+
 TEST_P(CpuGemm, MatchesDoubleLoops) {
   const GemmCase g = GetParam();
   std::mt19937 rng(7);
   const GemmData d(g, rng);
-  Matrix c = d.c;
-  run_gemm(g, d, &c);
-  EXPECT_TRUE(matches(c, gemm_reference(g, d)));
+  const Reference ref = gemm_reference(g, d);
+  const OwnKernels restore;
+  for (const bool own : {false, true}) {
+    if (cpu::use_own_gemm_kernels(own) != own) continue;  // no AVX-512: the BLAS alone
+    SCOPED_TRACE(own ? "own kernels where they take the product" : "BLAS");
+    Matrix c = d.c;
+    run_gemm(g, d, &c);
+    EXPECT_TRUE(matches(c, ref));
+  }
 }
 
 TEST_P(CpuGemm, SameBitsForOneAndTwoThreads) {
@@ -124,7 +146,91 @@ INSTANTIATE_TEST_SUITE_P(
                       // Large enough to be split in two (rows, then columns), at a row that is not a
                       // multiple of 12 (OpenBLAS's AVX2 kernels round a row by its place in a block of 12).
                       GemmCase{"split_rows", 1000, 64, 100, false, true, 0, 1.0f, 0.0f},
-                      GemmCase{"split_columns_beta", 40, 900, 200, true, false, 3, 1.0f, 0.5f}),
+                      GemmCase{"split_columns_beta", 40, 900, 200, true, false, 3, 1.0f, 0.5f},
+                      // The own kernels' forms (gemm_avx512.cpp) with every kind of tail: rows not a multiple
+                      // of a tile's, panels of 1-4 vectors with a masked last one, k over several blocks of
+                      // 128 and not a multiple of 16 (the transposing pack's edge), B read in place (at most
+                      // 64 columns) or packed, beta 0, 1 and 0.5.
+                      GemmCase{"rows_form_tails", 203, 70, 300, false, true, 3, 1.0f, 0.0f},
+                      GemmCase{"rows_form_accumulate", 97, 48, 129, false, false, 5, 1.0f, 1.0f},
+                      GemmCase{"rows_form_widest", 50, 256, 20, false, true, 0, 1.0f, 0.5f},
+                      GemmCase{"rows_form_one_row", 1, 33, 17, false, true, 1, 1.0f, 0.0f},
+                      GemmCase{"rows_form_wide_packed", 70, 300, 150, false, false, 2, 1.0f, 0.0f},
+                      GemmCase{"rows_form_wide_transposed", 40, 333, 140, false, true, 1, 1.0f, 1.0f},
+                      GemmCase{"sums_form_tails", 37, 100, 260, true, false, 2, 1.0f, 1.0f},
+                      GemmCase{"sums_form_widest", 96, 33, 513, true, false, 0, 1.0f, 0.0f}),
     test_support::case_name<GemmCase>);
+
+// The own kernels take the products they were measured faster on and leave the rest to the BLAS, whatever
+// the batch: never by m in the rows form (A as stored) or k in the sums form (A^T B), the sides a batch's size
+// sets.
+TEST(CpuGemmOwnKernels, TakeTheSameProductsForAnyBatch) {
+  namespace avx512 = kernels::cpu::avx512;
+  for (const int64_t batch_side : {1, 47, 48, 100000}) {
+    EXPECT_TRUE(avx512::suits(false, true, batch_side, 32, 1088, 1.0f));    // x * w^T, 32 outputs
+    EXPECT_TRUE(avx512::suits(false, false, batch_side, 256, 32, 1.0f));    // dy * w, 256 inputs
+    EXPECT_TRUE(avx512::suits(false, true, batch_side, 1088, 384, 1.0f));   // wider, over 384 products
+    EXPECT_FALSE(avx512::suits(false, false, batch_side, 1152, 32, 1.0f));  // wide over 32: the BLAS
+    EXPECT_FALSE(avx512::suits(false, true, batch_side, 15, 64, 1.0f));     // under one vector
+    EXPECT_TRUE(avx512::suits(true, false, 128, 1152, batch_side, 1.0f));   // dy^T * x, 128 outputs
+    EXPECT_FALSE(avx512::suits(true, false, 129, 1152, batch_side, 1.0f));  // 129 outputs: the BLAS
+    EXPECT_FALSE(avx512::suits(true, true, 32, 64, batch_side, 1.0f));      // A^T B^T: the BLAS
+    EXPECT_FALSE(avx512::suits(false, true, batch_side, 32, 64, 0.5f));     // alpha != 1: the BLAS
+  }
+}
+
+// A row of the rows form (a column of the sums form) is the same bits whichever part of the product computes
+// it: its sums run over k in the same blocks in the same order (what keeps a process's half of a batch equal
+// to the same rows of the whole batch, and the result independent of the thread count).
+TEST(CpuGemmOwnKernels, AnElementIsTheSameBitsInAnyPartOfTheProduct) {
+  const OwnKernels restore;
+  if (!cpu::use_own_gemm_kernels(true)) GTEST_SKIP() << "no AVX-512F: the own kernels do not run here";
+  std::mt19937 rng(10);
+  {  // rows form: C[300, 40] = A[300, 200] B[40, 200]^T, rows [0, 300) against [0, 7), [7, 150), [150, 300)
+    const Matrix a = random_matrix(300, 200, 200, rng), b = random_matrix(40, 200, 200, rng);
+    Matrix whole(300, 40, 40, 0.0f), parts(300, 40, 40, 0.0f);
+    cpu::gemm_serial(false, true, 300, 40, 200, 1.0f, a.ptr(), 200, b.ptr(), 200, 0.0f, whole.ptr(), 40);
+    for (const auto& [begin, end] : {std::pair<int64_t, int64_t>{0, 7}, {7, 150}, {150, 300}})
+      cpu::gemm_serial(false, true, end - begin, 40, 200, 1.0f, a.ptr() + begin * 200, 200, b.ptr(), 200, 0.0f,
+                       parts.ptr() + begin * 40, 40);
+    EXPECT_TRUE(bitwise_equal(whole, parts));
+  }
+  {  // sums form: C[32, 100] = A[500, 32]^T B[500, 100], columns [0, 100) against [0, 17), [17, 100)
+    const Matrix a = random_matrix(500, 32, 32, rng), b = random_matrix(500, 100, 100, rng);
+    Matrix whole(32, 100, 100, 0.0f), parts(32, 100, 100, 0.0f);
+    cpu::gemm_serial(true, false, 32, 100, 500, 1.0f, a.ptr(), 32, b.ptr(), 100, 0.0f, whole.ptr(), 100);
+    for (const auto& [begin, end] : {std::pair<int64_t, int64_t>{0, 17}, {17, 100}})
+      cpu::gemm_serial(true, false, 32, end - begin, 500, 1.0f, a.ptr(), 32, b.ptr() + begin, 100, 0.0f,
+                       parts.ptr() + begin, 100);
+    EXPECT_TRUE(bitwise_equal(whole, parts));
+  }
+}
+
+// A B made ready once (prepare_gemm_b, a convolution's weight for its chunks) gives the bits of gemm_serial on
+// the same operands, for B^T and B, packed or read in place, with the own kernels on and off.
+TEST(CpuGemmPreparedB, GivesTheBitsOfGemmSerial) {
+  const OwnKernels restore;
+  std::mt19937 rng(11);
+  const Matrix a = random_matrix(150, 300, 301, rng);
+  for (const bool own : {false, true}) {
+    if (cpu::use_own_gemm_kernels(own) != own) continue;
+    for (const bool transpose_b : {true, false})
+      for (const int64_t n : {40, 64, 200}) {
+        SCOPED_TRACE(std::string(own ? "own" : "BLAS") + (transpose_b ? ", B^T" : ", B") + ", n " + std::to_string(n));
+        const int64_t k = 300, ldb = (transpose_b ? k : n) + 3;
+        const Matrix b = random_matrix(transpose_b ? n : k, transpose_b ? k : n, ldb, rng);
+        std::vector<float> storage(size_t(cpu::gemm_prepared_b_floats(transpose_b, n, k)));
+        const cpu::PreparedGemmB prepared = cpu::prepare_gemm_b(transpose_b, n, k, b.ptr(), ldb, storage.data());
+        EXPECT_EQ(prepared.own, own);
+        Matrix expected = random_matrix(150, n, n + 1, rng), got = expected;
+        for (const float beta : {0.0f, 1.0f}) {
+          cpu::gemm_serial(false, transpose_b, 150, n, k, 1.0f, a.ptr(), a.ld, b.ptr(), ldb, beta, expected.ptr(),
+                           expected.ld);
+          cpu::gemm_serial_prepared(150, a.ptr(), a.ld, prepared, beta, got.ptr(), got.ld);
+          EXPECT_TRUE(bitwise_equal(expected, got)) << "beta " << beta;
+        }
+      }
+  }
+}
 
 }  // namespace

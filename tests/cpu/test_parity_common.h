@@ -364,7 +364,7 @@ struct Bf16Bounds {
 // used by the GPU variant in tests/gpu/test_parity_gpu.cpp.
 inline constexpr Bf16Bounds kBf16Bounds{/*logits*/ 0.2, /*loss*/ 0.1, /*all_grads*/ 2.5, /*cosine*/ 0.2,
                                         /*grad*/ 3.0, /*grad_floor*/ 1e-3, /*sensitivity*/ 3.5,
-                                        /*reference*/ 2.0};
+                                        /*reference*/ 2.5};
 
 // A loaded net with every parameter rounded to bf16 and back (f32 values that bf16 represents exactly).
 inline std::shared_ptr<nets::Net> make_rounded_net(const Golden& golden, engine::Device device) {
