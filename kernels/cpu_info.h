@@ -16,10 +16,13 @@ struct CpuInfo {
   double mhz = 0.0;          // 0 when /proc/cpuinfo does not say
   int flop_per_cycle = 8;    // f32, per core
   bool avx512 = false;
+  bool full_width_avx512 = false;  // two 512-bit FMA units (flop_per_cycle 64 above)
   std::string gemm_library;  // the GEMM's library and kernels (kernels/gemm.h: gemm_library)
   double peak_gflops_per_core() const { return mhz * 1e-3 * flop_per_cycle; }
 };
 
 CpuInfo cpu_info();
+// The same without gemm_library (what the GEMM asks when it chooses its kernels).
+CpuInfo cpu_features();
 
 }  // namespace kernels::cpu

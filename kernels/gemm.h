@@ -78,11 +78,12 @@ void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView
 // products" where those run.
 std::string gemm_library();
 
-// Where the processor has AVX-512F, gemm and gemm_serial run the convolutions' narrow products (a wide
-// operand times a narrow one, and sums over pixels of A^T B) on the engine's own kernels
-// (kernels/cpu/gemm_avx512.cpp) and the rest on the BLAS; ENGINE_CPU_GEMM=blas in the environment, or
-// use_own_gemm_kernels(false), gives every product to the BLAS. Returns whether the own kernels are now on
-// (never without AVX-512F). Which kernel a product gets depends on its shape alone, not on the threads.
+// On processors with two 512-bit FMA units (kernels/cpu_info.h), gemm and gemm_serial run the convolutions'
+// products (pixels times a weight, and a weight's gradient summed over pixels) on the engine's own AVX-512
+// kernels (kernels/cpu/gemm_avx512.cpp) and the rest on the BLAS. ENGINE_CPU_GEMM in the environment: auto
+// (that default), own (wherever AVX-512F is) or blas (never); use_own_gemm_kernels(on) sets it in a running
+// program and returns whether they are now on (never without AVX-512F). Which kernel a product gets depends
+// on its shape alone, not on the threads or the batch.
 bool use_own_gemm_kernels(bool on);
 bool own_gemm_kernels();
 

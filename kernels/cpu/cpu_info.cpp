@@ -7,7 +7,7 @@
 
 namespace kernels::cpu {
 
-CpuInfo cpu_info() {
+CpuInfo cpu_features() {
   CpuInfo info;
   std::ifstream cpuinfo("/proc/cpuinfo");
   std::string line, flags, vendor;
@@ -27,10 +27,15 @@ CpuInfo cpu_info() {
   info.avx512 = has("avx512f");
   // Two 512-bit FMA units: AMD Zen 5 on, and Intel's Xeons with AMX (Sapphire Rapids on: AMX is on
   // their server cores only, and every one of those has both units).
-  const bool full_width_avx512 =
+  info.full_width_avx512 =
       info.avx512 && ((vendor == "AuthenticAMD" && family >= 0x1a) || (vendor == "GenuineIntel" && has("amx_tile")));
+  info.flop_per_cycle = info.full_width_avx512 ? 64 : has("fma") && has("avx2") ? 32 : has("avx") ? 16 : 8;
+  return info;
+}
+
+CpuInfo cpu_info() {
+  CpuInfo info = cpu_features();
   info.gemm_library = gemm_library();
-  info.flop_per_cycle = full_width_avx512 ? 64 : has("fma") && has("avx2") ? 32 : has("avx") ? 16 : 8;
   return info;
 }
 

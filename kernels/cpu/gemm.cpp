@@ -17,12 +17,11 @@
 // OpenMP's thread count outside a parallel region instead.
 // gemm_mixed widens bf16 operands into f32 copies, runs gemm, and rounds a bf16 C once (bf16_widen.h).
 //
-// On a processor with AVX-512F the convolutions' narrow products (a wide operand of pixels times a narrow
+// On a processor with two 512-bit FMA units the convolutions' narrow products (a wide operand of pixels times a narrow
 // weight, and the weight gradients' sums over pixels) run on this engine's own kernels instead
 // (gemm_avx512.h), which read the wide operand where it lies where a BLAS would copy it first; the BLAS
 // takes the rest. Which kernel a product gets depends on its shape alone, so the bits stay the same for
-// any thread count. ENGINE_CPU_GEMM=blas in the environment, or use_own_gemm_kernels(false), gives every
-// product to the BLAS.
+// any thread count. ENGINE_CPU_GEMM=blas|own|auto in the environment, or use_own_gemm_kernels(), chooses.
 #include "kernels/gemm.h"
 
 #include <omp.h>
@@ -30,12 +29,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/bf16_widen.h"
 #include "kernels/cpu/gemm_avx512.h"
+#include "kernels/cpu_info.h"
 
 #if defined(ENGINE_HAVE_MKL)
 #include <mkl_cblas.h>
@@ -103,11 +103,17 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
 }
 #endif
 
-// The engine's own kernels, on where the processor has AVX-512F unless the environment says
-// ENGINE_CPU_GEMM=blas.
+// The engine's own kernels: by default on processors with two 512-bit FMA units (Intel Xeons with AMX, AMD Zen
+// 5), where the BLAS's copies cost the most against its multiply-adds and where they were measured faster;
+// ENGINE_CPU_GEMM=own runs them wherever AVX-512F is (Zen 4 runs it as two 256-bit halves: not measured),
+// ENGINE_CPU_GEMM=blas nowhere.
 std::atomic<bool> own_kernels_on{[] {
-  const char* choice = std::getenv("ENGINE_CPU_GEMM");
-  return avx512::cpu_has_avx512() && !(choice != nullptr && std::strcmp(choice, "blas") == 0);
+  const char* env = std::getenv("ENGINE_CPU_GEMM");
+  const std::string choice = env != nullptr ? env : "auto";
+  if (choice != "auto" && choice != "own" && choice != "blas")
+    throw std::invalid_argument("ENGINE_CPU_GEMM=" + choice + ": use auto (the default), own or blas");
+  if (!avx512::cpu_has_avx512() || choice == "blas") return false;
+  return choice == "own" || cpu_features().full_width_avx512;
 }()};
 
 // The single-threaded GEMM a product runs on: the own kernels where they take it (alpha == 1), else the BLAS.
