@@ -53,9 +53,10 @@ void gemm_serial(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64
 // op(B) [k, n] made ready once for many products with it, each C[rows, n] (+)= A[rows, k] op(B) on the calling
 // thread (a convolution's chunks against its weight): where the own AVX-512 kernels take those products
 // (use_own_gemm_kernels below) and would copy op(B) into their layout for each, it is copied once, into
-// `storage`: gemm_prepared_b_floats(...) floats (0 where nothing is copied) that the caller provides and keeps
-// until the products are done. gemm_serial_prepared gives the same bits as gemm_serial(false, transpose_b, ...,
-// alpha 1), and runs on the BLAS where the own kernels do not take the product.
+// `storage`: gemm_prepared_b_floats(...) floats (0 where nothing is copied; `storage_floats` says how many the
+// caller got) that the caller provides and keeps until the products are done. gemm_serial_prepared gives the
+// same bits as gemm_serial(false, transpose_b, ..., alpha 1), and runs on the BLAS where the own kernels do
+// not take the product (or were switched on after the storage was sized).
 struct PreparedGemmB {
   bool transpose_b = false;
   int64_t n = 0, k = 0;
@@ -65,7 +66,8 @@ struct PreparedGemmB {
   const float* packed = nullptr;   // ... on this copy of op(B), or on B where it lies (null)
 };
 int64_t gemm_prepared_b_floats(bool transpose_b, int64_t n, int64_t k);
-PreparedGemmB prepare_gemm_b(bool transpose_b, int64_t n, int64_t k, const float* b, int64_t ldb, float* storage);
+PreparedGemmB prepare_gemm_b(bool transpose_b, int64_t n, int64_t k, const float* b, int64_t ldb, float* storage,
+                             int64_t storage_floats);
 void gemm_serial_prepared(int64_t m, const float* a, int64_t lda, const PreparedGemmB& b, float beta, float* c,
                           int64_t ldc);
 

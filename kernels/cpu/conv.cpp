@@ -243,8 +243,9 @@ void im2col_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const 
   const int64_t cols = patch_cols(g);
   const int threads = conv_threads();
   const RowChunks chunks = row_chunks(pixels, cols);
-  const PreparedGemmB w_t = prepare_gemm_b(
-      true, g.out_c, cols, w, cols, workspace(Workspace::kPreparedWeights, gemm_prepared_b_floats(true, g.out_c, cols)));
+  const int64_t prepared_floats = gemm_prepared_b_floats(true, g.out_c, cols);
+  const PreparedGemmB w_t = prepare_gemm_b(true, g.out_c, cols, w, cols,
+                                           workspace(Workspace::kPreparedWeights, prepared_floats), prepared_floats);
   // With a bias, y starts as the bias and the GEMM adds to it.
   const float beta = bias != nullptr || accumulate ? 1.0f : 0.0f;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && chunks.count > 1)

@@ -35,6 +35,7 @@
 
 #include "kernels/cpu/bf16_widen.h"
 #include "kernels/cpu/gemm_avx512.h"
+#include "kernels/cpu/workspace.h"
 #include "kernels/cpu_info.h"
 
 #if defined(ENGINE_HAVE_MKL)
@@ -106,15 +107,26 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
 // The engine's own kernels: by default on processors with two 512-bit FMA units (Intel Xeons with AMX, AMD Zen
 // 5), where the BLAS's copies cost the most against its multiply-adds and where they were measured faster;
 // ENGINE_CPU_GEMM=own runs them wherever AVX-512F is (Zen 4 runs it as two 256-bit halves: not measured),
-// ENGINE_CPU_GEMM=blas nowhere.
-std::atomic<bool> own_kernels_on{[] {
-  const char* env = std::getenv("ENGINE_CPU_GEMM");
-  const std::string choice = env != nullptr ? env : "auto";
-  if (choice != "auto" && choice != "own" && choice != "blas")
-    throw std::invalid_argument("ENGINE_CPU_GEMM=" + choice + ": use auto (the default), own or blas");
-  if (!avx512::cpu_has_avx512() || choice == "blas") return false;
-  return choice == "own" || cpu_features().full_width_avx512;
-}()};
+// ENGINE_CPU_GEMM=blas nowhere. Read on first use, inside the program (a bad value is an exception its
+// caller reports, not a failure before main), and overridden by use_own_gemm_kernels.
+bool own_kernels_by_default() {
+  static const bool on = [] {
+    const char* env = std::getenv("ENGINE_CPU_GEMM");
+    const std::string choice = env != nullptr ? env : "auto";
+    if (choice != "auto" && choice != "own" && choice != "blas")
+      throw std::invalid_argument("ENGINE_CPU_GEMM=" + choice + ": use auto (the default), own or blas");
+    if (!avx512::cpu_has_avx512() || choice == "blas") return false;
+    return choice == "own" || cpu_features().full_width_avx512;
+  }();
+  return on;
+}
+
+std::atomic<int> own_kernels_override{-1};  // -1: the default above; 0 or 1: use_own_gemm_kernels
+
+bool own_kernels_on() {
+  const int override_on = own_kernels_override.load(std::memory_order_relaxed);
+  return override_on >= 0 ? override_on == 1 : own_kernels_by_default();
+}
 
 // The single-threaded GEMM a product runs on: the own kernels where they take it (alpha == 1), else the BLAS.
 using SgemmFn = void (*)(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
@@ -126,7 +138,7 @@ void own_sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t
 }
 
 SgemmFn kernel_for(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha) {
-  return own_kernels_on.load(std::memory_order_relaxed) && avx512::suits(transpose_a, transpose_b, m, n, k, alpha)
+  return own_kernels_on() && avx512::suits(transpose_a, transpose_b, m, n, k, alpha)
              ? &own_sgemm
              : &sgemm;
 }
@@ -191,11 +203,20 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
     return;
   }
   const int64_t blocks = (length + block - 1) / block;
+  // The own kernels' row parts share one copy of op(B) (each part would make its own: the same bits).
+  const bool share_b = sgemm_part == &own_sgemm && split_rows && !transpose_a;
+  const int64_t shared_floats = share_b ? gemm_prepared_b_floats(transpose_b, n, k) : 0;
+  const PreparedGemmB shared_b =
+      share_b ? prepare_gemm_b(transpose_b, n, k, b, ldb, workspace(Workspace::kGemmSharedB, shared_floats),
+                               shared_floats)
+              : PreparedGemmB{};
   const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<int64_t>(blocks, omp_get_max_threads()));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t p = 0; p < blocks; ++p) {
     const int64_t begin = p * block, size = std::min(length, begin + block) - begin;
-    if (split_rows)  // rows [begin, begin + size) of C and op(A)
+    if (share_b)
+      gemm_serial_prepared(size, a + begin * lda, lda, shared_b, beta, c + begin * ldc, ldc);
+    else if (split_rows)  // rows [begin, begin + size) of C and op(A)
       sgemm_part(transpose_a, transpose_b, size, n, k, alpha, transpose_a ? a + begin : a + begin * lda,
             lda, b, ldb, beta, c + begin * ldc, ldc);
     else  // columns [begin, begin + size) of C and op(B)
@@ -216,7 +237,7 @@ namespace {
 
 // Whether the own kernels run a rows-form product with this op(B) (for any number of rows).
 bool own_rows_form(bool transpose_b, int64_t n, int64_t k) {
-  return own_kernels_on.load(std::memory_order_relaxed) && k > 0 && avx512::suits(false, transpose_b, 1, n, k, 1.0f);
+  return own_kernels_on() && k > 0 && avx512::suits(false, transpose_b, 1, n, k, 1.0f);
 }
 
 }  // namespace
@@ -225,10 +246,12 @@ int64_t gemm_prepared_b_floats(bool transpose_b, int64_t n, int64_t k) {
   return own_rows_form(transpose_b, n, k) ? avx512::prepared_b_floats(transpose_b, n, k) : 0;
 }
 
-PreparedGemmB prepare_gemm_b(bool transpose_b, int64_t n, int64_t k, const float* b, int64_t ldb, float* storage) {
+PreparedGemmB prepare_gemm_b(bool transpose_b, int64_t n, int64_t k, const float* b, int64_t ldb, float* storage,
+                             int64_t storage_floats) {
   PreparedGemmB prepared;
   prepared.transpose_b = transpose_b, prepared.n = n, prepared.k = k, prepared.b = b, prepared.ldb = ldb;
-  prepared.own = own_rows_form(transpose_b, n, k);
+  // The kernels' choice read again: where it changed since the storage was sized, the storage decides.
+  prepared.own = own_rows_form(transpose_b, n, k) && storage_floats >= avx512::prepared_b_floats(transpose_b, n, k);
   if (prepared.own) prepared.packed = avx512::prepare_b(transpose_b, n, k, b, ldb, storage);
   return prepared;
 }
@@ -241,11 +264,11 @@ void gemm_serial_prepared(int64_t m, const float* a, int64_t lda, const Prepared
 }
 
 bool use_own_gemm_kernels(bool on) {
-  own_kernels_on.store(on && avx512::cpu_has_avx512());
-  return own_kernels_on.load();
+  own_kernels_override.store(on && avx512::cpu_has_avx512() ? 1 : 0);
+  return own_kernels_on();
 }
 
-bool own_gemm_kernels() { return own_kernels_on.load(); }
+bool own_gemm_kernels() { return own_kernels_on(); }
 
 namespace {
 
@@ -269,7 +292,7 @@ std::string blas_library() {
 }  // namespace
 
 std::string gemm_library() {
-  return blas_library() + (own_kernels_on.load() ? "; own AVX-512 kernels for narrow products" : "");
+  return blas_library() + (own_kernels_on() ? "; own AVX-512 kernels for narrow products" : "");
 }
 
 int num_threads() { return omp_get_max_threads(); }

@@ -262,7 +262,10 @@ void sums_form(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, con
 }  // namespace
 
 bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
+  static const bool has = [] {
+    __builtin_cpu_init();  // GCC asks for it before __builtin_cpu_supports where constructors may run first
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
   return has;
 }
 

@@ -105,7 +105,8 @@ void run_forward(const Conv2dGeometry& g, const float* x, int64_t ldx, const flo
   float* storage = workspace(Workspace::kWinogradPreparedWeights, E * prepared_floats);
   PreparedGemmB u_t[E];
   for (int64_t e = 0; e < E; ++e)
-    u_t[e] = prepare_gemm_b(true, out_c, in_c, u + e * out_c * in_c, in_c, storage + e * prepared_floats);
+    u_t[e] = prepare_gemm_b(true, out_c, in_c, u + e * out_c * in_c, in_c, storage + e * prepared_floats,
+                            prepared_floats);
   const TileChunks chunks = tile_chunks(t.total, E * (in_c + out_c) * int64_t(sizeof(float)));
   const int thread_count = threads();
 #pragma omp parallel for schedule(static) num_threads(thread_count) if (thread_count > 1 && chunks.count > 1)

@@ -17,6 +17,7 @@ enum class Workspace : int {
   kWinogradWeights,   // U: the transformed kernel, read by every thread of the call that made it
   kWinogradPreparedWeights,  // U made ready for the chunks' GEMMs (kernels/gemm.h: prepare_gemm_b)
   kGemmPackedB,       // the AVX-512 GEMM kernels' packed op(B), or block of A (gemm_avx512.cpp)
+  kGemmSharedB,       // op(B) packed once for the parts of one gemm() (gemm.cpp), read by every thread
   kCount,
 };
 

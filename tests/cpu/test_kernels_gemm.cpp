@@ -166,6 +166,7 @@ INSTANTIATE_TEST_SUITE_P(
 // sets.
 TEST(CpuGemmOwnKernels, TakeTheSameProductsForAnyBatch) {
   namespace avx512 = kernels::cpu::avx512;
+  if (!avx512::cpu_has_avx512()) GTEST_SKIP() << "no AVX-512F: the own kernels take nothing here";
   for (const int64_t batch_side : {1, 47, 48, 100000}) {
     EXPECT_TRUE(avx512::suits(false, true, batch_side, 32, 1088, 1.0f));    // x * w^T, 32 outputs
     EXPECT_TRUE(avx512::suits(false, false, batch_side, 256, 32, 1.0f));    // dy * w, 256 inputs
@@ -206,6 +207,22 @@ TEST(CpuGemmOwnKernels, AnElementIsTheSameBitsInAnyPartOfTheProduct) {
   }
 }
 
+// Storage sized while the own kernels were off is never packed into after they are switched on: the product
+// runs on the BLAS instead.
+TEST(CpuGemmPreparedB, StorageSizedWithTheKernelsOffIsNeverPackedInto) {
+  const OwnKernels restore;
+  if (!cpu::use_own_gemm_kernels(true)) GTEST_SKIP() << "no AVX-512F: the own kernels do not run here";
+  cpu::use_own_gemm_kernels(false);
+  const int64_t floats = cpu::gemm_prepared_b_floats(true, 200, 300);
+  EXPECT_EQ(floats, 0);
+  cpu::use_own_gemm_kernels(true);
+  std::mt19937 rng(12);
+  const Matrix b = random_matrix(200, 300, 300, rng);
+  const cpu::PreparedGemmB prepared = cpu::prepare_gemm_b(true, 200, 300, b.ptr(), 300, nullptr, floats);
+  EXPECT_FALSE(prepared.own);
+  EXPECT_GT(cpu::gemm_prepared_b_floats(true, 200, 300), 0);
+}
+
 // A B made ready once (prepare_gemm_b, a convolution's weight for its chunks) gives the bits of gemm_serial on
 // the same operands, for B^T and B, packed or read in place, with the own kernels on and off.
 TEST(CpuGemmPreparedB, GivesTheBitsOfGemmSerial) {
@@ -220,7 +237,8 @@ TEST(CpuGemmPreparedB, GivesTheBitsOfGemmSerial) {
         const int64_t k = 300, ldb = (transpose_b ? k : n) + 3;
         const Matrix b = random_matrix(transpose_b ? n : k, transpose_b ? k : n, ldb, rng);
         std::vector<float> storage(size_t(cpu::gemm_prepared_b_floats(transpose_b, n, k)));
-        const cpu::PreparedGemmB prepared = cpu::prepare_gemm_b(transpose_b, n, k, b.ptr(), ldb, storage.data());
+        const cpu::PreparedGemmB prepared =
+            cpu::prepare_gemm_b(transpose_b, n, k, b.ptr(), ldb, storage.data(), int64_t(storage.size()));
         EXPECT_EQ(prepared.own, own);
         Matrix expected = random_matrix(150, n, n + 1, rng), got = expected;
         for (const float beta : {0.0f, 1.0f}) {
