@@ -76,8 +76,8 @@ void gemm_mixed(bool transpose_a, bool transpose_b, float alpha, ConstMatrixView
                 MatrixView c);
 
 // The library behind gemm and the kernels it runs, for benchmark reports: "OpenBLAS 0.3.21, SkylakeX
-// kernels", "oneMKL 2026.2, sequential" or "built-in", followed by "; own AVX-512 kernels for narrow
-// products" where those run.
+// kernels", "oneMKL 2026.2, sequential" or "built-in", followed by "; own AVX-512 kernels for the
+// convolutions" where those run.
 std::string gemm_library();
 
 // On processors with two 512-bit FMA units (kernels/cpu_info.h), gemm and gemm_serial run the convolutions'

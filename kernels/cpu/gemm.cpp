@@ -17,10 +17,9 @@
 // OpenMP's thread count outside a parallel region instead.
 // gemm_mixed widens bf16 operands into f32 copies, runs gemm, and rounds a bf16 C once (bf16_widen.h).
 //
-// On a processor with two 512-bit FMA units the convolutions' narrow products (a wide operand of pixels times a narrow
-// weight, and the weight gradients' sums over pixels) run on this engine's own kernels instead
-// (gemm_avx512.h), which read the wide operand where it lies where a BLAS would copy it first; the BLAS
-// takes the rest. Which kernel a product gets depends on its shape alone, so the bits stay the same for
+// On a processor with two 512-bit FMA units the convolutions' products (pixels times a weight, and a weight's
+// gradient summed over pixels) run on this engine's own kernels instead (gemm_avx512.h), which read the
+// pixels where they lie where a BLAS would copy them first; the BLAS takes the rest. Which kernel a product gets depends on its shape alone, so the bits stay the same for
 // any thread count. ENGINE_CPU_GEMM=blas|own|auto in the environment, or use_own_gemm_kernels(), chooses.
 #include "kernels/gemm.h"
 
@@ -292,7 +291,7 @@ std::string blas_library() {
 }  // namespace
 
 std::string gemm_library() {
-  return blas_library() + (own_kernels_on() ? "; own AVX-512 kernels for narrow products" : "");
+  return blas_library() + (own_kernels_on() ? "; own AVX-512 kernels for the convolutions" : "");
 }
 
 int num_threads() { return omp_get_max_threads(); }

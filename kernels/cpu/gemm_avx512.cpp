@@ -281,19 +281,6 @@ bool suits(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
   return !transpose_b && m <= kSumsMaxM;
 }
 
-void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if ((transpose_a && transpose_b) || k < 1)
-    throw std::logic_error("kernels::cpu::avx512::sgemm: A^T B^T or k == 0 (gemm.cpp asks suits() first)");
-  if (transpose_a) return sums_form(m, n, k, a, lda, b, ldb, beta, c, ldc);
-  float* packed = nullptr;
-  if (!reads_b_in_place(transpose_b, n)) {
-    packed = align64(workspace(Workspace::kGemmPackedB, packed_floats(n, k) + 16));
-    pack_into(transpose_b, n, k, b, ldb, packed);
-  }
-  rows_form(m, n, k, a, lda, b, ldb, packed, beta, c, ldc);
-}
-
 int64_t prepared_b_floats(bool transpose_b, int64_t n, int64_t k) {
   return reads_b_in_place(transpose_b, n) ? 0 : packed_floats(n, k) + 16;
 }
@@ -303,6 +290,16 @@ const float* prepare_b(bool transpose_b, int64_t n, int64_t k, const float* b, i
   float* packed = align64(storage);
   pack_into(transpose_b, n, k, b, ldb, packed);
   return packed;
+}
+
+void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if ((transpose_a && transpose_b) || k < 1)
+    throw std::logic_error("kernels::cpu::avx512::sgemm: A^T B^T or k == 0 (gemm.cpp asks suits() first)");
+  if (transpose_a) return sums_form(m, n, k, a, lda, b, ldb, beta, c, ldc);
+  const float* packed =
+      prepare_b(transpose_b, n, k, b, ldb, workspace(Workspace::kGemmPackedB, prepared_b_floats(transpose_b, n, k)));
+  rows_form(m, n, k, a, lda, b, ldb, packed, beta, c, ldc);
 }
 
 void sgemm_prepared(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,

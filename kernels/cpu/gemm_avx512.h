@@ -1,4 +1,4 @@
-// The CPU GEMM's own AVX-512 kernels for the convolutions' narrow products (gemm.cpp calls them; see
+// The CPU GEMM's own AVX-512 kernels for the convolutions' products (gemm.cpp calls them; see
 // gemm_avx512.cpp for the maths and the measurements that chose them). Internal to kernels/cpu.
 #pragma once
 #include <cstdint>

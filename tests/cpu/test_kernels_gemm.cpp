@@ -1,5 +1,5 @@
 // CPU GEMM (kernels/gemm.h; OpenBLAS, or the built-in fallback, and on AVX-512 processors the own kernels
-// of kernels/cpu/gemm_avx512.cpp for narrow products) against direct loops in double: every transpose
+// of kernels/cpu/gemm_avx512.cpp for the convolutions' products) against direct loops in double: every transpose
 // combination, padded leading dimensions whose gaps hold NaN (never read, never written), alpha and beta,
 // k == 0, and C full of NaN before a beta == 0 product (C must not be read then); each case with the own
 // kernels on and off. The product is the same bits for 1 and 2 threads, and inside a parallel region; with
